@@ -1,0 +1,623 @@
+// Reads and writes safetensors checkpoints (single file or sharded with model.safetensors.index.json).
+// Headers are validated strictly up front; tensor bytes are read from the file on demand, never all at once.
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { z } from 'zod';
+
+export class SafetensorsError extends Error {
+  override name = 'SafetensorsError';
+}
+
+export const DTYPE_BYTES = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
+} as const;
+
+export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
+
+export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {
+  return typeof value === 'string' && Object.hasOwn(DTYPE_BYTES, value);
+}
+
+/** Where one tensor lives. `byteOffset` is absolute in `file` (header included). */
+export interface TensorInfo {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  byteOffset: number;
+  byteLength: number;
+  file: string;
+}
+
+export interface TensorData {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Owns its ArrayBuffer (byteOffset 0), so typed views over it are aligned. */
+  bytes: Uint8Array<ArrayBuffer>;
+}
+
+/** What model loaders need from a checkpoint, whether it is one file or several shards. */
+export interface TensorSource {
+  readonly metadata: Readonly<Record<string, string>>;
+  tensorNames(): string[];
+  has(name: string): boolean;
+  info(name: string): TensorInfo;
+  readTensor(name: string): Promise<TensorData>;
+  close(): Promise<void>;
+}
+
+const MAX_HEADER_BYTES = 100_000_000;
+
+export function elementCount(shape: readonly number[]): number {
+  let count = 1;
+  for (const dim of shape) count *= dim;
+  return count;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value;
+}
+
+function isNonNegativeInteger(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+export interface ParsedHeader {
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+}
+
+/**
+ * Validates a header. `headerBytes` is the JSON text (after the 8-byte length), `dataLength` the size of the
+ * data region that follows it. Throws SafetensorsError naming `file` and the offending tensor.
+ */
+export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: number, file: string): ParsedHeader {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+  } catch (error) {
+    throw new SafetensorsError(`${file}: header is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new SafetensorsError(`${file}: header must be a JSON object, got ${describe(json)}`);
+  }
+  const dataStart = 8 + headerBytes.byteLength;
+  const tensors = new Map<string, TensorInfo>();
+  const metadata: Record<string, string> = {};
+  const ranges: { name: string; begin: number; end: number }[] = [];
+  for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+        throw new SafetensorsError(`${file}: __metadata__ must be an object of strings, got ${describe(entry)}`);
+      }
+      for (const [key, value] of Object.entries(entry as Record<string, unknown>)) {
+        if (typeof value !== 'string') {
+          throw new SafetensorsError(`${file}: __metadata__.${key} must be a string, got ${describe(value)}`);
+        }
+        metadata[key] = value;
+      }
+      continue;
+    }
+    const where = `${file}: tensor "${name}"`;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      throw new SafetensorsError(`${where}: entry must be an object, got ${describe(entry)}`);
+    }
+    const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+    if (!isSafetensorsDtype(dtype)) {
+      throw new SafetensorsError(
+        `${where}: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(', ')}`,
+      );
+    }
+    if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {
+      throw new SafetensorsError(`${where}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger)) {
+      throw new SafetensorsError(`${where}: data_offsets must be [begin, end] integers, got ${JSON.stringify(offsets)}`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end) throw new SafetensorsError(`${where}: data_offsets [${begin}, ${end}] has begin > end`);
+    if (end > dataLength) {
+      throw new SafetensorsError(
+        `${where}: data_offsets [${begin}, ${end}] out of range: data region is ${dataLength} bytes`,
+      );
+    }
+    const expected = elementCount(shape) * DTYPE_BYTES[dtype];
+    if (end - begin !== expected) {
+      throw new SafetensorsError(
+        `${where}: size mismatch: ${dtype} [${shape.join(', ')}] needs ${expected} bytes, data_offsets [${begin}, ${end}] span ${end - begin}`,
+      );
+    }
+    tensors.set(name, { name, dtype, shape: [...shape], byteOffset: dataStart + begin, byteLength: end - begin, file });
+    ranges.push({ name, begin, end });
+  }
+  // Empty tensors occupy no bytes and cannot overlap anything.
+  const occupied = ranges.filter((range) => range.end > range.begin).sort((a, b) => a.begin - b.begin);
+  let furthest = occupied[0];
+  for (const current of occupied.slice(1)) {
+    if (current.begin < furthest!.end) {
+      throw new SafetensorsError(
+        `${file}: tensor "${current.name}" [${current.begin}, ${current.end}] overlaps tensor "${furthest!.name}" [${furthest!.begin}, ${furthest!.end}]`,
+      );
+    }
+    if (current.end > furthest!.end) furthest = current;
+  }
+  return { tensors, metadata };
+}
+
+async function readExactly(handle: fsp.FileHandle, target: Uint8Array, position: number, file: string): Promise<void> {
+  let filled = 0;
+  while (filled < target.byteLength) {
+    const { bytesRead } = await handle.read(target, filled, target.byteLength - filled, position + filled);
+    if (bytesRead === 0) {
+      throw new SafetensorsError(`${file}: unexpected end of file at byte ${position + filled} (file changed while open?)`);
+    }
+    filled += bytesRead;
+  }
+}
+
+/** One `.safetensors` file, kept open; tensors are read on demand with positional reads. */
+export class SafetensorsFile implements TensorSource {
+  private constructor(
+    readonly file: string,
+    private readonly handle: fsp.FileHandle,
+    private readonly tensors: Map<string, TensorInfo>,
+    readonly metadata: Readonly<Record<string, string>>,
+  ) {}
+
+  static async open(file: string): Promise<SafetensorsFile> {
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(file, 'r');
+    } catch (error) {
+      throw new SafetensorsError(`${file}: cannot open (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    try {
+      const { size } = await handle.stat();
+      if (size < 8) throw new SafetensorsError(`${file}: file is ${size} bytes, too short for the 8-byte header length`);
+      const lengthBytes = new Uint8Array(8);
+      await readExactly(handle, lengthBytes, 0, file);
+      const headerLength = new DataView(lengthBytes.buffer).getBigUint64(0, true);
+      if (headerLength >= BigInt(MAX_HEADER_BYTES)) {
+        throw new SafetensorsError(`${file}: header length ${headerLength} is not below the ${MAX_HEADER_BYTES}-byte limit`);
+      }
+      if (headerLength > BigInt(size - 8)) {
+        throw new SafetensorsError(
+          `${file}: header length ${headerLength} exceeds the file size ${size} (truncated or not a safetensors file)`,
+        );
+      }
+      const headerBytes = new Uint8Array(Number(headerLength));
+      await readExactly(handle, headerBytes, 8, file);
+      const { tensors, metadata } = parseSafetensorsHeader(headerBytes, size - 8 - headerBytes.byteLength, file);
+      return new SafetensorsFile(file, handle, tensors, metadata);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  tensorNames(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const found = this.tensors.get(name);
+    if (!found) throw new SafetensorsError(`${this.file}: no tensor named "${name}"`);
+    return found;
+  }
+
+  async readTensor(name: string): Promise<TensorData> {
+    const { dtype, shape, byteOffset, byteLength } = this.info(name);
+    const bytes = new Uint8Array(byteLength);
+    await readExactly(this.handle, bytes, byteOffset, `${this.file}: tensor "${name}"`);
+    return { dtype, shape: [...shape], bytes };
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+const shardIndexSchema = z.object({
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  weight_map: z.record(z.string(), z.string()),
+});
+
+/** A checkpoint split over several files, described by `model.safetensors.index.json`. */
+export class ShardedSafetensors implements TensorSource {
+  private constructor(
+    readonly indexFile: string,
+    private readonly shards: Map<string, SafetensorsFile>,
+    private readonly weightMap: Map<string, SafetensorsFile>,
+    readonly metadata: Readonly<Record<string, string>>,
+    /** The index file's own `metadata` (e.g. total_size), as written. */
+    readonly indexMetadata: Readonly<Record<string, unknown>>,
+  ) {}
+
+  static async open(indexFile: string): Promise<ShardedSafetensors> {
+    let text: string;
+    try {
+      text = await fsp.readFile(indexFile, 'utf8');
+    } catch (error) {
+      throw new SafetensorsError(`${indexFile}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      throw new SafetensorsError(`${indexFile}: not valid JSON (${(error as Error).message})`);
+    }
+    const parsed = shardIndexSchema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new SafetensorsError(`${indexFile}: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    }
+    const directory = path.dirname(indexFile);
+    const shardNames = [...new Set(Object.values(parsed.data.weight_map))];
+    const shards = new Map<string, SafetensorsFile>();
+    try {
+      for (const shardName of shardNames) {
+        const shardPath = path.join(directory, shardName);
+        try {
+          await fsp.access(shardPath);
+        } catch {
+          const example = Object.entries(parsed.data.weight_map).find(([, file]) => file === shardName)![0];
+          throw new SafetensorsError(
+            `${indexFile}: shard "${shardName}" (holding tensor "${example}" and others) not found at ${shardPath}`,
+          );
+        }
+        shards.set(shardName, await SafetensorsFile.open(shardPath));
+      }
+      const weightMap = new Map<string, SafetensorsFile>();
+      for (const [tensorName, shardName] of Object.entries(parsed.data.weight_map)) {
+        const shard = shards.get(shardName)!;
+        if (!shard.has(tensorName)) {
+          throw new SafetensorsError(`${indexFile}: tensor "${tensorName}" is mapped to shard "${shardName}", which does not contain it`);
+        }
+        weightMap.set(tensorName, shard);
+      }
+      const metadata: Record<string, string> = {};
+      for (const shard of shards.values()) Object.assign(metadata, shard.metadata);
+      return new ShardedSafetensors(indexFile, shards, weightMap, metadata, parsed.data.metadata ?? {});
+    } catch (error) {
+      await Promise.all([...shards.values()].map((shard) => shard.close()));
+      throw error;
+    }
+  }
+
+  tensorNames(): string[] {
+    return [...this.weightMap.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.weightMap.has(name);
+  }
+
+  private shardOf(name: string): SafetensorsFile {
+    const shard = this.weightMap.get(name);
+    if (!shard) throw new SafetensorsError(`${this.indexFile}: no tensor named "${name}" in weight_map`);
+    return shard;
+  }
+
+  info(name: string): TensorInfo {
+    return this.shardOf(name).info(name);
+  }
+
+  readTensor(name: string): Promise<TensorData> {
+    return this.shardOf(name).readTensor(name);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.shards.values()].map((shard) => shard.close()));
+  }
+}
+
+/**
+ * Opens a checkpoint: a `.safetensors` file, a `.index.json`, or a folder holding
+ * `model.safetensors.index.json` (preferred) or `model.safetensors`.
+ */
+export async function openSafetensors(location: string): Promise<TensorSource> {
+  if (location.endsWith('.json')) return ShardedSafetensors.open(location);
+  let isDirectory = false;
+  try {
+    isDirectory = (await fsp.stat(location)).isDirectory();
+  } catch {
+    throw new SafetensorsError(`${location}: no such file or folder`);
+  }
+  if (!isDirectory) return SafetensorsFile.open(location);
+  const indexFile = path.join(location, 'model.safetensors.index.json');
+  const singleFile = path.join(location, 'model.safetensors');
+  const exists = (file: string) => fsp.access(file).then(() => true, () => false);
+  if (await exists(indexFile)) return ShardedSafetensors.open(indexFile);
+  if (await exists(singleFile)) return SafetensorsFile.open(singleFile);
+  throw new SafetensorsError(`${location}: neither model.safetensors.index.json nor model.safetensors found`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Value conversion
+
+const conversionView = new DataView(new ArrayBuffer(4));
+
+export function f16BitsToF32(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 0x1f) return mantissa ? NaN : sign * Infinity;
+  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+}
+
+export function bf16BitsToF32(bits: number): number {
+  conversionView.setUint32(0, (bits & 0xffff) << 16);
+  return conversionView.getFloat32(0);
+}
+
+/** Round-to-nearest-even, as torch's `.half()`. */
+export function f32ToF16Bits(value: number): number {
+  conversionView.setFloat32(0, value);
+  const x = conversionView.getUint32(0);
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  const mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const halfExponent = exponent - 127 + 15;
+  if (halfExponent >= 0x1f) return sign | 0x7c00;
+  if (halfExponent <= 0) {
+    if (halfExponent < -10) return sign;
+    const full = mantissa | 0x800000;
+    const shift = 14 - halfExponent;
+    let half = full >>> shift;
+    const remainder = full & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (remainder > halfway || (remainder === halfway && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (halfExponent << 10) | (mantissa >>> 13);
+  const remainder = mantissa & 0x1fff;
+  if (remainder > 0x1000 || (remainder === 0x1000 && half & 1)) half++; // may carry into the exponent: correct
+  return sign | half;
+}
+
+/** Round-to-nearest-even, as torch's `.bfloat16()`. */
+export function f32ToBf16Bits(value: number): number {
+  conversionView.setFloat32(0, value);
+  const x = conversionView.getUint32(0);
+  if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return ((x >>> 16) | 0x40) & 0xffff;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+function typedView<T>(
+  bytes: Uint8Array<ArrayBuffer>,
+  Ctor: { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
+): T {
+  const length = bytes.byteLength / Ctor.BYTES_PER_ELEMENT;
+  if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(bytes.buffer, bytes.byteOffset, length);
+  return new Ctor(bytes.slice().buffer, 0, length);
+}
+
+function tensorLabel(tensor: TensorData, name?: string): string {
+  return `${name ? `tensor "${name}" ` : ''}(${tensor.dtype} [${tensor.shape.join(', ')}])`;
+}
+
+/**
+ * Values as float32. F32 is returned as a view over `bytes` (no copy); other dtypes are converted.
+ * 64-bit integers beyond 2^53 lose precision, as they do in any float conversion.
+ */
+export function toFloat32(tensor: TensorData, name?: string): Float32Array {
+  const { bytes } = tensor;
+  switch (tensor.dtype) {
+    case 'F32':
+      return typedView(bytes, Float32Array);
+    case 'F64':
+      return Float32Array.from(typedView(bytes, Float64Array));
+    case 'F16': {
+      const halves = typedView(bytes, Uint16Array);
+      const out = new Float32Array(halves.length);
+      for (let i = 0; i < halves.length; i++) out[i] = f16BitsToF32(halves[i]!);
+      return out;
+    }
+    case 'BF16': {
+      const halves = typedView(bytes, Uint16Array);
+      const words = new Uint32Array(halves.length);
+      for (let i = 0; i < halves.length; i++) words[i] = halves[i]! << 16;
+      return new Float32Array(words.buffer);
+    }
+    case 'I64':
+      return Float32Array.from(typedView(bytes, BigInt64Array), Number);
+    case 'U64':
+      return Float32Array.from(typedView(bytes, BigUint64Array), Number);
+    case 'I32':
+      return Float32Array.from(typedView(bytes, Int32Array));
+    case 'U32':
+      return Float32Array.from(typedView(bytes, Uint32Array));
+    case 'I16':
+      return Float32Array.from(typedView(bytes, Int16Array));
+    case 'U16':
+      return Float32Array.from(typedView(bytes, Uint16Array));
+    case 'I8':
+      return Float32Array.from(new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    case 'U8':
+    case 'BOOL':
+      return Float32Array.from(bytes);
+    default:
+      throw new SafetensorsError(`toFloat32: unsupported dtype ${String(tensor.dtype satisfies never)}`);
+  }
+}
+
+/** Integer values as int32 (I32 is a view, no copy). Values outside int32 are an error, not a wrap. */
+export function toInt32(tensor: TensorData, name?: string): Int32Array {
+  const { bytes } = tensor;
+  const checkedFrom = (values: ArrayLike<bigint | number>): Int32Array => {
+    const out = new Int32Array(values.length);
+    for (let i = 0; i < values.length; i++) {
+      const value = values[i]!;
+      if (value < -2147483648 || value > 2147483647) {
+        throw new SafetensorsError(`toInt32: ${tensorLabel(tensor, name)} element ${i} = ${value} does not fit in int32`);
+      }
+      out[i] = Number(value);
+    }
+    return out;
+  };
+  switch (tensor.dtype) {
+    case 'I32':
+      return typedView(bytes, Int32Array);
+    case 'I64':
+      return checkedFrom(typedView(bytes, BigInt64Array));
+    case 'U64':
+      return checkedFrom(typedView(bytes, BigUint64Array));
+    case 'U32':
+      return checkedFrom(typedView(bytes, Uint32Array));
+    case 'I16':
+      return Int32Array.from(typedView(bytes, Int16Array));
+    case 'U16':
+      return Int32Array.from(typedView(bytes, Uint16Array));
+    case 'I8':
+      return Int32Array.from(new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    case 'U8':
+    case 'BOOL':
+      return Int32Array.from(bytes);
+    default:
+      throw new SafetensorsError(`toInt32: ${tensorLabel(tensor, name)} is not an integer tensor`);
+  }
+}
+
+export type HalfDtype = 'F16' | 'BF16';
+
+/**
+ * 16-bit values packed two per u32 for GPU upload: word i holds element 2i in its low half and 2i+1 in its
+ * high half (little-endian), an odd count padded with a zero half. F16/BF16 input is copied bit for bit;
+ * other float input (or a different half type) is converted with round-to-nearest-even to `target`.
+ */
+export function packHalfWords(tensor: TensorData, target?: HalfDtype, name?: string): Uint32Array {
+  const elementTotal = elementCount(tensor.shape);
+  const words = new Uint32Array(Math.ceil(elementTotal / 2));
+  const halves = new Uint16Array(words.buffer, 0, elementTotal);
+  const want = target ?? (tensor.dtype === 'F16' || tensor.dtype === 'BF16' ? tensor.dtype : undefined);
+  if (!want) {
+    throw new SafetensorsError(`packHalfWords: ${tensorLabel(tensor, name)} is not 16-bit; pass a target half dtype`);
+  }
+  if (tensor.dtype === want) {
+    halves.set(typedView(tensor.bytes, Uint16Array));
+    return words;
+  }
+  if (tensor.dtype !== 'F32' && tensor.dtype !== 'F64' && tensor.dtype !== 'F16' && tensor.dtype !== 'BF16') {
+    throw new SafetensorsError(`packHalfWords: ${tensorLabel(tensor, name)} is not a float tensor`);
+  }
+  const values = toFloat32(tensor, name);
+  const encode = want === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
+  for (let i = 0; i < elementTotal; i++) halves[i] = encode(values[i]!);
+  return words;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing
+
+export interface TensorToWrite {
+  dtype: SafetensorsDtype;
+  shape: readonly number[];
+  data: ArrayBufferView;
+}
+
+function viewBytes(data: ArrayBufferView): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+interface PlannedFile {
+  header: Uint8Array<ArrayBuffer>; // length prefix + JSON padded with spaces to a multiple of 8
+  parts: Uint8Array[];
+  dataLength: number;
+}
+
+function planSafetensors(
+  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): PlannedFile {
+  const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let offset = 0;
+  const parts: Uint8Array[] = [];
+  for (const [name, tensor] of entries) {
+    if (name === '__metadata__') throw new SafetensorsError(`cannot write a tensor named "__metadata__"`);
+    if (!isSafetensorsDtype(tensor.dtype)) throw new SafetensorsError(`tensor "${name}": unknown dtype ${String(tensor.dtype)}`);
+    const expected = elementCount(tensor.shape) * DTYPE_BYTES[tensor.dtype];
+    if (tensor.data.byteLength !== expected) {
+      throw new SafetensorsError(
+        `tensor "${name}": ${tensor.dtype} [${tensor.shape.join(', ')}] needs ${expected} bytes, data has ${tensor.data.byteLength}`,
+      );
+    }
+    header[name] = { dtype: tensor.dtype, shape: [...tensor.shape], data_offsets: [offset, offset + expected] };
+    parts.push(viewBytes(tensor.data));
+    offset += expected;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const paddedLength = Math.ceil(json.byteLength / 8) * 8;
+  const headerBytes = new Uint8Array(8 + paddedLength);
+  new DataView(headerBytes.buffer).setBigUint64(0, BigInt(paddedLength), true);
+  headerBytes.set(json, 8);
+  headerBytes.fill(0x20, 8 + json.byteLength);
+  return { header: headerBytes, parts, dataLength: offset };
+}
+
+/** The whole file in memory: 8-byte header length, JSON header padded with spaces to 8 bytes, data. */
+export function serializeSafetensors(
+  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): Uint8Array<ArrayBuffer> {
+  const { header, parts, dataLength } = planSafetensors(tensors, metadata);
+  const out = new Uint8Array(header.byteLength + dataLength);
+  out.set(header, 0);
+  let position = header.byteLength;
+  for (const part of parts) {
+    out.set(part, position);
+    position += part.byteLength;
+  }
+  return out;
+}
+
+/** Writes atomically (a temp file beside `file`, flushed, then renamed over it), tensor by tensor without a full copy. */
+export async function writeSafetensors(
+  file: string,
+  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const { header, parts } = planSafetensors(tensors, metadata);
+  const temporary = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  try {
+    const handle = await fsp.open(temporary, 'w');
+    try {
+      let position = 0;
+      for (const part of [header, ...parts]) {
+        for (let written = 0; written < part.byteLength; ) {
+          const { bytesWritten } = await handle.write(part, written, part.byteLength - written, position + written);
+          written += bytesWritten;
+        }
+        position += part.byteLength;
+      }
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fsp.rename(temporary, file);
+  } catch (error) {
+    await fsp.rm(temporary, { force: true });
+    throw error;
+  }
+}

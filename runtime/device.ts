@@ -1,0 +1,238 @@
+// The WebGPU device Strata runs on: Dawn (the `webgpu` package) in Node, `navigator.gpu` in browsers.
+// Requests the adapter's own limits and the optional features Strata uses, and records uncaptured errors.
+
+export interface StrataAdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** Native API under WebGPU, where known: Dawn does not report it, so in Node it is dawn.node's default for the platform. */
+  backend?: string;
+}
+
+export interface UncapturedGpuError {
+  kind: 'validation' | 'out-of-memory' | 'internal' | 'unknown';
+  message: string;
+}
+
+export interface StrataDevice {
+  device: GPUDevice;
+  adapterInfo: StrataAdapterInfo;
+  /** Features enabled on the device, sorted. */
+  features: string[];
+  /** Every numeric limit of the device (equal to the adapter's: they are requested explicitly). */
+  limits: Record<string, number>;
+  /** True for a software adapter (lavapipe, SwiftShader, WARP). */
+  isFallback?: boolean;
+  /** Errors no error scope caught, oldest first; drain with `takeUncapturedErrors`. */
+  uncapturedErrors: UncapturedGpuError[];
+}
+
+/** Optional features Strata uses when the adapter has them; none is required. */
+export const OPTIONAL_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
+
+/** No WebGPU adapter is available; the message names the cause and the fix. */
+export class NoAdapterError extends Error {
+  override name = 'NoAdapterError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+// The part of the `webgpu` package this file uses (its own types say `globals: Object`).
+interface DawnModule {
+  create(flags: string[]): GPU;
+  globals: Record<string, unknown>;
+}
+
+const isBrowser = (): boolean => typeof navigator !== 'undefined' && 'gpu' in navigator;
+const isNode = (): boolean => typeof process !== 'undefined' && process.versions?.node !== undefined;
+
+let dawnGpu: GPU | undefined;
+
+async function loadDawn(): Promise<GPU> {
+  if (dawnGpu) return dawnGpu;
+  // A variable specifier keeps browser bundlers from trying to resolve the native package.
+  const specifier = 'webgpu';
+  let dawn: DawnModule;
+  try {
+    dawn = (await import(/* @vite-ignore */ specifier)) as DawnModule;
+  } catch (error) {
+    throw new NoAdapterError(
+      `Could not load Dawn (the \`webgpu\` package): ${errorMessage(error)}. ` +
+        'Run `npm install` in the project root; dawn.node ships for linux-x64, linux-arm64, darwin and win32.',
+      { cause: error },
+    );
+  }
+  // GPUBufferUsage, GPUMapMode, GPUShaderStage... are globals in browsers; Dawn hands them over instead.
+  Object.assign(globalThis, dawn.globals);
+  dawnGpu = dawn.create([]);
+  return dawnGpu;
+}
+
+// dawn.node picks one backend per platform and does not report it on the adapter.
+function dawnBackend(): string | undefined {
+  switch (process.platform) {
+    case 'linux':
+      return 'vulkan';
+    case 'darwin':
+      return 'metal';
+    case 'win32':
+      return 'd3d12';
+    default:
+      return undefined;
+  }
+}
+
+function noAdapterMessage(): string {
+  if (!isNode()) {
+    return (
+      'No WebGPU adapter: navigator.gpu is missing or returned no adapter. ' +
+      'Enable WebGPU: use a browser that ships it (Chrome/Edge 113+, Safari 26+, Firefox 141+ on Windows), ' +
+      'serve the page over https or localhost, and check that the GPU is not blocklisted (chrome://gpu).'
+    );
+  }
+  if (process.platform === 'linux') {
+    return (
+      'No WebGPU adapter: Dawn (the `webgpu` package) found no usable Vulkan driver ' +
+      "(Debian 12's Mesa 22 lavapipe is refused by Dawn; Mesa 25 from bookworm-backports works). " +
+      "Fix: run `npm run setup` (installs Mesa's lavapipe as root on Debian/Ubuntu) or install a Vulkan driver."
+    );
+  }
+  return `No WebGPU adapter: Dawn (the \`webgpu\` package) found no ${dawnBackend() ?? 'native'} adapter. Fix: install or update the GPU driver.`;
+}
+
+export async function acquireDevice(options: { powerPreference?: GPUPowerPreference } = {}): Promise<StrataDevice> {
+  let gpu: GPU;
+  if (isBrowser()) gpu = navigator.gpu;
+  else if (isNode()) gpu = await loadDawn();
+  else throw new NoAdapterError(noAdapterMessage());
+
+  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference });
+  if (!adapter) throw new NoAdapterError(noAdapterMessage());
+
+  // Defaults are far below what most adapters offer (128 MiB bindings, 8 storage buffers), and the compiler
+  // schedules against these numbers, so ask for everything the adapter has.
+  const requiredLimits: Record<string, number> = {};
+  for (const name in adapter.limits) {
+    const value = (adapter.limits as unknown as Record<string, unknown>)[name];
+    if (typeof value === 'number') requiredLimits[name] = value;
+  }
+  const requiredFeatures = OPTIONAL_FEATURES.filter((feature) => adapter.features.has(feature));
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+
+  const uncapturedErrors: UncapturedGpuError[] = [];
+  device.addEventListener('uncapturederror', (event) => {
+    uncapturedErrors.push(describeGpuError((event as GPUUncapturedErrorEvent).error));
+  });
+
+  const limits: Record<string, number> = {};
+  for (const name in device.limits) {
+    const value = (device.limits as unknown as Record<string, unknown>)[name];
+    if (typeof value === 'number') limits[name] = value;
+  }
+
+  const info = adapter.info;
+  return {
+    device,
+    adapterInfo: {
+      vendor: info.vendor,
+      architecture: info.architecture,
+      device: info.device,
+      description: info.description,
+      backend: isBrowser() ? undefined : dawnBackend(),
+    },
+    features: [...device.features].sort(),
+    limits,
+    // `info.isFallbackAdapter` is the current spec; `adapter.isFallbackAdapter` the older one.
+    isFallback: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+    uncapturedErrors,
+  };
+}
+
+function describeGpuError(error: GPUError): UncapturedGpuError {
+  const kind =
+    typeof GPUValidationError !== 'undefined' && error instanceof GPUValidationError
+      ? 'validation'
+      : typeof GPUOutOfMemoryError !== 'undefined' && error instanceof GPUOutOfMemoryError
+        ? 'out-of-memory'
+        : typeof GPUInternalError !== 'undefined' && error instanceof GPUInternalError
+          ? 'internal'
+          : 'unknown';
+  return { kind, message: error.message };
+}
+
+/** Returns and clears the errors recorded since the last call. */
+export function takeUncapturedErrors(strataDevice: StrataDevice): UncapturedGpuError[] {
+  return strataDevice.uncapturedErrors.splice(0);
+}
+
+let sharedDevice: Promise<StrataDevice> | undefined;
+
+/** One device per process (tests and the CLI reuse it); a lost device or a failed attempt is not cached. */
+export function getSharedDevice(): Promise<StrataDevice> {
+  if (!sharedDevice) {
+    const pending = acquireDevice();
+    sharedDevice = pending;
+    pending.then(
+      (acquired) => {
+        void acquired.device.lost.then(() => {
+          if (sharedDevice === pending) sharedDevice = undefined;
+        });
+      },
+      () => {
+        if (sharedDevice === pending) sharedDevice = undefined;
+      },
+    );
+  }
+  return sharedDevice;
+}
+
+const KEY_LIMITS = [
+  'maxStorageBuffersPerShaderStage',
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupsPerDimension',
+] as const;
+
+/** Human-readable summary: adapter, backend, features and the limits the compiler schedules against. */
+export function describeDevice(strataDevice: StrataDevice): string {
+  const { adapterInfo, features, limits, isFallback } = strataDevice;
+  const lines = [
+    `vendor       ${adapterInfo.vendor || '(unknown)'}${adapterInfo.architecture ? ` (${adapterInfo.architecture})` : ''}`,
+    `device       ${adapterInfo.device || '(unknown)'}${isFallback ? ' [fallback/software adapter]' : ''}`,
+  ];
+  if (adapterInfo.description) lines.push(`description  ${adapterInfo.description}`);
+  lines.push(`backend      ${adapterInfo.backend ?? '(not reported)'}`);
+  const optional = OPTIONAL_FEATURES.map((feature) => `${feature} ${features.includes(feature) ? 'yes' : 'no'}`);
+  lines.push(`features     ${optional.join(', ')}`);
+  const others = features.filter((feature) => !(OPTIONAL_FEATURES as readonly string[]).includes(feature));
+  if (others.length > 0) lines.push(`             also: ${others.join(', ')}`);
+  lines.push('limits');
+  const width = Math.max(...KEY_LIMITS.map((name) => name.length));
+  for (const name of KEY_LIMITS) {
+    const value = limits[name];
+    lines.push(`  ${name.padEnd(width)}  ${value === undefined ? '(not reported)' : formatLimit(name, value)}`);
+  }
+  return lines.join('\n');
+}
+
+function formatLimit(name: string, value: number): string {
+  if (!/Size$/.test(name) || value < 1024) return String(value);
+  const units = ['KiB', 'MiB', 'GiB'];
+  let scaled = value;
+  let unit = 'B';
+  for (const next of units) {
+    if (scaled < 1024) break;
+    scaled /= 1024;
+    unit = next;
+  }
+  const rounded = Number.isInteger(scaled) ? String(scaled) : scaled.toFixed(2);
+  return `${value} (${rounded} ${unit})`;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,41 @@
+// The `strata` command line: builds the commander program from one module per command and runs it.
+// To add a command, write `cli/<name>.ts` exporting `register(program: Command)` and list it in COMMANDS.
+import { Command, CommanderError } from 'commander';
+import { NoAdapterError } from '../runtime/device.ts';
+import * as doctor from './doctor.ts';
+
+export interface CommandModule {
+  register(program: Command): void;
+}
+
+const COMMANDS: CommandModule[] = [doctor];
+
+export function buildProgram(): Command {
+  const program = new Command('strata')
+    .description('Compile hybrid language models to WGSL and run them on WebGPU')
+    .showHelpAfterError()
+    .exitOverride();
+  for (const command of COMMANDS) command.register(program);
+  return program;
+}
+
+/** Runs the CLI and exits the process: Dawn can keep the event loop alive after the work is done. */
+export async function main(argv: string[]): Promise<never> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (error) {
+    process.exitCode = exitCodeFor(error);
+  }
+  process.exit(process.exitCode ?? 0);
+}
+
+function exitCodeFor(error: unknown): number {
+  // commander has already printed its own usage errors, help and version.
+  if (error instanceof CommanderError) return error.exitCode;
+  if (error instanceof NoAdapterError) {
+    console.error(`strata: ${error.message}`);
+    return 1;
+  }
+  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  return 1;
+}

@@ -48,10 +48,21 @@ interface DawnModule {
 const isBrowser = (): boolean => typeof navigator !== 'undefined' && 'gpu' in navigator;
 const isNode = (): boolean => typeof process !== 'undefined' && process.versions?.node !== undefined;
 
-let dawnGpu: GPU | undefined;
+// Kept on globalThis, not in module variables, so that a second evaluation of this module in one process
+// (a copy reached through another path, a test runner's module reset) still shares one Dawn instance and device.
+interface ProcessCache {
+  dawnGpu?: GPU;
+  sharedDevice?: Promise<StrataDevice>;
+}
+const PROCESS_CACHE = Symbol.for('strata.runtime.device');
+function processCache(): ProcessCache {
+  const holder = globalThis as { [PROCESS_CACHE]?: ProcessCache };
+  return (holder[PROCESS_CACHE] ??= {});
+}
 
 async function loadDawn(): Promise<GPU> {
-  if (dawnGpu) return dawnGpu;
+  const cache = processCache();
+  if (cache.dawnGpu) return cache.dawnGpu;
   // A variable specifier keeps browser bundlers from trying to resolve the native package.
   const specifier = 'webgpu';
   let dawn: DawnModule;
@@ -66,8 +77,8 @@ async function loadDawn(): Promise<GPU> {
   }
   // GPUBufferUsage, GPUMapMode, GPUShaderStage... are globals in browsers; Dawn hands them over instead.
   Object.assign(globalThis, dawn.globals);
-  dawnGpu = dawn.create([]);
-  return dawnGpu;
+  cache.dawnGpu = dawn.create([]);
+  return cache.dawnGpu;
 }
 
 // dawn.node picks one backend per platform and does not report it on the adapter.
@@ -167,25 +178,18 @@ export function takeUncapturedErrors(strataDevice: StrataDevice): UncapturedGpuE
   return strataDevice.uncapturedErrors.splice(0);
 }
 
-let sharedDevice: Promise<StrataDevice> | undefined;
-
 /** One device per process (tests and the CLI reuse it); a lost device or a failed attempt is not cached. */
 export function getSharedDevice(): Promise<StrataDevice> {
-  if (!sharedDevice) {
+  const cache = processCache();
+  if (!cache.sharedDevice) {
     const pending = acquireDevice();
-    sharedDevice = pending;
-    pending.then(
-      (acquired) => {
-        void acquired.device.lost.then(() => {
-          if (sharedDevice === pending) sharedDevice = undefined;
-        });
-      },
-      () => {
-        if (sharedDevice === pending) sharedDevice = undefined;
-      },
-    );
+    cache.sharedDevice = pending;
+    const forget = () => {
+      if (cache.sharedDevice === pending) cache.sharedDevice = undefined;
+    };
+    pending.then((acquired) => void acquired.device.lost.then(forget), forget);
   }
-  return sharedDevice;
+  return cache.sharedDevice;
 }
 
 const KEY_LIMITS = [

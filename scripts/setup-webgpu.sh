@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure this checkout can run WebGPU: node_modules present, and Dawn finds an adapter.
-# Without a GPU that means Mesa's lavapipe; Dawn refuses Debian 12's Mesa 22, so there it comes from bookworm-backports.
+# Without a GPU that means Mesa's lavapipe. Dawn refuses Debian 12's Mesa 22 ("Vulkan shaderUniform*ArrayDynamicIndexing
+# required"), so on Debian 12 it comes from bookworm-backports (Mesa 25).
 # Idempotent; when all is well it costs one adapter probe (well under a second).
 set -euo pipefail
 

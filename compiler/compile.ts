@@ -1,0 +1,171 @@
+// The compiler pipeline, top to bottom: verify, simplify, fuse, lower (fusion refined by lowering), order,
+// plan memory, bind. One Program per bucket.
+import type { Graph, Node } from './ir.ts';
+import type { KernelSpec, Program } from './program.ts';
+import { wgslType } from './ops.ts';
+import { verify } from './passes/verify.ts';
+import { simplify } from './passes/simplify.ts';
+import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
+import { type LoweredKernel, NeedsMaterialize, lowerKernel } from './passes/lowerToWgsl.ts';
+import { orderKernels } from './passes/orderKernels.ts';
+import { planMemory } from './passes/planMemory.ts';
+import { stateRoot } from './ir.ts';
+import { type Dims, trace } from '../dsl/trace.ts';
+import type { Tensor } from '../dsl/tensor.ts';
+
+export interface DeviceLimits {
+  maxStorageBuffersPerShaderStage: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxStorageBufferBindingSize: number;
+}
+
+export const DEFAULT_LIMITS: DeviceLimits = {
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBufferBindingSize: 128 << 20,
+};
+
+export interface CompileOptions extends Partial<FuseOptions> {
+  limits?: Partial<DeviceLimits>;
+  bucket?: Record<string, number>;
+}
+
+export class CompileError extends Error {
+  override name = 'CompileError';
+}
+
+/** Inlined nodes under the root with the most distinct buffers below them: the one to split off. */
+function splitCandidate(k: LoweredKernel, isMat: (n: Node) => boolean): Node | undefined {
+  const inlined = new Set(k.nodes.slice(1));
+  let best: Node | undefined;
+  let bestReads = 1;
+  const readsUnder = (n: Node): number => {
+    const seen = new Set<number>();
+    const stack = [n];
+    let reads = 0;
+    while (stack.length) {
+      const c = stack.pop()!;
+      if (seen.has(c.id)) continue;
+      seen.add(c.id);
+      for (const i of c.inputs) {
+        if (isMat(i)) {
+          if (!seen.has(-i.id - 1)) (seen.add(-i.id - 1), reads++);
+        } else stack.push(i);
+      }
+    }
+    return reads;
+  };
+  for (const id of inlined) {
+    const n = k.root.inputs.find((x) => x.id === id) ?? findNode(k.root, id);
+    if (!n || n.op === 'const' || n.op === 'iota') continue;
+    const r = readsUnder(n);
+    if (r > bestReads && r < k.reads.length) [best, bestReads] = [n, r];
+  }
+  return best;
+}
+
+function findNode(root: Node, id: number): Node | undefined {
+  const stack = [root];
+  const seen = new Set<number>();
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (n.id === id) return n;
+    if (seen.has(n.id)) continue;
+    seen.add(n.id);
+    stack.push(...n.inputs);
+  }
+  return undefined;
+}
+
+function lowerAll(g: Graph, mat: Set<number>, limits: DeviceLimits): LoweredKernel[] {
+  const isMat = (n: Node) => mat.has(n.id);
+  for (let attempt = 0; ; attempt++) {
+    if (attempt > 10 * g.nodes.length + 10) throw new CompileError('fusion did not converge');
+    try {
+      const kernels: LoweredKernel[] = [];
+      for (const n of g.nodes) {
+        if (!mat.has(n.id) || n.op === 'input' || n.op === 'weight' || n.op === 'state') continue;
+        const k = lowerKernel(n, isMat);
+        // a scatter must not read the buffer it writes (threads would race): give its values a buffer of their own
+        if (n.op === 'scatter') {
+          const state = stateRoot(n);
+          if (k.reads.some((r) => stateRoot(r) === state)) throw new NeedsMaterialize(n.inputs[2]!, 'scatter values read the state being written');
+        }
+        const buffers = new Set(k.reads.map((r) => stateRoot(r)?.id ?? r.id)).size + 1;
+        if (buffers > limits.maxStorageBuffersPerShaderStage) {
+          const split = splitCandidate(k, isMat);
+          if (!split) throw new CompileError(`kernel for %${n.id} (${n.op}) needs ${buffers} storage buffers; the adapter allows ${limits.maxStorageBuffersPerShaderStage}`);
+          throw new NeedsMaterialize(split, `kernel needs ${buffers} storage buffers`);
+        }
+        kernels.push(k);
+      }
+      return kernels;
+    } catch (err) {
+      if (!(err instanceof NeedsMaterialize)) throw err;
+      if (mat.has(err.node.id)) throw new CompileError(`cannot lower %${err.node.id} (${err.node.op}): ${err.message}`);
+      mat.add(err.node.id);
+    }
+  }
+}
+
+function elementType(n: Node): string {
+  if (n.op === 'weight' && (n as Node<'weight'>).attrs.storage !== 'f32') return 'u32';
+  return n.dtype === 'bool' ? 'u32' : wgslType(n.dtype);
+}
+
+function bindKernel(k: LoweredKernel, bufferOf: Map<number, number>, limits: DeviceLimits, index: number): KernelSpec {
+  const writeBuf = bufferOf.get(k.write.id)!;
+  const slots: number[] = [writeBuf];
+  const types = new Map<number, string>([[writeBuf, elementType(k.write)]]);
+  for (const r of k.reads) {
+    const b = bufferOf.get(r.id)!;
+    if (!slots.includes(b)) slots.push(b);
+    if (!types.has(b)) types.set(b, elementType(r));
+  }
+  const decls = slots.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b === writeBuf ? 'read_write' : 'read'}> buf${i}: array<${types.get(b)}>;`);
+  const x = Math.min(k.groups, limits.maxComputeWorkgroupsPerDimension);
+  const y = Math.ceil(k.groups / x);
+  if (y > limits.maxComputeWorkgroupsPerDimension) throw new CompileError(`kernel for %${k.root.id} needs ${k.groups} workgroups`);
+  const wgsl = k.body
+    .replace('@BINDINGS@', decls.join('\n'))
+    .replace(/@B(\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`)
+    .replace(/\bNX\b/g, `${x}u`);
+  return {
+    name: `k${index}_${k.mode}_${k.root.op}`,
+    wgsl,
+    bindings: slots,
+    writes: [writeBuf],
+    workgroups: [x, y, 1],
+    workgroupSize: k.workgroupSize,
+    nodes: k.nodes,
+  };
+}
+
+/** Compiles a traced graph into a Program. */
+export function compile(graph: Graph, options: CompileOptions = {}): Program {
+  const limits: DeviceLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  verify(graph);
+  const g = simplify(graph);
+  verify(g);
+  const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
+  const kernels = orderKernels(lowerAll(g, mat, limits));
+  const plan = planMemory(g, kernels);
+  for (const b of plan.buffers)
+    if (b.bytes > limits.maxStorageBufferBindingSize)
+      throw new CompileError(`${b.role} ${b.name ? `'${b.name}' ` : ''}needs ${b.bytes} bytes; the adapter binds at most ${limits.maxStorageBufferBindingSize} per buffer`);
+  const byRole = (role: string) => Object.fromEntries(plan.buffers.filter((b) => b.role === role).map((b) => [b.name!, b.id]));
+  return {
+    bucket: options.bucket ?? {},
+    buffers: plan.buffers,
+    kernels: kernels.map((k, i) => bindKernel(k, plan.bufferOf, limits, i)),
+    inputs: byRole('input'),
+    outputs: byRole('output'),
+    weights: byRole('weight'),
+    states: byRole('state'),
+  };
+}
+
+/** Traces and compiles in one step. */
+export function compileFn(fn: () => Record<string, Tensor> | void, dims: Dims = {}, options: CompileOptions = {}): Program {
+  return compile(trace(fn, dims), { bucket: dims, ...options });
+}

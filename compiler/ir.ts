@@ -1,0 +1,108 @@
+// The graph IR: one node type for every traced value, shared by the DSL, the passes and both backends.
+
+export type DType = 'f32' | 'i32' | 'u32' | 'bool';
+/** How a weight is stored on the device; values are always computed in f32. */
+export type StorageDType = 'f32' | 'f16' | 'bf16';
+
+/** Attributes of every op. The op table in ops.ts is keyed by this interface, so a new op is a compile error until it has a full definition. */
+export interface OpAttrs {
+  // sources
+  input: { name: string };
+  weight: { name: string; storage: StorageDType };
+  state: { name: string };
+  const: { value: number };
+  iota: { axis: number };
+  // elementwise unary
+  neg: {}; abs: {}; exp: {}; log: {}; sqrt: {}; rsqrt: {}; sin: {}; cos: {};
+  sigmoid: {}; silu: {}; softplus: {}; tanh: {}; gelu: {}; gelu_tanh: {}; floor: {};
+  cast: { to: DType };
+  // elementwise binary
+  add: {}; sub: {}; mul: {}; div: {}; mod: {}; pow: {}; max: {}; min: {};
+  lt: {}; le: {}; gt: {}; ge: {}; eq: {}; ne: {}; and: {}; or: {};
+  // ternary
+  where: {};
+  // reductions over the last axis
+  sum: {}; rmax: {}; mean: {};
+  // [..., M, K] x [..., K, N] -> [..., M, N]
+  matmul: {};
+  // views
+  reshape: { shape: number[] };
+  permute: { perm: number[] };
+  broadcast: { shape: number[] };
+  slice: { starts: number[]; ends: number[]; steps: number[] };
+  concat: { axis: number };
+  // indexing
+  gather: {};
+  scatter: {};
+  // cumulative sum over the last axis
+  cumsum: {};
+}
+
+export type OpName = keyof OpAttrs;
+
+export interface Node<K extends OpName = OpName> {
+  readonly id: number;
+  readonly op: K;
+  readonly inputs: Node[];
+  readonly attrs: OpAttrs[K];
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** A traced program: its nodes in creation (topological) order and its named roots. */
+export interface Graph {
+  nodes: Node[];
+  /** Named values the caller reads (or that later programs read): materialised into output buffers. */
+  outputs: Map<string, Node>;
+  /** Final version of every state written by the program (scatter chains), by state name. */
+  stateWrites: Map<string, Node<'scatter'>>;
+  /** Declared shapes of inputs, states and weights, by name. */
+  inputs: Map<string, Node<'input'>>;
+  states: Map<string, Node<'state'>>;
+  weights: Map<string, Node<'weight'>>;
+}
+
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function stridesOf(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i]!;
+  }
+  return strides;
+}
+
+export function fmtShape(shape: readonly number[]): string {
+  return `(${shape.join(',')})`;
+}
+
+export function isSource(n: Node): boolean {
+  return n.op === 'input' || n.op === 'weight' || n.op === 'state' || n.op === 'const';
+}
+
+/** Follows a chain of scatters back to the state it writes. */
+export function stateRoot(n: Node): Node<'state'> | undefined {
+  let cur: Node = n;
+  while (cur.op === 'scatter') cur = cur.inputs[0]!;
+  return cur.op === 'state' ? (cur as Node<'state'>) : undefined;
+}
+
+/** Text form of a graph, one node a line: `%5 = matmul(%3, %4) : f32(1,64)`. */
+export function printGraph(g: Graph): string {
+  const lines: string[] = [];
+  const names = new Map<number, string>();
+  for (const [name, n] of g.outputs) names.set(n.id, name);
+  for (const n of g.nodes) {
+    const args = n.inputs.map((i) => `%${i.id}`).join(', ');
+    const attrs = Object.keys(n.attrs).length ? ' ' + JSON.stringify(n.attrs) : '';
+    const out = names.has(n.id) ? `  -> ${names.get(n.id)}` : '';
+    lines.push(`%${n.id} = ${n.op}(${args})${attrs} : ${n.dtype}${fmtShape(n.shape)}${out}`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,408 @@
+// The primitive table: for every op, its shape/dtype rule, its CPU reference, its WGSL lowering and its fusion
+// class. Keyed by OpAttrs, so adding an op without a complete definition does not compile.
+import { type DType, type Node, type OpAttrs, type OpName, fmtShape, numel } from './ir.ts';
+import { type IndexAlgebra, delinearize, linearize } from './indexAlgebra.ts';
+
+export class ShapeError extends Error {
+  override name = 'ShapeError';
+}
+
+export type FusionClass =
+  | 'source' // a buffer (input, weight, state) or an inline constant
+  | 'elementwise' // value at an index depends on the inputs at the same index
+  | 'view' // value is an input read at a remapped index
+  | 'reduce' // combines the last axis
+  | 'scan' // running combination along the last axis: its own kernel
+  | 'scatter'; // writes rows of a persistent state in place
+
+export interface Inferred {
+  shape: number[];
+  dtype: DType;
+}
+
+type Scalar = number;
+
+interface Common<K extends OpName> {
+  kind: FusionClass;
+  /** Shape and dtype of the result; throws ShapeError naming the op, the shapes and the broken rule. */
+  infer(inputs: readonly Node[], attrs: OpAttrs[K]): Inferred;
+}
+
+interface ElementwiseDef<K extends OpName> extends Common<K> {
+  kind: 'elementwise';
+  /** CPU reference on scalars (JS numbers; stored back as the result dtype). */
+  cpu(args: Scalar[], attrs: OpAttrs[K], inputs: readonly Node[]): Scalar;
+  /** WGSL expression from argument expressions already typed as the input dtypes. */
+  wgsl(args: string[], attrs: OpAttrs[K], inputs: readonly Node[], out: DType): string;
+}
+
+interface ViewDef<K extends OpName> extends Common<K> {
+  kind: 'view';
+  /** Maps an output index to (which input, index into it). One definition for both backends. */
+  index<T>(alg: IndexAlgebra<T>, out: T[], attrs: OpAttrs[K], inputs: readonly Node[], node: { shape: readonly number[] }): { input: number; index: T[] }[];
+}
+
+interface ReduceDef<K extends OpName> extends Common<K> {
+  kind: 'reduce';
+  identity: number;
+  combine: { cpu(a: number, b: number): number; wgsl(a: string, b: string): string };
+  /** Applied once to the combined value; `size` is the reduced length. */
+  finish?: { cpu(acc: number, size: number): number; wgsl(acc: string, size: number): string };
+}
+
+interface OtherDef<K extends OpName> extends Common<K> {
+  kind: 'source' | 'scan' | 'scatter';
+}
+
+export type OpDef<K extends OpName> = ElementwiseDef<K> | ViewDef<K> | ReduceDef<K> | OtherDef<K>;
+
+// ---------------------------------------------------------------- shape rules
+
+function sameShape(op: string, inputs: readonly Node[]): number[] {
+  const first = inputs[0]!.shape;
+  for (let i = 1; i < inputs.length; i++) {
+    const s = inputs[i]!.shape;
+    if (s.length !== first.length || s.some((d, j) => d !== first[j]))
+      throw new ShapeError(`[${op}] input 0 ${fmtShape(first)} and input ${i} ${fmtShape(s)}: shapes must be equal (broadcast first)`);
+  }
+  return [...first];
+}
+
+function sameDtype(op: string, inputs: readonly Node[]): DType {
+  const dt = inputs[0]!.dtype;
+  for (let i = 1; i < inputs.length; i++)
+    if (inputs[i]!.dtype !== dt) throw new ShapeError(`[${op}] input 0 is ${dt} but input ${i} is ${inputs[i]!.dtype}: dtypes must match (cast first)`);
+  return dt;
+}
+
+function floatOnly(op: string, inputs: readonly Node[]): void {
+  for (const x of inputs) if (x.dtype !== 'f32') throw new ShapeError(`[${op}] needs f32 input, got ${x.dtype}`);
+}
+
+const unaryFloat = (op: string) => (inputs: readonly Node[]): Inferred => {
+  floatOnly(op, inputs);
+  return { shape: [...inputs[0]!.shape], dtype: 'f32' };
+};
+const binarySame = (op: string) => (inputs: readonly Node[]): Inferred => ({ shape: sameShape(op, inputs), dtype: sameDtype(op, inputs) });
+const compare = (op: string) => (inputs: readonly Node[]): Inferred => {
+  sameDtype(op, inputs);
+  return { shape: sameShape(op, inputs), dtype: 'bool' };
+};
+const logical = (op: string) => (inputs: readonly Node[]): Inferred => {
+  for (const x of inputs) if (x.dtype !== 'bool') throw new ShapeError(`[${op}] needs bool inputs, got ${x.dtype}`);
+  return { shape: sameShape(op, inputs), dtype: 'bool' };
+};
+const source = (inputs: readonly Node[]): Inferred => {
+  throw new ShapeError(`sources are created by the tracer, not from ${inputs.length} inputs`);
+};
+const reduceRule = (op: string) => (inputs: readonly Node[]): Inferred => {
+  const s = inputs[0]!.shape;
+  if (s.length === 0) throw new ShapeError(`[${op}] cannot reduce a scalar`);
+  if (op === 'mean' && inputs[0]!.dtype !== 'f32') throw new ShapeError(`[mean] needs f32 input, got ${inputs[0]!.dtype}`);
+  return { shape: s.slice(0, -1), dtype: inputs[0]!.dtype };
+};
+
+// ---------------------------------------------------------------- numerics shared by CPU and WGSL
+
+/** erf by Abramowitz & Stegun 7.1.26 refined (max error ~1.2e-7 via erfc rational approximation, Numerical Recipes erfcc). */
+function erfCpu(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? 1 - r : r - 1;
+}
+const ERF_WGSL = (x: string) =>
+  `strata_erf(${x})`;
+export const WGSL_HELPERS = `
+fn strata_erf(x: f32) -> f32 {
+  let z = abs(x);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
+fn strata_softplus(x: f32) -> f32 { return select(log(1.0 + exp(x)), x, x > 20.0); }
+fn strata_tanh(x: f32) -> f32 { let c = clamp(x, -15.0, 15.0); let e = exp(2.0 * c); return (e - 1.0) / (e + 1.0); }
+fn strata_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+`;
+
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+const softplus = (x: number) => (x > 20 ? x : Math.log1p(Math.exp(x)));
+const GELU_TANH_C = Math.sqrt(2 / Math.PI);
+
+function lit(v: number, dt: DType): string {
+  if (dt === 'bool') return v ? 'true' : 'false';
+  if (dt === 'i32') return `i32(${Math.trunc(v)})`;
+  if (dt === 'u32') return `${Math.trunc(v) >>> 0}u`;
+  if (Number.isNaN(v)) return 'bitcast<f32>(0x7fc00000u)';
+  // WGSL constant evaluation rejects infinities: the largest finite f32 stands in (exp of it still underflows to 0).
+  if (v === Infinity || v >= 3.4028234e38) return 'bitcast<f32>(0x7f7fffffu)';
+  if (v === -Infinity || v <= -3.4028234e38) return 'bitcast<f32>(0xff7fffffu)';
+  const s = Math.fround(v).toPrecision(9);
+  return `f32(${s})`;
+}
+export { lit as wgslLiteral };
+
+export function wgslType(dt: DType): string {
+  return dt === 'bool' ? 'bool' : dt;
+}
+
+// ---------------------------------------------------------------- elementwise helpers
+
+type ElemCpu<K extends OpName> = ElementwiseDef<K>['cpu'];
+type ElemWgsl<K extends OpName> = ElementwiseDef<K>['wgsl'];
+
+function unary<K extends OpName>(op: K, cpu: (x: number) => number, wgsl: (x: string) => string): ElementwiseDef<K> {
+  return { kind: 'elementwise', infer: unaryFloat(op), cpu: ((a: number[]) => cpu(a[0]!)) as ElemCpu<K>, wgsl: ((a: string[]) => wgsl(a[0]!)) as ElemWgsl<K> };
+}
+
+function binary<K extends OpName>(op: K, cpu: (a: number, b: number, dt: DType) => number, wgsl: (a: string, b: string, dt: DType) => string): ElementwiseDef<K> {
+  return {
+    kind: 'elementwise',
+    infer: binarySame(op),
+    cpu: ((a: number[], _attrs: unknown, inputs: readonly Node[]) => cpu(a[0]!, a[1]!, inputs[0]!.dtype)) as ElemCpu<K>,
+    wgsl: ((a: string[], _attrs: unknown, inputs: readonly Node[]) => wgsl(a[0]!, a[1]!, inputs[0]!.dtype)) as ElemWgsl<K>,
+  };
+}
+
+function comparison<K extends OpName>(op: K, cpu: (a: number, b: number) => boolean, sym: string): ElementwiseDef<K> {
+  return {
+    kind: 'elementwise',
+    infer: compare(op),
+    cpu: ((a: number[]) => (cpu(a[0]!, a[1]!) ? 1 : 0)) as ElemCpu<K>,
+    wgsl: ((a: string[]) => `(${a[0]} ${sym} ${a[1]})`) as ElemWgsl<K>,
+  };
+}
+
+const intDiv = (a: number, b: number) => (b === 0 ? 0 : Math.trunc(a / b));
+const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
+
+// ---------------------------------------------------------------- the table
+
+export const OPS: { [K in OpName]: OpDef<K> } = {
+  input: { kind: 'source', infer: source },
+  weight: { kind: 'source', infer: source },
+  state: { kind: 'source', infer: source },
+  const: { kind: 'source', infer: source },
+  iota: {
+    kind: 'elementwise',
+    infer: source,
+    // iota has no inputs: the lowering passes the index along its axis as the single argument.
+    cpu: (a) => a[0]!,
+    wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : `${wgslType(out)}(${a[0]})`),
+  },
+
+  neg: { kind: 'elementwise', infer: (i) => ({ shape: [...i[0]!.shape], dtype: i[0]!.dtype }), cpu: (a) => -a[0]!, wgsl: (a) => `(-${a[0]})` },
+  abs: { kind: 'elementwise', infer: (i) => ({ shape: [...i[0]!.shape], dtype: i[0]!.dtype }), cpu: (a) => Math.abs(a[0]!), wgsl: (a) => `abs(${a[0]})` },
+  exp: unary('exp', Math.exp, (x) => `exp(${x})`),
+  log: unary('log', Math.log, (x) => `log(${x})`),
+  sqrt: unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`),
+  rsqrt: unary('rsqrt', (x) => 1 / Math.sqrt(x), (x) => `inverseSqrt(${x})`),
+  sin: unary('sin', Math.sin, (x) => `sin(${x})`),
+  cos: unary('cos', Math.cos, (x) => `cos(${x})`),
+  floor: unary('floor', Math.floor, (x) => `floor(${x})`),
+  sigmoid: unary('sigmoid', sigmoid, (x) => `strata_sigmoid(${x})`),
+  silu: unary('silu', (x) => x * sigmoid(x), (x) => `(${x} * strata_sigmoid(${x}))`),
+  softplus: unary('softplus', softplus, (x) => `strata_softplus(${x})`),
+  tanh: unary('tanh', Math.tanh, (x) => `strata_tanh(${x})`),
+  gelu: unary('gelu', (x) => 0.5 * x * (1 + erfCpu(x / Math.SQRT2)), (x) => `(0.5 * ${x} * (1.0 + ${ERF_WGSL(`${x} * 0.70710678118`)}))`),
+  gelu_tanh: unary(
+    'gelu_tanh',
+    (x) => 0.5 * x * (1 + Math.tanh(GELU_TANH_C * (x + 0.044715 * x * x * x))),
+    (x) => `(0.5 * ${x} * (1.0 + strata_tanh(0.7978845608 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`,
+  ),
+  cast: {
+    kind: 'elementwise',
+    infer: (i, attrs) => ({ shape: [...i[0]!.shape], dtype: attrs.to }),
+    cpu: (a, attrs) => (attrs.to === 'bool' ? (a[0] ? 1 : 0) : attrs.to === 'f32' ? a[0]! : Math.trunc(a[0]!)),
+    wgsl: (a, attrs, inputs) => {
+      const from = inputs[0]!.dtype;
+      if (from === attrs.to) return a[0]!;
+      if (attrs.to === 'bool') return `(${a[0]} != ${lit(0, from)})`;
+      if (from === 'bool') return `select(${lit(0, attrs.to)}, ${lit(1, attrs.to)}, ${a[0]})`;
+      return `${wgslType(attrs.to)}(${a[0]})`;
+    },
+  },
+
+  add: binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`),
+  sub: binary('sub', (a, b) => a - b, (a, b) => `(${a} - ${b})`),
+  mul: binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`),
+  div: binary('div', (a, b, dt) => (dt === 'f32' ? a / b : intDiv(a, b)), (a, b) => `(${a} / ${b})`),
+  mod: binary('mod', (a, b, dt) => (dt === 'f32' ? a - b * Math.floor(a / b) : intMod(a, b)), (a, b, dt) => (dt === 'f32' ? `(${a} - ${b} * floor(${a} / ${b}))` : `(${a} % ${b})`)),
+  pow: binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`),
+  max: binary('max', (a, b) => Math.max(a, b), (a, b) => `max(${a}, ${b})`),
+  min: binary('min', (a, b) => Math.min(a, b), (a, b) => `min(${a}, ${b})`),
+  lt: comparison('lt', (a, b) => a < b, '<'),
+  le: comparison('le', (a, b) => a <= b, '<='),
+  gt: comparison('gt', (a, b) => a > b, '>'),
+  ge: comparison('ge', (a, b) => a >= b, '>='),
+  eq: comparison('eq', (a, b) => a === b, '=='),
+  ne: comparison('ne', (a, b) => a !== b, '!='),
+  and: { kind: 'elementwise', infer: logical('and'), cpu: (a) => (a[0] && a[1] ? 1 : 0), wgsl: (a) => `(${a[0]} && ${a[1]})` },
+  or: { kind: 'elementwise', infer: logical('or'), cpu: (a) => (a[0] || a[1] ? 1 : 0), wgsl: (a) => `(${a[0]} || ${a[1]})` },
+
+  where: {
+    kind: 'elementwise',
+    infer: (inputs) => {
+      if (inputs[0]!.dtype !== 'bool') throw new ShapeError(`[where] condition must be bool, got ${inputs[0]!.dtype}`);
+      const shape = sameShape('where', inputs);
+      return { shape, dtype: sameDtype('where', inputs.slice(1)) };
+    },
+    cpu: (a) => (a[0] ? a[1]! : a[2]!),
+    wgsl: (a) => `select(${a[2]}, ${a[1]}, ${a[0]})`,
+  },
+
+  sum: { kind: 'reduce', infer: reduceRule('sum'), identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` } },
+  rmax: { kind: 'reduce', infer: reduceRule('rmax'), identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => `max(${a}, ${b})` } },
+  mean: {
+    kind: 'reduce',
+    infer: reduceRule('mean'),
+    identity: 0,
+    combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
+    finish: { cpu: (acc, n) => acc / n, wgsl: (acc, n) => `(${acc} * ${lit(1 / n, 'f32')})` },
+  },
+
+  // matmul is a reduction: the compiler sees it as sum over k of a[..., m, k] * b[..., k, n].
+  matmul: {
+    kind: 'reduce',
+    identity: 0,
+    combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
+    infer: (inputs) => {
+      const [a, b] = inputs as [Node, Node];
+      if (a.shape.length < 2 || b.shape.length < 2)
+        throw new ShapeError(`[matmul] lhs ${fmtShape(a.shape)} and rhs ${fmtShape(b.shape)}: both need rank >= 2`);
+      if (a.shape.length !== b.shape.length)
+        throw new ShapeError(`[matmul] lhs ${fmtShape(a.shape)} and rhs ${fmtShape(b.shape)}: ranks differ (broadcast batch dims first)`);
+      const k = a.shape[a.shape.length - 1]!;
+      const kb = b.shape[b.shape.length - 2]!;
+      if (k !== kb) throw new ShapeError(`[matmul] lhs ${fmtShape(a.shape)}: inner dim ${k} != rhs ${fmtShape(b.shape)} dim ${kb}`);
+      for (let i = 0; i < a.shape.length - 2; i++)
+        if (a.shape[i] !== b.shape[i]) throw new ShapeError(`[matmul] lhs ${fmtShape(a.shape)} and rhs ${fmtShape(b.shape)}: batch dim ${i} differs`);
+      floatOnly('matmul', inputs);
+      return { shape: [...a.shape.slice(0, -1), b.shape[b.shape.length - 1]!], dtype: 'f32' };
+    },
+  },
+
+  reshape: {
+    kind: 'view',
+    infer: (inputs, attrs) => {
+      const s = inputs[0]!.shape;
+      if (numel(s) !== numel(attrs.shape)) throw new ShapeError(`[reshape] ${fmtShape(s)} to ${fmtShape(attrs.shape)}: element counts ${numel(s)} != ${numel(attrs.shape)}`);
+      return { shape: [...attrs.shape], dtype: inputs[0]!.dtype };
+    },
+    index: (alg, out, _attrs, inputs, node) => [{ input: 0, index: delinearize(alg, linearize(alg, out, node.shape), inputs[0]!.shape) }],
+  },
+  permute: {
+    kind: 'view',
+    infer: (inputs, attrs) => {
+      const s = inputs[0]!.shape;
+      const sorted = [...attrs.perm].sort((a, b) => a - b);
+      if (attrs.perm.length !== s.length || sorted.some((v, i) => v !== i))
+        throw new ShapeError(`[permute] ${fmtShape(s)} by [${attrs.perm.join(',')}]: not a permutation of ${s.length} axes`);
+      return { shape: attrs.perm.map((p) => s[p]!), dtype: inputs[0]!.dtype };
+    },
+    index: (_alg, out, attrs) => {
+      const idx = new Array(out.length);
+      attrs.perm.forEach((p, i) => (idx[p] = out[i]));
+      return [{ input: 0, index: idx }];
+    },
+  },
+  broadcast: {
+    kind: 'view',
+    infer: (inputs, attrs) => {
+      const s = inputs[0]!.shape;
+      if (s.length !== attrs.shape.length || s.some((d, i) => d !== 1 && d !== attrs.shape[i]))
+        throw new ShapeError(`[broadcast] ${fmtShape(s)} to ${fmtShape(attrs.shape)}: each dim must be 1 or equal`);
+      return { shape: [...attrs.shape], dtype: inputs[0]!.dtype };
+    },
+    index: (alg, out, _attrs, inputs) => [{ input: 0, index: out.map((o, i) => (inputs[0]!.shape[i] === 1 ? alg.lit(0) : o)) }],
+  },
+  slice: {
+    kind: 'view',
+    infer: (inputs, attrs) => {
+      const s = inputs[0]!.shape;
+      return {
+        shape: s.map((d, i) => {
+          const [b, e, st] = [attrs.starts[i]!, attrs.ends[i]!, attrs.steps[i]!];
+          if (!(b >= 0 && e <= d && b < e && st >= 1))
+            throw new ShapeError(`[slice] ${fmtShape(s)} axis ${i}: range ${b}:${e}:${st} is not within 0:${d}`);
+          return Math.ceil((e - b) / st);
+        }),
+        dtype: inputs[0]!.dtype,
+      };
+    },
+    index: (alg, out, attrs) => [{ input: 0, index: out.map((o, i) => alg.add(alg.mul(o, attrs.steps[i]!), alg.lit(attrs.starts[i]!))) }],
+  },
+  concat: {
+    kind: 'view',
+    infer: (inputs, attrs) => {
+      const s0 = inputs[0]!.shape;
+      const ax = attrs.axis;
+      let total = 0;
+      for (const [i, x] of inputs.entries()) {
+        if (x.shape.length !== s0.length || x.shape.some((d, j) => j !== ax && d !== s0[j]))
+          throw new ShapeError(`[concat] input 0 ${fmtShape(s0)} and input ${i} ${fmtShape(x.shape)}: dims other than axis ${ax} must match`);
+        total += x.shape[ax]!;
+      }
+      sameDtype('concat', inputs);
+      const shape = [...s0];
+      shape[ax] = total;
+      return { shape, dtype: inputs[0]!.dtype };
+    },
+    // Every input's candidate index; the lowering selects by the offset along the axis.
+    index: (alg, out, attrs, inputs) => {
+      let offset = 0;
+      return inputs.map((x, i) => {
+        const idx = [...out];
+        idx[attrs.axis] = alg.sub(out[attrs.axis]!, offset);
+        const r = { input: i, index: idx };
+        offset += x.shape[attrs.axis]!;
+        return r;
+      });
+    },
+  },
+
+  // gather(table [R, ...rest], indices [...I]) -> [...I, ...rest]
+  gather: {
+    kind: 'view',
+    infer: (inputs) => {
+      const [table, idx] = inputs as [Node, Node];
+      if (table.shape.length < 1) throw new ShapeError(`[gather] table ${fmtShape(table.shape)} needs rank >= 1`);
+      if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError(`[gather] indices must be i32 or u32, got ${idx.dtype}`);
+      return { shape: [...idx.shape, ...table.shape.slice(1)], dtype: table.dtype };
+    },
+    // The row comes from input 1 at the leading dims; the lowering substitutes the loaded value for index[0].
+    index: (_alg, out, _attrs, inputs) => {
+      const k = inputs[1]!.shape.length;
+      return [
+        { input: 1, index: out.slice(0, k) },
+        { input: 0, index: out.slice(k) },
+      ];
+    },
+  },
+
+  // scatter(state [R, ...rest], indices [...I], values [...I, ...rest]) -> the state with those rows replaced
+  scatter: {
+    kind: 'scatter',
+    infer: (inputs) => {
+      const [target, idx, values] = inputs as [Node, Node, Node];
+      if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError(`[scatter] indices must be i32 or u32, got ${idx.dtype}`);
+      const want = [...idx.shape, ...target.shape.slice(1)];
+      if (values.shape.length !== want.length || values.shape.some((d, i) => d !== want[i]))
+        throw new ShapeError(`[scatter] target ${fmtShape(target.shape)} at indices ${fmtShape(idx.shape)}: values ${fmtShape(values.shape)} must be ${fmtShape(want)}`);
+      if (values.dtype !== target.dtype) throw new ShapeError(`[scatter] target is ${target.dtype} but values are ${values.dtype}`);
+      return { shape: [...target.shape], dtype: target.dtype };
+    },
+  },
+
+  cumsum: {
+    kind: 'scan',
+    infer: (inputs) => {
+      if (inputs[0]!.shape.length === 0) throw new ShapeError('[cumsum] cannot scan a scalar');
+      return { shape: [...inputs[0]!.shape], dtype: inputs[0]!.dtype };
+    },
+  },
+};
+
+export function opDef<K extends OpName>(op: K): OpDef<K> {
+  return OPS[op] as OpDef<K>;
+}

@@ -1,0 +1,60 @@
+// fuse: decides which nodes get a buffer of their own ("materialised"); every other node is inlined into the
+// kernels that read it. Lowering refines this: when a kernel cannot inline a node it asks for it to be
+// materialised (NeedsMaterialize) and the pipeline runs again.
+import type { Graph, Node } from '../ir.ts';
+import { OPS } from '../ops.ts';
+
+export interface FuseOptions {
+  /** false: every compute node gets its own kernel (views stay free); the baseline that shows what fusion buys. */
+  fuse: boolean;
+}
+
+/** Largest inlined subtree a node shared by several consumers may have before it gets its own buffer. */
+const SHARED_INLINE_LIMIT = 12;
+
+export function consumerCounts(g: Graph): Map<number, number> {
+  const counts = new Map<number, number>();
+  for (const n of g.nodes) for (const i of new Set(n.inputs)) counts.set(i.id, (counts.get(i.id) ?? 0) + 1);
+  return counts;
+}
+
+function inlinedCost(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): { nodes: number; matmuls: boolean } {
+  let nodes = 0;
+  let matmuls = false;
+  const stack = [n];
+  while (stack.length) {
+    const cur = stack.pop()!;
+    if (seen.has(cur.id)) continue;
+    seen.add(cur.id);
+    const kind = OPS[cur.op].kind;
+    if (kind === 'elementwise' || kind === 'reduce') nodes++; // views and constants cost no arithmetic
+    if (cur.op === 'matmul') matmuls = true;
+    for (const i of cur.inputs) if (!isMat(i)) stack.push(i);
+  }
+  return { nodes, matmuls };
+}
+
+export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number> {
+  const mat = new Set<number>();
+  const isMat = (n: Node) => mat.has(n.id);
+  const consumers = consumerCounts(g);
+  for (const n of g.outputs.values()) mat.add(n.id);
+  for (const n of g.nodes) {
+    const kind = OPS[n.op].kind;
+    if (n.op === 'const' || n.op === 'iota') continue;
+    if (kind === 'source' || kind === 'scatter' || kind === 'scan') mat.add(n.id);
+    else if (!opts.fuse && kind !== 'view') mat.add(n.id);
+  }
+  // In topological order, so a shared node's cost counts what is already materialised below it.
+  for (const n of g.nodes) {
+    if (mat.has(n.id) || (consumers.get(n.id) ?? 0) < 2 || n.op === 'const' || n.op === 'iota') continue;
+    if (OPS[n.op].kind === 'reduce') {
+      mat.add(n.id);
+      continue;
+    }
+    // Recomputing a row statistic (norm, softmax max/sum) in each consumer is cheap; recomputing a matmul is not.
+    const cost = inlinedCost(n, isMat);
+    if (cost.matmuls || cost.nodes > SHARED_INLINE_LIMIT) mat.add(n.id);
+  }
+  return mat;
+}

@@ -1,0 +1,402 @@
+// Lowers one kernel (a materialised root and the inlined expression tree under it) to WGSL.
+//
+// Every inlined node is an expression of the output index. Reductions become loops: short ones (<= SEQ_MAX)
+// sequential in place; long ones cooperative across the workgroup, hoisted into phases that run before the
+// kernel's main body. A kernel is then one of:
+//   map      one thread per output element (no long reductions)
+//   row      one workgroup per output row: phases reduce along the row (norms, softmax), then threads write it
+//   element  one workgroup per output element: phases are the reductions themselves (matvec, dot products)
+//   scatter  one thread per value written into a state
+//   scan     one thread per line of a running sum
+// Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
+import { type DType, type Node, numel } from '../ir.ts';
+import { delinearize, linearize, wgslIndex } from '../indexAlgebra.ts';
+import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
+
+/** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
+export const SEQ_MAX = 16;
+const MAP_WG = 256;
+
+export class NeedsMaterialize extends Error {
+  constructor(readonly node: Node, reason: string) {
+    super(`materialise %${node.id} (${node.op}): ${reason}`);
+  }
+}
+class RowModeFails extends Error {}
+
+export type KernelMode = 'map' | 'row' | 'element' | 'scatter' | 'scan';
+
+export interface LoweredKernel {
+  root: Node;
+  mode: KernelMode;
+  /** WGSL with `@B<id>@` placeholders and `@BINDINGS@` for the declarations. */
+  body: string;
+  reads: Node[];
+  write: Node;
+  workgroupSize: number;
+  groups: number;
+  nodes: number[];
+}
+
+export function reduceLength(n: Node): number {
+  const x = n.inputs[0]!;
+  return x.shape[x.shape.length - 1]!;
+}
+
+export function isReduction(n: Node): boolean {
+  return OPS[n.op].kind === 'reduce';
+}
+
+/** Whether a long reduction is reachable from `n` without crossing a materialised node. */
+function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): boolean {
+  if (seen.has(n.id)) return false;
+  seen.add(n.id);
+  for (const i of n.inputs) {
+    if (isMat(i)) continue;
+    if (isReduction(i) && reduceLength(i) > SEQ_MAX) return true;
+    if (hasLongReduction(i, isMat, seen)) return true;
+  }
+  return false;
+}
+
+// Generated variable names: values v*, loads i*, accumulators a*, loop indices k*, hoisted results r*, output indices o*.
+const TOKEN = /\b[vikaro]\d+\b|\bj\b|\bks\b|\blid\b/g;
+
+class Emitter {
+  private blocks: string[][] = [[]];
+  private scopes: Map<string, string>[] = [new Map()];
+  private readonly top = this.scopes[0]!;
+  /** Names usable from the kernel's top level (group indices, hoisted reductions). */
+  private readonly topVisible = new Set<string>();
+  readonly phases: string[] = [];
+  readonly reads = new Map<number, Node>();
+  readonly inlined = new Set<number>();
+  readonly redTypes = new Set<DType>();
+  maxCoop = 0;
+  private counter = 0;
+
+  constructor(
+    readonly root: Node,
+    readonly isMat: (n: Node) => boolean,
+    readonly mode: KernelMode,
+  ) {}
+
+  fresh(prefix: string): string {
+    return `${prefix}${this.counter++}`;
+  }
+  line(s: string): void {
+    this.blocks[this.blocks.length - 1]!.push(s);
+  }
+  declareTop(name: string, expr: string): string {
+    this.line(`let ${name} = ${expr};`);
+    this.topVisible.add(name);
+    return name;
+  }
+
+  /** Runs fn with a fresh block and scope; returns the block's lines. */
+  nested(fn: () => void): string[] {
+    this.blocks.push([]);
+    this.scopes.push(new Map());
+    try {
+      fn();
+      return this.blocks[this.blocks.length - 1]!;
+    } finally {
+      this.blocks.pop();
+      this.scopes.pop();
+    }
+  }
+
+  private memoGet(key: string): string | undefined {
+    for (let i = this.scopes.length - 1; i >= 0; i--) {
+      const v = this.scopes[i]!.get(key);
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  }
+  private bind(key: string, type: DType, expr: string): string {
+    const v = this.fresh('v');
+    this.line(`let ${v}: ${wgslType(type)} = ${expr};`);
+    this.scopes[this.scopes.length - 1]!.set(key, v);
+    return v;
+  }
+
+  private hoistable(idx: readonly string[]): boolean {
+    for (const s of idx) for (const m of s.matchAll(TOKEN)) if (!this.topVisible.has(m[0])) return false;
+    return true;
+  }
+
+  /** Loads a materialised node's value at a multi-index. */
+  load(n: Node, idx: readonly string[]): string {
+    const key = `L${n.id}|${idx.join(',')}`;
+    const hit = this.memoGet(key);
+    if (hit) return hit;
+    this.reads.set(n.id, n);
+    const off = linearize(wgslIndex, idx, n.shape);
+    const buf = `@B${n.id}@`;
+    const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
+    if (storage === 'f16' || storage === 'bf16') {
+      const i = this.fresh('i');
+      this.line(`let ${i} = ${off};`);
+      const expr =
+        storage === 'f16'
+          ? `unpack2x16float(${buf}[${i} >> 1u])[${i} & 1u]`
+          : `bitcast<f32>(select(${buf}[${i} >> 1u] << 16u, ${buf}[${i} >> 1u] & 0xffff0000u, (${i} & 1u) == 1u))`;
+      return this.bind(key, 'f32', expr);
+    }
+    return this.bind(key, n.dtype, n.dtype === 'bool' ? `(${buf}[${off}] != 0u)` : `${buf}[${off}]`);
+  }
+
+  /** The WGSL value of node n at a multi-index of its shape. */
+  value(n: Node, idx: readonly string[]): string {
+    if (n.op === 'const') return wgslLiteral((n as Node<'const'>).attrs.value, n.dtype);
+    if (n !== this.root && this.isMat(n)) return this.load(n, idx);
+    const key = `${n.id}|${idx.join(',')}`;
+    const hit = this.memoGet(key);
+    if (hit) return hit;
+    this.inlined.add(n.id);
+    const def = OPS[n.op];
+    switch (def.kind) {
+      case 'elementwise': {
+        const args = n.op === 'iota' ? [idx[(n as Node<'iota'>).attrs.axis]!] : n.inputs.map((i) => this.value(i, idx));
+        return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
+      }
+      case 'view': {
+        if (n.op === 'gather') {
+          const k = n.inputs[1]!.shape.length;
+          const row = this.value(n.inputs[1]!, idx.slice(0, k));
+          return this.value(n.inputs[0]!, [`u32(${row})`, ...idx.slice(k)]);
+        }
+        const cands = def.index(wgslIndex, [...idx], n.attrs as never, n.inputs, n);
+        if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
+        // concat: read every part at a clamped index, select by position along the axis
+        const axis = (n as Node<'concat'>).attrs.axis;
+        let acc = '';
+        let offset = 0;
+        const offsets = n.inputs.map((x) => ((offset += x.shape[axis]!), offset - x.shape[axis]!));
+        for (let c = cands.length - 1; c >= 0; c--) {
+          const part = n.inputs[cands[c]!.input]!;
+          const index = [...cands[c]!.index];
+          index[axis] = `min(${index[axis]}, ${part.shape[axis]! - 1}u)`;
+          const v = this.value(part, index);
+          acc = c === cands.length - 1 ? v : `select(${acc}, ${v}, ${idx[axis]} < ${offsets[c + 1]}u)`;
+        }
+        return this.bind(key, n.dtype, acc);
+      }
+      case 'reduce':
+        return this.reduction(n, idx, key);
+      default:
+        throw new NeedsMaterialize(n, `${n.op} is computed by its own kernel`);
+    }
+  }
+
+  /** Value of the reduced operand at output index idx and reduction index k. */
+  private reduceOperand(n: Node, idx: readonly string[], k: string): string {
+    if (n.op === 'matmul') {
+      const [a, b] = n.inputs as [Node, Node];
+      const batch = idx.slice(0, -2);
+      const m = idx[idx.length - 2]!;
+      const col = idx[idx.length - 1]!;
+      const av = this.value(a, [...batch, m, k]);
+      const bv = this.value(b, [...batch, k, col]);
+      return `(${av} * ${bv})`;
+    }
+    return this.value(n.inputs[0]!, [...idx, k]);
+  }
+
+  private reduction(n: Node, idx: readonly string[], key: string): string {
+    const def = OPS[n.op];
+    if (def.kind !== 'reduce') throw new Error('unreachable');
+    const len = n.op === 'matmul' ? n.inputs[0]!.shape[n.inputs[0]!.shape.length - 1]! : reduceLength(n);
+    const type = wgslType(n.dtype);
+    const init = wgslLiteral(def.identity === -Infinity && n.dtype !== 'f32' ? (n.dtype === 'i32' ? -2147483648 : 0) : def.identity, n.dtype);
+    const finish = (acc: string) => (def.finish ? def.finish.wgsl(acc, len) : acc);
+    if (len <= SEQ_MAX) {
+      const acc = this.fresh('a');
+      const k = this.fresh('k');
+      this.line(`var ${acc}: ${type} = ${init};`);
+      const body = this.nested(() => {
+        const v = this.reduceOperand(n, idx, k);
+        this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
+      });
+      this.line(`for (var ${k}: u32 = 0u; ${k} < ${len}u; ${k}++) {`);
+      for (const l of body) this.line('  ' + l);
+      this.line('}');
+      return this.bind(key, n.dtype, finish(acc));
+    }
+    if (this.mode !== 'row' && this.mode !== 'element') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
+    if (!this.hoistable(idx)) {
+      if (this.mode === 'row' && idx.some((s) => /\bj\b/.test(s))) throw new RowModeFails();
+      throw new NeedsMaterialize(n, 'its index varies inside an enclosing loop');
+    }
+    // A cooperative phase at the kernel's top level: each thread strides over the axis, then a tree reduction.
+    this.maxCoop = Math.max(this.maxCoop, len);
+    this.redTypes.add(n.dtype);
+    const saved = { blocks: this.blocks, scopes: this.scopes };
+    this.blocks = [[]];
+    this.scopes = [this.top];
+    const result = this.fresh('r');
+    try {
+      const acc = this.fresh('a');
+      const k = this.fresh('k');
+      const body = this.nested(() => {
+        const v = this.reduceOperand(n, idx, k);
+        this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
+      });
+      const red = `red_${n.dtype}`;
+      this.phases.push(
+        [
+          `// reduce %${n.id} (${n.op} over ${len})`,
+          `var ${acc}: ${type} = ${init};`,
+          `for (var ${k}: u32 = lid; ${k} < ${len}u; ${k} += WG) {`,
+          ...body.map((l) => '  ' + l),
+          `}`,
+          `${red}[lid] = ${acc};`,
+          `workgroupBarrier();`,
+          `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`,
+          `  if (lid < s) { ${red}[lid] = ${def.combine.wgsl(`${red}[lid]`, `${red}[lid + s]`)}; }`,
+          `  workgroupBarrier();`,
+          `}`,
+          `let ${result}: ${type} = ${finish(`${red}[0]`)};`,
+          `workgroupBarrier();`,
+        ].join('\n'),
+      );
+    } finally {
+      this.blocks = saved.blocks;
+      this.scopes = saved.scopes;
+    }
+    this.top.set(key, result);
+    this.topVisible.add(result);
+    return result;
+  }
+
+  store(n: Node, off: string, value: string): string {
+    return `@B${n.id}@[${off}] = ${n.dtype === 'bool' ? `select(0u, 1u, ${value})` : value};`;
+  }
+
+  topLines(): string[] {
+    return this.blocks[0]!;
+  }
+}
+
+function assemble(e: Emitter, mainLines: string[], wg: number): string {
+  const shared = [...e.redTypes].map((t) => `var<workgroup> red_${t}: array<${wgslType(t)}, ${wg}>;`);
+  return [
+    '@BINDINGS@',
+    WGSL_HELPERS.trim(),
+    `const WG: u32 = ${wg}u;`,
+    ...shared,
+    `@compute @workgroup_size(${wg})`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`,
+    ...mainLines.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
+    '}',
+    '',
+  ].join('\n');
+}
+
+const nextPow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
+
+export function lowerKernel(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
+  if (root.op === 'scatter') return lowerScatter(root, isMat);
+  if (root.op === 'cumsum') return lowerScan(root, isMat);
+  const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
+  if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
+  const last = root.shape[root.shape.length - 1] ?? 1;
+  if (root.shape.length >= 1 && last > 1) {
+    try {
+      return lowerCooperative(root, isMat, 'row');
+    } catch (err) {
+      if (!(err instanceof RowModeFails)) throw err;
+    }
+  }
+  return lowerCooperative(root, isMat, 'element');
+}
+
+function finish(e: Emitter, mode: KernelMode, body: string, wg: number, groups: number): LoweredKernel {
+  return {
+    root: e.root,
+    mode,
+    body,
+    reads: [...e.reads.values()],
+    write: e.root,
+    workgroupSize: wg,
+    groups,
+    nodes: [e.root.id, ...[...e.inlined].filter((id) => id !== e.root.id)],
+  };
+}
+
+function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
+  const e = new Emitter(root, isMat, 'map');
+  const n = numel(root.shape);
+  const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
+  e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
+  e.line(`if (t >= ${n}u) { return; }`);
+  const idx = delinearize(wgslIndex, 't', root.shape).map((s, d) => e.declareTop(`o${d}`, s));
+  const v = e.value(root, idx);
+  e.line(e.store(root, 't', v));
+  return finish(e, 'map', assemble(e, e.topLines(), wg), wg, Math.ceil(n / wg));
+}
+
+function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' | 'element'): LoweredKernel {
+  const e = new Emitter(root, isMat, mode);
+  const rowLen = mode === 'row' ? root.shape[root.shape.length - 1]! : 1;
+  const groups = numel(root.shape) / rowLen;
+  const groupShape = mode === 'row' ? root.shape.slice(0, -1) : root.shape;
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  const outer = delinearize(wgslIndex, 'gi', groupShape).map((s, d) => e.declareTop(`o${d}`, s));
+  const head = [...e.topLines()];
+  let main: string[];
+  if (mode === 'row') {
+    main = e.nested(() => {
+      const v = e.value(root, [...outer, 'j']);
+      e.line(e.store(root, `gi * ${rowLen}u + j`, v));
+    });
+    main = [`for (var j: u32 = lid; j < ${rowLen}u; j += WG) {`, ...main.map((l) => '  ' + l), '}'];
+  } else {
+    main = e.nested(() => {
+      const v = e.value(root, outer);
+      e.line(`if (lid == 0u) { ${e.store(root, 'gi', v)} }`);
+    });
+  }
+  const wg = Math.min(256, Math.max(32, nextPow2(Math.max(e.maxCoop, rowLen))));
+  return finish(e, mode, assemble(e, [...head, ...e.phases, ...main], wg), wg, groups);
+}
+
+function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
+  const [target, indices, values] = root.inputs as [Node, Node, Node];
+  const e = new Emitter(root, (n) => n === target || isMat(n), 'scatter');
+  const n = numel(values.shape);
+  const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
+  e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
+  e.line(`if (t >= ${n}u) { return; }`);
+  const vIdx = delinearize(wgslIndex, 't', values.shape).map((s, d) => e.declareTop(`o${d}`, s));
+  const k = indices.shape.length;
+  const row = e.value(indices, vIdx.slice(0, k));
+  e.line(`let row = u32(${row});`);
+  e.line(`if (row >= ${target.shape[0]}u) { return; }`);
+  const v = e.value(values, vIdx);
+  e.line(e.store(root, linearize(wgslIndex, ['row', ...vIdx.slice(k)], target.shape), v));
+  const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), wg, Math.ceil(n / wg));
+  lowered.reads = lowered.reads.filter((r) => r !== target);
+  return lowered;
+}
+
+function lowerScan(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
+  const e = new Emitter(root, isMat, 'scan');
+  const len = root.shape[root.shape.length - 1]!;
+  const lines = numel(root.shape) / len;
+  const wg = Math.min(MAP_WG, Math.max(32, nextPow2(lines)));
+  e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
+  e.line(`if (t >= ${lines}u) { return; }`);
+  const outer = delinearize(wgslIndex, 't', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  e.line(`var acc: ${wgslType(root.dtype)} = ${wgslLiteral(0, root.dtype)};`);
+  const body = e.nested(() => {
+    const v = e.value(root.inputs[0]!, [...outer, 'ks']);
+    e.line(`acc = acc + ${v};`);
+    e.line(e.store(root, `t * ${len}u + ks`, 'acc'));
+  });
+  e.line(`for (var ks: u32 = 0u; ks < ${len}u; ks++) {`);
+  for (const l of body) e.line('  ' + l);
+  e.line('}');
+  return finish(e, 'scan', assemble(e, e.topLines(), wg), wg, Math.ceil(lines / wg));
+}

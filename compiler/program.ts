@@ -1,0 +1,62 @@
+// A compiled Program: buffers, kernels and the dispatch order for one bucket. Plain data: printable and serialisable.
+import type { DType, StorageDType } from './ir.ts';
+
+export type BufferRole = 'input' | 'output' | 'weight' | 'state' | 'temp';
+
+export interface BufferSpec {
+  id: number;
+  role: BufferRole;
+  /** Name for inputs, outputs, weights and states; temps are anonymous. */
+  name?: string;
+  bytes: number;
+  dtype: DType;
+  /** Weights only: how the values are stored (16-bit ones packed two to a u32). */
+  storage?: StorageDType;
+  shape: number[];
+}
+
+export interface KernelSpec {
+  name: string;
+  wgsl: string;
+  /** Buffer ids bound at @binding(0..n-1) of group 0; `writes` lists those bound read_write. */
+  bindings: number[];
+  writes: number[];
+  workgroups: [number, number, number];
+  workgroupSize: number;
+  /** Node ids this kernel computes (root first), for printing and profiling. */
+  nodes: number[];
+}
+
+export interface Program {
+  bucket: Record<string, number>;
+  buffers: BufferSpec[];
+  kernels: KernelSpec[];
+  inputs: Record<string, number>;
+  outputs: Record<string, number>;
+  weights: Record<string, number>;
+  states: Record<string, number>;
+}
+
+function kb(bytes: number): string {
+  return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)}MiB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)}KiB` : `${bytes}B`;
+}
+
+/** Text form: the buffer plan, then one line a dispatch. */
+export function printProgram(p: Program): string {
+  const lines = [`program bucket=${JSON.stringify(p.bucket)} kernels=${p.kernels.length} buffers=${p.buffers.length}`];
+  for (const b of p.buffers)
+    lines.push(`  buf${b.id} ${b.role}${b.name ? ` '${b.name}'` : ''} ${b.storage ?? b.dtype}(${b.shape.join(',')}) ${kb(b.bytes)}`);
+  for (const k of p.kernels)
+    lines.push(`  ${k.name} wg=${k.workgroupSize} grid=${k.workgroups.join('x')} reads=[${k.bindings.filter((b) => !k.writes.includes(b)).map((b) => `buf${b}`).join(',')}] writes=[${k.writes.map((b) => `buf${b}`).join(',')}]`);
+  return lines.join('\n');
+}
+
+export function serializeProgram(p: Program): string {
+  return JSON.stringify(p);
+}
+
+export function deserializeProgram(text: string): Program {
+  const p = JSON.parse(text) as Program;
+  if (!Array.isArray(p.kernels) || !Array.isArray(p.buffers)) throw new Error('not a serialised Strata program');
+  return p;
+}

@@ -1,0 +1,236 @@
+// The WebGPU runtime: named device buffers shared across programs, pipelines cached by WGSL text, and
+// executables whose pipelines and bind groups are made once and replayed. Everything it creates or reads
+// back is counted, so tests can assert that a warm decode loop creates nothing and reads once per K steps.
+import type { DType } from '../compiler/ir.ts';
+import type { BufferSpec, Program } from '../compiler/program.ts';
+import type { StrataDevice } from './device.ts';
+import { type NDArray, type TypedArray, allocArray } from './ndarray.ts';
+
+export interface Counters {
+  shaderModules: number;
+  pipelines: number;
+  bindGroups: number;
+  buffers: number;
+  submits: number;
+  readbacks: number;
+  dispatches: number;
+}
+
+export class ShaderCompileError extends Error {
+  override name = 'ShaderCompileError';
+}
+
+const USAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+function typedFor(dtype: DType, buf: ArrayBuffer): TypedArray {
+  switch (dtype) {
+    case 'f32': return new Float32Array(buf);
+    case 'i32': return new Int32Array(buf);
+    case 'u32': case 'bool': return new Uint32Array(buf);
+  }
+}
+
+export class GpuRuntime {
+  readonly device: GPUDevice;
+  readonly counters: Counters = { shaderModules: 0, pipelines: 0, bindGroups: 0, buffers: 0, submits: 0, readbacks: 0, dispatches: 0 };
+  private readonly named = new Map<string, GPUBuffer>();
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly owned: GPUBuffer[] = [];
+
+  constructor(readonly strata: StrataDevice) {
+    this.device = strata.device;
+  }
+
+  get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number } {
+    const l = this.strata.limits;
+    return {
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize ?? 128 << 20,
+    };
+  }
+
+  createBuffer(bytes: number, label: string, usage = USAGE()): GPUBuffer {
+    this.counters.buffers++;
+    const b = this.device.createBuffer({ size: Math.max(4, Math.ceil(bytes / 4) * 4), usage, label });
+    this.owned.push(b);
+    return b;
+  }
+
+  /** A buffer shared by name (weights, states, and inputs/outputs of equal size across programs). */
+  namedBuffer(key: string, bytes: number): GPUBuffer {
+    const have = this.named.get(key);
+    if (have) {
+      if (have.size < bytes) throw new Error(`buffer '${key}' exists with ${have.size} bytes; a program needs ${bytes}`);
+      return have;
+    }
+    const b = this.createBuffer(bytes, key);
+    this.named.set(key, b);
+    return b;
+  }
+
+  hasNamed(key: string): boolean {
+    return this.named.has(key);
+  }
+
+  getNamed(key: string): GPUBuffer | undefined {
+    return this.named.get(key);
+  }
+
+  /** Releases named buffers whose key starts with a prefix (e.g. a failed weight load). */
+  releaseNamed(prefix: string): void {
+    for (const [k, b] of this.named)
+      if (k.startsWith(prefix)) {
+        b.destroy();
+        this.named.delete(k);
+      }
+  }
+
+  write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /** A pipeline for a WGSL source, compiled once per distinct text; compile errors carry line:column and the source. */
+  async pipeline(wgsl: string, label: string): Promise<GPUComputePipeline> {
+    const hit = this.pipelines.get(wgsl);
+    if (hit) return hit;
+    this.device.pushErrorScope('validation');
+    this.counters.shaderModules++;
+    const module = this.device.createShaderModule({ code: wgsl, label });
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m) => m.type === 'error');
+    if (errors.length) {
+      await this.device.popErrorScope();
+      const where = errors.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`).join('\n');
+      const numbered = wgsl.split('\n').map((l, i) => `${String(i + 1).padStart(4)} | ${l}`).join('\n');
+      throw new ShaderCompileError(`WGSL compile error\n${where}\n--- shader ---\n${numbered}`);
+    }
+    this.counters.pipelines++;
+    const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label });
+    const err = await this.device.popErrorScope();
+    if (err) throw new ShaderCompileError(`pipeline '${label}': ${err.message}\n--- shader ---\n${wgsl}`);
+    this.pipelines.set(wgsl, pipeline);
+    return pipeline;
+  }
+
+  /** Copies a buffer to the host. Blocking: counted as a readback. */
+  async readBuffer(src: GPUBuffer, bytes: number, staging?: GPUBuffer): Promise<ArrayBuffer> {
+    const stage = staging ?? this.createBuffer(bytes, 'readback', GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(src, 0, stage, 0, Math.ceil(bytes / 4) * 4);
+    this.submit([enc.finish()]);
+    this.counters.readbacks++;
+    await stage.mapAsync(GPUMapMode.READ, 0, Math.ceil(bytes / 4) * 4);
+    const out = stage.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
+    stage.unmap();
+    if (!staging) stage.destroy();
+    return out;
+  }
+
+  submit(commands: GPUCommandBuffer[]): void {
+    this.counters.submits++;
+    this.device.queue.submit(commands);
+  }
+
+  async load(program: Program, options: { namespace?: string } = {}): Promise<Executable> {
+    const exe = new Executable(this, program, options.namespace ?? '');
+    await exe.prepare();
+    return exe;
+  }
+
+  destroy(): void {
+    for (const b of this.owned) b.destroy();
+    this.owned.length = 0;
+    this.named.clear();
+  }
+}
+
+/** Key of a program buffer in the runtime's shared table; temps are private to the executable. */
+export function bufferKey(spec: BufferSpec, namespace: string): string | undefined {
+  switch (spec.role) {
+    case 'weight': return `weight:${spec.name}`;
+    case 'state': return `${namespace}state:${spec.name}`;
+    case 'input': return `${namespace}input:${spec.name}:${spec.bytes}`;
+    case 'output': return `${namespace}output:${spec.name}:${spec.bytes}`;
+    case 'temp': return undefined;
+  }
+}
+
+export class Executable {
+  readonly buffers: GPUBuffer[] = [];
+  private readonly steps: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: [number, number, number] }[] = [];
+  private readonly staging = new Map<number, GPUBuffer>();
+
+  constructor(
+    readonly runtime: GpuRuntime,
+    readonly program: Program,
+    readonly namespace: string,
+  ) {}
+
+  async prepare(): Promise<void> {
+    const rt = this.runtime;
+    for (const spec of this.program.buffers) {
+      const key = bufferKey(spec, this.namespace);
+      this.buffers.push(key ? rt.namedBuffer(key, spec.bytes) : rt.createBuffer(spec.bytes, `temp${spec.id}`));
+    }
+    for (const k of this.program.kernels) {
+      const pipeline = await rt.pipeline(k.wgsl, k.name);
+      rt.counters.bindGroups++;
+      const bindGroup = rt.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: k.bindings.map((b, i) => ({ binding: i, resource: { buffer: this.buffers[b]! } })),
+        label: k.name,
+      });
+      this.steps.push({ pipeline, bindGroup, workgroups: k.workgroups });
+    }
+    for (const id of Object.values(this.program.outputs)) {
+      this.staging.set(id, rt.createBuffer(this.program.buffers[id]!.bytes, `stage${id}`, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
+    }
+  }
+
+  /** Records every dispatch of the program into a compute pass. */
+  encode(pass: GPUComputePassEncoder): void {
+    for (const s of this.steps) {
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.bindGroup);
+      pass.dispatchWorkgroups(...s.workgroups);
+    }
+    this.runtime.counters.dispatches += this.steps.length;
+  }
+
+  /** Encodes and submits one run. */
+  run(): void {
+    const enc = this.runtime.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    this.encode(pass);
+    pass.end();
+    this.runtime.submit([enc.finish()]);
+  }
+
+  buffer(role: 'input' | 'output' | 'weight' | 'state', name: string): GPUBuffer | undefined {
+    const table = role === 'input' ? this.program.inputs : role === 'output' ? this.program.outputs : role === 'weight' ? this.program.weights : this.program.states;
+    const id = table[name];
+    return id === undefined ? undefined : this.buffers[id];
+  }
+
+  /** Writes an input; inputs the program does not use are ignored. */
+  writeInput(name: string, data: ArrayBufferView): void {
+    const id = this.program.inputs[name];
+    if (id === undefined) return;
+    const spec = this.program.buffers[id]!;
+    if (data.byteLength !== spec.bytes) throw new Error(`input '${name}' takes ${spec.bytes} bytes (${spec.dtype}(${spec.shape.join(',')})), got ${data.byteLength}`);
+    this.runtime.write(this.buffers[id]!, data);
+  }
+
+  async readOutput(name: string): Promise<NDArray> {
+    const id = this.program.outputs[name];
+    if (id === undefined) throw new Error(`program has no output '${name}' (outputs: ${Object.keys(this.program.outputs).join(', ')})`);
+    const spec = this.program.buffers[id]!;
+    const raw = await this.runtime.readBuffer(this.buffers[id]!, spec.bytes, this.staging.get(id));
+    const data = typedFor(spec.dtype, raw);
+    const arr = spec.dtype === 'bool' ? Uint8Array.from(data) : data;
+    return { shape: [...spec.shape], dtype: spec.dtype, data: arr.length === spec.shape.reduce((a, b) => a * b, 1) ? arr : arr.slice(0, spec.shape.reduce((a, b) => a * b, 1)) as TypedArray };
+  }
+}
+
+export { allocArray };

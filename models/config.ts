@@ -1,0 +1,237 @@
+// Loads a Hugging Face config.json and turns it into one normalized, typed object per model family, so model
+// code never sees HF's spellings (transformers 4 vs 5), its null-means-default fields or its float tags.
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { z } from 'zod';
+import { ConfigError } from './configs/common.ts';
+import { type BambaConfig, bambaConfigSchema } from './configs/bamba.ts';
+import { type FalconH1Config, falconH1ConfigSchema } from './configs/falcon_h1.ts';
+import { type Gemma3nTextConfig, gemma3nTextConfigSchema } from './configs/gemma3n_text.ts';
+import { type GraniteMoeHybridConfig, granitemoehybridConfigSchema } from './configs/granitemoehybrid.ts';
+import { type JambaConfig, jambaConfigSchema } from './configs/jamba.ts';
+import { type Lfm2Config, lfm2ConfigSchema } from './configs/lfm2.ts';
+import { type LlamaConfig, llamaConfigSchema } from './configs/llama.ts';
+import { type MambaConfig, mambaConfigSchema } from './configs/mamba.ts';
+import { type Mamba2Config, mamba2ConfigSchema } from './configs/mamba2.ts';
+import { type Qwen3NextConfig, qwen3NextConfigSchema } from './configs/qwen3_next.ts';
+
+export { ConfigError } from './configs/common.ts';
+export type {
+  AttentionConfig,
+  BaseModelConfig,
+  FfnKind,
+  LayerKind,
+  Mamba1MixerConfig,
+  Mamba2MixerConfig,
+  RopeConfig,
+} from './configs/common.ts';
+export type {
+  BambaConfig,
+  FalconH1Config,
+  Gemma3nTextConfig,
+  GraniteMoeHybridConfig,
+  JambaConfig,
+  Lfm2Config,
+  LlamaConfig,
+  MambaConfig,
+  Mamba2Config,
+  Qwen3NextConfig,
+};
+export type { FalconH1Multipliers } from './configs/falcon_h1.ts';
+export type { KvSharingRole } from './configs/gemma3n_text.ts';
+export type { GatedDeltaNetConfig } from './configs/qwen3_next.ts';
+
+export interface ConfigByModelType {
+  llama: LlamaConfig;
+  mamba: MambaConfig;
+  mamba2: Mamba2Config;
+  jamba: JambaConfig;
+  bamba: BambaConfig;
+  granitemoehybrid: GraniteMoeHybridConfig;
+  falcon_h1: FalconH1Config;
+  lfm2: Lfm2Config;
+  qwen3_next: Qwen3NextConfig;
+  gemma3n_text: Gemma3nTextConfig;
+}
+
+export type ModelType = keyof ConfigByModelType;
+export type ModelConfig = ConfigByModelType[ModelType];
+
+/** One schema per model_type; a family added to ConfigByModelType without a schema is a compile error. */
+export const configSchemas: { [K in ModelType]: z.ZodType<ConfigByModelType[K]> } = {
+  llama: llamaConfigSchema,
+  mamba: mambaConfigSchema,
+  mamba2: mamba2ConfigSchema,
+  jamba: jambaConfigSchema,
+  bamba: bambaConfigSchema,
+  granitemoehybrid: granitemoehybridConfigSchema,
+  falcon_h1: falconH1ConfigSchema,
+  lfm2: lfm2ConfigSchema,
+  qwen3_next: qwen3NextConfigSchema,
+  gemma3n_text: gemma3nTextConfigSchema,
+};
+
+export const supportedModelTypes = Object.keys(configSchemas) as ModelType[];
+
+const floatTags: Record<string, number> = { Infinity: Infinity, '-Infinity': -Infinity, NaN: NaN };
+
+/** Replaces transformers 5's `{"__float__": "Infinity"}` (and -Infinity, NaN) by the number, at any depth. */
+export function restoreTaggedFloats(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(restoreTaggedFloats);
+  if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value);
+    if (entries.length === 1 && entries[0]![0] === '__float__' && typeof entries[0]![1] === 'string') {
+      const tag = entries[0]![1];
+      if (tag in floatTags) return floatTags[tag];
+    }
+    return Object.fromEntries(entries.map(([key, item]) => [key, restoreTaggedFloats(item)]));
+  }
+  return value;
+}
+
+/** Python's json.dumps writes bare Infinity / -Infinity / NaN (transformers 4 configs); turn them into tags. */
+function tagBareFloats(text: string): string {
+  let out = '';
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i]!;
+    if (inString) {
+      out += char;
+      if (char === '\\') out += text[++i] ?? '';
+      else if (char === '"') inString = false;
+      continue;
+    }
+    if (char === '"') {
+      inString = true;
+      out += char;
+      continue;
+    }
+    const bare = ['-Infinity', 'Infinity', 'NaN'].find((token) => text.startsWith(token, i));
+    if (bare) {
+      out += `{"__float__": "${bare}"}`;
+      i += bare.length - 1;
+      continue;
+    }
+    out += char;
+  }
+  return out;
+}
+
+/** Parses config.json text; accepts tagged and bare non-finite floats. */
+export function parseConfigJson(text: string, file = 'config.json'): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    try {
+      json = JSON.parse(tagBareFloats(text));
+    } catch {
+      throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
+    }
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ConfigError(`${file}: expected a JSON object at the top level`);
+  }
+  return restoreTaggedFloats(json) as Record<string, unknown>;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  return typeof value;
+}
+
+function formatPath(segments: readonly PropertyKey[]): string {
+  let out = '';
+  for (const segment of segments) {
+    if (typeof segment === 'number') out += `[${segment}]`;
+    else out += out ? `.${String(segment)}` : String(segment);
+  }
+  return out || '(root)';
+}
+
+function describeIssue(issue: z.core.$ZodIssue): { path: PropertyKey[]; text: string } {
+  const input = (issue as { input?: unknown }).input;
+  switch (issue.code) {
+    case 'invalid_type': {
+      const expected = issue.expected === 'int' ? 'integer' : issue.expected;
+      if (input === undefined) return { path: issue.path, text: `missing (expected ${expected})` };
+      return { path: issue.path, text: `expected ${expected}, got ${describeValue(input)}` };
+    }
+    case 'invalid_value':
+      return {
+        path: issue.path,
+        text: `expected ${issue.values.length === 1 ? '' : 'one of '}${issue.values.map((value) => JSON.stringify(value)).join(', ')}, got ${JSON.stringify(input)}`,
+      };
+    case 'too_small':
+    case 'too_big': {
+      const bound = issue.code === 'too_small' ? issue.minimum : issue.maximum;
+      const relation =
+        issue.code === 'too_small' ? (issue.inclusive ? '>=' : '>') : issue.inclusive ? '<=' : '<';
+      const subject = issue.origin === 'array' ? 'length' : 'value';
+      const actual = Array.isArray(input) ? input.length : input;
+      return { path: issue.path, text: `expected ${subject} ${relation} ${String(bound)}, got ${String(actual)}` };
+    }
+    case 'invalid_union': {
+      // Report the first alternative's complaint; for a scalar-or-list field that is the scalar one.
+      const first = issue.errors[0]?.[0];
+      if (first) {
+        const inner = describeIssue(first);
+        return { path: [...issue.path, ...inner.path], text: inner.text };
+      }
+      return { path: issue.path, text: issue.message };
+    }
+    default:
+      return { path: issue.path, text: issue.message };
+  }
+}
+
+export function formatConfigIssues(issues: readonly z.core.$ZodIssue[], file: string): string {
+  return issues
+    .map((issue) => {
+      const { path: issuePath, text } = describeIssue(issue);
+      return `${file}: ${formatPath(issuePath)}: ${text}`;
+    })
+    .join('\n');
+}
+
+/** Validates and normalizes an already parsed config.json object (floats restored). */
+export function parseConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
+  const modelType = json.model_type;
+  if (typeof modelType !== 'string') {
+    throw new ConfigError(
+      `${file}: model_type: ${modelType === undefined ? 'missing' : `expected string, got ${describeValue(modelType)}`} (supported: ${supportedModelTypes.join(', ')})`,
+    );
+  }
+  if (!Object.hasOwn(configSchemas, modelType)) {
+    throw new ConfigError(
+      `${file}: model_type: unsupported model_type "${modelType}"; supported: ${supportedModelTypes.join(', ')}`,
+    );
+  }
+  const schema = configSchemas[modelType as ModelType] as z.ZodType<ModelConfig>;
+  const result = schema.safeParse(json, { reportInput: true });
+  if (!result.success) throw new ConfigError(formatConfigIssues(result.error.issues, file));
+  return result.data;
+}
+
+/** Reads `<dir>/config.json` (or the given .json file), dispatching on model_type. */
+export async function loadConfig(dirOrFile: string): Promise<ModelConfig> {
+  const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'config.json');
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  return parseConfig(parseConfigJson(text, file), file);
+}
+
+/** Narrows a loaded config to one family, with an error naming what was found instead. */
+export function expectModelType<K extends ModelType>(config: ModelConfig, modelType: K): ConfigByModelType[K] {
+  if (config.modelType !== modelType) {
+    throw new ConfigError(`config.json: model_type: expected "${modelType}", got "${config.modelType}"`);
+  }
+  return config as ConfigByModelType[K];
+}

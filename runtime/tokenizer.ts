@@ -1,0 +1,250 @@
+// Text <-> token ids for a Hugging Face model folder: @huggingface/tokenizers for tokenizer.json, a streaming
+// decoder that never splits a multi-byte character, and chat templates rendered with @huggingface/jinja.
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+
+export class TokenizerError extends Error {
+  override name = 'TokenizerError';
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+  [key: string]: unknown;
+}
+
+export interface ChatTemplateOptions {
+  /** Append the assistant turn's opening so the model answers next (HF's add_generation_prompt). Default true. */
+  addGenerationPrompt?: boolean;
+  /** Which named template when tokenizer_config.json holds several; default "default". */
+  templateName?: string;
+  tools?: unknown[];
+  documents?: unknown[];
+  /** Further variables the template reads (e.g. enable_thinking). */
+  variables?: Record<string, unknown>;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (eos, bos, ...) from the text. Default false, as HF's decode. */
+  skipSpecialTokens?: boolean;
+}
+
+type JsonObject = Record<string, unknown>;
+
+/** tokenizer_config.json writes special tokens as a string or as a serialized AddedToken {content, ...}. */
+function specialTokenText(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'object' && value !== null && typeof (value as JsonObject).content === 'string') {
+    return (value as JsonObject).content as string;
+  }
+  return null;
+}
+
+async function readJson(file: string, required: boolean): Promise<JsonObject | null> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (error) {
+    if (!required && (error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new TokenizerError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new TokenizerError(`${file}: not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new TokenizerError(`${file}: expected a JSON object at the top level`);
+  }
+  return json as JsonObject;
+}
+
+export class Tokenizer {
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly padToken: string | null;
+  readonly bosTokenId: number | null;
+  /** The first of eosTokenIds, or null. */
+  readonly eosTokenId: number | null;
+  /** Ids that end generation according to the tokenizer files (the model's generation config may add more). */
+  readonly eosTokenIds: number[];
+  readonly padTokenId: number | null;
+  /** Number of ids, added tokens included. */
+  readonly vocabSize: number;
+  private readonly inner: HfTokenizer;
+  private readonly chatTemplates: Map<string, string>;
+  private readonly specialIds: Set<number>;
+
+  constructor(
+    tokenizerJson: JsonObject,
+    tokenizerConfig: JsonObject = {},
+    /** Where the files came from, for error messages. */
+    readonly source = 'tokenizer.json',
+    /** A chat template from a separate chat_template.jinja (transformers 5); wins over tokenizer_config's. */
+    chatTemplateFile?: string,
+  ) {
+    try {
+      this.inner = new HfTokenizer(tokenizerJson, tokenizerConfig);
+    } catch (error) {
+      throw new TokenizerError(`${source}: cannot build the tokenizer (${(error as Error).message})`);
+    }
+    const idOf = (token: string | null): number | null => (token === null ? null : (this.inner.token_to_id(token) ?? null));
+    this.bosToken = specialTokenText(tokenizerConfig.bos_token);
+    this.eosToken = specialTokenText(tokenizerConfig.eos_token);
+    this.padToken = specialTokenText(tokenizerConfig.pad_token);
+    this.bosTokenId = idOf(this.bosToken);
+    this.eosTokenIds = this.eosToken === null || idOf(this.eosToken) === null ? [] : [idOf(this.eosToken)!];
+    this.eosTokenId = this.eosTokenIds[0] ?? null;
+    this.padTokenId = idOf(this.padToken);
+    const vocabulary = this.inner.get_vocab(true);
+    let largestId = -1;
+    for (const id of vocabulary.values()) largestId = Math.max(largestId, id);
+    this.vocabSize = largestId + 1;
+    this.specialIds = new Set(
+      [...this.inner.get_added_tokens_decoder().entries()].filter(([, token]) => token.special).map(([id]) => id),
+    );
+
+    this.chatTemplates = new Map();
+    const configured = tokenizerConfig.chat_template;
+    if (typeof configured === 'string') {
+      this.chatTemplates.set('default', configured);
+    } else if (Array.isArray(configured)) {
+      for (const entry of configured as { name?: unknown; template?: unknown }[]) {
+        if (typeof entry?.name === 'string' && typeof entry.template === 'string') {
+          this.chatTemplates.set(entry.name, entry.template);
+        }
+      }
+    }
+    if (chatTemplateFile !== undefined) this.chatTemplates.set('default', chatTemplateFile);
+  }
+
+  /** Reads tokenizer.json, and tokenizer_config.json and chat_template.jinja when present, from a model folder. */
+  static async load(folder: string): Promise<Tokenizer> {
+    const tokenizerFile = path.join(folder, 'tokenizer.json');
+    const tokenizerJson = (await readJson(tokenizerFile, true))!;
+    const tokenizerConfig = (await readJson(path.join(folder, 'tokenizer_config.json'), false)) ?? {};
+    let chatTemplateFile: string | undefined;
+    try {
+      chatTemplateFile = await fsp.readFile(path.join(folder, 'chat_template.jinja'), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    return new Tokenizer(tokenizerJson, tokenizerConfig, tokenizerFile, chatTemplateFile);
+  }
+
+  /** Token ids of `text`. Special tokens the post-processor adds (e.g. bos) are included unless disabled. */
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  decode(ids: readonly number[] | Int32Array | Uint32Array, options: DecodeOptions = {}): string {
+    if (ids.length === 0) return ''; // the library rejects an empty list
+    return this.inner.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.inner.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.inner.id_to_token(id);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  /** A decoder for ids that arrive one (or a few) at a time. */
+  createStreamDecoder(options: DecodeOptions = {}): StreamDecoder {
+    return new StreamDecoder(this, options);
+  }
+
+  get hasChatTemplate(): boolean {
+    return this.chatTemplates.size > 0;
+  }
+
+  /** Renders the model's chat template (HF's apply_chat_template with tokenize=False). */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
+    const name = options.templateName ?? 'default';
+    const source = this.chatTemplates.get(name);
+    if (source === undefined) {
+      const available = [...this.chatTemplates.keys()];
+      throw new TokenizerError(
+        available.length === 0
+          ? `${this.source}: this tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)`
+          : `${this.source}: no chat template named "${name}"; available: ${available.join(', ')}`,
+      );
+    }
+    let template: Template;
+    try {
+      template = new Template(source);
+    } catch (error) {
+      throw new TokenizerError(`${this.source}: chat template "${name}" does not parse (${(error as Error).message})`);
+    }
+    try {
+      return template.render({
+        messages,
+        add_generation_prompt: options.addGenerationPrompt ?? true,
+        bos_token: this.bosToken ?? '',
+        eos_token: this.eosToken ?? '',
+        pad_token: this.padToken ?? '',
+        ...(options.tools ? { tools: options.tools } : {}),
+        ...(options.documents ? { documents: options.documents } : {}),
+        ...options.variables,
+      });
+    } catch (error) {
+      throw new TokenizerError(`${this.source}: chat template "${name}" failed to render (${(error as Error).message})`);
+    }
+  }
+}
+
+/**
+ * Turns ids into text as they arrive. A byte-level BPE token can hold part of a UTF-8 character, so text is only
+ * emitted once it decodes without a trailing U+FFFD; and it is decoded with a few preceding tokens as context,
+ * because some decoders (Metaspace, WordPiece) render a token differently at the start of a string.
+ * The same scheme as HF text-generation-inference's `decode_token`.
+ */
+export class StreamDecoder {
+  private readonly ids: number[] = [];
+  /** Start of the context window: ids before it are never decoded again. */
+  private prefixOffset = 0;
+  /** End of what has been emitted. */
+  private readOffset = 0;
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly options: DecodeOptions = {},
+  ) {}
+
+  /** Adds ids; returns the text they complete (possibly ''). */
+  push(idOrIds: number | readonly number[]): string {
+    if (typeof idOrIds === 'number') this.ids.push(idOrIds);
+    else this.ids.push(...idOrIds);
+    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), this.options);
+    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset), this.options);
+    if (fullText.length > prefixText.length && !fullText.endsWith('\uFFFD')) {
+      // Keep a little context (the just-emitted ids) so the next decode renders boundaries as the full text would.
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+      this.ids.splice(0, this.prefixOffset); // ids before the window are never needed again
+      this.readOffset -= this.prefixOffset;
+      this.prefixOffset = 0;
+      return fullText.slice(prefixText.length);
+    }
+    return '';
+  }
+
+  /** Emits whatever is still held back (an incomplete character decodes as U+FFFD) and resets. */
+  flush(): string {
+    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), this.options);
+    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset), this.options);
+    this.ids.length = 0;
+    this.prefixOffset = 0;
+    this.readOffset = 0;
+    return fullText.slice(prefixText.length);
+  }
+}

@@ -43,8 +43,8 @@ export function evalNode(n: Node, args: readonly NDArray[], ctx: CpuRunArgs): ND
       const [table, idx] = args as [NDArray, NDArray];
       const row = numel(table.shape.slice(1));
       for (let i = 0; i < idx.data.length; i++) {
-        const r = idx.data[i]!;
-        if (r < 0 || r >= table.shape[0]!) throw new Error(`cpu backend: gather index ${r} out of range 0..${table.shape[0]! - 1}`);
+        // out-of-range rows read the last row, as WebGPU's robust buffer access clamps
+        const r = idx.data[i]! < 0 || idx.data[i]! >= table.shape[0]! ? table.shape[0]! - 1 : idx.data[i]!;
         out.set(table.data.subarray(r * row, (r + 1) * row), i * row);
       }
       return result;

@@ -148,7 +148,7 @@ export class GpuRuntime {
 /** Key of a program buffer in the runtime's shared table; temps are private to the executable. */
 export function bufferKey(spec: BufferSpec, namespace: string): string | undefined {
   switch (spec.role) {
-    case 'weight': return `weight:${spec.name}`;
+    case 'weight': return `${namespace}weight:${spec.name}`;
     case 'state': return `${namespace}state:${spec.name}`;
     case 'input': return `${namespace}input:${spec.name}:${spec.bytes}`;
     case 'output': return `${namespace}output:${spec.name}:${spec.bytes}`;

@@ -164,7 +164,8 @@ class Emitter {
         if (n.op === 'gather') {
           const k = n.inputs[1]!.shape.length;
           const row = this.value(n.inputs[1]!, idx.slice(0, k));
-          return this.value(n.inputs[0]!, [`u32(${row})`, ...idx.slice(k)]);
+          // out-of-range rows read the last row (the CPU reference does the same)
+          return this.value(n.inputs[0]!, [`min(u32(${row}), ${n.inputs[0]!.shape[0]! - 1}u)`, ...idx.slice(k)]);
         }
         const cands = def.index(wgslIndex, [...idx], n.attrs as never, n.inputs, n);
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);

@@ -1,0 +1,16 @@
+// Picks the architecture from config.json's model_type.
+import type { ModelConfig } from './config.ts';
+import type { ModelDef } from './model.ts';
+import { llama } from './llama.ts';
+
+type Builder = (config: never) => ModelDef;
+
+export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> = {
+  llama: llama as Builder,
+};
+
+export function buildModel(config: ModelConfig): ModelDef {
+  const build = MODEL_BUILDERS[config.modelType];
+  if (!build) throw new Error(`model_type '${config.modelType}' has a config schema but no forward pass yet; runnable: ${Object.keys(MODEL_BUILDERS).join(', ')}`);
+  return build(config as never);
+}

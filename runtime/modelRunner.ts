@@ -1,0 +1,178 @@
+// Runs a model on the device: one compiled program per bucket (rows x tokens per step x logits mode), weights
+// uploaded once (16-bit kept packed), session memory allocated once and shared by every program.
+import { compile } from '../compiler/compile.ts';
+import type { StorageDType } from '../compiler/ir.ts';
+import { iota, output, trace } from '../dsl/trace.ts';
+import { StepContext } from '../caches/stepContext.ts';
+import type { MemoryOptions } from '../caches/spec.ts';
+import type { ModelDef } from '../models/model.ts';
+import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
+import { type TensorSource, packHalfWords, toFloat32 } from './safetensors.ts';
+
+export type LogitsMode = 'all' | 'last';
+
+export interface RunnerOptions {
+  slots: number;
+  capacity: number;
+  /** Tokens per step of the prefill buckets; a prompt is split into chunks of these sizes, the last padded. */
+  chunks: number[];
+  fuse?: boolean;
+}
+
+export class WeightError extends Error {
+  override name = 'WeightError';
+}
+
+export class ContextOverflowError extends Error {
+  override name = 'ContextOverflowError';
+}
+
+let runnerCount = 0;
+
+export class ModelRunner {
+  readonly namespace = `m${runnerCount++}/`;
+  private readonly programs = new Map<string, Executable>();
+  private readonly constants: Record<string, Float32Array>;
+  /** Host mirror of each slot's length, kept only to refuse overflow before it happens (never read from the device). */
+  readonly lengths: number[];
+  readonly memory: MemoryOptions;
+
+  constructor(
+    readonly runtime: GpuRuntime,
+    readonly model: ModelDef,
+    readonly checkpoint: TensorSource,
+    readonly options: RunnerOptions,
+  ) {
+    this.constants = model.constants();
+    this.lengths = new Array(options.slots).fill(0);
+    this.memory = { slots: options.slots, capacity: options.capacity, maxChunk: Math.max(...options.chunks, 1) };
+  }
+
+  private storage(name: string): StorageDType | undefined {
+    if (this.constants[name]) return 'f32';
+    if (!this.checkpoint.has(name)) return undefined;
+    const dt = this.checkpoint.info(name).dtype;
+    return dt === 'F16' ? 'f16' : dt === 'BF16' ? 'bf16' : 'f32';
+  }
+
+  /** The compiled, loaded program for a bucket (compiled on first use). */
+  async program(rows: number, tokens: number, logits: LogitsMode): Promise<Executable> {
+    const key = `${rows}x${tokens}:${logits}`;
+    const have = this.programs.get(key);
+    if (have) return have;
+    const graph = trace(() => {
+      const ctx = new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) });
+      const hidden = this.model.forward(ctx);
+      if (logits === 'all') output('logits', this.model.logits(ctx, hidden));
+      else {
+        // hidden state of each row's last real token: row s, token valid[s]-1
+        const flat = hidden.reshape(rows * tokens, this.model.hiddenSize);
+        const lastRow = ctx.valid.sub(1).add(iota([rows], 0, 'i32').mul(tokens));
+        output('logits', this.model.logits(ctx, flat.gather(lastRow)));
+      }
+      ctx.finish();
+    });
+    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: this.runtime.limits, bucket: { rows, tokens } });
+    const exe = await this.runtime.load(program, { namespace: this.namespace });
+    await this.uploadWeights(exe);
+    this.programs.set(key, exe);
+    return exe;
+  }
+
+  private async uploadWeights(exe: Executable): Promise<void> {
+    const uploaded: string[] = [];
+    try {
+      for (const [name, id] of Object.entries(exe.program.weights)) {
+        const key = `${this.namespace}weight:${name}#loaded`;
+        if (this.runtime.hasNamed(key)) continue;
+        const spec = exe.program.buffers[id]!;
+        const buf = exe.buffers[id]!;
+        const constant = this.constants[name];
+        if (constant) {
+          if (constant.length !== spec.shape.reduce((a, b) => a * b, 1)) throw new WeightError(`constant '${name}' has ${constant.length} values, expected shape (${spec.shape.join(',')})`);
+          this.runtime.write(buf, constant);
+        } else {
+          if (!this.checkpoint.has(name)) throw new WeightError(`weight '${name}' is missing from the checkpoint (expected shape (${spec.shape.join(',')}))`);
+          const info = this.checkpoint.info(name);
+          if (info.shape.join() !== spec.shape.join())
+            throw new WeightError(`weight '${name}': checkpoint has shape (${info.shape.join(',')}), the model expects (${spec.shape.join(',')})`);
+          const tensor = await this.checkpoint.readTensor(name);
+          this.runtime.write(buf, spec.storage === 'f16' || spec.storage === 'bf16' ? packHalfWords(tensor) : toFloat32(tensor, name));
+        }
+        this.runtime.namedBuffer(key, 4);
+        uploaded.push(name);
+      }
+    } catch (err) {
+      // nothing stays half-loaded: drop this runner's weights and programs
+      this.runtime.releaseNamed(`${this.namespace}weight:`);
+      this.programs.clear();
+      throw err;
+    }
+  }
+
+  /**
+   * Runs one step: each row feeds `tokens` into its slot (rows may differ in length; the step is padded to
+   * the bucket). Returns logits per row: [T, V] ('all') or [V] ('last'), as Float32Arrays.
+   */
+  async step(rows: { slot: number; tokens: number[] }[], logits: LogitsMode, bucket?: { rows: number; tokens: number }): Promise<Float32Array[]> {
+    const R = bucket?.rows ?? rows.length;
+    const T = bucket?.tokens ?? Math.max(...rows.map((r) => r.tokens.length));
+    for (const r of rows) {
+      if (r.slot < 0 || r.slot >= this.options.slots || !Number.isInteger(r.slot)) throw new RangeError(`unknown sequence slot ${r.slot}: this session has slots 0..${this.options.slots - 1}`);
+      if (this.lengths[r.slot]! + r.tokens.length > this.options.capacity)
+        throw new ContextOverflowError(`slot ${r.slot}: ${this.lengths[r.slot]} tokens + ${r.tokens.length} new exceed the capacity of ${this.options.capacity}`);
+    }
+    const exe = await this.program(R, T, logits);
+    const tokens = new Int32Array(R * T);
+    const slotIds = new Int32Array(R).fill(this.options.slots); // inactive rows point past the last slot
+    const valid = new Int32Array(R);
+    rows.forEach((r, i) => {
+      tokens.set(r.tokens, i * T);
+      slotIds[i] = r.slot;
+      valid[i] = r.tokens.length;
+    });
+    exe.writeInput('tokens', tokens);
+    exe.writeInput('slot_ids', slotIds);
+    exe.writeInput('valid', valid);
+    exe.run();
+    for (const r of rows) this.lengths[r.slot]! += r.tokens.length;
+    const out = await exe.readOutput('logits');
+    const V = this.model.vocabSize;
+    const data = out.data as Float32Array;
+    return rows.map((r, i) => (logits === 'all' ? data.slice(i * T * V, i * T * V + r.tokens.length * V) : data.slice(i * V, (i + 1) * V)));
+  }
+
+  /** Feeds a whole prompt into a slot in bucket-sized chunks; returns logits for every token ('all') or the last. */
+  async prefill(slot: number, tokens: number[], logits: LogitsMode = 'last'): Promise<Float32Array> {
+    const chunks = [...this.options.chunks].sort((a, b) => a - b);
+    const parts: Float32Array[] = [];
+    for (let at = 0; at < tokens.length; ) {
+      const left = tokens.length - at;
+      const size = chunks.find((c) => c >= left) ?? chunks[chunks.length - 1]!;
+      const piece = tokens.slice(at, at + Math.min(size, left));
+      const [l] = await this.step([{ slot, tokens: piece }], logits, { rows: 1, tokens: size });
+      parts.push(l!);
+      at += piece.length;
+    }
+    if (logits === 'last') return parts[parts.length - 1]!;
+    const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) (all.set(p, off), (off += p.length));
+    return all;
+  }
+
+  /** Empties a slot: position 0 and zero recurrent state. */
+  resetSlot(slot: number): void {
+    const spec = this.model.memory();
+    const pos = this.runtime.getNamed(`${this.namespace}state:pos`);
+    if (pos) this.runtime.write(pos, new Int32Array([0]), slot * 4);
+    spec.forEach((layer, l) =>
+      layer.states.forEach((s) => {
+        const buf = this.runtime.getNamed(`${this.namespace}state:L${l}.${s.name}`);
+        const per = s.shape.reduce((a, b) => a * b, 1);
+        if (buf) this.runtime.write(buf, new Float32Array(per), slot * per * 4);
+      }),
+    );
+    this.lengths[slot] = 0;
+  }
+}

@@ -79,13 +79,26 @@ function floatOnly(op: string, inputs: readonly Node[]): void {
   for (const x of inputs) if (x.dtype !== 'f32') throw new ShapeError(`[${op}] needs f32 input, got ${x.dtype}`);
 }
 
+/** Float-only ops of several equal-shaped inputs (WGSL's pow has no integer overload). */
+const floatSameShape = (op: string) => (inputs: readonly Node[]): Inferred => {
+  floatOnly(op, inputs);
+  return { shape: sameShape(op, inputs), dtype: 'f32' };
+};
 const unaryFloat = (op: string) => (inputs: readonly Node[]): Inferred => {
   floatOnly(op, inputs);
   return { shape: [...inputs[0]!.shape], dtype: 'f32' };
 };
-const binarySame = (op: string) => (inputs: readonly Node[]): Inferred => ({ shape: sameShape(op, inputs), dtype: sameDtype(op, inputs) });
+/** WGSL has no arithmetic, ordering or reductions on bool: reject it at trace time, not as a shader error. */
+function numericOnly(op: string, inputs: readonly Node[]): void {
+  for (const x of inputs) if (x.dtype === 'bool') throw new ShapeError(`[${op}] needs numeric inputs (f32, i32, u32), got bool (cast first)`);
+}
+const binarySame = (op: string) => (inputs: readonly Node[]): Inferred => {
+  numericOnly(op, inputs);
+  return { shape: sameShape(op, inputs), dtype: sameDtype(op, inputs) };
+};
 const compare = (op: string) => (inputs: readonly Node[]): Inferred => {
   sameDtype(op, inputs);
+  if (op !== 'eq' && op !== 'ne') numericOnly(op, inputs);
   return { shape: sameShape(op, inputs), dtype: 'bool' };
 };
 const logical = (op: string) => (inputs: readonly Node[]): Inferred => {
@@ -98,6 +111,7 @@ const source = (inputs: readonly Node[]): Inferred => {
 const reduceRule = (op: string) => (inputs: readonly Node[]): Inferred => {
   const s = inputs[0]!.shape;
   if (s.length === 0) throw new ShapeError(`[${op}] cannot reduce a scalar`);
+  numericOnly(op, inputs);
   if (op === 'mean' && inputs[0]!.dtype !== 'f32') throw new ShapeError(`[mean] needs f32 input, got ${inputs[0]!.dtype}`);
   return { shape: s.slice(0, -1), dtype: inputs[0]!.dtype };
 };
@@ -173,7 +187,8 @@ function comparison<K extends OpName>(op: K, cpu: (a: number, b: number) => bool
   };
 }
 
-const intDiv = (a: number, b: number) => (b === 0 ? 0 : Math.trunc(a / b));
+// WGSL integer division by zero yields the dividend; remainder by zero yields zero.
+const intDiv = (a: number, b: number) => (b === 0 ? a : Math.trunc(a / b));
 const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
@@ -191,8 +206,24 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : `${wgslType(out)}(${a[0]})`),
   },
 
-  neg: { kind: 'elementwise', infer: (i) => ({ shape: [...i[0]!.shape], dtype: i[0]!.dtype }), cpu: (a) => -a[0]!, wgsl: (a) => `(-${a[0]})` },
-  abs: { kind: 'elementwise', infer: (i) => ({ shape: [...i[0]!.shape], dtype: i[0]!.dtype }), cpu: (a) => Math.abs(a[0]!), wgsl: (a) => `abs(${a[0]})` },
+  neg: {
+    kind: 'elementwise',
+    infer: (i) => {
+      if (i[0]!.dtype === 'u32' || i[0]!.dtype === 'bool') throw new ShapeError(`[neg] needs a signed input (f32 or i32), got ${i[0]!.dtype}`);
+      return { shape: [...i[0]!.shape], dtype: i[0]!.dtype };
+    },
+    cpu: (a) => -a[0]!,
+    wgsl: (a) => `(-${a[0]})`,
+  },
+  abs: {
+    kind: 'elementwise',
+    infer: (i) => {
+      numericOnly('abs', i);
+      return { shape: [...i[0]!.shape], dtype: i[0]!.dtype };
+    },
+    cpu: (a) => Math.abs(a[0]!),
+    wgsl: (a) => `abs(${a[0]})`,
+  },
   exp: unary('exp', Math.exp, (x) => `exp(${x})`),
   log: unary('log', Math.log, (x) => `log(${x})`),
   sqrt: unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`),
@@ -213,7 +244,14 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   cast: {
     kind: 'elementwise',
     infer: (i, attrs) => ({ shape: [...i[0]!.shape], dtype: attrs.to }),
-    cpu: (a, attrs) => (attrs.to === 'bool' ? (a[0] ? 1 : 0) : attrs.to === 'f32' ? a[0]! : Math.trunc(a[0]!)),
+    cpu: (a, attrs, inputs) => {
+      if (attrs.to === 'bool') return a[0] ? 1 : 0;
+      if (attrs.to === 'f32') return a[0]!;
+      // WGSL float-to-int conversions saturate at the extreme f32 values of the integer range (integer-to-integer
+      // ones reinterpret the bits, which storing into the typed array does too)
+      if (inputs[0]!.dtype === 'f32') return attrs.to === 'i32' ? Math.min(Math.max(Math.trunc(a[0]!), -2147483648), 2147483520) : Math.min(Math.max(Math.trunc(a[0]!), 0), 4294967040);
+      return Math.trunc(a[0]!);
+    },
     wgsl: (a, attrs, inputs) => {
       const from = inputs[0]!.dtype;
       if (from === attrs.to) return a[0]!;
@@ -225,10 +263,11 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
 
   add: binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`),
   sub: binary('sub', (a, b) => a - b, (a, b) => `(${a} - ${b})`),
-  mul: binary('mul', (a, b) => a * b, (a, b) => `(${a} * ${b})`),
+  // integer products wrap modulo 2^32 as on the GPU (a double would lose the low bits first)
+  mul: binary('mul', (a, b, dt) => (dt === 'f32' ? a * b : Math.imul(a, b)), (a, b) => `(${a} * ${b})`),
   div: binary('div', (a, b, dt) => (dt === 'f32' ? a / b : intDiv(a, b)), (a, b) => `(${a} / ${b})`),
   mod: binary('mod', (a, b, dt) => (dt === 'f32' ? a - b * Math.floor(a / b) : intMod(a, b)), (a, b, dt) => (dt === 'f32' ? `(${a} - ${b} * floor(${a} / ${b}))` : `(${a} % ${b})`)),
-  pow: binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`),
+  pow: { ...binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`), infer: floatSameShape('pow') },
   max: binary('max', (a, b) => Math.max(a, b), (a, b) => `max(${a}, ${b})`),
   min: binary('min', (a, b) => Math.min(a, b), (a, b) => `min(${a}, ${b})`),
   lt: comparison('lt', (a, b) => a < b, '<'),
@@ -398,6 +437,7 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     kind: 'scan',
     infer: (inputs) => {
       if (inputs[0]!.shape.length === 0) throw new ShapeError('[cumsum] cannot scan a scalar');
+      numericOnly('cumsum', inputs);
       return { shape: [...inputs[0]!.shape], dtype: inputs[0]!.dtype };
     },
   },

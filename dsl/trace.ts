@@ -52,6 +52,7 @@ export function iota(shape: readonly Dim[], axis: number, dtype: DType = 'i32'):
   const t = tracer();
   const s = t.resolve(shape, '[iota]');
   if (axis < 0 || axis >= s.length) throw new ShapeError(`[iota] axis ${axis} out of range for shape ${fmtShape(s)}`);
+  if (dtype === 'bool') throw new ShapeError('[iota] dtype must be f32, i32 or u32, got bool (compare the indices instead)');
   return new Tensor(t.node('iota', [], { axis }, s, dtype));
 }
 

@@ -141,11 +141,31 @@ function bindKernel(k: LoweredKernel, bufferOf: Map<number, number>, limits: Dev
   };
 }
 
+/**
+ * Every output needs a buffer of its own written by a kernel. An output that is a buffer already (an input, a
+ * weight, a state version) or that shares its node with an earlier output (after simplify folds `x.add(0)` to
+ * `x`, or CSE merges two equal outputs) would get none: give it an identity copy.
+ */
+function copyAliasedOutputs(g: Graph): Graph {
+  const claimed = new Set<number>();
+  const outputs = new Map(g.outputs);
+  const nodes = [...g.nodes];
+  for (const [name, n] of g.outputs) {
+    const isBuffer = n.op === 'input' || n.op === 'weight' || n.op === 'state' || n.op === 'scatter';
+    if (isBuffer || claimed.has(n.id)) {
+      const copy: Node = { id: nodes.length, op: 'reshape', inputs: [n], attrs: { shape: [...n.shape] }, shape: [...n.shape], dtype: n.dtype };
+      nodes.push(copy);
+      outputs.set(name, copy);
+    } else claimed.add(n.id);
+  }
+  return nodes.length === g.nodes.length ? g : { ...g, nodes, outputs };
+}
+
 /** Compiles a traced graph into a Program. */
 export function compile(graph: Graph, options: CompileOptions = {}): Program {
   const limits: DeviceLimits = { ...DEFAULT_LIMITS, ...options.limits };
   verify(graph);
-  const g = simplify(graph);
+  const g = copyAliasedOutputs(simplify(graph));
   verify(g);
   const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
   const kernels = orderKernels(lowerAll(g, mat, limits));

@@ -3,12 +3,13 @@
 import { Command, CommanderError } from 'commander';
 import { NoAdapterError } from '../runtime/device.ts';
 import * as doctor from './doctor.ts';
+import * as parity from './parity.ts';
 
 export interface CommandModule {
   register(program: Command): void;
 }
 
-const COMMANDS: CommandModule[] = [doctor];
+const COMMANDS: CommandModule[] = [doctor, parity];
 
 export function buildProgram(): Command {
   const program = new Command('strata')
@@ -29,10 +30,13 @@ export async function main(argv: string[]): Promise<never> {
   process.exit(process.exitCode ?? 0);
 }
 
+const USER_ERRORS = new Set(['ConfigError', 'SafetensorsError', 'WeightError', 'ContextOverflowError', 'TokenizerError', 'ShapeError', 'ModelNotFoundError', 'SnapshotError', 'MemoryError', 'RestoreError']);
+
 function exitCodeFor(error: unknown): number {
   // commander has already printed its own usage errors, help and version.
   if (error instanceof CommanderError) return error.exitCode;
-  if (error instanceof NoAdapterError) {
+  // errors about the user's input carry a message that says what was expected: no stack trace
+  if (error instanceof NoAdapterError || (error instanceof Error && USER_ERRORS.has(error.name))) {
     console.error(`strata: ${error.message}`);
     return 1;
   }

@@ -69,6 +69,11 @@ export class GpuRuntime {
     return b;
   }
 
+  /** Keys of the shared buffers (for tests and memory reports). */
+  namedKeys(): string[] {
+    return [...this.named.keys()];
+  }
+
   hasNamed(key: string): boolean {
     return this.named.has(key);
   }

@@ -17,6 +17,8 @@ export interface RunnerOptions {
   /** Tokens per step of the prefill buckets; a prompt is split into chunks of these sizes, the last padded. */
   chunks: number[];
   fuse?: boolean;
+  /** Shrinks every sliding window to this many positions (a session-level override). */
+  window?: number;
 }
 
 export class WeightError extends Error {
@@ -45,7 +47,7 @@ export class ModelRunner {
   ) {
     this.constants = model.constants();
     this.lengths = new Array(options.slots).fill(0);
-    this.memory = { slots: options.slots, capacity: options.capacity, maxChunk: Math.max(...options.chunks, 1) };
+    this.memory = { slots: options.slots, capacity: options.capacity, maxChunk: Math.max(...options.chunks, 1), ...(options.window !== undefined ? { window: options.window } : {}) };
   }
 
   private storage(name: string): StorageDType | undefined {

@@ -378,6 +378,9 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const v = e.value(values, vIdx);
   e.line(e.store(root, linearize(wgslIndex, ['row', ...vIdx.slice(k)], target.shape), v));
   const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), wg, Math.ceil(n / wg));
+  // Rows of the target are written in place: values (or indices) that read that same version would race with
+  // the writes, and the target has no binding of its own here. Give the reader a buffer first.
+  if (lowered.reads.includes(target)) throw new NeedsMaterialize(isMat(values) ? indices : values, 'scatter values read the state being written');
   lowered.reads = lowered.reads.filter((r) => r !== target);
   return lowered;
 }

@@ -19,6 +19,8 @@ export interface OpAttrs {
   // elementwise binary
   add: {}; sub: {}; mul: {}; div: {}; mod: {}; pow: {}; max: {}; min: {};
   lt: {}; le: {}; gt: {}; ge: {}; eq: {}; ne: {}; and: {}; or: {};
+  // integer bit ops (i32, u32): what on-device RNGs and hashes are made of
+  xor: {}; shl: {}; shr: {};
   // ternary
   where: {};
   // reductions over the last axis

@@ -101,6 +101,10 @@ const compare = (op: string) => (inputs: readonly Node[]): Inferred => {
   if (op !== 'eq' && op !== 'ne') numericOnly(op, inputs);
   return { shape: sameShape(op, inputs), dtype: 'bool' };
 };
+const integerSame = (op: string) => (inputs: readonly Node[]): Inferred => {
+  for (const x of inputs) if (x.dtype !== 'i32' && x.dtype !== 'u32') throw new ShapeError(`[${op}] needs i32 or u32 inputs, got ${x.dtype}`);
+  return { shape: sameShape(op, inputs), dtype: sameDtype(op, inputs) };
+};
 const logical = (op: string) => (inputs: readonly Node[]): Inferred => {
   for (const x of inputs) if (x.dtype !== 'bool') throw new ShapeError(`[${op}] needs bool inputs, got ${x.dtype}`);
   return { shape: sameShape(op, inputs), dtype: 'bool' };
@@ -278,6 +282,12 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   ne: comparison('ne', (a, b) => a !== b, '!='),
   and: { kind: 'elementwise', infer: logical('and'), cpu: (a) => (a[0] && a[1] ? 1 : 0), wgsl: (a) => `(${a[0]} && ${a[1]})` },
   or: { kind: 'elementwise', infer: logical('or'), cpu: (a) => (a[0] || a[1] ? 1 : 0), wgsl: (a) => `(${a[0]} || ${a[1]})` },
+
+  // Bit ops on the 32-bit pattern. WGSL shifts take a u32 count and use only its low 5 bits, as JS's do;
+  // shr is logical on u32 and arithmetic on i32 in both.
+  xor: { ...binary('xor', (a, b) => a ^ b, (a, b) => `(${a} ^ ${b})`), infer: integerSame('xor') },
+  shl: { ...binary('shl', (a, b) => a << b, (a, b, dt) => `(${a} << ${dt === 'u32' ? b : `u32(${b})`})`), infer: integerSame('shl') },
+  shr: { ...binary('shr', (a, b, dt) => (dt === 'u32' ? a >>> b : a >> b), (a, b, dt) => `(${a} >> ${dt === 'u32' ? b : `u32(${b})`})`), infer: integerSame('shr') },
 
   where: {
     kind: 'elementwise',

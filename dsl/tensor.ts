@@ -73,6 +73,10 @@ export class Tensor {
   ne(o: Operand): Tensor { return this.binary('ne', o); }
   and(o: Tensor): Tensor { return this.binary('and', o); }
   or(o: Tensor): Tensor { return this.binary('or', o); }
+  /** Bitwise xor and shifts of i32/u32 values (shr is logical on u32, arithmetic on i32). */
+  xor(o: Operand): Tensor { return this.binary('xor', o); }
+  shl(o: Operand): Tensor { return this.binary('shl', o); }
+  shr(o: Operand): Tensor { return this.binary('shr', o); }
 
   neg(): Tensor { return this.unary('neg'); }
   abs(): Tensor { return this.unary('abs'); }

@@ -6,7 +6,7 @@ import { ShapeError } from '../compiler/ops.ts';
 import { Tensor } from '../dsl/tensor.ts';
 import { input, iota, state, weight } from '../dsl/trace.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, kvEntries } from './spec.ts';
-import { softmax } from '../dsl/nn/basic.ts';
+import { attention } from '../dsl/nn/attention.ts';
 
 export interface WeightCatalog {
   /** Storage dtype of a checkpoint tensor, or undefined when the checkpoint lacks it. */
@@ -19,8 +19,21 @@ export interface AttendOptions {
   softcap?: number;
 }
 
+/** Trace-wide switch: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). */
+export const kernelOptions = { fusedAttention: true };
+
 export const kvStateName = (layer: number, which: 'k' | 'v') => `L${layer}.${which}`;
 export const recurrentStateName = (layer: number, name: string) => `L${layer}.${name}`;
+
+/** Device tensors that stand in for the host inputs, e.g. a decode step that feeds tokens sampled on the GPU. */
+export interface StepSources {
+  /** [S, T] i32 */
+  tokens?: Tensor;
+  /** [S] i32 */
+  slotIds?: Tensor;
+  /** [S] i32 */
+  valid?: Tensor;
+}
 
 export class StepContext {
   /** [S, T] token ids of this step (padding beyond `valid` per row). */
@@ -45,10 +58,11 @@ export class StepContext {
     /** tokens per row per step */
     readonly T: number,
     private readonly catalog: WeightCatalog,
+    sources: StepSources = {},
   ) {
-    this.tokens = input('tokens', [S, T], 'i32');
-    this.slotIds = input('slot_ids', [S], 'i32');
-    this.valid = input('valid', [S], 'i32');
+    this.tokens = sources.tokens ?? input('tokens', [S, T], 'i32');
+    this.slotIds = sources.slotIds ?? input('slot_ids', [S], 'i32');
+    this.valid = sources.valid ?? input('valid', [S], 'i32');
     this.pos = state('pos', [memory.slots], 'i32');
     this.start = this.pos.gather(this.slotIds);
     const t = iota([S, T], 1, 'i32');
@@ -108,11 +122,13 @@ export class StepContext {
     let mask = kp.le(qPos).and(kp.ge(0)); // [S,T,E]
     if (window !== undefined) mask = mask.and(kp.gt(qPos.sub(window)));
     const qg = q.reshape(S, T, KVH, G, D).permute(0, 2, 3, 1, 4).reshape(S, KVH, G * T, D);
-    let scores = qg.matmul(keys.permute(0, 2, 3, 1)).mul(opts.scale); // [S,KVH,G*T,E]
-    if (opts.softcap) scores = scores.div(opts.softcap).tanh().mul(opts.softcap);
-    const m = mask.reshape(S, 1, 1, T, E);
-    const masked = Tensor.where(m, scores.reshape(S, KVH, G, T, E), -Infinity).reshape(S, KVH, G * T, E);
-    const out = softmax(masked).matmul(values.permute(0, 2, 1, 3)); // [S,KVH,G*T,Dv]
+    const kT = keys.permute(0, 2, 3, 1); // [S,KVH,D,E]
+    const vv = values.permute(0, 2, 1, 3); // [S,KVH,E,Dv]
+    const m = mask.reshape(S, 1, 1, T, E).broadcastTo([S, KVH, G, T, E]).reshape(S, KVH, G * T, E);
+    // keys at or past the limit are masked: the kernel's loop stops there (cost follows the real length)
+    const lastKey = ring ? this.start.add(this.valid).reshape(S, 1).minimum(E) : this.positions.add(1); // [S,1] or [S,T]
+    const limit = lastKey.reshape(S, 1, 1, lastKey.shape[1]!).broadcastTo([S, KVH, G, T]).reshape(S, KVH, G * T);
+    const out = attention(qg, kT, vv, m, limit, { scale: opts.scale, ...(opts.softcap ? { softcap: opts.softcap } : {}), fused: kernelOptions.fusedAttention });
     return out.reshape(S, KVH, G, T, Dv).permute(0, 3, 1, 2, 4).reshape(S, T, H, Dv);
   }
 

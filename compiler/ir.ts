@@ -38,6 +38,9 @@ export interface OpAttrs {
   scatter: {};
   // cumulative sum over the last axis
   cumsum: {};
+  // fused masked attention (see dsl/nn/attention.ts for its composition): q [..., M, D], kT [..., D, E],
+  // v [..., E, Dv], mask [..., M, E] bool, limit [..., M] i32 (keys at or past it are masked) -> [..., M, Dv]
+  attention: { scale: number; softcap: number };
 }
 
 export type OpName = keyof OpAttrs;

@@ -13,7 +13,8 @@ export type FusionClass =
   | 'view' // value is an input read at a remapped index
   | 'reduce' // combines the last axis
   | 'scan' // running combination along the last axis: its own kernel
-  | 'scatter'; // writes rows of a persistent state in place
+  | 'scatter' // writes rows of a persistent state in place
+  | 'kernel'; // a hand-written kernel template with a composition as its reference (attention)
 
 export interface Inferred {
   shape: number[];
@@ -51,7 +52,7 @@ interface ReduceDef<K extends OpName> extends Common<K> {
 }
 
 interface OtherDef<K extends OpName> extends Common<K> {
-  kind: 'source' | 'scan' | 'scatter';
+  kind: 'source' | 'scan' | 'scatter' | 'kernel';
 }
 
 export type OpDef<K extends OpName> = ElementwiseDef<K> | ViewDef<K> | ReduceDef<K> | OtherDef<K>;
@@ -443,6 +444,8 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     },
   },
 
+  attention: { kind: 'kernel', infer: attentionRule },
+
   cumsum: {
     kind: 'scan',
     infer: (inputs) => {
@@ -452,6 +455,22 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     },
   },
 };
+
+export function attentionRule(inputs: readonly Node[]): Inferred {
+  const [q, kT, v, mask, limit] = inputs as [Node, Node, Node, Node, Node];
+  const r = q.shape.length;
+  const batch = q.shape.slice(0, -2);
+  const [M, D] = q.shape.slice(-2) as [number, number];
+  const E = kT.shape[r - 1]!;
+  const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+  if (r < 2 || kT.shape.length !== r || v.shape.length !== r) throw new ShapeError(`[attention] q ${fmtShape(q.shape)}, kT ${fmtShape(kT.shape)}, v ${fmtShape(v.shape)}: equal ranks >= 2 expected`);
+  if (!same(kT.shape, [...batch, D, E])) throw new ShapeError(`[attention] q ${fmtShape(q.shape)}: kT ${fmtShape(kT.shape)} must be ${fmtShape([...batch, D, E])}`);
+  if (!same(v.shape.slice(0, -1), [...batch, E])) throw new ShapeError(`[attention] kT ${fmtShape(kT.shape)}: v ${fmtShape(v.shape)} must be ${fmtShape([...batch, E, v.shape[r - 1]!])}`);
+  if (!same(mask.shape, [...batch, M, E]) || mask.dtype !== 'bool') throw new ShapeError(`[attention] mask ${mask.dtype}${fmtShape(mask.shape)} must be bool${fmtShape([...batch, M, E])}`);
+  if (!same(limit.shape, [...batch, M]) || limit.dtype !== 'i32') throw new ShapeError(`[attention] limit ${limit.dtype}${fmtShape(limit.shape)} must be i32${fmtShape([...batch, M])}`);
+  floatOnly('attention', [q, kT, v]);
+  return { shape: [...batch, M, v.shape[r - 1]!], dtype: 'f32' };
+}
 
 export function opDef<K extends OpName>(op: K): OpDef<K> {
   return OPS[op] as OpDef<K>;

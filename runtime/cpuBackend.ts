@@ -69,6 +69,38 @@ export function evalNode(n: Node, args: readonly NDArray[], ctx: CpuRunArgs): ND
       }
       return result;
     }
+    case 'attention': {
+      // the composition softmax(where(mask, softcap(scale * q kT), -inf)) v, row by row
+      const [q, kT, v, mask] = args as [NDArray, NDArray, NDArray, NDArray];
+      const { scale, softcap } = (n as Node<'attention'>).attrs;
+      const r = n.shape.length;
+      const [M, Dv] = [n.shape[r - 2]!, n.shape[r - 1]!];
+      const D = q.shape[r - 1]!;
+      const E = kT.shape[r - 1]!;
+      const batches = size / (M * Dv);
+      const scores = new Float64Array(E);
+      for (let b = 0; b < batches; b++)
+        for (let m = 0; m < M; m++) {
+          let max = -Infinity;
+          for (let c = 0; c < E; c++) {
+            if (!mask.data[(b * M + m) * E + c]) { scores[c] = -Infinity; continue; }
+            let s = 0;
+            for (let d = 0; d < D; d++) s += q.data[(b * M + m) * D + d]! * kT.data[(b * D + d) * E + c]!;
+            s *= scale;
+            if (softcap) s = Math.tanh(s / softcap) * softcap;
+            scores[c] = s;
+            max = Math.max(max, s);
+          }
+          let sum = 0;
+          for (let c = 0; c < E; c++) sum += scores[c] = max === -Infinity ? 0 : Math.exp(scores[c]! - max);
+          for (let dv = 0; dv < Dv; dv++) {
+            let acc = 0;
+            for (let c = 0; c < E; c++) if (scores[c]) acc += scores[c]! * v.data[(b * E + c) * Dv + dv]!;
+            out[(b * M + m) * Dv + dv] = sum ? acc / sum : 0;
+          }
+        }
+      return result;
+    }
     case 'matmul': {
       const [a, b] = args as [NDArray, NDArray];
       const r = n.shape.length;

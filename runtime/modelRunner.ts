@@ -1,9 +1,9 @@
 // Runs a model on the device: one compiled program per bucket (rows x tokens per step x logits mode), weights
 // uploaded once (16-bit kept packed), session memory allocated once and shared by every program.
 import { compile } from '../compiler/compile.ts';
-import type { StorageDType } from '../compiler/ir.ts';
+import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
-import { StepContext } from '../caches/stepContext.ts';
+import { StepContext, type StepSources } from '../caches/stepContext.ts';
 import type { MemoryOptions } from '../caches/spec.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
@@ -63,7 +63,7 @@ export class ModelRunner {
     const have = this.programs.get(key);
     if (have) return have;
     const graph = trace(() => {
-      const ctx = new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) });
+      const ctx = this.context(rows, tokens);
       const hidden = this.model.forward(ctx);
       if (logits === 'all') output('logits', this.model.logits(ctx, hidden));
       else {
@@ -74,7 +74,19 @@ export class ModelRunner {
       }
       ctx.finish();
     });
-    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: this.runtime.limits, bucket: { rows, tokens } });
+    return this.loadProgram(key, graph, { rows, tokens });
+  }
+
+  /** A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's). */
+  context(rows: number, tokens: number, sources?: StepSources): StepContext {
+    return new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
+  }
+
+  /** Compiles a traced step program once per key and loads it beside this runner's weights and memory. */
+  async loadProgram(key: string, graph: Graph, bucket: Record<string, number>): Promise<Executable> {
+    const have = this.programs.get(key);
+    if (have) return have;
+    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: this.runtime.limits, bucket });
     const exe = await this.runtime.load(program, { namespace: this.namespace });
     await this.uploadWeights(exe);
     this.programs.set(key, exe);

@@ -42,7 +42,7 @@ export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number>
   for (const n of g.nodes) {
     const kind = OPS[n.op].kind;
     if (n.op === 'const' || n.op === 'iota') continue;
-    if (kind === 'source' || kind === 'scatter' || kind === 'scan') mat.add(n.id);
+    if (kind === 'source' || kind === 'scatter' || kind === 'scan' || kind === 'kernel') mat.add(n.id);
     else if (!opts.fuse && kind !== 'view') mat.add(n.id);
   }
   // In topological order, so a shared node's cost counts what is already materialised below it.

@@ -1,12 +1,14 @@
 // Picks the architecture from config.json's model_type.
 import type { ModelConfig } from './config.ts';
 import type { ModelDef } from './model.ts';
+import { falconH1 } from './falconH1.ts';
 import { llama } from './llama.ts';
 
 type Builder = (config: never) => ModelDef;
 
 export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> = {
   llama: llama as Builder,
+  falcon_h1: falconH1 as Builder,
 };
 
 export function buildModel(config: ModelConfig): ModelDef {

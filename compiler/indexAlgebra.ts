@@ -34,7 +34,8 @@ export const wgslIndex: IndexAlgebra<string> = {
   },
   sub: (a, c) => {
     if (c === 0) return a;
-    if (isLit(a)) return `${litVal(a) - c}u`;
+    // a literal below c wraps like the runtime u32 would (concat reads its unselected parts at such indices, then clamps)
+    if (isLit(a)) return `${(litVal(a) - c) >>> 0}u`;
     return `(${a} - ${c}u)`;
   },
   mul: (a, c) => {

@@ -103,7 +103,9 @@ export class StepContext {
     if (spec.sharesWith === undefined) {
       if (!k || !v) throw new ShapeError(`layer ${layer} owns its KV: attend needs k and v`);
       const entry = ring ? this.positions.mod(E) : this.positions;
-      const row = Tensor.where(this.tokenValid, this.slotIds.reshape(S, 1).mul(E).add(entry), R); // [S,T]; R = dropped
+      // a position past a full (non-ring) buffer is dropped rather than written into the next slot's rows
+      const fits = ring ? this.tokenValid : this.tokenValid.and(this.positions.lt(E));
+      const row = Tensor.where(fits, this.slotIds.reshape(S, 1).mul(E).add(entry), R); // [S,T]; R = dropped
       kc = kc.scatter(row, k.reshape(S, T, KVH * D));
       vc = vc.scatter(row, v.reshape(S, T, KVH * Dv));
     }

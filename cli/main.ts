@@ -3,13 +3,15 @@
 import { Command, CommanderError } from 'commander';
 import { NoAdapterError } from '../runtime/device.ts';
 import * as doctor from './doctor.ts';
+import * as inspect from './inspect.ts';
 import * as parity from './parity.ts';
+import * as bench from './bench.ts';
 
 export interface CommandModule {
   register(program: Command): void;
 }
 
-const COMMANDS: CommandModule[] = [doctor, parity];
+const COMMANDS: CommandModule[] = [doctor, inspect, parity, bench];
 
 export function buildProgram(): Command {
   const program = new Command('strata')

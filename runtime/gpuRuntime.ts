@@ -203,6 +203,22 @@ export class Executable {
     this.runtime.counters.dispatches += this.steps.length;
   }
 
+  /**
+   * Records each dispatch in a pass of its own with timestamps at its start and end (profiling only: passes
+   * cost more than dispatches). Returns the kernel names in query order (query 2i = start, 2i+1 = end).
+   */
+  encodeProfiled(encoder: GPUCommandEncoder, querySet: GPUQuerySet, firstQuery: number): string[] {
+    this.steps.forEach((s, i) => {
+      const pass = encoder.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: firstQuery + 2 * i, endOfPassWriteIndex: firstQuery + 2 * i + 1 } });
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.bindGroup);
+      pass.dispatchWorkgroups(...s.workgroups);
+      pass.end();
+    });
+    this.runtime.counters.dispatches += this.steps.length;
+    return this.program.kernels.map((k) => k.name);
+  }
+
   /** Encodes and submits one run. */
   run(): void {
     const enc = this.runtime.device.createCommandEncoder();

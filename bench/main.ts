@@ -1,0 +1,93 @@
+// `npm run bench -- [ops|models] [--quick] [--json] [--config NAME] [--out FILE]` (also `npx strata bench`):
+// figures, not pass/fail. Every figure comes from this run on this adapter, the roofline included.
+import { execSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import type { StorageDType } from '../compiler/ir.ts';
+import { getSharedDevice } from '../runtime/device.ts';
+import { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
+import { type ModelBenchCase, benchModel } from './models.ts';
+import { type OpsReport, opsBench } from './ops.ts';
+
+export interface BenchArgs {
+  what: 'ops' | 'models' | 'all';
+  quick: boolean;
+  json: boolean;
+  configs?: string[];
+  out?: string;
+  log?: (line: string) => void;
+}
+
+export interface BenchReport {
+  date: string;
+  machine: { hostname: string; cpus: string; os: string };
+  adapter: Record<string, unknown>;
+  commit: string;
+  quick: boolean;
+  ops?: OpsReport;
+  models?: ModelBenchCase[];
+}
+
+function commit(): string {
+  try {
+    return execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    return process.env.STRATA_COMMIT ?? 'unknown';
+  }
+}
+
+export async function runBench(args: BenchArgs): Promise<BenchReport> {
+  const log = args.log ?? ((l: string) => console.error(l));
+  const strata = await getSharedDevice();
+  const rt = new GpuRuntime(strata);
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    machine: { hostname: os.hostname(), cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? '?'}`, os: `${os.platform()} ${os.release()}` },
+    adapter: { ...strata.adapterInfo, fallback: strata.isFallback ?? false, maxStorageBufferBindingSize: strata.limits.maxStorageBufferBindingSize },
+    commit: commit(),
+    quick: args.quick,
+  };
+  log(`adapter: ${strata.adapterInfo.vendor} ${strata.adapterInfo.device || strata.adapterInfo.description}`);
+  const ops = await opsBench(rt, args.quick);
+  report.ops = ops;
+  log(`copy roofline ${ops.copyGBps.toFixed(1)} GB/s; matvec ${ops.matvec.map((m) => `${m.storage} ${m.GBps.toFixed(1)} GB/s (${(m.fractionOfCopy * 100).toFixed(0)}%)`).join(', ')}; elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
+  if (args.what !== 'ops') {
+    const configs: [string, Record<string, unknown>][] = args.quick ? [['tiny-llama', TINY_BENCH_CONFIG]] : Object.entries(BENCH_CONFIGS).filter(([n]) => !args.configs || args.configs.includes(n));
+    const [prompt, fresh] = args.quick ? [16, 16] : [128, 128];
+    report.models = [];
+    for (const [name, config] of configs) {
+      const cases: { storage: StorageDType; batch: number; fused: boolean }[] = [];
+      for (const storage of ['f32', 'f16'] as const) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
+      cases.push({ storage: 'f16', batch: 1, fused: false });
+      for (const c of cases) {
+        try {
+          const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.batch === 1 && c.fused });
+          report.models.push(r);
+          log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step, ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
+        } catch (err) {
+          log(`${name} ${c.storage} batch ${c.batch}: FAILED ${(err as Error).message.split('\n')[0]}`);
+        }
+      }
+      rt.releaseNamed('m');
+    }
+  }
+  const text = JSON.stringify(report, null, 2);
+  if (args.out) fs.writeFileSync(args.out, text);
+  if (args.json) console.log(text);
+  return report;
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('bench/main.ts') || process.argv[1]?.endsWith('bench.mjs')) {
+  const argv = process.argv.slice(2);
+  const what = (['ops', 'models'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
+  const flag = (f: string) => argv.includes(f);
+  const value = (f: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1] : undefined);
+  const configs = value('--config')?.split(',');
+  runBench({ what, quick: flag('--quick'), json: flag('--json'), ...(configs ? { configs } : {}), ...(value('--out') ? { out: value('--out')! } : {}) })
+    .then(() => process.exit(0))
+    .catch((e) => {
+      console.error(e);
+      process.exit(1);
+    });
+}

@@ -1,0 +1,127 @@
+// Model-level figures: prefill and decode throughput, dispatches per step, compile time, cache and weight bytes,
+// and decode bandwidth as a fraction of the copy roofline measured in the same run.
+import type { StorageDType } from '../compiler/ir.ts';
+import { kernelOptions } from '../caches/stepContext.ts';
+import { memoryReport } from '../caches/spec.ts';
+import { parseConfig } from '../models/config.ts';
+import { buildModel } from '../models/registry.ts';
+import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { ModelRunner } from '../runtime/modelRunner.ts';
+import { randomCheckpoint } from '../runtime/randomWeights.ts';
+import { profileKernels, timeGpu } from './timing.ts';
+
+export interface ModelBenchCase {
+  config: string;
+  storage: StorageDType;
+  batch: number;
+  fused: boolean;
+  promptTokens: number;
+  newTokens: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  decodeStepMs: number;
+  dispatchesPerDecodeStep: number;
+  submitsPerToken: number;
+  readbacksPerToken: number;
+  compileSeconds: number;
+  pipelines: number;
+  cacheBytes: number;
+  weightBytes: number;
+  /** weight bytes read per decode step / step time, over the copy roofline */
+  rooflineFraction: number;
+  topKernels?: { name: string; ms: number; count: number }[];
+}
+
+export interface ModelBenchOptions {
+  name: string;
+  config: Record<string, unknown>;
+  storage: StorageDType;
+  batch: number;
+  fused: boolean;
+  promptTokens: number;
+  newTokens: number;
+  /** decode steps encoded per submission */
+  stepsPerSubmit: number;
+  copyBytesPerSecond: number;
+  profile: boolean;
+}
+
+export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<ModelBenchCase> {
+  const model = buildModel(parseConfig(o.config, `${o.name}.json`));
+  const checkpoint = randomCheckpoint(model, { storage: o.storage });
+  const capacity = o.promptTokens + o.newTokens + 8;
+  const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused });
+  const before = { ...rt.counters };
+  kernelOptions.fusedAttention = o.fused;
+  const t0 = performance.now();
+  let prefill, decode;
+  try {
+    prefill = await runner.program(o.batch, o.promptTokens, 'last');
+    decode = await runner.program(o.batch, 1, 'last');
+  } finally {
+    kernelOptions.fusedAttention = true;
+  }
+  const compileSeconds = (performance.now() - t0) / 1000;
+  const pipelines = rt.counters.pipelines - before.pipelines;
+  const slots = new Int32Array(o.batch).map((_, i) => i);
+  const prompt = new Int32Array(o.batch * o.promptTokens).map((_, i) => (i * 7919) % 32000);
+  const runPrefill = async () => {
+    for (let s = 0; s < o.batch; s++) runner.resetSlot(s);
+    prefill.writeInput('tokens', prompt);
+    prefill.writeInput('slot_ids', slots);
+    prefill.writeInput('valid', new Int32Array(o.batch).fill(o.promptTokens));
+    const t = performance.now();
+    prefill.run();
+    await rt.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t) / 1000;
+  };
+  await runPrefill(); // warm-up
+  const prefillSeconds = await runPrefill();
+  decode.writeInput('tokens', new Int32Array(o.batch).fill(17));
+  decode.writeInput('slot_ids', slots);
+  decode.writeInput('valid', new Int32Array(o.batch).fill(1));
+  const submitsBefore = rt.counters.submits;
+  const readbacksBefore = rt.counters.readbacks;
+  const submissions = Math.ceil(o.newTokens / o.stepsPerSubmit);
+  let decodeSeconds = 0;
+  for (let i = 0; i < submissions; i++) decodeSeconds += (await timeGpu(rt, (pass) => decode.encode(pass), o.stepsPerSubmit)) * o.stepsPerSubmit;
+  // timeGpu adds one warm-up submission per call: count what a generation loop would do
+  const steps = submissions * o.stepsPerSubmit;
+  const submits = (rt.counters.submits - submitsBefore) / 2;
+  const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
+  const stepSeconds = decodeSeconds / steps;
+  let topKernels: ModelBenchCase['topKernels'];
+  if (o.profile) {
+    const prof = await profileKernels(rt, decode);
+    if (prof) {
+      const byName = new Map<string, { ms: number; count: number }>();
+      for (const p of prof) {
+        const key = p.name.replace(/^k\d+_/, '');
+        const e = byName.get(key) ?? { ms: 0, count: 0 };
+        byName.set(key, { ms: e.ms + p.ms, count: e.count + 1 });
+      }
+      topKernels = [...byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms).slice(0, 8);
+    }
+  }
+  const cacheBytes = memoryReport(model.memory(), runner.memory).totalBytes;
+  return {
+    config: o.name,
+    storage: o.storage,
+    batch: o.batch,
+    fused: o.fused,
+    promptTokens: o.promptTokens,
+    newTokens: steps,
+    prefillTokensPerSecond: (o.batch * o.promptTokens) / prefillSeconds,
+    decodeTokensPerSecond: (o.batch * steps) / decodeSeconds,
+    decodeStepMs: stepSeconds * 1e3,
+    dispatchesPerDecodeStep: decode.program.kernels.length,
+    submitsPerToken: submits / steps,
+    readbacksPerToken: (rt.counters.readbacks - readbacksBefore) / steps,
+    compileSeconds,
+    pipelines,
+    cacheBytes,
+    weightBytes,
+    rooflineFraction: weightBytes / stepSeconds / o.copyBytesPerSecond,
+    ...(topKernels ? { topKernels } : {}),
+  };
+}

@@ -8,11 +8,12 @@ import { FIXTURES, loadReference, maxAbsDiff, openRunner, refRow, runParity } fr
 const DIR = path.join(FIXTURES, 'gemma3n_text');
 
 describe('gemma3n_text', () => {
-  // Tolerance 2e-5 absolute on soft-capped logits of magnitude ~1: both sides compute in f32, but the decoder is
-  // deep (AltUp predict/correct, LAuReL, per-layer inputs, ~15 RMSNorms per layer), so accumulation-order
-  // differences add up to more than in Llama. Measured on lavapipe: prefill MEASURED_PREFILL, cached decode
-  // MEASURED_DECODE (sliding layers in a ring, layers 4 and 5 reading layers 3 and 2's KV). Greedy tokens must match.
-  test('matches transformers: prefill, cached decode, greedy', { timeout: 300_000 }, async () => {
+  // Tolerance 2e-5 absolute on soft-capped logits (|logit| <= 0.6 here): both sides compute in f32. Measured on
+  // lavapipe: prefill 3.5e-6, cached decode 3.5e-6 (sliding layers in a ring, layers 4 and 5 reading layers 3
+  // and 2's KV). Most of it is the final soft-cap: the WGSL tanh, (e^2x - 1) / (e^2x + 1), has an absolute error
+  // of ~6e-8 near 0 that the cap of 30 multiplies; with an exact tanh there the error drops to 1.0e-6.
+  // Greedy tokens must match.
+  test('matches transformers: prefill, cached decode, greedy', { timeout: 600_000 }, async () => {
     const r = await runParity('gemma3n_text');
     console.log(`gemma3n parity: prefill ${r.prefillMaxAbs}, decode ${r.decodeMaxAbs}, decode vs HF decode ${r.decodeVsHfDecodeMaxAbs}`);
     expect(r.prefillMaxAbs).toBeLessThan(2e-5);
@@ -22,9 +23,9 @@ describe('gemma3n_text', () => {
 
   // The fixture's 12 tokens are shorter than 2x its window of 8, so the session shrinks the window to 4. Decoding
   // token by token (chunks [1, 3]: a ring of 4 + 3 - 1 = 6 entries, wrapped twice) and in padded chunks of 3 must
-  // reproduce a full prefill of the same shrunk-window model at every position. Tolerance as above; measured
-  // MEASURED_WINDOW.
-  test('sliding window ring: decode past 2x the window matches prefill logits', { timeout: 300_000 }, async () => {
+  // reproduce a full prefill of the same shrunk-window model at every position. Tolerance as above; measured on
+  // lavapipe: 1.8e-6 token by token, 1.8e-6 in chunks.
+  test('sliding window ring: decode past 2x the window matches prefill logits', { timeout: 600_000 }, async () => {
     const window = 4;
     const ref = await loadReference(DIR);
     const rows = [0, 1].map((r) => [...ref.inputIds.subarray(r * ref.T, (r + 1) * ref.T)]);

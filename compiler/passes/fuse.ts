@@ -34,6 +34,17 @@ function inlinedCost(n: Node, isMat: (n: Node) => boolean, seen = new Set<number
   return { nodes, matmuls };
 }
 
+/** Deepest nesting of reductions in the expression inlined under `n` (materialised nodes end the walk). */
+function reductionDepth(n: Node, isMat: (n: Node) => boolean, memo = new Map<number, number>()): number {
+  const known = memo.get(n.id);
+  if (known !== undefined) return known;
+  let below = 0;
+  for (const i of n.inputs) if (!isMat(i)) below = Math.max(below, reductionDepth(i, isMat, memo));
+  const depth = below + (OPS[n.op].kind === 'reduce' ? 1 : 0);
+  memo.set(n.id, depth);
+  return depth;
+}
+
 export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number> {
   const mat = new Set<number>();
   const isMat = (n: Node) => mat.has(n.id);
@@ -55,6 +66,20 @@ export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number>
     // Recomputing a row statistic (norm, softmax max/sum) in each consumer is cheap; recomputing a matmul is not.
     const cost = inlinedCost(n, isMat);
     if (cost.matmuls || cost.nodes > SHARED_INLINE_LIMIT) mat.add(n.id);
+  }
+  // A matmul reads each operand element once per output along the other free axis, so whatever is inlined in an
+  // operand is recomputed that many times. Affordable for elementwise work and a row statistic (a norm), not for
+  // an inlined matmul or a reduction nested in another (an SSM scan behind out_proj ran 64 times over).
+  if (opts.fuse) {
+    for (const n of g.nodes) {
+      if (n.op !== 'matmul') continue;
+      for (const operand of n.inputs) {
+        let c = operand;
+        while (OPS[c.op].kind === 'view' && c.op !== 'gather' && c.op !== 'concat') c = c.inputs[0]!;
+        if (mat.has(c.id) || OPS[c.op].kind === 'source' || c.op === 'iota') continue;
+        if (inlinedCost(c, isMat).matmuls || reductionDepth(c, isMat) >= 2) mat.add(c.id);
+      }
+    }
   }
   return mat;
 }

@@ -59,13 +59,18 @@ function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<n
   return false;
 }
 
-// Generated variable names: values v*, loads i*, accumulators a*, loop indices k*, hoisted results r*, output indices o*.
-const TOKEN = /\b[vikaro]\d+\b|\bj\b|\bks\b|\blid\b/g;
+// Generated variable names: values v*, load offsets and named indices ix* (not i*: `i32` is a type), accumulators a*,
+// loop indices k*, hoisted results r*, output indices o*.
+const TOKEN = /\b[vkaro]\d+\b|\bix\d+\b|\bj\b|\bks\b|\blid\b/g;
 
 class Emitter {
   private blocks: string[][] = [[]];
   private scopes: Map<string, string>[] = [new Map()];
   private readonly top = this.scopes[0]!;
+  /** The kernel's top-level block, kept even while a cooperative phase swaps `blocks`. */
+  private readonly topBlock = this.blocks[0]!;
+  /** Names declared in the top block before any phase runs (output coordinates, named indices of them). */
+  private readonly headNames = new Set<string>();
   /** Names usable from the kernel's top level (group indices, hoisted reductions). */
   private readonly topVisible = new Set<string>();
   readonly phases: string[] = [];
@@ -90,6 +95,7 @@ class Emitter {
   declareTop(name: string, expr: string): string {
     this.line(`let ${name} = ${expr};`);
     this.topVisible.add(name);
+    this.headNames.add(name);
     return name;
   }
 
@@ -120,6 +126,30 @@ class Emitter {
     return v;
   }
 
+  /**
+   * Names a long index expression once. Each reshape re-derives every output coordinate from the whole linear
+   * offset, so without names index strings grow geometrically along view chains (an SSD mixer kernel reached
+   * 600 KB of WGSL, minutes of shader compilation on lavapipe). A name built only from output coordinates goes to
+   * the top block (before the phases) and stays hoistable; any other goes to the current block.
+   */
+  indexVar(expr: string): string {
+    if (expr.length <= 32) return expr;
+    const key = `I|${expr}`;
+    const hit = this.memoGet(key);
+    if (hit) return hit;
+    const name = this.fresh('ix');
+    if ([...expr.matchAll(TOKEN)].every((m) => this.headNames.has(m[0]))) {
+      this.topBlock.push(`let ${name} = ${expr};`);
+      this.top.set(key, name);
+      this.topVisible.add(name);
+      this.headNames.add(name);
+    } else {
+      this.line(`let ${name} = ${expr};`);
+      this.scopes[this.scopes.length - 1]!.set(key, name);
+    }
+    return name;
+  }
+
   private hoistable(idx: readonly string[]): boolean {
     for (const s of idx) for (const m of s.matchAll(TOKEN)) if (!this.topVisible.has(m[0])) return false;
     return true;
@@ -135,7 +165,7 @@ class Emitter {
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
     if (storage === 'f16' || storage === 'bf16') {
-      const i = this.fresh('i');
+      const i = this.fresh('ix');
       this.line(`let ${i} = ${off};`);
       const expr =
         storage === 'f16'
@@ -167,7 +197,7 @@ class Emitter {
           // out-of-range rows read the last row (the CPU reference does the same)
           return this.value(n.inputs[0]!, [`min(u32(${row}), ${n.inputs[0]!.shape[0]! - 1}u)`, ...idx.slice(k)]);
         }
-        const cands = def.index(wgslIndex, [...idx], n.attrs as never, n.inputs, n);
+        const cands = def.index(wgslIndex, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
         // concat: read every part at a clamped index, select by position along the axis
         const axis = (n as Node<'concat'>).attrs.axis;
@@ -346,7 +376,6 @@ function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' |
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
   const outer = delinearize(wgslIndex, 'gi', groupShape).map((s, d) => e.declareTop(`o${d}`, s));
-  const head = [...e.topLines()];
   let main: string[];
   if (mode === 'row') {
     main = e.nested(() => {
@@ -360,6 +389,8 @@ function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' |
       e.line(`if (lid == 0u) { ${e.store(root, 'gi', v)} }`);
     });
   }
+  // read after the body is built: index names hoisted to the top block (indexVar) belong before the phases
+  const head = [...e.topLines()];
   const wg = Math.min(256, Math.max(32, nextPow2(Math.max(e.maxCoop, rowLen))));
   return finish(e, mode, assemble(e, [...head, ...e.phases, ...main], wg), wg, groups);
 }
@@ -421,6 +452,8 @@ function lowerAttention(root: Node, isMat: (n: Node) => boolean): LoweredKernel 
   const E = kT.shape[r - 1]!;
   const rows = numel(root.shape) / Dv;
   const wg = Math.max(8, Math.min(64, 1 << Math.floor(Math.log2(4096 / Dv))));
+  // loop indices named like the emitter's own (k<n>), so its index naming and hoisting checks see them
+  const [kd, kc, kv] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
   const outer = delinearize(wgslIndex, 'gi', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
@@ -428,8 +461,8 @@ function lowerAttention(root: Node, isMat: (n: Node) => boolean): LoweredKernel 
   const m = outer[outer.length - 1]!;
   // the query row, once, into registers
   e.line(`var qv: array<f32, ${D}>;`);
-  const qLoad = e.nested(() => e.line(`qv[kd] = ${e.value(q, [...batch, m, 'kd'])};`));
-  e.line(`for (var kd: u32 = 0u; kd < ${D}u; kd++) {`);
+  const qLoad = e.nested(() => e.line(`qv[${kd}] = ${e.value(q, [...batch, m, kd])};`));
+  e.line(`for (var ${kd}: u32 = 0u; ${kd} < ${D}u; ${kd}++) {`);
   qLoad.forEach((l) => e.line('  ' + l));
   e.line('}');
   const lim = e.value(limit, [...batch, m]);
@@ -438,11 +471,11 @@ function lowerAttention(root: Node, isMat: (n: Node) => boolean): LoweredKernel 
   e.line(`var li: f32 = 0.0;`);
   e.line(`var acc: array<f32, ${Dv}>;`);
   const body = e.nested(() => {
-    const ok = e.value(mask, [...batch, m, 'kc']);
+    const ok = e.value(mask, [...batch, m, kc]);
     e.line(`if (!${ok}) { continue; }`);
     e.line(`var sc: f32 = 0.0;`);
-    const dot = e.nested(() => e.line(`sc = sc + qv[kd] * ${e.value(kT, [...batch, 'kd', 'kc'])};`));
-    e.line(`for (var kd: u32 = 0u; kd < ${D}u; kd++) {`);
+    const dot = e.nested(() => e.line(`sc = sc + qv[${kd}] * ${e.value(kT, [...batch, kd, kc])};`));
+    e.line(`for (var ${kd}: u32 = 0u; ${kd} < ${D}u; ${kd}++) {`);
     dot.forEach((l) => e.line('  ' + l));
     e.line('}');
     e.line(`sc = sc * ${wgslLiteral(scale, 'f32')};`);
@@ -452,12 +485,12 @@ function lowerAttention(root: Node, isMat: (n: Node) => boolean): LoweredKernel 
     e.line(`let p = exp(sc - mn);`);
     e.line(`li = li * corr + p;`);
     e.line(`mi = mn;`);
-    const acc = e.nested(() => e.line(`acc[kv] = acc[kv] * corr + p * ${e.value(v, [...batch, 'kc', 'kv'])};`));
-    e.line(`for (var kv: u32 = 0u; kv < ${Dv}u; kv++) {`);
+    const acc = e.nested(() => e.line(`acc[${kv}] = acc[${kv}] * corr + p * ${e.value(v, [...batch, kc, kv])};`));
+    e.line(`for (var ${kv}: u32 = 0u; ${kv} < ${Dv}u; ${kv}++) {`);
     acc.forEach((l) => e.line('  ' + l));
     e.line('}');
   });
-  e.line(`for (var kc: u32 = lid; kc < lim; kc += WG) {`);
+  e.line(`for (var ${kc}: u32 = lid; ${kc} < lim; ${kc} += WG) {`);
   body.forEach((l) => e.line('  ' + l));
   e.line('}');
   const out = `@B${root.id}@`;

@@ -3,6 +3,7 @@ import type { ModelConfig } from './config.ts';
 import type { ModelDef } from './model.ts';
 import { falconH1 } from './falconH1.ts';
 import { gemma3nText } from './gemma3n.ts';
+import { lfm2 } from './lfm2.ts';
 import { llama } from './llama.ts';
 
 type Builder = (config: never) => ModelDef;
@@ -11,6 +12,7 @@ export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> 
   llama: llama as Builder,
   falcon_h1: falconH1 as Builder,
   gemma3n_text: gemma3nText as Builder,
+  lfm2: lfm2 as Builder,
 };
 
 export function buildModel(config: ModelConfig): ModelDef {

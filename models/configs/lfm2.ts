@@ -80,8 +80,11 @@ export const lfm2ConfigSchema = z.preprocess(
       let ffnSize = config.intermediate_size;
       if (config.block_auto_adjust_ff_dim) {
         ffnSize = Math.floor((2 * ffnSize) / 3);
-        if (config.block_ffn_dim_multiplier !== null) ffnSize = Math.floor(config.block_ffn_dim_multiplier * ffnSize);
-        ffnSize = config.block_multiple_of * Math.ceil(ffnSize / config.block_multiple_of);
+        // HF rounds up to block_multiple_of only inside the multiplier branch
+        if (config.block_ffn_dim_multiplier !== null) {
+          ffnSize = Math.floor(config.block_ffn_dim_multiplier * ffnSize);
+          ffnSize = config.block_multiple_of * Math.ceil(ffnSize / config.block_multiple_of);
+        }
       }
       return {
         modelType: 'lfm2',

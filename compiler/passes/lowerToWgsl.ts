@@ -71,6 +71,8 @@ class Emitter {
   private readonly topBlock = this.blocks[0]!;
   /** Names declared in the top block before any phase runs (output coordinates, named indices of them). */
   private readonly headNames = new Set<string>();
+  /** Named indices whose expression mentions the row loop index j (directly or through another name). */
+  private readonly rowNames = new Set<string>();
   /** Names usable from the kernel's top level (group indices, hoisted reductions). */
   private readonly topVisible = new Set<string>();
   readonly phases: string[] = [];
@@ -146,8 +148,14 @@ class Emitter {
     } else {
       this.line(`let ${name} = ${expr};`);
       this.scopes[this.scopes.length - 1]!.set(key, name);
+      if (this.mentionsRow(expr)) this.rowNames.add(name);
     }
     return name;
+  }
+
+  /** Whether an index expression, with named indices expanded, mentions the row loop index j. */
+  private mentionsRow(expr: string): boolean {
+    return /\bj\b/.test(expr) || [...expr.matchAll(TOKEN)].some((m) => this.rowNames.has(m[0]));
   }
 
   private hoistable(idx: readonly string[]): boolean {
@@ -256,7 +264,7 @@ class Emitter {
     }
     if (this.mode !== 'row' && this.mode !== 'element') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
     if (!this.hoistable(idx)) {
-      if (this.mode === 'row' && idx.some((s) => /\bj\b/.test(s))) throw new RowModeFails();
+      if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) throw new RowModeFails();
       throw new NeedsMaterialize(n, 'its index varies inside an enclosing loop');
     }
     // A cooperative phase at the kernel's top level: each thread strides over the axis, then a tree reduction.

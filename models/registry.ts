@@ -5,11 +5,13 @@ import { falconH1 } from './falconH1.ts';
 import { gemma3nText } from './gemma3n.ts';
 import { lfm2 } from './lfm2.ts';
 import { llama } from './llama.ts';
+import { mamba } from './mamba.ts';
 
 type Builder = (config: never) => ModelDef;
 
 export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> = {
   llama: llama as Builder,
+  mamba: mamba as Builder,
   falcon_h1: falconH1 as Builder,
   gemma3n_text: gemma3nText as Builder,
   lfm2: lfm2 as Builder,

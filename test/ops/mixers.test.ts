@@ -10,6 +10,7 @@ import { type MambaWeights, mambaMixer, selectiveScan } from '../../dsl/nn/mamba
 import { type Mamba2Config, type SsdArgs, gatedRmsNorm, mamba2Mixer, ssdChunked, ssdScan, ssdSequential, ssdStep } from '../../dsl/nn/mamba2.ts';
 import { type DeltaRuleArgs, gatedDeltaRule, gatedDeltaRuleChunked } from '../../dsl/nn/deltaRule.ts';
 import { type RoutingMode, moe } from '../../dsl/nn/moe.ts';
+import { compile } from '../../compiler/compile.ts';
 import { type RunData, expectBothClose, rng, runCpuRef, uniform } from '../helpers/gpu.ts';
 
 // ---------------------------------------------------------------- harness
@@ -720,6 +721,19 @@ describe('moe', () => {
     const ref = moeRef(d, [N, H, E, I], k, 'softmax-then-topk', { norm: true, shared: true });
     expectNear(out.dense!, ref);
     expectNear(out.gather!, ref);
+  });
+});
+
+// ---------------------------------------------------------------- compiled size
+
+describe('compiled mixers', () => {
+  it('keep every kernel small: long index expressions through view chains are named once, not repeated', () => {
+    // Before lowerToWgsl named them, one kernel of this mixer was 637 KB of WGSL (minutes to compile on lavapipe).
+    const dims: Mamba2Dims = { B: 2, T: 6, H: 5, Hh: 4, P: 2, G: 2, N: 3, K: 4 };
+    const cfg: Mamba2Config = { numHeads: 4, headDim: 2, nGroups: 2, stateSize: 3, eps: 1e-5, normGroups: 2, chunkSize: 4 };
+    const program = compile(traceWith(mamba2Spec(dims), mamba2Fn(dims, cfg)), { limits: { maxStorageBuffersPerShaderStage: 16 } });
+    const largest = Math.max(...program.kernels.map((k) => k.wgsl.length));
+    expect(largest).toBeLessThan(20_000);
   });
 });
 

@@ -336,6 +336,7 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     kind: 'view',
     infer: (inputs, attrs) => {
       const s = inputs[0]!.shape;
+      if (attrs.shape.some((d) => !Number.isInteger(d) || d < 1)) throw new ShapeError(`[reshape] ${fmtShape(s)} to ${fmtShape(attrs.shape)}: dims must be positive integers`);
       if (numel(s) !== numel(attrs.shape)) throw new ShapeError(`[reshape] ${fmtShape(s)} to ${fmtShape(attrs.shape)}: element counts ${numel(s)} != ${numel(attrs.shape)}`);
       return { shape: [...attrs.shape], dtype: inputs[0]!.dtype };
     },

@@ -144,6 +144,8 @@ export class Tensor {
     const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
     const holes = shape.filter((d) => d === -1).length;
     if (holes > 1) throw new ShapeError(`[reshape] ${fmtShape(this.shape)} to ${fmtShape(shape)}: at most one -1`);
+    if (holes === 1 && this.size % known !== 0)
+      throw new ShapeError(`[reshape] ${fmtShape(this.shape)} to ${fmtShape(shape)}: ${this.size} elements do not divide by ${known}`);
     const resolved = shape.map((d) => (d === -1 ? this.size / known : d));
     if (resolved.join() === this.shape.join()) return this;
     return new Tensor(emit('reshape', [this.node], { shape: resolved }));
@@ -168,6 +170,7 @@ export class Tensor {
 
   unsqueeze(axis: number): Tensor {
     const ax = axis < 0 ? axis + this.rank + 1 : axis;
+    if (ax < 0 || ax > this.rank) throw new ShapeError(`[unsqueeze] axis ${axis} out of range for rank ${this.rank} (a new axis goes at 0..${this.rank})`);
     const s = [...this.shape];
     s.splice(ax, 0, 1);
     return this.reshape(...s);

@@ -2,6 +2,7 @@
 import type { ModelConfig } from './config.ts';
 import type { ModelDef } from './model.ts';
 import { falconH1 } from './falconH1.ts';
+import { qwen3Next } from './qwen3Next.ts';
 import { gemma3nText } from './gemma3n.ts';
 import { lfm2 } from './lfm2.ts';
 import { llama } from './llama.ts';
@@ -13,6 +14,7 @@ export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> 
   llama: llama as Builder,
   mamba: mamba as Builder,
   falcon_h1: falconH1 as Builder,
+  qwen3_next: qwen3Next as Builder,
   gemma3n_text: gemma3nText as Builder,
   lfm2: lfm2 as Builder,
 };

@@ -1,0 +1,144 @@
+// The attention part of a session's memory: one K and one V buffer per layer that owns its KV
+// ([slots * entries, kvHeads * dim], a ring of window + maxChunk - 1 entries for sliding windows), none for
+// layers that read another's. Sequence operations on it are row copies; a ring also gets snapshot planes,
+// because rolling it back further than its slack needs the entries that newer positions overwrote.
+import type { DeviceCopies, Region } from './deviceCopies.ts';
+import { type KvSpec, type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries, kvSlotBytes, ownKv } from './spec.ts';
+import { kvStateName } from './stepContext.ts';
+
+export interface KvLayer {
+  layer: number;
+  spec: KvSpec;
+  /** Entries per slot (capacity, or the ring size). */
+  entries: number;
+  ring: boolean;
+  window: number | undefined;
+  /** Bytes of one entry (row) of K and of V. */
+  rowBytes: { k: number; v: number };
+  buffers: { k: GPUBuffer; v: GPUBuffer };
+  /** Ring layers with snapshot storage: [planes * entries, ...] copies of a slot's ring. */
+  snapshots?: { k: GPUBuffer; v: GPUBuffer };
+}
+
+/** A named byte range of one slot, as saved to and restored from a file. */
+export interface SlotTensor {
+  name: string;
+  shape: number[];
+  dtype: 'F32' | 'I32';
+  region: Region;
+}
+
+type Allocate = (key: string, bytes: number) => GPUBuffer;
+
+export class KvCache {
+  readonly label = 'attention KV';
+  readonly layers: KvLayer[] = [];
+
+  constructor(
+    spec: MemorySpec,
+    readonly options: MemoryOptions,
+    readonly planes: number,
+    allocate: Allocate,
+  ) {
+    spec.forEach((l, layer) => {
+      const own = ownKv(l);
+      if (!own) return;
+      const entries = kvEntries(own, options);
+      const ring = isRing(own, options);
+      const buffers = {
+        k: allocate(`state:${kvStateName(layer, 'k')}`, options.slots * kvSlotBytes(own, options, 'k')),
+        v: allocate(`state:${kvStateName(layer, 'v')}`, options.slots * kvSlotBytes(own, options, 'v')),
+      };
+      const snapshots =
+        ring && planes > 0
+          ? {
+              k: allocate(`snapshot:${kvStateName(layer, 'k')}`, planes * kvSlotBytes(own, options, 'k')),
+              v: allocate(`snapshot:${kvStateName(layer, 'v')}`, planes * kvSlotBytes(own, options, 'v')),
+            }
+          : undefined;
+      const rowBytes = { k: own.kvHeads * own.headDim * 4, v: own.kvHeads * (own.valueDim ?? own.headDim) * 4 };
+      this.layers.push({ layer, spec: own, entries, ring, window: effectiveWindow(own, options), rowBytes, buffers, ...(snapshots ? { snapshots } : {}) });
+    });
+  }
+
+  get rings(): KvLayer[] {
+    return this.layers.filter((l) => l.ring);
+  }
+
+  /** Positions a ring can be cut back to without a snapshot: the entries the next query needs are intact. */
+  ringKeeps(l: KvLayer, from: number, length: number): boolean {
+    // position k lives at entry k mod E until k + E is written; the query at `from` needs (from - window, from)
+    const oldest = Math.max(0, from - l.window! + 1);
+    return oldest + l.entries >= length;
+  }
+
+  /** Why the suffix [from, length) cannot be removed, or null. `plane`: a snapshot taken at `from`. */
+  checkRemoveSuffix(from: number, length: number, plane: number | undefined): string | null {
+    if (plane !== undefined && this.planes > 0) return null;
+    const bad = this.rings.filter((l) => !this.ringKeeps(l, from, length));
+    if (!bad.length) return null;
+    return `sliding-window layers ${bad.map((l) => l.layer).join(', ')} keep a ring of ${bad[0]!.entries} entries: positions before ${from} that position ${from} still sees were overwritten`;
+  }
+
+  checkRemoveMiddle(): string | null {
+    const rings = this.rings;
+    if (rings.length) return `sliding-window layers ${rings.map((l) => l.layer).join(', ')} keep a ring: entries cannot be moved inside it`;
+    return null;
+  }
+
+  encodeRemoveSuffix(copies: DeviceCopies, slot: number, from: number, length: number, plane: number | undefined): void {
+    if (plane === undefined) return; // entries past the new length are masked by the position
+    for (const l of this.rings) {
+      if (!l.snapshots || this.ringKeeps(l, from, length)) continue;
+      this.copyRing(copies, l, l.snapshots, plane, l.buffers, slot);
+    }
+  }
+
+  /** Moves entries [to, length) of a slot down to `from` (full-capacity layers only). */
+  encodeRemoveMiddle(copies: DeviceCopies, slot: number, from: number, to: number, length: number): void {
+    for (const l of this.layers)
+      for (const which of ['k', 'v'] as const) {
+        const row = l.rowBytes[which];
+        const base = slot * l.entries * row;
+        copies.copy(l.buffers[which], base + to * row, l.buffers[which], base + from * row, (length - to) * row);
+      }
+  }
+
+  encodeCopy(copies: DeviceCopies, src: number, dst: number, length: number): void {
+    for (const l of this.layers) {
+      const rows = l.ring ? l.entries : Math.min(length, l.entries);
+      for (const which of ['k', 'v'] as const) {
+        const row = l.rowBytes[which];
+        copies.copy(l.buffers[which], src * l.entries * row, l.buffers[which], dst * l.entries * row, rows * row);
+      }
+    }
+  }
+
+  encodeSnapshot(copies: DeviceCopies, slot: number, plane: number): void {
+    for (const l of this.rings) if (l.snapshots) this.copyRing(copies, l, l.buffers, slot, l.snapshots, plane);
+  }
+
+  encodeCopyPlane(copies: DeviceCopies, srcPlane: number, dstPlane: number): void {
+    for (const l of this.rings) if (l.snapshots) this.copyRing(copies, l, l.snapshots, srcPlane, l.snapshots, dstPlane);
+  }
+
+  private copyRing(copies: DeviceCopies, l: KvLayer, from: { k: GPUBuffer; v: GPUBuffer }, fromIndex: number, to: { k: GPUBuffer; v: GPUBuffer }, toIndex: number): void {
+    for (const which of ['k', 'v'] as const) {
+      const bytes = l.entries * l.rowBytes[which];
+      copies.copy(from[which], fromIndex * bytes, to[which], toIndex * bytes, bytes);
+    }
+  }
+
+  /** A slot's live entries: rows [0, length) of a full layer, the whole ring of a sliding one. */
+  slotTensors(slot: number, length: number): SlotTensor[] {
+    const out: SlotTensor[] = [];
+    for (const l of this.layers) {
+      const rows = l.ring ? l.entries : Math.min(length, l.entries);
+      for (const which of ['k', 'v'] as const) {
+        const row = l.rowBytes[which];
+        out.push({ name: kvStateName(l.layer, which), shape: [rows, row / 4], dtype: 'F32', region: { buffer: l.buffers[which], offset: slot * l.entries * row, bytes: rows * row } });
+      }
+    }
+    return out;
+  }
+}

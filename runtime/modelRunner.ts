@@ -5,6 +5,9 @@ import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
 import type { MemoryOptions } from '../caches/spec.ts';
+import { HybridMemory } from '../caches/hybridMemory.ts';
+import type { KeyShift } from '../caches/keyShift.ts';
+import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
 import { type TensorSource, packHalfWords, toFloat32 } from './safetensors.ts';
@@ -19,6 +22,12 @@ export interface RunnerOptions {
   fuse?: boolean;
   /** Shrinks every sliding window to this many positions (a session-level override). */
   window?: number;
+  /** Snapshot planes per slot and automatic snapshots every N tokens (see HybridMemoryOptions). */
+  snapshots?: { perSlot?: number; every?: number };
+  /** Lets the memory remove positions from the middle of a sequence (see KeyShift). */
+  keyShift?: KeyShift;
+  /** The model's config, folded into the model fingerprint that saved memory files carry. */
+  config?: unknown;
 }
 
 export class WeightError extends Error {
@@ -38,6 +47,8 @@ export class ModelRunner {
   /** Host mirror of each slot's length, kept only to refuse overflow before it happens (never read from the device). */
   readonly lengths: number[];
   readonly memory: MemoryOptions;
+  /** Every cache buffer, allocated here before any program, and the sequence operations on them. */
+  readonly caches: HybridMemory;
 
   constructor(
     readonly runtime: GpuRuntime,
@@ -46,8 +57,14 @@ export class ModelRunner {
     readonly options: RunnerOptions,
   ) {
     this.constants = model.constants();
-    this.lengths = new Array(options.slots).fill(0);
     this.memory = { slots: options.slots, capacity: options.capacity, maxChunk: Math.max(...options.chunks, 1), ...(options.window !== undefined ? { window: options.window } : {}) };
+    const weights = checkpoint.tensorNames().map((name) => checkpoint.info(name));
+    this.caches = new HybridMemory(runtime, this.namespace, model.memory(), this.memory, {
+      ...(options.snapshots ? { snapshots: options.snapshots } : {}),
+      ...(options.keyShift ? { keyShift: options.keyShift } : {}),
+      model: { family: model.family, fingerprint: modelFingerprint({ family: model.family, config: options.config, weights, constants: this.constants }) },
+    });
+    this.lengths = this.caches.lengths;
   }
 
   private storage(name: string): StorageDType | undefined {
@@ -150,6 +167,7 @@ export class ModelRunner {
     exe.writeInput('valid', valid);
     exe.run();
     for (const r of rows) this.lengths[r.slot]! += r.tokens.length;
+    this.caches.afterStep(rows.map((r) => r.slot));
     const out = await exe.readOutput('logits');
     const V = this.model.vocabSize;
     const data = out.data as Float32Array;
@@ -175,18 +193,8 @@ export class ModelRunner {
     return all;
   }
 
-  /** Empties a slot: position 0 and zero recurrent state. */
+  /** Empties a slot: position 0 and zero recurrent state, copied on the device from the zero state. */
   resetSlot(slot: number): void {
-    const spec = this.model.memory();
-    const pos = this.runtime.getNamed(`${this.namespace}state:pos`);
-    if (pos) this.runtime.write(pos, new Int32Array([0]), slot * 4);
-    spec.forEach((layer, l) =>
-      layer.states.forEach((s) => {
-        const buf = this.runtime.getNamed(`${this.namespace}state:L${l}.${s.name}`);
-        const per = s.shape.reduce((a, b) => a * b, 1);
-        if (buf) this.runtime.write(buf, new Float32Array(per), slot * per * 4);
-      }),
-    );
-    this.lengths[slot] = 0;
+    this.caches.clear(slot);
   }
 }

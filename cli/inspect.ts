@@ -1,0 +1,112 @@
+// `strata inspect <model-dir> --memory`: the memory plan a session of this model allocates (per layer its
+// kind, KV and state shapes and bytes, and the total), from config.json alone: no GPU, no weights read.
+import type { Command } from 'commander';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { type MemoryOptions, type MemoryReport, memoryReport } from '../caches/spec.ts';
+import { ConfigError, loadConfig } from '../models/config.ts';
+import { buildModel } from '../models/registry.ts';
+
+const positiveInt = (flag: string) =>
+  z
+    .string()
+    .regex(/^\d+$/, `${flag} must be a positive integer`)
+    .transform(Number)
+    .refine((n) => n >= 1, `${flag} must be a positive integer`);
+
+const optionsSchema = z.object({
+  memory: z.boolean().optional(),
+  json: z.boolean().optional(),
+  slots: positiveInt('--slots').default(1),
+  capacity: positiveInt('--capacity').optional(),
+  maxChunk: positiveInt('--max-chunk').default(16),
+  window: positiveInt('--window').optional(),
+  snapshots: z.string().regex(/^\d+$/, '--snapshots must be a non-negative integer').transform(Number).default(0),
+});
+
+/** Default capacity: the model's trained context, at most 4096 positions. */
+const DEFAULT_CAPACITY = 4096;
+
+export interface MemoryPlan extends MemoryReport {
+  family: string;
+  slots: number;
+  capacity: number;
+  maxChunk: number;
+  window: number | null;
+  snapshotsPerSlot: number;
+}
+
+export async function memoryPlan(dir: string, raw: Record<string, unknown>): Promise<MemoryPlan> {
+  const parsed = optionsSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => i.message).join('; '));
+  const o = parsed.data;
+  const config = await loadConfig(dir);
+  const model = buildModel(config);
+  const trained = (config as { attention?: { maxPositionEmbeddings?: number } }).attention?.maxPositionEmbeddings;
+  const capacity = o.capacity ?? Math.min(DEFAULT_CAPACITY, trained ?? DEFAULT_CAPACITY);
+  const options: MemoryOptions = { slots: o.slots, capacity, maxChunk: o.maxChunk, ...(o.window !== undefined ? { window: o.window } : {}) };
+  const report = memoryReport(model.memory(), options, { perSlot: o.snapshots });
+  return { family: model.family, slots: o.slots, capacity, maxChunk: o.maxChunk, window: o.window ?? null, snapshotsPerSlot: o.snapshots, ...report };
+}
+
+function human(bytes: number): string {
+  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(2)} GiB`;
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(2)} MiB`;
+  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KiB`;
+  return `${bytes} B`;
+}
+
+export function formatMemoryPlan(plan: MemoryPlan): string {
+  const shape = (s: number[]) => `[${s.join(',')}]`;
+  const rows = plan.layers.map((l) => [
+    String(l.layer),
+    l.kind,
+    l.kvShape ? shape(l.kvShape) + (l.window !== undefined ? ` ring, window ${l.window}` : '') : l.sharesKvWith !== null ? `reads layer ${l.sharesKvWith}` : '-',
+    Object.entries(l.stateShapes).map(([n, s]) => `${n} ${shape(s)}`).join(' ') || '-',
+    String(l.kvBytes),
+    String(l.stateBytes),
+    ...(plan.snapshotsPerSlot ? [String(l.snapshotBytes)] : []),
+  ]);
+  const head = ['layer', 'kind', 'KV [slots,entries,kvHeads,k+v dims]', 'state [slots,...]', 'KV bytes', 'state bytes', ...(plan.snapshotsPerSlot ? ['snapshot bytes'] : [])];
+  const all = [head, ...rows];
+  const widths = head.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
+  const numeric = (c: number) => c >= 4;
+  const line = (r: string[]) => r.map((cell, c) => (numeric(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
+  const window = plan.window !== null ? `, windows shrunk to ${plan.window}` : '';
+  return [
+    `${plan.family}: ${plan.layers.length} layers; ${plan.slots} slot(s) x ${plan.capacity} positions, prefill chunks up to ${plan.maxChunk}${window}`,
+    '',
+    ...all.map(line),
+    '',
+    `KV           ${plan.kvBytes.toString().padStart(12)}  ${human(plan.kvBytes)}`,
+    `state        ${plan.stateBytes.toString().padStart(12)}  ${human(plan.stateBytes)}`,
+    `snapshots    ${plan.snapshotBytes.toString().padStart(12)}  ${human(plan.snapshotBytes)} (${plan.snapshotsPerSlot} per slot)`,
+    `positions    ${plan.bookkeepingBytes.toString().padStart(12)}  ${human(plan.bookkeepingBytes)}`,
+    `zero+scratch ${plan.scratchBytes.toString().padStart(12)}  ${human(plan.scratchBytes)}`,
+    `total        ${plan.totalBytes.toString().padStart(12)}  ${human(plan.totalBytes)}`,
+  ].join('\n');
+}
+
+export function register(program: Command): void {
+  program
+    .command('inspect')
+    .description('Show what a model would allocate: with --memory, its per-layer memory plan (KV, recurrent state, snapshots)')
+    .argument('<model-dir>', 'folder with config.json')
+    .option('--memory', 'print the memory plan')
+    .option('--slots <n>', 'concurrent sequences', '1')
+    .option('--capacity <n>', `positions per sequence (default: the trained context, at most ${DEFAULT_CAPACITY})`)
+    .option('--max-chunk <n>', 'longest prefill chunk (sizes sliding-window rings)', '16')
+    .option('--window <n>', 'shrink every sliding window to this many positions')
+    .option('--snapshots <n>', 'snapshot planes per slot', '0')
+    .option('--json', 'print the plan as one JSON object')
+    .action(async (dir: string, options: Record<string, unknown>) => {
+      if (!options.memory) {
+        const config = await loadConfig(path.resolve(dir));
+        const model = buildModel(config);
+        console.log(`${model.family}: ${model.memory().length} layers, hidden ${model.hiddenSize}, vocab ${model.vocabSize}. Use --memory for the memory plan.`);
+        return;
+      }
+      const plan = await memoryPlan(path.resolve(dir), options);
+      console.log(options.json ? JSON.stringify(plan, null, 2) : formatMemoryPlan(plan));
+    });
+}

@@ -71,7 +71,7 @@ export function evalNode(n: Node, args: readonly NDArray[], ctx: CpuRunArgs): ND
     }
     case 'attention': {
       // the composition softmax(where(mask, softcap(scale * q kT), -inf)) v, row by row
-      const [q, kT, v, mask] = args as [NDArray, NDArray, NDArray, NDArray];
+      const [q, kT, v, mask, limit] = args as [NDArray, NDArray, NDArray, NDArray, NDArray];
       const { scale, softcap } = (n as Node<'attention'>).attrs;
       const r = n.shape.length;
       const [M, Dv] = [n.shape[r - 2]!, n.shape[r - 1]!];
@@ -83,7 +83,8 @@ export function evalNode(n: Node, args: readonly NDArray[], ctx: CpuRunArgs): ND
         for (let m = 0; m < M; m++) {
           let max = -Infinity;
           for (let c = 0; c < E; c++) {
-            if (!mask.data[(b * M + m) * E + c]) { scores[c] = -Infinity; continue; }
+            // keys at or past the row's limit are masked, as in the kernel (which stops there)
+            if (!mask.data[(b * M + m) * E + c] || c >= limit.data[b * M + m]!) { scores[c] = -Infinity; continue; }
             let s = 0;
             for (let d = 0; d < D; d++) s += q.data[(b * M + m) * D + d]! * kT.data[(b * D + d) * E + c]!;
             s *= scale;

@@ -10,6 +10,7 @@ import { expect, it } from 'vitest';
 import type { DType, Graph, OpName } from '../../compiler/ir.ts';
 import { OPS } from '../../compiler/ops.ts';
 import { SEQ_MAX } from '../../compiler/passes/lowerToWgsl.ts';
+import { attention } from '../../dsl/nn/attention.ts';
 import { Tensor } from '../../dsl/tensor.ts';
 import { constant, iota, input, state, weight } from '../../dsl/trace.ts';
 import type { NDArray } from '../../runtime/ndarray.ts';
@@ -45,6 +46,7 @@ const COVERAGE = {
   'scatter into a state': ['scatter', 'state', 'input'],
   'cumsum': ['cumsum'],
   'f16 and bf16 weights': ['weight', 'matmul'],
+  'attention: keys past the limit are masked even where the mask allows them': ['attention'],
 } satisfies Record<string, OpName[]>;
 type TestName = keyof typeof COVERAGE;
 /** Ops whose GPU-vs-CPU test lives in a file of its own (hand-written kernels tested against their composition). */
@@ -535,4 +537,21 @@ it('f16 and bf16 weights', async () => {
     expectClose(res.gpu.outputs, res.cpu.outputs, { atol: 1e-6 * k, rtol: 1e-5 });
   }, 1);
   expectTraced('f16 and bf16 weights');
+});
+
+it('attention: keys past the limit are masked even where the mask allows them', async () => {
+  // The full GPU-vs-composition test is test/ops/attention.test.ts; this pins the limit input's meaning on both
+  // backends (the CPU reference once ignored it). Online softmax vs two-pass: 1e-5.
+  await forAll([{ queries: 3, keys: 37 }], async ({ queries, keys }, seed) => {
+    const r = rng(seed);
+    const data: RunData = {
+      inputs: { q: uniform(r, queries * 8, -1, 1), kT: uniform(r, 8 * keys, -1, 1), v: uniform(r, keys * 5, -1, 1), mask: Array(queries * keys).fill(1), limit: [1, 17, keys] },
+    };
+    const res = await runBoth(() => ({
+      out: attention(input('q', [1, queries, 8]), input('kT', [1, 8, keys]), input('v', [1, keys, 5]), input('mask', [1, queries, keys], 'bool'), input('limit', [1, queries], 'i32'), { scale: 0.35 }),
+    }), {}, data);
+    saw('attention: keys past the limit are masked even where the mask allows them', res.graph);
+    expectClose(res.gpu.outputs, res.cpu.outputs, { atol: 1e-5, rtol: 1e-4 });
+  }, 1);
+  expectTraced('attention: keys past the limit are masked even where the mask allows them');
 });

@@ -17,6 +17,8 @@ export interface DeviceLimits {
   maxStorageBuffersPerShaderStage: number;
   maxComputeWorkgroupsPerDimension: number;
   maxStorageBufferBindingSize: number;
+  /** Subgroup operations are available (the 'subgroups' feature). */
+  subgroups?: boolean;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {
@@ -85,7 +87,7 @@ function lowerAll(g: Graph, mat: Set<number>, limits: DeviceLimits): LoweredKern
       const kernels: LoweredKernel[] = [];
       for (const n of g.nodes) {
         if (!mat.has(n.id) || n.op === 'input' || n.op === 'weight' || n.op === 'state') continue;
-        const k = lowerKernel(n, isMat);
+        const k = lowerKernel(n, isMat, { subgroups: limits.subgroups ?? false });
         // a scatter must not read the buffer it writes (threads would race): give its values a buffer of their own
         if (n.op === 'scatter') {
           const state = stateRoot(n);

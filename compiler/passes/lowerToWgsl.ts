@@ -86,6 +86,8 @@ class Emitter {
     readonly root: Node,
     readonly isMat: (n: Node) => boolean,
     readonly mode: KernelMode,
+    /** Reduce within subgroups first (fewer barriers) when the device has them. */
+    readonly subgroups = false,
   ) {}
 
   fresh(prefix: string): string {
@@ -289,12 +291,14 @@ class Emitter {
           `for (var ${k}: u32 = lid; ${k} < ${len}u; ${k} += WG) {`,
           ...body.map((l) => '  ' + l),
           `}`,
+          ...(this.subgroups ? this.subgroupCombine(n.op === 'rmax' ? 'subgroupMax' : 'subgroupAdd', acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
           `${red}[lid] = ${acc};`,
           `workgroupBarrier();`,
           `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`,
           `  if (lid < s) { ${red}[lid] = ${def.combine.wgsl(`${red}[lid]`, `${red}[lid + s]`)}; }`,
           `  workgroupBarrier();`,
           `}`,
+          ]),
           `let ${result}: ${type} = ${finish(`${red}[0]`)};`,
           `workgroupBarrier();`,
         ].join('\n'),
@@ -308,6 +312,20 @@ class Emitter {
     return result;
   }
 
+  /** Each subgroup combines its lanes, lane 0 posts the partial, then every thread folds the partials into red[0]'s place. */
+  private subgroupCombine(op: string, acc: string, red: string, type: string, init: string, combine: (a: string, b: string) => string): string[] {
+    const part = this.fresh('a');
+    return [
+      `let ${part} = ${op}(${acc});`,
+      `if (sg_lane == 0u) { ${red}[lid / sg_size] = ${part}; }`,
+      `workgroupBarrier();`,
+      `var ${acc}_all: ${type} = ${init};`,
+      `for (var s: u32 = 0u; s < (WG + sg_size - 1u) / sg_size; s++) { ${acc}_all = ${combine(`${acc}_all`, `${red}[s]`)}; }`,
+      `workgroupBarrier();`,
+      `${red}[0] = ${acc}_all;`,
+    ];
+  }
+
   store(n: Node, off: string, value: string): string {
     return `@B${n.id}@[${off}] = ${n.dtype === 'bool' ? `select(0u, 1u, ${value})` : value};`;
   }
@@ -319,13 +337,15 @@ class Emitter {
 
 function assemble(e: Emitter, mainLines: string[], wg: number): string {
   const shared = [...e.redTypes].map((t) => `var<workgroup> red_${t}: array<${wgslType(t)}, ${wg}>;`);
+  const sg = e.subgroups && e.redTypes.size > 0;
   return [
+    ...(sg ? ['enable subgroups;'] : []),
     '@BINDINGS@',
     WGSL_HELPERS.trim(),
     `const WG: u32 = ${wg}u;`,
     ...shared,
     `@compute @workgroup_size(${wg})`,
-    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
     ...mainLines.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
     '}',
     '',
@@ -334,7 +354,12 @@ function assemble(e: Emitter, mainLines: string[], wg: number): string {
 
 const nextPow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
 
-export function lowerKernel(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
+export interface LowerOptions {
+  /** The device has subgroup operations (WGSL `enable subgroups`). */
+  subgroups?: boolean;
+}
+
+export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
   if (root.op === 'scatter') return lowerScatter(root, isMat);
   if (root.op === 'cumsum') return lowerScan(root, isMat);
   if (root.op === 'attention') return lowerAttention(root, isMat);
@@ -343,12 +368,12 @@ export function lowerKernel(root: Node, isMat: (n: Node) => boolean): LoweredKer
   const last = root.shape[root.shape.length - 1] ?? 1;
   if (root.shape.length >= 1 && last > 1) {
     try {
-      return lowerCooperative(root, isMat, 'row');
+      return lowerCooperative(root, isMat, 'row', options);
     } catch (err) {
       if (!(err instanceof RowModeFails)) throw err;
     }
   }
-  return lowerCooperative(root, isMat, 'element');
+  return lowerCooperative(root, isMat, 'element', options);
 }
 
 function finish(e: Emitter, mode: KernelMode, body: string, wg: number, groups: number): LoweredKernel {
@@ -376,8 +401,8 @@ function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   return finish(e, 'map', assemble(e, e.topLines(), wg), wg, Math.ceil(n / wg));
 }
 
-function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' | 'element'): LoweredKernel {
-  const e = new Emitter(root, isMat, mode);
+function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' | 'element', options: LowerOptions): LoweredKernel {
+  const e = new Emitter(root, isMat, mode, options.subgroups ?? false);
   const rowLen = mode === 'row' ? root.shape[root.shape.length - 1]! : 1;
   const groups = numel(root.shape) / rowLen;
   const groupShape = mode === 'row' ? root.shape.slice(0, -1) : root.shape;

@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { NoAdapterError } from '../runtime/device.ts';
 import * as doctor from './doctor.ts';
+import * as generate from './generate.ts';
 import * as inspect from './inspect.ts';
 import * as parity from './parity.ts';
 import * as bench from './bench.ts';
@@ -11,7 +12,7 @@ export interface CommandModule {
   register(program: Command): void;
 }
 
-const COMMANDS: CommandModule[] = [doctor, inspect, parity, bench];
+const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench];
 
 export function buildProgram(): Command {
   const program = new Command('strata')
@@ -32,7 +33,7 @@ export async function main(argv: string[]): Promise<never> {
   process.exit(process.exitCode ?? 0);
 }
 
-const USER_ERRORS = new Set(['ConfigError', 'SafetensorsError', 'WeightError', 'ContextOverflowError', 'TokenizerError', 'ShapeError', 'ModelNotFoundError', 'SnapshotError', 'MemoryError', 'RestoreError']);
+const USER_ERRORS = new Set(['ConfigError', 'SafetensorsError', 'WeightError', 'ContextOverflowError', 'TokenizerError', 'ShapeError', 'ModelNotFoundError', 'UnknownSequenceError', 'SnapshotError', 'MemoryError', 'RestoreError']);
 
 function exitCodeFor(error: unknown): number {
   // commander has already printed its own usage errors, help and version.

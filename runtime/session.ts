@@ -1,0 +1,286 @@
+// The user-facing API: a model folder loaded into a session on a device, and `generate`, an async iterator of
+// text pieces with stop strings, token limits, abort signals and per-call stats. Built on the Generator (token
+// ids on the device) and the Tokenizer (text, streaming decode, chat templates).
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { loadConfig, type ModelConfig } from '../models/config.ts';
+import type { ModelDef } from '../models/model.ts';
+import { buildModel } from '../models/registry.ts';
+import { type StrataDevice, getSharedDevice } from './device.ts';
+import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats } from './generator.ts';
+import { GpuRuntime } from './gpuRuntime.ts';
+import { ModelRunner } from './modelRunner.ts';
+import { openSafetensors } from './safetensors.ts';
+import { type ChatMessage, Tokenizer } from './tokenizer.ts';
+
+export { ContextOverflowError } from './modelRunner.ts';
+export { UnknownSequenceError } from './generator.ts';
+export { NoAdapterError } from './device.ts';
+
+export class ModelNotFoundError extends Error {
+  override name = 'ModelNotFoundError';
+}
+
+export interface LoadProgress {
+  stage: 'device' | 'config' | 'tokenizer' | 'weights' | 'compile' | 'ready';
+  /** Programs compiled so far and in all ('compile'). */
+  done?: number;
+  total?: number;
+  detail?: string;
+}
+
+export interface SessionOptions {
+  /** Default: the process's shared device (runtime/device.ts getSharedDevice). */
+  device?: StrataDevice;
+  /** Sequences that can decode together. Default 1. */
+  slots?: number;
+  /** Tokens per sequence, prompt and output. Default min(2048, the model's max positions). */
+  capacity?: number;
+  /** Prefill chunk sizes (tokens per step); a prompt runs in chunks of these, the last padded. Default [16, 128]. */
+  prefillChunks?: number[];
+  /** Decode buckets (rows per step). Default [1, slots]. */
+  decodeRows?: number[];
+  /** Decode steps per submission (K): the host reads generated tokens once per K steps. Default 8. */
+  stepsPerSubmit?: number;
+  /** Loading and compiling progress (the warm-up compiles every program, so nothing compiles later). */
+  onProgress?: (event: LoadProgress) => void;
+}
+
+export interface GenerateOptions extends SequenceOptions {
+  /** Strings that end generation; the text stops before the first one found. */
+  stop?: string[];
+  /** Render a string prompt as one user message through the model's chat template. Default false. */
+  chat?: boolean;
+}
+
+/** Prompt forms: text, chat messages (rendered with the tokenizer's chat template), or token ids. */
+export type Prompt = string | readonly ChatMessage[] | { ids: readonly number[] };
+
+export interface GenerationResult {
+  promptIds: number[];
+  ids: number[];
+  text: string;
+  finishReason: FinishReason;
+  stats: SequenceStats;
+}
+
+/** One generate call: iterate it for text pieces; afterwards `ids`, `text`, `finishReason` and `stats` are final. */
+export class Generation implements AsyncIterable<string> {
+  /** Generated ids (prompt excluded); truncated after the token that completes a stop string. */
+  ids: number[] = [];
+  text = '';
+  finishReason: FinishReason | undefined;
+  private started = false;
+
+  constructor(
+    readonly sequence: Sequence,
+    readonly promptIds: number[],
+    private readonly tokenizer: Tokenizer | undefined,
+    private readonly stop: readonly string[],
+  ) {}
+
+  /** The generator's sequence id (for Session.cancel). */
+  get id(): number {
+    return this.sequence.id;
+  }
+
+  get stats(): SequenceStats | undefined {
+    return this.sequence.stats;
+  }
+
+  cancel(): void {
+    this.sequence.cancel();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    if (this.started) throw new Error('a Generation can be iterated once');
+    this.started = true;
+    const seq = this.sequence;
+    const decoder = this.tokenizer?.createStreamDecoder({ skipSpecialTokens: true });
+    const longestStop = Math.max(0, ...this.stop.map((s) => s.length));
+    let full = ''; // all decoded text
+    let emitted = 0; // chars of `full` handed out
+    const ends: number[] = []; // length of `full` after each id
+    const findStop = (): number => {
+      let at = -1;
+      const from = Math.max(0, emitted - longestStop);
+      for (const s of this.stop) {
+        const i = full.indexOf(s, from);
+        if (i >= 0 && (at < 0 || i < at)) at = i;
+      }
+      return at;
+    };
+    const finishAtStop = (at: number): string => {
+      const piece = full.slice(emitted, at);
+      const stopEnd = at + this.stop.find((s) => full.startsWith(s, at))!.length;
+      const keep = ends.findIndex((e) => e >= stopEnd);
+      this.ids = seq.ids.slice(0, keep < 0 ? ends.length : keep + 1);
+      this.text = full.slice(0, at);
+      this.finishReason = 'stop';
+      seq.cancel('stop');
+      return piece;
+    };
+    for await (const batch of seq) {
+      for (const id of batch) {
+        if (decoder && !seq.stopIds.includes(id)) full += decoder.push(id);
+        ends.push(full.length);
+      }
+      this.ids = seq.ids.slice(0, ends.length);
+      const at = this.stop.length ? findStop() : -1;
+      if (at >= 0) {
+        const piece = finishAtStop(at);
+        if (piece) yield piece;
+        await seq.finished;
+        return;
+      }
+      // hold back a tail that could still grow into a stop string
+      let safe = full.length;
+      for (const s of this.stop)
+        for (let n = Math.min(s.length - 1, full.length - emitted); n > 0; n--)
+          if (full.endsWith(s.slice(0, n))) {
+            safe = Math.min(safe, full.length - n);
+            break;
+          }
+      this.text = full.slice(0, safe);
+      if (safe > emitted) {
+        const piece = full.slice(emitted, safe);
+        emitted = safe;
+        yield piece;
+      }
+    }
+    if (decoder) full += decoder.flush();
+    const at = this.stop.length ? findStop() : -1;
+    if (at >= 0) {
+      const piece = finishAtStop(at);
+      if (piece) yield piece;
+      return;
+    }
+    this.text = full;
+    this.ids = [...seq.ids];
+    this.finishReason = seq.finishReason;
+    if (full.length > emitted) yield full.slice(emitted);
+  }
+
+  /** Runs to the end and returns everything. */
+  async result(): Promise<GenerationResult> {
+    for await (const _ of this) void _;
+    await this.sequence.finished;
+    return { promptIds: this.promptIds, ids: this.ids, text: this.text, finishReason: this.finishReason!, stats: this.sequence.stats! };
+  }
+}
+
+/** A model on a device: programs compiled, weights uploaded, cache buffers allocated; ready to generate. */
+export class Session {
+  private constructor(
+    readonly modelDir: string,
+    readonly config: ModelConfig,
+    readonly model: ModelDef,
+    readonly runner: ModelRunner,
+    readonly generator: Generator,
+    /** undefined when the folder has no tokenizer.json: prompts must then be token ids. */
+    readonly tokenizer: Tokenizer | undefined,
+    readonly loadSeconds: number,
+  ) {}
+
+  static async load(modelDir: string, options: SessionOptions = {}): Promise<Session> {
+    const t0 = performance.now();
+    const progress = options.onProgress ?? (() => {});
+    const dir = path.resolve(modelDir);
+    await checkModelFolder(modelDir, dir);
+    progress({ stage: 'config', detail: path.join(modelDir, 'config.json') });
+    const config = await loadConfig(dir);
+    const model = buildModel(config);
+    progress({ stage: 'tokenizer' });
+    const tokenizer = (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
+    progress({ stage: 'device' });
+    const device = options.device ?? (await getSharedDevice());
+    const runtime = new GpuRuntime(device);
+    const slots = options.slots ?? 1;
+    const maxPositions = maxPositionsOf(config);
+    const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
+    const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    progress({ stage: 'weights', detail: 'opening the checkpoint' });
+    const checkpoint = await openSafetensors(dir);
+    const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
+    const generator = await Generator.create(runner, {
+      ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
+      ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
+      onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
+    });
+    progress({ stage: 'ready' });
+    return new Session(modelDir, config, model, runner, generator, tokenizer, (performance.now() - t0) / 1000);
+  }
+
+  get capacity(): number {
+    return this.generator.capacity;
+  }
+
+  get slots(): number {
+    return this.runner.options.slots;
+  }
+
+  /** Token ids of a prompt as `generate` would feed them. */
+  encode(prompt: Prompt, options: { chat?: boolean } = {}): number[] {
+    if (typeof prompt === 'object' && 'ids' in prompt) return [...prompt.ids];
+    const tokenizer = this.tokenizer;
+    if (!tokenizer) throw new Error(`${this.modelDir} has no tokenizer.json: pass the prompt as token ids ({ ids: [...] })`);
+    if (typeof prompt === 'string' && !options.chat) return tokenizer.encode(prompt);
+    const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+    // the rendered template carries its own special tokens, as HF's apply_chat_template(tokenize=True)
+    return tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+  }
+
+  /**
+   * Starts generating: iterate the result for text pieces. Sequences started while others run decode beside them
+   * (up to `slots`; later ones wait for a free slot). Throws ContextOverflowError when the prompt exceeds the
+   * capacity; generation stops at the capacity otherwise (finishReason 'length').
+   */
+  generate(prompt: Prompt, options: GenerateOptions = {}): Generation {
+    const { stop = [], chat, ...sequenceOptions } = options;
+    const ids = this.encode(prompt, chat === undefined ? {} : { chat });
+    const stopIds = sequenceOptions.stopTokenIds ?? [...new Set([...this.model.eosTokenIds, ...(this.tokenizer?.eosTokenIds ?? [])])];
+    const seq = this.generator.submit(ids, { ...sequenceOptions, stopTokenIds: stopIds });
+    return new Generation(seq, ids, this.tokenizer, stop.filter((s) => s.length > 0));
+  }
+
+  /** Stops a running or waiting generation by id; UnknownSequenceError if none has that id. */
+  cancel(id: number): void {
+    this.generator.cancel(id);
+  }
+
+  /** Ids of generations waiting or running. */
+  sequences(): number[] {
+    return this.generator.sequences();
+  }
+
+  /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */
+  get counters() {
+    return this.runner.runtime.counters;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fsp.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function checkModelFolder(given: string, dir: string): Promise<void> {
+  const hint = 'Pass the folder of a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json), e.g. assets/models/tiny-granite-code';
+  let stat;
+  try {
+    stat = await fsp.stat(dir);
+  } catch {
+    throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${dir}). ${hint}`);
+  }
+  if (!stat.isDirectory()) throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
+  if (!(await exists(path.join(dir, 'config.json')))) throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
+}
+
+function maxPositionsOf(config: ModelConfig): number | undefined {
+  const c = config as { attention?: { maxPositionEmbeddings?: number }; maxPositionEmbeddings?: number };
+  return c.attention?.maxPositionEmbeddings ?? c.maxPositionEmbeddings;
+}

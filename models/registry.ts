@@ -7,12 +7,18 @@ import { gemma3nText } from './gemma3n.ts';
 import { lfm2 } from './lfm2.ts';
 import { llama } from './llama.ts';
 import { mamba } from './mamba.ts';
+import { mamba2 } from './mamba2.ts';
+import { bamba } from './bamba.ts';
+import { granitemoehybrid } from './granitemoehybrid.ts';
 
 type Builder = (config: never) => ModelDef;
 
 export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> = {
   llama: llama as Builder,
   mamba: mamba as Builder,
+  mamba2: mamba2 as Builder,
+  bamba: bamba as Builder,
+  granitemoehybrid: granitemoehybrid as Builder,
   falcon_h1: falconH1 as Builder,
   qwen3_next: qwen3Next as Builder,
   gemma3n_text: gemma3nText as Builder,

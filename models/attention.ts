@@ -1,0 +1,43 @@
+// The plain GQA attention layer of the hybrid families (Bamba, GraniteMoeHybrid): q/k/v/o projections with
+// optional bias, optional (partial) default RoPE or none (NoPE), a family-chosen softmax scale.
+import type { AttentionConfig } from './config.ts';
+import type { KvSpec } from '../caches/spec.ts';
+import type { StepContext } from '../caches/stepContext.ts';
+import { linear, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
+import type { Tensor } from '../dsl/tensor.ts';
+
+const INV_FREQ = 'rope.inv_freq';
+
+/** The KV cache an attention layer with this config needs. */
+export function attentionKv(cfg: AttentionConfig): KvSpec {
+  return { kvHeads: cfg.numKeyValueHeads, headDim: cfg.headDim };
+}
+
+/** The computed constants of the layer (RoPE inverse frequencies), or none for NoPE. `family` names errors. */
+export function attentionConstants(cfg: AttentionConfig, family: string): Record<string, Float32Array> {
+  if (!cfg.rope) return {};
+  if (cfg.rope.type !== 'default') throw new Error(`${family}: rope type '${cfg.rope.type}' is not supported yet (default only)`);
+  return { [INV_FREQ]: ropeInvFreq(cfg.rope.rotaryDim, cfg.rope.theta) };
+}
+
+/**
+ * Self-attention on x [S,T,hidden] through layer `layer`'s KV cache; returns o_proj's output [S,T,hidden]
+ * (the caller adds the residual). `prefix` is the checkpoint prefix, e.g. `model.layers.3.self_attn.`.
+ */
+export function attentionLayer(ctx: StepContext, layer: number, cfg: AttentionConfig, hidden: number, x: Tensor, prefix: string): Tensor {
+  const { S, T } = ctx;
+  const { numHeads: H, numKeyValueHeads: KVH, headDim: D } = cfg;
+  const w = (name: string, shape: number[]) => ctx.weight(prefix + name, shape);
+  const proj = (name: string, out: number, inp: number, v: Tensor) => linear(v, w(`${name}.weight`, [out, inp]), cfg.bias ? w(`${name}.bias`, [out]) : undefined);
+  let q = proj('q_proj', H * D, hidden, x).reshape(S, T, H, D);
+  let k = proj('k_proj', KVH * D, hidden, x).reshape(S, T, KVH, D);
+  const v = proj('v_proj', KVH * D, hidden, x).reshape(S, T, KVH, D);
+  if (cfg.rope) {
+    const rotary = cfg.rope.rotaryDim;
+    const invFreq = ctx.constant(INV_FREQ, [rotary / 2]);
+    q = rope(q, ctx.positions, invFreq, rotary);
+    k = rope(k, ctx.positions, invFreq, rotary);
+  }
+  const a = ctx.attend(layer, q, k, v, { scale: cfg.scale }); // [S,T,H,D]
+  return proj('o_proj', hidden, H * D, a.reshape(S, T, H * D));
+}

@@ -4,6 +4,7 @@ import type { ModelDef } from './model.ts';
 import { falconH1 } from './falconH1.ts';
 import { qwen3Next } from './qwen3Next.ts';
 import { gemma3nText } from './gemma3n.ts';
+import { jamba } from './jamba.ts';
 import { lfm2 } from './lfm2.ts';
 import { llama } from './llama.ts';
 import { mamba } from './mamba.ts';
@@ -16,6 +17,7 @@ type Builder = (config: never) => ModelDef;
 export const MODEL_BUILDERS: Partial<Record<ModelConfig['modelType'], Builder>> = {
   llama: llama as Builder,
   mamba: mamba as Builder,
+  jamba: jamba as Builder,
   mamba2: mamba2 as Builder,
   bamba: bamba as Builder,
   granitemoehybrid: granitemoehybrid as Builder,

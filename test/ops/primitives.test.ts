@@ -315,39 +315,36 @@ it('iota', async () => {
 // ---------------------------------------------------------------- reductions
 
 it('reductions short and long', async () => {
-  // Lengths on both sides of SEQ_MAX and of the workgroup size (256).
-  const LENGTHS = [1, 7, 13, SEQ_MAX, SEQ_MAX + 1, 31, 257, 300];
-  {
-    // f32 sums: the GPU adds in f32 in loop or tree order, the CPU in double; for |x| <= 1 the difference is
-    // below len * 2^-23 * max|partial sum| <= len * 1e-6 (absolute). max is exact; mean divides that by len.
-    await forAll(LENGTHS.map((len, i) => ({ len, rows: [1, 3, 5][i % 3]! })), async ({ len, rows }, seed) => {
-      const r = rng(seed);
-      const data: RunData = { inputs: { x: uniform(r, rows * len, -1, 1), t: uniform(r, len * rows, -1, 1), k: uniform(r, rows * len, -1000, 1000, 'i32') } };
-      const res = await runBoth(() => {
-        const x = input('x', [rows, len]);
-        const k = input('k', [rows, len], 'i32');
-        return {
-          sum: x.sum(-1),
-          max: x.max(-1),
-          mean: x.mean(-1),
-          // a row statistic read back by every element of the row (row mode when long)
-          centered: x.sub(x.mean(-1, true)),
-          // over the leading axis: a permuted (strided) read
-          sum0: input('t', [len, rows]).sum(0),
-          isum: k.sum(-1),
-          imax: k.max(-1),
-        };
-      }, {}, data);
-      saw('reductions short and long', res.graph);
-      const { sum, sum0, mean, centered, ...exact } = res.cpu.outputs;
-      expectClose({ sum: res.gpu.outputs.sum!, sum0: res.gpu.outputs.sum0! }, { sum: sum!, sum0: sum0! }, { atol: 1e-6 * len, rtol: 1e-5 });
-      expectClose({ mean: res.gpu.outputs.mean!, centered: res.gpu.outputs.centered! }, { mean: mean!, centered: centered! }, { atol: 1e-6, rtol: 1e-5 });
-      expectClose(res.gpu.outputs, exact, { atol: 0, rtol: 0 });
-      const longKernel = res.program.kernels.some((kern) => kern.name.includes('_row_') || kern.name.includes('_element_'));
-      expect(longKernel, `len ${len}: cooperative kernel`).toBe(len > SEQ_MAX);
-    });
-    expectTraced('reductions short and long');
-  }
+  // Lengths on both sides of SEQ_MAX and of the workgroup size (256). The three f32 reductions share one stacked
+  // kernel (several cooperative phases in one kernel when long), as do the two i32 ones.
+  const LENGTHS = [1, 7, SEQ_MAX, SEQ_MAX + 1, 31, 257, 300];
+  // f32 sums: the GPU adds in f32 in loop or tree order, the CPU in double; for |x| <= 1 the difference is below
+  // len * 2^-23 * max|partial sum| <= len * 1e-6 (absolute). max is exact; mean divides the sum's error by len.
+  await forAll(LENGTHS.map((len, i) => ({ len, rows: [1, 3, 5][i % 3]! })), async ({ len, rows }, seed) => {
+    const r = rng(seed);
+    const data: RunData = { inputs: { x: uniform(r, rows * len, -1, 1), t: uniform(r, len * rows, -1, 1), k: uniform(r, rows * len, -1000, 1000, 'i32') } };
+    const res = await runBoth(() => {
+      const x = input('x', [rows, len]);
+      const k = input('k', [rows, len], 'i32');
+      return {
+        f: stack([x.sum(-1), x.max(-1), x.mean(-1)]),
+        // a row statistic read back by every element of the row (row mode when long)
+        centered: x.sub(x.mean(-1, true)),
+        // over the leading axis: a permuted (strided) read
+        sum0: input('t', [len, rows]).sum(0),
+        i: stack([k.sum(-1), k.max(-1)]),
+      };
+    }, {}, data);
+    saw('reductions short and long', res.graph);
+    const sumTol = { atol: 1e-6 * len, rtol: 1e-5 };
+    expectRowsClose(res.gpu.outputs.f!, res.cpu.outputs.f!, [{ label: 'sum', tol: sumTol }, { label: 'max', tol: { atol: 0, rtol: 0 } }, { label: 'mean', tol: { atol: 1e-6, rtol: 1e-5 } }], [rows, len]);
+    expectClose({ sum0: res.gpu.outputs.sum0! }, { sum0: res.cpu.outputs.sum0! }, sumTol);
+    expectClose({ centered: res.gpu.outputs.centered! }, { centered: res.cpu.outputs.centered! }, { atol: 1e-6, rtol: 1e-5 });
+    expectClose({ i: res.gpu.outputs.i! }, { i: res.cpu.outputs.i! }, { atol: 0, rtol: 0 });
+    const longKernel = res.program.kernels.some((kern) => kern.name.includes('_row_') || kern.name.includes('_element_'));
+    expect(longKernel, `len ${len}: cooperative kernel`).toBe(len > SEQ_MAX);
+  });
+  expectTraced('reductions short and long');
 });
 
 // ---------------------------------------------------------------- matmul

@@ -24,7 +24,7 @@ export class NeedsMaterialize extends Error {
 }
 class RowModeFails extends Error {}
 
-export type KernelMode = 'map' | 'row' | 'element' | 'scatter' | 'scan' | 'attention';
+export type KernelMode = 'map' | 'row' | 'element' | 'scatter' | 'scan' | 'attention' | 'tiled';
 
 export interface LoweredKernel {
   root: Node;
@@ -114,6 +114,11 @@ class Emitter {
       this.blocks.pop();
       this.scopes.pop();
     }
+  }
+
+  /** Makes value(n, idx) return `expr` in the current scope (a tiled kernel's accumulator for its matmul). */
+  seed(n: Node, idx: readonly string[], expr: string): void {
+    this.scopes[this.scopes.length - 1]!.set(`${n.id}|${idx.join(',')}`, expr);
   }
 
   private memoGet(key: string): string | undefined {
@@ -363,6 +368,8 @@ export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: Lo
   if (root.op === 'scatter') return lowerScatter(root, isMat);
   if (root.op === 'cumsum') return lowerScan(root, isMat);
   if (root.op === 'attention') return lowerAttention(root, isMat);
+  const mms = tiledMatmulsOf(root, isMat);
+  if (mms) return lowerTiledMatmul(root, mms, isMat);
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
   if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
   const last = root.shape[root.shape.length - 1] ?? 1;
@@ -554,4 +561,119 @@ function lowerAttention(root: Node, isMat: (n: Node) => boolean): LoweredKernel 
   );
   void M;
   return finish(e, 'attention', body2, wg, rows);
+}
+
+const TILE = 64; // outputs per workgroup along M and N
+const TILE_K = 16;
+const TILE_MIN_ROWS = 32;
+
+/**
+ * The matmuls a tiled kernel would compute for `root`: the root itself, or the long matmuls under an elementwise
+ * epilogue at the root's own index that share their left operand (residual add; SwiGLU's gate and up). Only for
+ * enough rows to share weight tiles (prefill).
+ */
+function tiledMatmulsOf(root: Node, isMat: (n: Node) => boolean): Node[] | undefined {
+  const r = root.shape.length;
+  if (r < 2 || root.shape[r - 2]! < TILE_MIN_ROWS || root.shape[r - 1]! < 16) return undefined;
+  if (root.op === 'matmul') return reduceLength(root) > SEQ_MAX ? [root] : undefined;
+  const found = new Map<number, Node>();
+  let other = false;
+  const walk = (n: Node): void => {
+    if (n.op === 'matmul' && reduceLength(n) > SEQ_MAX && n.shape.join() === root.shape.join()) {
+      found.set(n.id, n);
+      return;
+    }
+    if (OPS[n.op].kind === 'reduce' && reduceLength(n) > SEQ_MAX) other = true;
+    if (OPS[n.op].kind !== 'elementwise' || n.op === 'iota') return;
+    for (const i of n.inputs) if (!isMat(i) && i.op !== 'const' && i.shape.join() === root.shape.join()) walk(i);
+  };
+  walk(root);
+  const mms = [...found.values()];
+  if (other || mms.length === 0 || mms.length > 3 || mms.some((m) => m.inputs[0] !== mms[0]!.inputs[0])) return undefined;
+  return mms;
+}
+
+/**
+ * A 64x64 output tile per workgroup, K in steps of 16 through shared memory; each of 256 threads keeps a 4x4 block
+ * of accumulators per matmul. Operands are read through the emitter, so prologues (casts, unpacking, gathers) stay
+ * fused; the epilogue evaluates the root at each output with each matmul's value seeded from its accumulator.
+ */
+function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean): LoweredKernel {
+  const e = new Emitter(root, isMat, 'tiled');
+  const a = mms[0]!.inputs[0]!;
+  const r = root.shape.length;
+  const [M, N] = [root.shape[r - 2]!, root.shape[r - 1]!];
+  const K = reduceLength(mms[0]!);
+  const batchShape = root.shape.slice(0, -2);
+  const [MB, NB] = [Math.ceil(M / TILE), Math.ceil(N / TILE)];
+  const groups = numel(batchShape) * MB * NB;
+  const per = TILE / 16; // outputs per thread along each axis
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  const batch = delinearize(wgslIndex, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TILE}u;`);
+  e.line(`let n0 = (gi % ${NB}u) * ${TILE}u;`);
+  e.line(`let tx = lid % 16u;`);
+  e.line(`let ty = lid / 16u;`);
+  mms.forEach((_, t) => {
+    for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
+  });
+  const kt = e.fresh('k');
+  const loads = e.nested(() => {
+    // A tile [64 x 16] and B tiles [16 x 64], 4 elements each per thread; k varies fastest for both (row-major
+    // activations and [out, in] weights read through a transpose are then contiguous across threads)
+    for (let q = 0; q < (TILE * TILE_K) / 256; q++) {
+      const el = `(lid + ${q * 256}u)`;
+      const row = `(${el} / ${TILE_K}u)`;
+      const kk = `(${el} % ${TILE_K}u)`;
+      e.line(`{`);
+      const inner = e.nested(() => {
+        const m = e.fresh('k');
+        const k = e.fresh('k');
+        const n = e.fresh('k');
+        e.line(`let ${m} = min(m0 + ${row}, ${M - 1}u);`);
+        e.line(`let ${k} = min(${kt} + ${kk}, ${K - 1}u);`);
+        e.line(`let ${n} = min(n0 + ${row}, ${N - 1}u);`);
+        const av = e.value(a, [...batch, m, k]);
+        e.line(`tile_a[${row} * ${TILE_K + 1}u + ${kk}] = select(0.0, ${av}, m0 + ${row} < ${M}u && ${kt} + ${kk} < ${K}u);`);
+        mms.forEach((mm, t) => {
+          const bv = e.value(mm.inputs[1]!, [...batch, k, n]);
+          e.line(`tile_b${t}[${kk} * ${TILE + 1}u + ${row}] = select(0.0, ${bv}, n0 + ${row} < ${N}u && ${kt} + ${kk} < ${K}u);`);
+        });
+      });
+      inner.forEach((l) => e.line('  ' + l));
+      e.line(`}`);
+    }
+  });
+  e.line(`for (var ${kt}: u32 = 0u; ${kt} < ${K}u; ${kt} += ${TILE_K}u) {`);
+  loads.forEach((l) => e.line('  ' + l));
+  e.line(`  workgroupBarrier();`);
+  e.line(`  for (var kk: u32 = 0u; kk < ${TILE_K}u; kk++) {`);
+  for (let i = 0; i < per; i++) e.line(`    let a${i} = tile_a[(ty + ${16 * i}u) * ${TILE_K + 1}u + kk];`);
+  mms.forEach((_, t) => {
+    for (let j = 0; j < per; j++) e.line(`    let b${t}_${j} = tile_b${t}[kk * ${TILE + 1}u + tx + ${16 * j}u];`);
+    for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`    acc${t}_${i}_${j} = acc${t}_${i}_${j} + a${i} * b${t}_${j};`);
+  });
+  e.line(`  }`);
+  e.line(`  workgroupBarrier();`);
+  e.line(`}`);
+  for (let i = 0; i < per; i++)
+    for (let j = 0; j < per; j++) {
+      const body = e.nested(() => {
+        const m = e.fresh('k');
+        const n = e.fresh('k');
+        e.line(`let ${m} = m0 + ty + ${16 * i}u;`);
+        e.line(`let ${n} = n0 + tx + ${16 * j}u;`);
+        const idx = [...batch, m, n];
+        mms.forEach((mm, t) => e.seed(mm, idx, `acc${t}_${i}_${j}`));
+        const v = e.value(root, idx);
+        e.line(e.store(root, linearize(wgslIndex, idx, root.shape), v));
+      });
+      e.line(`if (m0 + ty + ${16 * i}u < ${M}u && n0 + tx + ${16 * j}u < ${N}u) {`);
+      body.forEach((l) => e.line('  ' + l));
+      e.line(`}`);
+    }
+  const tiles = [`var<workgroup> tile_a: array<f32, ${TILE * (TILE_K + 1)}>;`, ...mms.map((_, t) => `var<workgroup> tile_b${t}: array<f32, ${TILE_K * (TILE + 1)}>;`)];
+  const wgsl = assemble(e, e.topLines(), 256).replace('@compute', `${tiles.join('\n')}\n@compute`);
+  return finish(e, 'tiled', wgsl, 256, groups);
 }

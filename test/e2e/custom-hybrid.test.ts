@@ -24,8 +24,9 @@ test('custom hybrid: memory plan by layer kind', () => {
 // f32 throughout; chunked prefill and single-token decode sum in different orders: 1e-4 on logits of size ~1.
 test('custom hybrid: token-by-token decode equals full-sequence logits past the window', async () => {
   const runtime = new GpuRuntime(await getSharedDevice());
-  const runner = new ModelRunner(runtime, customHybrid, randomCheckpoint(customHybrid, { scale: 0.2 }), { slots: 2, capacity: 64, chunks: [1, 8] });
-  const tokens = Array.from({ length: 26 }, (_, i) => (i * 37 + 11) % 256); // > 3 windows
+  const runner = new ModelRunner(runtime, customHybrid, randomCheckpoint(customHybrid, { scale: 0.2 }), { slots: 2, capacity: 64, chunks: [1, 40] });
+  // > 4 windows, in one 40-token chunk: its matmuls take the tiled kernel (>= 32 rows)
+  const tokens = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 256);
   const all = await runner.prefill(0, tokens, 'all');
   const V = customHybrid.vocabSize;
   let worst = 0;

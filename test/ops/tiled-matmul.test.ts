@@ -1,0 +1,56 @@
+// Matmuls with enough rows take the tiled kernel (64x64 tiles through shared memory): against the CPU reference
+// on awkward sizes, with batch dims, transposed and 16-bit operands, and fused prologues and epilogues.
+import { expect, test } from 'vitest';
+import { input, weight } from '../../dsl/trace.ts';
+import { linear } from '../../dsl/nn/basic.ts';
+import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
+
+// f32 accumulation in a different order than the reference; sums of up to 300 products of values in [-1, 1].
+const tol = { atol: 2e-4, rtol: 1e-4 };
+
+test.each([
+  [32, 20, 17],
+  [70, 300, 129],
+  [128, 64, 64],
+])('tiled matmul %dx%d by %d columns, with a residual epilogue', async (M, K, N) => {
+  const r = await runBoth(
+    () => {
+      const x = input('x', [M, K]);
+      const w = weight('w', [N, K]);
+      const h = input('h', [M, N]);
+      return { y: h.add(linear(x.silu(), w)) };
+    },
+    {},
+    (g) => randomData(g, M * 1000 + N),
+  );
+  expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_add']);
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});
+
+test('tiled matmul with batch dims, an f16 weight and a plain (non-transposed) operand', async () => {
+  const r = await runBoth(
+    () => {
+      const a = input('a', [3, 40, 33]);
+      const b = input('b', [3, 33, 50]);
+      const w = weight('w', [50, 33], 'f16');
+      return { y: a.matmul(b), z: linear(a, w) };
+    },
+    {},
+    (g) => randomData(g, 7),
+  );
+  expect(r.program.kernels.every((k) => k.name.includes('tiled'))).toBe(true);
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});
+
+test('gate and up projections share one tiled kernel (SwiGLU)', async () => {
+  const r = await runBoth(
+    () => {
+      const x = input('x', [48, 40]);
+      return { y: linear(x, weight('g', [72, 40])).silu().mul(linear(x, weight('u', [72, 40]))) };
+    },
+    {},
+    (g) => randomData(g, 3),
+  );
+  expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_mul']);
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});

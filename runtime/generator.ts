@@ -314,6 +314,29 @@ export class Generator {
     return g;
   }
 
+  /**
+   * Runs every program once with every row inactive (out-of-range slots: nothing is written), so that drivers
+   * that compile shaders at first use (lavapipe) do it now rather than during the first generation.
+   */
+  async warmUp(): Promise<void> {
+    const { slots } = this.layout;
+    for (const [T, exe] of this.prefill) {
+      exe.writeInput('tokens', new Int32Array(T));
+      exe.writeInput('slot_ids', new Int32Array([slots]));
+      exe.writeInput('valid', new Int32Array([1]));
+      exe.writeInput('commit', new Int32Array([0]));
+      exe.run();
+    }
+    for (const [key, exe] of this.decode) {
+      const rows = Number(key.split(':')[0]);
+      exe.writeInput('decode_slots', new Int32Array(rows).fill(slots));
+      this.lastRowSlots.delete(rows);
+      exe.run();
+      this.steps++; // the step counter advances even when no row is active
+    }
+    await this.runtime.device.queue.onSubmittedWorkDone();
+  }
+
   /** Kernels per decode step of a bucket (model and sampling). */
   dispatchesPerStep(rows: number, mode: SamplerMode): number {
     return this.decode.get(`${rows}:${mode}`)?.program.kernels.length ?? 0;

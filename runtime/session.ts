@@ -22,7 +22,7 @@ export class ModelNotFoundError extends Error {
 }
 
 export interface LoadProgress {
-  stage: 'device' | 'config' | 'tokenizer' | 'weights' | 'compile' | 'ready';
+  stage: 'device' | 'config' | 'tokenizer' | 'weights' | 'compile' | 'warm-up' | 'ready';
   /** Programs compiled so far and in all ('compile'). */
   done?: number;
   total?: number;
@@ -42,6 +42,8 @@ export interface SessionOptions {
   decodeRows?: number[];
   /** Decode steps per submission (K): the host reads generated tokens once per K steps. Default 8. */
   stepsPerSubmit?: number;
+  /** Run every program once while loading, for drivers that compile shaders at first use (lavapipe). Default true. */
+  warmUp?: boolean;
   /** Loading and compiling progress (the warm-up compiles every program, so nothing compiles later). */
   onProgress?: (event: LoadProgress) => void;
 }
@@ -207,6 +209,10 @@ export class Session {
       ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
       onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
     });
+    if (options.warmUp ?? true) {
+      progress({ stage: 'warm-up', detail: 'running every program once' });
+      await generator.warmUp();
+    }
     progress({ stage: 'ready' });
     return new Session(modelDir, config, model, runner, generator, tokenizer, (performance.now() - t0) / 1000);
   }

@@ -1,0 +1,54 @@
+// `strata generate` as a user runs it: JSON output with the reference ids of tiny-granite-code, streamed text
+// with a throughput line, and the message for a missing model folder.
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { expect, test } from 'vitest';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const BIN = path.join(ROOT, 'bin/strata.mjs');
+const reference = JSON.parse(fs.readFileSync(path.join(ROOT, 'assets/models/tiny-granite-code/reference.json'), 'utf8'));
+const run = promisify(execFile);
+
+async function strata(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: ROOT, maxBuffer: 1 << 24, timeout: 900_000 });
+    return { stdout, stderr, code: 0 };
+  } catch (error) {
+    const e = error as { stdout?: string; stderr?: string; code?: number };
+    return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: typeof e.code === 'number' ? e.code : 1 };
+  }
+}
+
+test('--json prints promptIds, the generated ids, text and stats; greedy ids equal the reference', { timeout: 900_000 }, async () => {
+  const g = reference.greedy[0];
+  const r = await strata(['generate', '--prompt', g.prompt, '--max-new-tokens', '9', '--capacity', '64', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  const out = JSON.parse(r.stdout);
+  expect(out.promptIds).toEqual(g.prompt_ids);
+  expect(out.ids).toEqual(g.output_ids.slice(g.prompt_ids.length, g.prompt_ids.length + 9));
+  expect(g.text.startsWith(g.prompt + out.text)).toBe(true);
+  expect(out.finishReason).toBe('length');
+  // the first token comes with the prefill; 8 decode steps are one submission of K = 8 and one readback
+  expect(out.stats.readbacks).toBe(1);
+  expect(out.stats.submits).toBeGreaterThanOrEqual(2);
+  expect(out.stats.decodeTokensPerSecond).toBeGreaterThan(0);
+  expect(out.stats.dispatchesPerToken).toBeGreaterThan(0);
+});
+
+test('streams the text to stdout and a throughput line to stderr', { timeout: 900_000 }, async () => {
+  const g = reference.greedy[1];
+  const r = await strata(['generate', '--prompt', g.prompt, '--max-new-tokens', '6', '--capacity', '64']);
+  expect(r.code, r.stderr).toBe(0);
+  expect(g.text.startsWith(r.stdout.replace(/\n$/, ''))).toBe(true);
+  expect(r.stdout.length).toBeGreaterThan(g.prompt.length);
+  expect(r.stderr).toMatch(/prefill [\d.]+ tok\/s; 6 generated, decode [\d.]+ tok\/s; \d+ submits, 1 readbacks/);
+});
+
+test('a missing model folder is a one-line error that says what to pass', async () => {
+  const r = await strata(['generate', '--model', '/nonexistent/model', '--prompt', 'x']);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(/^strata: model folder '\/nonexistent\/model' does not exist .*Pass the folder of a Hugging Face checkpoint/);
+  expect(r.stderr.trim().split('\n')).toHaveLength(1);
+});

@@ -51,6 +51,8 @@ function progressPrinter(enabled: boolean): { update(e: LoadProgress): void; cle
           ? `compiling ${e.done}/${e.total}${e.detail ? ` (${e.detail})` : ''}`
           : e.stage === 'ready'
             ? 'ready'
+            : e.stage === 'warm-up'
+              ? 'warming up (every program runs once: some drivers compile shaders at first use)'
             : `loading ${e.stage}${e.detail ? `: ${e.detail}` : ''}`;
       const line = `strata: ${what} [${secs}s]`;
       if (tty) {
@@ -81,7 +83,7 @@ export function register(program: Command): void {
     .description('Generate text from a prompt on WebGPU (streams text, then throughput figures)')
     .option('--model <dir>', 'model folder (config.json, *.safetensors, tokenizer.json)', DEFAULT_MODEL)
     .requiredOption('--prompt <text>', 'the prompt')
-    .option('--max-new-tokens <n>', 'tokens to generate at most', integer('--max-new-tokens', 1), 128)
+    .option('--max-new-tokens <n>', 'tokens to generate at most', integer('--max-new-tokens', 1), 64)
     .option('--temperature <t>', '0 for greedy', number('--temperature', (n) => n >= 0, '>= 0'), 0)
     .option('--top-k <k>', 'keep the k most likely tokens (0: off)', integer('--top-k', 0), 0)
     .option('--top-p <p>', 'nucleus sampling mass (1: off)', number('--top-p', (n) => n > 0 && n <= 1, 'in (0, 1]'), 1)

@@ -56,3 +56,18 @@ test('four sequences batched (prompts of different lengths, joining and leaving 
   const after = session.counters;
   for (const k of ['shaderModules', 'pipelines', 'bindGroups', 'buffers'] as const) expect(after[k] - before[k], k).toBe(0);
 });
+
+test('a stop string ends the text before it, and the ids at the token that completes it', SLOW, async () => {
+  const g = reference.greedy[0]!;
+  const full = g.text.slice(g.prompt.length); // 'def _f(): pass\n_f = f.f\n\ndef _f(): ...'
+  const run = session.generate(g.prompt, { maxNewTokens: 40, stop: ['\n\n'] });
+  let streamed = '';
+  for await (const piece of run) streamed += piece;
+  expect(run.finishReason).toBe('stop');
+  expect(run.text).toBe(full.slice(0, full.indexOf('\n\n')));
+  expect(streamed).toBe(run.text);
+  const tokenizer = session.tokenizer!;
+  const ids = generated(g);
+  const through = ids.findIndex((_, i) => tokenizer.decode(ids.slice(0, i + 1)).includes('\n\n'));
+  expect(run.ids).toEqual(ids.slice(0, through + 1));
+});

@@ -563,8 +563,9 @@ function lowerAttention(root: Node, isMat: (n: Node) => boolean): LoweredKernel 
   return finish(e, 'attention', body2, wg, rows);
 }
 
-const TILE = 64; // outputs per workgroup along M and N
 const TILE_K = 16;
+/** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
+const TILE_MIN_GROUPS = 256;
 const TILE_MIN_ROWS = 32;
 
 /**
@@ -594,8 +595,8 @@ function tiledMatmulsOf(root: Node, isMat: (n: Node) => boolean): Node[] | undef
 }
 
 /**
- * A 64x64 output tile per workgroup, K in steps of 16 through shared memory; each of 256 threads keeps a 4x4 block
- * of accumulators per matmul. Operands are read through the emitter, so prologues (casts, unpacking, gathers) stay
+ * A 64x64 output tile per workgroup (32x32 when that leaves too few workgroups), K in steps of 16 through shared
+ * memory; each of 256 threads keeps a 4x4 (2x2) block of accumulators per matmul. Operands are read through the emitter, so prologues (casts, unpacking, gathers) stay
  * fused; the epilogue evaluates the root at each output with each matmul's value seeded from its accumulator.
  */
 function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean): LoweredKernel {
@@ -605,9 +606,11 @@ function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean):
   const [M, N] = [root.shape[r - 2]!, root.shape[r - 1]!];
   const K = reduceLength(mms[0]!);
   const batchShape = root.shape.slice(0, -2);
+  const big = numel(batchShape) * Math.ceil(M / 64) * Math.ceil(N / 64) >= TILE_MIN_GROUPS;
+  const TILE = big ? 64 : 32; // outputs per workgroup along M and N
   const [MB, NB] = [Math.ceil(M / TILE), Math.ceil(N / TILE)];
   const groups = numel(batchShape) * MB * NB;
-  const per = TILE / 16; // outputs per thread along each axis
+  const per = TILE / 16; // outputs per thread along each axis (16x16 threads)
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
   const batch = delinearize(wgslIndex, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));

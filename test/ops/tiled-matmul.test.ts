@@ -54,3 +54,9 @@ test('gate and up projections share one tiled kernel (SwiGLU)', async () => {
   expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_mul']);
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
+
+test('large grids take 64x64 tiles', async () => {
+  const r = await runBoth(() => ({ y: linear(input('x', [4, 256, 40]), weight('w', [1024, 40])) }), {}, (g) => randomData(g, 11));
+  expect(r.program.kernels[0]!.wgsl).toContain('var acc0_3_3');
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});

@@ -125,6 +125,17 @@ function traceDecode(runner: ModelRunner, layout: Layout, rows: number, mode: Sa
 
 // ---------------------------------------------------------------- host side
 
+/** One submission: who was in it, and where its tokens are in the ring. */
+interface Batch {
+  seqs: Sequence[];
+  /** sequences whose first token (ring column K) this batch reads */
+  first: Set<Sequence>;
+  steps: number;
+  firstColumn: number;
+  staging: GPUBuffer;
+  mapped: Promise<void>;
+}
+
 export class UnknownSequenceError extends Error {
   override name = 'UnknownSequenceError';
 }
@@ -185,6 +196,7 @@ export class Sequence implements AsyncIterable<number[]> {
   /** @internal host bookkeeping */
   slot = -1;
   /** @internal */ firstPending = false;
+  /** @internal a submitted batch will deliver the first token */ firstRequested = false;
   /** @internal decode steps the slot may still take */ stepsLeft = 0;
   /** @internal */ cancelReason: FinishReason | undefined;
   /** @internal */ readonly times = { created: performance.now(), prefillStart: 0, prefillEnd: 0, firstToken: 0, end: 0 };
@@ -269,7 +281,8 @@ export class Generator {
   private readonly freeSlots: number[];
   private running: Promise<void> | undefined;
   private steps = 0; // host mirror of the device step counter
-  private staging!: GPUBuffer;
+  private readonly staging: GPUBuffer[] = [];
+  private batches = 0;
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   private readonly zeroSeen: Float32Array;
@@ -310,7 +323,8 @@ export class Generator {
     }
     options.onProgress?.({ done: jobs.length, total: jobs.length, program: '' });
     g.ringBytes = g.layout.slots * (g.K + 1) * 4;
-    g.staging = g.runtime.createBuffer(g.ringBytes, 'token ring readback', GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    // two, so that one batch's copy can be mapped while the next batch is in flight
+    for (let i = 0; i < 2; i++) g.staging.push(g.runtime.createBuffer(g.ringBytes, `token ring readback ${i}`, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
     return g;
   }
 
@@ -424,15 +438,29 @@ export class Generator {
     });
   }
 
+  /**
+   * Admits waiting sequences into free slots, submits the next batch, then reads the previous one: one batch is
+   * always in flight while the host reads, decodes and encodes, so the GPU does not wait on the host. The cost
+   * is that a sequence that stopped on the device is known one batch later (at most K wasted steps).
+   */
   private async loop(): Promise<void> {
+    let inFlight: Batch | undefined;
     try {
-      while (this.pending.length || this.active.size) {
+      for (;;) {
         for (const seq of this.active.values()) if (seq.cancelReason) this.release(seq, seq.cancelReason);
         while (this.pending.length && this.freeSlots.length) await this.admit(this.pending.shift()!, this.freeSlots.shift()!);
-        if (this.active.size) await this.decodeBatch();
+        const next = this.submitBatch();
+        if (inFlight) await this.readBatch(inFlight);
+        inFlight = next;
+        if (!inFlight) {
+          // everything submitted has been read: a sequence still here has nothing more coming
+          for (const seq of this.active.values()) this.release(seq, seq.cancelReason ?? 'length');
+          if (!this.pending.length) break;
+        }
       }
     } catch (error) {
       // a device or program failure ends every live sequence with the error instead of hanging its reader
+      if (inFlight?.mapped) await inFlight.mapped.catch(() => undefined);
       for (const seq of [...this.live.values()]) {
         if (seq.slot >= 0) this.freeSlots.push(seq.slot);
         seq.finish('error', undefined, error);
@@ -491,62 +519,78 @@ export class Generator {
     this.runner.caches.afterStep([slot]);
   }
 
-  /** Up to K decode steps in one submission, then one readback of the token ring. */
-  private async decodeBatch(): Promise<void> {
+  /**
+   * Encodes up to K decode steps and a copy of the token ring into one submission. Returns undefined when no
+   * live sequence needs anything more from the device.
+   */
+  private submitBatch(): Batch | undefined {
     const rt = this.runtime;
     const { slots, K } = this.layout;
-    const seqs = [...this.active.values()].sort((a, b) => a.slot - b.slot);
+    const seqs = [...this.active.values()].filter((s) => !s.cancelReason).sort((a, b) => a.slot - b.slot);
+    const first = seqs.filter((s) => s.firstPending && !s.firstRequested);
+    const steps = Math.min(K, Math.max(0, ...seqs.map((s) => s.stepsLeft)));
+    if (steps === 0 && first.length === 0) return undefined;
     const rows = this.decodeRows.find((r) => r >= seqs.length)!;
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
     const exe = this.decode.get(`${rows}:${mode}`)!;
-    const steps = Math.min(K, Math.max(...seqs.map((s) => s.stepsLeft)));
-    for (const s of seqs) s.decodeKernels = Math.max(s.decodeKernels, exe.program.kernels.length);
-
-    const rowSlots = new Int32Array(rows).fill(slots);
-    seqs.forEach((s, i) => (rowSlots[i] = s.slot));
-    const key = rowSlots.join(',');
-    if (steps > 0 && this.lastRowSlots.get(rows) !== key) {
-      exe.writeInput('decode_slots', rowSlots);
-      this.lastRowSlots.set(rows, key);
-    }
     const encoder = rt.device.createCommandEncoder();
     if (steps > 0) {
+      const rowSlots = new Int32Array(rows).fill(slots);
+      seqs.forEach((s, i) => (rowSlots[i] = s.slot));
+      const key = rowSlots.join(',');
+      if (this.lastRowSlots.get(rows) !== key) {
+        exe.writeInput('decode_slots', rowSlots);
+        this.lastRowSlots.set(rows, key);
+      }
       const pass = encoder.beginComputePass();
       for (let i = 0; i < steps; i++) exe.encode(pass);
       pass.end();
     }
-    encoder.copyBufferToBuffer(this.stateBuffer(STATE.ring), 0, this.staging, 0, this.ringBytes);
+    const staging = this.staging[this.batches++ % 2]!;
+    encoder.copyBufferToBuffer(this.stateBuffer(STATE.ring), 0, staging, 0, this.ringBytes);
     rt.submit([encoder.finish()]);
     rt.counters.readbacks++;
-    await this.staging.mapAsync(GPUMapMode.READ, 0, this.ringBytes);
-    const ring = new Int32Array(this.staging.getMappedRange(0, this.ringBytes).slice(0));
-    this.staging.unmap();
-
-    const now = performance.now();
-    const firstColumn = this.steps % K;
+    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn: this.steps % K, staging, mapped: staging.mapAsync(GPUMapMode.READ, 0, this.ringBytes) };
     this.steps += steps;
+    for (const s of first) s.firstRequested = true;
+    for (const s of seqs) {
+      s.stepsLeft -= steps;
+      if (steps > 0) s.decodeKernels = Math.max(s.decodeKernels, exe.program.kernels.length);
+    }
+    return batch;
+  }
+
+  /** Waits for a batch's copy of the ring and hands each sequence its new tokens. */
+  private async readBatch(batch: Batch): Promise<void> {
+    const { K } = this.layout;
+    await batch.mapped;
+    const ring = new Int32Array(batch.staging.getMappedRange(0, this.ringBytes).slice(0));
+    batch.staging.unmap();
+    const now = performance.now();
     const W = K + 1;
-    for (const seq of seqs) {
+    const fed: number[] = [];
+    for (const seq of batch.seqs) {
+      if (seq.isFinished) continue; // released while this batch was in flight
       const base = seq.slot * W;
       const got: number[] = [];
-      if (seq.firstPending) {
+      if (batch.first.has(seq)) {
         got.push(ring[base + K]!);
         seq.firstPending = false;
         seq.times.firstToken = now;
       }
-      for (let i = 0; i < steps && !this.ends(seq, got); i++) {
-        const t = ring[base + ((firstColumn + i) % K)]!;
+      for (let i = 0; i < batch.steps && !this.ends(seq, got); i++) {
+        const t = ring[base + ((batch.firstColumn + i) % K)]!;
         if (t < 0) break;
         got.push(t);
       }
-      seq.stepsLeft -= steps;
       if (!seq.cancelReason) seq.push(got);
       // every token but the newest has been fed back (the newest waits in the slot's next token)
       this.runner.lengths[seq.slot] = seq.promptIds.length + Math.max(0, seq.ids.length - 1);
       if (seq.cancelReason) this.release(seq, seq.cancelReason);
       else if (this.ends(seq, [])) this.release(seq, seq.stopIds.includes(seq.ids[seq.ids.length - 1]!) ? 'stop' : 'length');
+      else fed.push(seq.slot);
     }
-    if (steps > 0) this.runner.caches.afterStep(seqs.filter((s) => !s.isFinished).map((s) => s.slot));
+    if (batch.steps > 0 && fed.length) this.runner.caches.afterStep(fed);
   }
 
   /** Whether the ids so far plus `more` end the sequence (a stop token, or the token budget). */

@@ -39,20 +39,21 @@ test('four sequences batched (prompts of different lengths, joining and leaving 
   const runA = session.generate(a.prompt, { maxNewTokens: generated(a).length });
   const runB = session.generate(b.prompt, { maxNewTokens: generated(b).length });
   // a sampled sequence beside them that leaves early and frees its slot
-  const extra = session.generate('import sys\nimport os\n\ndef main(argv):\n    ', { maxNewTokens: 30, temperature: 0.8, topP: 0.9, seed: 7, stopTokenIds: [] });
+  const extra = session.generate('import sys\nimport os\n\ndef main(argv):\n    ', { maxNewTokens: 40, temperature: 0.8, topP: 0.9, seed: 7, stopTokenIds: [] });
   const pending = [runA.result(), runB.result(), extra.result()];
+  let maxLive = 0;
+  const watch = setInterval(() => (maxLive = Math.max(maxLive, session.sequences().length)), 2);
   // the third reference prompt joins once the others are decoding
-  const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
-  while (runA.sequence.ids.length === 0) await tick();
+  while (runA.sequence.ids.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
   const runC = session.generate(c.prompt, { maxNewTokens: generated(c).length });
-  const finalC = runC.result();
-  while (runC.sequence.ids.length === 0) await tick();
-  expect(session.sequences()).toHaveLength(4); // all four decode in one batch now
-  const [ra, rb, rExtra, rc] = await Promise.all([...pending, finalC]);
+  const [ra, rb, rExtra, rc] = await Promise.all([...pending, runC.result()]);
+  clearInterval(watch);
+  expect(maxLive).toBe(4); // all four decoded together for a while
+  expect(rc!.stats.dispatchesPerDecodeStep).toBe(rExtra!.stats.dispatchesPerDecodeStep); // in one sampling batch of 4 rows
   expect(ra!.ids).toEqual(generated(a));
   expect(rb!.ids).toEqual(generated(b));
   expect(rc!.ids).toEqual(generated(c));
-  expect(rExtra!.ids).toHaveLength(30);
+  expect(rExtra!.ids).toHaveLength(40);
   const after = session.counters;
   for (const k of ['shaderModules', 'pipelines', 'bindGroups', 'buffers'] as const) expect(after[k] - before[k], k).toBe(0);
 });

@@ -11,9 +11,9 @@ const BIN = path.join(ROOT, 'bin/strata.mjs');
 const reference = JSON.parse(fs.readFileSync(path.join(ROOT, 'assets/models/tiny-granite-code/reference.json'), 'utf8'));
 const run = promisify(execFile);
 
-async function strata(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+async function strata(args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: ROOT, maxBuffer: 1 << 24, timeout: 900_000 });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: ROOT, maxBuffer: 1 << 24, timeout: 900_000, env: { ...process.env, ...env } });
     return { stdout, stderr, code: 0 };
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; code?: number };
@@ -51,4 +51,11 @@ test('a missing model folder is a one-line error that says what to pass', async 
   expect(r.code).toBe(1);
   expect(r.stderr).toMatch(/^strata: model folder '\/nonexistent\/model' does not exist .*Pass the folder of a Hugging Face checkpoint/);
   expect(r.stderr.trim().split('\n')).toHaveLength(1);
+});
+
+test('no adapter: the message says how to get one', async () => {
+  // Vulkan's loader pointed at a driver file that does not exist: Dawn finds no adapter
+  const r = await strata(['generate', '--prompt', 'x'], { VK_DRIVER_FILES: '/nonexistent/icd.json', VK_ICD_FILENAMES: '/nonexistent/icd.json' });
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(/strata: No WebGPU adapter: .*Fix: /);
 });

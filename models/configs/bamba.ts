@@ -6,19 +6,19 @@ import {
   type AttentionConfig,
   type BaseModelConfig,
   type Mamba2MixerConfig,
-  checkDivides,
+  attentionConfig,
+  baseConfig,
   checkHybridMamba2,
+  checkKeyValueHeads,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
+  hybridLayerTypes,
   hybridMamba2Fields,
-  layerTypes,
   nonNegativeInt,
   positiveInt,
   resolveHybridMamba2,
-  resolveRope,
   ropeFields,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -41,22 +41,15 @@ export const bambaConfigSchema = z
     max_position_embeddings: withDefault(positiveInt, 262144),
     tie_word_embeddings: withDefault(z.boolean(), false),
     attn_layer_indices: z.array(nonNegativeInt).nullish(),
-    layer_types: layerTypes({
-      mamba: 'mamba2',
-      linear_attention: 'mamba2',
-      attention: 'attention',
-      full_attention: 'attention',
-    }).nullish(),
+    layer_types: hybridLayerTypes('mamba2'),
     ...hybridMamba2Fields,
     ...ropeFields,
-    bos_token_id: tokenId(1),
-    eos_token_id: eosTokenIds(2),
-    pad_token_id: tokenId(0),
+    ...tokenIdFields(1, 2, 0),
   })
   .superRefine((config, context) => {
     checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
-    checkDivides(context, 'num_key_value_heads', config.num_key_value_heads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
-    checkHybridMamba2(context, config, config.mamba_expand * config.hidden_size);
+    checkKeyValueHeads(context, config);
+    checkHybridMamba2(context, config);
     for (const [position, index] of (config.attn_layer_indices ?? []).entries()) {
       if (index >= config.num_hidden_layers) {
         context.addIssue({
@@ -69,33 +62,11 @@ export const bambaConfigSchema = z
   })
   .transform((config): BambaConfig => {
     const attentionLayers = new Set(config.attn_layer_indices ?? []);
-    const headDim = config.head_dim ?? Math.floor(config.hidden_size / config.num_attention_heads);
+    const layerKinds = config.layer_types ?? ((i: number) => (attentionLayers.has(i) ? 'attention' : 'mamba2'));
     return {
-      modelType: 'bamba',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: config.num_hidden_layers,
-      layerKinds:
-        config.layer_types ??
-        [...Array(config.num_hidden_layers).keys()].map((i) => (attentionLayers.has(i) ? 'attention' : 'mamba2')),
-      ffnKinds: Array(config.num_hidden_layers).fill('dense'),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_act,
-      normEps: config.rms_norm_eps,
-      raw: config,
+      ...baseConfig(config, 'bamba', layerKinds, 'dense', config.rms_norm_eps, config.hidden_act),
       intermediateSize: config.intermediate_size,
-      attention: {
-        numHeads: config.num_attention_heads,
-        numKeyValueHeads: config.num_key_value_heads,
-        headDim,
-        bias: false,
-        scale: headDim ** -0.5,
-        rope: resolveRope(config, headDim, { theta: 10000, forcePartialRotaryFactor: 0.5 }),
-        maxPositionEmbeddings: config.max_position_embeddings,
-      },
-      mamba: resolveHybridMamba2(config, config.mamba_expand * config.hidden_size, config.rms_norm_eps),
+      attention: attentionConfig(config, { theta: 10000, forcePartialRotaryFactor: 0.5 }, { bias: false }),
+      mamba: resolveHybridMamba2(config),
     };
   });

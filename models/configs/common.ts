@@ -142,6 +142,11 @@ export function eosTokenIds(fallback: number | null) {
     .transform((value): number[] => (value === null ? [] : Array.isArray(value) ? value : [value]));
 }
 
+/** bos_token_id, eos_token_id and pad_token_id with the family's defaults. */
+export function tokenIdFields(bos: number | null, eos: number | null, pad: number | null) {
+  return { bos_token_id: tokenId(bos), eos_token_id: eosTokenIds(eos), pad_token_id: tokenId(pad) };
+}
+
 export const timeStepLimit = withDefault(z.tuple([extendedNumber, extendedNumber]), [0, Infinity]).transform(
   (value): [number, number] => [value[0], value[1]],
 );
@@ -153,6 +158,16 @@ export const timeStepLimit = withDefault(z.tuple([extendedNumber, extendedNumber
 export function layerTypes<const Spelling extends string>(mapping: Record<Spelling, LayerKind>) {
   const spellings = Object.keys(mapping) as [Spelling, ...Spelling[]];
   return z.array(z.enum(spellings)).transform((names) => names.map((name) => mapping[name]));
+}
+
+/** layer_types of a hybrid of attention and one SSM mixer, in both spellings. */
+export function hybridLayerTypes(mixer: 'mamba' | 'mamba2') {
+  return layerTypes({
+    mamba: mixer,
+    linear_attention: mixer,
+    attention: 'attention',
+    full_attention: 'attention',
+  }).nullish();
 }
 
 /** Both spellings of rope settings: top-level rope_theta / rope_scaling / partial_rotary_factor (transformers 4)
@@ -236,6 +251,15 @@ export function checkLayerCount(
   }
 }
 
+/** HF's check that the KV heads divide the query heads (num_key_value_heads absent or null: as many as heads). */
+export function checkKeyValueHeads(
+  context: z.RefinementCtx,
+  config: { num_attention_heads: number; num_key_value_heads?: number | null },
+): void {
+  const kvHeads = config.num_key_value_heads ?? config.num_attention_heads;
+  checkDivides(context, 'num_key_value_heads', kvHeads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
+}
+
 export function checkDivides(
   context: z.RefinementCtx,
   field: string,
@@ -278,6 +302,9 @@ export const hybridMamba2Fields = {
 };
 
 type HybridMamba2Values = {
+  hidden_size: number;
+  rms_norm_eps: number;
+  mamba_expand: number;
   mamba_n_heads: number;
   mamba_d_head: number | 'auto';
   mamba_n_groups: number;
@@ -291,8 +318,12 @@ type HybridMamba2Values = {
   time_step_limit: [number, number];
 };
 
-/** HF's checks on the Mamba-2 head layout, for a superRefine. `innerSize` is expand·H (or Falcon's d_ssm). */
-export function checkHybridMamba2(context: z.RefinementCtx, values: HybridMamba2Values, innerSize: number): void {
+/** HF's checks on the Mamba-2 head layout, for a superRefine. `innerSize`: expand·H unless given (Falcon's d_ssm). */
+export function checkHybridMamba2(
+  context: z.RefinementCtx,
+  values: HybridMamba2Values,
+  innerSize = values.mamba_expand * values.hidden_size,
+): void {
   if (innerSize % values.mamba_n_heads !== 0) {
     context.addIssue({
       code: 'custom',
@@ -318,10 +349,10 @@ export function checkHybridMamba2(context: z.RefinementCtx, values: HybridMamba2
   }
 }
 
+/** The Mamba-2 mixer from the mamba_* keys; its gated norm uses the model's rms_norm_eps. */
 export function resolveHybridMamba2(
   values: HybridMamba2Values,
-  innerSize: number,
-  normEps: number,
+  innerSize = values.mamba_expand * values.hidden_size,
   norm: Pick<Mamba2MixerConfig, 'gatedNorm' | 'normBeforeGate' | 'outProjBias'> = {
     gatedNorm: 'full_width',
     normBeforeGate: false,
@@ -344,6 +375,93 @@ export function resolveHybridMamba2(
     timeStepLimit: values.time_step_limit,
     timeStepMin: values.time_step_min,
     timeStepMax: values.time_step_max,
+    normEps: values.rms_norm_eps,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Builders of the normalized objects, for the families' transforms
+
+/** A per-layer list: one value for every layer, the list itself, or a function of the layer index. */
+export type PerLayer<T extends string> = T | T[] | ((layer: number) => T);
+
+function perLayer<T extends string>(count: number, spec: PerLayer<T>): T[] {
+  if (typeof spec === 'string') return Array<T>(count).fill(spec);
+  if (typeof spec === 'function') return Array.from({ length: count }, (_, layer) => spec(layer));
+  return spec;
+}
+
+type BaseFieldValues = Readonly<Record<string, unknown>> & {
+  vocab_size: number;
+  hidden_size: number;
+  num_hidden_layers: number;
+  tie_word_embeddings: boolean;
+  bos_token_id: number | null;
+  eos_token_id: number[];
+  pad_token_id: number | null;
+};
+
+/** The BaseModelConfig fields; `raw` is the validated config itself. */
+export function baseConfig<ModelType extends string>(
+  config: BaseFieldValues,
+  modelType: ModelType,
+  layerKinds: PerLayer<LayerKind>,
+  ffnKinds: PerLayer<FfnKind>,
+  normEps: number,
+  hiddenAct: string,
+): BaseModelConfig<ModelType> {
+  return {
+    modelType,
+    vocabSize: config.vocab_size,
+    hiddenSize: config.hidden_size,
+    numLayers: config.num_hidden_layers,
+    layerKinds: perLayer(config.num_hidden_layers, layerKinds),
+    ffnKinds: perLayer(config.num_hidden_layers, ffnKinds),
+    tieWordEmbeddings: config.tie_word_embeddings,
+    bosTokenId: config.bos_token_id,
+    eosTokenIds: config.eos_token_id,
+    padTokenId: config.pad_token_id,
+    hiddenAct,
     normEps,
+    raw: config,
+  };
+}
+
+type AttentionFieldValues = RopeFieldValues & {
+  hidden_size: number;
+  num_attention_heads: number;
+  num_key_value_heads?: number | null;
+  head_dim?: number | null;
+  max_position_embeddings: number;
+};
+
+export interface AttentionOptions {
+  /** attention_bias, or false where the family has none. Never read from the config: a loose schema passes
+   *  through keys the family does not declare. */
+  bias: boolean;
+  /** Default: head_dim ?? floor(hidden_size / num_attention_heads). A family without head_dim must pass it. */
+  headDim?: number;
+  /** Default: headDim ** -0.5. */
+  scale?: number;
+}
+
+/**
+ * The attention sub-object. `rope`: the defaults to resolve the config's rope fields with, null for NoPE, or a
+ * function of headDim for a family that resolves its RoPE otherwise.
+ */
+export function attentionConfig(
+  config: AttentionFieldValues,
+  rope: RopeDefaults | null | ((headDim: number) => RopeConfig),
+  options: AttentionOptions,
+): AttentionConfig {
+  const headDim = options.headDim ?? config.head_dim ?? Math.floor(config.hidden_size / config.num_attention_heads);
+  return {
+    numHeads: config.num_attention_heads,
+    numKeyValueHeads: config.num_key_value_heads ?? config.num_attention_heads,
+    headDim,
+    bias: options.bias,
+    scale: options.scale ?? headDim ** -0.5,
+    rope: rope === null ? null : typeof rope === 'function' ? rope(headDim) : resolveRope(config, headDim, rope),
+    maxPositionEmbeddings: config.max_position_embeddings,
   };
 }

@@ -6,16 +6,16 @@ import {
   type AttentionConfig,
   type BaseModelConfig,
   type Mamba2MixerConfig,
-  checkDivides,
+  attentionConfig,
+  baseConfig,
   checkHybridMamba2,
+  checkKeyValueHeads,
   coreFields,
-  eosTokenIds,
   hybridMamba2Fields,
   positiveInt,
   resolveHybridMamba2,
-  resolveRope,
   ropeFields,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -79,46 +79,22 @@ export const falconH1ConfigSchema = z
     mlp_multipliers: withDefault(z.tuple([z.number(), z.number()]), [1, 1]),
     ...hybridMamba2Fields,
     ...ropeFields,
-    bos_token_id: tokenId(1),
-    eos_token_id: eosTokenIds(2),
-    pad_token_id: tokenId(0),
+    ...tokenIdFields(1, 2, 0),
   })
   .superRefine((config, context) => {
-    const kvHeads = config.num_key_value_heads ?? config.num_attention_heads;
-    checkDivides(context, 'num_key_value_heads', kvHeads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
+    checkKeyValueHeads(context, config);
     checkHybridMamba2(context, config, config.mamba_d_ssm ?? config.mamba_expand * config.hidden_size);
   })
   .transform((config): FalconH1Config => {
-    const headDim = config.head_dim ?? Math.floor(config.hidden_size / config.num_attention_heads);
     const [z, x, b, c, dt] = config.ssm_multipliers;
     return {
-      modelType: 'falcon_h1',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: config.num_hidden_layers,
-      layerKinds: Array(config.num_hidden_layers).fill('attention_mamba2'),
-      ffnKinds: Array(config.num_hidden_layers).fill('dense'),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_act,
-      normEps: config.rms_norm_eps,
-      raw: config,
+      ...baseConfig(config, 'falcon_h1', 'attention_mamba2', 'dense', config.rms_norm_eps, config.hidden_act),
       intermediateSize: config.intermediate_size,
       mlpBias: config.mlp_bias,
-      attention: {
-        numHeads: config.num_attention_heads,
-        numKeyValueHeads: config.num_key_value_heads ?? config.num_attention_heads,
-        headDim,
-        bias: config.attention_bias,
-        scale: headDim ** -0.5,
-        // transformers 5's default theta (10000) when neither rope_parameters nor rope_theta is given;
-        // transformers 4 configs always carry rope_theta.
-        rope: resolveRope(config, headDim, { theta: 10000 }),
-        maxPositionEmbeddings: config.max_position_embeddings,
-      },
-      mamba: resolveHybridMamba2(config, config.mamba_d_ssm ?? config.mamba_expand * config.hidden_size, config.rms_norm_eps, {
+      // transformers 5's default theta (10000) when neither rope_parameters nor rope_theta is given;
+      // transformers 4 configs always carry rope_theta.
+      attention: attentionConfig(config, { theta: 10000 }, { bias: config.attention_bias }),
+      mamba: resolveHybridMamba2(config, config.mamba_d_ssm ?? config.mamba_expand * config.hidden_size, {
         gatedNorm: config.mamba_rms_norm ? 'per_group' : 'none',
         normBeforeGate: config.mamba_norm_before_gate,
         outProjBias: config.projectors_bias,

@@ -6,14 +6,15 @@ import {
   type AttentionConfig,
   type BaseModelConfig,
   type RopeConfig,
+  attentionConfig,
+  baseConfig,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
   layerTypes,
   nonNegativeInt,
   positiveInt,
   resolveRope,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -86,9 +87,7 @@ export const gemma3nTextConfigSchema = z
     num_kv_shared_layers: withDefault(nonNegativeInt, 15),
     laurel_rank: withDefault(positiveInt, 64),
     activation_sparsity_pattern: z.union([z.number().min(0).lt(1), z.array(z.number().min(0).lt(1))]).nullish(),
-    bos_token_id: tokenId(2),
-    eos_token_id: eosTokenIds(1),
-    pad_token_id: tokenId(0),
+    ...tokenIdFields(2, 1, 0),
   })
   .superRefine((config, context) => {
     checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
@@ -158,31 +157,11 @@ export const gemma3nTextConfigSchema = z
     const sparsity = config.activation_sparsity_pattern;
     const sparseLayers = count > 10 ? 10 : 0;
     return {
-      modelType: 'gemma3n_text',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: count,
-      layerKinds,
-      ffnKinds: Array(count).fill('dense'),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_activation,
-      normEps: config.rms_norm_eps,
-      raw: config,
+      ...baseConfig(config, 'gemma3n_text', layerKinds, 'dense', config.rms_norm_eps, config.hidden_activation),
       intermediateSizes: Array.isArray(config.intermediate_size)
         ? config.intermediate_size
         : Array(count).fill(config.intermediate_size),
-      attention: {
-        numHeads: config.num_attention_heads,
-        numKeyValueHeads: config.num_key_value_heads,
-        headDim,
-        bias: config.attention_bias,
-        scale: 1,
-        rope,
-        maxPositionEmbeddings: config.max_position_embeddings,
-      },
+      attention: attentionConfig(config, () => rope, { bias: config.attention_bias, scale: 1 }),
       slidingRope,
       slidingWindow: config.sliding_window,
       finalLogitSoftcapping: config.final_logit_softcapping,

@@ -7,19 +7,19 @@ import {
   type AttentionConfig,
   type BaseModelConfig,
   type Mamba2MixerConfig,
-  checkDivides,
+  attentionConfig,
+  baseConfig,
   checkHybridMamba2,
+  checkKeyValueHeads,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
+  hybridLayerTypes,
   hybridMamba2Fields,
-  layerTypes,
   nonNegativeInt,
   positiveInt,
   resolveHybridMamba2,
-  resolveRope,
   ropeFields,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -62,23 +62,15 @@ export const granitemoehybridConfigSchema = z
     num_local_experts: withDefault(nonNegativeInt, 8),
     num_experts_per_tok: withDefault(nonNegativeInt, 2),
     position_embedding_type: z.enum(['rope', 'nope']).nullish(),
-    layer_types: layerTypes({
-      mamba: 'mamba2',
-      linear_attention: 'mamba2',
-      attention: 'attention',
-      full_attention: 'attention',
-    }).nullish(),
+    layer_types: hybridLayerTypes('mamba2'),
     ...hybridMamba2Fields,
     ...ropeFields,
-    bos_token_id: tokenId(1),
-    eos_token_id: eosTokenIds(2),
-    pad_token_id: tokenId(null),
+    ...tokenIdFields(1, 2, null),
   })
   .superRefine((config, context) => {
     checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
-    const kvHeads = config.num_key_value_heads ?? config.num_attention_heads;
-    checkDivides(context, 'num_key_value_heads', kvHeads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
-    checkHybridMamba2(context, config, config.mamba_expand * config.hidden_size);
+    checkKeyValueHeads(context, config);
+    checkHybridMamba2(context, config);
     if (config.num_local_experts > 0 && (config.num_experts_per_tok < 1 || config.num_experts_per_tok > config.num_local_experts)) {
       context.addIssue({
         code: 'custom',
@@ -88,37 +80,26 @@ export const granitemoehybridConfigSchema = z
     }
   })
   .transform((config): GraniteMoeHybridConfig => {
-    const headDim = config.head_dim ?? Math.floor(config.hidden_size / config.num_attention_heads);
     const hasMoe = config.num_local_experts > 0;
     return {
-      modelType: 'granitemoehybrid',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: config.num_hidden_layers,
-      layerKinds: config.layer_types ?? Array(config.num_hidden_layers).fill('mamba2'),
-      ffnKinds: Array(config.num_hidden_layers).fill(hasMoe ? 'moe' : 'dense'),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_act,
-      normEps: config.rms_norm_eps,
-      raw: config,
+      ...baseConfig(
+        config,
+        'granitemoehybrid',
+        config.layer_types ?? 'mamba2',
+        hasMoe ? 'moe' : 'dense',
+        config.rms_norm_eps,
+        config.hidden_act,
+      ),
       intermediateSize: config.intermediate_size,
       sharedIntermediateSize: config.shared_intermediate_size,
       embeddingMultiplier: config.embedding_multiplier,
       residualMultiplier: config.residual_multiplier,
       logitsScaling: config.logits_scaling,
-      attention: {
-        numHeads: config.num_attention_heads,
-        numKeyValueHeads: config.num_key_value_heads ?? config.num_attention_heads,
-        headDim,
+      attention: attentionConfig(config, config.position_embedding_type === 'rope' ? { theta: 10000 } : null, {
         bias: config.attention_bias,
         scale: config.attention_multiplier,
-        rope: config.position_embedding_type === 'rope' ? resolveRope(config, headDim, { theta: 10000 }) : null,
-        maxPositionEmbeddings: config.max_position_embeddings,
-      },
-      mamba: resolveHybridMamba2(config, config.mamba_expand * config.hidden_size, config.rms_norm_eps),
+      }),
+      mamba: resolveHybridMamba2(config),
       moe: hasMoe ? { numExperts: config.num_local_experts, numExpertsPerTok: config.num_experts_per_tok } : null,
     };
   });

@@ -6,14 +6,15 @@ import {
   type AttentionConfig,
   type BaseModelConfig,
   type Mamba1MixerConfig,
-  checkDivides,
+  attentionConfig,
+  baseConfig,
+  checkKeyValueHeads,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
-  layerTypes,
+  hybridLayerTypes,
   nonNegativeInt,
   positiveInt,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -45,25 +46,18 @@ export const jambaConfigSchema = z
     expert_layer_offset: withDefault(nonNegativeInt, 1),
     attn_layer_period: withDefault(positiveInt, 8),
     attn_layer_offset: withDefault(nonNegativeInt, 4),
-    layer_types: layerTypes({
-      mamba: 'mamba',
-      linear_attention: 'mamba',
-      attention: 'attention',
-      full_attention: 'attention',
-    }).nullish(),
+    layer_types: hybridLayerTypes('mamba'),
     mamba_d_state: withDefault(positiveInt, 16),
     mamba_d_conv: withDefault(positiveInt, 4),
     mamba_expand: withDefault(positiveInt, 2),
     mamba_dt_rank: withDefault(z.union([positiveInt, z.literal('auto')]), 'auto'),
     mamba_conv_bias: withDefault(z.boolean(), true),
     mamba_proj_bias: withDefault(z.boolean(), false),
-    bos_token_id: tokenId(1),
-    eos_token_id: eosTokenIds(2),
-    pad_token_id: tokenId(0),
+    ...tokenIdFields(1, 2, 0),
   })
   .superRefine((config, context) => {
     checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
-    checkDivides(context, 'num_key_value_heads', config.num_key_value_heads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
+    checkKeyValueHeads(context, config);
     for (const [offset, period] of [
       ['attn_layer_offset', 'attn_layer_period'],
       ['expert_layer_offset', 'expert_layer_period'],
@@ -74,37 +68,16 @@ export const jambaConfigSchema = z
     }
   })
   .transform((config): JambaConfig => {
-    const layers = [...Array(config.num_hidden_layers).keys()];
     const numExperts = config.num_experts ?? config.num_local_experts ?? 16;
-    const headDim = config.head_dim ?? Math.floor(config.hidden_size / config.num_attention_heads);
+    const layerKinds =
+      config.layer_types ??
+      ((i: number) => (i % config.attn_layer_period === config.attn_layer_offset ? 'attention' : 'mamba'));
+    const ffnKinds = (i: number) =>
+      i % config.expert_layer_period === config.expert_layer_offset && numExperts > 1 ? 'moe' : 'dense';
     return {
-      modelType: 'jamba',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: config.num_hidden_layers,
-      layerKinds:
-        config.layer_types ??
-        layers.map((i) => (i % config.attn_layer_period === config.attn_layer_offset ? 'attention' : 'mamba')),
-      ffnKinds: layers.map((i) =>
-        i % config.expert_layer_period === config.expert_layer_offset && numExperts > 1 ? 'moe' : 'dense',
-      ),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_act,
-      normEps: config.rms_norm_eps,
-      raw: config,
+      ...baseConfig(config, 'jamba', layerKinds, ffnKinds, config.rms_norm_eps, config.hidden_act),
       intermediateSize: config.intermediate_size,
-      attention: {
-        numHeads: config.num_attention_heads,
-        numKeyValueHeads: config.num_key_value_heads,
-        headDim,
-        bias: false,
-        scale: headDim ** -0.5,
-        rope: null,
-        maxPositionEmbeddings: config.max_position_embeddings,
-      },
+      attention: attentionConfig(config, null, { bias: false }),
       mamba: {
         innerSize: config.mamba_expand * config.hidden_size,
         stateSize: config.mamba_d_state,

@@ -5,16 +5,16 @@ import { z } from 'zod';
 import {
   type AttentionConfig,
   type BaseModelConfig,
-  checkDivides,
+  attentionConfig,
+  baseConfig,
+  checkKeyValueHeads,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
   layerTypes,
   nonNegativeInt,
   positiveInt,
-  resolveRope,
   ropeFields,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -65,18 +65,17 @@ export const lfm2ConfigSchema = z.preprocess(
         attention: 'attention',
       }).nullish(),
       ...ropeFields,
-      bos_token_id: tokenId(1),
-      eos_token_id: eosTokenIds(2),
-      pad_token_id: tokenId(0),
+      ...tokenIdFields(1, 2, 0),
     })
     .superRefine((config, context) => {
       checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
-      checkDivides(context, 'num_key_value_heads', config.num_key_value_heads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
+      checkKeyValueHeads(context, config);
     })
     .transform((config): Lfm2Config => {
-      const layers = [...Array(config.num_hidden_layers).keys()];
-      const attentionLayers = new Set(config.full_attn_idxs ?? layers);
-      const headDim = Math.floor(config.hidden_size / config.num_attention_heads);
+      // Without full_attn_idxs (or layer_types) every layer is attention.
+      const attentionLayers = config.full_attn_idxs ? new Set(config.full_attn_idxs) : null;
+      const layerKinds =
+        config.layer_types ?? ((i: number) => (!attentionLayers || attentionLayers.has(i) ? 'attention' : 'short_conv'));
       let ffnSize = config.intermediate_size;
       if (config.block_auto_adjust_ff_dim) {
         ffnSize = Math.floor((2 * ffnSize) / 3);
@@ -87,30 +86,14 @@ export const lfm2ConfigSchema = z.preprocess(
         }
       }
       return {
-        modelType: 'lfm2',
-        vocabSize: config.vocab_size,
-        hiddenSize: config.hidden_size,
-        numLayers: config.num_hidden_layers,
-        layerKinds: config.layer_types ?? layers.map((i) => (attentionLayers.has(i) ? 'attention' : 'short_conv')),
-        ffnKinds: Array(config.num_hidden_layers).fill('dense'),
-        tieWordEmbeddings: config.tie_word_embeddings,
-        bosTokenId: config.bos_token_id,
-        eosTokenIds: config.eos_token_id,
-        padTokenId: config.pad_token_id,
-        hiddenAct: 'silu',
-        normEps: config.norm_eps,
-        raw: config,
+        ...baseConfig(config, 'lfm2', layerKinds, 'dense', config.norm_eps, 'silu'),
         intermediateSize: config.intermediate_size,
         ffnSize,
-        attention: {
-          numHeads: config.num_attention_heads,
-          numKeyValueHeads: config.num_key_value_heads,
-          headDim,
+        // HF's Lfm2 has no head_dim: always hidden_size / num_attention_heads.
+        attention: attentionConfig(config, { theta: 1_000_000 }, {
           bias: false,
-          scale: headDim ** -0.5,
-          rope: resolveRope(config, headDim, { theta: 1_000_000 }),
-          maxPositionEmbeddings: config.max_position_embeddings,
-        },
+          headDim: Math.floor(config.hidden_size / config.num_attention_heads),
+        }),
         conv: { kernel: config.conv_L_cache, bias: config.conv_bias },
       };
     }),

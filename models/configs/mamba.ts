@@ -4,10 +4,10 @@ import { z } from 'zod';
 import {
   type BaseModelConfig,
   type Mamba1MixerConfig,
+  baseConfig,
   coreFields,
-  eosTokenIds,
   positiveInt,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -32,24 +32,10 @@ export const mambaConfigSchema = z
     layer_norm_epsilon: withDefault(z.number().positive(), 1e-5),
     residual_in_fp32: withDefault(z.boolean(), true),
     tie_word_embeddings: withDefault(z.boolean(), true),
-    bos_token_id: tokenId(0),
-    eos_token_id: eosTokenIds(0),
-    pad_token_id: tokenId(0),
+    ...tokenIdFields(0, 0, 0),
   })
   .transform((config): MambaConfig => ({
-    modelType: 'mamba',
-    vocabSize: config.vocab_size,
-    hiddenSize: config.hidden_size,
-    numLayers: config.num_hidden_layers,
-    layerKinds: Array(config.num_hidden_layers).fill('mamba'),
-    ffnKinds: Array(config.num_hidden_layers).fill('none'),
-    tieWordEmbeddings: config.tie_word_embeddings,
-    bosTokenId: config.bos_token_id,
-    eosTokenIds: config.eos_token_id,
-    padTokenId: config.pad_token_id,
-    hiddenAct: config.hidden_act,
-    normEps: config.layer_norm_epsilon,
-    raw: config,
+    ...baseConfig(config, 'mamba', 'mamba', 'none', config.layer_norm_epsilon, config.hidden_act),
     residualInFp32: config.residual_in_fp32,
     mamba: {
       innerSize: config.intermediate_size ?? Math.floor(config.expand * config.hidden_size),

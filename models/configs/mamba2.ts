@@ -4,13 +4,13 @@ import { z } from 'zod';
 import {
   type BaseModelConfig,
   type Mamba2MixerConfig,
+  baseConfig,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
   positiveInt,
   layerTypes,
   timeStepLimit,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -41,9 +41,7 @@ export const mamba2ConfigSchema = z
     tie_word_embeddings: withDefault(z.boolean(), false),
     // transformers 5 may list the (all-SSM) layers.
     layer_types: layerTypes({ mamba: 'mamba2', linear_attention: 'mamba2' }).nullish(),
-    bos_token_id: tokenId(0),
-    eos_token_id: eosTokenIds(2),
-    pad_token_id: tokenId(1),
+    ...tokenIdFields(0, 2, 1),
   })
   .superRefine((config, context) => {
     checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
@@ -62,19 +60,7 @@ export const mamba2ConfigSchema = z
   .transform((config): Mamba2Config => {
     const innerSize = config.num_heads * config.head_dim;
     return {
-      modelType: 'mamba2',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: config.num_hidden_layers,
-      layerKinds: Array(config.num_hidden_layers).fill('mamba2'),
-      ffnKinds: Array(config.num_hidden_layers).fill('none'),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_act,
-      normEps: config.layer_norm_epsilon,
-      raw: config,
+      ...baseConfig(config, 'mamba2', 'mamba2', 'none', config.layer_norm_epsilon, config.hidden_act),
       residualInFp32: config.residual_in_fp32,
       mamba: {
         numHeads: config.num_heads,

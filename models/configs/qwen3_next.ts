@@ -5,16 +5,17 @@ import { z } from 'zod';
 import {
   type AttentionConfig,
   type BaseModelConfig,
+  attentionConfig,
+  baseConfig,
   checkDivides,
+  checkKeyValueHeads,
   checkLayerCount,
   coreFields,
-  eosTokenIds,
   layerTypes,
   nonNegativeInt,
   positiveInt,
-  resolveRope,
   ropeFields,
-  tokenId,
+  tokenIdFields,
   withDefault,
 } from './common.ts';
 
@@ -78,48 +79,26 @@ export const qwen3NextConfigSchema = z
       attention: 'attention',
     }).nullish(),
     ...ropeFields,
-    bos_token_id: tokenId(null),
-    eos_token_id: eosTokenIds(null),
-    pad_token_id: tokenId(null),
+    ...tokenIdFields(null, null, null),
   })
   .superRefine((config, context) => {
     checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
-    checkDivides(context, 'num_key_value_heads', config.num_key_value_heads, 'num_key_value_heads', config.num_attention_heads, 'num_attention_heads');
+    checkKeyValueHeads(context, config);
     checkDivides(context, 'linear_num_key_heads', config.linear_num_key_heads, 'linear_num_key_heads', config.linear_num_value_heads, 'linear_num_value_heads');
   })
   .transform((config): Qwen3NextConfig => {
-    const layers = [...Array(config.num_hidden_layers).keys()];
     const mlpOnly = new Set(config.mlp_only_layers);
     const keyDim = config.linear_num_key_heads * config.linear_key_head_dim;
     const valueDim = config.linear_num_value_heads * config.linear_value_head_dim;
+    const layerKinds =
+      config.layer_types ??
+      ((i: number) => ((i + 1) % config.full_attention_interval === 0 ? 'attention' : 'gated_deltanet'));
+    const ffnKinds = (i: number) =>
+      !mlpOnly.has(i) && config.num_experts > 0 && (i + 1) % config.decoder_sparse_step === 0 ? 'moe' : 'dense';
     return {
-      modelType: 'qwen3_next',
-      vocabSize: config.vocab_size,
-      hiddenSize: config.hidden_size,
-      numLayers: config.num_hidden_layers,
-      layerKinds:
-        config.layer_types ??
-        layers.map((i) => ((i + 1) % config.full_attention_interval === 0 ? 'attention' : 'gated_deltanet')),
-      ffnKinds: layers.map((i) =>
-        !mlpOnly.has(i) && config.num_experts > 0 && (i + 1) % config.decoder_sparse_step === 0 ? 'moe' : 'dense',
-      ),
-      tieWordEmbeddings: config.tie_word_embeddings,
-      bosTokenId: config.bos_token_id,
-      eosTokenIds: config.eos_token_id,
-      padTokenId: config.pad_token_id,
-      hiddenAct: config.hidden_act,
-      normEps: config.rms_norm_eps,
-      raw: config,
+      ...baseConfig(config, 'qwen3_next', layerKinds, ffnKinds, config.rms_norm_eps, config.hidden_act),
       intermediateSize: config.intermediate_size,
-      attention: {
-        numHeads: config.num_attention_heads,
-        numKeyValueHeads: config.num_key_value_heads,
-        headDim: config.head_dim,
-        bias: config.attention_bias,
-        scale: config.head_dim ** -0.5,
-        rope: resolveRope(config, config.head_dim, { theta: 10000, partialRotaryFactor: 0.25 }),
-        maxPositionEmbeddings: config.max_position_embeddings,
-      },
+      attention: attentionConfig(config, { theta: 10000, partialRotaryFactor: 0.25 }, { bias: config.attention_bias }),
       linearAttention: {
         numKeyHeads: config.linear_num_key_heads,
         numValueHeads: config.linear_num_value_heads,

@@ -1,0 +1,22 @@
+// The benchmark runs end to end on whatever adapter is present (figures are not asserted, only that they exist).
+import { expect, test } from 'vitest';
+import { getSharedDevice } from '../../runtime/device.ts';
+import { GpuRuntime } from '../../runtime/gpuRuntime.ts';
+import { benchModel } from '../../bench/models.ts';
+import { copyRoofline } from '../../bench/ops.ts';
+import { TINY_BENCH_CONFIG } from '../../bench/configs.ts';
+
+test('bench: the tiny configuration reports every figure', async () => {
+  const rt = new GpuRuntime(await getSharedDevice());
+  const copy = await copyRoofline(rt, 1 << 20, 2);
+  expect(copy).toBeGreaterThan(0);
+  const r = await benchModel(rt, {
+    name: 'tiny-llama', config: TINY_BENCH_CONFIG, storage: 'f16', batch: 2, fused: true,
+    promptTokens: 8, newTokens: 8, stepsPerSubmit: 4, copyBytesPerSecond: copy, profile: false,
+  });
+  for (const key of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'decodeStepMs', 'compileSeconds', 'cacheBytes', 'weightBytes', 'rooflineFraction'] as const)
+    expect(r[key], key).toBeGreaterThan(0);
+  expect(r.dispatchesPerDecodeStep).toBeGreaterThan(0);
+  expect(r.readbacksPerToken).toBe(0); // the bench loop reads nothing back
+  expect(r.submitsPerToken).toBeCloseTo(1 / 4, 5);
+});

@@ -4,7 +4,7 @@
 // between submissions; the programs never change.
 import type { Graph } from '../compiler/ir.ts';
 import { Tensor } from '../dsl/tensor.ts';
-import { constant, input, iota, state, trace } from '../dsl/trace.ts';
+import { constant, input, state, trace } from '../dsl/trace.ts';
 import { GREEDY, PARAM_STRIDE, type SamplingParams, isSampling, packSamplingParams, pcgNext, sampleTokens, seedState } from '../dsl/nn/sampling.ts';
 import type { Counters, Executable, GpuRuntime } from './gpuRuntime.ts';
 import { ContextOverflowError, type ModelRunner } from './modelRunner.ts';
@@ -14,16 +14,10 @@ export const MAX_STOP_IDS = 8;
 
 /** The generator's device state, per slot; shared by name by every program of one runner. */
 const STATE = {
-  /** [slots] i32: the token each slot feeds at its next decode step */
-  next: 'gen.next_token',
-  /** [slots * (K + 1)] i32: column step % K holds each decode step's token (-1 once done); column K the first token */
+  /** [slots, SLOT_FIELDS] i32, one row per slot written by one scatter: see SLOT */
+  slot: 'gen.slot',
+  /** [slots * (K + 1)] i32: column position % K holds the token sampled at that position; column K the first token */
   ring: 'gen.token_ring',
-  /** [1] i32: decode steps run so far (selects the ring column) */
-  step: 'gen.step',
-  /** [slots] i32: 1 once a slot sampled a stop token or its last allowed token */
-  done: 'gen.done',
-  /** [slots] i32: tokens the slot may still sample */
-  left: 'gen.tokens_left',
   /** [slots] u32 */
   rng: 'gen.rng',
   /** [slots * V] f32: 1 for every token in the slot's prompt or output (repetition penalty) */
@@ -34,6 +28,17 @@ const STATE = {
   stop: 'gen.stop_ids',
 } as const;
 
+/** Columns of a slot's row of STATE.slot. */
+const SLOT = {
+  /** the token the slot feeds at its next decode step */
+  next: 0,
+  /** tokens the slot may still sample */
+  left: 1,
+  /** 1 once the slot sampled a stop token or its last allowed token (or before its prompt is in) */
+  done: 2,
+} as const;
+const SLOT_FIELDS = 4;
+
 export type SamplerMode = 'greedy' | 'sample';
 
 interface Layout {
@@ -43,32 +48,41 @@ interface Layout {
   K: number;
 }
 
+function slotField(rows: Tensor, field: keyof typeof SLOT): Tensor {
+  return rows.slice(1, SLOT[field], SLOT[field] + 1).reshape(rows.shape[0]!);
+}
+
 /**
  * Samples the next token of every row from its logits [R, V] and records it for the row's slot: next token,
- * seen set, RNG state, tokens left, done flag. Rows whose slot is out of range change nothing. -> [R] i32
+ * tokens left and done flag (one row write), seen set, RNG state. Rows whose slot is out of range change
+ * nothing. -> [R] i32
  */
 function sampleAndCommit(layout: Layout, logits: Tensor, slot: Tensor, mode: SamplerMode): Tensor {
   const { slots, vocab } = layout;
   const R = slot.shape[0]!;
-  const rng = pcgNext(state(STATE.rng, [slots], 'u32').gather(slot));
+  // greedy batches leave the RNG alone: only sampling rows use it, and they always run in 'sample' batches
+  const rng = mode === 'sample' ? pcgNext(state(STATE.rng, [slots], 'u32').gather(slot)) : undefined;
   const token = sampleTokens(
     {
       logits,
       params: state(STATE.params, [slots, PARAM_STRIDE]).gather(slot),
-      uniform: rng.uniform,
+      uniform: rng?.uniform ?? constant(0).broadcastTo([R]),
       seen: state(STATE.seen, [slots * vocab]).reshape(slots, vocab).gather(slot),
     },
     mode,
   );
   const stopIds = state(STATE.stop, [slots, MAX_STOP_IDS], 'i32').gather(slot);
   const isStop = Tensor.where(stopIds.eq(token.reshape(R, 1)), 1, 0).max(-1).gt(0);
-  const left = state(STATE.left, [slots], 'i32').gather(slot).sub(1);
+  const slotState = state(STATE.slot, [slots, SLOT_FIELDS], 'i32');
+  const left = slotField(slotState.gather(slot), 'left').sub(1);
   const live = slot.lt(slots);
-  state(STATE.next, [slots], 'i32').scatter(slot, token);
-  state(STATE.rng, [slots], 'u32').scatter(slot, rng.state);
+  const row = new Array<Tensor>(SLOT_FIELDS).fill(constant(0, 'i32').broadcastTo([R]));
+  row[SLOT.next] = token;
+  row[SLOT.left] = left;
+  row[SLOT.done] = isStop.or(left.le(0)).cast('i32');
+  slotState.scatter(slot, Tensor.concat(row.map((x) => x.reshape(R, 1)), 1));
+  if (rng) state(STATE.rng, [slots], 'u32').scatter(slot, rng.state);
   state(STATE.seen, [slots * vocab]).scatter(Tensor.where(live, slot.mul(vocab).add(token), slots * vocab), constant(1).broadcastTo([R]));
-  state(STATE.left, [slots], 'i32').scatter(slot, left);
-  state(STATE.done, [slots], 'i32').scatter(slot, isStop.or(left.le(0)).cast('i32'));
   return token;
 }
 
@@ -109,17 +123,16 @@ function traceDecode(runner: ModelRunner, layout: Layout, rows: number, mode: Sa
   return trace(() => {
     const rowSlot = input('decode_slots', [rows], 'i32');
     const inRange = rowSlot.lt(slots);
-    const active = inRange.and(state(STATE.done, [slots], 'i32').gather(rowSlot).eq(0));
+    const slotRows = state(STATE.slot, [slots, SLOT_FIELDS], 'i32').gather(rowSlot); // out-of-range rows read the last slot
+    const active = inRange.and(slotField(slotRows, 'done').eq(0));
     const slot = Tensor.where(active, rowSlot, slots);
-    const tokens = state(STATE.next, [slots], 'i32').gather(slot).reshape(rows, 1);
+    const tokens = slotField(slotRows, 'next').reshape(rows, 1);
     const ctx = runner.context(rows, 1, { tokens, slotIds: slot, valid: active.cast('i32') });
     const hidden = model.forward(ctx).reshape(rows, model.hiddenSize);
     const token = sampleAndCommit(layout, model.logits(ctx, hidden), slot, mode);
     ctx.finish();
-    const step = state(STATE.step, [1], 'i32');
-    const ringIndex = Tensor.where(inRange, rowSlot.mul(K + 1).add(step.mod(K)), slots * (K + 1));
-    ringState(layout).scatter(ringIndex, Tensor.where(active, token, -1));
-    step.scatter(iota([1], 0, 'i32'), step.add(1));
+    // the ring column is the position the token is sampled at, mod K: the host knows it without asking
+    ringState(layout).scatter(Tensor.where(active, slot.mul(K + 1).add(ctx.start.mod(K)), slots * (K + 1)), token);
   });
 }
 
@@ -131,7 +144,8 @@ interface Batch {
   /** sequences whose first token (ring column K) this batch reads */
   first: Set<Sequence>;
   steps: number;
-  firstColumn: number;
+  /** ring column of each sequence's first step in this batch */
+  firstColumn: Map<Sequence, number>;
   staging: GPUBuffer;
   mapped: Promise<void>;
 }
@@ -198,6 +212,7 @@ export class Sequence implements AsyncIterable<number[]> {
   /** @internal */ firstPending = false;
   /** @internal a submitted batch will deliver the first token */ firstRequested = false;
   /** @internal decode steps the slot may still take */ stepsLeft = 0;
+  /** @internal decode steps submitted so far */ stepsSubmitted = 0;
   /** @internal */ cancelReason: FinishReason | undefined;
   /** @internal */ readonly times = { created: performance.now(), prefillStart: 0, prefillEnd: 0, firstToken: 0, end: 0 };
   /** @internal */ counters0: Counters | undefined;
@@ -280,7 +295,6 @@ export class Generator {
   private readonly live = new Map<number, Sequence>(); // by id: pending and active
   private readonly freeSlots: number[];
   private running: Promise<void> | undefined;
-  private steps = 0; // host mirror of the device step counter
   private readonly staging: GPUBuffer[] = [];
   private batches = 0;
   private ringBytes = 0;
@@ -346,7 +360,6 @@ export class Generator {
       exe.writeInput('decode_slots', new Int32Array(rows).fill(slots));
       this.lastRowSlots.delete(rows);
       exe.run();
-      this.steps++; // the step counter advances even when no row is active
     }
     await this.runtime.device.queue.onSubmittedWorkDone();
   }
@@ -492,7 +505,10 @@ export class Generator {
     const stops = new Int32Array(MAX_STOP_IDS).fill(-1);
     stops.set(seq.stopIds);
     rt.write(this.stateBuffer(STATE.stop), stops, slot * MAX_STOP_IDS * 4);
-    rt.write(this.stateBuffer(STATE.left), new Int32Array([seq.maxTotal]), slot * 4);
+    const row = new Int32Array(SLOT_FIELDS);
+    row[SLOT.left] = seq.maxTotal;
+    row[SLOT.done] = 1; // until the prompt's last chunk samples the first token
+    rt.write(this.stateBuffer(STATE.slot), row, slot * SLOT_FIELDS * 4);
 
     const chunks = [...this.prefill.keys()].sort((a, b) => a - b);
     const ids = seq.promptIds;
@@ -550,11 +566,13 @@ export class Generator {
     encoder.copyBufferToBuffer(this.stateBuffer(STATE.ring), 0, staging, 0, this.ringBytes);
     rt.submit([encoder.finish()]);
     rt.counters.readbacks++;
-    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn: this.steps % K, staging, mapped: staging.mapAsync(GPUMapMode.READ, 0, this.ringBytes) };
-    this.steps += steps;
+    // step i of a sequence feeds position P + i and writes its token to ring column (P + i) % K
+    const firstColumn = new Map(seqs.map((s) => [s, (s.promptIds.length + s.stepsSubmitted) % K]));
+    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn, staging, mapped: staging.mapAsync(GPUMapMode.READ, 0, this.ringBytes) };
     for (const s of first) s.firstRequested = true;
     for (const s of seqs) {
       s.stepsLeft -= steps;
+      s.stepsSubmitted += steps;
       if (steps > 0) s.decodeKernels = Math.max(s.decodeKernels, exe.program.kernels.length);
     }
     return batch;
@@ -578,11 +596,8 @@ export class Generator {
         seq.firstPending = false;
         seq.times.firstToken = now;
       }
-      for (let i = 0; i < batch.steps && !this.ends(seq, got); i++) {
-        const t = ring[base + ((batch.firstColumn + i) % K)]!;
-        if (t < 0) break;
-        got.push(t);
-      }
+      const column = batch.firstColumn.get(seq)!;
+      for (let i = 0; i < batch.steps && !this.ends(seq, got); i++) got.push(ring[base + ((column + i) % K)]!);
       if (!seq.cancelReason) seq.push(got);
       // every token but the newest has been fed back (the newest waits in the slot's next token)
       this.runner.lengths[seq.slot] = seq.promptIds.length + Math.max(0, seq.ids.length - 1);

@@ -259,6 +259,13 @@ export class Session {
     return this.generator.sequences();
   }
 
+  /** Cancels every generation, waits for the device loop to stop, and frees the session's GPU buffers. */
+  async close(): Promise<void> {
+    for (const id of this.generator.sequences()) this.generator.cancel(id);
+    await this.generator.idle();
+    this.runner.runtime.destroy();
+  }
+
   /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */
   get counters() {
     return this.runner.runtime.counters;

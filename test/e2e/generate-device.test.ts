@@ -104,3 +104,13 @@ describe('limits and errors', () => {
     expect(() => session.generate('hello')).toThrow('has no tokenizer.json: pass the prompt as token ids');
   });
 });
+
+test('close cancels what runs and frees the buffers', async () => {
+  const other = await Session.load(LLAMA, { slots: 1, capacity: 32, prefillChunks: [4], warmUp: false });
+  const g = other.generate({ ids: prompt }, { maxNewTokens: 20, stopTokenIds: [] });
+  const waiting = other.generate({ ids: prompt }, { maxNewTokens: 20, stopTokenIds: [] });
+  await other.close();
+  expect(g.sequence.isFinished).toBe(true);
+  expect(waiting.sequence.finishReason).toBe('cancelled');
+  expect(other.sequences()).toEqual([]);
+});

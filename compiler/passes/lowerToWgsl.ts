@@ -370,6 +370,9 @@ export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: Lo
   if (root.op === 'attention') return lowerAttention(root, isMat);
   const mms = tiledMatmulsOf(root, isMat);
   if (mms) return lowerTiledMatmul(root, mms, isMat);
+  // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own
+  const big = bigMatmulUnder(root, isMat);
+  if (big) throw new NeedsMaterialize(big, 'a many-row matmul is read through views: it gets its own tiled kernel');
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
   if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
   const last = root.shape[root.shape.length - 1] ?? 1;
@@ -592,6 +595,20 @@ function tiledMatmulsOf(root: Node, isMat: (n: Node) => boolean): Node[] | undef
   const mms = [...found.values()];
   if (other || mms.length === 0 || mms.length > 3 || mms.some((m) => m.inputs[0] !== mms[0]!.inputs[0])) return undefined;
   return mms;
+}
+
+function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | undefined {
+  const seen = new Set<number>();
+  const stack = [...root.inputs];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n.id) || isMat(n)) continue;
+    seen.add(n.id);
+    const r = n.shape.length;
+    if (n.op === 'matmul' && reduceLength(n) > SEQ_MAX && n.shape[r - 2]! >= TILE_MIN_ROWS && n.shape[r - 1]! >= 16) return n;
+    stack.push(...n.inputs);
+  }
+  return undefined;
 }
 
 /**

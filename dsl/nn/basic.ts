@@ -35,7 +35,7 @@ export function ropeInvFreq(rotaryDim: number, theta: number): Float32Array {
  * rotaryDim dims rotate (partial RoPE); the layout is HF's rotate_half (first half, second half).
  */
 export function rope(x: Tensor, positions: Tensor, invFreq: Tensor, rotaryDim: number): Tensor {
-  const [S, T, H, D] = x.shape as [number, number, number, number];
+  const [S, T, , D] = x.shape as [number, number, number, number];
   const half = rotaryDim / 2;
   const angle = positions.cast('f32').reshape(S, T, 1, 1).mul(invFreq.reshape(1, 1, 1, half)); // [S,T,1,half]
   const cos = angle.cos();
@@ -44,7 +44,6 @@ export function rope(x: Tensor, positions: Tensor, invFreq: Tensor, rotaryDim: n
   const x1 = rot.slice(3, 0, half);
   const x2 = rot.slice(3, half, rotaryDim);
   const out = Tensor.concat([x1.mul(cos).sub(x2.mul(sin)), x2.mul(cos).add(x1.mul(sin))], 3);
-  void H;
   return rotaryDim === D ? out : Tensor.concat([out, x.slice(3, rotaryDim, D)], 3);
 }
 

@@ -1,0 +1,353 @@
+// The kernel emitter: evaluates inlined nodes as WGSL expressions of an output index (memoised per scope),
+// loads materialised ones through buffer placeholders `@B<nodeId>@`, turns reductions into sequential loops or
+// workgroup-cooperative phases, and assembles a kernel's text. The kernel templates in lowerToWgsl.ts,
+// attentionKernel.ts and tiledMatmul.ts drive it.
+import type { DType, Node } from '../ir.ts';
+import { linearize, wgslIndex } from '../indexAlgebra.ts';
+import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
+
+/** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
+export const SEQ_MAX = 16;
+
+export class NeedsMaterialize extends Error {
+  constructor(readonly node: Node, reason: string) {
+    super(`materialise %${node.id} (${node.op}): ${reason}`);
+  }
+}
+export class RowModeFails extends Error {}
+
+export type KernelMode = 'map' | 'row' | 'element' | 'scatter' | 'scan' | 'attention' | 'tiled';
+
+export interface LoweredKernel {
+  root: Node;
+  mode: KernelMode;
+  /** WGSL with `@B<id>@` placeholders and `@BINDINGS@` for the declarations. */
+  body: string;
+  reads: Node[];
+  write: Node;
+  workgroupSize: number;
+  groups: number;
+  nodes: number[];
+}
+
+export function reduceLength(n: Node): number {
+  const x = n.inputs[0]!;
+  return x.shape[x.shape.length - 1]!;
+}
+
+export function isReduction(n: Node): boolean {
+  return OPS[n.op].kind === 'reduce';
+}
+
+// Generated variable names: values v*, load offsets and named indices ix* (not i*: `i32` is a type), accumulators a*,
+// loop indices k*, hoisted results r*, output indices o*.
+const TOKEN = /\b[vkaro]\d+\b|\bix\d+\b|\bj\b|\bks\b|\blid\b/g;
+
+export class Emitter {
+  private blocks: string[][] = [[]];
+  private scopes: Map<string, string>[] = [new Map()];
+  private readonly top = this.scopes[0]!;
+  /** The kernel's top-level block, kept even while a cooperative phase swaps `blocks`. */
+  private readonly topBlock = this.blocks[0]!;
+  /** Names declared in the top block before any phase runs (output coordinates, named indices of them). */
+  private readonly headNames = new Set<string>();
+  /** Named indices whose expression mentions the row loop index j (directly or through another name). */
+  private readonly rowNames = new Set<string>();
+  /** Names usable from the kernel's top level (group indices, hoisted reductions). */
+  private readonly topVisible = new Set<string>();
+  readonly phases: string[] = [];
+  readonly reads = new Map<number, Node>();
+  readonly inlined = new Set<number>();
+  readonly redTypes = new Set<DType>();
+  maxCoop = 0;
+  private counter = 0;
+
+  constructor(
+    readonly root: Node,
+    readonly isMat: (n: Node) => boolean,
+    readonly mode: KernelMode,
+    /** Reduce within subgroups first (fewer barriers) when the device has them. */
+    readonly subgroups = false,
+  ) {}
+
+  fresh(prefix: string): string {
+    return `${prefix}${this.counter++}`;
+  }
+  line(s: string): void {
+    this.blocks[this.blocks.length - 1]!.push(s);
+  }
+  declareTop(name: string, expr: string): string {
+    this.line(`let ${name} = ${expr};`);
+    this.topVisible.add(name);
+    this.headNames.add(name);
+    return name;
+  }
+
+  /** Runs fn with a fresh block and scope; returns the block's lines. */
+  nested(fn: () => void): string[] {
+    this.blocks.push([]);
+    this.scopes.push(new Map());
+    try {
+      fn();
+      return this.blocks[this.blocks.length - 1]!;
+    } finally {
+      this.blocks.pop();
+      this.scopes.pop();
+    }
+  }
+
+  /** Makes value(n, idx) return `expr` in the current scope (a tiled kernel's accumulator for its matmul). */
+  seed(n: Node, idx: readonly string[], expr: string): void {
+    this.scopes[this.scopes.length - 1]!.set(`${n.id}|${idx.join(',')}`, expr);
+  }
+
+  private memoGet(key: string): string | undefined {
+    for (let i = this.scopes.length - 1; i >= 0; i--) {
+      const v = this.scopes[i]!.get(key);
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  }
+  private bind(key: string, type: DType, expr: string): string {
+    const v = this.fresh('v');
+    this.line(`let ${v}: ${wgslType(type)} = ${expr};`);
+    this.scopes[this.scopes.length - 1]!.set(key, v);
+    return v;
+  }
+
+  /**
+   * Names a long index expression once. Each reshape re-derives every output coordinate from the whole linear
+   * offset, so without names index strings grow geometrically along view chains (an SSD mixer kernel reached
+   * 600 KB of WGSL, minutes of shader compilation on lavapipe). A name built only from output coordinates goes to
+   * the top block (before the phases) and stays hoistable; any other goes to the current block.
+   */
+  indexVar(expr: string): string {
+    if (expr.length <= 32) return expr;
+    const key = `I|${expr}`;
+    const hit = this.memoGet(key);
+    if (hit) return hit;
+    const name = this.fresh('ix');
+    if ([...expr.matchAll(TOKEN)].every((m) => this.headNames.has(m[0]))) {
+      this.topBlock.push(`let ${name} = ${expr};`);
+      this.top.set(key, name);
+      this.topVisible.add(name);
+      this.headNames.add(name);
+    } else {
+      this.line(`let ${name} = ${expr};`);
+      this.scopes[this.scopes.length - 1]!.set(key, name);
+      if (this.mentionsRow(expr)) this.rowNames.add(name);
+    }
+    return name;
+  }
+
+  /** Whether an index expression, with named indices expanded, mentions the row loop index j. */
+  private mentionsRow(expr: string): boolean {
+    return /\bj\b/.test(expr) || [...expr.matchAll(TOKEN)].some((m) => this.rowNames.has(m[0]));
+  }
+
+  private hoistable(idx: readonly string[]): boolean {
+    for (const s of idx) for (const m of s.matchAll(TOKEN)) if (!this.topVisible.has(m[0])) return false;
+    return true;
+  }
+
+  /** Loads a materialised node's value at a multi-index. */
+  load(n: Node, idx: readonly string[]): string {
+    const key = `L${n.id}|${idx.join(',')}`;
+    const hit = this.memoGet(key);
+    if (hit) return hit;
+    this.reads.set(n.id, n);
+    const off = linearize(wgslIndex, idx, n.shape);
+    const buf = `@B${n.id}@`;
+    const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
+    if (storage === 'f16' || storage === 'bf16') {
+      const i = this.fresh('ix');
+      this.line(`let ${i} = ${off};`);
+      const expr =
+        storage === 'f16'
+          ? `unpack2x16float(${buf}[${i} >> 1u])[${i} & 1u]`
+          : `bitcast<f32>(select(${buf}[${i} >> 1u] << 16u, ${buf}[${i} >> 1u] & 0xffff0000u, (${i} & 1u) == 1u))`;
+      return this.bind(key, 'f32', expr);
+    }
+    return this.bind(key, n.dtype, n.dtype === 'bool' ? `(${buf}[${off}] != 0u)` : `${buf}[${off}]`);
+  }
+
+  /** The WGSL value of node n at a multi-index of its shape. */
+  value(n: Node, idx: readonly string[]): string {
+    if (n.op === 'const') return wgslLiteral((n as Node<'const'>).attrs.value, n.dtype);
+    if (n !== this.root && this.isMat(n)) return this.load(n, idx);
+    const key = `${n.id}|${idx.join(',')}`;
+    const hit = this.memoGet(key);
+    if (hit) return hit;
+    this.inlined.add(n.id);
+    const def = OPS[n.op];
+    switch (def.kind) {
+      case 'elementwise': {
+        const args = n.op === 'iota' ? [idx[(n as Node<'iota'>).attrs.axis]!] : n.inputs.map((i) => this.value(i, idx));
+        return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
+      }
+      case 'view': {
+        if (n.op === 'gather') {
+          const k = n.inputs[1]!.shape.length;
+          const row = this.value(n.inputs[1]!, idx.slice(0, k));
+          // out-of-range rows read the last row (the CPU reference does the same)
+          return this.value(n.inputs[0]!, [`min(u32(${row}), ${n.inputs[0]!.shape[0]! - 1}u)`, ...idx.slice(k)]);
+        }
+        const cands = def.index(wgslIndex, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
+        if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
+        // concat: read every part at a clamped index, select by position along the axis
+        const axis = (n as Node<'concat'>).attrs.axis;
+        let acc = '';
+        let offset = 0;
+        const offsets = n.inputs.map((x) => ((offset += x.shape[axis]!), offset - x.shape[axis]!));
+        for (let c = cands.length - 1; c >= 0; c--) {
+          const part = n.inputs[cands[c]!.input]!;
+          const index = [...cands[c]!.index];
+          index[axis] = `min(${index[axis]}, ${part.shape[axis]! - 1}u)`;
+          const v = this.value(part, index);
+          acc = c === cands.length - 1 ? v : `select(${acc}, ${v}, ${idx[axis]} < ${offsets[c + 1]}u)`;
+        }
+        return this.bind(key, n.dtype, acc);
+      }
+      case 'reduce':
+        return this.reduction(n, idx, key);
+      default:
+        throw new NeedsMaterialize(n, `${n.op} is computed by its own kernel`);
+    }
+  }
+
+  /** Value of the reduced operand at output index idx and reduction index k. */
+  private reduceOperand(n: Node, idx: readonly string[], k: string): string {
+    if (n.op === 'matmul') {
+      const [a, b] = n.inputs as [Node, Node];
+      const batch = idx.slice(0, -2);
+      const m = idx[idx.length - 2]!;
+      const col = idx[idx.length - 1]!;
+      const av = this.value(a, [...batch, m, k]);
+      const bv = this.value(b, [...batch, k, col]);
+      return `(${av} * ${bv})`;
+    }
+    return this.value(n.inputs[0]!, [...idx, k]);
+  }
+
+  private reduction(n: Node, idx: readonly string[], key: string): string {
+    const def = OPS[n.op];
+    if (def.kind !== 'reduce') throw new Error('unreachable');
+    const len = n.op === 'matmul' ? n.inputs[0]!.shape[n.inputs[0]!.shape.length - 1]! : reduceLength(n);
+    const type = wgslType(n.dtype);
+    const init = wgslLiteral(def.identity === -Infinity && n.dtype !== 'f32' ? (n.dtype === 'i32' ? -2147483648 : 0) : def.identity, n.dtype);
+    const finish = (acc: string) => (def.finish ? def.finish.wgsl(acc, len) : acc);
+    if (len <= SEQ_MAX) {
+      const acc = this.fresh('a');
+      const k = this.fresh('k');
+      this.line(`var ${acc}: ${type} = ${init};`);
+      const body = this.nested(() => {
+        const v = this.reduceOperand(n, idx, k);
+        this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
+      });
+      this.line(`for (var ${k}: u32 = 0u; ${k} < ${len}u; ${k}++) {`);
+      for (const l of body) this.line('  ' + l);
+      this.line('}');
+      return this.bind(key, n.dtype, finish(acc));
+    }
+    if (this.mode !== 'row' && this.mode !== 'element') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
+    if (!this.hoistable(idx)) {
+      if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) throw new RowModeFails();
+      throw new NeedsMaterialize(n, 'its index varies inside an enclosing loop');
+    }
+    // A cooperative phase at the kernel's top level: each thread strides over the axis, then a tree reduction.
+    this.maxCoop = Math.max(this.maxCoop, len);
+    this.redTypes.add(n.dtype);
+    const saved = { blocks: this.blocks, scopes: this.scopes };
+    this.blocks = [[]];
+    this.scopes = [this.top];
+    const result = this.fresh('r');
+    try {
+      const acc = this.fresh('a');
+      const k = this.fresh('k');
+      const body = this.nested(() => {
+        const v = this.reduceOperand(n, idx, k);
+        this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
+      });
+      const red = `red_${n.dtype}`;
+      this.phases.push(
+        [
+          `// reduce %${n.id} (${n.op} over ${len})`,
+          `var ${acc}: ${type} = ${init};`,
+          `for (var ${k}: u32 = lid; ${k} < ${len}u; ${k} += WG) {`,
+          ...body.map((l) => '  ' + l),
+          `}`,
+          ...(this.subgroups ? this.subgroupCombine(n.op === 'rmax' ? 'subgroupMax' : 'subgroupAdd', acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
+          `${red}[lid] = ${acc};`,
+          `workgroupBarrier();`,
+          `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`,
+          `  if (lid < s) { ${red}[lid] = ${def.combine.wgsl(`${red}[lid]`, `${red}[lid + s]`)}; }`,
+          `  workgroupBarrier();`,
+          `}`,
+          ]),
+          `let ${result}: ${type} = ${finish(`${red}[0]`)};`,
+          `workgroupBarrier();`,
+        ].join('\n'),
+      );
+    } finally {
+      this.blocks = saved.blocks;
+      this.scopes = saved.scopes;
+    }
+    this.top.set(key, result);
+    this.topVisible.add(result);
+    return result;
+  }
+
+  /** Each subgroup combines its lanes, lane 0 posts the partial, then every thread folds the partials into red[0]'s place. */
+  private subgroupCombine(op: string, acc: string, red: string, type: string, init: string, combine: (a: string, b: string) => string): string[] {
+    const part = this.fresh('a');
+    return [
+      `let ${part} = ${op}(${acc});`,
+      `if (sg_lane == 0u) { ${red}[lid / sg_size] = ${part}; }`,
+      `workgroupBarrier();`,
+      `var ${acc}_all: ${type} = ${init};`,
+      `for (var s: u32 = 0u; s < (WG + sg_size - 1u) / sg_size; s++) { ${acc}_all = ${combine(`${acc}_all`, `${red}[s]`)}; }`,
+      `workgroupBarrier();`,
+      `${red}[0] = ${acc}_all;`,
+    ];
+  }
+
+  store(n: Node, off: string, value: string): string {
+    return `@B${n.id}@[${off}] = ${n.dtype === 'bool' ? `select(0u, 1u, ${value})` : value};`;
+  }
+
+  topLines(): string[] {
+    return this.blocks[0]!;
+  }
+}
+
+export function assemble(e: Emitter, mainLines: string[], wg: number): string {
+  const shared = [...e.redTypes].map((t) => `var<workgroup> red_${t}: array<${wgslType(t)}, ${wg}>;`);
+  const sg = e.subgroups && e.redTypes.size > 0;
+  return [
+    ...(sg ? ['enable subgroups;'] : []),
+    '@BINDINGS@',
+    WGSL_HELPERS.trim(),
+    `const WG: u32 = ${wg}u;`,
+    ...shared,
+    `@compute @workgroup_size(${wg})`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
+    ...mainLines.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
+    '}',
+    '',
+  ].join('\n');
+}
+
+export const nextPow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
+export function finish(e: Emitter, mode: KernelMode, body: string, wg: number, groups: number): LoweredKernel {
+  return {
+    root: e.root,
+    mode,
+    body,
+    reads: [...e.reads.values()],
+    write: e.root,
+    workgroupSize: wg,
+    groups,
+    nodes: [e.root.id, ...[...e.inlined].filter((id) => id !== e.root.id)],
+  };
+}
+

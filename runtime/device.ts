@@ -77,7 +77,9 @@ async function loadDawn(): Promise<GPU> {
   }
   // GPUBufferUsage, GPUMapMode, GPUShaderStage... are globals in browsers; Dawn hands them over instead.
   Object.assign(globalThis, dawn.globals);
-  cache.dawnGpu = dawn.create([]);
+  // Dawn rounds timestamp queries to ~65 us steps by default (a timing side-channel guard for the web);
+  // per-kernel profiles need the raw values.
+  cache.dawnGpu = dawn.create(['disable-dawn-features=timestamp_quantization']);
   return cache.dawnGpu;
 }
 

@@ -7,6 +7,8 @@ import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
 import { type LoweredKernel, NeedsMaterialize, lowerKernel } from './passes/lowerToWgsl.ts';
+import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
+import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
 import { stateRoot } from './ir.ts';
@@ -19,6 +21,8 @@ export interface DeviceLimits {
   maxStorageBufferBindingSize: number;
   /** Subgroup operations are available (the 'subgroups' feature). */
   subgroups?: boolean;
+  /** Bytes of workgroup memory a kernel may declare (WebGPU's default is 16 KiB). */
+  maxComputeWorkgroupStorageSize?: number;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {
@@ -115,31 +119,54 @@ function elementType(n: Node): string {
   return n.dtype === 'bool' ? 'u32' : wgslType(n.dtype);
 }
 
-function bindKernel(k: LoweredKernel, bufferOf: Map<number, number>, limits: DeviceLimits, index: number): KernelSpec {
-  const writeBuf = bufferOf.get(k.write.id)!;
-  const slots: number[] = [writeBuf];
-  const types = new Map<number, string>([[writeBuf, elementType(k.write)]]);
-  for (const r of k.reads) {
-    const b = bufferOf.get(r.id)!;
-    if (!slots.includes(b)) slots.push(b);
-    if (!types.has(b)) types.set(b, elementType(r));
+/**
+ * Binds a group of kernels (usually one) to buffers: one WGSL module whose `main` runs each kernel's body for its
+ * own range of workgroups.
+ */
+function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limits: DeviceLimits, index: number): KernelSpec {
+  const writes = [...new Set(group.map((k) => bufferOf.get(k.write.id)!))];
+  const slots: number[] = [...writes];
+  const types = new Map<number, string>(group.map((k) => [bufferOf.get(k.write.id)!, elementType(k.write)]));
+  for (const k of group)
+    for (const r of k.reads) {
+      const b = bufferOf.get(r.id)!;
+      if (!slots.includes(b)) slots.push(b);
+      if (!types.has(b)) types.set(b, elementType(r));
+    }
+  const decls = slots.map((b, i) => `@group(0) @binding(${i}) var<storage, ${writes.includes(b) ? 'read_write' : 'read'}> buf${i}: array<${types.get(b)}>;`);
+  const groups = group.reduce((a, k) => a + k.groups, 0);
+  const x = Math.min(groups, limits.maxComputeWorkgroupsPerDimension);
+  const y = Math.ceil(groups / x);
+  if (y > limits.maxComputeWorkgroupsPerDimension) throw new CompileError(`kernel for %${group[0]!.root.id} needs ${groups} workgroups`);
+  const bind = (line: string) => line.replace(/@B(\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`);
+  let main: string[];
+  if (group.length === 1) main = group[0]!.text.main.map(bind);
+  else {
+    // each part sees its own workgroup index; the branch is uniform, so barriers inside stay legal
+    main = ['let g_all = wid.x + wid.y * NX;'];
+    let offset = 0;
+    group.forEach((k, i) => {
+      const own = offset === 0 ? 'g_all' : `(g_all - ${offset}u)`;
+      main.push(`${i === 0 ? '' : '} else '}if (g_all < ${offset + k.groups}u) {`);
+      main.push(...k.text.main.map((l) => '  ' + bind(l).replace(/wid\.x \+ wid\.y \* NX/g, own).replace(/\n/g, '\n  ')));
+      offset += k.groups;
+    });
+    main.push('}');
   }
-  const decls = slots.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b === writeBuf ? 'read_write' : 'read'}> buf${i}: array<${types.get(b)}>;`);
-  const x = Math.min(k.groups, limits.maxComputeWorkgroupsPerDimension);
-  const y = Math.ceil(k.groups / x);
-  if (y > limits.maxComputeWorkgroupsPerDimension) throw new CompileError(`kernel for %${k.root.id} needs ${k.groups} workgroups`);
-  const wgsl = k.body
-    .replace('@BINDINGS@', decls.join('\n'))
-    .replace(/@B(\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`)
-    .replace(/\bNX\b/g, `${x}u`);
+  const helpers = [...new Set(group.flatMap((k) => k.text.decls.filter((d) => !d.startsWith('var<workgroup>'))))];
+  const shared = [...workgroupVars(group.flatMap((k) => k.text.decls)).values()].map((v) => v.decl);
+  const text = { decls: [...shared, ...helpers], main, wg: group[0]!.workgroupSize, subgroups: group.some((k) => k.text.subgroups) };
+  const wgsl = renderKernel(text, decls.join('\n')).replace(/\bNX\b/g, `${x}u`);
+  const name = group.length === 1 ? `${group[0]!.mode}_${group[0]!.root.op}` : `${group.map((k) => k.mode).join('+')}_${group.map((k) => k.root.op).join('+')}`;
   return {
-    name: `k${index}_${k.mode}_${k.root.op}`,
+    name: `k${index}_${name}`,
     wgsl,
     bindings: slots,
-    writes: [writeBuf],
+    writes,
     workgroups: [x, y, 1],
-    workgroupSize: k.workgroupSize,
-    nodes: k.nodes,
+    workgroupSize: text.wg,
+    templates: group.map((k) => k.mode),
+    nodes: group.flatMap((k) => k.nodes),
   };
 }
 
@@ -175,11 +202,13 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
   for (const b of plan.buffers)
     if (b.bytes > limits.maxStorageBufferBindingSize)
       throw new CompileError(`${b.role} ${b.name ? `'${b.name}' ` : ''}needs ${b.bytes} bytes; the adapter binds at most ${limits.maxStorageBufferBindingSize} per buffer`);
+  const fuse = options.fuse ?? true;
+  const groups = fuse ? groupKernels(kernels, plan.bufferOf, limits) : kernels.map((k) => [k]);
   const byRole = (role: string) => Object.fromEntries(plan.buffers.filter((b) => b.role === role).map((b) => [b.name!, b.id]));
   return {
     bucket: options.bucket ?? {},
     buffers: plan.buffers,
-    kernels: kernels.map((k, i) => bindKernel(k, plan.bufferOf, limits, i)),
+    kernels: groups.map((grp, i) => bindKernels(grp, plan.bufferOf, limits, i)),
     inputs: byRole('input'),
     outputs: byRole('output'),
     weights: byRole('weight'),

@@ -23,6 +23,8 @@ export interface KernelSpec {
   writes: number[];
   workgroups: [number, number, number];
   workgroupSize: number;
+  /** The template of each kernel this dispatch runs (several when independent kernels share a dispatch). */
+  templates: string[];
   /** Node ids this kernel computes (root first), for printing and profiling. */
   nodes: number[];
 }

@@ -41,13 +41,14 @@ export class GpuRuntime {
     this.device = strata.device;
   }
 
-  get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number; subgroups: boolean } {
+  get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number; maxComputeWorkgroupStorageSize: number; subgroups: boolean } {
     const l = this.strata.limits;
     return {
       subgroups: this.strata.features.includes('subgroups') && process.env.STRATA_NO_SUBGROUPS !== '1',
       maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize ?? 128 << 20,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize ?? 16384,
     };
   }
 

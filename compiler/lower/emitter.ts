@@ -16,18 +16,30 @@ export class NeedsMaterialize extends Error {
 }
 export class RowModeFails extends Error {}
 
-export type KernelMode = 'map' | 'row' | 'element' | 'scatter' | 'scan' | 'attention' | 'tiled';
+export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled';
 
 export interface LoweredKernel {
   root: Node;
   mode: KernelMode;
-  /** WGSL with `@B<id>@` placeholders and `@BINDINGS@` for the declarations. */
-  body: string;
+  /** WGSL in parts, with `@B<id>@` placeholders for buffers (bound once the memory plan is known). */
+  text: KernelText;
   reads: Node[];
   write: Node;
   workgroupSize: number;
   groups: number;
   nodes: number[];
+}
+
+/**
+ * A kernel's WGSL before binding: module-scope declarations (helpers, workgroup memory) and the body of `main`,
+ * kept apart so that independent kernels can share one dispatch (compiler/passes/groupKernels.ts).
+ */
+export interface KernelText {
+  decls: string[];
+  main: string[];
+  wg: number;
+  /** The body uses the subgroup builtins `sg_lane` and `sg_size`. */
+  subgroups: boolean;
 }
 
 export function reduceLength(n: Node): number {
@@ -96,6 +108,12 @@ export class Emitter {
     }
   }
 
+  /** Nodes whose value is one expression at whatever index they are read (a matvec thread's one output). */
+  private readonly seededAll = new Map<number, string>();
+  seedAll(n: Node, expr: string): void {
+    this.seededAll.set(n.id, expr);
+  }
+
   /** Makes value(n, idx) return `expr` in the current scope (a tiled kernel's accumulator for its matmul). */
   seed(n: Node, idx: readonly string[], expr: string): void {
     this.scopes[this.scopes.length - 1]!.set(`${n.id}|${idx.join(',')}`, expr);
@@ -150,6 +168,12 @@ export class Emitter {
     return true;
   }
 
+  /** The placeholder of a materialised node's buffer, for templates that address it themselves. */
+  buffer(n: Node): string {
+    this.reads.set(n.id, n);
+    return `@B${n.id}@`;
+  }
+
   /** Loads a materialised node's value at a multi-index. */
   load(n: Node, idx: readonly string[]): string {
     const key = `L${n.id}|${idx.join(',')}`;
@@ -174,6 +198,8 @@ export class Emitter {
   /** The WGSL value of node n at a multi-index of its shape. */
   value(n: Node, idx: readonly string[]): string {
     if (n.op === 'const') return wgslLiteral((n as Node<'const'>).attrs.value, n.dtype);
+    const seeded = this.seededAll.get(n.id);
+    if (seeded !== undefined) return seeded;
     if (n !== this.root && this.isMat(n)) return this.load(n, idx);
     const key = `${n.id}|${idx.join(',')}`;
     const hit = this.memoGet(key);
@@ -249,7 +275,7 @@ export class Emitter {
       this.line('}');
       return this.bind(key, n.dtype, finish(acc));
     }
-    if (this.mode !== 'row' && this.mode !== 'element') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
+    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
     if (!this.hoistable(idx)) {
       if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) throw new RowModeFails();
       throw new NeedsMaterialize(n, 'its index varies inside an enclosing loop');
@@ -320,32 +346,36 @@ export class Emitter {
   }
 }
 
-export function assemble(e: Emitter, mainLines: string[], wg: number): string {
+export function assemble(e: Emitter, mainLines: string[], wg: number, decls: string[] = []): KernelText {
   const shared = [...e.redTypes].map((t) => `var<workgroup> red_${t}: array<${wgslType(t)}, ${wg}>;`);
-  const sg = e.subgroups && e.redTypes.size > 0;
+  return { decls: [...shared, ...decls], main: mainLines, wg, subgroups: e.subgroups && e.redTypes.size > 0 };
+}
+
+/** The WGSL module of a kernel text, its buffers declared by `bindings` (the `@BINDINGS@` of older callers). */
+export function renderKernel(t: KernelText, bindings: string): string {
   return [
-    ...(sg ? ['enable subgroups;'] : []),
-    '@BINDINGS@',
+    ...(t.subgroups ? ['enable subgroups;'] : []),
+    bindings,
     WGSL_HELPERS.trim(),
-    `const WG: u32 = ${wg}u;`,
-    ...shared,
-    `@compute @workgroup_size(${wg})`,
-    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
-    ...mainLines.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
+    `const WG: u32 = ${t.wg}u;`,
+    ...t.decls,
+    `@compute @workgroup_size(${t.wg})`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${t.subgroups ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
+    ...t.main.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
     '}',
     '',
   ].join('\n');
 }
 
 export const nextPow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
-export function finish(e: Emitter, mode: KernelMode, body: string, wg: number, groups: number): LoweredKernel {
+export function finish(e: Emitter, mode: KernelMode, text: KernelText, groups: number): LoweredKernel {
   return {
     root: e.root,
     mode,
-    body,
+    text,
     reads: [...e.reads.values()],
     write: e.root,
-    workgroupSize: wg,
+    workgroupSize: text.wg,
     groups,
     nodes: [e.root.id, ...[...e.inlined].filter((id) => id !== e.root.id)],
   };

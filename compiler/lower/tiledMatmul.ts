@@ -133,7 +133,6 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       e.line(`}`);
     }
   const tiles = [`var<workgroup> tile_a: array<f32, ${TILE * (TILE_K + 1)}>;`, ...mms.map((_, t) => `var<workgroup> tile_b${t}: array<f32, ${TILE_K * (TILE + 1)}>;`)];
-  const wgsl = assemble(e, e.topLines(), 256).replace('@compute', `${tiles.join('\n')}\n@compute`);
-  return finish(e, 'tiled', wgsl, 256, groups);
+  return finish(e, 'tiled', assemble(e, e.topLines(), 256, tiles), groups);
 }
 

@@ -17,6 +17,7 @@ import { wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, NeedsMaterialize, RowModeFails, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
+import { lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
 export { NeedsMaterialize, SEQ_MAX, isReduction, reduceLength };
 export type { KernelMode, LoweredKernel };
@@ -44,12 +45,14 @@ export interface LowerOptions {
 export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
   if (root.op === 'scatter') return lowerScatter(root, isMat);
   if (root.op === 'cumsum') return lowerScan(root, isMat);
-  if (root.op === 'attention') return lowerAttention(root, isMat);
+  if (root.op === 'attention') return lowerAttention(root, isMat, options.subgroups ?? false);
   const mms = tiledMatmulsOf(root, isMat);
   if (mms) return lowerTiledMatmul(root, mms, isMat);
   // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own
   const big = bigMatmulUnder(root, isMat);
   if (big) throw new NeedsMaterialize(big, 'a many-row matmul is read through views: it gets its own tiled kernel');
+  const mv = matvecPlanOf(root, isMat);
+  if (mv) return lowerMatvec(root, mv, isMat, options.subgroups ?? false);
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
   if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
   const last = root.shape[root.shape.length - 1] ?? 1;
@@ -73,7 +76,7 @@ function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const idx = delinearize(wgslIndex, 't', root.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const v = e.value(root, idx);
   e.line(e.store(root, 't', v));
-  return finish(e, 'map', assemble(e, e.topLines(), wg), wg, Math.ceil(n / wg));
+  return finish(e, 'map', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
 }
 
 function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' | 'element', options: LowerOptions): LoweredKernel {
@@ -100,7 +103,7 @@ function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' |
   // read after the body is built: index names hoisted to the top block (indexVar) belong before the phases
   const head = [...e.topLines()];
   const wg = Math.min(256, Math.max(32, nextPow2(Math.max(e.maxCoop, rowLen))));
-  return finish(e, mode, assemble(e, [...head, ...e.phases, ...main], wg), wg, groups);
+  return finish(e, mode, assemble(e, [...head, ...e.phases, ...main], wg), groups);
 }
 
 function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
@@ -117,7 +120,7 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   e.line(`if (row >= ${target.shape[0]}u) { return; }`);
   const v = e.value(values, vIdx);
   e.line(e.store(root, linearize(wgslIndex, ['row', ...vIdx.slice(k)], target.shape), v));
-  const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), wg, Math.ceil(n / wg));
+  const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
   // Rows of the target are written in place: values (or indices) that read that same version would race with
   // the writes, and the target has no binding of its own here. Give the reader a buffer first.
   if (lowered.reads.includes(target)) throw new NeedsMaterialize(isMat(values) ? indices : values, 'scatter values read the state being written');
@@ -142,6 +145,6 @@ function lowerScan(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   e.line(`for (var ks: u32 = 0u; ks < ${len}u; ks++) {`);
   for (const l of body) e.line('  ' + l);
   e.line('}');
-  return finish(e, 'scan', assemble(e, e.topLines(), wg), wg, Math.ceil(lines / wg));
+  return finish(e, 'scan', assemble(e, e.topLines(), wg), Math.ceil(lines / wg));
 }
 

@@ -122,11 +122,11 @@ describe('snapshots', () => {
     });
     expect(printProgram(program)).toMatchInlineSnapshot(`
       "program bucket={} kernels=1 buffers=4
-        buf0 input 'x' f32(2,32) 256B
-        buf1 weight 'norm' f32(32) 128B
-        buf2 weight 'w' f16(8,32) 512B
+        buf0 weight 'w' f16(8,32) 512B
+        buf1 input 'x' f32(2,32) 256B
+        buf2 weight 'norm' f32(32) 128B
         buf3 output 'y' f32(2,8) 64B
-        k0_element_matmul wg=32 grid=16x1x1 reads=[buf0,buf1,buf2] writes=[buf3]"
+        k0_matvec_matmul wg=32 grid=2x1x1 reads=[buf0,buf1,buf2] writes=[buf3]"
     `);
   });
 

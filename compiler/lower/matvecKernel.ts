@@ -1,0 +1,223 @@
+// The matvec kernel template for matmuls with few rows (decode: one token per sequence), with fused prologues
+// (norms, gathers, unpacking) and elementwise epilogues (residual add, SwiGLU gating).
+import type { Node } from '../ir.ts';
+import { numel } from '../ir.ts';
+import { delinearize, linearize, wgslIndex } from '../indexAlgebra.ts';
+import { OPS } from '../ops.ts';
+import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
+
+/** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
+const ROW_BLOCK = 8;
+/** Output columns per workgroup: each weight element loaded is used for every row of the block. */
+const COLS = 4;
+/** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
+export const MATVEC_MAX_ROWS = 32;
+
+export interface MatvecPlan {
+  /** The node the kernel computes: the root, or what a chain of reshapes at the root is a view of. */
+  core: Node;
+  matmuls: Node[];
+  /** Per matmul: the [N, K] weight read as its transpose (`x @ W.T`), loaded directly and packed words whole. */
+  weights: (Node | undefined)[];
+}
+
+/** The [N, K] weight whose transpose `b` is, through views that only add or broadcast leading unit dims. */
+function transposedWeight(b: Node, isMat: (n: Node) => boolean): Node | undefined {
+  let n = b;
+  const lastTwo = (s: readonly number[]) => s.slice(-2).join();
+  while (n.op === 'reshape' || n.op === 'broadcast') {
+    const x = n.inputs[0]!;
+    if (x.shape.length < 2 || lastTwo(x.shape) !== lastTwo(n.shape) || x.shape.slice(0, -2).some((d) => d !== 1)) return undefined;
+    n = x;
+  }
+  if (n.op !== 'permute' || n.shape.length !== 2) return undefined;
+  const w = n.inputs[0]!;
+  return w.op === 'weight' && isMat(w) ? w : undefined;
+}
+
+/**
+ * The matvec plan for `root`, or undefined when it is no few-row matmul kernel: the root (seen through reshapes)
+ * is a long matmul, or an elementwise epilogue at its own index over long matmuls of one reduction length.
+ */
+export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPlan | undefined {
+  let core = root;
+  while (core.op === 'reshape' && !isMat(core.inputs[0]!)) core = core.inputs[0]!;
+  const r = core.shape.length;
+  if (r < 2 || core.shape[r - 2]! >= MATVEC_MAX_ROWS) return undefined;
+  const found = new Map<number, Node>();
+  let other = false;
+  const N = core.shape[r - 1]!;
+  const size = numel(core.shape);
+  // elementwise ops at the core's index, and reshapes that keep the last axis (same linear position, same column)
+  const sameElement = (n: Node) => numel(n.shape) === size && n.shape[n.shape.length - 1] === N;
+  const walk = (n: Node): void => {
+    if (n.op === 'matmul' && reduceLength(n) > SEQ_MAX && sameElement(n)) {
+      found.set(n.id, n);
+      return;
+    }
+    if (OPS[n.op].kind === 'reduce' && reduceLength(n) > SEQ_MAX) other = true;
+    if (n.op !== 'reshape' && (OPS[n.op].kind !== 'elementwise' || n.op === 'iota')) return;
+    for (const i of n.inputs) if (!isMat(i) && i.op !== 'const' && sameElement(i)) walk(i);
+  };
+  if (core.op === 'matmul') {
+    if (reduceLength(core) <= SEQ_MAX) return undefined;
+    found.set(core.id, core);
+  } else walk(core);
+  const matmuls = [...found.values()];
+  if (other || matmuls.length === 0 || matmuls.length > 3) return undefined;
+  const K = reduceLength(matmuls[0]!);
+  if (matmuls.some((m) => reduceLength(m) !== K)) return undefined;
+  const weights = matmuls.map((m) => transposedWeight(m.inputs[1]!, isMat));
+  // with batch dims (weights not shared by every row) the kernel indexes matmuls and core alike
+  if (weights.some((w) => !w) && matmuls.some((m) => m.shape.join() !== core.shape.join())) return undefined;
+  return { core, matmuls, weights };
+}
+
+/**
+ * Each workgroup computes up to ROW_BLOCK rows x COLS columns of every matmul in the plan. Its threads stride
+ * over K (two elements at a time when the weights allow, so a packed 16-bit word is loaded once), each keeping
+ * one accumulator per (matmul, row, column); the prologue of the left operand is evaluated once per row and k
+ * and shared by every column, and each weight element is used for every row. Accumulators are reduced within
+ * subgroups (or through shared memory without them); then one thread per output evaluates the epilogue.
+ *
+ * When every matmul reads a plain transposed weight, all leading output coordinates count as rows (batched
+ * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
+ */
+export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, subgroups: boolean): LoweredKernel {
+  const { core, matmuls, weights } = plan;
+  const e = new Emitter(root, isMat, 'matvec', subgroups);
+  const shape = core.shape;
+  const N = shape[shape.length - 1]!;
+  const K = reduceLength(matmuls[0]!);
+  const direct = weights.every((w) => w !== undefined);
+  const batchShape = direct ? [] : shape.slice(0, -2);
+  const rowShape = direct ? shape.slice(0, -1) : shape.slice(-2, -1);
+  // a matmul may be a reshape of the core's shape (same linear positions): its rows are indexed in its own shape
+  const mmRowShape = (mm: Node) => (direct ? mm.shape.slice(0, -1) : rowShape);
+  const M = numel(rowShape);
+  const MB = Math.min(M, ROW_BLOCK);
+  const R = Math.min(COLS, N);
+  const T = matmuls.length;
+  const U = K % 2 === 0 ? 2 : 1; // k values per thread and step
+  const outputsPerGroup = MB * R;
+  const accumulators = T * outputsPerGroup;
+  const mChunks = Math.ceil(M / MB);
+  const nGroups = Math.ceil(N / R);
+  const groups = numel(batchShape) * mChunks * nGroups;
+  // Enough threads that each takes several steps along K; shared memory for the partials stays under 16 KiB.
+  let wg = Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * 4)))));
+  const partsPerAcc = (size: number) => (subgroups ? size / 4 : size); // subgroups hold at least 4 lanes
+  while (wg > 32 && accumulators * partsPerAcc(wg) * 4 > 16384) wg /= 2;
+  wg = Math.max(wg, nextPow2(outputsPerGroup));
+
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  const batch = delinearize(wgslIndex, `(gi / ${mChunks * nGroups}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  const mb0 = mChunks > 1 ? e.declareTop(`o${batch.length}`, `((gi / ${nGroups}u) % ${mChunks}u) * ${MB}u`) : '0u';
+  const n0 = e.declareTop(`o${batch.length + 1}`, `(gi % ${nGroups}u) * ${R}u`);
+  // the rows this workgroup reads (clamped: a partial last block recomputes the last row, never stored twice)
+  const rowIdx = (mm: Node, i: number) => {
+    const m = mChunks > 1 ? `min(${mb0} + ${i}u, ${M - 1}u)` : `${Math.min(i, M - 1)}u`;
+    return delinearize(wgslIndex, m, mmRowShape(mm)).map((s) => e.indexVar(s));
+  };
+  const colIdx = Array.from({ length: R }, (_, c) => e.declareTop(`o${batch.length + 2 + c}`, `min(${n0} + ${c}u, ${N - 1}u)`));
+  const acc = (t: number, i: number, c: number) => `acc${t}_${i}_${c}`;
+
+  const main = e.nested(() => {
+    for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
+    const kk = e.fresh('k');
+    const body = e.nested(() => {
+      const ks = Array.from({ length: U }, (_, u) => (u === 0 ? kk : `(${kk} + ${u}u)`));
+      matmuls.forEach((mm, t) => {
+        const w = weights[t];
+        // the weight elements of each column at k..k+U-1
+        const wv: string[][] = Array.from({ length: R }, (_, c) => {
+          if (!w) return ks.map((k) => e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!]));
+          return loadWeightRun(e, w, `${colIdx[c]} * ${K}u + ${kk}`, U);
+        });
+        for (let i = 0; i < MB; i++) {
+          const rows = rowIdx(mm, i);
+          const av = ks.map((k) => e.value(mm.inputs[0]!, [...batch, ...rows, k]));
+          for (let c = 0; c < R; c++) e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + ${av.map((a, u) => `${a} * ${wv[c]![u]}`).join(' + ')};`);
+        }
+      });
+    });
+    e.line(`for (var ${kk}: u32 = lid * ${U}u; ${kk} < ${K}u; ${kk} += WG * ${U}u) {`);
+    body.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+    // reduce each accumulator over the workgroup into mv_part[j * parts]
+    const all = [];
+    for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) all.push(acc(t, i, c));
+    const parts = partsPerAcc(wg);
+    if (subgroups) {
+      all.forEach((a, j) => e.line(`let s${j} = subgroupAdd(${a});`));
+      e.line(`if (sg_lane == 0u) {`);
+      all.forEach((_, j) => e.line(`  mv_part[${j * parts}u + lid / sg_size] = s${j};`));
+      e.line(`}`);
+      e.line(`workgroupBarrier();`);
+    } else {
+      all.forEach((a, j) => e.line(`mv_part[${j * parts}u + lid] = ${a};`));
+      e.line(`workgroupBarrier();`);
+      e.line(`for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`);
+      e.line(`  if (lid < s) {`);
+      e.line(`    for (var j: u32 = 0u; j < ${all.length}u; j++) { mv_part[j * ${parts}u + lid] = mv_part[j * ${parts}u + lid] + mv_part[j * ${parts}u + lid + s]; }`);
+      e.line(`  }`);
+      e.line(`  workgroupBarrier();`);
+      e.line(`}`);
+    }
+    // one thread per output: total its partials, evaluate the epilogue, store
+    const out = e.nested(() => {
+      const local = e.fresh('k');
+      const em = e.fresh('k');
+      const ec = e.fresh('k');
+      e.line(`let ${local} = lid;`);
+      e.line(`let ${em} = ${mb0 === '0u' ? '' : `${mb0} + `}${local} / ${R}u;`);
+      e.line(`let ${ec} = ${n0} + ${local} % ${R}u;`);
+      e.line(`if (${em} < ${M}u && ${ec} < ${N}u) {`);
+      const inner = e.nested(() => {
+        const idx = [...batch, ...delinearize(wgslIndex, em, rowShape).map((s) => e.indexVar(s)), ec];
+        matmuls.forEach((mm, t) => {
+          const tot = `tot${t}`;
+          if (subgroups) {
+            e.line(`var ${tot}: f32 = 0.0;`);
+            e.line(`for (var s: u32 = 0u; s < WG / sg_size; s++) { ${tot} = ${tot} + mv_part[(${t * outputsPerGroup}u + ${local}) * ${parts}u + s]; }`);
+          } else e.line(`let ${tot} = mv_part[(${t * outputsPerGroup}u + ${local}) * ${parts}u];`);
+          e.seedAll(mm, tot); // this thread's one output: every read of the matmul is at its position
+        });
+        const v = e.value(core, idx);
+        e.line(e.store(root, linearize(wgslIndex, idx, shape), v));
+      });
+      inner.forEach((l) => e.line('  ' + l));
+      e.line(`}`);
+    });
+    e.line(`if (lid < ${outputsPerGroup}u) {`);
+    out.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+  });
+  // read after the body is built: index names hoisted to the top block belong before the phases
+  if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins
+  const head = [...e.topLines()];
+  const shared = `var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg))}>;`;
+  return finish(e, 'matvec', assemble(e, [...head, ...e.phases, ...main], wg, [shared]), groups);
+}
+
+/** Values of `count` consecutive elements of a weight from linear offset `off` (even when count is 2). */
+function loadWeightRun(e: Emitter, w: Node, off: string, count: number): string[] {
+  const storage = (w as Node<'weight'>).attrs.storage;
+  const buf = e.buffer(w);
+  const base = e.fresh('ix');
+  e.line(`let ${base} = ${off};`);
+  if (storage === 'f32') return Array.from({ length: count }, (_, u) => `${buf}[${base}${u ? ` + ${u}u` : ''}]`);
+  if (count === 1) {
+    const word = `${buf}[${base} >> 1u]`;
+    return [storage === 'f16' ? `unpack2x16float(${word})[${base} & 1u]` : `bitcast<f32>(select(${word} << 16u, ${word} & 0xffff0000u, (${base} & 1u) == 1u))`];
+  }
+  const word = e.fresh('v');
+  e.line(`let ${word} = ${buf}[${base} >> 1u];`);
+  if (storage === 'f16') {
+    const pair = e.fresh('v');
+    e.line(`let ${pair} = unpack2x16float(${word});`);
+    return [`${pair}.x`, `${pair}.y`];
+  }
+  return [`bitcast<f32>(${word} << 16u)`, `bitcast<f32>(${word} & 0xffff0000u)`];
+}

@@ -32,11 +32,13 @@ export interface BenchReport {
 
 const indent = (text: string) => text.split('\n').map((l) => `    ${l}`).join('\n');
 
+/** STRATA_COMMIT where set (a bundle run outside a git checkout), else the checkout's HEAD. */
 function commit(): string {
+  if (process.env.STRATA_COMMIT) return process.env.STRATA_COMMIT;
   try {
     return execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   } catch {
-    return process.env.STRATA_COMMIT ?? 'unknown';
+    return 'unknown';
   }
 }
 

@@ -77,11 +77,11 @@ async function openModel(a: ProfileArgs): Promise<{ model: ModelDef; checkpoint:
 
 export async function profileMain(argv: string[]): Promise<void> {
   const a = parseProfileArgs(argv);
+  const { model, checkpoint, source } = await openModel(a);
   const strata = await getSharedDevice();
   const rt = new GpuRuntime(strata);
   const software = strata.isFallback ?? false;
   const copyBytesPerSecond = await copyRoofline(rt, software ? 16 << 20 : 256 << 20, software ? 5 : 50);
-  const { model, checkpoint, source } = await openModel(a);
   const warmRuns = Math.ceil(a.context / a.tokens);
   const timedRuns = software ? 3 : 20;
   // room for the context, the warm-up and timed runs, the profiled runs and some slack

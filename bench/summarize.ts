@@ -1,7 +1,7 @@
 // Prints the README tables of a Strata bench report: beside llama.cpp CUDA measured in the same lease (ratio
 // Strata / llama.cpp), the full Strata table beside PyTorch where given, and the decode step by kernel template.
-//   npx tsx bench/summarize.ts <strata.json> [--llamacpp <run-llamacpp.sh output folder>] [--torch <pytorch.json>]
-//   (a second positional .json is read as the PyTorch report, as before)
+//   npx tsx bench/summarize.ts <strata.json>... [--llamacpp <run-llamacpp.sh output folder>] [--torch <pytorch.json>]
+//   (a PyTorch report may also be given positionally, as before; several Strata reports are merged)
 import * as fs from 'node:fs';
 import type { ModelBenchCase } from './models.ts';
 import type { BenchReport } from './main.ts';
@@ -11,18 +11,20 @@ interface TorchRow { config: string; dtype: string; batch: number; mode?: string
 
 const argv = process.argv.slice(2);
 const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
-const positional = argv.filter((a, i) => !a.startsWith('--') && !['--llamacpp', '--torch'].includes(argv[i - 1] ?? ''));
-const [strataFile, torchPositional] = positional;
-if (!strataFile) {
-  console.error('usage: npx tsx bench/summarize.ts <strata.json> [--llamacpp DIR] [--torch pytorch.json]');
+const files = argv.filter((a, i) => !a.startsWith('--') && !['--llamacpp', '--torch'].includes(argv[i - 1] ?? ''));
+if (!files.length) {
+  console.error('usage: npx tsx bench/summarize.ts <strata.json>... [--llamacpp DIR] [--torch pytorch.json]');
   process.exit(2);
 }
-const strata = JSON.parse(fs.readFileSync(strataFile, 'utf8')) as BenchReport;
-const torchFile = value('--torch') ?? torchPositional;
-const torch: TorchRow[] = torchFile ? JSON.parse(fs.readFileSync(torchFile, 'utf8')).results : [];
+// PyTorch reports hold `results`; several Strata reports (one run split over calls) are merged, the first one's ops kept
+const reports = files.map((file) => JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport & { results?: TorchRow[] });
+const torchFile = value('--torch');
+const torch: TorchRow[] = torchFile ? JSON.parse(fs.readFileSync(torchFile, 'utf8')).results : reports.flatMap((r) => r.results ?? []);
+const strataReports = reports.filter((r) => !r.results);
+const strata = strataReports[0]!;
 const llamaDir = value('--llamacpp');
 const llama = llamaDir ? readLlamaCpp(llamaDir) : undefined;
-const models = strata.models ?? [];
+const models = strataReports.flatMap((r) => r.models ?? []);
 const f = (x: number | undefined, d = 0) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
 const n = (x: number | undefined) => (x === undefined ? '-' : Math.round(x).toLocaleString('en-US'));
 const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? '-' : `${(a / b).toFixed(2)}x`);

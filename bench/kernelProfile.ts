@@ -109,7 +109,7 @@ export function formatKernelProfile(p: KernelProfile, top?: number): string {
   const timer = p.timer === 'timestamp' ? `timestamp queries, median of ${p.repeats}` : `each kernel alone by wall clock, ${p.repeats} dispatches`;
   const lines = [
     `${p.kernels.length} kernels, ${p.totalMs.toFixed(3)} ms summed (${timer}), ${size(p.totalBytes)} bound, copy roofline ${p.copyGBps.toFixed(p.copyGBps < 10 ? 1 : 0)} GB/s`,
-    ...(p.quantization ? [p.quantization.note] : p.timer === 'wallclock-alone' ? ['no timestamp queries: times include each submission\'s share of launch overhead'] : []),
+    ...(p.quantization ? [p.quantization.note] : p.timer === 'wallclock-alone' ? ['each kernel timed alone: times include its share of submission overhead'] : []),
     `${'template'.padEnd(14)}${'kernels'.padStart(8)}${'ms'.padStart(10)}${'share'.padStart(8)}${'bytes'.padStart(9)}${'roofline'.padStart(10)}`,
     ...p.templates.map((t) => `${t.template.padEnd(14)}${String(t.kernels).padStart(8)}${t.ms.toFixed(3).padStart(10)}${pct(t.shareOfTime).padStart(8)}${size(t.bytes).padStart(9)}${pct(t.fractionOfRoofline).padStart(10)}`),
     '',

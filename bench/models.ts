@@ -94,6 +94,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   // timeGpu adds one warm-up submission per call: count what a generation loop would do
   const steps = submissions * o.stepsPerSubmit;
   const submits = (rt.counters.submits - submitsBefore) / 2;
+  const readbacks = rt.counters.readbacks - readbacksBefore; // before profiling, which reads timestamps back
   const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
   const stepSeconds = decodeSeconds / steps;
   let topKernels: ModelBenchCase['topKernels'];
@@ -121,7 +122,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     decodeStepMs: stepSeconds * 1e3,
     dispatchesPerDecodeStep: decode.program.kernels.length,
     submitsPerToken: submits / steps,
-    readbacksPerToken: (rt.counters.readbacks - readbacksBefore) / steps,
+    readbacksPerToken: readbacks / steps,
     compileSeconds,
     pipelines,
     cacheBytes,

@@ -32,9 +32,10 @@ for ignored in dist .peers .device; do
   git check-ignore -q "$ignored/" || { echo "prepare.sh: $ignored/ is not git-ignored: it would travel as untracked files and llama.cpp must not be committed" >&2; exit 1; }
 done
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo -dirty)
-tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+tracked=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du -cbL --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 carried=$(du -cb $(ls -d dist .peers .device 2>/dev/null) | tail -1 | cut -f1)
-echo "travels: tracked files $((tracked >> 20)) MiB + carried (dist .peers .device) $((carried >> 20)) MiB (limit 64 MiB with untracked files)"
+echo "travels: tracked and untracked files $((tracked >> 20)) MiB + carried (dist .peers .device) $((carried >> 20)) MiB"
+[ $(((tracked + carried) >> 20)) -lt 64 ] || echo "prepare.sh: over the device call's 64 MiB: ignore or remove untracked files" >&2
 cat <<EOM
 
 carry: [".device", "dist", ".peers"]

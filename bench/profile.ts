@@ -14,7 +14,7 @@ import { type TensorSource, openSafetensors } from '../runtime/safetensors.ts';
 import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
 import { formatKernelProfile } from './kernelProfile.ts';
 import { measureKernelProfile } from './measureKernels.ts';
-import { copyRoofline } from './ops.ts';
+import { copyRoofline, copyRooflineBytes } from './ops.ts';
 import { timeGpu } from './timing.ts';
 
 export const PROFILE_USAGE = `usage: bench profile <model-dir | ${[...Object.keys(BENCH_CONFIGS), 'tiny-llama'].join(' | ')}>
@@ -81,7 +81,7 @@ export async function profileMain(argv: string[]): Promise<void> {
   const strata = await getSharedDevice();
   const rt = new GpuRuntime(strata);
   const software = strata.isFallback ?? false;
-  const copyBytesPerSecond = await copyRoofline(rt, software ? 16 << 20 : 256 << 20, software ? 5 : 50);
+  const copyBytesPerSecond = await copyRoofline(rt, copyRooflineBytes(rt, software), software ? 5 : 50);
   const warmRuns = Math.ceil(a.context / a.tokens);
   const timedRuns = software ? 3 : 20;
   // room for the context, the warm-up and timed runs, the profiled runs and some slack

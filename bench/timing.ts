@@ -90,7 +90,7 @@ const gcd = (a: bigint, b: bigint): bigint => (b === 0n ? a : gcd(b, a % b));
 /**
  * Whether timestamps look rounded: Dawn's quantization (on unless `timestamp_quantization` is disabled) masks
  * them to ~65 us (2^16 ns) steps, so every value is a multiple of a large step and short kernels read 0.
- * A real GPU clock ticks at tens of ns at most.
+ * A GPU clock read directly ticks at 1 ns to 1 us.
  */
 export function detectQuantization(stamps: { begin: bigint; end: bigint }[]): TimestampQuantization {
   const first = stamps[0]?.begin ?? 0n;
@@ -101,9 +101,13 @@ export function detectQuantization(stamps: { begin: bigint; end: bigint }[]): Ti
   const zeroDeltas = stamps.filter((s) => s.end === s.begin).length;
   const stepNs = Number(step);
   const mostlyZero = stamps.length >= 8 && zeroDeltas > stamps.length / 2;
-  const quantized = stepNs >= 1000 || mostlyZero;
+  // decode kernels take 2-50 us: a step of 10 us or more makes their times meaningless; 1-10 us only blurs them
+  const quantized = stepNs >= 10_000 || mostlyZero;
+  const us = (stepNs / 1000).toFixed(stepNs < 10_000 ? 2 : 1);
   const note = quantized
-    ? `timestamps look quantized: every value a multiple of ${(stepNs / 1000).toFixed(1)} us, ${zeroDeltas} of ${stamps.length} kernels read 0; per-kernel times are not trustworthy`
-    : `timestamps look unquantized (common step ${stepNs} ns, ${zeroDeltas} of ${stamps.length} kernels read 0)`;
+    ? `timestamps look quantized: every value a multiple of ${us} us, ${zeroDeltas} of ${stamps.length} kernels read 0; per-kernel times are not trustworthy`
+    : stepNs >= 1000
+      ? `timestamps are coarse but usable: every value a multiple of ${us} us (${zeroDeltas} of ${stamps.length} kernels read 0); kernels of a few steps are imprecise`
+      : `timestamps look unquantized (common step ${stepNs} ns, ${zeroDeltas} of ${stamps.length} kernels read 0)`;
   return { stepNs, zeroDeltas, kernels: stamps.length, quantized, note };
 }

@@ -51,6 +51,8 @@ describe('bench kernel profile', () => {
     expect(detectQuantization(stamps(masked)).stepNs).toBe(65536);
     const fine = [1000n, 4021n, 4100n, 9377n, 9378n, 12000n];
     expect(detectQuantization(stamps(fine)).quantized).toBe(false);
+    const coarse = detectQuantization(stamps([0n, 3072n, 5120n, 9216n, 10240n, 16384n]));
+    expect([coarse.quantized, coarse.stepNs, coarse.note.startsWith('timestamps are coarse')]).toEqual([false, 1024, true]);
   });
 
   test('reads llama-bench and llama-batched-bench output', () => {

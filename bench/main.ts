@@ -1,5 +1,5 @@
-// `npm run bench -- [ops|models] [--quick] [--json] [--config NAME] [--out FILE]` (also `npx strata bench`):
-// figures, not pass/fail. Every figure comes from this run on this adapter, the roofline included.
+// The bench run: `npm run bench -- [ops|models] [--quick] [--json] [--config NAME] [--out FILE]` (entry: bench/cli.ts;
+// also `npx strata bench`). Figures, not pass/fail. Every figure comes from this run on this adapter, the roofline included.
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -8,6 +8,7 @@ import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
 import { type ModelBenchCase, benchModel } from './models.ts';
+import { formatKernelProfile } from './kernelProfile.ts';
 import { type OpsReport, opsBench } from './ops.ts';
 
 export interface BenchArgs {
@@ -29,11 +30,15 @@ export interface BenchReport {
   models?: ModelBenchCase[];
 }
 
+const indent = (text: string) => text.split('\n').map((l) => `    ${l}`).join('\n');
+
+/** STRATA_COMMIT where set (a bundle run outside a git checkout), else the checkout's HEAD. */
 function commit(): string {
+  if (process.env.STRATA_COMMIT) return process.env.STRATA_COMMIT;
   try {
     return execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   } catch {
-    return process.env.STRATA_COMMIT ?? 'unknown';
+    return 'unknown';
   }
 }
 
@@ -51,6 +56,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   log(`adapter: ${strata.adapterInfo.vendor} ${strata.adapterInfo.device || strata.adapterInfo.description}`);
   const ops = await opsBench(rt, args.quick);
   report.ops = ops;
+  if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
   log(`copy roofline ${ops.copyGBps.toFixed(1)} GB/s; matvec ${ops.matvec.map((m) => `${m.storage} ${m.GBps.toFixed(1)} GB/s (${(m.fractionOfCopy * 100).toFixed(0)}%)`).join(', ')}; elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
   if (args.what !== 'ops') {
     const configs: [string, Record<string, unknown>][] = args.quick ? [['tiny-llama', TINY_BENCH_CONFIG]] : Object.entries(BENCH_CONFIGS).filter(([n]) => !args.configs || args.configs.includes(n));
@@ -62,9 +68,12 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
       cases.push({ storage: 'f16', batch: 1, fused: false });
       for (const c of cases) {
         try {
-          const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.batch === 1 && c.fused });
+          const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
           report.models.push(r);
           log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step, ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
+          if (r.kernelProfile) log(indent(formatKernelProfile(r.kernelProfile, 10)));
+          // written after every case, so that a run cut short by a time limit still leaves its figures
+          if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
         } catch (err) {
           log(`${name} ${c.storage} batch ${c.batch}: FAILED ${(err as Error).message.split('\n')[0]}`);
         }
@@ -78,16 +87,11 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   return report;
 }
 
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('bench/main.ts') || process.argv[1]?.endsWith('bench.mjs')) {
-  const argv = process.argv.slice(2);
+/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE]`, as the README documents. */
+export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
-  const flag = (f: string) => argv.includes(f);
-  const value = (f: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1] : undefined);
+  const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
   const configs = value('--config')?.split(',');
-  runBench({ what, quick: flag('--quick'), json: flag('--json'), ...(configs ? { configs } : {}), ...(value('--out') ? { out: value('--out')! } : {}) })
-    .then(() => process.exit(0))
-    .catch((e) => {
-      console.error(e);
-      process.exit(1);
-    });
+  const out = value('--out');
+  return { what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}) };
 }

@@ -8,7 +8,9 @@ import { buildModel } from '../models/registry.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { ModelRunner } from '../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../runtime/randomWeights.ts';
-import { profileKernels, timeGpu } from './timing.ts';
+import type { KernelProfile } from './kernelProfile.ts';
+import { measureKernelProfile } from './measureKernels.ts';
+import { timeGpu } from './timing.ts';
 
 export interface ModelBenchCase {
   config: string;
@@ -30,6 +32,8 @@ export interface ModelBenchCase {
   /** weight bytes read per decode step / step time, over the copy roofline */
   rooflineFraction: number;
   topKernels?: { name: string; ms: number; count: number }[];
+  /** The decode step's per-kernel profile (per kernel and per template, bytes, fraction of the copy roofline). */
+  kernelProfile?: KernelProfile;
 }
 
 export interface ModelBenchOptions {
@@ -44,6 +48,8 @@ export interface ModelBenchOptions {
   stepsPerSubmit: number;
   copyBytesPerSecond: number;
   profile: boolean;
+  /** Dispatches per kernel when kernels are timed alone (no or quantized timestamps). */
+  profileAloneIters?: number;
 }
 
 export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<ModelBenchCase> {
@@ -88,20 +94,20 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   // timeGpu adds one warm-up submission per call: count what a generation loop would do
   const steps = submissions * o.stepsPerSubmit;
   const submits = (rt.counters.submits - submitsBefore) / 2;
+  const readbacks = rt.counters.readbacks - readbacksBefore; // before profiling, which reads timestamps back
   const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
   const stepSeconds = decodeSeconds / steps;
   let topKernels: ModelBenchCase['topKernels'];
+  let kernelProfile: KernelProfile | undefined;
   if (o.profile) {
-    const prof = await profileKernels(rt, decode);
-    if (prof) {
-      const byName = new Map<string, { ms: number; count: number }>();
-      for (const p of prof) {
-        const key = p.name.replace(/^k\d+_/, '');
-        const e = byName.get(key) ?? { ms: 0, count: 0 };
-        byName.set(key, { ms: e.ms + p.ms, count: e.count + 1 });
-      }
-      topKernels = [...byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms).slice(0, 8);
+    kernelProfile = await measureKernelProfile(rt, decode, { copyBytesPerSecond: o.copyBytesPerSecond, repeats: 5, aloneIters: o.profileAloneIters ?? 20 });
+    const byName = new Map<string, { ms: number; count: number }>();
+    for (const k of kernelProfile.kernels) {
+      const key = k.name.replace(/^k\d+_/, '');
+      const e = byName.get(key) ?? { ms: 0, count: 0 };
+      byName.set(key, { ms: e.ms + k.ms, count: e.count + 1 });
     }
+    topKernels = [...byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms).slice(0, 8);
   }
   const cacheBytes = memoryReport(model.memory(), runner.memory).totalBytes;
   return {
@@ -116,12 +122,13 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     decodeStepMs: stepSeconds * 1e3,
     dispatchesPerDecodeStep: decode.program.kernels.length,
     submitsPerToken: submits / steps,
-    readbacksPerToken: (rt.counters.readbacks - readbacksBefore) / steps,
+    readbacksPerToken: readbacks / steps,
     compileSeconds,
     pipelines,
     cacheBytes,
     weightBytes,
     rooflineFraction: weightBytes / stepSeconds / o.copyBytesPerSecond,
     ...(topKernels ? { topKernels } : {}),
+    ...(kernelProfile ? { kernelProfile } : {}),
   };
 }

@@ -6,6 +6,11 @@ import type { Tensor } from '../dsl/tensor.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { timeGpu } from './timing.ts';
 
+/** The copy size for the roofline: 256 MiB (16 MiB quick), within the adapter's storage binding limit. */
+export function copyRooflineBytes(rt: GpuRuntime, quick: boolean): number {
+  return Math.min(quick ? 16 << 20 : 256 << 20, Math.floor(rt.limits.maxStorageBufferBindingSize / (1 << 20)) << 20);
+}
+
 /** Bytes read + written per second by a vec4 copy of `bytes` bytes. */
 export async function copyRoofline(rt: GpuRuntime, bytes: number, iters: number): Promise<number> {
   const n4 = bytes / 16;
@@ -47,7 +52,7 @@ export interface OpsReport {
 
 export async function opsBench(rt: GpuRuntime, quick: boolean): Promise<OpsReport> {
   const iters = quick ? 5 : 50;
-  const copyBytes = quick ? 16 << 20 : 256 << 20;
+  const copyBytes = copyRooflineBytes(rt, quick);
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
   const [rows, cols] = quick ? [1024, 1024] : [8192, 4096];
   const matvec: OpsReport['matvec'] = [];

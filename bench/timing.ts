@@ -1,5 +1,6 @@
-// Wall-clock timing of GPU work: many runs encoded into one submission, then waiting for the queue to drain.
-import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
+// Timing of GPU work: wall clock over many runs in one submission, per-kernel timestamp queries, per-kernel wall
+// clock (each dispatch repeated alone), and a check of whether the timestamps are quantized.
+import type { Executable, GpuRuntime } from '../runtime/gpuRuntime.ts';
 
 /** Seconds per run of `encode`, averaged over `iters` runs submitted together (after one warm-up run). */
 export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, iters: number): Promise<number> {
@@ -17,18 +18,96 @@ export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncod
   return (await run(iters)) / iters;
 }
 
-/** Per-kernel GPU time from timestamp queries, summed by kernel name; null when the adapter has no timestamp-query. */
-export async function profileKernels(rt: GpuRuntime, exe: { encodeProfiled(e: GPUCommandEncoder, q: GPUQuerySet, first: number): string[]; program: { kernels: unknown[] } }): Promise<{ name: string; ms: number }[] | null> {
+type Profilable = Pick<Executable, 'encodeProfiled' | 'program'>;
+
+/** Raw begin/end timestamps (ns) of each kernel over `repeats` profiled runs; null without timestamp-query. */
+export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats: number): Promise<{ names: string[]; runs: { begin: bigint; end: bigint }[][] } | null> {
   if (!rt.strata.features.includes('timestamp-query')) return null;
   const n = exe.program.kernels.length;
   const querySet = rt.device.createQuerySet({ type: 'timestamp', count: 2 * n });
   const resolve = rt.device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-  const enc = rt.device.createCommandEncoder();
-  const names = exe.encodeProfiled(enc, querySet, 0);
-  enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
-  rt.submit([enc.finish()]);
-  const raw = new BigUint64Array(await rt.readBuffer(resolve, 16 * n));
-  querySet.destroy();
-  resolve.destroy();
-  return names.map((name, i) => ({ name, ms: Number(raw[2 * i + 1]! - raw[2 * i]!) / 1e6 }));
+  let names: string[] = [];
+  const runs: { begin: bigint; end: bigint }[][] = [];
+  try {
+    for (let r = 0; r < repeats; r++) {
+      const enc = rt.device.createCommandEncoder();
+      names = exe.encodeProfiled(enc, querySet, 0);
+      enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+      rt.submit([enc.finish()]);
+      const raw = new BigUint64Array(await rt.readBuffer(resolve, 16 * n));
+      runs.push(names.map((_, i) => ({ begin: raw[2 * i]!, end: raw[2 * i + 1]! })));
+    }
+  } finally {
+    querySet.destroy();
+    resolve.destroy();
+  }
+  return { names, runs };
+}
+
+/** Per-kernel GPU time from timestamp queries (one run); null when the adapter has no timestamp-query. */
+export async function profileKernels(rt: GpuRuntime, exe: Profilable): Promise<{ name: string; ms: number }[] | null> {
+  const stamps = await kernelTimestamps(rt, exe, 1);
+  if (!stamps) return null;
+  return stamps.names.map((name, i) => ({ name, ms: Number(stamps.runs[0]![i]!.end - stamps.runs[0]![i]!.begin) / 1e6 }));
+}
+
+/**
+ * Milliseconds of each kernel run alone: `iters` dispatches of it in one pass (Dawn puts a barrier between
+ * dispatches that write storage, so they do not overlap), by wall clock. For adapters without timestamps, or
+ * with quantized ones. Kernels that update state in place leave it changed: profile only, never mid-generation.
+ */
+export async function timeKernelsAlone(rt: GpuRuntime, exe: Pick<Executable, 'program' | 'buffers'>, iters: number): Promise<number[]> {
+  const ms: number[] = [];
+  for (const kernel of exe.program.kernels) {
+    const pipeline = await rt.pipeline(kernel.wgsl, kernel.name); // cached by WGSL text: the program's own pipeline
+    const bindGroup = rt.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: kernel.bindings.map((b, i) => ({ binding: i, resource: { buffer: exe.buffers[b]! } })),
+      label: `${kernel.name}-alone`,
+    });
+    const seconds = await timeGpu(rt, (pass) => {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(...kernel.workgroups);
+    }, iters);
+    ms.push(seconds * 1e3);
+  }
+  return ms;
+}
+
+export interface TimestampQuantization {
+  /** Largest step (ns) that every timestamp of the run is a whole multiple of, measured from the first one. */
+  stepNs: number;
+  /** Kernels whose end timestamp equals their begin timestamp. */
+  zeroDeltas: number;
+  kernels: number;
+  quantized: boolean;
+  note: string;
+}
+
+const gcd = (a: bigint, b: bigint): bigint => (b === 0n ? a : gcd(b, a % b));
+
+/**
+ * Whether timestamps look rounded: Dawn's quantization (on unless `timestamp_quantization` is disabled) masks
+ * them to ~65 us (2^16 ns) steps, so every value is a multiple of a large step and short kernels read 0.
+ * A GPU clock read directly ticks at 1 ns to 1 us.
+ */
+export function detectQuantization(stamps: { begin: bigint; end: bigint }[]): TimestampQuantization {
+  const first = stamps[0]?.begin ?? 0n;
+  let step = 0n;
+  for (const s of stamps) {
+    for (const t of [s.begin, s.end]) step = gcd(step, t >= first ? t - first : first - t);
+  }
+  const zeroDeltas = stamps.filter((s) => s.end === s.begin).length;
+  const stepNs = Number(step);
+  const mostlyZero = stamps.length >= 8 && zeroDeltas > stamps.length / 2;
+  // decode kernels take 2-50 us: a step of 10 us or more makes their times meaningless; 1-10 us only blurs them
+  const quantized = stepNs >= 10_000 || mostlyZero;
+  const us = (stepNs / 1000).toFixed(stepNs < 10_000 ? 2 : 1);
+  const note = quantized
+    ? `timestamps look quantized: every value a multiple of ${us} us, ${zeroDeltas} of ${stamps.length} kernels read 0; per-kernel times are not trustworthy`
+    : stepNs >= 1000
+      ? `timestamps are coarse but usable: every value a multiple of ${us} us (${zeroDeltas} of ${stamps.length} kernels read 0); kernels of a few steps are imprecise`
+      : `timestamps look unquantized (common step ${stepNs} ns, ${zeroDeltas} of ${stamps.length} kernels read 0)`;
+  return { stepNs, zeroDeltas, kernels: stamps.length, quantized, note };
 }

@@ -1,10 +1,22 @@
 // `strata bench`: throughput, dispatches, syncs and roofline figures on the adapter at hand (see bench/).
 import type { Command } from 'commander';
 import { runBench } from '../bench/main.ts';
+import { PROFILE_USAGE, profileMain } from '../bench/profile.ts';
 
 export function register(program: Command): void {
-  program
-    .command('bench')
+  const bench = program.command('bench');
+  bench
+    .command('profile')
+    .description('Per-kernel GPU time, template, grid, bytes and fraction of the copy roofline of one bucket')
+    .argument('<model>', 'a model folder (its checkpoint) or a bench configuration (random weights)')
+    .argument('[options...]', 'see below')
+    .allowUnknownOption()
+    .helpOption(false)
+    .addHelpText('after', `\n${PROFILE_USAGE}`)
+    .action(async (model: string, options: string[]) => {
+      await profileMain([model, ...options]);
+    });
+  bench
     .description('Benchmark kernels and the bench models (random weights); figures, not pass/fail')
     .argument('[what]', 'ops | models | all', 'all')
     .option('--quick', 'a tiny configuration and short runs (software adapters)')

@@ -12,11 +12,15 @@ test('bench: the tiny configuration reports every figure', async () => {
   expect(copy).toBeGreaterThan(0);
   const r = await benchModel(rt, {
     name: 'tiny-llama', config: TINY_BENCH_CONFIG, storage: 'f16', batch: 2, fused: true,
-    promptTokens: 8, newTokens: 8, stepsPerSubmit: 4, copyBytesPerSecond: copy, profile: false,
+    promptTokens: 8, newTokens: 8, stepsPerSubmit: 4, copyBytesPerSecond: copy, profile: true, profileAloneIters: 1,
   });
   for (const key of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'decodeStepMs', 'compileSeconds', 'cacheBytes', 'weightBytes', 'rooflineFraction'] as const)
     expect(r[key], key).toBeGreaterThan(0);
   expect(r.dispatchesPerDecodeStep).toBeGreaterThan(0);
   expect(r.readbacksPerToken).toBe(0); // the bench loop reads nothing back
   expect(r.submitsPerToken).toBeCloseTo(1 / 4, 5);
+  // the decode step's profile covers every kernel, each with its template and bound bytes
+  expect(r.kernelProfile?.kernels).toHaveLength(r.dispatchesPerDecodeStep);
+  for (const k of r.kernelProfile!.kernels) expect(k.bytes, k.name).toBeGreaterThan(0);
+  expect(r.kernelProfile!.templates.reduce((a, t) => a + t.kernels, 0)).toBe(r.dispatchesPerDecodeStep);
 });

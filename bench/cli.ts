@@ -1,0 +1,14 @@
+// Entry point of the bench (`npm run bench`, `node dist/bench.mjs` on a GPU machine): `bench [ops|models] ...` runs
+// the bench, `bench profile ...` the per-kernel profile of one bucket. Nothing else imports this file.
+import { parseBenchArgs, runBench } from './main.ts';
+import { profileMain } from './profile.ts';
+
+const argv = process.argv.slice(2);
+try {
+  if (argv[0] === 'profile') await profileMain(argv.slice(1));
+  else await runBench(parseBenchArgs(argv));
+  process.exit(0); // Dawn can keep the event loop alive after the work is done
+} catch (error) {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exit(1);
+}

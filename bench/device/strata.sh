@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On the GPU machine, after `source .device/start.sh`: Strata's bench over the bench configurations, then
+# per-kernel profiles of single buckets while the time budget lasts. Everything lands in OUT_DIR (7 files).
+# Usage: bash bench/device/strata.sh OUT_DIR [CONFIGS]   (CONFIGS: comma-separated, default all; BUDGET s, default 570)
+set -u
+out=$1
+configs=${2:-}
+start=$(date +%s)
+budget=${BUDGET:-570}
+left() { echo $((budget - ($(date +%s) - start))); }
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.csv" 2>&1
+
+# the bench writes its JSON after every case, so a run stopped by the timeout keeps what it measured
+timeout $(($(left) - 100)) node dist/bench.mjs ${configs:+--config "$configs"} --out "$out/strata.json" 2>&1 | tee "$out/strata.log"
+
+# profiles, most useful first: each needs about 30 s (compile, roofline, profiled runs)
+profile() { # NAME ARGS...
+  local name=$1; shift
+  [ "$(left)" -gt 40 ] || { echo "profile $name: skipped, $(left) s left" >> "$out/profile.txt"; return; }
+  { echo "== profile $*"; timeout $(($(left) - 5)) node dist/bench.mjs profile "$@" --top 30 --json "$out/profile-$name.json" 2>&1 | grep -v 'artificially reduced'; } >> "$out/profile.txt"
+}
+profile llama-400m-decode llama-400m --storage f16 --context 128
+profile tiny-granite-decode assets/models/tiny-granite-code --context 128
+profile llama-400m-prefill llama-400m --storage f16 --tokens 128
+tail -c 3000 "$out/profile.txt"
+echo "strata.sh: done in $(($(date +%s) - start)) s"

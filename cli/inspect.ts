@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { type MemoryOptions, type MemoryReport, memoryReport } from '../caches/spec.ts';
 import { ConfigError, loadConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
+import { kernelSchedule } from './kernelSchedule.ts';
 
 const positiveInt = (flag: string) =>
   z
@@ -99,7 +100,25 @@ export function register(program: Command): void {
     .option('--window <n>', 'shrink every sliding window to this many positions')
     .option('--snapshots <n>', 'snapshot planes per slot', '0')
     .option('--json', 'print the plan as one JSON object')
+    .option('--kernels', 'print the compiled kernel schedule of a bucket (--rows, --tokens; no GPU needed)')
+    .option('--rows <n>', 'sequences per step of the bucket (with --kernels)', '1')
+    .option('--tokens <n>', 'tokens per sequence of the bucket (with --kernels)', '1')
+    .option('--subgroups', 'schedule for an adapter with subgroups (with --kernels)')
+    .option('--storage-buffers <n>', 'storage buffers per shader stage the adapter allows (with --kernels)', '8')
     .action(async (dir: string, options: Record<string, unknown>) => {
+      if (options.kernels) {
+        const int = (flag: string, v: unknown) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${flag} must be a positive integer, got '${String(v)}'`);
+          return n;
+        };
+        const rows = int('--rows', options.rows);
+        const tokens = int('--tokens', options.tokens);
+        const capacity = options.capacity === undefined ? 256 : int('--capacity', options.capacity);
+        const limits = { subgroups: options.subgroups === true, maxStorageBuffersPerShaderStage: int('--storage-buffers', options.storageBuffers) };
+        console.log(await kernelSchedule(path.resolve(dir), { rows, tokens, capacity, limits }));
+        return;
+      }
       if (!options.memory) {
         const config = await loadConfig(path.resolve(dir));
         const model = buildModel(config);

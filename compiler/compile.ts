@@ -2,7 +2,7 @@
 // plan memory, bind. One Program per bucket.
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
-import { wgslType } from './ops.ts';
+import { OPS, wgslType } from './ops.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -123,7 +123,19 @@ function elementType(n: Node): string {
  * Binds a group of kernels (usually one) to buffers: one WGSL module whose `main` runs each kernel's body for its
  * own range of workgroups.
  */
-function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limits: DeviceLimits, index: number): KernelSpec {
+/** `matmul*3 mean rsqrt mul*6`: the compute ops of a kernel group, in first-seen order, views and constants left out. */
+function fusedOps(group: LoweredKernel[], nodeById: Map<number, Node>): string {
+  const counts = new Map<string, number>();
+  for (const k of group)
+    for (const id of k.nodes) {
+      const n = nodeById.get(id);
+      if (!n || n.op === 'const' || OPS[n.op].kind === 'view' || OPS[n.op].kind === 'source') continue;
+      counts.set(n.op, (counts.get(n.op) ?? 0) + 1);
+    }
+  return [...counts].map(([op, c]) => (c > 1 ? `${op}*${c}` : op)).join(' ');
+}
+
+function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limits: DeviceLimits, index: number, nodeById: Map<number, Node>): KernelSpec {
   const writes = [...new Set(group.map((k) => bufferOf.get(k.write.id)!))];
   const slots: number[] = [...writes];
   const types = new Map<number, string>(group.map((k) => [bufferOf.get(k.write.id)!, elementType(k.write)]));
@@ -166,6 +178,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
     workgroups: [x, y, 1],
     workgroupSize: text.wg,
     templates: group.map((k) => k.mode),
+    ops: fusedOps(group, nodeById),
     nodes: group.flatMap((k) => k.nodes),
   };
 }
@@ -203,12 +216,13 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
     if (b.bytes > limits.maxStorageBufferBindingSize)
       throw new CompileError(`${b.role} ${b.name ? `'${b.name}' ` : ''}needs ${b.bytes} bytes; the adapter binds at most ${limits.maxStorageBufferBindingSize} per buffer`);
   const fuse = options.fuse ?? true;
+  const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   const groups = fuse ? groupKernels(kernels, plan.bufferOf, limits) : kernels.map((k) => [k]);
   const byRole = (role: string) => Object.fromEntries(plan.buffers.filter((b) => b.role === role).map((b) => [b.name!, b.id]));
   return {
     bucket: options.bucket ?? {},
     buffers: plan.buffers,
-    kernels: groups.map((grp, i) => bindKernels(grp, plan.bufferOf, limits, i)),
+    kernels: groups.map((grp, i) => bindKernels(grp, plan.bufferOf, limits, i, nodeById)),
     inputs: byRole('input'),
     outputs: byRole('output'),
     weights: byRole('weight'),

@@ -25,6 +25,8 @@ export interface KernelSpec {
   workgroupSize: number;
   /** The template of each kernel this dispatch runs (several when independent kernels share a dispatch). */
   templates: string[];
+  /** The compute ops fused into this dispatch, e.g. `matmul*3 mean rsqrt mul*6` (views and constants left out). */
+  ops: string;
   /** Node ids this kernel computes (root first), for printing and profiling. */
   nodes: number[];
 }
@@ -50,6 +52,34 @@ export function printProgram(p: Program): string {
     lines.push(`  buf${b.id} ${b.role}${b.name ? ` '${b.name}'` : ''} ${b.storage ?? b.dtype}(${b.shape.join(',')}) ${kb(b.bytes)}`);
   for (const k of p.kernels)
     lines.push(`  ${k.name} wg=${k.workgroupSize} grid=${k.workgroups.join('x')} reads=[${k.bindings.filter((b) => !k.writes.includes(b)).map((b) => `buf${b}`).join(',')}] writes=[${k.writes.map((b) => `buf${b}`).join(',')}]`);
+  return lines.join('\n');
+}
+
+/** Bytes a kernel's bindings span: what it reads (every binding it does not write) and what it writes. */
+export function kernelBytes(p: Program, k: KernelSpec): { read: number; written: number } {
+  const size = (b: number) => p.buffers[b]!.bytes;
+  return {
+    read: k.bindings.filter((b) => !k.writes.includes(b)).reduce((a, b) => a + size(b), 0),
+    written: k.writes.reduce((a, b) => a + size(b), 0),
+  };
+}
+
+/**
+ * The schedule of a Program, one line a dispatch: index, template(s), grid x workgroup size, bytes its bindings
+ * read and write (weights exactly; an upper bound for buffers it reads in part), and the ops fused into it.
+ */
+export function printSchedule(p: Program): string {
+  const lines = [`schedule bucket=${JSON.stringify(p.bucket)} dispatches=${p.kernels.length}`];
+  let read = 0;
+  let written = 0;
+  p.kernels.forEach((k, i) => {
+    const b = kernelBytes(p, k);
+    read += b.read;
+    written += b.written;
+    const grid = k.workgroups[1] > 1 ? `${k.workgroups[0]}x${k.workgroups[1]}` : `${k.workgroups[0]}`;
+    lines.push(`  ${String(i).padStart(3)} ${k.templates.join('+').padEnd(22)} grid ${grid.padEnd(7)} wg ${String(k.workgroupSize).padEnd(3)} read ${kb(b.read).padStart(8)} write ${kb(b.written).padStart(8)}  ${k.ops}`);
+  });
+  lines.push(`  total read ${kb(read)}, written ${kb(written)}`);
   return lines.join('\n');
 }
 

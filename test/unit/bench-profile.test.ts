@@ -21,8 +21,8 @@ const program: Program = {
     { id: 2, role: 'temp', bytes: 400, dtype: 'f32', shape: [100] },
   ],
   kernels: [
-    { name: 'k0_element_matmul', wgsl: '', bindings: [0, 1, 2], writes: [2], workgroups: [4, 1, 1], workgroupSize: 64, nodes: [] },
-    { name: 'k1_matvec_add', wgsl: '', bindings: [2, 1], writes: [1], workgroups: [1, 1, 1], workgroupSize: 64, nodes: [] },
+    { name: 'k0_element_matmul', wgsl: '', bindings: [0, 1, 2], writes: [2], workgroups: [4, 1, 1], workgroupSize: 64, templates: ['element'], ops: 'matmul', nodes: [] },
+    { name: 'k1_matvec_add', wgsl: '', bindings: [2, 1], writes: [1], workgroups: [1, 1, 1], workgroupSize: 64, templates: ['matvec'], ops: 'matmul add', nodes: [] },
   ],
 };
 

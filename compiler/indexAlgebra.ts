@@ -78,3 +78,108 @@ export function delinearize<T>(alg: IndexAlgebra<T>, lin: T, shape: readonly num
   }
   return out;
 }
+
+/** An affine form over atoms (names or opaque sub-expressions): sum of coef * atom, plus a constant. */
+interface Affine {
+  terms: Map<string, number>;
+  c: number;
+}
+
+/**
+ * WGSL u32 index expressions kept as affine forms with known upper bounds, so that the div/mod chains that view
+ * ops produce fold away: `(x * C + y) / C` is `x + y / C`, and `y / C` is 0 and `y % C` is `y` when `y < C`.
+ * One instance per kernel: atom bounds (output coordinates, loop indices, clamps) are registered by the emitter
+ * and the templates, and every string this algebra returns maps back to its form.
+ */
+export class BoundedIndex implements IndexAlgebra<string> {
+  private readonly forms = new Map<string, Affine>();
+  private readonly bounds = new Map<string, number>();
+
+  /** Declares that a name (or expression) never exceeds `max`. */
+  bound(name: string, max: number): void {
+    this.bounds.set(name, Math.min(max, this.bounds.get(name) ?? Infinity));
+  }
+
+  /** Largest value an expression can take (Infinity when unknown). */
+  max(s: string): number {
+    const f = this.form(s);
+    let m = f.c;
+    for (const [atom, coef] of f.terms) m += coef * this.atomMax(atom);
+    return m;
+  }
+
+  private atomMax(atom: string): number {
+    const known = this.bounds.get(atom);
+    if (known !== undefined) return known;
+    const clamp = /^min\(.*, (\d+)u\)$/.exec(atom);
+    return clamp ? Number(clamp[1]) : Infinity;
+  }
+
+  private form(s: string): Affine {
+    const known = this.forms.get(s);
+    if (known) return known;
+    if (isLit(s)) return { terms: new Map(), c: litVal(s) };
+    return { terms: new Map([[s, 1]]), c: 0 };
+  }
+
+  private render(f: Affine): string {
+    const parts = [...f.terms].filter(([, k]) => k !== 0).map(([atom, k]) => (k === 1 ? atom : `${atom} * ${k}u`));
+    let s: string;
+    if (parts.length === 0) s = `${f.c >>> 0}u`;
+    else if (parts.length === 1 && f.c === 0) s = f.terms.size === 1 && [...f.terms.values()][0] === 1 ? parts[0]! : `(${parts[0]})`;
+    else s = `(${parts.join(' + ')}${f.c > 0 ? ` + ${f.c}u` : f.c < 0 ? ` - ${-f.c}u` : ''})`;
+    if (!this.forms.has(s)) this.forms.set(s, f);
+    return s;
+  }
+
+  private atom(expr: string, max: number): Affine {
+    this.bound(expr, max);
+    return { terms: new Map([[expr, 1]]), c: 0 };
+  }
+
+  lit(n: number): string {
+    return `${n}u`;
+  }
+  add(a: string, b: string): string {
+    const [x, y] = [this.form(a), this.form(b)];
+    const terms = new Map(x.terms);
+    for (const [atom, k] of y.terms) terms.set(atom, (terms.get(atom) ?? 0) + k);
+    return this.render({ terms, c: x.c + y.c });
+  }
+  sub(a: string, c: number): string {
+    const x = this.form(a);
+    return this.render({ terms: new Map(x.terms), c: x.c - c });
+  }
+  mul(a: string, c: number): string {
+    const x = this.form(a);
+    return this.render({ terms: new Map([...x.terms].map(([atom, k]) => [atom, k * c])), c: x.c * c });
+  }
+  div(a: string, c: number): string {
+    if (c === 1) return a;
+    const x = this.form(a);
+    if (x.c < 0) return this.render(this.atom(`(${a} / ${c}u)`, Math.floor(this.max(a) / c)));
+    const quotient: Affine = { terms: new Map(), c: Math.floor(x.c / c) };
+    const rest: Affine = { terms: new Map(), c: x.c % c };
+    for (const [atom, k] of x.terms) (k % c === 0 ? quotient.terms.set(atom, k / c) : rest.terms.set(atom, k));
+    const restMax = this.maxOf(rest);
+    if (restMax < c) return this.render(quotient);
+    const part = this.render(rest);
+    const q = this.atom(`(${part} / ${c}u)`, Math.floor(restMax / c));
+    return this.add(this.render(quotient), this.render(q));
+  }
+  mod(a: string, c: number): string {
+    if (c === 1) return '0u';
+    const x = this.form(a);
+    if (x.c < 0) return this.render(this.atom(`(${a} % ${c}u)`, c - 1));
+    const rest: Affine = { terms: new Map(), c: x.c % c };
+    for (const [atom, k] of x.terms) if (k % c !== 0) rest.terms.set(atom, k);
+    if (this.maxOf(rest) < c) return this.render(rest);
+    return this.render(this.atom(`(${this.render(rest)} % ${c}u)`, c - 1));
+  }
+
+  private maxOf(f: Affine): number {
+    let m = f.c;
+    for (const [atom, k] of f.terms) m += k * this.atomMax(atom);
+    return m;
+  }
+}

@@ -1,7 +1,7 @@
 // The fused attention kernel template (see dsl/nn/attention.ts for the op and its composition).
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { delinearize, wgslIndex } from '../indexAlgebra.ts';
+import { delinearize } from '../indexAlgebra.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
@@ -32,7 +32,12 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   const [kd, kc, kv] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
-  const outer = delinearize(wgslIndex, 'gi', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('gi', rows - 1);
+  e.bound(kd, Math.max(D, Dv) - 1);
+  e.bound(kc, E - 1);
+  e.bound(kv, Dv - 1);
+  e.bound('(t0 + j)', E - 1);
+  const outer = delinearize(e.ix, 'gi', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   const batch = outer.slice(0, -1);
   const m = outer[outer.length - 1]!;
   // the query row, computed once (its prologue, e.g. RoPE, runs once per element) into shared memory
@@ -49,7 +54,6 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`var run_max: f32 = -3.0e38;`);
   e.line(`var run_sum: f32 = 0.0;`);
   e.line(`var acc: array<f32, ${perThread}>;`);
-  e.line(`for (var t0: u32 = 0u; t0 < lim; t0 += WG) {`);
   // score of this thread's key
   const score = e.nested(() => {
     const ok = e.value(mask, [...batch, m, kc]);
@@ -63,6 +67,20 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     if (softcap) e.line(`  sc = strata_tanh(sc / ${f(softcap)}) * ${f(softcap)};`);
     e.line(`}`);
   });
+  // every block is built before the loop's lines are written: values hoisted while building them land above it
+  const pv = Array.from({ length: perThread }, (_, i) =>
+    e.nested(() => {
+      const d = i === 0 ? 'dim' : `(dim + ${i * wg}u)`;
+      e.line(`let ${kv} = min(${d}, ${Dv - 1}u);`);
+      e.line(`var part: f32 = acc[${i}] * corr;`);
+      const inner = e.nested(() => e.line(`part = part + att_p[j] * ${e.value(v, [...batch, `(t0 + j)`, kv])};`));
+      e.line(`for (var j: u32 = split; j < tile_len; j += ${shares}u) {`);
+      inner.forEach((l) => e.line('  ' + l));
+      e.line(`}`);
+      e.line(`acc[${i}] = part;`);
+    }),
+  );
+  e.line(`for (var t0: u32 = 0u; t0 < lim; t0 += WG) {`);
   e.line(`  let ${kc} = min(t0 + lid, ${E - 1}u);`);
   e.line(`  var sc: f32 = -3.0e38;`);
   score.forEach((l) => e.line('  ' + l));
@@ -75,21 +93,11 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  run_sum = run_sum * corr + tile_sum;`);
   e.line(`  run_max = new_max;`);
   e.line(`  let tile_len = min(WG, lim - t0);`);
-  for (let i = 0; i < perThread; i++) {
-    const body = e.nested(() => {
-      const d = i === 0 ? 'dim' : `(dim + ${i * wg}u)`;
-      e.line(`let ${kv} = min(${d}, ${Dv - 1}u);`);
-      e.line(`var part: f32 = acc[${i}] * corr;`);
-      const inner = e.nested(() => e.line(`part = part + att_p[j] * ${e.value(v, [...batch, `(t0 + j)`, kv])};`));
-      e.line(`for (var j: u32 = split; j < tile_len; j += ${shares}u) {`);
-      inner.forEach((l) => e.line('  ' + l));
-      e.line(`}`);
-      e.line(`acc[${i}] = part;`);
-    });
+  pv.forEach((body) => {
     e.line(`  if (split < ${shares}u) {`);
     body.forEach((l) => e.line('    ' + l));
     e.line(`  }`);
-  }
+  });
   e.line(`  workgroupBarrier();`);
   e.line(`}`);
   // add the shares of each dimension

@@ -3,7 +3,7 @@
 // workgroup-cooperative phases, and assembles a kernel's text. The kernel templates in lowerToWgsl.ts,
 // attentionKernel.ts and tiledMatmul.ts drive it.
 import type { DType, Node } from '../ir.ts';
-import { linearize, wgslIndex } from '../indexAlgebra.ts';
+import { BoundedIndex, linearize } from '../indexAlgebra.ts';
 import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
 
 /** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
@@ -73,6 +73,8 @@ export class Emitter {
   readonly redTypes = new Set<DType>();
   maxCoop = 0;
   private counter = 0;
+  /** Index arithmetic of this kernel, simplified with the bounds of its coordinates and loop indices. */
+  readonly ix = new BoundedIndex();
 
   constructor(
     readonly root: Node,
@@ -90,6 +92,7 @@ export class Emitter {
   }
   declareTop(name: string, expr: string): string {
     this.line(`let ${name} = ${expr};`);
+    this.ix.bound(name, this.ix.max(expr));
     this.topVisible.add(name);
     this.headNames.add(name);
     return name;
@@ -128,9 +131,31 @@ export class Emitter {
   }
   private bind(key: string, type: DType, expr: string): string {
     const v = this.fresh('v');
+    // loop-invariant code motion: a value of the output coordinates alone (a gathered slot id, a position) is
+    // computed once at the top, not in every iteration of the loops it was first needed in
+    if (this.mode !== 'map' && this.onlyHeadNames(expr)) {
+      this.topBlock.push(`let ${v}: ${wgslType(type)} = ${expr};`);
+      this.top.set(key, v);
+      this.topVisible.add(v);
+      this.headNames.add(v);
+      return v;
+    }
     this.line(`let ${v}: ${wgslType(type)} = ${expr};`);
     this.scopes[this.scopes.length - 1]!.set(key, v);
     return v;
+  }
+
+  /** Whether every name an expression reads (buffers and function names aside) is declared in the head. */
+  private onlyHeadNames(expr: string): boolean {
+    const names = expr.replace(/@B\d+@/g, '').matchAll(/(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()(?!<[^=])/g);
+    for (const m of names) if (!this.headNames.has(m[1]!) && !/^(true|false)$/.test(m[1]!)) return false;
+    return true;
+  }
+
+  /** Registers that a loop index or clamped name never exceeds `max` (index arithmetic folds with it). */
+  bound(name: string, max: number): string {
+    this.ix.bound(name, max);
+    return name;
   }
 
   /**
@@ -145,6 +170,7 @@ export class Emitter {
     const hit = this.memoGet(key);
     if (hit) return hit;
     const name = this.fresh('ix');
+    this.ix.bound(name, this.ix.max(expr));
     if ([...expr.matchAll(TOKEN)].every((m) => this.headNames.has(m[0]))) {
       this.topBlock.push(`let ${name} = ${expr};`);
       this.top.set(key, name);
@@ -180,7 +206,7 @@ export class Emitter {
     const hit = this.memoGet(key);
     if (hit) return hit;
     this.reads.set(n.id, n);
-    const off = linearize(wgslIndex, idx, n.shape);
+    const off = linearize(this.ix, idx, n.shape);
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
     if (storage === 'f16' || storage === 'bf16') {
@@ -218,7 +244,7 @@ export class Emitter {
           // out-of-range rows read the last row (the CPU reference does the same)
           return this.value(n.inputs[0]!, [`min(u32(${row}), ${n.inputs[0]!.shape[0]! - 1}u)`, ...idx.slice(k)]);
         }
-        const cands = def.index(wgslIndex, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
+        const cands = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
         // concat: read every part at a clamped index, select by position along the axis
         const axis = (n as Node<'concat'>).attrs.axis;
@@ -264,7 +290,7 @@ export class Emitter {
     const finish = (acc: string) => (def.finish ? def.finish.wgsl(acc, len) : acc);
     if (len <= SEQ_MAX) {
       const acc = this.fresh('a');
-      const k = this.fresh('k');
+      const k = this.bound(this.fresh('k'), len - 1);
       this.line(`var ${acc}: ${type} = ${init};`);
       const body = this.nested(() => {
         const v = this.reduceOperand(n, idx, k);
@@ -289,7 +315,7 @@ export class Emitter {
     const result = this.fresh('r');
     try {
       const acc = this.fresh('a');
-      const k = this.fresh('k');
+      const k = this.bound(this.fresh('k'), len - 1);
       const body = this.nested(() => {
         const v = this.reduceOperand(n, idx, k);
         this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);

@@ -2,14 +2,16 @@
 // (norms, gathers, unpacking) and elementwise epilogues (residual add, SwiGLU gating).
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { delinearize, linearize, wgslIndex } from '../indexAlgebra.ts';
+import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
 const ROW_BLOCK = 8;
-/** Output columns per workgroup: each weight element loaded is used for every row of the block. */
-const COLS = 4;
+/** Weight elements a workgroup reads per row at least: short rows (small K) get more columns per workgroup. */
+const MIN_WORK = 4096;
+/** Accumulators per thread at most (matmuls x rows x columns): registers, and the shared partials. */
+const MAX_ACCUMULATORS = 64;
 /** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
 export const MATVEC_MAX_ROWS = 32;
 
@@ -96,8 +98,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const mmRowShape = (mm: Node) => (direct ? mm.shape.slice(0, -1) : rowShape);
   const M = numel(rowShape);
   const MB = Math.min(M, ROW_BLOCK);
-  const R = Math.min(COLS, N);
   const T = matmuls.length;
+  // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
+  const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
+  const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(MAX_ACCUMULATORS / (T * MB)))));
   const U = K % 2 === 0 ? 2 : 1; // k values per thread and step
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
@@ -112,22 +116,23 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  const batch = delinearize(wgslIndex, `(gi / ${mChunks * nGroups}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('gi', groups - 1);
+  const batch = delinearize(e.ix, `(gi / ${mChunks * nGroups}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
   const mb0 = mChunks > 1 ? e.declareTop(`o${batch.length}`, `((gi / ${nGroups}u) % ${mChunks}u) * ${MB}u`) : '0u';
   const n0 = e.declareTop(`o${batch.length + 1}`, `(gi % ${nGroups}u) * ${R}u`);
   // the rows this workgroup reads (clamped: a partial last block recomputes the last row, never stored twice)
   const rowIdx = (mm: Node, i: number) => {
     const m = mChunks > 1 ? `min(${mb0} + ${i}u, ${M - 1}u)` : `${Math.min(i, M - 1)}u`;
-    return delinearize(wgslIndex, m, mmRowShape(mm)).map((s) => e.indexVar(s));
+    return delinearize(e.ix, m, mmRowShape(mm)).map((s) => e.indexVar(s));
   };
   const colIdx = Array.from({ length: R }, (_, c) => e.declareTop(`o${batch.length + 2 + c}`, `min(${n0} + ${c}u, ${N - 1}u)`));
   const acc = (t: number, i: number, c: number) => `acc${t}_${i}_${c}`;
 
   const main = e.nested(() => {
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
-    const kk = e.fresh('k');
+    const kk = e.bound(e.fresh('k'), K - U);
     const body = e.nested(() => {
-      const ks = Array.from({ length: U }, (_, u) => (u === 0 ? kk : `(${kk} + ${u}u)`));
+      const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
       matmuls.forEach((mm, t) => {
         const w = weights[t];
         // the weight elements of each column at k..k+U-1
@@ -168,14 +173,14 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     // one thread per output: total its partials, evaluate the epilogue, store
     const out = e.nested(() => {
       const local = e.fresh('k');
-      const em = e.fresh('k');
-      const ec = e.fresh('k');
+      const em = e.bound(e.fresh('k'), M - 1); // within the guard below
+      const ec = e.bound(e.fresh('k'), N - 1);
       e.line(`let ${local} = lid;`);
       e.line(`let ${em} = ${mb0 === '0u' ? '' : `${mb0} + `}${local} / ${R}u;`);
       e.line(`let ${ec} = ${n0} + ${local} % ${R}u;`);
       e.line(`if (${em} < ${M}u && ${ec} < ${N}u) {`);
       const inner = e.nested(() => {
-        const idx = [...batch, ...delinearize(wgslIndex, em, rowShape).map((s) => e.indexVar(s)), ec];
+        const idx = [...batch, ...delinearize(e.ix, em, rowShape).map((s) => e.indexVar(s)), ec];
         matmuls.forEach((mm, t) => {
           const tot = `tot${t}`;
           if (subgroups) {
@@ -185,7 +190,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
           e.seedAll(mm, tot); // this thread's one output: every read of the matmul is at its position
         });
         const v = e.value(core, idx);
-        e.line(e.store(root, linearize(wgslIndex, idx, shape), v));
+        e.line(e.store(root, linearize(e.ix, idx, shape), v));
       });
       inner.forEach((l) => e.line('  ' + l));
       e.line(`}`);

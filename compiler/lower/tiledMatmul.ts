@@ -1,7 +1,7 @@
 // The tiled matmul kernel template for matmuls with many rows (prefill), with fused prologues and epilogues.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { delinearize, linearize, wgslIndex } from '../indexAlgebra.ts';
+import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
 
@@ -69,7 +69,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const per = TILE / 16; // outputs per thread along each axis (16x16 threads)
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  const batch = delinearize(wgslIndex, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('gi', groups - 1);
+  const batch = delinearize(e.ix, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
   e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TILE}u;`);
   e.line(`let n0 = (gi % ${NB}u) * ${TILE}u;`);
   e.line(`let tx = lid % 16u;`);
@@ -126,7 +127,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
         const idx = [...batch, m, n];
         mms.forEach((mm, t) => e.seed(mm, idx, `acc${t}_${i}_${j}`));
         const v = e.value(root, idx);
-        e.line(e.store(root, linearize(wgslIndex, idx, root.shape), v));
+        e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
       });
       e.line(`if (m0 + ty + ${16 * i}u < ${M}u && n0 + tx + ${16 * j}u < ${N}u) {`);
       body.forEach((l) => e.line('  ' + l));

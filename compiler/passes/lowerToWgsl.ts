@@ -12,7 +12,7 @@
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
-import { delinearize, linearize, wgslIndex } from '../indexAlgebra.ts';
+import { delinearize, linearize } from '../indexAlgebra.ts';
 import { wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, NeedsMaterialize, RowModeFails, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
@@ -73,7 +73,8 @@ function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
   e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
   e.line(`if (t >= ${n}u) { return; }`);
-  const idx = delinearize(wgslIndex, 't', root.shape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('t', n - 1);
+  const idx = delinearize(e.ix, 't', root.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const v = e.value(root, idx);
   e.line(e.store(root, 't', v));
   return finish(e, 'map', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
@@ -86,7 +87,8 @@ function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' |
   const groupShape = mode === 'row' ? root.shape.slice(0, -1) : root.shape;
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  const outer = delinearize(wgslIndex, 'gi', groupShape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('gi', groups - 1);
+  const outer = delinearize(e.ix, 'gi', groupShape).map((s, d) => e.declareTop(`o${d}`, s));
   let main: string[];
   if (mode === 'row') {
     main = e.nested(() => {
@@ -113,13 +115,14 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
   e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
   e.line(`if (t >= ${n}u) { return; }`);
-  const vIdx = delinearize(wgslIndex, 't', values.shape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('t', n - 1);
+  const vIdx = delinearize(e.ix, 't', values.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const k = indices.shape.length;
   const row = e.value(indices, vIdx.slice(0, k));
   e.line(`let row = u32(${row});`);
   e.line(`if (row >= ${target.shape[0]}u) { return; }`);
   const v = e.value(values, vIdx);
-  e.line(e.store(root, linearize(wgslIndex, ['row', ...vIdx.slice(k)], target.shape), v));
+  e.line(e.store(root, linearize(e.ix, ['row', ...vIdx.slice(k)], target.shape), v));
   const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
   // Rows of the target are written in place: values (or indices) that read that same version would race with
   // the writes, and the target has no binding of its own here. Give the reader a buffer first.
@@ -135,13 +138,15 @@ function lowerScan(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(lines)));
   e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
   e.line(`if (t >= ${lines}u) { return; }`);
-  const outer = delinearize(wgslIndex, 't', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  e.bound('t', lines - 1);
+  const outer = delinearize(e.ix, 't', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   e.line(`var acc: ${wgslType(root.dtype)} = ${wgslLiteral(0, root.dtype)};`);
   const body = e.nested(() => {
     const v = e.value(root.inputs[0]!, [...outer, 'ks']);
     e.line(`acc = acc + ${v};`);
     e.line(e.store(root, `t * ${len}u + ks`, 'acc'));
   });
+  e.bound('ks', len - 1);
   e.line(`for (var ks: u32 = 0u; ks < ${len}u; ks++) {`);
   for (const l of body) e.line('  ' + l);
   e.line('}');

@@ -8,6 +8,8 @@ import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
 
 /** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
 export const SEQ_MAX = 16;
+/** Trips of a strided cooperative loop written out one by one when the workgroup size is known. */
+const UNROLL = 8;
 
 export class NeedsMaterialize extends Error {
   constructor(readonly node: Node, reason: string) {
@@ -73,6 +75,8 @@ export class Emitter {
   readonly redTypes = new Set<DType>();
   maxCoop = 0;
   private counter = 0;
+  /** The workgroup size when the template fixes it before emitting (cooperative loops are then unrolled). */
+  workgroupSize: number | undefined;
   /** Index arithmetic of this kernel, simplified with the bounds of its coordinates and loop indices. */
   readonly ix = new BoundedIndex();
 
@@ -150,6 +154,31 @@ export class Emitter {
     const names = expr.replace(/@B\d+@/g, '').matchAll(/(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()(?!<[^=])/g);
     for (const m of names) if (!this.headNames.has(m[1]!) && !/^(true|false)$/.test(m[1]!)) return false;
     return true;
+  }
+
+  /**
+   * Lines of `for (k = start; k < len; k += stride) body(k)` (start below stride). When the workgroup size is known
+   * (`stride` a number) and the loop runs at most UNROLL times, it is written out trip by trip, so the loads of every
+   * trip are in flight together instead of one trip's at a time.
+   */
+  stridedLoop(start: string, len: number, stride: number | undefined, body: (k: string) => void): string[] {
+    const trips = stride === undefined ? Infinity : Math.ceil(len / stride);
+    if (trips > UNROLL) {
+      const k = this.bound(this.fresh('k'), len - 1);
+      const lines = this.nested(() => body(k));
+      return [`for (var ${k}: u32 = ${start}; ${k} < ${len}u; ${k} += ${stride ?? 'WG'}${stride === undefined ? '' : 'u'}) {`, ...lines.map((l) => '  ' + l), '}'];
+    }
+    const out: string[] = [];
+    for (let t = 0; t < trips; t++) {
+      const k = this.bound(this.fresh('k'), len - 1);
+      const lines = this.nested(() => body(k));
+      const partial = (t + 1) * stride! > len; // the last trip of a length that is no multiple of the stride
+      out.push(`{`, `  let ${k} = ${start}${t ? ` + ${t * stride!}u` : ''};`);
+      if (partial) out.push(`  if (${k} < ${len}u) {`, ...lines.map((l) => '    ' + l), `  }`);
+      else out.push(...lines.map((l) => '  ' + l));
+      out.push(`}`);
+    }
+    return out;
   }
 
   /** Registers that a loop index or clamped name never exceeds `max` (index arithmetic folds with it). */
@@ -315,8 +344,7 @@ export class Emitter {
     const result = this.fresh('r');
     try {
       const acc = this.fresh('a');
-      const k = this.bound(this.fresh('k'), len - 1);
-      const body = this.nested(() => {
+      const loop = this.stridedLoop('lid', len, this.workgroupSize, (k) => {
         const v = this.reduceOperand(n, idx, k);
         this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
       });
@@ -325,9 +353,7 @@ export class Emitter {
         [
           `// reduce %${n.id} (${n.op} over ${len})`,
           `var ${acc}: ${type} = ${init};`,
-          `for (var ${k}: u32 = lid; ${k} < ${len}u; ${k} += WG) {`,
-          ...body.map((l) => '  ' + l),
-          `}`,
+          ...loop,
           ...(this.subgroups ? this.subgroupCombine(n.op === 'rmax' ? 'subgroupMax' : 'subgroupAdd', acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
           `${red}[lid] = ${acc};`,
           `workgroupBarrier();`,

@@ -130,8 +130,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
 
   const main = e.nested(() => {
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
-    const kk = e.bound(e.fresh('k'), K - U);
-    const body = e.nested(() => {
+    e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
+    const step = (kk: string) => {
       const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
       matmuls.forEach((mm, t) => {
         const w = weights[t];
@@ -146,10 +146,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
           for (let c = 0; c < R; c++) e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + ${av.map((a, u) => `${a} * ${wv[c]![u]}`).join(' + ')};`);
         }
       });
-    });
-    e.line(`for (var ${kk}: u32 = lid * ${U}u; ${kk} < ${K}u; ${kk} += WG * ${U}u) {`);
-    body.forEach((l) => e.line('  ' + l));
-    e.line(`}`);
+    };
+    // pairs of k (U = 2) per thread and trip: lid * U, then strides of WG * U
+    const pairs = Math.ceil(K / U);
+    e.stridedLoop('lid', pairs, wg, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) all.push(acc(t, i, c));

@@ -126,7 +126,7 @@ describe('snapshots', () => {
         buf1 input 'x' f32(2,32) 256B
         buf2 weight 'norm' f32(32) 128B
         buf3 output 'y' f32(2,8) 64B
-        k0_matvec_matmul wg=32 grid=2x1x1 reads=[buf0,buf1,buf2] writes=[buf3]"
+        k0_matvec_matmul wg=32 grid=1x1x1 reads=[buf0,buf1,buf2] writes=[buf3]"
     `);
   });
 

@@ -4,12 +4,13 @@
 // buffer of the live session is touched.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { StrataUserError } from '../runtime/errors.ts';
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from '../runtime/safetensors.ts';
 import { readRegions } from './deviceCopies.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries } from './spec.ts';
 
-export class RestoreError extends Error {
+export class RestoreError extends StrataUserError {
   override name = 'RestoreError';
 }
 

@@ -1,6 +1,8 @@
 // The WebGPU device Strata runs on: Dawn (the `webgpu` package) in Node, `navigator.gpu` in browsers.
 // Requests the adapter's own limits and the optional features Strata uses, and records uncaptured errors.
 
+import { StrataUserError } from './errors.ts';
+
 export interface StrataAdapterInfo {
   vendor: string;
   architecture: string;
@@ -32,7 +34,7 @@ export interface StrataDevice {
 export const OPTIONAL_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
 
 /** No WebGPU adapter is available; the message names the cause and the fix. */
-export class NoAdapterError extends Error {
+export class NoAdapterError extends StrataUserError {
   override name = 'NoAdapterError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);

@@ -4,8 +4,9 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
+import { StrataUserError, describeJson, elide } from './errors.ts';
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends StrataUserError {
   override name = 'SafetensorsError';
 }
 

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { loadConfig, type ModelConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
+import { StrataUserError } from './errors.ts';
 import { type StrataDevice, getSharedDevice } from './device.ts';
 import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
@@ -17,7 +18,7 @@ export { ContextOverflowError } from './modelRunner.ts';
 export { UnknownSequenceError } from './generator.ts';
 export { NoAdapterError } from './device.ts';
 
-export class ModelNotFoundError extends Error {
+export class ModelNotFoundError extends StrataUserError {
   override name = 'ModelNotFoundError';
 }
 

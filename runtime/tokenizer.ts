@@ -5,8 +5,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { StrataUserError } from './errors.ts';
 
-export class TokenizerError extends Error {
+export class TokenizerError extends StrataUserError {
   override name = 'TokenizerError';
 }
 

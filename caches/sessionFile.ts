@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StrataUserError } from '../runtime/errors.ts';
-import { SafetensorsFile, type TensorToWrite, writeSafetensors } from '../runtime/safetensors.ts';
+import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../runtime/safetensors.ts';
 import { readRegions } from './deviceCopies.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries } from './spec.ts';
@@ -134,6 +134,7 @@ export async function restoreMemory(memory: HybridMemory, file: string, opts: { 
   const refuse = (why: string): never => {
     throw new RestoreError(`${file}: cannot restore session memory: ${why}`);
   };
+  await removeStaleTemporaries(file); // left by a save of this file that was killed midway
   let source: SafetensorsFile;
   try {
     source = await SafetensorsFile.open(file);

@@ -1,7 +1,7 @@
 // The WebGPU device Strata runs on: Dawn (the `webgpu` package) in Node, `navigator.gpu` in browsers.
 // Requests the adapter's own limits and the optional features Strata uses, and records uncaptured errors.
 
-import { StrataUserError } from './errors.ts';
+import { StrataUserError, elide } from './errors.ts';
 
 export interface StrataAdapterInfo {
   vendor: string;
@@ -175,6 +175,49 @@ function describeGpuError(error: GPUError): UncapturedGpuError {
           ? 'internal'
           : 'unknown';
   return { kind, message: error.message };
+}
+
+/** WebGPU refused an operation (a buffer too large, a pipeline over the limits, memory exhausted). */
+export class GpuValidationError extends StrataUserError {
+  override name = 'GpuValidationError';
+  constructor(
+    message: string,
+    readonly errors: UncapturedGpuError[],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const SCOPED_FILTERS = ['validation', 'out-of-memory', 'internal'] as const;
+
+/**
+ * Runs `work` inside validation, out-of-memory and internal error scopes: what WebGPU reports during it becomes
+ * a GpuValidationError naming `what` (dawn.node prints uncaptured errors on stdout, which would break --json).
+ * An exception of `work` itself is kept as the cause when a scope also caught something.
+ */
+export async function withGpuErrorScope<T>(strataDevice: StrataDevice, what: string, work: () => Promise<T>): Promise<T> {
+  const { device } = strataDevice;
+  for (const filter of SCOPED_FILTERS) device.pushErrorScope(filter);
+  let result: { value: T } | undefined;
+  let failure: unknown;
+  try {
+    result = { value: await work() };
+  } catch (error) {
+    failure = error;
+  }
+  const caught: UncapturedGpuError[] = [];
+  for (let i = 0; i < SCOPED_FILTERS.length; i++) {
+    const error = await device.popErrorScope();
+    if (error) caught.push(describeGpuError(error));
+  }
+  if (caught.length > 0) {
+    const first = caught[0]!;
+    const more = caught.length > 1 ? ` (and ${caught.length - 1} more)` : '';
+    throw new GpuValidationError(`WebGPU refused ${what}: ${first.kind} error: ${elide(first.message.trim(), 600)}${more}`, caught, failure === undefined ? undefined : { cause: failure });
+  }
+  if (result === undefined) throw failure;
+  return result.value;
 }
 
 /** Returns and clears the errors recorded since the last call. */

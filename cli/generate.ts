@@ -47,7 +47,8 @@ const tokenIds = (value: string): number[] => {
 
 /** Progress on stderr: one rewritten line on a terminal, plain lines otherwise. */
 function progressPrinter(enabled: boolean): { update(e: LoadProgress): void; clear(): void } {
-  const tty = process.stderr.isTTY;
+  // bin/strata.mjs pipes stderr through its filter and says whether the terminal behind it is one
+  const tty = process.stderr.isTTY || process.env.STRATA_STDERR_IS_TTY === '1';
   let shown = false;
   const t0 = performance.now();
   return {

@@ -17,6 +17,7 @@ const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench];
 export function buildProgram(): Command {
   const program = new Command('strata')
     .description('Compile hybrid language models to WGSL and run them on WebGPU')
+    .option('--verbose', "also show the WebGPU adapter's own notes (Dawn's limit warnings) on stderr")
     .showHelpAfterError()
     .exitOverride();
   for (const command of COMMANDS) command.register(program);

@@ -287,3 +287,25 @@ function formatLimit(name: string, value: number): string {
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * The notes Dawn prints while it opens the adapter (e.g. limits it lowers), which the CLI keeps out of normal
+ * output. Dawn writes them from native code to the process's stderr, so they are read from a probe in a child
+ * process. Node only; [] elsewhere or when the probe cannot run.
+ */
+export async function adapterDiagnostics(timeoutMs = 60_000): Promise<string[]> {
+  if (!isNode() || isBrowser()) return [];
+  const { execFile } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const probe = fileURLToPath(new URL('../scripts/probe-adapter.mjs', import.meta.url));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [probe], { timeout: timeoutMs, env: { ...process.env, STRATA_PROBE_TIMEOUT_MS: String(timeoutMs) } }, (_error, _stdout, stderr) => {
+      resolve(
+        String(stderr)
+          .split('\n')
+          .map((line) => line.trim())
+          .filter((line) => line.length > 0 && !line.startsWith('probe:')),
+      );
+    });
+  });
+}

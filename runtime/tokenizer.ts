@@ -145,16 +145,25 @@ export class Tokenizer {
 
   /** Token ids of `text`. Special tokens the post-processor adds (e.g. bos) are included unless disabled. */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    let ids: number[];
     try {
-      return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+      ids = this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
     } catch (error) {
       throw new TokenizerError(`${this.source}: cannot encode the text (${elide(String((error as Error)?.message ?? error))})`);
     }
+    // a vocabulary that is not a map of strings to ids lets the library return tokens without an id
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0);
+    if (bad >= 0) throw new TokenizerError(`${this.source}: the text encodes to a token without a valid id (${elide(String(ids[bad]), 40)}): is model.vocab broken?`);
+    return ids;
   }
 
   decode(ids: readonly number[] | Int32Array | Uint32Array, options: DecodeOptions = {}): string {
     if (ids.length === 0) return ''; // the library rejects an empty list
-    return this.inner.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+    try {
+      return this.inner.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+    } catch (error) {
+      throw new TokenizerError(`${this.source}: cannot decode ${ids.length} ids (${elide(String((error as Error)?.message ?? error))})`);
+    }
   }
 
   tokenToId(token: string): number | undefined {

@@ -234,11 +234,27 @@ async function readExactly(handle: fsp.FileHandle, target: Uint8Array, position:
   }
 }
 
-/** One `.safetensors` file, kept open; tensors are read on demand with positional reads. */
+/** What identifies the file a header was read from, to notice a file replaced or rewritten since. */
+interface FileIdentity {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+const identityOf = ({ dev, ino, size, mtimeMs }: FileIdentity): FileIdentity => ({ dev, ino, size, mtimeMs });
+
+/**
+ * One `.safetensors` file. No file descriptor stays open between calls (a reader that is never closed leaks
+ * nothing): the header is read at open, and each tensor with its own open, positional read and close, after
+ * checking that the file is still the one whose header was read.
+ */
 export class SafetensorsFile implements TensorSource {
+  private closed = false;
+
   private constructor(
     readonly file: string,
-    private readonly handle: fsp.FileHandle,
+    private readonly identity: FileIdentity,
     private readonly tensors: Map<string, TensorInfo>,
     readonly metadata: Readonly<Record<string, string>>,
   ) {}
@@ -251,7 +267,8 @@ export class SafetensorsFile implements TensorSource {
       throw new SafetensorsError(`${file}: cannot open (${describeReadFailure(error)})`);
     }
     try {
-      const { size } = await handle.stat();
+      const stats = await handle.stat();
+      const { size } = stats;
       if (size < 8) throw new SafetensorsError(`${file}: file is ${size} bytes, too short for the 8-byte header length`);
       const lengthBytes = new Uint8Array(8);
       await readExactly(handle, lengthBytes, 0, file);
@@ -267,10 +284,9 @@ export class SafetensorsFile implements TensorSource {
       const headerBytes = new Uint8Array(Number(headerLength));
       await readExactly(handle, headerBytes, 8, file);
       const { tensors, metadata } = parseSafetensorsHeader(headerBytes, size - 8 - headerBytes.byteLength, file);
-      return new SafetensorsFile(file, handle, tensors, metadata);
-    } catch (error) {
+      return new SafetensorsFile(file, identityOf(stats), tensors, metadata);
+    } finally {
       await handle.close();
-      throw error;
     }
   }
 
@@ -289,14 +305,31 @@ export class SafetensorsFile implements TensorSource {
   }
 
   async readTensor(name: string): Promise<TensorData> {
+    if (this.closed) throw new SafetensorsError(`${this.file}: read of tensor ${quote(name)} after close()`);
     const { dtype, shape, byteOffset, byteLength } = this.info(name);
-    const bytes = new Uint8Array(byteLength);
-    await readExactly(this.handle, bytes, byteOffset, `${this.file}: tensor ${quote(name)}`);
-    return { dtype, shape: [...shape], bytes };
+    let handle: fsp.FileHandle;
+    try {
+      handle = await openRegularFile(this.file);
+    } catch (error) {
+      throw new SafetensorsError(`${this.file}: cannot open again to read tensor ${quote(name)} (${describeReadFailure(error)})`);
+    }
+    try {
+      const now = identityOf(await handle.stat());
+      const before = this.identity;
+      if (now.dev !== before.dev || now.ino !== before.ino || now.size !== before.size || now.mtimeMs !== before.mtimeMs) {
+        throw new SafetensorsError(`${this.file}: the file changed since its header was read (replaced or rewritten); open it again`);
+      }
+      const bytes = new Uint8Array(byteLength);
+      await readExactly(handle, bytes, byteOffset, `${this.file}: tensor ${quote(name)}`);
+      return { dtype, shape: [...shape], bytes };
+    } finally {
+      await handle.close();
+    }
   }
 
+  /** Refuses later reads; there is no descriptor to release. */
   async close(): Promise<void> {
-    await this.handle.close();
+    this.closed = true;
   }
 }
 

@@ -10,6 +10,10 @@ import { ConfigError, checkRunnable, loadConfig, parseConfig, parseConfigJson, r
 import { CONFIG_LIMITS } from '../../models/configs/limits.ts';
 import { isUserError } from '../../runtime/errors.ts';
 
+// Each refusal takes milliseconds when idle (the old behaviour: blocked forever, or ran out of memory after 30 s
+// or more). The bound only guards against that, with room for a loaded machine; it is not a speed test.
+const REFUSAL_GUARD_MS = 10_000;
+
 const root = path.resolve(import.meta.dirname, '../..');
 const llamaText = await fsp.readFile(path.join(root, 'test/fixtures/hf/llama/config.json'), 'utf8');
 const llama = () => parseConfigJson(llamaText);
@@ -23,7 +27,7 @@ function refusal(action: () => unknown): string {
   } catch (error) {
     caught = error;
   }
-  expect(performance.now() - started).toBeLessThan(1000);
+  expect(performance.now() - started).toBeLessThan(REFUSAL_GUARD_MS);
   expect(caught).toBeInstanceOf(ConfigError);
   expect(isUserError(caught)).toBe(true);
   return (caught as Error).message;
@@ -71,7 +75,7 @@ describe('sizes are bounded at parse time', () => {
       await fsp.writeFile(path.join(folder, 'config.json'), JSON.stringify({ ...llama(), num_hidden_layers: 1e9 }));
       const started = performance.now();
       await expect(memoryPlan(folder, { memory: true, json: true })).rejects.toThrow('num_hidden_layers: 1000000000 is above the limit 1024');
-      expect(performance.now() - started).toBeLessThan(1000);
+      expect(performance.now() - started).toBeLessThan(REFUSAL_GUARD_MS);
     } finally {
       await fsp.rm(folder, { recursive: true, force: true });
     }
@@ -127,7 +131,7 @@ describe('what parses but cannot run is refused before loading', () => {
       execFileSync('mkfifo', [path.join(folder, 'config.json')]);
       const started = performance.now();
       await expect(loadConfig(folder)).rejects.toThrow('config.json: cannot read (is a named pipe (FIFO), not a regular file)');
-      expect(performance.now() - started).toBeLessThan(1000);
+      expect(performance.now() - started).toBeLessThan(REFUSAL_GUARD_MS);
     } finally {
       await fsp.rm(folder, { recursive: true, force: true });
     }

@@ -229,7 +229,7 @@ export class Session {
     const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
     if (options.prompt !== undefined) {
       const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
-      checkPromptFits(ids, capacity);
+      checkPromptFits(ids, capacity, model.vocabSize);
     }
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
@@ -282,7 +282,7 @@ export class Session {
   generate(prompt: Prompt, options: GenerateOptions = {}): Generation {
     const { stop = [], chat, ...sequenceOptions } = options;
     const ids = this.encode(prompt, chat === undefined ? {} : { chat });
-    checkPromptFits(ids, this.capacity);
+    checkPromptFits(ids, this.capacity, this.model.vocabSize);
     const stopIds = sequenceOptions.stopTokenIds ?? [...new Set([...this.model.eosTokenIds, ...(this.tokenizer?.eosTokenIds ?? [])])];
     const seq = this.generator.submit(ids, { ...sequenceOptions, stopTokenIds: stopIds });
     return new Generation(seq, ids, this.tokenizer, stop.filter((s) => s.length > 0));
@@ -319,8 +319,8 @@ function encodePrompt(prompt: Prompt, tokenizer: Tokenizer | undefined, modelDir
   else {
     if (!tokenizer) {
       throw new PromptError(
-        `${modelDir} has no tokenizer.json, so a text prompt cannot be encoded: copy tokenizer.json (and tokenizer_config.json) ` +
-          'from the model\'s Hugging Face repository into the folder, or pass token ids (`strata generate --prompt-ids 1,2,3`, or { ids: [...] } in the API)',
+        `${modelDir} has no tokenizer.json: pass the prompt as token ids (\`strata generate --prompt-ids 1,2,3\`, or { ids: [...] } in the API), ` +
+          "or copy tokenizer.json (and tokenizer_config.json) from the model's Hugging Face repository into the folder",
       );
     }
     if (typeof prompt === 'string' && !options.chat) ids = tokenizer.encode(prompt);
@@ -338,9 +338,12 @@ function encodePrompt(prompt: Prompt, tokenizer: Tokenizer | undefined, modelDir
   return ids;
 }
 
-function checkPromptFits(ids: readonly number[], capacity: number): void {
+/** A prompt of ids the model has, that fits a sequence; checked before loading when the prompt is known. */
+function checkPromptFits(ids: readonly number[], capacity: number, vocabSize: number): void {
+  const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+  if (bad >= 0) throw new PromptError(`prompt token ${elide(String(ids[bad]), 40)} (at ${bad}) is not an id of this model's vocabulary (0..${vocabSize - 1})`);
   if (ids.length > capacity) {
-    throw new PromptError(
+    throw new ContextOverflowError(
       `the prompt has ${ids.length} tokens but a sequence holds at most ${capacity} (the session's capacity): shorten the prompt or raise the capacity (--capacity)`,
     );
   }

@@ -71,10 +71,12 @@ describe('strata generate refuses bad input in one line, before loading weights'
   test('a folder without tokenizer.json: the advice (--prompt-ids) works from the CLI', GUARD, async () => {
     const dir = await tinyVariant('no-tokenizer', { without: ['tokenizer.json', 'tokenizer_config.json'] });
     const refused = await strata(['generate', '--model', dir, '--prompt', 'hello']);
-    expectOneLineRefusal(refused, /has no tokenizer\.json, so a text prompt cannot be encoded: .*--prompt-ids 1,2,3/);
+    expectOneLineRefusal(refused, /has no tokenizer\.json: pass the prompt as token ids \(`strata generate --prompt-ids 1,2,3`.*Hugging Face repository/);
     // following the advice passes the tokenizer check: here the next check (capacity) is what stops it
     const followed = await strata(['generate', '--model', dir, '--prompt-ids', '1,2,3,4,5', '--capacity', '4']);
     expectOneLineRefusal(followed, /the prompt has 5 tokens but a sequence holds at most 4/);
+    const outside = await strata(['generate', '--model', dir, '--prompt-ids', '1,99999']);
+    expectOneLineRefusal(outside, "prompt token 99999 (at 1) is not an id of this model's vocabulary (0..2047)");
   });
 
   test('rope_type yarn names the field', GUARD, async () => {

@@ -7,7 +7,7 @@
 // sliding window 8) whose ring buffers wrap every few steps. Not part of the test run: 100,000 steps take hours
 // on a software adapter.
 //
-//   npm run soak -- [--steps 100000] [--sample-every 1000] [--seed 1] [--out file.json]
+//   npm run soak -- [--steps 100000] [--sample-every 1000] [--seed 1] [--churn 1] [--out file.json]
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -28,11 +28,13 @@ interface SoakOptions {
   steps: number;
   sampleEvery: number;
   seed: number;
+  /** Multiplies the probability of every sequence event (short verification runs use 10 to see each one). */
+  churn: number;
   out?: string;
 }
 
 function parseArgs(argv: string[]): SoakOptions {
-  const options: SoakOptions = { steps: 100_000, sampleEvery: 1000, seed: 1 };
+  const options: SoakOptions = { steps: 100_000, sampleEvery: 1000, seed: 1, churn: 1 };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     const count = (): number => {
@@ -43,8 +45,9 @@ function parseArgs(argv: string[]): SoakOptions {
     if (flag === '--steps') options.steps = count();
     else if (flag === '--sample-every') options.sampleEvery = count();
     else if (flag === '--seed') options.seed = count();
+    else if (flag === '--churn') options.churn = count();
     else if (flag === '--out' && value) options.out = value;
-    else throw new Error(`unknown option ${flag} (expected --steps, --sample-every, --seed, --out)`);
+    else throw new Error(`unknown option ${flag} (expected --steps, --sample-every, --seed, --churn, --out)`);
   }
   return options;
 }
@@ -105,7 +108,9 @@ async function openLane(name: string, dir: string, runtime: GpuRuntime, options:
 }
 
 /** One iteration of a lane: maybe some sequence events, then one decode step over every active slot. */
-async function advance(lane: Lane, rand: () => number): Promise<void> {
+async function advance(lane: Lane, random01: () => number, churn: number): Promise<void> {
+  const rand = random01;
+  const chance = (p: number) => random01() < p * churn;
   const { runner } = lane;
   const memory = runner.caches;
   const slots = runner.options.slots;
@@ -119,27 +124,27 @@ async function advance(lane: Lane, rand: () => number): Promise<void> {
     memory.clear(slot);
     lane.next[slot] = undefined;
   };
-  if (active().length > 0 && rand() < 0.01) {
+  if (active().length > 0 && chance(0.01)) {
     leave(pick(active()));
     lane.events.leave++;
   }
-  if (free().length > 0 && (active().length === 0 || rand() < 0.02)) {
+  if (free().length > 0 && (active().length === 0 || chance(0.02))) {
     const slot = pick(free());
     const prompt = Array.from({ length: 1 + Math.floor(rand() * 6) }, token);
     lane.next[slot] = argmax(await runner.prefill(slot, prompt));
     lane.events.join++;
   }
-  if (active().length > 0 && free().length > 0 && rand() < 0.01) {
+  if (active().length > 0 && free().length > 0 && chance(0.01)) {
     const [from, to] = [pick(active()), pick(free())];
     memory.fork(from, to);
     lane.next[to] = lane.next[from];
     lane.events.fork++;
   }
-  if (active().length > 0 && rand() < 0.02) {
+  if (active().length > 0 && chance(0.02)) {
     memory.snapshot(pick(active()));
     lane.events.snapshot++;
   }
-  if (active().length > 0 && rand() < 0.01) {
+  if (active().length > 0 && chance(0.01)) {
     const slot = pick(active());
     const positions = memory.restorablePositions(slot).filter((p) => p > 0 && p < memory.lengths[slot]!);
     if (positions.length > 0) {
@@ -208,7 +213,7 @@ async function main(): Promise<void> {
   // the first steps compile the programs and fill the caches: the baseline is taken once they ran
   for (let step = 0; step < options.steps; step++) {
     if (step % options.sampleEvery === 0) sample(step);
-    for (const lane of lanes) await advance(lane, rand);
+    for (const lane of lanes) await advance(lane, rand, options.churn);
   }
   sample(options.steps);
   const first = samples[1] ?? samples[0]!;

@@ -4,12 +4,13 @@
 // buffer of the live session is touched.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { SafetensorsFile, type TensorToWrite, writeSafetensors } from '../runtime/safetensors.ts';
+import { StrataUserError, elide, isUserError } from '../runtime/errors.ts';
+import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../runtime/safetensors.ts';
 import { readRegions } from './deviceCopies.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries } from './spec.ts';
 
-export class RestoreError extends Error {
+export class RestoreError extends StrataUserError {
   override name = 'RestoreError';
 }
 
@@ -133,16 +134,18 @@ export async function restoreMemory(memory: HybridMemory, file: string, opts: { 
   const refuse = (why: string): never => {
     throw new RestoreError(`${file}: cannot restore session memory: ${why}`);
   };
+  await removeStaleTemporaries(file); // left by a save of this file that was killed midway
   let source: SafetensorsFile;
   try {
     source = await SafetensorsFile.open(file);
   } catch (error) {
-    return refuse(`not a readable safetensors file (truncated or damaged?): ${(error as Error).message}`);
+    if (!isUserError(error)) throw error;
+    return refuse(`not a readable safetensors file (truncated or damaged?): ${error.message}`);
   }
   try {
     const md = source.metadata;
     if (md['strata.format'] !== MEMORY_FILE_FORMAT)
-      refuse(`it is not a Strata memory file (format ${JSON.stringify(md['strata.format'] ?? null)}, expected ${JSON.stringify(MEMORY_FILE_FORMAT)})`);
+      refuse(`it is not a Strata memory file (format ${md['strata.format'] === undefined ? 'null' : JSON.stringify(elide(md['strata.format'], 80))}, expected ${JSON.stringify(MEMORY_FILE_FORMAT)})`);
     const model = memory.model?.fingerprint ?? '';
     if ((md['strata.model'] ?? '') !== model)
       refuse(
@@ -159,7 +162,7 @@ export async function restoreMemory(memory: HybridMemory, file: string, opts: { 
       return refuse('its strata.sequences metadata is not JSON');
     }
     const sequences = sequencesSchema.safeParse(parsed);
-    if (!sequences.success) return refuse(`its strata.sequences metadata is malformed: ${sequences.error.issues[0]!.message}`);
+    if (!sequences.success) return refuse(`its strata.sequences metadata is malformed: ${elide(sequences.error.issues[0]!.message)}`);
     if (opts.into !== undefined && sequences.data.length !== 1)
       refuse(`it holds ${sequences.data.length} sequences; 'into' restores a file holding one`);
     const plan = sequences.data.map((s) => ({ from: s.slot, into: opts.into ?? s.slot, length: s.length }));
@@ -171,7 +174,7 @@ export async function restoreMemory(memory: HybridMemory, file: string, opts: { 
     if (new Set(plan.map((p) => p.into)).size !== plan.length) refuse('two sequences would go into the same slot');
     const expected = new Map<string, { shape: number[]; dtype: string }>();
     for (const p of plan) for (const t of memory.slotTensors(p.into, p.length)) expected.set(`seq${p.from}.${t.name}`, t);
-    for (const name of source.tensorNames()) if (!expected.has(name)) refuse(`unexpected tensor "${name}"`);
+    for (const name of source.tensorNames()) if (!expected.has(name)) refuse(`unexpected tensor ${JSON.stringify(elide(name, 200))}`);
     for (const [name, want] of expected) {
       if (!source.has(name)) refuse(`tensor "${name}" is missing`);
       const got = source.info(name);
@@ -200,8 +203,8 @@ export async function restoreMemory(memory: HybridMemory, file: string, opts: { 
     }
     return { file, sequences: plan };
   } catch (error) {
-    if (error instanceof RestoreError) throw error;
-    throw new RestoreError(`${file}: cannot restore session memory: ${(error as Error).message}`);
+    if (error instanceof RestoreError || !isUserError(error)) throw error; // a bug keeps its own type and stack
+    throw new RestoreError(`${file}: cannot restore session memory: ${error.message}`);
   } finally {
     await source.close();
   }

@@ -1,6 +1,7 @@
-// `strata doctor`: shows the WebGPU adapter Strata would run on, or why there is none.
+// `strata doctor`: shows the WebGPU adapter Strata would run on, or why there is none, and the notes Dawn prints
+// about it (kept out of the other commands' output).
 import type { Command } from 'commander';
-import { acquireDevice, describeDevice } from '../runtime/device.ts';
+import { acquireDevice, adapterDiagnostics, describeDevice } from '../runtime/device.ts';
 
 export function register(program: Command): void {
   program
@@ -10,11 +11,13 @@ export function register(program: Command): void {
     .action(async (options: { json?: boolean }) => {
       // NoAdapterError propagates: main prints its message (cause and fix) and exits 1.
       const strataDevice = await acquireDevice();
+      const diagnostics = await adapterDiagnostics();
       if (options.json) {
         const { adapterInfo, isFallback, features, limits } = strataDevice;
-        console.log(JSON.stringify({ adapterInfo, isFallback, features, limits }, null, 2));
+        console.log(JSON.stringify({ adapterInfo, isFallback, features, limits, diagnostics }, null, 2));
       } else {
         console.log(describeDevice(strataDevice));
+        console.log(diagnostics.length === 0 ? 'adapter notes (none)' : ['adapter notes (from Dawn)', ...diagnostics.map((line) => `  ${line}`)].join('\n'));
       }
       strataDevice.device.destroy();
     });

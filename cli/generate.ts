@@ -3,14 +3,15 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type LoadProgress, Session } from '../runtime/session.ts';
+import { type LoadProgress, PromptError, Session } from '../runtime/session.ts';
 import type { SequenceStats } from '../runtime/generator.ts';
 
 export const DEFAULT_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../assets/models/tiny-granite-code');
 
 interface GenerateCliOptions {
   model: string;
-  prompt: string;
+  prompt?: string;
+  promptIds?: number[];
   maxNewTokens: number;
   temperature: number;
   topK: number;
@@ -36,10 +37,18 @@ const number = (name: string, ok: (n: number) => boolean, rule: string) => (valu
   return n;
 };
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+const tokenIds = (value: string): number[] => {
+  const ids = value.split(',').map((part) => part.trim());
+  if (ids.length === 0 || !ids.every((id) => /^\d+$/.test(id))) {
+    throw new InvalidArgumentError(`--prompt-ids must be comma-separated non-negative integers, got '${value.length > 80 ? `${value.slice(0, 80)}…` : value}'`);
+  }
+  return ids.map(Number);
+};
 
 /** Progress on stderr: one rewritten line on a terminal, plain lines otherwise. */
 function progressPrinter(enabled: boolean): { update(e: LoadProgress): void; clear(): void } {
-  const tty = process.stderr.isTTY;
+  // bin/strata.mjs pipes stderr through its filter and says whether the terminal behind it is one
+  const tty = process.stderr.isTTY || process.env.STRATA_STDERR_IS_TTY === '1';
   let shown = false;
   const t0 = performance.now();
   return {
@@ -82,7 +91,8 @@ export function register(program: Command): void {
     .command('generate')
     .description('Generate text from a prompt on WebGPU (streams text, then throughput figures)')
     .option('--model <dir>', 'model folder (config.json, *.safetensors, tokenizer.json)', DEFAULT_MODEL)
-    .requiredOption('--prompt <text>', 'the prompt')
+    .option('--prompt <text>', 'the prompt')
+    .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids (for a model folder without tokenizer.json)', tokenIds)
     .option('--max-new-tokens <n>', 'tokens to generate at most', integer('--max-new-tokens', 1), 64)
     .option('--temperature <t>', '0 for greedy', number('--temperature', (n) => n >= 0, '>= 0'), 0)
     .option('--top-k <k>', 'keep the k most likely tokens (0: off)', integer('--top-k', 0), 0)
@@ -96,14 +106,20 @@ export function register(program: Command): void {
     .option('--steps-per-submit <k>', 'decode steps per GPU submission', integer('--steps-per-submit', 1))
     .option('--json', 'print one JSON object: promptIds, ids, text, finishReason, stats')
     .action(async (options: GenerateCliOptions) => {
+      if ((options.prompt === undefined) === (options.promptIds === undefined)) {
+        throw new PromptError('pass the prompt as --prompt <text> or as --prompt-ids <ids>, one of the two');
+      }
+      const prompt = options.promptIds ? { ids: options.promptIds } : options.prompt!;
       const progress = progressPrinter(true);
       const session = await Session.load(options.model, {
         onProgress: (e) => progress.update(e),
+        prompt,
+        ...(options.chat ? { chat: true } : {}),
         ...(options.capacity !== undefined ? { capacity: options.capacity } : {}),
         ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
       });
       progress.clear();
-      const generation = session.generate(options.prompt, {
+      const generation = session.generate(prompt, {
         maxNewTokens: options.maxNewTokens,
         temperature: options.temperature,
         topK: options.topK,
@@ -120,7 +136,7 @@ export function register(program: Command): void {
         console.log(JSON.stringify({ model: options.model, promptIds: r.promptIds, ids: r.ids, text: r.text, finishReason: r.finishReason, stats: r.stats, loadSeconds: session.loadSeconds, device: device.description || device.device }));
         return;
       }
-      process.stdout.write(options.prompt);
+      process.stdout.write(typeof prompt === 'string' ? prompt : session.tokenizer ? session.tokenizer.decode(prompt.ids) : '');
       for await (const piece of generation) process.stdout.write(piece);
       process.stdout.write('\n');
       process.stderr.write(`${throughputLine(generation.stats!)}\n`);

@@ -70,7 +70,8 @@ export function formatMemoryPlan(plan: MemoryPlan): string {
   ]);
   const head = ['layer', 'kind', 'KV [slots,entries,kvHeads,k+v dims]', 'state [slots,...]', 'KV bytes', 'state bytes', ...(plan.snapshotsPerSlot ? ['snapshot bytes'] : [])];
   const all = [head, ...rows];
-  const widths = head.map((_, c) => Math.max(...all.map((r) => r[c]!.length)));
+  // a loop, not Math.max(...column): spreading one argument per layer overflows the stack on deep models
+  const widths = head.map((_, c) => all.reduce((widest, r) => Math.max(widest, r[c]!.length), 0));
   const numeric = (c: number) => c >= 4;
   const line = (r: string[]) => r.map((cell, c) => (numeric(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
   const window = plan.window !== null ? `, windows shrunk to ${plan.window}` : '';

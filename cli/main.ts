@@ -1,7 +1,7 @@
 // The `strata` command line: builds the commander program from one module per command and runs it.
 // To add a command, write `cli/<name>.ts` exporting `register(program: Command)` and list it in COMMANDS.
 import { Command, CommanderError } from 'commander';
-import { NoAdapterError } from '../runtime/device.ts';
+import { isUserError, oneLine } from '../runtime/errors.ts';
 import * as doctor from './doctor.ts';
 import * as generate from './generate.ts';
 import * as inspect from './inspect.ts';
@@ -17,6 +17,7 @@ const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench];
 export function buildProgram(): Command {
   const program = new Command('strata')
     .description('Compile hybrid language models to WGSL and run them on WebGPU')
+    .option('--verbose', "also show the WebGPU adapter's own notes (Dawn's limit warnings) on stderr")
     .showHelpAfterError()
     .exitOverride();
   for (const command of COMMANDS) command.register(program);
@@ -33,14 +34,12 @@ export async function main(argv: string[]): Promise<never> {
   process.exit(process.exitCode ?? 0);
 }
 
-const USER_ERRORS = new Set(['ConfigError', 'SafetensorsError', 'WeightError', 'ContextOverflowError', 'TokenizerError', 'ShapeError', 'ModelNotFoundError', 'UnknownSequenceError', 'SnapshotError', 'MemoryError', 'RestoreError']);
-
 function exitCodeFor(error: unknown): number {
   // commander has already printed its own usage errors, help and version.
   if (error instanceof CommanderError) return error.exitCode;
-  // errors about the user's input carry a message that says what was expected: no stack trace
-  if (error instanceof NoAdapterError || (error instanceof Error && USER_ERRORS.has(error.name))) {
-    console.error(`strata: ${error.message}`);
+  // errors about the user's input carry a message that says what was expected: one line, no stack trace
+  if (isUserError(error)) {
+    console.error(`strata: ${oneLine(error.message)}`);
     return 1;
   }
   console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));

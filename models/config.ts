@@ -1,10 +1,12 @@
 // Loads a Hugging Face config.json and turns it into one normalized, typed object per model family, so model
 // code never sees HF's spellings (transformers 4 vs 5), its null-means-default fields or its float tags.
 
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { z } from 'zod';
+import { describeJson, elide } from '../runtime/errors.ts';
+import { describeReadFailure, readRegularTextFile } from '../runtime/files.ts';
 import { ConfigError } from './configs/common.ts';
+import { MAX_CONFIG_DEPTH, checkConfigLimits, checkJsonDepth, checkTensorSizes } from './configs/limits.ts';
 import { type BambaConfig, bambaConfigSchema } from './configs/bamba.ts';
 import { type FalconH1Config, falconH1ConfigSchema } from './configs/falcon_h1.ts';
 import { type Gemma3nTextConfig, gemma3nTextConfigSchema } from './configs/gemma3n_text.ts';
@@ -76,18 +78,20 @@ export const supportedModelTypes = Object.keys(configSchemas) as ModelType[];
 
 const floatTags: Record<string, number> = { Infinity: Infinity, '-Infinity': -Infinity, NaN: NaN };
 
-/** Replaces transformers 5's `{"__float__": "Infinity"}` (and -Infinity, NaN) by the number, at any depth. */
-export function restoreTaggedFloats(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(restoreTaggedFloats);
-  if (typeof value === 'object' && value !== null) {
-    const entries = Object.entries(value);
-    if (entries.length === 1 && entries[0]![0] === '__float__' && typeof entries[0]![1] === 'string') {
-      const tag = entries[0]![1];
-      if (tag in floatTags) return floatTags[tag];
-    }
-    return Object.fromEntries(entries.map(([key, item]) => [key, restoreTaggedFloats(item)]));
+/**
+ * Replaces transformers 5's `{"__float__": "Infinity"}` (and -Infinity, NaN) by the number, at any depth up to
+ * MAX_CONFIG_DEPTH (deeper input is refused, not recursed into).
+ */
+export function restoreTaggedFloats(value: unknown, depth = 0): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= MAX_CONFIG_DEPTH) throw new ConfigError(`config JSON nested deeper than ${MAX_CONFIG_DEPTH} levels`);
+  if (Array.isArray(value)) return value.map((item) => restoreTaggedFloats(item, depth + 1));
+  const entries = Object.entries(value);
+  if (entries.length === 1 && entries[0]![0] === '__float__' && typeof entries[0]![1] === 'string') {
+    const tag = entries[0]![1];
+    if (Object.hasOwn(floatTags, tag)) return floatTags[tag];
   }
-  return value;
+  return Object.fromEntries(entries.map(([key, item]) => [key, restoreTaggedFloats(item, depth + 1)]));
 }
 
 /** Python's json.dumps writes bare Infinity / -Infinity / NaN (transformers 4 configs); turn them into tags. */
@@ -127,12 +131,13 @@ export function parseConfigJson(text: string, file = 'config.json'): Record<stri
     try {
       json = JSON.parse(tagBareFloats(text));
     } catch {
-      throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
+      throw new ConfigError(`${file}: not valid JSON (${elide((error as Error).message)})`);
     }
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new ConfigError(`${file}: expected a JSON object at the top level`);
   }
+  checkJsonDepth(json, file);
   return restoreTaggedFloats(json) as Record<string, unknown>;
 }
 
@@ -163,7 +168,7 @@ function describeIssue(issue: z.core.$ZodIssue): { path: PropertyKey[]; text: st
     case 'invalid_value':
       return {
         path: issue.path,
-        text: `expected ${issue.values.length === 1 ? '' : 'one of '}${issue.values.map((value) => JSON.stringify(value)).join(', ')}, got ${JSON.stringify(input)}`,
+        text: `expected ${issue.values.length === 1 ? '' : 'one of '}${issue.values.map((value) => JSON.stringify(value)).join(', ')}, got ${describeJson(input)}`,
       };
     case 'too_small':
     case 'too_big': {
@@ -172,7 +177,7 @@ function describeIssue(issue: z.core.$ZodIssue): { path: PropertyKey[]; text: st
         issue.code === 'too_small' ? (issue.inclusive ? '>=' : '>') : issue.inclusive ? '<=' : '<';
       const subject = issue.origin === 'array' ? 'length' : 'value';
       const actual = Array.isArray(input) ? input.length : input;
-      return { path: issue.path, text: `expected ${subject} ${relation} ${String(bound)}, got ${String(actual)}` };
+      return { path: issue.path, text: `expected ${subject} ${relation} ${String(bound)}, got ${elide(String(actual))}` };
     }
     case 'invalid_union': {
       // Report the first alternative's complaint; for a scalar-or-list field that is the scalar one.
@@ -192,13 +197,15 @@ export function formatConfigIssues(issues: readonly z.core.$ZodIssue[], file: st
   return issues
     .map((issue) => {
       const { path: issuePath, text } = describeIssue(issue);
-      return `${file}: ${formatPath(issuePath)}: ${text}`;
+      return `${file}: ${elide(formatPath(issuePath))}: ${elide(text)}`;
     })
+    .slice(0, 20)
     .join('\n');
 }
 
 /** Validates and normalizes an already parsed config.json object (floats restored). */
 export function parseConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
+  checkJsonDepth(json, file);
   const modelType = json.model_type;
   if (typeof modelType !== 'string') {
     throw new ConfigError(
@@ -207,23 +214,80 @@ export function parseConfig(json: Record<string, unknown>, file = 'config.json')
   }
   if (!Object.hasOwn(configSchemas, modelType)) {
     throw new ConfigError(
-      `${file}: model_type: unsupported model_type "${modelType}"; supported: ${supportedModelTypes.join(', ')}`,
+      `${file}: model_type: unsupported model_type "${elide(modelType, 80)}"; supported: ${supportedModelTypes.join(', ')}`,
     );
   }
+  checkConfigLimits(json, file);
   const schema = configSchemas[modelType as ModelType] as z.ZodType<ModelConfig>;
   const result = schema.safeParse(json, { reportInput: true });
   if (!result.success) throw new ConfigError(formatConfigIssues(result.error.issues, file));
+  checkTensorSizes(file, impliedWeights(result.data));
   return result.data;
 }
+
+/** The largest weight matrices of a config, with the fields that size them. */
+function impliedWeights(config: ModelConfig): { fields: string; dims: number[] }[] {
+  const weights = [{ fields: 'vocab_size x hidden_size', dims: [config.vocabSize, config.hiddenSize] }];
+  const withMlp = config as { intermediateSize?: number; intermediateSizes?: number[] };
+  const widest = Math.max(withMlp.intermediateSize ?? 0, ...(withMlp.intermediateSizes ?? []).slice(0, 1024));
+  if (widest > 0) weights.push({ fields: 'intermediate_size x hidden_size', dims: [widest, config.hiddenSize] });
+  const attention = (config as { attention?: { numHeads: number; headDim: number } }).attention;
+  if (attention) weights.push({ fields: 'num_attention_heads x head_dim x hidden_size', dims: [attention.numHeads * attention.headDim, config.hiddenSize] });
+  if (config.modelType === 'gemma3n_text') {
+    const { vocabSize, hiddenSize } = config.perLayerInput;
+    weights.push({ fields: 'vocab_size_per_layer_input x num_hidden_layers x hidden_size_per_layer_input', dims: [vocabSize, config.numLayers * hiddenSize] });
+  }
+  return weights;
+}
+
+/** The RoPE variants the model builders implement. */
+export const SUPPORTED_ROPE_TYPES: readonly string[] = ['default'];
+
+/**
+ * Refuses what a config may describe but Strata cannot run yet (a RoPE variant no family implements), naming
+ * the field; called before anything is loaded, where parsing alone would accept it.
+ */
+export function checkRunnable(config: ModelConfig, file = 'config.json'): void {
+  const ropes = [(config as { attention?: { rope: { type: string } | null } }).attention?.rope];
+  if (config.modelType === 'gemma3n_text') ropes.push(config.slidingRope);
+  for (const rope of ropes) {
+    if (!rope || SUPPORTED_ROPE_TYPES.includes(rope.type)) continue;
+    const field = ropeTypeField(config.raw, rope.type);
+    throw new ConfigError(
+      `${file}: ${field}: rope type ${JSON.stringify(elide(rope.type, 80))} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`,
+    );
+  }
+}
+
+/** Where in config.json a rope type was written (rope_parameters wins over rope_scaling, as in resolveRope). */
+function ropeTypeField(raw: Readonly<Record<string, unknown>>, type: string): string {
+  const candidates: [string, unknown][] = [];
+  for (const group of ['rope_parameters', 'rope_scaling']) {
+    const value = raw[group];
+    if (typeof value !== 'object' || value === null) continue;
+    const entries = value as Record<string, unknown>;
+    for (const key of ['rope_type', 'type']) candidates.push([`${group}.${key}`, entries[key]]);
+    for (const kind of ['full_attention', 'sliding_attention']) {
+      const nested = entries[kind];
+      if (typeof nested === 'object' && nested !== null) {
+        for (const key of ['rope_type', 'type']) candidates.push([`${group}.${kind}.${key}`, (nested as Record<string, unknown>)[key]]);
+      }
+    }
+  }
+  return candidates.find(([, value]) => value === type)?.[0] ?? 'rope_parameters.rope_type';
+}
+
+/** Larger than any config.json (they are a few KiB); a bigger file is refused unread. */
+const MAX_CONFIG_BYTES = 16 << 20;
 
 /** Reads `<dir>/config.json` (or the given .json file), dispatching on model_type. */
 export async function loadConfig(dirOrFile: string): Promise<ModelConfig> {
   const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'config.json');
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    text = await readRegularTextFile(file, MAX_CONFIG_BYTES);
   } catch (error) {
-    throw new ConfigError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    throw new ConfigError(`${file}: cannot read (${describeReadFailure(error)})`);
   }
   return parseConfig(parseConfigJson(text, file), file);
 }

@@ -1,6 +1,8 @@
 // The WebGPU device Strata runs on: Dawn (the `webgpu` package) in Node, `navigator.gpu` in browsers.
 // Requests the adapter's own limits and the optional features Strata uses, and records uncaptured errors.
 
+import { StrataUserError, elide } from './errors.ts';
+
 export interface StrataAdapterInfo {
   vendor: string;
   architecture: string;
@@ -32,7 +34,7 @@ export interface StrataDevice {
 export const OPTIONAL_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
 
 /** No WebGPU adapter is available; the message names the cause and the fix. */
-export class NoAdapterError extends Error {
+export class NoAdapterError extends StrataUserError {
   override name = 'NoAdapterError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -175,6 +177,49 @@ function describeGpuError(error: GPUError): UncapturedGpuError {
   return { kind, message: error.message };
 }
 
+/** WebGPU refused an operation (a buffer too large, a pipeline over the limits, memory exhausted). */
+export class GpuValidationError extends StrataUserError {
+  override name = 'GpuValidationError';
+  constructor(
+    message: string,
+    readonly errors: UncapturedGpuError[],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const SCOPED_FILTERS = ['validation', 'out-of-memory', 'internal'] as const;
+
+/**
+ * Runs `work` inside validation, out-of-memory and internal error scopes: what WebGPU reports during it becomes
+ * a GpuValidationError naming `what` (dawn.node prints uncaptured errors on stdout, which would break --json).
+ * An exception of `work` itself is kept as the cause when a scope also caught something.
+ */
+export async function withGpuErrorScope<T>(strataDevice: StrataDevice, what: string, work: () => Promise<T>): Promise<T> {
+  const { device } = strataDevice;
+  for (const filter of SCOPED_FILTERS) device.pushErrorScope(filter);
+  let result: { value: T } | undefined;
+  let failure: unknown;
+  try {
+    result = { value: await work() };
+  } catch (error) {
+    failure = error;
+  }
+  const caught: UncapturedGpuError[] = [];
+  for (let i = 0; i < SCOPED_FILTERS.length; i++) {
+    const error = await device.popErrorScope();
+    if (error) caught.push(describeGpuError(error));
+  }
+  if (caught.length > 0) {
+    const first = caught[0]!;
+    const more = caught.length > 1 ? ` (and ${caught.length - 1} more)` : '';
+    throw new GpuValidationError(`WebGPU refused ${what}: ${first.kind} error: ${elide(first.message.trim(), 600)}${more}`, caught, failure === undefined ? undefined : { cause: failure });
+  }
+  if (result === undefined) throw failure;
+  return result.value;
+}
+
 /** Returns and clears the errors recorded since the last call. */
 export function takeUncapturedErrors(strataDevice: StrataDevice): UncapturedGpuError[] {
   return strataDevice.uncapturedErrors.splice(0);
@@ -241,4 +286,26 @@ function formatLimit(name: string, value: number): string {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The notes Dawn prints while it opens the adapter (e.g. limits it lowers), which the CLI keeps out of normal
+ * output. Dawn writes them from native code to the process's stderr, so they are read from a probe in a child
+ * process. Node only; [] elsewhere or when the probe cannot run.
+ */
+export async function adapterDiagnostics(timeoutMs = 60_000): Promise<string[]> {
+  if (!isNode() || isBrowser()) return [];
+  const { execFile } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const probe = fileURLToPath(new URL('../scripts/probe-adapter.mjs', import.meta.url));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [probe], { timeout: timeoutMs, env: { ...process.env, STRATA_PROBE_TIMEOUT_MS: String(timeoutMs) } }, (_error, _stdout, stderr) => {
+      resolve(
+        String(stderr)
+          .split('\n')
+          .map((line) => line.trim())
+          .filter((line) => line.length > 0 && !line.startsWith('probe:')),
+      );
+    });
+  });
 }

@@ -4,8 +4,10 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
+import { StrataUserError, describeJson, elide } from './errors.ts';
+import { describeReadFailure, openRegularFile, readRegularTextFile } from './files.ts';
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends StrataUserError {
   override name = 'SafetensorsError';
 }
 
@@ -81,19 +83,70 @@ export interface ParsedHeader {
   metadata: Record<string, string>;
 }
 
+/** A tensor name as quoted in a message: bounded, so a hostile 20 MB name gives a short message. */
+const quote = (name: string) => JSON.stringify(elide(name, 200));
+
+/** Byte offset in `text` of the first object key that repeats within its object, or -1. Iterative. */
+export function findDuplicateKey(text: string): { key: string; at: number } | null {
+  // One Set of keys per open object; null for an open array. Strings are skipped whole.
+  const open: (Set<string> | null)[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    if (char === '"') {
+      let end = i + 1;
+      while (end < text.length && text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      const keys = open[open.length - 1];
+      if (expectKey && keys) {
+        let key: string;
+        try {
+          key = JSON.parse(text.slice(i, end + 1)) as string;
+        } catch {
+          return null; // not JSON: JSON.parse reports it
+        }
+        if (keys.has(key)) return { key, at: i };
+        keys.add(key);
+      }
+      expectKey = false;
+      i = end;
+    } else if (char === '{') {
+      open.push(new Set());
+      expectKey = true;
+    } else if (char === '[') {
+      open.push(null);
+    } else if (char === '}' || char === ']') {
+      open.pop();
+    } else if (char === ',') {
+      expectKey = open[open.length - 1] != null;
+    }
+  }
+  return null;
+}
+
 /**
- * Validates a header. `headerBytes` is the JSON text (after the 8-byte length), `dataLength` the size of the
- * data region that follows it. Throws SafetensorsError naming `file` and the offending tensor.
+ * Validates a header as the `safetensors` crate does. `headerBytes` is the JSON text (after the 8-byte length),
+ * `dataLength` the size of the data region that follows it. Refused: a byte order mark, invalid UTF-8 or JSON, duplicate keys, unknown dtypes, shapes whose size overflows, offsets whose
+ * span does not match the shape, and tensors that do not tile the data region exactly (no hole, no overlap, no
+ * trailing bytes). Throws SafetensorsError naming `file` and the offending tensor, in a bounded message.
  */
 export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: number, file: string): ParsedHeader {
+  if (headerBytes[0] === 0xef && headerBytes[1] === 0xbb && headerBytes[2] === 0xbf) {
+    throw new SafetensorsError(`${file}: header starts with a UTF-8 byte order mark; the JSON must start at the first byte`);
+  }
+  let text: string;
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
+    json = JSON.parse(text);
   } catch (error) {
-    throw new SafetensorsError(`${file}: header is not valid JSON (${(error as Error).message})`);
+    throw new SafetensorsError(`${file}: header is not valid JSON (${elide((error as Error).message)})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new SafetensorsError(`${file}: header must be a JSON object, got ${describe(json)}`);
+  }
+  const duplicate = findDuplicateKey(text);
+  if (duplicate) {
+    throw new SafetensorsError(`${file}: header has key ${quote(duplicate.key)} twice (at byte ${duplicate.at} of the header)`);
   }
   const dataStart = 8 + headerBytes.byteLength;
   const tensors = new Map<string, TensorInfo>();
@@ -101,32 +154,31 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: numb
   const ranges: { name: string; begin: number; end: number }[] = [];
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      if (entry === null) continue; // the crate reads it as an Option
+      if (typeof entry !== 'object' || Array.isArray(entry)) {
         throw new SafetensorsError(`${file}: __metadata__ must be an object of strings, got ${describe(entry)}`);
       }
       for (const [key, value] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof value !== 'string') {
-          throw new SafetensorsError(`${file}: __metadata__.${key} must be a string, got ${describe(value)}`);
+          throw new SafetensorsError(`${file}: __metadata__.${elide(key, 200)} must be a string, got ${describe(value)}`);
         }
         metadata[key] = value;
       }
       continue;
     }
-    const where = `${file}: tensor "${name}"`;
+    const where = `${file}: tensor ${quote(name)}`;
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
       throw new SafetensorsError(`${where}: entry must be an object, got ${describe(entry)}`);
     }
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
     if (!isSafetensorsDtype(dtype)) {
-      throw new SafetensorsError(
-        `${where}: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(', ')}`,
-      );
+      throw new SafetensorsError(`${where}: dtype ${describeJson(dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(', ')}`);
     }
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {
-      throw new SafetensorsError(`${where}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+      throw new SafetensorsError(`${where}: shape must be an array of non-negative integers, got ${describeJson(shape)}`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger)) {
-      throw new SafetensorsError(`${where}: data_offsets must be [begin, end] integers, got ${JSON.stringify(offsets)}`);
+      throw new SafetensorsError(`${where}: data_offsets must be [begin, end] integers, got ${describeJson(offsets)}`);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) throw new SafetensorsError(`${where}: data_offsets [${begin}, ${end}] has begin > end`);
@@ -136,24 +188,37 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: numb
       );
     }
     const expected = elementCount(shape) * DTYPE_BYTES[dtype];
+    if (!Number.isSafeInteger(expected)) {
+      throw new SafetensorsError(`${where}: shape ${elide(`[${shape.join(', ')}]`)} holds more elements than can be addressed`);
+    }
     if (end - begin !== expected) {
       throw new SafetensorsError(
-        `${where}: size mismatch: ${dtype} [${shape.join(', ')}] needs ${expected} bytes, data_offsets [${begin}, ${end}] span ${end - begin}`,
+        `${where}: size mismatch: ${dtype} ${elide(`[${shape.join(', ')}]`)} needs ${expected} bytes, data_offsets [${begin}, ${end}] span ${end - begin}`,
       );
     }
     tensors.set(name, { name, dtype, shape: [...shape], byteOffset: dataStart + begin, byteLength: end - begin, file });
     ranges.push({ name, begin, end });
   }
-  // Empty tensors occupy no bytes and cannot overlap anything.
-  const occupied = ranges.filter((range) => range.end > range.begin).sort((a, b) => a.begin - b.begin);
-  let furthest = occupied[0];
-  for (const current of occupied.slice(1)) {
-    if (current.begin < furthest!.end) {
+  // As the crate: in offset order each tensor starts where the previous one ended, and the last ends the file.
+  ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let cursor = 0;
+  let previous: (typeof ranges)[number] | undefined;
+  for (const range of ranges) {
+    if (range.begin < cursor) {
       throw new SafetensorsError(
-        `${file}: tensor "${current.name}" [${current.begin}, ${current.end}] overlaps tensor "${furthest!.name}" [${furthest!.begin}, ${furthest!.end}]`,
+        `${file}: tensor ${quote(range.name)} [${range.begin}, ${range.end}] overlaps tensor ${quote(previous!.name)} [${previous!.begin}, ${previous!.end}]`,
       );
     }
-    if (current.end > furthest!.end) furthest = current;
+    if (range.begin > cursor) {
+      throw new SafetensorsError(
+        `${file}: ${range.begin - cursor} bytes [${cursor}, ${range.begin}) of the data region belong to no tensor (a hole before tensor ${quote(range.name)})`,
+      );
+    }
+    cursor = range.end;
+    previous = range;
+  }
+  if (cursor !== dataLength) {
+    throw new SafetensorsError(`${file}: ${dataLength - cursor} trailing bytes after the last tensor (data region is ${dataLength} bytes, tensors end at ${cursor})`);
   }
   return { tensors, metadata };
 }
@@ -169,11 +234,27 @@ async function readExactly(handle: fsp.FileHandle, target: Uint8Array, position:
   }
 }
 
-/** One `.safetensors` file, kept open; tensors are read on demand with positional reads. */
+/** What identifies the file a header was read from, to notice a file replaced or rewritten since. */
+interface FileIdentity {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+const identityOf = ({ dev, ino, size, mtimeMs }: FileIdentity): FileIdentity => ({ dev, ino, size, mtimeMs });
+
+/**
+ * One `.safetensors` file. No file descriptor stays open between calls (a reader that is never closed leaks
+ * nothing): the header is read at open, and each tensor with its own open, positional read and close, after
+ * checking that the file is still the one whose header was read.
+ */
 export class SafetensorsFile implements TensorSource {
+  private closed = false;
+
   private constructor(
     readonly file: string,
-    private readonly handle: fsp.FileHandle,
+    private readonly identity: FileIdentity,
     private readonly tensors: Map<string, TensorInfo>,
     readonly metadata: Readonly<Record<string, string>>,
   ) {}
@@ -181,12 +262,13 @@ export class SafetensorsFile implements TensorSource {
   static async open(file: string): Promise<SafetensorsFile> {
     let handle: fsp.FileHandle;
     try {
-      handle = await fsp.open(file, 'r');
+      handle = await openRegularFile(file);
     } catch (error) {
-      throw new SafetensorsError(`${file}: cannot open (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+      throw new SafetensorsError(`${file}: cannot open (${describeReadFailure(error)})`);
     }
     try {
-      const { size } = await handle.stat();
+      const stats = await handle.stat();
+      const { size } = stats;
       if (size < 8) throw new SafetensorsError(`${file}: file is ${size} bytes, too short for the 8-byte header length`);
       const lengthBytes = new Uint8Array(8);
       await readExactly(handle, lengthBytes, 0, file);
@@ -202,10 +284,9 @@ export class SafetensorsFile implements TensorSource {
       const headerBytes = new Uint8Array(Number(headerLength));
       await readExactly(handle, headerBytes, 8, file);
       const { tensors, metadata } = parseSafetensorsHeader(headerBytes, size - 8 - headerBytes.byteLength, file);
-      return new SafetensorsFile(file, handle, tensors, metadata);
-    } catch (error) {
+      return new SafetensorsFile(file, identityOf(stats), tensors, metadata);
+    } finally {
       await handle.close();
-      throw error;
     }
   }
 
@@ -219,19 +300,36 @@ export class SafetensorsFile implements TensorSource {
 
   info(name: string): TensorInfo {
     const found = this.tensors.get(name);
-    if (!found) throw new SafetensorsError(`${this.file}: no tensor named "${name}"`);
+    if (!found) throw new SafetensorsError(`${this.file}: no tensor named ${quote(name)}`);
     return found;
   }
 
   async readTensor(name: string): Promise<TensorData> {
+    if (this.closed) throw new SafetensorsError(`${this.file}: read of tensor ${quote(name)} after close()`);
     const { dtype, shape, byteOffset, byteLength } = this.info(name);
-    const bytes = new Uint8Array(byteLength);
-    await readExactly(this.handle, bytes, byteOffset, `${this.file}: tensor "${name}"`);
-    return { dtype, shape: [...shape], bytes };
+    let handle: fsp.FileHandle;
+    try {
+      handle = await openRegularFile(this.file);
+    } catch (error) {
+      throw new SafetensorsError(`${this.file}: cannot open again to read tensor ${quote(name)} (${describeReadFailure(error)})`);
+    }
+    try {
+      const now = identityOf(await handle.stat());
+      const before = this.identity;
+      if (now.dev !== before.dev || now.ino !== before.ino || now.size !== before.size || now.mtimeMs !== before.mtimeMs) {
+        throw new SafetensorsError(`${this.file}: the file changed since its header was read (replaced or rewritten); open it again`);
+      }
+      const bytes = new Uint8Array(byteLength);
+      await readExactly(handle, bytes, byteOffset, `${this.file}: tensor ${quote(name)}`);
+      return { dtype, shape: [...shape], bytes };
+    } finally {
+      await handle.close();
+    }
   }
 
+  /** Refuses later reads; there is no descriptor to release. */
   async close(): Promise<void> {
-    await this.handle.close();
+    this.closed = true;
   }
 }
 
@@ -239,6 +337,13 @@ const shardIndexSchema = z.object({
   metadata: z.record(z.string(), z.unknown()).optional(),
   weight_map: z.record(z.string(), z.string()),
 });
+
+/** Why a weight_map value is not a plain file name inside the model folder; null if it is one. */
+function shardNameProblem(name: string): string | null {
+  if (name === '' || name === '.' || name === '..') return 'is not a file name';
+  if (/[/\\\0]/.test(name) || path.basename(name) !== name) return 'is not a plain file name in the model folder';
+  return null;
+}
 
 /** A checkpoint split over several files, described by `model.safetensors.index.json`. */
 export class ShardedSafetensors implements TensorSource {
@@ -254,23 +359,31 @@ export class ShardedSafetensors implements TensorSource {
   static async open(indexFile: string): Promise<ShardedSafetensors> {
     let text: string;
     try {
-      text = await fsp.readFile(indexFile, 'utf8');
+      text = await readRegularTextFile(indexFile, MAX_HEADER_BYTES);
     } catch (error) {
-      throw new SafetensorsError(`${indexFile}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+      throw new SafetensorsError(`${indexFile}: cannot read (${describeReadFailure(error)})`);
     }
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch (error) {
-      throw new SafetensorsError(`${indexFile}: not valid JSON (${(error as Error).message})`);
+      throw new SafetensorsError(`${indexFile}: not valid JSON (${elide((error as Error).message)})`);
     }
     const parsed = shardIndexSchema.safeParse(json);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new SafetensorsError(`${indexFile}: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+      throw new SafetensorsError(`${indexFile}: ${elide(issue.path.join('.')) || '(root)'}: ${elide(issue.message)}`);
     }
     const directory = path.dirname(indexFile);
-    const shardNames = [...new Set(Object.values(parsed.data.weight_map))];
+    const weightEntries = Object.entries(parsed.data.weight_map);
+    const shardNames = [...new Set(weightEntries.map(([, shard]) => shard))];
+    const holding = (shardName: string) => quote(weightEntries.find(([, file]) => file === shardName)![0]);
+    for (const shardName of shardNames) {
+      const why = shardNameProblem(shardName);
+      if (why) {
+        throw new SafetensorsError(`${indexFile}: weight_map maps tensor ${holding(shardName)} to shard ${quote(shardName)}, which ${why}`);
+      }
+    }
     const shards = new Map<string, SafetensorsFile>();
     try {
       for (const shardName of shardNames) {
@@ -278,18 +391,17 @@ export class ShardedSafetensors implements TensorSource {
         try {
           await fsp.access(shardPath);
         } catch {
-          const example = Object.entries(parsed.data.weight_map).find(([, file]) => file === shardName)![0];
           throw new SafetensorsError(
-            `${indexFile}: shard "${shardName}" (holding tensor "${example}" and others) not found at ${shardPath}`,
+            `${indexFile}: shard ${quote(shardName)} (holding tensor ${holding(shardName)} and others) not found at ${elide(shardPath)}`,
           );
         }
         shards.set(shardName, await SafetensorsFile.open(shardPath));
       }
       const weightMap = new Map<string, SafetensorsFile>();
-      for (const [tensorName, shardName] of Object.entries(parsed.data.weight_map)) {
+      for (const [tensorName, shardName] of weightEntries) {
         const shard = shards.get(shardName)!;
         if (!shard.has(tensorName)) {
-          throw new SafetensorsError(`${indexFile}: tensor "${tensorName}" is mapped to shard "${shardName}", which does not contain it`);
+          throw new SafetensorsError(`${indexFile}: tensor ${quote(tensorName)} is mapped to shard ${quote(shardName)}, which does not contain it`);
         }
         weightMap.set(tensorName, shard);
       }
@@ -312,7 +424,7 @@ export class ShardedSafetensors implements TensorSource {
 
   private shardOf(name: string): SafetensorsFile {
     const shard = this.weightMap.get(name);
-    if (!shard) throw new SafetensorsError(`${this.indexFile}: no tensor named "${name}" in weight_map`);
+    if (!shard) throw new SafetensorsError(`${this.indexFile}: no tensor named ${quote(name)} in weight_map`);
     return shard;
   }
 
@@ -592,14 +704,63 @@ export function serializeSafetensors(
   return out;
 }
 
-/** Writes atomically (a temp file beside `file`, flushed, then renamed over it), tensor by tensor without a full copy. */
+/** Temp files this process is writing now (a concurrent save of the same target must keep its own). */
+const temporariesInFlight = new Set<string>();
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'; // alive, owned by another user
+  }
+}
+
+/**
+ * Removes `<file>.tmp-<pid>-<random>` files that an interrupted save of `file` left behind: those of a process
+ * that no longer runs, and this process's own that no save is writing. Returns the paths removed.
+ */
+export async function removeStaleTemporaries(file: string): Promise<string[]> {
+  const directory = path.dirname(file);
+  const prefix = `${path.basename(file)}.tmp-`;
+  let names: string[];
+  try {
+    names = await fsp.readdir(directory);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const match = /^(\d+)-[0-9a-z]+$/.exec(name.slice(prefix.length));
+    if (!match) continue;
+    const pid = Number(match[1]);
+    const temporary = path.join(directory, name);
+    if (pid === process.pid ? temporariesInFlight.has(temporary) : processIsAlive(pid)) continue;
+    try {
+      if (!(await fsp.lstat(temporary)).isFile()) continue;
+      await fsp.rm(temporary, { force: true });
+      removed.push(temporary);
+    } catch {
+      // gone already, or not ours to remove: the save itself does not depend on it
+    }
+  }
+  return removed;
+}
+
+/**
+ * Writes atomically (a temp file beside `file`, flushed, then renamed over it), tensor by tensor without a full
+ * copy. Temp files of earlier saves of `file` that were killed midway are removed first.
+ */
 export async function writeSafetensors(
   file: string,
   tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
   metadata?: Record<string, string>,
 ): Promise<void> {
   const { header, parts } = planSafetensors(tensors, metadata);
+  await removeStaleTemporaries(file);
   const temporary = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  temporariesInFlight.add(temporary);
   try {
     const handle = await fsp.open(temporary, 'w');
     try {
@@ -619,5 +780,7 @@ export async function writeSafetensors(
   } catch (error) {
     await fsp.rm(temporary, { force: true });
     throw error;
+  } finally {
+    temporariesInFlight.delete(temporary);
   }
 }

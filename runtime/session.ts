@@ -3,22 +3,40 @@
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { loadConfig, type ModelConfig } from '../models/config.ts';
+import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
+import { MemoryError } from '../caches/hybridMemory.ts';
+import { ShapeError } from '../compiler/ops.ts';
+import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
-import { type StrataDevice, getSharedDevice } from './device.ts';
-import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats } from './generator.ts';
+import { StrataUserError, declareUserError, elide } from './errors.ts';
+import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
+import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
-import { ModelRunner } from './modelRunner.ts';
-import { openSafetensors } from './safetensors.ts';
+import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
+import { type TensorSource, openSafetensors } from './safetensors.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
 
 export { ContextOverflowError } from './modelRunner.ts';
 export { UnknownSequenceError } from './generator.ts';
 export { NoAdapterError } from './device.ts';
 
-export class ModelNotFoundError extends Error {
+// Declared in modules another change is rewriting (runner, generator, compiler, memory), so branded here, where the
+// user-facing API imports them, instead of extending StrataUserError there.
+for (const errorClass of [WeightError, ContextOverflowError, UnknownSequenceError, ShapeError, MemoryError]) declareUserError(errorClass);
+
+export class ModelNotFoundError extends StrataUserError {
   override name = 'ModelNotFoundError';
+}
+
+/** A prompt that cannot be generated from: empty, text without a tokenizer, or longer than the capacity. */
+export class PromptError extends StrataUserError {
+  override name = 'PromptError';
+}
+
+/** Session options the device cannot hold (a capacity whose KV cache exceeds one GPU buffer, ...). */
+export class SessionOptionsError extends StrataUserError {
+  override name = 'SessionOptionsError';
 }
 
 export interface LoadProgress {
@@ -46,6 +64,13 @@ export interface SessionOptions {
   warmUp?: boolean;
   /** Loading and compiling progress (the warm-up compiles every program, so nothing compiles later). */
   onProgress?: (event: LoadProgress) => void;
+  /**
+   * A prompt the caller is about to generate from: checked (not empty, encodable, within the capacity) before
+   * weights are uploaded or anything is compiled, so a bad one fails in a second, not after the load.
+   */
+  prompt?: Prompt;
+  /** With `prompt`: it will be rendered through the chat template. */
+  chat?: boolean;
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -181,6 +206,7 @@ export class Session {
     readonly generator: Generator,
     /** undefined when the folder has no tokenizer.json: prompts must then be token ids. */
     readonly tokenizer: Tokenizer | undefined,
+    private readonly checkpoint: TensorSource,
     readonly loadSeconds: number,
   ) {}
 
@@ -188,33 +214,51 @@ export class Session {
     const t0 = performance.now();
     const progress = options.onProgress ?? (() => {});
     const dir = path.resolve(modelDir);
+    // Everything that can be checked from the folder, the config, the tokenizer and the options is checked
+    // before the first weight is uploaded or the first program compiled.
     await checkModelFolder(modelDir, dir);
     progress({ stage: 'config', detail: path.join(modelDir, 'config.json') });
     const config = await loadConfig(dir);
+    checkRunnable(config, path.join(modelDir, 'config.json'));
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
     const tokenizer = (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
-    progress({ stage: 'device' });
-    const device = options.device ?? (await getSharedDevice());
-    const runtime = new GpuRuntime(device);
     const slots = options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
     const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
     const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    if (options.prompt !== undefined) {
+      const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
+      checkPromptFits(ids, capacity, model.vocabSize);
+    }
+    progress({ stage: 'device' });
+    const device = options.device ?? (await getSharedDevice());
+    checkMemoryFits(model, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
     const checkpoint = await openSafetensors(dir);
-    const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
-    const generator = await Generator.create(runner, {
-      ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
-      ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
-      onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
-    });
-    if (options.warmUp ?? true) {
-      progress({ stage: 'warm-up', detail: 'running every program once' });
-      await generator.warmUp();
+    try {
+      // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
+      // instead of being printed by dawn.node on stdout.
+      const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
+        const runtime = new GpuRuntime(device);
+        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
+        const generator = await Generator.create(runner, {
+          ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
+          ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
+          onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
+        });
+        if (options.warmUp ?? true) {
+          progress({ stage: 'warm-up', detail: 'running every program once' });
+          await generator.warmUp();
+        }
+        return { runner, generator };
+      });
+      progress({ stage: 'ready' });
+      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000);
+    } catch (error) {
+      await checkpoint.close();
+      throw error;
     }
-    progress({ stage: 'ready' });
-    return new Session(modelDir, config, model, runner, generator, tokenizer, (performance.now() - t0) / 1000);
   }
 
   get capacity(): number {
@@ -227,13 +271,7 @@ export class Session {
 
   /** Token ids of a prompt as `generate` would feed them. */
   encode(prompt: Prompt, options: { chat?: boolean } = {}): number[] {
-    if (typeof prompt === 'object' && 'ids' in prompt) return [...prompt.ids];
-    const tokenizer = this.tokenizer;
-    if (!tokenizer) throw new Error(`${this.modelDir} has no tokenizer.json: pass the prompt as token ids ({ ids: [...] })`);
-    if (typeof prompt === 'string' && !options.chat) return tokenizer.encode(prompt);
-    const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
-    // the rendered template carries its own special tokens, as HF's apply_chat_template(tokenize=True)
-    return tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+    return encodePrompt(prompt, this.tokenizer, this.modelDir, options);
   }
 
   /**
@@ -244,6 +282,7 @@ export class Session {
   generate(prompt: Prompt, options: GenerateOptions = {}): Generation {
     const { stop = [], chat, ...sequenceOptions } = options;
     const ids = this.encode(prompt, chat === undefined ? {} : { chat });
+    checkPromptFits(ids, this.capacity, this.model.vocabSize);
     const stopIds = sequenceOptions.stopTokenIds ?? [...new Set([...this.model.eosTokenIds, ...(this.tokenizer?.eosTokenIds ?? [])])];
     const seq = this.generator.submit(ids, { ...sequenceOptions, stopTokenIds: stopIds });
     return new Generation(seq, ids, this.tokenizer, stop.filter((s) => s.length > 0));
@@ -264,12 +303,77 @@ export class Session {
     for (const id of this.generator.sequences()) this.generator.cancel(id);
     await this.generator.idle();
     this.runner.runtime.destroy();
+    await this.checkpoint.close();
   }
 
   /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */
   get counters() {
     return this.runner.runtime.counters;
   }
+}
+
+/** A prompt as token ids: text through the tokenizer (and the chat template with `chat`), ids as given. */
+function encodePrompt(prompt: Prompt, tokenizer: Tokenizer | undefined, modelDir: string, options: { chat?: boolean }): number[] {
+  let ids: number[];
+  if (typeof prompt === 'object' && 'ids' in prompt) ids = [...prompt.ids];
+  else {
+    if (!tokenizer) {
+      throw new PromptError(
+        `${modelDir} has no tokenizer.json: pass the prompt as token ids (\`strata generate --prompt-ids 1,2,3\`, or { ids: [...] } in the API), ` +
+          "or copy tokenizer.json (and tokenizer_config.json) from the model's Hugging Face repository into the folder",
+      );
+    }
+    if (typeof prompt === 'string' && !options.chat) ids = tokenizer.encode(prompt);
+    else {
+      const messages = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+      // the rendered template carries its own special tokens, as HF's apply_chat_template(tokenize=True)
+      ids = tokenizer.encode(tokenizer.applyChatTemplate(messages), { addSpecialTokens: false });
+    }
+  }
+  if (ids.length === 0) {
+    throw new PromptError(
+      typeof prompt === 'string' ? `the prompt ${JSON.stringify(elide(prompt, 40))} encodes to no tokens: pass some text` : 'the prompt is empty: pass at least one token',
+    );
+  }
+  return ids;
+}
+
+/** A prompt of ids the model has, that fits a sequence; checked before loading when the prompt is known. */
+function checkPromptFits(ids: readonly number[], capacity: number, vocabSize: number): void {
+  const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+  if (bad >= 0) throw new PromptError(`prompt token ${elide(String(ids[bad]), 40)} (at ${bad}) is not an id of this model's vocabulary (0..${vocabSize - 1})`);
+  if (ids.length > capacity) {
+    throw new ContextOverflowError(
+      `the prompt has ${ids.length} tokens but a sequence holds at most ${capacity} (the session's capacity): shorten the prompt or raise the capacity (--capacity)`,
+    );
+  }
+}
+
+/**
+ * Refuses a memory plan with a buffer larger than the device binds (KV caches grow with slots x capacity): the
+ * buffers would fail to allocate, and every kernel using them to compile.
+ */
+function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonly<Record<string, number>>): void {
+  const largest = Math.min(limits.maxBufferSize ?? Infinity, limits.maxStorageBufferBindingSize ?? Infinity);
+  const buffers: { what: string; bytes: number; perPosition: boolean }[] = [];
+  model.memory().forEach((layer, index) => {
+    const own = ownKv(layer);
+    if (own) {
+      buffers.push({ what: `layer ${index}'s K cache`, bytes: memory.slots * kvSlotBytes(own, memory, 'k'), perPosition: true });
+      buffers.push({ what: `layer ${index}'s V cache`, bytes: memory.slots * kvSlotBytes(own, memory, 'v'), perPosition: true });
+    }
+    for (const state of layer.states) buffers.push({ what: `layer ${index}'s ${state.name} state`, bytes: memory.slots * stateSlotBytes(state), perPosition: false });
+  });
+  const helpers = helperBufferBytes(model.memory(), memory);
+  buffers.push({ what: 'the memory copy scratch buffer', bytes: Math.max(helpers.scratch, helpers.zero), perPosition: true });
+  const tooBig = buffers.find((buffer) => buffer.bytes > largest);
+  if (!tooBig) return;
+  const hint = tooBig.perPosition
+    ? `lower the capacity (now ${memory.capacity}) or the slots (now ${memory.slots})`
+    : `lower the slots (now ${memory.slots})`;
+  throw new SessionOptionsError(
+    `${tooBig.what} would need ${tooBig.bytes} bytes in one GPU buffer, but this adapter binds at most ${largest}: ${hint}`,
+  );
 }
 
 async function exists(file: string): Promise<boolean> {

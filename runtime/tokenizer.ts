@@ -1,12 +1,13 @@
 // Text <-> token ids for a Hugging Face model folder: @huggingface/tokenizers for tokenizer.json, a streaming
 // decoder that never splits a multi-byte character, and chat templates rendered with @huggingface/jinja.
 
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { StrataUserError, elide } from './errors.ts';
+import { NotAFileError, describeReadFailure, readRegularTextFile } from './files.ts';
 
-export class TokenizerError extends Error {
+export class TokenizerError extends StrataUserError {
   override name = 'TokenizerError';
 }
 
@@ -43,19 +44,24 @@ function specialTokenText(value: unknown): string | null {
   return null;
 }
 
-async function readJson(file: string, required: boolean): Promise<JsonObject | null> {
-  let text: string;
+/** The text of a tokenizer file; null when an optional one is absent. Only regular files are read. */
+async function readOptionalText(file: string, required: boolean): Promise<string | null> {
   try {
-    text = await fsp.readFile(file, 'utf8');
+    return await readRegularTextFile(file);
   } catch (error) {
-    if (!required && (error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new TokenizerError(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    if (!required && !(error instanceof NotAFileError) && (error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new TokenizerError(`${file}: cannot read (${describeReadFailure(error)})`);
   }
+}
+
+async function readJson(file: string, required: boolean): Promise<JsonObject | null> {
+  const text = await readOptionalText(file, required);
+  if (text === null) return null;
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new TokenizerError(`${file}: not valid JSON (${(error as Error).message})`);
+    throw new TokenizerError(`${file}: not valid JSON (${elide((error as Error).message)})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new TokenizerError(`${file}: expected a JSON object at the top level`);
@@ -87,26 +93,32 @@ export class Tokenizer {
     /** A chat template from a separate chat_template.jinja (transformers 5); wins over tokenizer_config's. */
     chatTemplateFile?: string,
   ) {
-    try {
-      this.inner = new HfTokenizer(tokenizerJson, tokenizerConfig);
-    } catch (error) {
-      throw new TokenizerError(`${source}: cannot build the tokenizer (${(error as Error).message})`);
-    }
-    const idOf = (token: string | null): number | null => (token === null ? null : (this.inner.token_to_id(token) ?? null));
+    // The library trusts its input: any failure while building from these files is the files' fault.
+    const built = (() => {
+      try {
+        const inner = new HfTokenizer(tokenizerJson, tokenizerConfig);
+        const idOf = (token: string | null): number | null => (token === null ? null : (inner.token_to_id(token) ?? null));
+        let largestId = -1;
+        for (const id of inner.get_vocab(true).values()) largestId = Math.max(largestId, id);
+        const specialIds = new Set(
+          [...inner.get_added_tokens_decoder().entries()].filter(([, token]) => token.special).map(([id]) => id),
+        );
+        return { inner, idOf, vocabSize: largestId + 1, specialIds };
+      } catch (error) {
+        throw new TokenizerError(`${source}: cannot build the tokenizer (${elide(String((error as Error)?.message ?? error))})`);
+      }
+    })();
+    this.inner = built.inner;
     this.bosToken = specialTokenText(tokenizerConfig.bos_token);
     this.eosToken = specialTokenText(tokenizerConfig.eos_token);
     this.padToken = specialTokenText(tokenizerConfig.pad_token);
-    this.bosTokenId = idOf(this.bosToken);
-    this.eosTokenIds = this.eosToken === null || idOf(this.eosToken) === null ? [] : [idOf(this.eosToken)!];
+    this.bosTokenId = built.idOf(this.bosToken);
+    const eosId = built.idOf(this.eosToken);
+    this.eosTokenIds = eosId === null ? [] : [eosId];
     this.eosTokenId = this.eosTokenIds[0] ?? null;
-    this.padTokenId = idOf(this.padToken);
-    const vocabulary = this.inner.get_vocab(true);
-    let largestId = -1;
-    for (const id of vocabulary.values()) largestId = Math.max(largestId, id);
-    this.vocabSize = largestId + 1;
-    this.specialIds = new Set(
-      [...this.inner.get_added_tokens_decoder().entries()].filter(([, token]) => token.special).map(([id]) => id),
-    );
+    this.padTokenId = built.idOf(this.padToken);
+    this.vocabSize = built.vocabSize;
+    this.specialIds = built.specialIds;
 
     this.chatTemplates = new Map();
     const configured = tokenizerConfig.chat_template;
@@ -127,23 +139,31 @@ export class Tokenizer {
     const tokenizerFile = path.join(folder, 'tokenizer.json');
     const tokenizerJson = (await readJson(tokenizerFile, true))!;
     const tokenizerConfig = (await readJson(path.join(folder, 'tokenizer_config.json'), false)) ?? {};
-    let chatTemplateFile: string | undefined;
-    try {
-      chatTemplateFile = await fsp.readFile(path.join(folder, 'chat_template.jinja'), 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
+    const chatTemplateFile = (await readOptionalText(path.join(folder, 'chat_template.jinja'), false)) ?? undefined;
     return new Tokenizer(tokenizerJson, tokenizerConfig, tokenizerFile, chatTemplateFile);
   }
 
   /** Token ids of `text`. Special tokens the post-processor adds (e.g. bos) are included unless disabled. */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    let ids: number[];
+    try {
+      ids = this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    } catch (error) {
+      throw new TokenizerError(`${this.source}: cannot encode the text (${elide(String((error as Error)?.message ?? error))})`);
+    }
+    // a vocabulary that is not a map of strings to ids lets the library return tokens without an id
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0);
+    if (bad >= 0) throw new TokenizerError(`${this.source}: the text encodes to a token without a valid id (${elide(String(ids[bad]), 40)}): is model.vocab broken?`);
+    return ids;
   }
 
   decode(ids: readonly number[] | Int32Array | Uint32Array, options: DecodeOptions = {}): string {
     if (ids.length === 0) return ''; // the library rejects an empty list
-    return this.inner.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+    try {
+      return this.inner.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false });
+    } catch (error) {
+      throw new TokenizerError(`${this.source}: cannot decode ${ids.length} ids (${elide(String((error as Error)?.message ?? error))})`);
+    }
   }
 
   tokenToId(token: string): number | undefined {

@@ -9,6 +9,39 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "setup-webgpu: $*"; }
 fail() { echo "setup-webgpu: $*" >&2; exit 1; }
 
+# The Debian mirror this system already uses for bookworm (one-line .list or deb822 .sources entries), so the
+# backports line points where the system can reach (a local or proxied mirror), deb.debian.org if none is found.
+# STRATA_APT_ROOT replaces /etc/apt (tests).
+debian_mirror() {
+  local root="${STRATA_APT_ROOT:-/etc/apt}" found=""
+  local lists=() sources=()
+  [ -f "$root/sources.list" ] && lists+=("$root/sources.list")
+  for f in "$root"/sources.list.d/*.list; do [ -f "$f" ] && lists+=("$f"); done
+  for f in "$root"/sources.list.d/*.sources; do [ -f "$f" ] && sources+=("$f"); done
+  if [ ${#lists[@]} -gt 0 ]; then
+    # deb [options] URI SUITE COMPONENTS...: the URI of the first plain "bookworm" suite
+    found="$(awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == "bookworm") { print $i; exit } }' "${lists[@]}")"
+  fi
+  if [ -z "$found" ] && [ ${#sources[@]} -gt 0 ]; then
+    # deb822 stanzas separated by blank lines: URIs of the first stanza whose Suites include bookworm
+    found="$(awk 'BEGIN { RS = ""; FS = "\n" } {
+        uris = ""; suites = ""; types = ""
+        for (n = 1; n <= NF; n++) {
+          if ($n ~ /^URIs:/) { uris = $n; sub(/^URIs:[ \t]*/, "", uris) }
+          if ($n ~ /^Suites:/) { suites = " " $n " "; sub(/^ Suites:/, " ", suites) }
+          if ($n ~ /^Types:/) types = $n
+        }
+        if (types ~ /deb( |$)/ && suites ~ /[ \t]bookworm[ \t]/) { split(uris, list, /[ \t]+/); print list[1]; exit }
+      }' "${sources[@]}")"
+  fi
+  echo "${found:-http://deb.debian.org/debian}"
+}
+
+if [ "${1:-}" = --print-debian-mirror ]; then
+  debian_mirror
+  exit 0
+fi
+
 # 1. Dependencies. npm 11 skips install scripts by default; webgpu's postinstall only matters on macOS.
 if [ ! -f node_modules/webgpu/package.json ] || [ ! -f node_modules/vitest/package.json ]; then
   if [ -f package-lock.json ]; then
@@ -48,11 +81,12 @@ export DEBIAN_FRONTEND=noninteractive
 if [ "$os_id" = debian ] && [ "$os_codename" = bookworm ]; then
   backports=/etc/apt/sources.list.d/strata-backports.list
   if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    say "adding bookworm-backports ($backports)"
-    echo 'deb http://deb.debian.org/debian bookworm-backports main' >"$backports"
+    mirror="$(debian_mirror)"
+    say "adding bookworm-backports from $mirror ($backports)"
+    echo "deb $mirror bookworm-backports main" >"$backports"
   fi
   say "installing Mesa's lavapipe from bookworm-backports (Dawn refuses Debian 12's Mesa 22)"
-  apt-get update -qq || fail "apt-get update failed; is deb.debian.org reachable?"
+  apt-get update -qq || fail "apt-get update failed; are the mirrors in /etc/apt/sources.list* reachable?"
   apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null ||
     fail "apt-get install -t bookworm-backports mesa-vulkan-drivers failed (see apt's message above)"
 else

@@ -2,8 +2,9 @@
 // default", two layer_types spellings, rope_theta vs rope_parameters) and the normalized types model code reads.
 
 import { z } from 'zod';
+import { StrataUserError } from '../../runtime/errors.ts';
 
-export class ConfigError extends Error {
+export class ConfigError extends StrataUserError {
   override name = 'ConfigError';
 }
 

@@ -88,6 +88,7 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
 export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, subgroups: boolean): LoweredKernel {
   const { core, matmuls, weights } = plan;
   const e = new Emitter(root, isMat, 'matvec', subgroups);
+  for (const mm of matmuls) e.inlined.add(mm.id);
   const shape = core.shape;
   const N = shape[shape.length - 1]!;
   const K = reduceLength(matmuls[0]!);

@@ -57,6 +57,7 @@ export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | 
  */
 export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean): LoweredKernel {
   const e = new Emitter(root, isMat, 'tiled');
+  for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;
   const r = root.shape.length;
   const [M, N] = [root.shape[r - 2]!, root.shape[r - 1]!];

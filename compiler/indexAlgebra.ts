@@ -94,10 +94,23 @@ interface Affine {
 export class BoundedIndex implements IndexAlgebra<string> {
   private readonly forms = new Map<string, Affine>();
   private readonly bounds = new Map<string, number>();
+  /** Results by operation and operands: views re-derive the same indices many times per kernel. */
+  private readonly results = new Map<string, string>();
+
+  private cached(key: string, compute: () => string): string {
+    const hit = this.results.get(key);
+    if (hit !== undefined) return hit;
+    const out = compute();
+    this.results.set(key, out);
+    return out;
+  }
 
   /** Declares that a name (or expression) never exceeds `max`. */
   bound(name: string, max: number): void {
-    this.bounds.set(name, Math.min(max, this.bounds.get(name) ?? Infinity));
+    const was = this.bounds.get(name);
+    if (was !== undefined && was <= max) return;
+    this.bounds.set(name, max);
+    this.results.clear(); // folds that used the looser bound may now go further
   }
 
   /** Largest value an expression can take (Infinity when unknown). */
@@ -141,6 +154,11 @@ export class BoundedIndex implements IndexAlgebra<string> {
     return `${n}u`;
   }
   add(a: string, b: string): string {
+    if (a === '0u') return b;
+    if (b === '0u') return a;
+    return this.cached(`+${a}|${b}`, () => this.addForms(a, b));
+  }
+  private addForms(a: string, b: string): string {
     const [x, y] = [this.form(a), this.form(b)];
     const terms = new Map(x.terms);
     for (const [atom, k] of y.terms) terms.set(atom, (terms.get(atom) ?? 0) + k);
@@ -151,11 +169,19 @@ export class BoundedIndex implements IndexAlgebra<string> {
     return this.render({ terms: new Map(x.terms), c: x.c - c });
   }
   mul(a: string, c: number): string {
+    if (c === 1) return a;
+    if (c === 0) return '0u';
+    return this.cached(`*${a}|${c}`, () => this.mulForm(a, c));
+  }
+  private mulForm(a: string, c: number): string {
     const x = this.form(a);
     return this.render({ terms: new Map([...x.terms].map(([atom, k]) => [atom, k * c])), c: x.c * c });
   }
   div(a: string, c: number): string {
     if (c === 1) return a;
+    return this.cached(`/${a}|${c}`, () => this.divForm(a, c));
+  }
+  private divForm(a: string, c: number): string {
     const x = this.form(a);
     if (x.c < 0) return this.render(this.atom(`(${a} / ${c}u)`, Math.floor(this.max(a) / c)));
     const quotient: Affine = { terms: new Map(), c: Math.floor(x.c / c) };
@@ -169,6 +195,9 @@ export class BoundedIndex implements IndexAlgebra<string> {
   }
   mod(a: string, c: number): string {
     if (c === 1) return '0u';
+    return this.cached(`%${a}|${c}`, () => this.modForm(a, c));
+  }
+  private modForm(a: string, c: number): string {
     const x = this.form(a);
     if (x.c < 0) return this.render(this.atom(`(${a} % ${c}u)`, c - 1));
     const rest: Affine = { terms: new Map(), c: x.c % c };

@@ -12,6 +12,10 @@ const ROW_BLOCK = 8;
 const MIN_WORK = 4096;
 /** Accumulators per thread at most (matmuls x rows x columns): registers, and the shared partials. */
 const MAX_ACCUMULATORS = 64;
+/** Rows of a workgroup up to which its norm phases are written out trip by trip. */
+const UNROLL_ROWS = 2;
+/** Trips x rows up to which the K loop is written out trip by trip. */
+const UNROLL_ROW_TRIPS = 16;
 /** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
 export const MATVEC_MAX_ROWS = 32;
 
@@ -131,7 +135,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
 
   const main = e.nested(() => {
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
-    e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
+    // written out trip by trip only while the code stays small: every trip repeats each row's prologue, and shader
+    // compilation (lavapipe's LLVM above all) grows with the text
+    if (MB <= UNROLL_ROWS) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
     const step = (kk: string) => {
       const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
       matmuls.forEach((mm, t) => {
@@ -150,7 +156,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     };
     // pairs of k (U = 2) per thread and trip: lid * U, then strides of WG * U
     const pairs = Math.ceil(K / U);
-    e.stridedLoop('lid', pairs, wg, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
+    const unroll = Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS ? wg : undefined;
+    e.stridedLoop('lid', pairs, unroll, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) all.push(acc(t, i, c));

@@ -21,6 +21,11 @@ export interface DeviceLimits {
   maxStorageBufferBindingSize: number;
   /** Subgroup operations are available (the 'subgroups' feature). */
   subgroups?: boolean;
+  /**
+   * Write loops with a known trip count out trip by trip (loads in flight together). Off for software adapters:
+   * lavapipe gains nothing from it and its LLVM takes seconds per unrolled kernel (test suite 4x slower).
+   */
+  unroll?: boolean;
   /** Bytes of workgroup memory a kernel may declare (WebGPU's default is 16 KiB). */
   maxComputeWorkgroupStorageSize?: number;
 }
@@ -91,7 +96,7 @@ function lowerAll(g: Graph, mat: Set<number>, limits: DeviceLimits): LoweredKern
       const kernels: LoweredKernel[] = [];
       for (const n of g.nodes) {
         if (!mat.has(n.id) || n.op === 'input' || n.op === 'weight' || n.op === 'state') continue;
-        const k = lowerKernel(n, isMat, { subgroups: limits.subgroups ?? false });
+        const k = lowerKernel(n, isMat, { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true });
         // a scatter must not read the buffer it writes (threads would race): give its values a buffer of their own
         if (n.op === 'scatter') {
           const state = stateRoot(n);

@@ -41,7 +41,7 @@ export class GpuRuntime {
     this.device = strata.device;
   }
 
-  get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number; maxComputeWorkgroupStorageSize: number; subgroups: boolean } {
+  get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number; maxComputeWorkgroupStorageSize: number; subgroups: boolean; unroll: boolean } {
     const l = this.strata.limits;
     return {
       subgroups: this.strata.features.includes('subgroups') && process.env.STRATA_NO_SUBGROUPS !== '1',
@@ -49,6 +49,8 @@ export class GpuRuntime {
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize ?? 128 << 20,
       maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize ?? 16384,
+      // a software adapter (lavapipe) compiles unrolled kernels slowly and runs them no faster
+      unroll: this.strata.isFallback !== true,
     };
   }
 

@@ -10,8 +10,9 @@ import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduc
 const ROW_BLOCK = 8;
 /** Weight elements a workgroup reads per row at least: short rows (small K) get more columns per workgroup. */
 const MIN_WORK = 4096;
-/** Accumulators per thread at most (matmuls x rows x columns): registers, and the shared partials. */
-const MAX_ACCUMULATORS = 64;
+/** Accumulators per thread at most (matmuls x rows x columns): registers, the shared partials, and one subgroup
+ * reduction each, which lavapipe compiles slowly (64 of them: ~3 s a kernel). */
+const MAX_ACCUMULATORS = 16;
 /** Rows of a workgroup up to which its norm phases are written out trip by trip. */
 const UNROLL_ROWS = 2;
 /** Trips x rows up to which the K loop is written out trip by trip. */
@@ -50,6 +51,9 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
   while (core.op === 'reshape' && !isMat(core.inputs[0]!)) core = core.inputs[0]!;
   const r = core.shape.length;
   if (r < 2 || core.shape[r - 2]! >= MATVEC_MAX_ROWS) return undefined;
+  // more rows than one block (short prefill chunks) keep the element kernels: a block of 8 rows' prologues and norm
+  // phases is slow for lavapipe to compile (~2 s a kernel), and those buckets run once per prompt, not per token
+  if (numel(core.shape.slice(0, -1)) > ROW_BLOCK) return undefined;
   const found = new Map<number, Node>();
   let other = false;
   const N = core.shape[r - 1]!;
@@ -89,7 +93,7 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
  * When every matmul reads a plain transposed weight, all leading output coordinates count as rows (batched
  * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
  */
-export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, subgroups: boolean): LoweredKernel {
+export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, subgroups: boolean, unroll = true): LoweredKernel {
   const { core, matmuls, weights } = plan;
   const e = new Emitter(root, isMat, 'matvec', subgroups);
   for (const mm of matmuls) e.inlined.add(mm.id);
@@ -137,7 +141,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
     // written out trip by trip only while the code stays small: every trip repeats each row's prologue, and shader
     // compilation (lavapipe's LLVM above all) grows with the text
-    if (MB <= UNROLL_ROWS) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
+    if (unroll && MB <= UNROLL_ROWS) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
     const step = (kk: string) => {
       const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
       matmuls.forEach((mm, t) => {
@@ -156,8 +160,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     };
     // pairs of k (U = 2) per thread and trip: lid * U, then strides of WG * U
     const pairs = Math.ceil(K / U);
-    const unroll = Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS ? wg : undefined;
-    e.stridedLoop('lid', pairs, unroll, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
+    const stride = unroll && Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS ? wg : undefined;
+    e.stridedLoop('lid', pairs, stride, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) all.push(acc(t, i, c));

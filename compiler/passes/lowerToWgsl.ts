@@ -40,6 +40,8 @@ function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<n
 export interface LowerOptions {
   /** The device has subgroup operations (WGSL `enable subgroups`). */
   subgroups?: boolean;
+  /** Loops with a known trip count may be written out trip by trip (see DeviceLimits.unroll). */
+  unroll?: boolean;
 }
 
 export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
@@ -52,7 +54,7 @@ export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: Lo
   const big = bigMatmulUnder(root, isMat);
   if (big) throw new NeedsMaterialize(big, 'a many-row matmul is read through views: it gets its own tiled kernel');
   const mv = matvecPlanOf(root, isMat);
-  if (mv) return lowerMatvec(root, mv, isMat, options.subgroups ?? false);
+  if (mv) return lowerMatvec(root, mv, isMat, options.subgroups ?? false, options.unroll ?? true);
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
   if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
   const last = root.shape[root.shape.length - 1] ?? 1;

@@ -51,9 +51,6 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
   while (core.op === 'reshape' && !isMat(core.inputs[0]!)) core = core.inputs[0]!;
   const r = core.shape.length;
   if (r < 2 || core.shape[r - 2]! >= MATVEC_MAX_ROWS) return undefined;
-  // more rows than one block (short prefill chunks) keep the element kernels: a block of 8 rows' prologues and norm
-  // phases is slow for lavapipe to compile (~2 s a kernel), and those buckets run once per prompt, not per token
-  if (numel(core.shape.slice(0, -1)) > ROW_BLOCK) return undefined;
   const found = new Map<number, Node>();
   let other = false;
   const N = core.shape[r - 1]!;
@@ -106,7 +103,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // a matmul may be a reshape of the core's shape (same linear positions): its rows are indexed in its own shape
   const mmRowShape = (mm: Node) => (direct ? mm.shape.slice(0, -1) : rowShape);
   const M = numel(rowShape);
-  const MB = Math.min(M, ROW_BLOCK);
+  // more rows than one block (short prefill chunks) take one row per workgroup: a block of 8 rows' prologues and
+  // norm phases is slow for lavapipe to compile (~2 s a kernel), and those buckets run once per prompt
+  const MB = M <= ROW_BLOCK ? M : 1;
   const T = matmuls.length;
   // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));

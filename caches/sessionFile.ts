@@ -4,7 +4,7 @@
 // buffer of the live session is touched.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { StrataUserError, elide, isUserError } from '../runtime/errors.ts';
+import { StrataUserError, elide, isUserError } from '../base/errors.ts';
 import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../runtime/safetensors.ts';
 import { readRegions } from './deviceCopies.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';

@@ -1,7 +1,7 @@
 // The `strata` command line: builds the commander program from one module per command and runs it.
 // To add a command, write `cli/<name>.ts` exporting `register(program: Command)` and list it in COMMANDS.
 import { Command, CommanderError } from 'commander';
-import { isUserError, oneLine } from '../runtime/errors.ts';
+import { isUserError, oneLine } from '../base/errors.ts';
 import * as doctor from './doctor.ts';
 import * as generate from './generate.ts';
 import * as inspect from './inspect.ts';

@@ -3,8 +3,8 @@
 
 import * as path from 'node:path';
 import type { z } from 'zod';
-import { describeJson, elide } from '../runtime/errors.ts';
-import { describeReadFailure, readRegularTextFile } from '../runtime/files.ts';
+import { describeJson, elide } from '../base/errors.ts';
+import { describeReadFailure, readRegularTextFile } from '../base/files.ts';
 import { ConfigError } from './configs/common.ts';
 import { MAX_CONFIG_DEPTH, checkConfigLimits, checkJsonDepth, checkTensorSizes } from './configs/limits.ts';
 import { type BambaConfig, bambaConfigSchema } from './configs/bamba.ts';

@@ -1,7 +1,7 @@
 // The WebGPU device Strata runs on: Dawn (the `webgpu` package) in Node, `navigator.gpu` in browsers.
 // Requests the adapter's own limits and the optional features Strata uses, and records uncaptured errors.
 
-import { StrataUserError, elide } from './errors.ts';
+import { StrataUserError, elide } from '../base/errors.ts';
 
 export interface StrataAdapterInfo {
   vendor: string;

@@ -9,7 +9,7 @@ import { ShapeError } from '../compiler/ops.ts';
 import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
-import { StrataUserError, declareUserError, elide } from './errors.ts';
+import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
 import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';

@@ -4,8 +4,8 @@
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { StrataUserError, elide } from './errors.ts';
-import { NotAFileError, describeReadFailure, readRegularTextFile } from './files.ts';
+import { StrataUserError, elide } from '../base/errors.ts';
+import { NotAFileError, describeReadFailure, readRegularTextFile } from '../base/files.ts';
 
 export class TokenizerError extends StrataUserError {
   override name = 'TokenizerError';

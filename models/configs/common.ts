@@ -2,7 +2,7 @@
 // default", two layer_types spellings, rope_theta vs rope_parameters) and the normalized types model code reads.
 
 import { z } from 'zod';
-import { StrataUserError } from '../../runtime/errors.ts';
+import { StrataUserError } from '../../base/errors.ts';
 
 export class ConfigError extends StrataUserError {
   override name = 'ConfigError';

@@ -3,7 +3,7 @@
 // and the outcome classes: success, or a typed user error with a bounded message. Anything else fails the test.
 import { appendFileSync } from 'node:fs';
 import { expect } from 'vitest';
-import { isUserError } from '../../runtime/errors.ts';
+import { isUserError } from '../../base/errors.ts';
 
 export const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 2000);
 export const FUZZ_SEED = Number(process.env.FUZZ_SEED ?? 20261202);

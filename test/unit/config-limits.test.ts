@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { memoryPlan, formatMemoryPlan, type MemoryPlan } from '../../cli/inspect.ts';
 import { ConfigError, checkRunnable, loadConfig, parseConfig, parseConfigJson, restoreTaggedFloats } from '../../models/config.ts';
 import { CONFIG_LIMITS } from '../../models/configs/limits.ts';
-import { isUserError } from '../../runtime/errors.ts';
+import { isUserError } from '../../base/errors.ts';
 
 // Each refusal takes milliseconds when idle (the old behaviour: blocked forever, or ran out of memory after 30 s
 // or more). The bound only guards against that, with room for a loaded machine; it is not a speed test.

@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isUserError } from '../../runtime/errors.ts';
+import { isUserError } from '../../base/errors.ts';
 import { SafetensorsError, openSafetensors, removeStaleTemporaries, serializeSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
 
 // Each refusal takes milliseconds when idle (the old behaviour: blocked forever, or ran out of memory after 30 s

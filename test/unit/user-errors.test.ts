@@ -7,7 +7,7 @@ import { CompileError } from '../../compiler/compile.ts';
 import { ShapeError } from '../../compiler/ops.ts';
 import { ConfigError } from '../../models/config.ts';
 import { GpuValidationError, NoAdapterError, getSharedDevice, takeUncapturedErrors, withGpuErrorScope } from '../../runtime/device.ts';
-import { describeJson, elide, isUserError, oneLine } from '../../runtime/errors.ts';
+import { describeJson, elide, isUserError, oneLine } from '../../base/errors.ts';
 import { UnknownSequenceError } from '../../runtime/generator.ts';
 import { ContextOverflowError, WeightError } from '../../runtime/modelRunner.ts';
 import { SafetensorsError } from '../../runtime/safetensors.ts';

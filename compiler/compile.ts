@@ -11,6 +11,7 @@ import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
+import { splitWeights } from './passes/splitWeights.ts';
 import { stateRoot } from './ir.ts';
 import { type Dims, trace } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -212,7 +213,7 @@ function copyAliasedOutputs(g: Graph): Graph {
 export function compile(graph: Graph, options: CompileOptions = {}): Program {
   const limits: DeviceLimits = { ...DEFAULT_LIMITS, ...options.limits };
   verify(graph);
-  const g = copyAliasedOutputs(simplify(graph));
+  const g = splitWeights(copyAliasedOutputs(simplify(graph)), limits.maxStorageBufferBindingSize);
   verify(g);
   const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
   const kernels = orderKernels(lowerAll(g, mat, limits));

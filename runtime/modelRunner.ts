@@ -112,6 +112,8 @@ export class ModelRunner {
 
   private async uploadWeights(exe: Executable): Promise<void> {
     const uploaded: string[] = [];
+    // the pieces of a split weight (see compiler/passes/splitWeights) come one after another: convert it once
+    let converted: { name: string; data: Uint32Array | Float32Array } | undefined;
     try {
       for (const [name, id] of Object.entries(exe.program.weights)) {
         const key = `${this.namespace}weight:${name}#loaded`;
@@ -123,12 +125,21 @@ export class ModelRunner {
           if (constant.length !== spec.shape.reduce((a, b) => a * b, 1)) throw new WeightError(`constant '${name}' has ${constant.length} values, expected shape (${spec.shape.join(',')})`);
           this.runtime.write(buf, constant);
         } else {
-          if (!this.checkpoint.has(name)) throw new WeightError(`weight '${name}' is missing from the checkpoint (expected shape (${spec.shape.join(',')}))`);
-          const info = this.checkpoint.info(name);
-          if (info.shape.join() !== spec.shape.join())
-            throw new WeightError(`weight '${name}': checkpoint has shape (${info.shape.join(',')}), the model expects (${spec.shape.join(',')})`);
-          const tensor = await this.checkpoint.readTensor(name);
-          this.runtime.write(buf, spec.storage === 'f16' || spec.storage === 'bf16' ? packHalfWords(tensor) : toFloat32(tensor, name));
+          const piece = spec.piece;
+          const tensorName = piece?.of ?? name;
+          const want = piece ? [piece.totalRows, ...spec.shape.slice(1)] : spec.shape;
+          if (!this.checkpoint.has(tensorName)) throw new WeightError(`weight '${tensorName}' is missing from the checkpoint (expected shape (${want.join(',')}))`);
+          const info = this.checkpoint.info(tensorName);
+          if (info.shape.join() !== want.join())
+            throw new WeightError(`weight '${tensorName}': checkpoint has shape (${info.shape.join(',')}), the model expects (${want.join(',')})`);
+          const packed = spec.storage === 'f16' || spec.storage === 'bf16';
+          if (converted?.name !== tensorName) {
+            const tensor = await this.checkpoint.readTensor(tensorName);
+            converted = { name: tensorName, data: packed ? packHalfWords(tensor) : toFloat32(tensor, tensorName) };
+          }
+          const rowElems = spec.shape.slice(1).reduce((a, b) => a * b, 1);
+          const [from, to] = piece ? [piece.rowStart * rowElems, (piece.rowStart + piece.rows) * rowElems] : [0, info.shape.reduce((a, b) => a * b, 1)];
+          this.runtime.write(buf, packed ? converted.data.subarray(from / 2, Math.ceil(to / 2)) : converted.data.subarray(from, to));
         }
         this.runtime.namedBuffer(key, 4);
         uploaded.push(name);

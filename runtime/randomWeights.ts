@@ -20,9 +20,7 @@ export function randomCheckpoint(model: ModelDef, options: { storage?: StorageDT
   const shapes = new Map<string, number[]>();
   for (const [name, n] of graph.weights) if (!constants[name]) shapes.set(name, [...n.shape]);
   const dtype = storage === 'f16' ? 'F16' : storage === 'bf16' ? 'BF16' : 'F32';
-  let seed = options.seed ?? 1;
   const scale = options.scale ?? 0.05;
-  const next = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 4294967296) * 2 - 1;
   let offset = 0;
   const infos = new Map<string, TensorInfo>();
   for (const [name, shape] of shapes) {
@@ -44,6 +42,9 @@ export function randomCheckpoint(model: ModelDef, options: { storage?: StorageDT
       const info = infos.get(name)!;
       const count = info.shape.reduce((a, b) => a * b, 1);
       const bytes = new Uint8Array(info.byteLength);
+      // seeded by the tensor's name, so a tensor has the same values whenever and however often it is read
+      let seed = tensorSeed(name, options.seed ?? 1);
+      const next = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 4294967296) * 2 - 1;
       if (dtype === 'F32') {
         const f = new Float32Array(bytes.buffer);
         for (let i = 0; i < count; i++) f[i] = next() * scale;
@@ -56,4 +57,11 @@ export function randomCheckpoint(model: ModelDef, options: { storage?: StorageDT
     },
     close: async () => {},
   };
+}
+
+/** FNV-1a of the name, mixed with the checkpoint's seed. */
+function tensorSeed(name: string, seed: number): number {
+  let hash = 2166136261 ^ seed;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 16777619);
+  return hash >>> 0;
 }

@@ -124,6 +124,17 @@ export async function runGpu(graph: Graph, program: Program, data: RunData): Pro
       if (v === undefined) throw new Error(`runGpu: missing weight '${name}'`);
       rt.write(buf, storedWeight(toNDArray(node, v, `weight '${name}'`).data, node.attrs.storage).upload);
     }
+    // rows of a weight the compiler split to fit the binding limit (compiler/passes/splitWeights)
+    for (const [name, id] of Object.entries(program.weights)) {
+      const piece = program.buffers[id]!.piece;
+      const node = piece && graph.weights.get(piece.of);
+      if (!piece || !node) continue;
+      const v = data.weights?.[piece.of];
+      if (v === undefined) throw new Error(`runGpu: missing weight '${piece.of}'`);
+      const rowElems = numel(node.shape.slice(1));
+      const rows = toNDArray(node, v, `weight '${piece.of}'`).data.slice(piece.rowStart * rowElems, (piece.rowStart + piece.rows) * rowElems);
+      rt.write(exe.buffer('weight', name)!, storedWeight(rows, node.attrs.storage).upload);
+    }
     for (const [name, node] of graph.states) {
       const buf = exe.buffer('state', name);
       if (!buf) continue;

@@ -1,6 +1,6 @@
 // Runs a model on the device: one compiled program per bucket (rows x tokens per step x logits mode), weights
 // uploaded once (16-bit kept packed), session memory allocated once and shared by every program.
-import { compile } from '../compiler/compile.ts';
+import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
@@ -28,6 +28,8 @@ export interface RunnerOptions {
   keyShift?: KeyShift;
   /** The model's config, folded into the model fingerprint that saved memory files carry. */
   config?: unknown;
+  /** Device limits to compile for instead of the adapter's (tests: a lower binding limit splits weights finer). */
+  limits?: Partial<DeviceLimits>;
 }
 
 export class WeightError extends Error {
@@ -103,7 +105,7 @@ export class ModelRunner {
   async loadProgram(key: string, graph: Graph, bucket: Record<string, number>): Promise<Executable> {
     const have = this.programs.get(key);
     if (have) return have;
-    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: this.runtime.limits, bucket });
+    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: { ...this.runtime.limits, ...this.options.limits }, bucket });
     const exe = await this.runtime.load(program, { namespace: this.namespace });
     await this.uploadWeights(exe);
     this.programs.set(key, exe);

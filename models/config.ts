@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import type { z } from 'zod';
 import { describeJson, elide } from '../base/errors.ts';
 import { describeReadFailure, readRegularTextFile } from '../base/files.ts';
-import { ConfigError } from './configs/common.ts';
+import { ConfigError, type RopeConfig } from './configs/common.ts';
+import { ROPE_TYPES, ropeTables } from './rope.ts';
 import { MAX_CONFIG_DEPTH, checkConfigLimits, checkJsonDepth, checkTensorSizes } from './configs/limits.ts';
 import { type BambaConfig, bambaConfigSchema } from './configs/bamba.ts';
 import { type FalconH1Config, falconH1ConfigSchema } from './configs/falcon_h1.ts';
@@ -240,22 +241,27 @@ function impliedWeights(config: ModelConfig): { fields: string; dims: number[] }
   return weights;
 }
 
-/** The RoPE variants the model builders implement. */
-export const SUPPORTED_ROPE_TYPES: readonly string[] = ['default'];
-
 /**
- * Refuses what a config may describe but Strata cannot run yet (a RoPE variant no family implements), naming
- * the field; called before anything is loaded, where parsing alone would accept it.
+ * Refuses what a config may describe but Strata cannot run yet (a RoPE variant models/rope.ts does not
+ * implement, or one missing its parameters), naming the field; called before anything is loaded, where parsing
+ * alone would accept it.
  */
 export function checkRunnable(config: ModelConfig, file = 'config.json'): void {
-  const ropes = [(config as { attention?: { rope: { type: string } | null } }).attention?.rope];
+  const attention = (config as { attention?: { rope: RopeConfig | null; maxPositionEmbeddings: number } }).attention;
+  const ropes = [attention?.rope];
   if (config.modelType === 'gemma3n_text') ropes.push(config.slidingRope);
   for (const rope of ropes) {
-    if (!rope || SUPPORTED_ROPE_TYPES.includes(rope.type)) continue;
+    if (!rope) continue;
     const field = ropeTypeField(config.raw, rope.type);
-    throw new ConfigError(
-      `${file}: ${field}: rope type ${JSON.stringify(elide(rope.type, 80))} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`,
-    );
+    if (!(ROPE_TYPES as readonly string[]).includes(rope.type)) {
+      throw new ConfigError(`${file}: ${field}: rope type ${JSON.stringify(elide(rope.type, 80))} is not supported (supported: ${ROPE_TYPES.join(', ')})`);
+    }
+    try {
+      ropeTables(rope, attention?.maxPositionEmbeddings ?? 0, field.slice(0, field.lastIndexOf('.')));
+    } catch (error) {
+      if (error instanceof ConfigError) throw new ConfigError(error.message.replace(/^config\.json: /, `${file}: `));
+      throw error;
+    }
   }
 }
 

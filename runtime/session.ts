@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
-import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
+import { checkRunnable, loadConfig, type ModelConfig, type RopeConfig } from '../models/config.ts';
+import { ropePositionLimit } from '../models/rope.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
@@ -227,6 +228,7 @@ export class Session {
     const maxPositions = maxPositionsOf(config);
     const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
     const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    checkRopeReach(config, capacity);
     if (options.prompt !== undefined) {
       const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
       checkPromptFits(ids, capacity, model.vocabSize);
@@ -345,6 +347,21 @@ function checkPromptFits(ids: readonly number[], capacity: number, vocabSize: nu
   if (ids.length > capacity) {
     throw new ContextOverflowError(
       `the prompt has ${ids.length} tokens but a sequence holds at most ${capacity} (the session's capacity): shorten the prompt or raise the capacity (--capacity)`,
+    );
+  }
+}
+
+/**
+ * Refuses a capacity past the positions where transformers would change a rope's frequencies (dynamic NTK,
+ * longrope's long factors): Strata's tables are fixed, so later positions would silently differ.
+ */
+function checkRopeReach(config: ModelConfig, capacity: number): void {
+  const attention = (config as { attention?: { rope: RopeConfig | null; maxPositionEmbeddings: number } }).attention;
+  if (!attention?.rope) return;
+  const reach = ropePositionLimit(attention.rope, attention.maxPositionEmbeddings);
+  if (reach && capacity > reach.positions) {
+    throw new SessionOptionsError(
+      `capacity ${capacity} reaches past ${reach.field} (${reach.positions}), where rope type "${attention.rope.type}" changes its frequencies; Strata keeps them fixed: lower the capacity (--capacity) to at most ${reach.positions}`,
     );
   }
 }

@@ -115,11 +115,11 @@ describe('untrusted JSON depth', () => {
 
 describe('what parses but cannot run is refused before loading', () => {
   it.each([
-    ['rope_parameters.rope_type', { rope_parameters: { rope_type: 'yarn', rope_theta: 10000, factor: 4 } }],
-    ['rope_scaling.type', { rope_parameters: undefined, rope_scaling: { type: 'yarn', factor: 4 } }],
-  ])('rope type yarn names %s', (field, edit) => {
+    ['rope_parameters.rope_type', { rope_parameters: { rope_type: 'su', rope_theta: 10000, factor: 4 } }],
+    ['rope_scaling.type', { rope_parameters: undefined, rope_scaling: { type: 'su', factor: 4 } }],
+  ])('an unknown rope type names %s', (field, edit) => {
     const config = parseConfig({ ...llama(), ...edit });
-    expect(refusal(() => checkRunnable(config))).toBe(`config.json: ${field}: rope type "yarn" is not supported (supported: default)`);
+    expect(refusal(() => checkRunnable(config))).toBe(`config.json: ${field}: rope type "su" is not supported (supported: default, linear, dynamic, yarn, llama3, longrope)`);
   });
 
   it('a config.json that is a folder, or a FIFO, is refused without blocking', { timeout: 20_000 }, async () => {

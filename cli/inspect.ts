@@ -7,6 +7,7 @@ import { type MemoryOptions, type MemoryReport, memoryReport } from '../caches/s
 import { ConfigError, loadConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
 import { kernelSchedule } from './kernelSchedule.ts';
+import { type WeightPlan, weightPlan } from './weightPlan.ts';
 
 const positiveInt = (flag: string) =>
   z
@@ -30,6 +31,8 @@ const DEFAULT_CAPACITY = 4096;
 
 export interface MemoryPlan extends MemoryReport {
   family: string;
+  /** The checkpoint the config implies, in bf16, and its pieces under a 128 MiB binding limit. */
+  weights: WeightPlan;
   slots: number;
   capacity: number;
   maxChunk: number;
@@ -47,7 +50,7 @@ export async function memoryPlan(dir: string, raw: Record<string, unknown>): Pro
   const capacity = o.capacity ?? Math.min(DEFAULT_CAPACITY, trained ?? DEFAULT_CAPACITY);
   const options: MemoryOptions = { slots: o.slots, capacity, maxChunk: o.maxChunk, ...(o.window !== undefined ? { window: o.window } : {}) };
   const report = memoryReport(model.memory(), options, { perSlot: o.snapshots });
-  return { family: model.family, slots: o.slots, capacity, maxChunk: o.maxChunk, window: o.window ?? null, snapshotsPerSlot: o.snapshots, ...report };
+  return { family: model.family, weights: weightPlan(model), slots: o.slots, capacity, maxChunk: o.maxChunk, window: o.window ?? null, snapshotsPerSlot: o.snapshots, ...report };
 }
 
 function human(bytes: number): string {
@@ -86,6 +89,10 @@ export function formatMemoryPlan(plan: MemoryPlan): string {
     `positions    ${plan.bookkeepingBytes.toString().padStart(12)}  ${human(plan.bookkeepingBytes)}`,
     `zero+scratch ${plan.scratchBytes.toString().padStart(12)}  ${human(plan.scratchBytes)}`,
     `total        ${plan.totalBytes.toString().padStart(12)}  ${human(plan.totalBytes)}`,
+    '',
+    `weights      ${plan.weights.bytes.toString().padStart(12)}  ${human(plan.weights.bytes)} (${plan.weights.tensors} tensors as ${plan.weights.storage})`,
+    `largest      ${plan.weights.largest.bytes.toString().padStart(12)}  ${human(plan.weights.largest.bytes)} '${plan.weights.largest.name}' [${plan.weights.largest.shape.join(',')}]`,
+    ...plan.weights.split.map((s) => `split        ${s.bytes.toString().padStart(12)}  '${s.name}' into ${s.pieces} pieces under the ${human(plan.weights.bindingLimit)} binding limit`),
   ].join('\n');
 }
 

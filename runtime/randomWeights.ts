@@ -8,17 +8,23 @@ import type { MemoryOptions } from '../caches/spec.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type TensorData, type TensorInfo, type TensorSource, f32ToBf16Bits, f32ToF16Bits } from './safetensors.ts';
 
-export function randomCheckpoint(model: ModelDef, options: { storage?: StorageDType; seed?: number; scale?: number } = {}): TensorSource {
-  const storage = options.storage ?? 'f32';
+/** Every checkpoint tensor a model reads, with its shape (computed constants left out). */
+export function declaredWeights(model: ModelDef): Map<string, number[]> {
   const memory: MemoryOptions = { slots: 1, capacity: 8, maxChunk: 1 };
   const constants = model.constants();
   // one traced decode step declares every weight the model reads
   const graph = trace(() => {
-    const ctx = new StepContext(model.memory(), memory, 1, 1, { storage: () => storage });
+    const ctx = new StepContext(model.memory(), memory, 1, 1, { storage: () => 'f32' });
     model.logits(ctx, model.forward(ctx));
   });
   const shapes = new Map<string, number[]>();
   for (const [name, n] of graph.weights) if (!constants[name]) shapes.set(name, [...n.shape]);
+  return shapes;
+}
+
+export function randomCheckpoint(model: ModelDef, options: { storage?: StorageDType; seed?: number; scale?: number } = {}): TensorSource {
+  const storage = options.storage ?? 'f32';
+  const shapes = declaredWeights(model);
   const dtype = storage === 'f16' ? 'F16' : storage === 'bf16' ? 'BF16' : 'F32';
   const scale = options.scale ?? 0.05;
   let offset = 0;

@@ -55,9 +55,20 @@ export function randomCheckpoint(model: ModelDef, options: { storage?: StorageDT
         const f = new Float32Array(bytes.buffer);
         for (let i = 0; i < count; i++) f[i] = next() * scale;
       } else {
-        const h = new Uint16Array(bytes.buffer);
+        // real-size checkpoints hold billions of 16-bit values: draw each from a table of 65,536 encoded values
+        // spread uniformly over [-scale, scale], two per 32-bit xorshift step, instead of encoding every one
         const enc = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
-        for (let i = 0; i < count; i++) h[i] = enc(next() * scale);
+        const table = new Uint16Array(65536);
+        for (let i = 0; i < 65536; i++) table[i] = enc(((i + 0.5) / 65536) * 2 * scale - scale);
+        const h = new Uint16Array(bytes.buffer);
+        let state = seed || 1;
+        for (let i = 0; i < count; i += 2) {
+          state ^= state << 13;
+          state ^= state >>> 17;
+          state ^= state << 5;
+          h[i] = table[state & 0xffff]!;
+          if (i + 1 < count) h[i + 1] = table[state >>> 16]!;
+        }
       }
       return { dtype: info.dtype, shape: info.shape, bytes };
     },

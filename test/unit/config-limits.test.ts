@@ -87,8 +87,10 @@ describe('sizes are bounded at parse time', () => {
       family: 'llama', slots: 1, capacity: 2, maxChunk: 1, window: null, snapshotsPerSlot: 0,
       layers: Array.from({ length: 300_000 }, (_, i) => ({ ...layer, layer: i })),
       kvBytes: 1, stateBytes: 0, snapshotBytes: 0, bookkeepingBytes: 4, scratchBytes: 4, totalBytes: 9,
+      weights: { storage: 'bf16', bindingLimit: 128 << 20, tensors: 1, bytes: 2, largest: { name: 'w', shape: [1], bytes: 2 }, split: [] },
     } as unknown as MemoryPlan;
-    expect(formatMemoryPlan(plan).split('\n').length).toBe(300_000 + 10);
+    // the layer table, the memory totals, then the weights (a blank line, total, largest)
+    expect(formatMemoryPlan(plan).split('\n').length).toBe(300_000 + 13);
   });
 });
 

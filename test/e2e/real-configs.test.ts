@@ -40,7 +40,7 @@ const cases: Case[] = [
   {
     file: 'qwen3-next-80b-a3b.json',
     params: [79e9, 81e9],
-    reduce: (c) => ({ ...c, num_hidden_layers: 4, num_experts: 16 }),
+    reduce: (c) => ({ ...c, num_hidden_layers: 2, layer_types: ['linear_attention', 'full_attention'], num_experts: 16 }),
   },
   {
     file: 'gemma-3n-e2b-text.json',

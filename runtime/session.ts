@@ -1,8 +1,6 @@
 // The user-facing API: a model folder loaded into a session on a device, and `generate`, an async iterator of
 // text pieces with stop strings, token limits, abort signals and per-call stats. Built on the Generator (token
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
@@ -10,6 +8,8 @@ import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
+import { type ModelSource, SourceReadError, isModelSource, readFailureReason, sourceHas } from '../base/modelSource.ts';
+import { sourceFor } from './defaultSource.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
 import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
@@ -199,6 +199,7 @@ export class Generation implements AsyncIterable<string> {
 /** A model on a device: programs compiled, weights uploaded, cache buffers allocated; ready to generate. */
 export class Session {
   private constructor(
+    /** The folder or URL the model came from, as given. */
     readonly modelDir: string,
     readonly config: ModelConfig,
     readonly model: ModelDef,
@@ -210,19 +211,24 @@ export class Session {
     readonly loadSeconds: number,
   ) {}
 
-  static async load(modelDir: string, options: SessionOptions = {}): Promise<Session> {
+  /**
+   * Loads a model folder: a path (Node) or URL (browser) as a string, or any ModelSource (a fetch source, files a
+   * user picked, ...). Only byte ranges of the checkpoint are read, one tensor at a time.
+   */
+  static async load(location: string | ModelSource, options: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
     const progress = options.onProgress ?? (() => {});
-    const dir = path.resolve(modelDir);
+    const source = isModelSource(location) ? location : sourceFor(location);
+    const modelDir = source.location;
     // Everything that can be checked from the folder, the config, the tokenizer and the options is checked
     // before the first weight is uploaded or the first program compiled.
-    await checkModelFolder(modelDir, dir);
-    progress({ stage: 'config', detail: path.join(modelDir, 'config.json') });
-    const config = await loadConfig(dir);
-    checkRunnable(config, path.join(modelDir, 'config.json'));
+    await checkModelFolder(source);
+    progress({ stage: 'config', detail: source.where('config.json') });
+    const config = await loadConfig(source);
+    checkRunnable(config, source.where('config.json'));
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
-    const tokenizer = (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
+    const tokenizer = (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
     const slots = options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
     const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
@@ -235,7 +241,7 @@ export class Session {
     const device = options.device ?? (await getSharedDevice());
     checkMemoryFits(model, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
-    const checkpoint = await openSafetensors(dir);
+    const checkpoint = await openSafetensors(source);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.
@@ -376,25 +382,24 @@ function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonl
   );
 }
 
-async function exists(file: string): Promise<boolean> {
-  try {
-    await fsp.access(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function checkModelFolder(given: string, dir: string): Promise<void> {
+async function checkModelFolder(source: ModelSource): Promise<void> {
+  const given = source.location;
   const hint = 'Pass the folder of a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json), e.g. assets/models/tiny-granite-code';
-  let stat;
   try {
-    stat = await fsp.stat(dir);
-  } catch {
-    throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${dir}). ${hint}`);
+    await source.stat('config.json');
+    return;
+  } catch (error) {
+    if (!(error instanceof SourceReadError && error.missing)) return; // there but unreadable: loadConfig says why
   }
-  if (!stat.isDirectory()) throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
-  if (!(await exists(path.join(dir, 'config.json')))) throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
+  // no config.json: say whether the folder itself is missing
+  const folderProblem = await source.list().then(
+    () => null,
+    (error: unknown) => readFailureReason(error),
+  );
+  const resolved = (source as { folder?: string }).folder ?? given; // a Node folder, made absolute
+  if (folderProblem === 'ENOENT') throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${resolved}). ${hint}`);
+  if (folderProblem === 'ENOTDIR') throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
+  throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
 }
 
 function maxPositionsOf(config: ModelConfig): number | undefined {

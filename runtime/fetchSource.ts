@@ -30,9 +30,11 @@ export class FetchSource implements ModelSource {
   private async request(name: string, init: RequestInit): Promise<Response> {
     let response: Response;
     try {
-      response = await this.fetch(this.where(name), init);
+      // once more on a network error: a kept-alive connection the server closed as it was reused (ECONNRESET)
+      response = await this.fetch(this.where(name), init).catch(() => this.fetch(this.where(name), init));
     } catch (error) {
-      throw new SourceReadError(this.where(name), `request failed (${(error as Error).message ?? error})`);
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause; // undici: "fetch failed" + the cause
+      throw new SourceReadError(this.where(name), `request failed (${(error as Error).message ?? error}${cause ? `: ${cause.code ?? cause.message}` : ''})`);
     }
     if (response.status === 404 || response.status === 410) {
       await response.body?.cancel();

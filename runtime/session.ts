@@ -1,9 +1,12 @@
 // The user-facing API: a model folder loaded into a session on a device, and `generate`, an async iterator of
 // text pieces with stop strings, token limits, abort signals and per-call stats. Built on the Generator (token
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
-import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
+import { type MemoryOptions, type MemoryReport, helperBufferBytes, kvSlotBytes, memoryReport, ownKv, stateSlotBytes } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
+import { AOT_FORMAT, type AotModel, limitsShortfall } from '../compiler/aotModule.ts';
+import type { DeviceLimits } from '../compiler/compile.ts';
+import type { Program } from '../compiler/program.ts';
 import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
@@ -71,6 +74,20 @@ export interface SessionOptions {
   prompt?: Prompt;
   /** With `prompt`: it will be rendered through the chat template. */
   chat?: boolean;
+  /**
+   * A module from `strata compile` for this model: its programs are used as they are (no tracing or compiling), and
+   * its session shape (slots, capacity, prefill chunks, decode rows, steps per submit) replaces those options.
+   */
+  aot?: AotModel;
+  /** Compile against these limits instead of the device's (what `strata compile` does for a portable module). */
+  compileLimits?: DeviceLimits;
+  /** Called with each program traced and compiled while loading. */
+  onCompiled?: (key: string, program: Program) => void;
+}
+
+/** An AOT module that does not fit this model or device. */
+export class AotModuleError extends StrataUserError {
+  override name = 'AotModuleError';
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -229,10 +246,16 @@ export class Session {
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
     const tokenizer = (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
-    const slots = options.slots ?? 1;
+    const aot = options.aot;
+    if (aot !== undefined && (aot?.format !== AOT_FORMAT || typeof aot.programs !== 'object'))
+      throw new AotModuleError(`the aot option is not a module written by \`strata compile\` (format ${JSON.stringify(elide(String(aot?.format), 40))}, expected ${JSON.stringify(AOT_FORMAT)})`);
+    if (aot && aot.family !== model.family) throw new AotModuleError(`the AOT module was compiled for a ${aot.family} model, but ${source.where('config.json')} is ${model.family}`);
+    const slots = aot?.session.slots ?? options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
-    const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
-    const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const capacity = aot?.session.capacity ?? options.capacity ?? Math.min(2048, maxPositions ?? 2048);
+    const chunks = aot?.session.prefillChunks ?? options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const decodeRows = aot?.session.decodeRows ?? options.decodeRows;
+    const stepsPerSubmit = aot?.session.stepsPerSubmit ?? options.stepsPerSubmit;
     if (options.prompt !== undefined) {
       const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
       checkPromptFits(ids, capacity, model.vocabSize);
@@ -240,6 +263,8 @@ export class Session {
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
     checkMemoryFits(model, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
+    if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
     const checkpoint = await openSafetensors(source);
     try {
@@ -247,10 +272,21 @@ export class Session {
       // instead of being printed by dawn.node on stdout.
       const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
-        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
+        const runner = new ModelRunner(runtime, model, checkpoint, {
+          slots,
+          capacity,
+          chunks,
+          ...(aot ? { programs: aot.programs } : {}),
+          ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
+          ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),
+        });
+        if (aot && runner.caches.model?.fingerprint !== aot.modelFingerprint) {
+          runtime.destroy();
+          throw new AotModuleError(`the AOT module was compiled for another ${aot.family} checkpoint (its config, tensor names, shapes or dtypes differ from ${modelDir}): compile it again from this folder`);
+        }
         const generator = await Generator.create(runner, {
-          ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
-          ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
+          ...(stepsPerSubmit !== undefined ? { stepsPerSubmit } : {}),
+          ...(decodeRows ? { decodeRows } : {}),
           onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
         });
         if (options.warmUp ?? true) {
@@ -310,6 +346,11 @@ export class Session {
     await this.generator.idle();
     this.runner.runtime.destroy();
     await this.checkpoint.close();
+  }
+
+  /** Bytes and shapes of this session's cache buffers, per layer (KV, recurrent states), as allocated. */
+  memoryPlan(): MemoryReport {
+    return memoryReport(this.model.memory(), this.runner.memory);
   }
 
   /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */

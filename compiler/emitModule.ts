@@ -36,8 +36,8 @@ export interface EmitOptions {
 }
 
 export async function emitAotModule(model: AotModel, options: EmitOptions): Promise<string> {
-  const { IndentationText, Project, StructureKind, VariableDeclarationKind, ts } = await import('ts-morph');
-  const project = new Project({ useInMemoryFileSystem: true, manipulationSettings: { indentationText: IndentationText.TwoSpaces } });
+  const { IndentationText, Project, QuoteKind, StructureKind, VariableDeclarationKind, ts } = await import('ts-morph');
+  const project = new Project({ useInMemoryFileSystem: true, manipulationSettings: { indentationText: IndentationText.TwoSpaces, quoteKind: QuoteKind.Single } });
   const file = project.createSourceFile('model.strata.ts', '');
   const programs = Object.entries(model.programs);
   const kernelCount = programs.reduce((n, [, p]) => n + p.kernels.length, 0);

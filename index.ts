@@ -34,3 +34,7 @@ export { ModelRunner, type RunnerOptions } from './runtime/modelRunner.ts';
 export { GpuRuntime, type Counters } from './runtime/gpuRuntime.ts';
 export { getSharedDevice, acquireDevice, describeDevice, type StrataDevice } from './runtime/device.ts';
 export { randomCheckpoint } from './runtime/randomWeights.ts';
+
+// Session memory without a file system (browser): Blob and OPFS
+export { saveMemoryToBlob, restoreMemoryFromBlob, saveMemoryToOpfs, restoreMemoryFromOpfs } from './runtime/memoryBlobs.ts';
+export { saveMemory, restoreMemory, encodeMemory, RestoreError } from './caches/sessionFile.ts';

@@ -70,7 +70,7 @@ export class DirectoryHandleSource extends BlobSource {
 
   constructor(private readonly handle: FileSystemDirectoryHandle) {
     super();
-    this.location = handle.name || 'folder';
+    this.location = handle.name || 'opfs'; // the origin-private file system's root has no name
   }
 
   async list(): Promise<string[]> {

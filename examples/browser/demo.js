@@ -60,6 +60,7 @@ async function load(source) {
         $('status').textContent = `${e.stage}${e.total ? ` ${e.done}/${e.total}` : ''}${e.detail ? `: ${e.detail}` : ''}`;
       },
     });
+    state.session = session; // for the console (and the browser test's OPFS save/restore)
     state.loadSeconds = (performance.now() - t0) / 1000;
     state.aot = Boolean(aot);
     const adapter = session.runner.runtime.strata.adapterInfo;

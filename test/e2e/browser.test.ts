@@ -58,7 +58,24 @@ afterAll(async () => {
   if (figures.traced && figures.aot) console.log(`headless Chromium (SwiftShader), tiny-granite-code: ${line('traced')}; ${line('aot')}`);
 });
 
-async function runDemo(query: Record<string, string>): Promise<DemoState> {
+/**
+ * Runs in the page after a generation: the session's slot 0 saved to OPFS, cleared, restored, compared. A string, not
+ * a function: vitest rewrites `import()` in the test's own code, which the page would then not understand.
+ */
+const OPFS_ROUND_TRIP = `(async () => {
+  const strata = await import('/strata/browser.js');
+  const memory = window.strataDemo.session.runner.caches;
+  const length = memory.lengths[0];
+  const before = await memory.readSlot(0);
+  await strata.saveMemoryToOpfs(memory, 'strata-test.safetensors', { slots: [0] });
+  memory.clear(0);
+  const restored = await strata.restoreMemoryFromOpfs(memory, 'strata-test.safetensors');
+  const after = await memory.readSlot(0);
+  const same = before.size === after.size && [...before].every(([name, bytes]) => after.get(name)?.every((b, i) => b === bytes[i]) === true);
+  return { length, same, restored };
+})()`;
+
+async function runDemo(query: Record<string, string>, inPage?: string): Promise<DemoState & { inPage?: unknown }> {
   const page = await browser.newPage();
   const messages: string[] = [];
   page.on('pageerror', (error) => messages.push(`page error: ${error.message}`));
@@ -67,9 +84,12 @@ async function runDemo(query: Record<string, string>): Promise<DemoState> {
     const search = new URLSearchParams({ model: '/model/', prompt: reference.prompt, max: String(wanted.length), run: '1', ...query });
     await page.goto(`${server.page}?${search}`);
     await page.waitForFunction(() => ['done', 'error'].includes((window as unknown as { strataDemo: DemoState }).strataDemo.stage), undefined, { timeout: 0, polling: 500 });
-    const state = await page.evaluate(() => (window as unknown as { strataDemo: DemoState }).strataDemo);
+    const state = await page.evaluate(() => {
+      const { session: _session, ...rest } = (window as unknown as { strataDemo: DemoState & { session?: unknown } }).strataDemo;
+      return rest;
+    });
     expect(state.error, messages.join('\n')).toBeUndefined();
-    return state;
+    return { ...state, ...(inPage ? { inPage: await page.evaluate(inPage) } : {}) };
   } finally {
     await page.close();
   }
@@ -91,8 +111,10 @@ test('traced in the page: the ids equal reference.json, read from two shards wit
   }
 });
 
-test('from an AOT module: the same ids, with nothing traced or compiled in the page', HANG_GUARD, async () => {
-  const state = (figures.aot = await runDemo({ aot: '/aot/model.strata.js' }));
+test('from an AOT module: the same ids, with nothing traced or compiled in the page; memory saved to OPFS and restored', HANG_GUARD, async () => {
+  const state = (figures.aot = await runDemo({ aot: '/aot/model.strata.js' }, OPFS_ROUND_TRIP));
+  const length = reference.prompt_ids.length + wanted.length - 1; // the last token is sampled, not yet fed
+  expect(state.inPage).toEqual({ length, same: true, restored: { file: 'opfs/strata-test.safetensors', sequences: [{ from: 0, into: 0, length }] } });
   expect(state.aot).toBe(true);
   expect(state.compiledPrograms).toBe(0);
   expect(state.result!.ids).toEqual(wanted);

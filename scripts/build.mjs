@@ -53,7 +53,9 @@ export async function buildBrowser(outdir) {
 }
 
 export async function build({ types = true } = {}) {
-  rmSync(out, { recursive: true, force: true });
+  // only what this build writes: dist/bench.mjs (bench/device/prepare.sh) stays
+  for (const entry of ['index', 'browser', 'cli']) for (const ext of ['.js', '.js.map']) rmSync(path.join(out, entry + ext), { force: true });
+  rmSync(path.join(out, 'types'), { recursive: true, force: true });
   await Promise.all([
     esbuild.build({ ...common, entryPoints: { index: 'index.ts', cli: 'cli/main.ts' }, outdir: out, platform: 'node', packages: 'external' }),
     buildBrowser(out),

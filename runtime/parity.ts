@@ -1,5 +1,6 @@
 // Parity with transformers: runs a checkpoint against a reference file in the fixtures' format
 // (prefill.input_ids/logits, decode.last_logits_per_step + decode.prefill_len, greedy.prompt/output).
+import type { QuantStorage } from '../compiler/quantized.ts';
 import * as path from 'node:path';
 import { loadConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
@@ -47,7 +48,7 @@ export async function loadReference(fileOrDir: string): Promise<Reference> {
   }
 }
 
-export async function openRunner(dir: string, opts: { slots?: number; capacity?: number; chunks?: number[]; fuse?: boolean; window?: number } = {}): Promise<ModelRunner> {
+export async function openRunner(dir: string, opts: { slots?: number; capacity?: number; chunks?: number[]; fuse?: boolean; window?: number; weights?: QuantStorage } = {}): Promise<ModelRunner> {
   const config = await loadConfig(dir);
   const model = buildModel(config);
   const checkpoint = await openSafetensors(dir);
@@ -58,6 +59,7 @@ export async function openRunner(dir: string, opts: { slots?: number; capacity?:
     chunks: opts.chunks ?? [1, 4, 16],
     ...(opts.fuse !== undefined ? { fuse: opts.fuse } : {}),
     ...(opts.window !== undefined ? { window: opts.window } : {}),
+    ...(opts.weights ? { weights: opts.weights } : {}),
   });
 }
 

@@ -15,6 +15,7 @@ import { type FinishReason, Generator, type Sequence, type SequenceOptions, type
 import { GpuRuntime } from './gpuRuntime.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
 import { type TensorSource, openSafetensors } from './safetensors.ts';
+import type { QuantStorage } from '../compiler/quantized.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
 
 export { ContextOverflowError } from './modelRunner.ts';
@@ -71,6 +72,11 @@ export interface SessionOptions {
   prompt?: Prompt;
   /** With `prompt`: it will be rendered through the chat template. */
   chat?: boolean;
+  /**
+   * Block-quantize the 16/32-bit linear and embedding weights on load: 'q8' (int8, Q8_0-like) or 'q4' (4-bit with
+   * a min, Q4_1-like); 32-element blocks with f16 constants, decoded inside the kernels. Default: as stored.
+   */
+  weights?: QuantStorage;
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -241,7 +247,7 @@ export class Session {
       // instead of being printed by dawn.node on stdout.
       const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
-        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
+        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks, ...(options.weights ? { weights: options.weights } : {}) });
         const generator = await Generator.create(runner, {
           ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
           ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),

@@ -148,3 +148,18 @@ export function repackGgml(type: GgmlBlockDtype, raw: Uint8Array, count: number)
   }
   return words;
 }
+
+/** Q8_0 blocks (ggml layout) of f32 values, quantized as quantize(values, 'q8') does. */
+export function quantizeGgmlQ8(values: Float32Array): Uint8Array<ArrayBuffer> {
+  const n = values.length;
+  const words = quantizeQ8(values);
+  const bytes = new Uint8Array(words.buffer, 0, n);
+  const scales = new Uint16Array(words.buffer, n, n / QUANT_BLOCK);
+  const out = new Uint8Array((n / QUANT_BLOCK) * 34);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < n / QUANT_BLOCK; b++) {
+    view.setUint16(b * 34, scales[b]!, true);
+    out.set(bytes.subarray(b * QUANT_BLOCK, (b + 1) * QUANT_BLOCK), b * 34 + 2);
+  }
+  return out;
+}

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
-import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
+import { checkRunnable, loadConfig, type ModelConfig, parseConfig } from '../models/config.ts';
+import { openGguf } from './gguf.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
@@ -216,19 +217,24 @@ export class Session {
     readonly loadSeconds: number,
   ) {}
 
+  /** `modelDir`: a Hugging Face model folder, or a GGUF file (`*.gguf`, see runtime/gguf.ts). */
   static async load(modelDir: string, options: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
     const progress = options.onProgress ?? (() => {});
     const dir = path.resolve(modelDir);
     // Everything that can be checked from the folder, the config, the tokenizer and the options is checked
     // before the first weight is uploaded or the first program compiled.
-    await checkModelFolder(modelDir, dir);
-    progress({ stage: 'config', detail: path.join(modelDir, 'config.json') });
-    const config = await loadConfig(dir);
-    checkRunnable(config, path.join(modelDir, 'config.json'));
+    const ggufFile = dir.endsWith('.gguf') ? await openGguf(dir) : undefined;
+    if (!ggufFile) await checkModelFolder(modelDir, dir);
+    const configFile = ggufFile ? `${modelDir} (GGUF metadata)` : path.join(modelDir, 'config.json');
+    progress({ stage: 'config', detail: configFile });
+    const config = ggufFile ? parseConfig(ggufFile.config, configFile) : await loadConfig(dir);
+    checkRunnable(config, configFile);
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
-    const tokenizer = (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
+    const tokenizer = ggufFile
+      ? ggufFile.tokenizer && new Tokenizer(ggufFile.tokenizer.json, ggufFile.tokenizer.config, `${modelDir} (GGUF tokenizer)`)
+      : (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
     const slots = options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
     const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
@@ -241,7 +247,7 @@ export class Session {
     const device = options.device ?? (await getSharedDevice());
     checkMemoryFits(model, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
-    const checkpoint = await openSafetensors(dir);
+    const checkpoint = ggufFile ? ggufFile.checkpoint : await openSafetensors(dir);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.

@@ -75,6 +75,11 @@ const q4: QuantFormat = {
 
 export const QUANT_FORMATS: { [K in QuantStorage]: QuantFormat } = { q8, q4 };
 
+/** Device bytes per row of `rowElements` of a quantized weight (block constants included; rows are whole blocks). */
+export function quantRowBytes(storage: QuantStorage, rowElements: number): number {
+  return storage === 'q8' ? rowElements + rowElements / 16 : rowElements / 2 + rowElements / 8;
+}
+
 /** Bytes of a quantized weight of this shape on the device. */
 export function quantBytes(storage: QuantStorage, shape: readonly number[]): number {
   return QUANT_FORMATS[storage].words(numel(shape)) * 4;

@@ -5,6 +5,18 @@ import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, isQuantized } from '../c
 import type { StorageDType } from '../compiler/ir.ts';
 import { type GgmlBlockDtype, type TensorData, f16BitsToF32 as fromF16, f32ToF16Bits as toF16, packHalfWords, toFloat32 } from './safetensors.ts';
 
+/**
+ * The words a buffer of `storage` holds for rows [rowStart, rowStart + rows) of a checkpoint tensor (a weight
+ * split into row pieces to fit the binding limit): each piece is encoded on its own, block constants included.
+ */
+export function encodeWeightRows(tensor: TensorData, storage: StorageDType, rowStart: number, rows: number, name?: string): Uint32Array | Float32Array {
+  const total = tensor.shape[0] ?? 1;
+  if (rowStart === 0 && rows === total) return encodeWeight(tensor, storage, name);
+  const rowBytes = tensor.bytes.byteLength / total; // whole GGML blocks per row, or whole elements
+  const bytes = tensor.bytes.slice(rowStart * rowBytes, (rowStart + rows) * rowBytes);
+  return encodeWeight({ dtype: tensor.dtype, shape: [rows, ...tensor.shape.slice(1)], bytes }, storage, name);
+}
+
 /** The words (or f32 values) a weight buffer of `storage` holds for a checkpoint tensor, converting as needed. */
 export function encodeWeight(tensor: TensorData, storage: StorageDType, name?: string): Uint32Array | Float32Array {
   const count = tensor.shape.reduce((a, b) => a * b, 1);

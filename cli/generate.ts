@@ -96,7 +96,7 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('Generate text from a prompt on WebGPU (streams text, then throughput figures)')
-    .option('--model <dir>', 'model folder (config.json, *.safetensors, tokenizer.json)', DEFAULT_MODEL)
+    .option('--model <dir>', 'model folder (config.json, *.safetensors, tokenizer.json) or a GGUF file (*.gguf)', DEFAULT_MODEL)
     .option('--prompt <text>', 'the prompt')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids (for a model folder without tokenizer.json)', tokenIds)
     .option('--max-new-tokens <n>', 'tokens to generate at most', integer('--max-new-tokens', 1), 64)

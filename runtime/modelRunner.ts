@@ -11,7 +11,9 @@ import type { KeyShift } from '../caches/keyShift.ts';
 import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
-import { type TensorSource, packHalfWords, toFloat32 } from './safetensors.ts';
+import type { TensorSource } from './safetensors.ts';
+import { type QuantStorage, quantizable } from '../compiler/quantized.ts';
+import { GGML_BLOCKS, encodeWeight, isGgmlBlockDtype } from './quantize.ts';
 
 export type LogitsMode = 'all' | 'last';
 
@@ -35,6 +37,12 @@ export interface RunnerOptions {
   compileLimits?: DeviceLimits;
   /** Called with each program this runner traces and compiles (what `strata compile` writes into a module). */
   onCompiled?: (key: string, program: Program) => void;
+  /**
+   * Block-quantize 16/32-bit weights on load (compiler/quantized.ts): every tensor of rank >= 2 whose rows are
+   * whole 32-element blocks (the linear layers and embeddings); others (norms, convolutions, biases) stay as stored.
+   * Tensors a GGUF file stores quantized keep their own format whatever this says.
+   */
+  weights?: QuantStorage;
 }
 
 export class WeightError extends Error {
@@ -77,8 +85,10 @@ export class ModelRunner {
   private storage(name: string): StorageDType | undefined {
     if (this.constants[name]) return 'f32';
     if (!this.checkpoint.has(name)) return undefined;
-    const dt = this.checkpoint.info(name).dtype;
-    return dt === 'F16' ? 'f16' : dt === 'BF16' ? 'bf16' : 'f32';
+    const { dtype, shape } = this.checkpoint.info(name);
+    if (isGgmlBlockDtype(dtype)) return GGML_BLOCKS[dtype].storage;
+    if (this.options.weights && quantizable(shape)) return this.options.weights;
+    return dtype === 'F16' ? 'f16' : dtype === 'BF16' ? 'bf16' : 'f32';
   }
 
   /** The compiled, loaded program for a bucket (compiled on first use). */
@@ -142,7 +152,7 @@ export class ModelRunner {
           if (info.shape.join() !== spec.shape.join())
             throw new WeightError(`weight '${name}': checkpoint has shape (${info.shape.join(',')}), the model expects (${spec.shape.join(',')})`);
           const tensor = await this.checkpoint.readTensor(name);
-          this.runtime.write(buf, spec.storage === 'f16' || spec.storage === 'bf16' ? packHalfWords(tensor) : toFloat32(tensor, name));
+          this.runtime.write(buf, encodeWeight(tensor, spec.storage ?? 'f32', name));
         }
         this.runtime.namedBuffer(key, 4);
         uploaded.push(name);

@@ -29,6 +29,9 @@ export const DTYPE_BYTES = {
 } as const;
 
 export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
+/** llama.cpp's block-quantized types a GGUF tensor may have (runtime/quantize.ts reads them); never in safetensors. */
+export type GgmlBlockDtype = 'Q8_0' | 'Q4_0' | 'Q4_K';
+export type TensorDtype = SafetensorsDtype | GgmlBlockDtype;
 
 export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {
   return typeof value === 'string' && Object.hasOwn(DTYPE_BYTES, value);
@@ -37,7 +40,7 @@ export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {
 /** Where one tensor lives. `byteOffset` is absolute in `file` (header included). */
 export interface TensorInfo {
   name: string;
-  dtype: SafetensorsDtype;
+  dtype: TensorDtype;
   shape: number[];
   byteOffset: number;
   byteLength: number;
@@ -45,7 +48,7 @@ export interface TensorInfo {
 }
 
 export interface TensorData {
-  dtype: SafetensorsDtype;
+  dtype: TensorDtype;
   shape: number[];
   /** Owns its ArrayBuffer (byteOffset 0), so typed views over it are aligned. */
   bytes: Uint8Array<ArrayBuffer>;
@@ -549,7 +552,7 @@ export function toFloat32(tensor: TensorData, name?: string): Float32Array {
     case 'BOOL':
       return Float32Array.from(bytes);
     default:
-      throw new SafetensorsError(`toFloat32: unsupported dtype ${String(tensor.dtype satisfies never)}`);
+      throw new SafetensorsError(`toFloat32: ${tensorLabel(tensor, name)} is block-quantized (${tensor.dtype}): decode it with runtime/quantize.ts`);
   }
 }
 

@@ -7,7 +7,8 @@ import { ShapeError } from '../compiler/ops.ts';
 import { AOT_FORMAT, type AotModel, limitsShortfall } from '../compiler/aotModule.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import type { Program } from '../compiler/program.ts';
-import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
+import { checkRunnable, loadConfig, type ModelConfig, parseConfig } from '../models/config.ts';
+import { openGguf } from './gguf.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
@@ -18,6 +19,7 @@ import { type FinishReason, Generator, type Sequence, type SequenceOptions, type
 import { GpuRuntime } from './gpuRuntime.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
 import { type TensorSource, openSafetensors } from './safetensors.ts';
+import type { QuantStorage } from '../compiler/quantized.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
 
 export { ContextOverflowError } from './modelRunner.ts';
@@ -74,6 +76,11 @@ export interface SessionOptions {
   prompt?: Prompt;
   /** With `prompt`: it will be rendered through the chat template. */
   chat?: boolean;
+  /**
+   * Block-quantize the 16/32-bit linear and embedding weights on load: 'q8' (int8, Q8_0-like) or 'q4' (4-bit with
+   * a min, Q4_1-like); 32-element blocks with f16 constants, decoded inside the kernels. Default: as stored.
+   */
+  weights?: QuantStorage;
   /**
    * A module from `strata compile` for this model: its programs are used as they are (no tracing or compiling), and
    * its session shape (slots, capacity, prefill chunks, decode rows, steps per submit) replaces those options.
@@ -230,7 +237,8 @@ export class Session {
 
   /**
    * Loads a model folder: a path (Node) or URL (browser) as a string, or any ModelSource (a fetch source, files a
-   * user picked, ...). Only byte ranges of the checkpoint are read, one tensor at a time.
+   * user picked, ...), or a GGUF file (`*.gguf`, a path in Node, see runtime/gguf.ts). Only byte ranges of the
+   * checkpoint are read, one tensor at a time.
    */
   static async load(location: string | ModelSource, options: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
@@ -239,17 +247,21 @@ export class Session {
     const modelDir = source.location;
     // Everything that can be checked from the folder, the config, the tokenizer and the options is checked
     // before the first weight is uploaded or the first program compiled.
-    await checkModelFolder(source);
-    progress({ stage: 'config', detail: source.where('config.json') });
-    const config = await loadConfig(source);
-    checkRunnable(config, source.where('config.json'));
+    const ggufFile = typeof location === 'string' && location.endsWith('.gguf') ? await openGguf(location) : undefined;
+    if (!ggufFile) await checkModelFolder(source);
+    const configFile = ggufFile ? `${modelDir} (GGUF metadata)` : source.where('config.json');
+    progress({ stage: 'config', detail: configFile });
+    const config = ggufFile ? parseConfig(ggufFile.config, configFile) : await loadConfig(source);
+    checkRunnable(config, configFile);
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
-    const tokenizer = (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
+    const tokenizer = ggufFile
+      ? ggufFile.tokenizer && new Tokenizer(ggufFile.tokenizer.json, ggufFile.tokenizer.config, `${modelDir} (GGUF tokenizer)`)
+      : (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
     const aot = options.aot;
     if (aot !== undefined && (aot?.format !== AOT_FORMAT || typeof aot.programs !== 'object'))
       throw new AotModuleError(`the aot option is not a module written by \`strata compile\` (format ${JSON.stringify(elide(String(aot?.format), 40))}, expected ${JSON.stringify(AOT_FORMAT)})`);
-    if (aot && aot.family !== model.family) throw new AotModuleError(`the AOT module was compiled for a ${aot.family} model, but ${source.where('config.json')} is ${model.family}`);
+    if (aot && aot.family !== model.family) throw new AotModuleError(`the AOT module was compiled for a ${aot.family} model, but ${configFile} is ${model.family}`);
     const slots = aot?.session.slots ?? options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
     const capacity = aot?.session.capacity ?? options.capacity ?? Math.min(2048, maxPositions ?? 2048);
@@ -266,7 +278,7 @@ export class Session {
     const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
     if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
-    const checkpoint = await openSafetensors(source);
+    const checkpoint = ggufFile ? ggufFile.checkpoint : await openSafetensors(source);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.
@@ -276,6 +288,7 @@ export class Session {
           slots,
           capacity,
           chunks,
+          ...(options.weights ? { weights: options.weights } : {}),
           ...(aot ? { programs: aot.programs } : {}),
           ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
           ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),

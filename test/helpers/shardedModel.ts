@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type TensorToWrite, openSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
+import { type TensorToWrite, isSafetensorsDtype, openSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
 
 export const TINY_MODEL = path.resolve(import.meta.dirname, '../../assets/models/tiny-granite-code');
 
@@ -26,6 +26,7 @@ export async function writeShardedTinyModel(): Promise<ShardedModel> {
   let largestTensorBytes = 0;
   for (const [i, name] of names.entries()) {
     const tensor = await source.readTensor(name);
+    if (!isSafetensorsDtype(tensor.dtype)) throw new Error(`${name}: ${tensor.dtype} is not a safetensors dtype`);
     const shard = i < names.length / 2 ? 0 : 1;
     parts[shard]!.set(name, { dtype: tensor.dtype, shape: tensor.shape, data: tensor.bytes });
     weightMap[name] = shards[shard]!;

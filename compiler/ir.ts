@@ -1,8 +1,11 @@
 // The graph IR: one node type for every traced value, shared by the DSL, the passes and both backends.
 
 export type DType = 'f32' | 'i32' | 'u32' | 'bool';
-/** How a weight is stored on the device; values are always computed in f32. */
-export type StorageDType = 'f32' | 'f16' | 'bf16';
+/**
+ * How a weight is stored on the device; values are always computed in f32. q8 / q4: 32-element blocks of 8- or
+ * 4-bit values with f16 block constants (layout and decoders in compiler/quantized.ts), decoded where they are read.
+ */
+export type StorageDType = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
 /** Rows [rowStart, rowStart + rows) of checkpoint tensor `of`: a weight split to fit the binding limit. */
 export interface WeightPiece {

@@ -1,6 +1,7 @@
 // Runs a model on the device: one compiled program per bucket (rows x tokens per step x logits mode), weights
 // uploaded once (16-bit kept packed), session memory allocated once and shared by every program.
 import { type DeviceLimits, compile } from '../compiler/compile.ts';
+import type { Program } from '../compiler/program.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
@@ -10,7 +11,9 @@ import type { KeyShift } from '../caches/keyShift.ts';
 import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
-import { type TensorSource, packHalfWords, toFloat32 } from './safetensors.ts';
+import type { TensorData, TensorSource } from './safetensors.ts';
+import { type QuantStorage, quantizable } from '../compiler/quantized.ts';
+import { GGML_BLOCKS, encodeWeight, encodeWeightRows, isGgmlBlockDtype } from './quantize.ts';
 
 export type LogitsMode = 'all' | 'last';
 
@@ -28,8 +31,18 @@ export interface RunnerOptions {
   keyShift?: KeyShift;
   /** The model's config, folded into the model fingerprint that saved memory files carry. */
   config?: unknown;
-  /** Device limits to compile for instead of the adapter's (tests: a lower binding limit splits weights finer). */
-  limits?: Partial<DeviceLimits>;
+  /** Programs compiled ahead of time, by program key (an AOT module's): used instead of tracing and compiling. */
+  programs?: Readonly<Record<string, Program>>;
+  /** Limits to compile against instead of the device's (an AOT module targets any adapter that has them). */
+  compileLimits?: DeviceLimits;
+  /** Called with each program this runner traces and compiles (what `strata compile` writes into a module). */
+  onCompiled?: (key: string, program: Program) => void;
+  /**
+   * Block-quantize 16/32-bit weights on load (compiler/quantized.ts): every tensor of rank >= 2 whose rows are
+   * whole 32-element blocks (the linear layers and embeddings); others (norms, convolutions, biases) stay as stored.
+   * Tensors a GGUF file stores quantized keep their own format whatever this says.
+   */
+  weights?: QuantStorage;
 }
 
 export class WeightError extends Error {
@@ -72,8 +85,10 @@ export class ModelRunner {
   private storage(name: string): StorageDType | undefined {
     if (this.constants[name]) return 'f32';
     if (!this.checkpoint.has(name)) return undefined;
-    const dt = this.checkpoint.info(name).dtype;
-    return dt === 'F16' ? 'f16' : dt === 'BF16' ? 'bf16' : 'f32';
+    const { dtype, shape } = this.checkpoint.info(name);
+    if (isGgmlBlockDtype(dtype)) return GGML_BLOCKS[dtype].storage;
+    if (this.options.weights && quantizable(shape)) return this.options.weights;
+    return dtype === 'F16' ? 'f16' : dtype === 'BF16' ? 'bf16' : 'f32';
   }
 
   /** The compiled, loaded program for a bucket (compiled on first use). */
@@ -81,7 +96,7 @@ export class ModelRunner {
     const key = `${rows}x${tokens}:${logits}`;
     const have = this.programs.get(key);
     if (have) return have;
-    const graph = trace(() => {
+    const graph = () => trace(() => {
       const ctx = this.context(rows, tokens);
       const hidden = this.model.forward(ctx);
       if (logits === 'all') output('logits', this.model.logits(ctx, hidden));
@@ -101,11 +116,18 @@ export class ModelRunner {
     return new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
   }
 
-  /** Compiles a traced step program once per key and loads it beside this runner's weights and memory. */
-  async loadProgram(key: string, graph: Graph, bucket: Record<string, number>): Promise<Executable> {
+  /**
+   * Compiles a step program once per key (traced only when needed: a program compiled ahead of time under this key
+   * is used as it is) and loads it beside this runner's weights and memory.
+   */
+  async loadProgram(key: string, graph: Graph | (() => Graph), bucket: Record<string, number>): Promise<Executable> {
     const have = this.programs.get(key);
     if (have) return have;
-    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: { ...this.runtime.limits, ...this.options.limits }, bucket });
+    let program = this.options.programs?.[key];
+    if (!program) {
+      program = compile(typeof graph === 'function' ? graph() : graph, { fuse: this.options.fuse ?? true, limits: this.options.compileLimits ?? this.runtime.limits, bucket });
+      this.options.onCompiled?.(key, program);
+    }
     const exe = await this.runtime.load(program, { namespace: this.namespace });
     await this.uploadWeights(exe);
     this.programs.set(key, exe);
@@ -114,8 +136,7 @@ export class ModelRunner {
 
   private async uploadWeights(exe: Executable): Promise<void> {
     const uploaded: string[] = [];
-    // the pieces of a split weight (see compiler/passes/splitWeights) come one after another: convert it once
-    let converted: { name: string; data: Uint32Array | Float32Array } | undefined;
+    let held: { name: string; tensor: TensorData } | undefined;
     try {
       for (const [name, id] of Object.entries(exe.program.weights)) {
         const key = `${this.namespace}weight:${name}#loaded`;
@@ -134,14 +155,10 @@ export class ModelRunner {
           const info = this.checkpoint.info(tensorName);
           if (info.shape.join() !== want.join())
             throw new WeightError(`weight '${tensorName}': checkpoint has shape (${info.shape.join(',')}), the model expects (${want.join(',')})`);
-          const packed = spec.storage === 'f16' || spec.storage === 'bf16';
-          if (converted?.name !== tensorName) {
-            const tensor = await this.checkpoint.readTensor(tensorName);
-            converted = { name: tensorName, data: packed ? packHalfWords(tensor) : toFloat32(tensor, tensorName) };
-          }
-          const rowElems = spec.shape.slice(1).reduce((a, b) => a * b, 1);
-          const [from, to] = piece ? [piece.rowStart * rowElems, (piece.rowStart + piece.rows) * rowElems] : [0, info.shape.reduce((a, b) => a * b, 1)];
-          this.runtime.write(buf, packed ? converted.data.subarray(from / 2, Math.ceil(to / 2)) : converted.data.subarray(from, to));
+          // the pieces of a split weight (compiler/passes/splitWeights) come one after another: read it once
+          if (held?.name !== tensorName) held = { name: tensorName, tensor: await this.checkpoint.readTensor(tensorName) };
+          const storage = spec.storage ?? 'f32';
+          this.runtime.write(buf, piece ? encodeWeightRows(held.tensor, storage, piece.rowStart, piece.rows, tensorName) : encodeWeight(held.tensor, storage, name));
         }
         this.runtime.namedBuffer(key, 4);
         uploaded.push(name);

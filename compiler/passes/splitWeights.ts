@@ -3,7 +3,8 @@
 // projection's output-column blocks). A matmul that reads the weight is split with it, so each piece is read by
 // one kernel: rows that are output columns give a concat of matmuls, rows that are the reduction give a sum.
 // Any other reader (a gather) sees the concat of the pieces, which the emitter reads by position.
-import { type Graph, type Node, type OpAttrs, type OpName, type WeightPiece, numel } from '../ir.ts';
+import { type Graph, type Node, type OpAttrs, type OpName, type StorageDType, type WeightPiece, numel } from '../ir.ts';
+import { isQuantized, quantBytes } from '../quantized.ts';
 import { OPS } from '../ops.ts';
 import { nodeBytes } from './planMemory.ts';
 
@@ -16,12 +17,13 @@ export function pieceName(piece: WeightPiece): string {
 }
 
 /** Row ranges of equal size (the last shorter) that each fit `limit` bytes; 16-bit rows stay whole u32 words. */
-export function planPieces(name: string, shape: readonly number[], storage: 'f32' | 'f16' | 'bf16', limit: number): WeightPiece[] {
+export function planPieces(name: string, shape: readonly number[], storage: StorageDType, limit: number): WeightPiece[] {
   const rows = shape[0]!;
   const rowElems = numel(shape.slice(1));
-  const rowBytes = rowElems * (storage === 'f32' ? 4 : 2);
+  // quantized rows are whole blocks (compiler/quantized.ts), so a piece of whole rows is whole words too
+  const rowBytes = isQuantized(storage) ? quantBytes(storage, shape) / rows : rowElems * (storage === 'f32' ? 4 : 2);
   // a 16-bit piece must start on a word: with an odd row length, an even number of rows per piece
-  const step = storage !== 'f32' && rowElems % 2 === 1 ? 2 : 1;
+  const step = (storage === 'f16' || storage === 'bf16') && rowElems % 2 === 1 ? 2 : 1;
   const fit = Math.floor(limit / rowBytes / step) * step;
   if (fit < 1)
     throw new WeightSplitError(`weight '${name}' ${JSON.stringify(shape)}: one row needs ${rowBytes * step} bytes, more than the ${limit} the adapter binds per buffer`);

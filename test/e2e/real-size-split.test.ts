@@ -29,7 +29,7 @@ async function openRunner(bindingLimit?: number) {
     slots: 2,
     capacity: 16,
     chunks: [4],
-    ...(bindingLimit ? { limits: { maxStorageBufferBindingSize: bindingLimit } } : {}),
+    ...(bindingLimit ? { compileLimits: { ...runtime.limits, maxStorageBufferBindingSize: bindingLimit } } : {}),
   });
 }
 

@@ -2,9 +2,9 @@
 // the model's per-layer spec for N sequence slots, and the sequence operations on them (remove a range,
 // fork, keep, clear, snapshot, roll back) as copies on the GPU. Every part is asked whether it can do an
 // operation before any part changes, so the attention and recurrent caches never disagree.
-import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
-import { DeviceCopies, readRegions } from './deviceCopies.ts';
-import { KeyShifter, type KeyShift } from './keyShift.ts';
+import { DeviceCopies } from './deviceCopies.ts';
+import type { DeviceMemory } from './deviceMemory.ts';
+import type { KeyShifter } from './keyShift.ts';
 import { KvCache, type SlotTensor } from './kvCache.ts';
 import { RecurrentCache } from './recurrentCache.ts';
 import { type MemoryOptions, type MemoryReport, type MemorySpec, helperBufferBytes, isRing, memoryReport, ownKv } from './spec.ts';
@@ -27,8 +27,8 @@ export interface HybridMemoryOptions {
    * an automatic snapshot every `every` tokens, taken after the step that reaches it (0: only on request).
    */
   snapshots?: { perSlot?: number; every?: number };
-  /** Lets `removeRange` cut from the middle of a sequence: how moved keys are re-positioned. */
-  keyShift?: KeyShift;
+  /** Lets `removeRange` cut from the middle of a sequence: re-positions moved keys (see KeyShift). */
+  keyShifter?: KeyShifter;
   model?: ModelIdentity;
 }
 
@@ -72,7 +72,7 @@ export class HybridMemory {
   private clock = 0;
 
   constructor(
-    readonly runtime: GpuRuntime,
+    readonly device: DeviceMemory,
     /** Prefix of the buffer keys, the same as the programs that use this memory (`${namespace}state:pos`). */
     readonly namespace: string,
     readonly spec: MemorySpec,
@@ -91,8 +91,8 @@ export class HybridMemory {
     const planes = options.slots * this.snapshotsPerSlot;
     const allocate = (key: string, bytes: number): GPUBuffer => {
       const full = namespace + key;
-      if (runtime.hasNamed(full)) throw new MemoryError(`buffer '${full}' already exists: one memory per namespace, allocated before any program`);
-      const buffer = runtime.namedBuffer(full, bytes);
+      if (device.has(full)) throw new MemoryError(`buffer '${full}' already exists: one memory per namespace, allocated before any program`);
+      const buffer = device.allocate(full, bytes);
       this.allocations.push({ key: full, buffer });
       return buffer;
     };
@@ -101,8 +101,8 @@ export class HybridMemory {
     this.positions = allocate('state:pos', options.slots * 4);
     this.snapshotPositions = planes > 0 ? allocate('snapshot:pos', planes * 4) : undefined;
     const helpers = helperBufferBytes(spec, options);
-    this.copies = new DeviceCopies(runtime, allocate('memory:scratch', helpers.scratch), allocate('memory:zero', helpers.zero));
-    this.shifter = opts.keyShift ? new KeyShifter(runtime, namespace, options, opts.keyShift) : undefined;
+    this.copies = new DeviceCopies(device, allocate('memory:scratch', helpers.scratch), allocate('memory:zero', helpers.zero));
+    this.shifter = opts.keyShifter;
     this.lengths = new Array<number>(options.slots).fill(0);
     this.snapshots = Array.from({ length: options.slots }, () => []);
   }
@@ -205,7 +205,7 @@ export class HybridMemory {
     this.kv.encodeRemoveMiddle(this.copies, slot, from, end, length);
     this.copies.submit();
     await this.shifter!.encode(this.kv.layers, slot, from, length - removed, -removed);
-    this.runtime.write(this.positions, Int32Array.of(length - removed), slot * 4);
+    this.device.write(this.positions, Int32Array.of(length - removed), slot * 4);
     this.lengths[slot] = length - removed;
     this.snapshots[slot] = this.snapshots[slot]!.filter((s) => s.position <= from);
   }
@@ -227,7 +227,7 @@ export class HybridMemory {
       this.copies.copy(this.snapshotPositions!, plane * 4, this.positions, slot * 4, 4);
     }
     this.copies.submit();
-    if (plane === undefined) this.runtime.write(this.positions, Int32Array.of(position), slot * 4);
+    if (plane === undefined) this.device.write(this.positions, Int32Array.of(position), slot * 4);
     this.lengths[slot] = position;
     this.snapshots[slot] = this.snapshots[slot]!.filter((s) => s.position <= position);
   }
@@ -321,7 +321,7 @@ export class HybridMemory {
   /** Reads a slot's tensors back (one readback). Blocking. */
   async readSlot(slot: number): Promise<Map<string, Uint8Array>> {
     const tensors = this.slotTensors(slot);
-    const bytes = await readRegions(this.runtime, tensors.map((t) => t.region));
+    const bytes = await this.device.read(tensors.map((t) => t.region));
     return new Map(tensors.map((t, i) => [t.name, bytes[i]!]));
   }
 
@@ -333,7 +333,7 @@ export class HybridMemory {
     this.checkSlot(slot);
     for (const t of this.slotTensors(slot, length)) {
       const bytes = data.get(t.name)!;
-      if (bytes.byteLength) this.runtime.write(t.region.buffer, bytes, t.region.offset);
+      if (bytes.byteLength) this.device.write(t.region.buffer, bytes, t.region.offset);
     }
     this.lengths[slot] = length;
     this.snapshots[slot] = [];

@@ -5,8 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StrataUserError, elide, isUserError } from '../base/errors.ts';
-import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../runtime/safetensors.ts';
-import { readRegions } from './deviceCopies.ts';
+import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../base/safetensors.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries } from './spec.ts';
 
@@ -93,7 +92,7 @@ export async function saveMemory(memory: HybridMemory, file: string, opts: { slo
   if (new Set(slots).size !== slots.length) throw new MemoryError(`saveMemory: slots listed twice: ${slots.join(', ')}`);
   const layout = slots.map((slot) => ({ slot, length: memory.lengths[slot]!, tensors: memory.slotTensors(slot) }));
   const regions = layout.flatMap((s) => s.tensors.map((t) => t.region));
-  const data = await readRegions(memory.runtime, regions);
+  const data = await memory.device.read(regions);
   const tensors: NamedBytes[] = [];
   let at = 0;
   for (const s of layout)

@@ -146,8 +146,8 @@ interface Batch {
   steps: number;
   /** ring column of each sequence's first step in this batch */
   firstColumn: Map<Sequence, number>;
-  staging: GPUBuffer;
-  mapped: Promise<void>;
+  /** The token ring as read after this batch's steps. */
+  ring: Promise<Int32Array>;
 }
 
 export class UnknownSequenceError extends Error {
@@ -473,7 +473,7 @@ export class Generator {
       }
     } catch (error) {
       // a device or program failure ends every live sequence with the error instead of hanging its reader
-      if (inFlight?.mapped) await inFlight.mapped.catch(() => undefined);
+      if (inFlight) await inFlight.ring.catch(() => undefined);
       for (const seq of [...this.live.values()]) {
         if (seq.slot >= 0) this.freeSlots.push(seq.slot);
         seq.finish('error', undefined, error);
@@ -549,8 +549,8 @@ export class Generator {
     const rows = this.decodeRows.find((r) => r >= seqs.length)!;
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
     const exe = this.decode.get(`${rows}:${mode}`)!;
-    const encoder = rt.device.createCommandEncoder();
-    if (steps > 0) {
+    const record = (encoder: GPUCommandEncoder) => {
+      if (steps === 0) return;
       const rowSlots = new Int32Array(rows).fill(slots);
       seqs.forEach((s, i) => (rowSlots[i] = s.slot));
       const key = rowSlots.join(',');
@@ -561,14 +561,12 @@ export class Generator {
       const pass = encoder.beginComputePass();
       for (let i = 0; i < steps; i++) exe.encode(pass);
       pass.end();
-    }
+    };
     const staging = this.staging[this.batches++ % 2]!;
-    encoder.copyBufferToBuffer(this.stateBuffer(STATE.ring), 0, staging, 0, this.ringBytes);
-    rt.submit([encoder.finish()]);
-    rt.counters.readbacks++;
+    const read = rt.submitAndRead('decode', record, [{ buffer: this.stateBuffer(STATE.ring), offset: 0, bytes: this.ringBytes }], staging);
     // step i of a sequence feeds position P + i and writes its token to ring column (P + i) % K
     const firstColumn = new Map(seqs.map((s) => [s, (s.promptIds.length + s.stepsSubmitted) % K]));
-    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn, staging, mapped: staging.mapAsync(GPUMapMode.READ, 0, this.ringBytes) };
+    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn, ring: read.then(([bytes]) => new Int32Array(bytes!.buffer, bytes!.byteOffset, this.ringBytes / 4)) };
     for (const s of first) s.firstRequested = true;
     for (const s of seqs) {
       s.stepsLeft -= steps;
@@ -581,9 +579,7 @@ export class Generator {
   /** Waits for a batch's copy of the ring and hands each sequence its new tokens. */
   private async readBatch(batch: Batch): Promise<void> {
     const { K } = this.layout;
-    await batch.mapped;
-    const ring = new Int32Array(batch.staging.getMappedRange(0, this.ringBytes).slice(0));
-    batch.staging.unmap();
+    const ring = await batch.ring;
     const now = performance.now();
     const W = K + 1;
     const fed: number[] = [];

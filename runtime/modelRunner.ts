@@ -7,10 +7,11 @@ import { StepContext, type StepSources } from '../caches/stepContext.ts';
 import type { MemoryOptions } from '../caches/spec.ts';
 import { HybridMemory } from '../caches/hybridMemory.ts';
 import type { KeyShift } from '../caches/keyShift.ts';
+import { KeyShiftPrograms } from './keyShiftPrograms.ts';
 import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
-import { type TensorSource, packHalfWords, toFloat32 } from './safetensors.ts';
+import { type TensorSource, packHalfWords, toFloat32 } from '../base/safetensors.ts';
 
 export type LogitsMode = 'all' | 'last';
 
@@ -61,7 +62,7 @@ export class ModelRunner {
     const weights = checkpoint.tensorNames().map((name) => checkpoint.info(name));
     this.caches = new HybridMemory(runtime, this.namespace, model.memory(), this.memory, {
       ...(options.snapshots ? { snapshots: options.snapshots } : {}),
-      ...(options.keyShift ? { keyShift: options.keyShift } : {}),
+      ...(options.keyShift ? { keyShifter: new KeyShiftPrograms(runtime, this.namespace, this.memory, options.keyShift) } : {}),
       model: { family: model.family, fingerprint: modelFingerprint({ family: model.family, config: options.config, weights, constants: this.constants }) },
     });
     this.lengths = this.caches.lengths;

@@ -14,7 +14,7 @@ import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.
 import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
-import { type TensorSource, openSafetensors } from './safetensors.ts';
+import { type TensorSource, openSafetensors } from '../base/safetensors.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
 
 export { ContextOverflowError } from './modelRunner.ts';

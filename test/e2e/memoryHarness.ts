@@ -5,7 +5,7 @@ import { loadConfig } from '../../models/config.ts';
 import { MODEL_BUILDERS, buildModel } from '../../models/registry.ts';
 import { ModelRunner, type RunnerOptions } from '../../runtime/modelRunner.ts';
 import { argmax } from '../../runtime/parity.ts';
-import { openSafetensors } from '../../runtime/safetensors.ts';
+import { openSafetensors } from '../../base/safetensors.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 
 export const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/hf');

@@ -4,8 +4,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { StrataUserError, describeJson, elide } from '../base/errors.ts';
-import { describeReadFailure, openRegularFile, readRegularTextFile } from '../base/files.ts';
+import { StrataUserError, describeJson, elide } from './errors.ts';
+import { describeReadFailure, openRegularFile, readRegularTextFile } from './files.ts';
 
 export class SafetensorsError extends StrataUserError {
   override name = 'SafetensorsError';

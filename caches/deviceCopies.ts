@@ -26,8 +26,13 @@ export class DeviceCopies {
       this.pending.push({ src, srcOffset, dst, dstOffset, bytes });
       return;
     }
-    if (bytes > this.scratch.size) throw new Error(`memory ops: a ${bytes}-byte copy inside '${src.label}' exceeds the ${this.scratch.size}-byte scratch buffer`);
-    this.pending.push({ src, srcOffset, dst: this.scratch, dstOffset: 0, bytes }, { src: this.scratch, srcOffset: 0, dst, dstOffset, bytes });
+    // in scratch-sized pieces, front to back: safe unless the destination overlaps the source from above
+    if (bytes > this.scratch.size && dstOffset > srcOffset && dstOffset < srcOffset + bytes)
+      throw new Error(`memory ops: a ${bytes}-byte copy upwards inside '${src.label}' exceeds the ${this.scratch.size}-byte scratch buffer`);
+    for (let at = 0; at < bytes; at += this.scratch.size) {
+      const n = Math.min(this.scratch.size, bytes - at);
+      this.pending.push({ src, srcOffset: srcOffset + at, dst: this.scratch, dstOffset: 0, bytes: n }, { src: this.scratch, srcOffset: 0, dst, dstOffset: dstOffset + at, bytes: n });
+    }
   }
 
   /** Sets a region to the zero state (a copy from the zero buffer, in pieces if the region is larger). */

@@ -3,8 +3,8 @@
 // layers that read another's. Sequence operations on it are row copies; a ring also gets snapshot planes,
 // because rolling it back further than its slack needs the entries that newer positions overwrote.
 import type { DeviceCopies, Region } from './deviceCopies.ts';
-import { type KvSpec, type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries, kvSlotBytes, ownKv } from './spec.ts';
-import { kvStateName } from './stepContext.ts';
+import { type KvSpec, type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries, ownKv } from './spec.ts';
+import { type StateEntry, kvStateName } from './stateTable.ts';
 
 export interface KvLayer {
   layer: number;
@@ -28,7 +28,8 @@ export interface SlotTensor {
   region: Region;
 }
 
-type Allocate = (key: string, bytes: number) => GPUBuffer;
+/** The buffer of a state table entry (allocated by HybridMemory). */
+export type BufferOf = (role: StateEntry['role'], name: string) => GPUBuffer;
 
 export class KvCache {
   readonly label = 'attention KV';
@@ -38,24 +39,15 @@ export class KvCache {
     spec: MemorySpec,
     readonly options: MemoryOptions,
     readonly planes: number,
-    allocate: Allocate,
+    buffer: BufferOf,
   ) {
     spec.forEach((l, layer) => {
       const own = ownKv(l);
       if (!own) return;
       const entries = kvEntries(own, options);
       const ring = isRing(own, options);
-      const buffers = {
-        k: allocate(`state:${kvStateName(layer, 'k')}`, options.slots * kvSlotBytes(own, options, 'k')),
-        v: allocate(`state:${kvStateName(layer, 'v')}`, options.slots * kvSlotBytes(own, options, 'v')),
-      };
-      const snapshots =
-        ring && planes > 0
-          ? {
-              k: allocate(`snapshot:${kvStateName(layer, 'k')}`, planes * kvSlotBytes(own, options, 'k')),
-              v: allocate(`snapshot:${kvStateName(layer, 'v')}`, planes * kvSlotBytes(own, options, 'v')),
-            }
-          : undefined;
+      const buffers = { k: buffer('state', kvStateName(layer, 'k')), v: buffer('state', kvStateName(layer, 'v')) };
+      const snapshots = ring && planes > 0 ? { k: buffer('snapshot', kvStateName(layer, 'k')), v: buffer('snapshot', kvStateName(layer, 'v')) } : undefined;
       const rowBytes = { k: own.kvHeads * own.headDim * 4, v: own.kvHeads * (own.valueDim ?? own.headDim) * 4 };
       this.layers.push({ layer, spec: own, entries, ring, window: effectiveWindow(own, options), rowBytes, buffers, ...(snapshots ? { snapshots } : {}) });
     });

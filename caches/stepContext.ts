@@ -6,6 +6,7 @@ import { ShapeError } from '../compiler/ops.ts';
 import { Tensor } from '../dsl/tensor.ts';
 import { input, iota, state, weight } from '../dsl/trace.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, kvEntries } from './spec.ts';
+import { POSITION_STATE, type StateEntry, StateTable, kvStateName, memoryStateEntries, recurrentStateName } from './stateTable.ts';
 import { attention } from '../dsl/nn/attention.ts';
 
 export interface WeightCatalog {
@@ -22,8 +23,8 @@ export interface AttendOptions {
 /** Trace-wide switch: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). */
 export const kernelOptions = { fusedAttention: true };
 
-export const kvStateName = (layer: number, which: 'k' | 'v') => `L${layer}.${which}`;
-export const recurrentStateName = (layer: number, name: string) => `L${layer}.${name}`;
+/** A traced state from its table entry (name, shape and dtype are the table's). */
+export const stateOf = (e: StateEntry): Tensor => state(e.name, e.shape, e.dtype);
 
 /** Device tensors that stand in for the host inputs, e.g. a decode step that feeds tokens sampled on the GPU. */
 export interface StepSources {
@@ -49,6 +50,8 @@ export class StepContext {
   /** [S, T] bool: token is real (t < valid). */
   readonly tokenValid: Tensor;
   private readonly pos: Tensor;
+  /** The session's memory entries: every state this step traces is one of them. */
+  readonly table: StateTable;
 
   constructor(
     readonly spec: MemorySpec,
@@ -63,7 +66,8 @@ export class StepContext {
     this.tokens = sources.tokens ?? input('tokens', [S, T], 'i32');
     this.slotIds = sources.slotIds ?? input('slot_ids', [S], 'i32');
     this.valid = sources.valid ?? input('valid', [S], 'i32');
-    this.pos = state('pos', [memory.slots], 'i32');
+    this.table = new StateTable(memoryStateEntries(spec, memory, 0));
+    this.pos = stateOf(this.table.state(POSITION_STATE));
     this.start = this.pos.gather(this.slotIds);
     const t = iota([S, T], 1, 'i32');
     this.positions = this.start.reshape(S, 1).add(t);
@@ -98,8 +102,8 @@ export class StepContext {
     const window = effectiveWindow(ownSpec, this.memory);
     const ring = E < this.memory.capacity;
     const R = this.memory.slots * E;
-    let kc = state(kvStateName(owner, 'k'), [R, KVH * D]);
-    let vc = state(kvStateName(owner, 'v'), [R, KVH * Dv]);
+    let kc = stateOf(this.table.state(kvStateName(owner, 'k'))); // [R, KVH * D]
+    let vc = stateOf(this.table.state(kvStateName(owner, 'v'))); // [R, KVH * Dv]
     if (spec.sharesWith === undefined) {
       if (!k || !v) throw new ShapeError(`layer ${layer} owns its KV: attend needs k and v`);
       const entry = ring ? this.positions.mod(E) : this.positions;
@@ -136,17 +140,18 @@ export class StepContext {
 
   /** A recurrent state of this step's rows: [S, ...shape]. */
   readState(layer: number, name: string): Tensor {
-    const spec = this.spec[layer]?.states.find((s) => s.name === name);
-    if (!spec) throw new ShapeError(`layer ${layer} has no recurrent state '${name}' in its memory spec`);
-    const full = state(recurrentStateName(layer, name), [this.memory.slots, ...spec.shape]);
-    return full.gather(this.slotIds);
+    return stateOf(this.recurrentEntry(layer, name)).gather(this.slotIds);
   }
 
   /** Replaces this step's rows of a recurrent state; inactive rows are dropped. */
   writeState(layer: number, name: string, value: Tensor): void {
-    const spec = this.spec[layer]?.states.find((s) => s.name === name);
-    if (!spec) throw new ShapeError(`layer ${layer} has no recurrent state '${name}' in its memory spec`);
-    state(recurrentStateName(layer, name), [this.memory.slots, ...spec.shape]).scatter(this.slotIds, value);
+    stateOf(this.recurrentEntry(layer, name)).scatter(this.slotIds, value);
+  }
+
+  private recurrentEntry(layer: number, name: string): StateEntry {
+    const entry = this.spec[layer]?.states.some((s) => s.name === name) ? this.table.find('state', recurrentStateName(layer, name)) : undefined;
+    if (!entry) throw new ShapeError(`layer ${layer} has no recurrent state '${name}' in its memory spec`);
+    return entry;
   }
 
   /** Advances every active row's position by its valid tokens (on the device). */

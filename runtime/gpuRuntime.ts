@@ -2,6 +2,7 @@
 // executables whose pipelines and bind groups are made once and replayed. It is the one executor: every
 // submission and readback goes through `submitWork` / `submitAndRead` and everything it creates or reads back
 // is counted, so tests can assert that a warm decode loop creates nothing and reads once per K steps.
+import { bufferKey } from '../caches/bufferKeys.ts';
 import type { BufferCopy, DeviceMemory, Region } from '../caches/deviceMemory.ts';
 import type { DType } from '../compiler/ir.ts';
 import type { BufferSpec, Program } from '../compiler/program.ts';
@@ -208,12 +209,11 @@ export class GpuRuntime implements DeviceMemory {
 }
 
 /** Key of a program buffer in the runtime's shared table; temps are private to the executable. */
-export function bufferKey(spec: BufferSpec, namespace: string): string | undefined {
+function programBufferKey(spec: BufferSpec, namespace: string): string | undefined {
   switch (spec.role) {
-    case 'weight': return `${namespace}weight:${spec.name}`;
-    case 'state': return `${namespace}state:${spec.name}`;
-    case 'input': return `${namespace}input:${spec.name}:${spec.bytes}`;
-    case 'output': return `${namespace}output:${spec.name}:${spec.bytes}`;
+    case 'weight': case 'state': return bufferKey(namespace, spec.role, spec.name!);
+    // inputs and outputs are shared between programs only when their sizes agree
+    case 'input': case 'output': return bufferKey(namespace, spec.role, `${spec.name}:${spec.bytes}`);
     case 'temp': return undefined;
   }
 }
@@ -232,7 +232,7 @@ export class Executable {
   async prepare(): Promise<void> {
     const rt = this.runtime;
     for (const spec of this.program.buffers) {
-      const key = bufferKey(spec, this.namespace);
+      const key = programBufferKey(spec, this.namespace);
       this.buffers.push(key ? rt.namedBuffer(key, spec.bytes) : rt.createBuffer(spec.bytes, `temp${spec.id}`));
     }
     for (const k of this.program.kernels) {

@@ -8,7 +8,7 @@ import { input, iota, state, trace, weight } from '../dsl/trace.ts';
 import type { KeyShift, KeyShifter, RopeKeys } from '../caches/keyShift.ts';
 import type { KvLayer } from '../caches/kvCache.ts';
 import type { MemoryOptions } from '../caches/spec.ts';
-import { kvStateName } from '../caches/stepContext.ts';
+import { kvStateName } from '../caches/stateTable.ts';
 import type { Executable, GpuRuntime } from './gpuRuntime.ts';
 
 export class KeyShiftPrograms implements KeyShifter {

@@ -8,6 +8,8 @@ import type { MemoryOptions } from '../caches/spec.ts';
 import { HybridMemory } from '../caches/hybridMemory.ts';
 import type { KeyShift } from '../caches/keyShift.ts';
 import { KeyShiftPrograms } from './keyShiftPrograms.ts';
+import { promptChunks } from './promptChunks.ts';
+import { bufferKey } from '../caches/bufferKeys.ts';
 import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
@@ -45,8 +47,10 @@ export class ModelRunner {
   readonly namespace = `m${runnerCount++}/`;
   private readonly programs = new Map<string, Executable>();
   private readonly constants: Record<string, Float32Array>;
-  /** Host mirror of each slot's length, kept only to refuse overflow before it happens (never read from the device). */
-  readonly lengths: number[];
+  /** Host mirror of each slot's length (the memory's, which is its only writer). */
+  readonly lengths: readonly number[];
+  /** Weights (and constants) already uploaded: the host's record, so each is written once. */
+  private readonly loaded = new Set<string>();
   readonly memory: MemoryOptions;
   /** Every cache buffer, allocated here before any program, and the sequence operations on them. */
   readonly caches: HybridMemory;
@@ -115,8 +119,7 @@ export class ModelRunner {
     const uploaded: string[] = [];
     try {
       for (const [name, id] of Object.entries(exe.program.weights)) {
-        const key = `${this.namespace}weight:${name}#loaded`;
-        if (this.runtime.hasNamed(key)) continue;
+        if (this.loaded.has(name)) continue;
         const spec = exe.program.buffers[id]!;
         const buf = exe.buffers[id]!;
         const constant = this.constants[name];
@@ -131,15 +134,16 @@ export class ModelRunner {
           const tensor = await this.checkpoint.readTensor(name);
           this.runtime.write(buf, spec.storage === 'f16' || spec.storage === 'bf16' ? packHalfWords(tensor) : toFloat32(tensor, name));
         }
-        this.runtime.namedBuffer(key, 4);
         uploaded.push(name);
       }
     } catch (err) {
       // nothing stays half-loaded: drop this runner's weights and programs
-      this.runtime.releaseNamed(`${this.namespace}weight:`);
+      this.runtime.releaseNamed(bufferKey(this.namespace, 'weight', ''));
       this.programs.clear();
+      this.loaded.clear();
       throw err;
     }
+    for (const name of uploaded) this.loaded.add(name);
   }
 
   /**
@@ -167,25 +171,19 @@ export class ModelRunner {
     exe.writeInput('slot_ids', slotIds);
     exe.writeInput('valid', valid);
     exe.run();
-    for (const r of rows) this.lengths[r.slot]! += r.tokens.length;
-    this.caches.afterStep(rows.map((r) => r.slot));
+    this.caches.afterStep(rows.map((r) => ({ slot: r.slot, length: this.lengths[r.slot]! + r.tokens.length })));
     const out = await exe.readOutput('logits');
     const V = this.model.vocabSize;
     const data = out.data as Float32Array;
     return rows.map((r, i) => (logits === 'all' ? data.slice(i * T * V, i * T * V + r.tokens.length * V) : data.slice(i * V, (i + 1) * V)));
   }
 
-  /** Feeds a whole prompt into a slot in bucket-sized chunks; returns logits for every token ('all') or the last. */
+  /** Feeds a whole prompt into a slot in bucket-sized chunks (promptChunks); returns logits for every token ('all') or the last. */
   async prefill(slot: number, tokens: number[], logits: LogitsMode = 'last'): Promise<Float32Array> {
-    const chunks = [...this.options.chunks].sort((a, b) => a - b);
     const parts: Float32Array[] = [];
-    for (let at = 0; at < tokens.length; ) {
-      const left = tokens.length - at;
-      const size = chunks.find((c) => c >= left) ?? chunks[chunks.length - 1]!;
-      const piece = tokens.slice(at, at + Math.min(size, left));
-      const [l] = await this.step([{ slot, tokens: piece }], logits, { rows: 1, tokens: size });
+    for (const chunk of promptChunks(tokens.length, this.options.chunks)) {
+      const [l] = await this.step([{ slot, tokens: tokens.slice(chunk.at, chunk.at + chunk.tokens) }], logits, { rows: 1, tokens: chunk.bucket });
       parts.push(l!);
-      at += piece.length;
     }
     if (logits === 'last') return parts[parts.length - 1]!;
     const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));

@@ -182,6 +182,7 @@ export class HybridMemory {
   }
 
   private encodeClear(slot: number): void {
+    this.kv.encodeClear(this.copies, slot);
     this.recurrent.encodeClear(this.copies, slot);
     this.copies.zeroFill(this.positions, slot * 4, 4);
   }

@@ -54,6 +54,7 @@ export function memoryFingerprint(spec: MemorySpec, options: MemoryOptions): str
           sharesWith: l.kv.sharesWith ?? null,
           window: effectiveWindow(l.kv, options) ?? null,
           ringEntries: isRing(l.kv, options) ? kvEntries(l.kv, options) : null,
+          ...(l.kv.policy ? { policy: l.kv.policy, entries: kvEntries(l.kv, options) } : {}),
         }
       : null,
     states: l.states.map((s) => ({ name: s.name, shape: s.shape })),

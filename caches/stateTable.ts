@@ -3,7 +3,7 @@
 // drives fork and save/restore of generator state by it; StepContext and the generator's step programs trace
 // their states from it; the runtime finds the buffers under the keys of bufferKeys.ts.
 import type { BufferRole } from './bufferKeys.ts';
-import { type MemoryOptions, type MemorySpec, helperBufferBytes, kvEntries, ownKv } from './spec.ts';
+import { type MemoryOptions, type MemorySpec, evictingPolicy, helperBufferBytes, kvEntries, ownKv } from './spec.ts';
 
 export type StateOwner = 'memory' | 'generator';
 
@@ -11,6 +11,9 @@ export type StateKind =
   | 'position' // [slots] i32: tokens each slot holds, advanced on the device by every step
   | 'kv' // [slots * capacity, kvHeads * dim]: keys or values at their positions
   | 'ring' // [slots * (window + maxChunk - 1), kvHeads * dim]: a sliding window's keys or values
+  | 'evicting' // [slots * entries, kvHeads * dim]: keys or values under lastRecent or h2o (sinks or heavy | recent ring)
+  | 'keyPositions' // [slots, entries] i32: position + 1 each h2o entry holds (0: empty)
+  | 'scores' // [slots, entries] f32: attention weight each h2o entry accumulated
   | 'recurrent' // [slots, ...shape]: conv, SSM or delta-rule state
   | 'snapshot' // [planes, ...]: copies of recurrent states and rings, and the positions they were taken at
   | 'helper' // the zero state clears copy from and the scratch of copies inside one buffer
@@ -33,7 +36,8 @@ export type Effect =
   | 'saved' // written to the file: its slot's part (a full KV layer: rows below the length)
   | 'written' // overwritten from the file
   | 'not saved' // not part of a saved slot
-  | 'shared'; // not per slot
+  | 'shared' // not per slot
+  | 'refused'; // the operation is refused (evicted positions cannot come back), except back to 0 (a clear)
 
 export interface Behaviour {
   clear: Effect;
@@ -48,6 +52,9 @@ export interface Behaviour {
 export const BEHAVIOUR: { readonly [K in StateKind]: Behaviour } = {
   position: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'host write', save: 'saved', restore: 'written' },
   kv: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'masked', save: 'saved', restore: 'written' },
+  evicting: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'refused', save: 'saved', restore: 'written' },
+  keyPositions: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'refused', save: 'saved', restore: 'written' },
+  scores: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'refused', save: 'saved', restore: 'written' },
   ring: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'from snapshot', save: 'saved', restore: 'written' },
   recurrent: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'from snapshot', save: 'saved', restore: 'written' },
   snapshot: { clear: 'forgotten', fork: 'copy', keep: 'forgotten', rollback: 'kept', save: 'not saved', restore: 'forgotten' },
@@ -81,6 +88,8 @@ export interface StateEntry {
 
 export const kvStateName = (layer: number, which: 'k' | 'v') => `L${layer}.${which}`;
 export const recurrentStateName = (layer: number, name: string) => `L${layer}.${name}`;
+/** h2o's per-entry states: 'kpos' (position + 1, 0 empty) and 'score'. */
+export const policyStateName = (layer: number, which: 'kpos' | 'score') => `L${layer}.${which}`;
 export const POSITION_STATE = 'pos';
 
 export const entryBytes = (e: StateEntry) => e.shape.reduce((a, b) => a * b, 1) * 4;
@@ -96,10 +105,16 @@ export function memoryStateEntries(spec: MemorySpec, options: MemoryOptions, pla
     const own = ownKv(l);
     if (!own) return;
     const entries = kvEntries(own, options);
-    const kind = entries < options.capacity ? 'ring' : 'kv';
+    const policy = evictingPolicy(own, options);
+    const kind = policy ? 'evicting' : entries < options.capacity ? 'ring' : 'kv';
     for (const which of ['k', 'v'] as const) {
       const width = own.kvHeads * (which === 'k' ? own.headDim : (own.valueDim ?? own.headDim));
       out.push({ ...memory, role: 'state', name: kvStateName(layer, which), kind, layer, shape: [options.slots * entries, width], slotBytes: entries * width * 4 });
+    }
+    if (policy?.kind === 'h2o') {
+      const perSlot = { layer, shape: [options.slots, entries], slotBytes: entries * 4 };
+      out.push({ ...memory, ...perSlot, role: 'state', name: policyStateName(layer, 'kpos'), kind: 'keyPositions', dtype: 'i32' });
+      out.push({ ...memory, ...perSlot, role: 'state', name: policyStateName(layer, 'score'), kind: 'scores' });
     }
     if (kind === 'ring' && planes > 0)
       for (const which of ['k', 'v'] as const) {

@@ -4,7 +4,7 @@ import { compile } from '../compiler/compile.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
-import type { MemoryOptions } from '../caches/spec.ts';
+import { type KvPolicySetting, type MemoryOptions, type MemorySpec, withKvPolicies } from '../caches/spec.ts';
 import { HybridMemory } from '../caches/hybridMemory.ts';
 import type { KeyShift } from '../caches/keyShift.ts';
 import { KeyShiftPrograms } from './keyShiftPrograms.ts';
@@ -29,6 +29,8 @@ export interface RunnerOptions {
   snapshots?: { perSlot?: number; every?: number };
   /** Lets the memory remove positions from the middle of a sequence (see KeyShift). */
   keyShift?: KeyShift;
+  /** What attention layers keep: dense, window, lastRecent (sinks + recent) or h2o (recent + heavy), per layer or for all. */
+  kvPolicy?: KvPolicySetting;
   /** The model's config, folded into the model fingerprint that saved memory files carry. */
   config?: unknown;
 }
@@ -52,6 +54,8 @@ export class ModelRunner {
   /** Weights (and constants) already uploaded: the host's record, so each is written once. */
   private readonly loaded = new Set<string>();
   readonly memory: MemoryOptions;
+  /** The model's memory spec with the session's KV policies applied. */
+  readonly spec: MemorySpec;
   /** Every cache buffer, allocated here before any program, and the sequence operations on them. */
   readonly caches: HybridMemory;
 
@@ -64,7 +68,8 @@ export class ModelRunner {
     this.constants = model.constants();
     this.memory = { slots: options.slots, capacity: options.capacity, maxChunk: Math.max(...options.chunks, 1), ...(options.window !== undefined ? { window: options.window } : {}) };
     const weights = checkpoint.tensorNames().map((name) => checkpoint.info(name));
-    this.caches = new HybridMemory(runtime, this.namespace, model.memory(), this.memory, {
+    this.spec = withKvPolicies(model.memory(), options.kvPolicy);
+    this.caches = new HybridMemory(runtime, this.namespace, this.spec, this.memory, {
       ...(options.snapshots ? { snapshots: options.snapshots } : {}),
       ...(options.keyShift ? { keyShifter: new KeyShiftPrograms(runtime, this.namespace, this.memory, options.keyShift) } : {}),
       model: { family: model.family, fingerprint: modelFingerprint({ family: model.family, config: options.config, weights, constants: this.constants }) },
@@ -101,7 +106,7 @@ export class ModelRunner {
 
   /** A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's). */
   context(rows: number, tokens: number, sources?: StepSources): StepContext {
-    return new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
+    return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
   }
 
   /** Compiles a traced step program once per key and loads it beside this runner's weights and memory. */

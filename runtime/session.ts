@@ -3,7 +3,7 @@
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
+import { type KvPolicySetting, type MemoryOptions, type MemorySpec, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes, withKvPolicies } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
 import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
@@ -74,6 +74,12 @@ export interface SessionOptions {
   prompt?: Prompt;
   /** With `prompt`: it will be rendered through the chat template. */
   chat?: boolean;
+  /**
+   * What attention layers keep (default: the model's, dense or its sliding windows): `{ kind: 'lastRecent', sinks,
+   * recent }`, `{ kind: 'h2o', recent, heavy }`, `{ kind: 'window', window }` or `{ kind: 'dense' }`, for every
+   * attention layer or as `{ [layer]: policy }`.
+   */
+  kvPolicy?: KvPolicySetting;
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -123,7 +129,14 @@ export class Session {
     }
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
-    checkMemoryFits(model, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    let spec: MemorySpec;
+    try {
+      spec = withKvPolicies(model.memory(), options.kvPolicy);
+    } catch (error) {
+      if (error instanceof RangeError) throw new SessionOptionsError(error.message);
+      throw error;
+    }
+    checkMemoryFits(spec, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
     const checkpoint = await openSafetensors(dir);
     try {
@@ -131,7 +144,7 @@ export class Session {
       // instead of being printed by dawn.node on stdout.
       const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
-        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
+        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks, ...(options.kvPolicy ? { kvPolicy: options.kvPolicy } : {}) });
         const generator = await Generator.create(runner, {
           ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
           ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
@@ -352,10 +365,10 @@ function checkPromptFits(ids: readonly number[], capacity: number, vocabSize: nu
  * Refuses a memory plan with a buffer larger than the device binds (KV caches grow with slots x capacity): the
  * buffers would fail to allocate, and every kernel using them to compile.
  */
-function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonly<Record<string, number>>): void {
+function checkMemoryFits(spec: MemorySpec, memory: MemoryOptions, limits: Readonly<Record<string, number>>): void {
   const largest = Math.min(limits.maxBufferSize ?? Infinity, limits.maxStorageBufferBindingSize ?? Infinity);
   const buffers: { what: string; bytes: number; perPosition: boolean }[] = [];
-  model.memory().forEach((layer, index) => {
+  spec.forEach((layer, index) => {
     const own = ownKv(layer);
     if (own) {
       buffers.push({ what: `layer ${index}'s K cache`, bytes: memory.slots * kvSlotBytes(own, memory, 'k'), perPosition: true });
@@ -363,7 +376,7 @@ function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonl
     }
     for (const state of layer.states) buffers.push({ what: `layer ${index}'s ${state.name} state`, bytes: memory.slots * stateSlotBytes(state), perPosition: false });
   });
-  const helpers = helperBufferBytes(model.memory(), memory);
+  const helpers = helperBufferBytes(spec, memory);
   buffers.push({ what: 'the memory copy scratch buffer', bytes: Math.max(helpers.scratch, helpers.zero), perPosition: true });
   const tooBig = buffers.find((buffer) => buffer.bytes > largest);
   if (!tooBig) return;

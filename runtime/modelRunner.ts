@@ -1,6 +1,7 @@
 // Runs a model on the device: one compiled program per bucket (rows x tokens per step x logits mode), weights
 // uploaded once (16-bit kept packed), session memory allocated once and shared by every program.
-import { compile } from '../compiler/compile.ts';
+import { type DeviceLimits, compile } from '../compiler/compile.ts';
+import type { Program } from '../compiler/program.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
@@ -33,6 +34,12 @@ export interface RunnerOptions {
   kvPolicy?: KvPolicySetting;
   /** The model's config, folded into the model fingerprint that saved memory files carry. */
   config?: unknown;
+  /** Programs compiled ahead of time, by program key (an AOT module's): used instead of tracing and compiling. */
+  programs?: Readonly<Record<string, Program>>;
+  /** Limits to compile against instead of the device's (an AOT module targets any adapter that has them). */
+  compileLimits?: DeviceLimits;
+  /** Called with each program this runner traces and compiles (what `strata compile` writes into a module). */
+  onCompiled?: (key: string, program: Program) => void;
 }
 
 export class WeightError extends Error {
@@ -89,7 +96,7 @@ export class ModelRunner {
     const key = `${rows}x${tokens}:${logits}`;
     const have = this.programs.get(key);
     if (have) return have;
-    const graph = trace(() => {
+    const graph = () => trace(() => {
       const ctx = this.context(rows, tokens);
       const hidden = this.model.forward(ctx);
       if (logits === 'all') output('logits', this.model.logits(ctx, hidden));
@@ -109,11 +116,18 @@ export class ModelRunner {
     return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
   }
 
-  /** Compiles a traced step program once per key and loads it beside this runner's weights and memory. */
-  async loadProgram(key: string, graph: Graph, bucket: Record<string, number>): Promise<Executable> {
+  /**
+   * Compiles a step program once per key (traced only when needed: a program compiled ahead of time under this key
+   * is used as it is) and loads it beside this runner's weights and memory.
+   */
+  async loadProgram(key: string, graph: Graph | (() => Graph), bucket: Record<string, number>): Promise<Executable> {
     const have = this.programs.get(key);
     if (have) return have;
-    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: this.runtime.limits, bucket });
+    let program = this.options.programs?.[key];
+    if (!program) {
+      program = compile(typeof graph === 'function' ? graph() : graph, { fuse: this.options.fuse ?? true, limits: this.options.compileLimits ?? this.runtime.limits, bucket });
+      this.options.onCompiled?.(key, program);
+    }
     const exe = await this.runtime.load(program, { namespace: this.namespace });
     await this.uploadWeights(exe);
     this.programs.set(key, exe);

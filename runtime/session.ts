@@ -1,15 +1,18 @@
 // The user-facing API: a model folder loaded into a session on a device, and `generate`, an async iterator of
 // text pieces with stop strings, token limits, abort signals and per-call stats. Built on the Generator (token
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
-import { type KvPolicySetting, type MemoryOptions, type MemorySpec, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes, withKvPolicies } from '../caches/spec.ts';
+import { type KvPolicySetting, type MemoryOptions, type MemoryReport, type MemorySpec, helperBufferBytes, kvSlotBytes, memoryReport, ownKv, stateSlotBytes, withKvPolicies } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
+import { AOT_FORMAT, type AotModel, limitsShortfall } from '../compiler/aotModule.ts';
+import type { DeviceLimits } from '../compiler/compile.ts';
+import type { Program } from '../compiler/program.ts';
 import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
+import { type ModelSource, SourceReadError, isModelSource, readFailureReason, sourceHas } from '../base/modelSource.ts';
+import { sourceFor } from '../base/defaultSource.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
 import { Generator, UnknownSequenceError } from './generator.ts';
 import { Generation, type SequenceOptions } from './sequences.ts';
@@ -80,6 +83,20 @@ export interface SessionOptions {
    * attention layer or as `{ [layer]: policy }`.
    */
   kvPolicy?: KvPolicySetting;
+  /**
+   * A module from `strata compile` for this model: its programs are used as they are (no tracing or compiling), and
+   * its session shape (slots, capacity, prefill chunks, decode rows, steps per submit) replaces those options.
+   */
+  aot?: AotModel;
+  /** Compile against these limits instead of the device's (what `strata compile` does for a portable module). */
+  compileLimits?: DeviceLimits;
+  /** Called with each program traced and compiled while loading. */
+  onCompiled?: (key: string, program: Program) => void;
+}
+
+/** An AOT module that does not fit this model or device. */
+export class AotModuleError extends StrataUserError {
+  override name = 'AotModuleError';
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -95,6 +112,7 @@ export type Prompt = string | readonly ChatMessage[] | { ids: readonly number[] 
 /** A model on a device: programs compiled, weights uploaded, cache buffers allocated; ready to generate. */
 export class Session {
   private constructor(
+    /** The folder or URL the model came from, as given. */
     readonly modelDir: string,
     readonly config: ModelConfig,
     readonly model: ModelDef,
@@ -106,23 +124,34 @@ export class Session {
     readonly loadSeconds: number,
   ) {}
 
-  static async load(modelDir: string, options: SessionOptions = {}): Promise<Session> {
+  /**
+   * Loads a model folder: a path (Node) or URL (browser) as a string, or any ModelSource (a fetch source, files a
+   * user picked, ...). Only byte ranges of the checkpoint are read, one tensor at a time.
+   */
+  static async load(location: string | ModelSource, options: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
     const progress = options.onProgress ?? (() => {});
-    const dir = path.resolve(modelDir);
+    const source = isModelSource(location) ? location : sourceFor(location);
+    const modelDir = source.location;
     // Everything that can be checked from the folder, the config, the tokenizer and the options is checked
     // before the first weight is uploaded or the first program compiled.
-    await checkModelFolder(modelDir, dir);
-    progress({ stage: 'config', detail: path.join(modelDir, 'config.json') });
-    const config = await loadConfig(dir);
-    checkRunnable(config, path.join(modelDir, 'config.json'));
+    await checkModelFolder(source);
+    progress({ stage: 'config', detail: source.where('config.json') });
+    const config = await loadConfig(source);
+    checkRunnable(config, source.where('config.json'));
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
-    const tokenizer = (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
-    const slots = options.slots ?? 1;
+    const tokenizer = (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
+    const aot = options.aot;
+    if (aot !== undefined && (aot?.format !== AOT_FORMAT || typeof aot.programs !== 'object'))
+      throw new AotModuleError(`the aot option is not a module written by \`strata compile\` (format ${JSON.stringify(elide(String(aot?.format), 40))}, expected ${JSON.stringify(AOT_FORMAT)})`);
+    if (aot && aot.family !== model.family) throw new AotModuleError(`the AOT module was compiled for a ${aot.family} model, but ${source.where('config.json')} is ${model.family}`);
+    const slots = aot?.session.slots ?? options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
-    const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
-    const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const capacity = aot?.session.capacity ?? options.capacity ?? Math.min(2048, maxPositions ?? 2048);
+    const chunks = aot?.session.prefillChunks ?? options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const decodeRows = aot?.session.decodeRows ?? options.decodeRows;
+    const stepsPerSubmit = aot?.session.stepsPerSubmit ?? options.stepsPerSubmit;
     if (options.prompt !== undefined) {
       const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
       checkPromptFits(ids, capacity, model.vocabSize);
@@ -137,17 +166,31 @@ export class Session {
       throw error;
     }
     checkMemoryFits(spec, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
+    if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
-    const checkpoint = await openSafetensors(dir);
+    const checkpoint = await openSafetensors(source);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.
       const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
-        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks, ...(options.kvPolicy ? { kvPolicy: options.kvPolicy } : {}) });
+        const runner = new ModelRunner(runtime, model, checkpoint, {
+          slots,
+          capacity,
+          chunks,
+          ...(options.kvPolicy ? { kvPolicy: options.kvPolicy } : {}),
+          ...(aot ? { programs: aot.programs } : {}),
+          ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
+          ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),
+        });
+        if (aot && runner.caches.model?.fingerprint !== aot.modelFingerprint) {
+          runtime.destroy();
+          throw new AotModuleError(`the AOT module was compiled for another ${aot.family} checkpoint (its config, tensor names, shapes or dtypes differ from ${modelDir}): compile it again from this folder`);
+        }
         const generator = await Generator.create(runner, {
-          ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
-          ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
+          ...(stepsPerSubmit !== undefined ? { stepsPerSubmit } : {}),
+          ...(decodeRows ? { decodeRows } : {}),
           onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
         });
         if (options.warmUp ?? true) {
@@ -318,6 +361,11 @@ export class Session {
     await this.checkpoint.close();
   }
 
+  /** Bytes and shapes of this session's cache buffers, per layer (KV, recurrent states), as allocated. */
+  memoryPlan(): MemoryReport {
+    return memoryReport(this.runner.spec, this.runner.memory);
+  }
+
   /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */
   get counters() {
     return this.runner.runtime.counters;
@@ -388,25 +436,24 @@ function checkMemoryFits(spec: MemorySpec, memory: MemoryOptions, limits: Readon
   );
 }
 
-async function exists(file: string): Promise<boolean> {
-  try {
-    await fsp.access(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function checkModelFolder(given: string, dir: string): Promise<void> {
+async function checkModelFolder(source: ModelSource): Promise<void> {
+  const given = source.location;
   const hint = 'Pass the folder of a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json), e.g. assets/models/tiny-granite-code';
-  let stat;
   try {
-    stat = await fsp.stat(dir);
-  } catch {
-    throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${dir}). ${hint}`);
+    await source.stat('config.json');
+    return;
+  } catch (error) {
+    if (!(error instanceof SourceReadError && error.missing)) return; // there but unreadable: loadConfig says why
   }
-  if (!stat.isDirectory()) throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
-  if (!(await exists(path.join(dir, 'config.json')))) throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
+  // no config.json: say whether the folder itself is missing
+  const folderProblem = await source.list().then(
+    () => null,
+    (error: unknown) => readFailureReason(error),
+  );
+  const resolved = (source as { folder?: string }).folder ?? given; // a Node folder, made absolute
+  if (folderProblem === 'ENOENT') throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${resolved}). ${hint}`);
+  if (folderProblem === 'ENOTDIR') throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
+  throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
 }
 
 function maxPositionsOf(config: ModelConfig): number | undefined {

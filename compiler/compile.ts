@@ -13,8 +13,6 @@ import { orderKernels } from './passes/orderKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
 import { splitWeights } from './passes/splitWeights.ts';
 import { stateRoot } from './ir.ts';
-import { type Dims, trace } from '../dsl/trace.ts';
-import type { Tensor } from '../dsl/tensor.ts';
 
 export interface DeviceLimits {
   maxStorageBuffersPerShaderStage: number;
@@ -234,9 +232,4 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
     weights: byRole('weight'),
     states: byRole('state'),
   };
-}
-
-/** Traces and compiles in one step. */
-export function compileFn(fn: () => Record<string, Tensor> | void, dims: Dims = {}, options: CompileOptions = {}): Program {
-  return compile(trace(fn, dims), { bucket: dims, ...options });
 }

@@ -6,7 +6,7 @@ import { trace } from '../dsl/trace.ts';
 import { StepContext } from '../caches/stepContext.ts';
 import type { MemoryOptions } from '../caches/spec.ts';
 import type { ModelDef } from '../models/model.ts';
-import { type TensorData, type TensorInfo, type TensorSource, f32ToBf16Bits, f32ToF16Bits } from './safetensors.ts';
+import { type TensorData, type TensorInfo, type TensorSource, f32ToBf16Bits, f32ToF16Bits } from '../base/safetensors.ts';
 
 /** Every checkpoint tensor a model reads, with its shape (computed constants left out). */
 export function declaredWeights(model: ModelDef): Map<string, number[]> {

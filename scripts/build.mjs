@@ -21,6 +21,10 @@ const NODE_EXPORTS = {
   url: ['fileURLToPath'],
   child_process: ['execFile', 'execSync', 'spawn'],
   os: ['hostname', 'cpus', 'tmpdir'],
+  'gguf:fs': ['createReadStream'],
+  'gguf:fs/promises': ['open', 'stat'],
+  'gguf:stream': ['Readable'],
+  'gguf:url': ['fileURLToPath'],
 };
 
 /** The browser bundle's substitutions: node:crypto by @noble/hashes, the rest refusing, default source by fetch. */
@@ -29,6 +33,11 @@ const browserPlugin = {
   setup(build) {
     build.onResolve({ filter: /^node:crypto$/ }, () => ({ path: path.join(root, 'runtime/browser/nodeCrypto.ts') }));
     build.onResolve({ filter: /^node:/ }, (args) => ({ path: args.path.slice(5), namespace: 'node-unavailable' }));
+    // @huggingface/gguf reads local files through Node modules named without `node:` (only GGUF from a path, which
+    // the browser build does not offer)
+    build.onResolve({ filter: /^(fs|fs\/promises|stream|url)$/ }, (args) =>
+      args.importer.includes(`${path.sep}@huggingface${path.sep}gguf${path.sep}`) ? { path: `gguf:${args.path}`, namespace: 'node-unavailable' } : undefined,
+    );
     build.onLoad({ filter: /.*/, namespace: 'node-unavailable' }, (args) => {
       const names = NODE_EXPORTS[args.path];
       if (!names) return { errors: [{ text: `node:${args.path} has no browser stand-in (add it to NODE_EXPORTS in scripts/build.mjs)` }] };

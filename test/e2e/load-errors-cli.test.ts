@@ -79,9 +79,13 @@ describe('strata generate refuses bad input in one line, before loading weights'
     expectOneLineRefusal(outside, "prompt token 99999 (at 1) is not an id of this model's vocabulary (0..2047)");
   });
 
-  test('rope_type yarn names the field', GUARD, async () => {
-    const dir = await tinyVariant('yarn', { config: (c) => (c.rope_parameters = { rope_type: 'yarn', rope_theta: 10000, factor: 4 }) });
-    expectOneLineRefusal(await strata(['generate', '--model', dir, '--prompt', 'hi']), /config\.json: rope_parameters\.rope_type: rope type "yarn" is not supported \(supported: default\)$/);
+  // yarn, linear, dynamic, llama3 and longrope are supported (models/rope.ts); an unknown type is refused by name
+  test('an unknown rope_type names the field', GUARD, async () => {
+    const dir = await tinyVariant('ntk', { config: (c) => (c.rope_parameters = { rope_type: 'ntk-by-parts', rope_theta: 10000, factor: 4 }) });
+    expectOneLineRefusal(
+      await strata(['generate', '--model', dir, '--prompt', 'hi']),
+      /config\.json: rope_parameters\.rope_type: rope type "ntk-by-parts" is not supported \(supported: default, linear, dynamic, yarn, llama3, longrope\)$/,
+    );
   });
 
   test('a prompt longer than --capacity, before the device is even opened', GUARD, async () => {

@@ -168,6 +168,8 @@ export interface SequenceOptions extends Partial<SamplingParams> {
 
 export interface SequenceStats {
   promptTokens: number;
+  /** Prompt tokens taken from the prefix cache (not prefilled). */
+  cachedPromptTokens: number;
   generatedTokens: number;
   prefillSeconds: number;
   prefillTokensPerSecond: number;
@@ -193,6 +195,20 @@ export interface GeneratorOptions {
   decodeRows?: number[];
   /** Called while programs compile (warm-up). */
   onProgress?: (event: { done: number; total: number; program: string }) => void;
+  /** Slots sequences run in: 0..servingSlots-1 (default every slot of the runner; the rest belong to a prefix cache). */
+  servingSlots?: number;
+  /** Reuses cached prompt prefixes at admission and keeps new ones (runtime/prefixCache.ts). */
+  prefix?: PrefixHooks;
+}
+
+/** What the generator asks of a prefix cache; see PrefixCache. */
+export interface PrefixHooks {
+  /** Fills a cleared slot with the longest cached prefix of the prompt; returns its length (0: none). */
+  restore(slot: number, promptIds: readonly number[]): number;
+  /** Whether to keep the prompt's prefix after the prefill chunk that ends at `length`. */
+  wantsBoundary(length: number): boolean;
+  /** Keeps what the slot holds, which is exactly `ids`. */
+  insert(slot: number, ids: readonly number[]): void;
 }
 
 let sequenceIds = 0;
@@ -217,6 +233,7 @@ export class Sequence implements AsyncIterable<number[]> {
   /** @internal */ readonly times = { created: performance.now(), prefillStart: 0, prefillEnd: 0, firstToken: 0, end: 0 };
   /** @internal */ counters0: Counters | undefined;
   /** @internal */ decodeKernels = 0;
+  /** @internal prompt tokens restored from the prefix cache */ cachedTokens = 0;
 
   private readonly queue: number[][] = [];
   private wake: (() => void) | undefined;
@@ -300,17 +317,21 @@ export class Generator {
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   private readonly zeroSeen: Float32Array;
+  private readonly prefix: PrefixHooks | undefined;
 
   private constructor(
     readonly runner: ModelRunner,
     options: GeneratorOptions,
   ) {
     const slots = runner.options.slots;
+    const serving = options.servingSlots ?? slots;
+    if (!Number.isInteger(serving) || serving < 1 || serving > slots) throw new RangeError(`servingSlots must be an integer in 1..${slots}, got ${serving}`);
+    this.prefix = options.prefix;
     this.K = options.stepsPerSubmit ?? 8;
     if (!Number.isInteger(this.K) || this.K < 1) throw new RangeError(`stepsPerSubmit must be a positive integer, got ${this.K}`);
-    this.decodeRows = [...new Set([...(options.decodeRows ?? [1]), slots])].filter((r) => r >= 1 && r <= slots).sort((a, b) => a - b);
+    this.decodeRows = [...new Set([...(options.decodeRows ?? [1]), serving])].filter((r) => r >= 1 && r <= serving).sort((a, b) => a - b);
     this.layout = { slots, vocab: runner.model.vocabSize, K: this.K };
-    this.freeSlots = Array.from({ length: slots }, (_, i) => i);
+    this.freeSlots = Array.from({ length: serving }, (_, i) => i);
     this.zeroSeen = new Float32Array(runner.model.vocabSize);
   }
 
@@ -498,8 +519,16 @@ export class Generator {
     seq.counters0 = { ...rt.counters };
     seq.times.prefillStart = performance.now();
     this.runner.resetSlot(slot);
-    this.runner.lengths[slot] = seq.promptIds.length;
-    rt.write(this.stateBuffer(STATE.seen), this.zeroSeen, slot * V * 4);
+    const ids = seq.promptIds;
+    const cached = this.prefix?.restore(slot, ids) ?? 0;
+    seq.cachedTokens = cached;
+    let seen = this.zeroSeen;
+    if (cached > 0) {
+      // the restored prefix was not prefilled here: mark its tokens seen as its prefill would have
+      seen = new Float32Array(V);
+      for (let i = 0; i < cached; i++) seen[ids[i]!] = 1;
+    }
+    rt.write(this.stateBuffer(STATE.seen), seen, slot * V * 4);
     rt.write(this.stateBuffer(STATE.params), packSamplingParams(seq.params), slot * PARAM_STRIDE * 4);
     rt.write(this.stateBuffer(STATE.rng), new Uint32Array([seedState(seq.seed)]), slot * 4);
     const stops = new Int32Array(MAX_STOP_IDS).fill(-1);
@@ -511,8 +540,7 @@ export class Generator {
     rt.write(this.stateBuffer(STATE.slot), row, slot * SLOT_FIELDS * 4);
 
     const chunks = [...this.prefill.keys()].sort((a, b) => a - b);
-    const ids = seq.promptIds;
-    for (let at = 0; at < ids.length; ) {
+    for (let at = cached; at < ids.length; ) {
       const left = ids.length - at;
       const T = chunks.find((c) => c >= left) ?? chunks[chunks.length - 1]!;
       const n = Math.min(T, left);
@@ -525,6 +553,8 @@ export class Generator {
       exe.writeInput('commit', new Int32Array([at + n === ids.length ? 1 : 0]));
       exe.run();
       at += n;
+      this.runner.lengths[slot] = at;
+      if (at < ids.length && this.prefix?.wantsBoundary(at)) this.prefix.insert(slot, ids.slice(0, at));
     }
     // waits for the GPU (no data comes back) so that prefill and decode are timed apart
     await this.runtime.device.queue.onSubmittedWorkDone();
@@ -617,6 +647,10 @@ export class Generator {
 
   /** Frees a slot and finishes its sequence with stats. Its device state stays as it is until the slot is reused. */
   private release(seq: Sequence, reason: FinishReason): void {
+    // a sequence that ended on the device holds its prompt and every id but the newest: the next chat turn's prefix
+    const fed = seq.promptIds.length + seq.ids.length - 1;
+    if (this.prefix && !seq.cancelReason && (reason === 'stop' || reason === 'length') && this.runner.lengths[seq.slot] === fed)
+      this.prefix.insert(seq.slot, [...seq.promptIds, ...seq.ids.slice(0, -1)]);
     this.active.delete(seq.slot);
     this.live.delete(seq.id);
     this.freeSlots.push(seq.slot);
@@ -635,9 +669,10 @@ export class Generator {
     const dispatches = c.dispatches - c0.dispatches;
     return {
       promptTokens: seq.promptIds.length,
+      cachedPromptTokens: seq.cachedTokens,
       generatedTokens: n,
       prefillSeconds,
-      prefillTokensPerSecond: prefillSeconds > 0 ? seq.promptIds.length / prefillSeconds : 0,
+      prefillTokensPerSecond: prefillSeconds > 0 ? (seq.promptIds.length - seq.cachedTokens) / prefillSeconds : 0,
       timeToFirstTokenSeconds: t.firstToken ? (t.firstToken - t.created) / 1000 : 0,
       decodeSeconds,
       decodeTokensPerSecond: decodeSeconds > 0 && n > 1 ? (n - 1) / decodeSeconds : 0,

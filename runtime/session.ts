@@ -13,6 +13,7 @@ import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
 import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
+import { PrefixCache } from './prefixCache.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
 import { type TensorSource, openSafetensors } from './safetensors.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
@@ -71,6 +72,12 @@ export interface SessionOptions {
   prompt?: Prompt;
   /** With `prompt`: it will be rendered through the chat template. */
   chat?: boolean;
+  /**
+   * Keep prompt prefixes on the GPU for reuse (runtime/prefixCache.ts): `entries` spare memory slots (each a
+   * slot's KV and recurrent state: the budget), a prefix kept every `every` prompt tokens at chunk boundaries
+   * (default: the largest prefill chunk) and where each sequence ends. Default: off.
+   */
+  prefixCache?: { entries: number; every?: number };
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -208,6 +215,8 @@ export class Session {
     readonly tokenizer: Tokenizer | undefined,
     private readonly checkpoint: TensorSource,
     readonly loadSeconds: number,
+    /** Cached prompt prefixes, when loaded with `prefixCache`. */
+    readonly prefixCache: PrefixCache | undefined,
   ) {}
 
   static async load(modelDir: string, options: SessionOptions = {}): Promise<Session> {
@@ -227,22 +236,32 @@ export class Session {
     const maxPositions = maxPositionsOf(config);
     const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
     const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const cacheEntries = options.prefixCache?.entries ?? 0;
+    if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new SessionOptionsError(`prefixCache.entries must be a non-negative integer, got ${cacheEntries}`);
+    const cacheEvery = options.prefixCache?.every ?? Math.max(...chunks);
+    if (!Number.isInteger(cacheEvery) || cacheEvery < 0) throw new SessionOptionsError(`prefixCache.every must be a non-negative integer (0: only where sequences end), got ${cacheEvery}`);
     if (options.prompt !== undefined) {
       const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
       checkPromptFits(ids, capacity, model.vocabSize);
     }
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
-    checkMemoryFits(model, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    checkMemoryFits(model, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
     const checkpoint = await openSafetensors(dir);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.
-      const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
+      const { runner, generator, prefixCache } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
-        const runner = new ModelRunner(runtime, model, checkpoint, { slots, capacity, chunks });
+        // the prefix cache's entries are memory slots past the ones sequences run in
+        const runner = new ModelRunner(runtime, model, checkpoint, { slots: slots + cacheEntries, capacity, chunks });
+        const prefixCache = cacheEntries
+          ? new PrefixCache(runner.caches, { slots: Array.from({ length: cacheEntries }, (_, i) => slots + i), every: cacheEvery })
+          : undefined;
         const generator = await Generator.create(runner, {
+          servingSlots: slots,
+          ...(prefixCache ? { prefix: prefixCache } : {}),
           ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
           ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
           onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
@@ -251,10 +270,10 @@ export class Session {
           progress({ stage: 'warm-up', detail: 'running every program once' });
           await generator.warmUp();
         }
-        return { runner, generator };
+        return { runner, generator, prefixCache };
       });
       progress({ stage: 'ready' });
-      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000);
+      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000, prefixCache);
     } catch (error) {
       await checkpoint.close();
       throw error;
@@ -265,8 +284,9 @@ export class Session {
     return this.generator.capacity;
   }
 
+  /** Slots sequences run in (the prefix cache's slots are not counted). */
   get slots(): number {
-    return this.runner.options.slots;
+    return this.runner.options.slots - (this.prefixCache?.maxEntries ?? 0);
   }
 
   /** Token ids of a prompt as `generate` would feed them. */

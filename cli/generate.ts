@@ -26,7 +26,7 @@ interface GenerateCliOptions {
   json?: boolean;
 }
 
-const integer = (name: string, min: number) => (value: string): number => {
+export const integer = (name: string, min: number) => (value: string): number => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got '${value}'`);
   return n;
@@ -46,7 +46,7 @@ const tokenIds = (value: string): number[] => {
 };
 
 /** Progress on stderr: one rewritten line on a terminal, plain lines otherwise. */
-function progressPrinter(enabled: boolean): { update(e: LoadProgress): void; clear(): void } {
+export function progressPrinter(enabled: boolean): { update(e: LoadProgress): void; clear(): void } {
   // bin/strata.mjs pipes stderr through its filter and says whether the terminal behind it is one
   const tty = process.stderr.isTTY || process.env.STRATA_STDERR_IS_TTY === '1';
   let shown = false;

@@ -7,12 +7,13 @@ import * as generate from './generate.ts';
 import * as inspect from './inspect.ts';
 import * as parity from './parity.ts';
 import * as bench from './bench.ts';
+import * as serve from './serve.ts';
 
 export interface CommandModule {
   register(program: Command): void;
 }
 
-const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench];
+const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench, serve];
 
 export function buildProgram(): Command {
   const program = new Command('strata')

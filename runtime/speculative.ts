@@ -104,9 +104,11 @@ export interface SpeculativeResult {
   decodeSeconds: number;
 }
 
-/** Feeds tokens into a slot (chunks of at most the largest prefill chunk); returns the last token's logits. */
-async function feed(runner: ModelRunner, slot: number, tokens: readonly number[], fed: number[]): Promise<Float32Array> {
-  const chunk = Math.max(...runner.options.chunks);
+/**
+ * Feeds tokens into a slot in steps of `chunk` tokens (default the largest prefill chunk; one token goes alone);
+ * returns the last token's logits.
+ */
+async function feed(runner: ModelRunner, slot: number, tokens: readonly number[], fed: number[], chunk = Math.max(...runner.options.chunks)): Promise<Float32Array> {
   let last: Float32Array | undefined;
   for (let at = 0; at < tokens.length; at += chunk) {
     const piece = tokens.slice(at, at + chunk);
@@ -120,7 +122,7 @@ async function feed(runner: ModelRunner, slot: number, tokens: readonly number[]
  * Takes a slot back to `position` of the tokens it was fed: directly when its memory can (attention), else to
  * the newest snapshot at or before it and the tokens after it fed again. Returns the tokens re-fed.
  */
-async function rollbackTo(runner: ModelRunner, slot: number, position: number, fed: readonly number[]): Promise<number> {
+async function rollbackTo(runner: ModelRunner, slot: number, position: number, fed: readonly number[], chunk?: number): Promise<number> {
   const memory = runner.caches;
   if (position === memory.lengths[slot]) return 0;
   if (memory.restorablePositions(slot).includes(position)) {
@@ -130,7 +132,7 @@ async function rollbackTo(runner: ModelRunner, slot: number, position: number, f
   const base = Math.max(0, ...memory.snapshotsOf(slot).filter((p) => p <= position));
   memory.rollback(slot, base);
   const again = fed.slice(base, position);
-  if (again.length) await feed(runner, slot, again, []);
+  if (again.length) await feed(runner, slot, again, [], chunk);
   return again.length;
 }
 
@@ -247,7 +249,8 @@ export async function speculativeGenerate(target: ModelRunner, slot: number, pro
     const keepFed = L + 1 + accepted;
     if (keepFed < fed.length) {
       result.rollbacks++;
-      const again = await rollbackTo(target, slot, keepFed, fed);
+      // re-fed in the verify step's bucket: at most k + 1 tokens, and no other program
+      const again = await rollbackTo(target, slot, keepFed, fed, k + 1);
       if (again > 0) {
         result.recomputes++;
         result.targetSteps++;

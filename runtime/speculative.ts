@@ -176,8 +176,23 @@ function probability(logits: Float32Array, temperature: number, topP: number, to
   return weights[token]! / [...nucleus].reduce((a, i) => a + weights[i]!, 0);
 }
 
+/**
+ * One proposal against the target's logits at its position: kept with probability p(d), else replaced by a
+ * sample from p without d, so the token that comes out follows p whatever was proposed. Greedy (temperature 0):
+ * kept when it is the argmax, else replaced by the argmax.
+ */
+export function verifyProposal(logits: Float32Array, proposal: number, sampling: { temperature: number; topP: number }, random: () => number): { kept: boolean; token: number } {
+  const { temperature, topP } = sampling;
+  if (temperature <= 0) {
+    const best = argmax(logits);
+    return { kept: best === proposal, token: best };
+  }
+  if (random() < probability(logits, temperature, topP, proposal)) return { kept: true, token: proposal };
+  return { kept: false, token: sampleHost(logits, temperature, topP, random(), proposal) };
+}
+
 /** mulberry32: a small seeded generator for the host-side acceptance test. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -199,7 +214,7 @@ export async function speculativeGenerate(target: ModelRunner, slot: number, pro
   const temperature = options.temperature ?? 0;
   const topP = options.topP ?? 1;
   const random = rng(options.seed ?? 0);
-  const pick = (logits: Float32Array, exclude = -1) => (temperature > 0 ? sampleHost(logits, temperature, topP, random(), exclude) : argmax(logits));
+  const pick = (logits: Float32Array) => (temperature > 0 ? sampleHost(logits, temperature, topP, random()) : argmax(logits));
   const stopIds = new Set(options.stopIds ?? target.model.eosTokenIds);
   const memory = target.caches;
   const V = target.model.vocabSize;
@@ -232,10 +247,9 @@ export async function speculativeGenerate(target: ModelRunner, slot: number, pro
     let next = -1;
     while (accepted < m) {
       const d = proposal[accepted]!;
-      const p = row(accepted);
-      const keep = temperature > 0 ? random() < probability(p, temperature, topP, d) : argmax(p) === d;
-      if (!keep) {
-        next = pick(p, temperature > 0 ? d : -1);
+      const verdict = verifyProposal(row(accepted), d, { temperature, topP }, random);
+      if (!verdict.kept) {
+        next = verdict.token;
         break;
       }
       ids.push(d);

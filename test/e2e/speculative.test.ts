@@ -8,7 +8,7 @@ import { loadConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { ModelRunner } from '../../runtime/modelRunner.ts';
 import { openSafetensors } from '../../runtime/safetensors.ts';
-import { ModelDraft, PromptLookupDraft, speculativeGenerate } from '../../runtime/speculative.ts';
+import { ModelDraft, PromptLookupDraft, rng, speculativeGenerate, verifyProposal } from '../../runtime/speculative.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 import { greedy, openFixture, prompt } from './memoryHarness.ts';
 
@@ -29,16 +29,20 @@ describe('greedy speculative decoding equals plain decoding', () => {
     const target = await openTinyGranite();
     let rollbacks = 0;
     let accepted = 0;
+    let steps = 0;
+    let plainSteps = 0;
     for (const g of reference.greedy.slice(0, 2)) {
       const expected = g.output_ids.slice(g.prompt_ids.length, g.prompt_ids.length + 24);
       const r = await speculativeGenerate(target, 0, g.prompt_ids, { draft: new PromptLookupDraft(), k: 4, maxNewTokens: expected.length, stopIds: [] });
       expect(r.ids).toEqual(expected);
-      expect(r.verifySteps).toBeLessThan(expected.length - 1); // accepted proposals saved steps
+      steps += r.verifySteps;
+      plainSteps += expected.length - 1;
       rollbacks += r.rollbacks;
       accepted += r.accepted;
       expect(r.recomputes).toBe(r.rollbacks); // a recurrent state goes back only through a snapshot and a re-feed
     }
     expect(accepted).toBeGreaterThan(0);
+    expect(steps).toBeLessThan(plainSteps); // accepted proposals saved steps
     expect(rollbacks).toBeGreaterThan(0);
   });
 
@@ -71,5 +75,28 @@ describe('prompt lookup', () => {
     expect(await draft.propose([1, 2, 3, 9, 9, 1, 2, 3, 7, 1, 2, 3], 3)).toEqual([7, 1, 2]);
     expect(await draft.propose([5, 6, 5], 4)).toEqual([6, 5]);
     expect(await draft.propose([1, 2, 3], 4)).toEqual([]);
+  });
+});
+
+describe('the acceptance rule with sampling', () => {
+  test('the token that comes out follows the target distribution whatever was proposed (20,000 seeded draws)', () => {
+    const logits = Float32Array.from([2, 1, 0.5, 0, -1]);
+    const sampling = { temperature: 1, topP: 1 };
+    const weights = Array.from(logits, (l) => Math.exp(l));
+    const total = weights.reduce((a, b) => a + b, 0);
+    const random = rng(42);
+    for (const proposal of [0, 3]) {
+      const counts = new Array<number>(logits.length).fill(0);
+      const draws = 20_000;
+      for (let i = 0; i < draws; i++) counts[verifyProposal(logits, proposal, sampling, random).token]!++;
+      // 4 standard deviations of a binomial count
+      counts.forEach((count, token) => {
+        const p = weights[token]! / total;
+        expect(Math.abs(count / draws - p), `proposal ${proposal}, token ${token}`).toBeLessThan(4 * Math.sqrt((p * (1 - p)) / draws));
+      });
+    }
+    // greedy: kept only when it is the argmax
+    expect(verifyProposal(logits, 0, { temperature: 0, topP: 1 }, random)).toEqual({ kept: true, token: 0 });
+    expect(verifyProposal(logits, 2, { temperature: 0, topP: 1 }, random)).toEqual({ kept: false, token: 0 });
   });
 });

@@ -5,6 +5,7 @@
 // Greedy output equals plain greedy decoding; with sampling, each proposal d is kept with probability p(d) and a
 // rejection samples from p without d (the rule of Leviathan et al. 2023 for a draft that proposes one token
 // with certainty), so the output follows the target's distribution.
+import { mulberry32 } from '../base/random.ts';
 import { argmax } from './parity.ts';
 import type { ModelRunner } from './modelRunner.ts';
 
@@ -191,17 +192,6 @@ export function verifyProposal(logits: Float32Array, proposal: number, sampling:
   return { kept: false, token: sampleHost(logits, temperature, topP, random(), proposal) };
 }
 
-/** mulberry32: a small seeded generator for the host-side acceptance test. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Generates from `promptIds` in an empty `slot` of the target runner with speculative decoding. The runner
@@ -213,7 +203,7 @@ export async function speculativeGenerate(target: ModelRunner, slot: number, pro
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new RangeError(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
   const temperature = options.temperature ?? 0;
   const topP = options.topP ?? 1;
-  const random = rng(options.seed ?? 0);
+  const random = mulberry32(options.seed ?? 0);
   const pick = (logits: Float32Array) => (temperature > 0 ? sampleHost(logits, temperature, topP, random()) : argmax(logits));
   const stopIds = new Set(options.stopIds ?? target.model.eosTokenIds);
   const memory = target.caches;

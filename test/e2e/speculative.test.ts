@@ -8,7 +8,8 @@ import { loadConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { ModelRunner } from '../../runtime/modelRunner.ts';
 import { openSafetensors } from '../../runtime/safetensors.ts';
-import { ModelDraft, PromptLookupDraft, rng, speculativeGenerate, verifyProposal } from '../../runtime/speculative.ts';
+import { mulberry32 } from '../../base/random.ts';
+import { ModelDraft, PromptLookupDraft, speculativeGenerate, verifyProposal } from '../../runtime/speculative.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 import { greedy, openFixture, prompt } from './memoryHarness.ts';
 
@@ -84,7 +85,7 @@ describe('the acceptance rule with sampling', () => {
     const sampling = { temperature: 1, topP: 1 };
     const weights = Array.from(logits, (l) => Math.exp(l));
     const total = weights.reduce((a, b) => a + b, 0);
-    const random = rng(42);
+    const random = mulberry32(42);
     for (const proposal of [0, 3]) {
       const counts = new Array<number>(logits.length).fill(0);
       const draws = 20_000;

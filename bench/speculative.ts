@@ -87,7 +87,8 @@ export async function speculativeBench(argv: string[]): Promise<void> {
     family: target.model.family,
     promptTokens: promptIds.length,
     newTokens: args.tokens,
-    plain: { tokensPerSecond: rate(plain), steps: plain.verifySteps },
+    plain: { tokensPerSecond: rate(plain), steps: plain.verifySteps, msPerStep: (plain.decodeSeconds * 1000) / plain.targetSteps },
+    loadAverage: os.loadavg(),
     speculative: [] as Record<string, unknown>[],
   };
   for (const draft of drafts) {
@@ -98,6 +99,8 @@ export async function speculativeBench(argv: string[]): Promise<void> {
       acceptanceRate: r.acceptanceRate,
       tokensPerStep: r.tokensPerStep,
       verifySteps: r.verifySteps,
+      targetSteps: r.targetSteps,
+      msPerTargetStep: (r.decodeSeconds * 1000) / r.targetSteps,
       rollbacks: r.rollbacks,
       recomputes: r.recomputes,
       tokensPerSecond: rate(r),

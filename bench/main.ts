@@ -1,5 +1,6 @@
 // The bench run: `npm run bench -- [ops|models] [--quick] [--json] [--config NAME] [--out FILE]` (entry: bench/cli.ts;
 // also `npx strata bench`). Figures, not pass/fail. Every figure comes from this run on this adapter, the roofline included.
+import type { QuantStorage } from '../compiler/quantized.ts';
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -17,6 +18,8 @@ export interface BenchArgs {
   json: boolean;
   configs?: string[];
   out?: string;
+  /** Also bench these block-quantized weight storages (random f16 weights quantized on load). */
+  weights?: QuantStorage[];
   log?: (line: string) => void;
 }
 
@@ -66,6 +69,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
       const cases: { storage: StorageDType; batch: number; fused: boolean }[] = [];
       for (const storage of ['f32', 'f16'] as const) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
       cases.push({ storage: 'f16', batch: 1, fused: false });
+      for (const storage of args.weights ?? []) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
       for (const c of cases) {
         try {
           const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
@@ -87,11 +91,13 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   return report;
 }
 
-/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE]`, as the README documents. */
+/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
   const configs = value('--config')?.split(',');
   const out = value('--out');
-  return { what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}) };
+  const weights = value('--weights')?.split(',');
+  if (weights && !weights.every((w): w is QuantStorage => w === 'q8' || w === 'q4')) throw new Error(`[bench] --weights takes q8, q4 or q8,q4, got '${weights.join(',')}'`);
+  return { what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}) };
 }

@@ -1,5 +1,6 @@
 // Model-level figures: prefill and decode throughput, dispatches per step, compile time, cache and weight bytes,
 // and decode bandwidth as a fraction of the copy roofline measured in the same run.
+import { isQuantized } from '../compiler/quantized.ts';
 import type { StorageDType } from '../compiler/ir.ts';
 import { kernelOptions } from '../caches/stepContext.ts';
 import { memoryReport } from '../caches/spec.ts';
@@ -54,9 +55,11 @@ export interface ModelBenchOptions {
 
 export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<ModelBenchCase> {
   const model = buildModel(parseConfig(o.config, `${o.name}.json`));
-  const checkpoint = randomCheckpoint(model, { storage: o.storage });
+  // q8 / q4: random f16 weights, block-quantized on load as `--weights` does
+  const quantized = isQuantized(o.storage) ? o.storage : undefined;
+  const checkpoint = randomCheckpoint(model, { storage: quantized ? 'f16' : o.storage });
   const capacity = o.promptTokens + o.newTokens + 8;
-  const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused });
+  const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused, ...(quantized ? { weights: quantized } : {}) });
   const before = { ...rt.counters };
   kernelOptions.fusedAttention = o.fused;
   const t0 = performance.now();

@@ -1,5 +1,6 @@
 // Kernel-level figures on the adapter at hand: the copy roofline, matvec bandwidth as a fraction of it, and an
 // elementwise chain fused vs unfused.
+import { isQuantized, quantBytes } from '../compiler/quantized.ts';
 import { compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -56,9 +57,11 @@ export async function opsBench(rt: GpuRuntime, quick: boolean): Promise<OpsRepor
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
   const [rows, cols] = quick ? [1024, 1024] : [8192, 4096];
   const matvec: OpsReport['matvec'] = [];
-  for (const storage of ['f32', 'f16'] as const) {
+  for (const storage of ['f32', 'f16', 'q8', 'q4'] as const) {
     const { seconds } = await timeProgram(rt, () => ({ y: input('x', [1, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) }), true, iters);
-    const GBps = (rows * cols * (storage === 'f32' ? 4 : 2)) / seconds / 1e9;
+    // bytes actually read: packed values and their block constants
+    const bytes = isQuantized(storage) ? quantBytes(storage, [rows, cols]) : rows * cols * (storage === 'f32' ? 4 : 2);
+    const GBps = bytes / seconds / 1e9;
     matvec.push({ storage, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
   }
   const elements = quick ? 1 << 18 : 1 << 24;

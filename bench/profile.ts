@@ -1,6 +1,7 @@
 // `bench profile <model-dir | bench-config> [--rows R] [--tokens T] ...`: compiles one bucket of a model through
 // ModelRunner and prints each kernel's GPU time, template, grid, bytes and fraction of the copy roofline, sorted
 // by time, with totals per template. A model folder runs its checkpoint; a bench configuration random weights.
+import { isQuantized } from '../compiler/quantized.ts';
 import * as fs from 'node:fs';
 import type { StorageDType } from '../compiler/ir.ts';
 import { loadConfig, parseConfig } from '../models/config.ts';
@@ -20,7 +21,8 @@ import { timeGpu } from './timing.ts';
 export const PROFILE_USAGE = `usage: bench profile <model-dir | ${[...Object.keys(BENCH_CONFIGS), 'tiny-llama'].join(' | ')}>
   [--rows 1] [--tokens 1]      the bucket: rows (sequences) x tokens per step
   [--context 0]                positions put in the cache first (decode steps run before profiling)
-  [--storage f16|f32]          weight storage of a bench configuration (random weights; default f16)
+  [--storage f16|f32|q8|q4]    weight storage of a bench configuration (random weights; default f16); q8 / q4
+                               block-quantize on load (a model folder's weights too)
   [--unfused]                  compile with fusion off
   [--wallclock]                time each kernel alone by wall clock even where timestamp queries work
   [--top 40] [--json FILE]`;
@@ -49,7 +51,7 @@ export function parseProfileArgs(argv: string[]): ProfileArgs {
   const model = argv.find((a, i) => !a.startsWith('--') && !valued.has(argv[i - 1] ?? ''));
   if (!model) throw new Error(`[bench profile] no model folder or bench configuration given\n${PROFILE_USAGE}`);
   const storage = value('--storage') ?? 'f16';
-  if (storage !== 'f16' && storage !== 'f32') throw new Error(`[bench profile] --storage takes f16 or f32, got '${storage}'`);
+  if (storage !== 'f16' && storage !== 'f32' && storage !== 'q8' && storage !== 'q4') throw new Error(`[bench profile] --storage takes f16, f32, q8 or q4, got '${storage}'`);
   const json = value('--json');
   return {
     model,
@@ -72,7 +74,7 @@ async function openModel(a: ProfileArgs): Promise<{ model: ModelDef; checkpoint:
   const config = a.model === 'tiny-llama' ? TINY_BENCH_CONFIG : BENCH_CONFIGS[a.model];
   if (!config) throw new Error(`[bench profile] '${a.model}' is neither a model folder nor a bench configuration\n${PROFILE_USAGE}`);
   const model = buildModel(parseConfig(config, `${a.model}.json`));
-  return { model, checkpoint: randomCheckpoint(model, { storage: a.storage }), source: `${a.model} (random ${a.storage} weights)` };
+  return { model, checkpoint: randomCheckpoint(model, { storage: isQuantized(a.storage) ? 'f16' : a.storage }), source: `${a.model} (random ${a.storage} weights)` };
 }
 
 export async function profileMain(argv: string[]): Promise<void> {
@@ -86,7 +88,7 @@ export async function profileMain(argv: string[]): Promise<void> {
   const timedRuns = software ? 3 : 20;
   // room for the context, the warm-up and timed runs, the profiled runs and some slack
   const capacity = a.context + a.tokens * (timedRuns + 16) + 64;
-  const runner = new ModelRunner(rt, model, checkpoint, { slots: a.rows, capacity, chunks: [a.tokens], fuse: a.fuse });
+  const runner = new ModelRunner(rt, model, checkpoint, { slots: a.rows, capacity, chunks: [a.tokens], fuse: a.fuse, ...(isQuantized(a.storage) ? { weights: a.storage } : {}) });
   const t0 = performance.now();
   const exe = await runner.program(a.rows, a.tokens, 'last');
   const compileSeconds = (performance.now() - t0) / 1000;

@@ -8,14 +8,21 @@
 // the process that owns the terminal drops those lines (and only those) from the child's stderr. `--verbose`
 // keeps them; `strata doctor` lists them.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const CHILD = 'STRATA_CLI_CHILD';
 
 if (process.env[CHILD] === '1') {
-  const { register } = await import('tsx/esm/api');
-  register();
-  const { main } = await import('../cli/main.ts');
+  // A checkout runs the TypeScript sources (through tsx); an installed package runs its built dist/cli.js.
+  let main;
+  if (existsSync(fileURLToPath(new URL('../cli/main.ts', import.meta.url)))) {
+    const { register } = await import('tsx/esm/api');
+    register();
+    ({ main } = await import('../cli/main.ts'));
+  } else {
+    ({ main } = await import('../dist/cli.js'));
+  }
   await main(process.argv);
 } else {
   const verbose = process.argv.slice(2).includes('--verbose');

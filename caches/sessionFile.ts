@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StrataUserError, elide, isUserError } from '../base/errors.ts';
+import type { ModelSource } from '../base/modelSource.ts';
 import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../runtime/safetensors.ts';
 import { readRegions } from './deviceCopies.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
@@ -86,8 +87,8 @@ export interface SavedMemory {
   sequences: { slot: number; length: number }[];
 }
 
-/** Writes the memory of some slots (default: all) and their positions to `file`, atomically. One readback. */
-export async function saveMemory(memory: HybridMemory, file: string, opts: { slots?: number[] } = {}): Promise<SavedMemory> {
+/** The memory of some slots (default: all) and their positions as a memory file's tensors and metadata. One readback. */
+export async function encodeMemory(memory: HybridMemory, opts: { slots?: number[] } = {}): Promise<EncodedMemory> {
   const slots = opts.slots ?? [...memory.lengths.keys()];
   if (!slots.length) throw new MemoryError('saveMemory: no slots to save');
   if (new Set(slots).size !== slots.length) throw new MemoryError(`saveMemory: slots listed twice: ${slots.join(', ')}`);
@@ -115,8 +116,21 @@ export async function saveMemory(memory: HybridMemory, file: string, opts: { slo
     'strata.checksum': checksum(tensors),
   };
   const toWrite = new Map<string, TensorToWrite>(tensors.map((t) => [t.name, { dtype: t.dtype as TensorToWrite['dtype'], shape: t.shape, data: t.bytes }]));
-  await writeSafetensors(file, toWrite, metadata);
-  return { file, bytes: tensors.reduce((a, t) => a + t.bytes.byteLength, 0), sequences };
+  return { tensors: toWrite, metadata, bytes: tensors.reduce((a, t) => a + t.bytes.byteLength, 0), sequences };
+}
+
+export interface EncodedMemory {
+  tensors: Map<string, TensorToWrite>;
+  metadata: Record<string, string>;
+  bytes: number;
+  sequences: { slot: number; length: number }[];
+}
+
+/** Writes the memory of some slots (default: all) and their positions to `file`, atomically. One readback. */
+export async function saveMemory(memory: HybridMemory, file: string, opts: { slots?: number[] } = {}): Promise<SavedMemory> {
+  const { tensors, metadata, bytes, sequences } = await encodeMemory(memory, opts);
+  await writeSafetensors(file, tensors, metadata);
+  return { file, bytes, sequences };
 }
 
 export interface RestoredMemory {
@@ -130,14 +144,15 @@ export interface RestoredMemory {
  * holding one sequence into slot `into`. Everything is checked (format, model, memory layout, tensor names
  * and shapes, checksum, positions) before the first byte is written; a refusal leaves the session as it was.
  */
-export async function restoreMemory(memory: HybridMemory, file: string, opts: { into?: number } = {}): Promise<RestoredMemory> {
+export async function restoreMemory(memory: HybridMemory, from: string | { source: ModelSource; name: string }, opts: { into?: number } = {}): Promise<RestoredMemory> {
+  const file = typeof from === 'string' ? from : from.source.where(from.name);
   const refuse = (why: string): never => {
     throw new RestoreError(`${file}: cannot restore session memory: ${why}`);
   };
-  await removeStaleTemporaries(file); // left by a save of this file that was killed midway
+  if (typeof from === 'string') await removeStaleTemporaries(from); // left by a save of this file that was killed midway
   let source: SafetensorsFile;
   try {
-    source = await SafetensorsFile.open(file);
+    source = typeof from === 'string' ? await SafetensorsFile.open(from) : await SafetensorsFile.open(from.source, from.name);
   } catch (error) {
     if (!isUserError(error)) throw error;
     return refuse(`not a readable safetensors file (truncated or damaged?): ${error.message}`);

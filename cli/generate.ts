@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type LoadProgress, PromptError, Session } from '../runtime/session.ts';
 import type { SequenceStats } from '../runtime/generator.ts';
+import type { QuantStorage } from '../compiler/quantized.ts';
 
 export const DEFAULT_MODEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../assets/models/tiny-granite-code');
 
@@ -23,6 +24,7 @@ interface GenerateCliOptions {
   chat?: boolean;
   capacity?: number;
   stepsPerSubmit?: number;
+  weights?: QuantStorage;
   json?: boolean;
 }
 
@@ -35,6 +37,10 @@ const number = (name: string, ok: (n: number) => boolean, rule: string) => (valu
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`${name} must be ${rule}, got '${value}'`);
   return n;
+};
+export const weightsOption = (value: string): QuantStorage => {
+  if (value !== 'q8' && value !== 'q4') throw new InvalidArgumentError(`--weights takes q8 or q4, got '${value.length > 20 ? `${value.slice(0, 20)}…` : value}'`);
+  return value;
 };
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const tokenIds = (value: string): number[] => {
@@ -90,7 +96,7 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('Generate text from a prompt on WebGPU (streams text, then throughput figures)')
-    .option('--model <dir>', 'model folder (config.json, *.safetensors, tokenizer.json)', DEFAULT_MODEL)
+    .option('--model <dir>', 'model folder (config.json, *.safetensors, tokenizer.json) or a GGUF file (*.gguf)', DEFAULT_MODEL)
     .option('--prompt <text>', 'the prompt')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids (for a model folder without tokenizer.json)', tokenIds)
     .option('--max-new-tokens <n>', 'tokens to generate at most', integer('--max-new-tokens', 1), 64)
@@ -104,6 +110,7 @@ export function register(program: Command): void {
     .option('--chat', "render the prompt as a user message with the model's chat template")
     .option('--capacity <n>', 'tokens per sequence (prompt + output)', integer('--capacity', 1))
     .option('--steps-per-submit <k>', 'decode steps per GPU submission', integer('--steps-per-submit', 1))
+    .option('--weights <q8|q4>', 'block-quantize 16/32-bit linear and embedding weights on load (8-bit, or 4-bit with a min)', weightsOption)
     .option('--json', 'print one JSON object: promptIds, ids, text, finishReason, stats')
     .action(async (options: GenerateCliOptions) => {
       if ((options.prompt === undefined) === (options.promptIds === undefined)) {
@@ -117,6 +124,7 @@ export function register(program: Command): void {
         ...(options.chat ? { chat: true } : {}),
         ...(options.capacity !== undefined ? { capacity: options.capacity } : {}),
         ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
+        ...(options.weights ? { weights: options.weights } : {}),
       });
       progress.clear();
       const generation = session.generate(prompt, {

@@ -1,8 +1,11 @@
 // The graph IR: one node type for every traced value, shared by the DSL, the passes and both backends.
 
 export type DType = 'f32' | 'i32' | 'u32' | 'bool';
-/** How a weight is stored on the device; values are always computed in f32. */
-export type StorageDType = 'f32' | 'f16' | 'bf16';
+/**
+ * How a weight is stored on the device; values are always computed in f32. q8 / q4: 32-element blocks of 8- or
+ * 4-bit values with f16 block constants (layout and decoders in compiler/quantized.ts), decoded where they are read.
+ */
+export type StorageDType = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
 /** Attributes of every op. The op table in ops.ts is keyed by this interface, so a new op is a compile error until it has a full definition. */
 export interface OpAttrs {

@@ -1,10 +1,10 @@
 // Loads a Hugging Face config.json and turns it into one normalized, typed object per model family, so model
 // code never sees HF's spellings (transformers 4 vs 5), its null-means-default fields or its float tags.
 
-import * as path from 'node:path';
 import type { z } from 'zod';
 import { describeJson, elide } from '../base/errors.ts';
-import { describeReadFailure, readRegularTextFile } from '../base/files.ts';
+import { type ModelSource, isModelSource, readFailureReason } from '../base/modelSource.ts';
+import { sourceFor } from '../runtime/defaultSource.ts';
 import { ConfigError } from './configs/common.ts';
 import { MAX_CONFIG_DEPTH, checkConfigLimits, checkJsonDepth, checkTensorSizes } from './configs/limits.ts';
 import { type BambaConfig, bambaConfigSchema } from './configs/bamba.ts';
@@ -280,14 +280,22 @@ function ropeTypeField(raw: Readonly<Record<string, unknown>>, type: string): st
 /** Larger than any config.json (they are a few KiB); a bigger file is refused unread. */
 const MAX_CONFIG_BYTES = 16 << 20;
 
-/** Reads `<dir>/config.json` (or the given .json file), dispatching on model_type. */
-export async function loadConfig(dirOrFile: string): Promise<ModelConfig> {
-  const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'config.json');
+/** Reads `config.json` of a folder or source (or the given .json file), dispatching on model_type. */
+export async function loadConfig(location: string | ModelSource): Promise<ModelConfig> {
+  let source: ModelSource;
+  let name = 'config.json';
+  if (isModelSource(location)) source = location;
+  else if (location.endsWith('.json')) {
+    const slash = location.lastIndexOf('/');
+    source = sourceFor(slash < 0 ? '.' : location.slice(0, slash) || '/');
+    name = location.slice(slash + 1);
+  } else source = sourceFor(location);
+  const file = source.where(name);
   let text: string;
   try {
-    text = await readRegularTextFile(file, MAX_CONFIG_BYTES);
+    text = await source.readText(name, MAX_CONFIG_BYTES);
   } catch (error) {
-    throw new ConfigError(`${file}: cannot read (${describeReadFailure(error)})`);
+    throw new ConfigError(`${file}: cannot read (${readFailureReason(error)})`);
   }
   return parseConfig(parseConfigJson(text, file), file);
 }

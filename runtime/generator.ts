@@ -348,10 +348,10 @@ export class Generator {
     const g = new Generator(runner, options);
     const jobs: { key: string; build: () => Promise<void> }[] = [];
     for (const T of [...new Set(runner.options.chunks)].sort((a, b) => a - b))
-      jobs.push({ key: `prefill T=${T}`, build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
+      jobs.push({ key: `prefill T=${T}`, build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, () => tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
     for (const rows of g.decodeRows)
       for (const mode of ['greedy', 'sample'] as const)
-        jobs.push({ key: `decode rows=${rows} ${mode}`, build: async () => void g.decode.set(`${rows}:${mode}`, await runner.loadProgram(`gen:decode:${rows}:${mode}`, traceDecode(runner, g.layout, rows, mode), { rows, tokens: 1 })) });
+        jobs.push({ key: `decode rows=${rows} ${mode}`, build: async () => void g.decode.set(`${rows}:${mode}`, await runner.loadProgram(`gen:decode:${rows}:${mode}`, () => traceDecode(runner, g.layout, rows, mode), { rows, tokens: 1 })) });
     for (const [i, job] of jobs.entries()) {
       options.onProgress?.({ done: i, total: jobs.length, program: job.key });
       await job.build();

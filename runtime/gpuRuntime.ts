@@ -44,7 +44,7 @@ export class GpuRuntime {
   get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number; maxComputeWorkgroupStorageSize: number; subgroups: boolean; unroll: boolean } {
     const l = this.strata.limits;
     return {
-      subgroups: this.strata.features.includes('subgroups') && process.env.STRATA_NO_SUBGROUPS !== '1',
+      subgroups: this.strata.features.includes('subgroups') && (typeof process === 'undefined' || process.env.STRATA_NO_SUBGROUPS !== '1'),
       maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize ?? 128 << 20,

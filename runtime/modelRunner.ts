@@ -1,6 +1,7 @@
 // Runs a model on the device: one compiled program per bucket (rows x tokens per step x logits mode), weights
 // uploaded once (16-bit kept packed), session memory allocated once and shared by every program.
-import { compile } from '../compiler/compile.ts';
+import { type DeviceLimits, compile } from '../compiler/compile.ts';
+import type { Program } from '../compiler/program.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
@@ -10,7 +11,9 @@ import type { KeyShift } from '../caches/keyShift.ts';
 import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
-import { type TensorSource, packHalfWords, toFloat32 } from './safetensors.ts';
+import type { TensorSource } from './safetensors.ts';
+import { type QuantStorage, quantizable } from '../compiler/quantized.ts';
+import { GGML_BLOCKS, encodeWeight, isGgmlBlockDtype } from './quantize.ts';
 
 export type LogitsMode = 'all' | 'last';
 
@@ -28,6 +31,18 @@ export interface RunnerOptions {
   keyShift?: KeyShift;
   /** The model's config, folded into the model fingerprint that saved memory files carry. */
   config?: unknown;
+  /** Programs compiled ahead of time, by program key (an AOT module's): used instead of tracing and compiling. */
+  programs?: Readonly<Record<string, Program>>;
+  /** Limits to compile against instead of the device's (an AOT module targets any adapter that has them). */
+  compileLimits?: DeviceLimits;
+  /** Called with each program this runner traces and compiles (what `strata compile` writes into a module). */
+  onCompiled?: (key: string, program: Program) => void;
+  /**
+   * Block-quantize 16/32-bit weights on load (compiler/quantized.ts): every tensor of rank >= 2 whose rows are
+   * whole 32-element blocks (the linear layers and embeddings); others (norms, convolutions, biases) stay as stored.
+   * Tensors a GGUF file stores quantized keep their own format whatever this says.
+   */
+  weights?: QuantStorage;
 }
 
 export class WeightError extends Error {
@@ -70,8 +85,10 @@ export class ModelRunner {
   private storage(name: string): StorageDType | undefined {
     if (this.constants[name]) return 'f32';
     if (!this.checkpoint.has(name)) return undefined;
-    const dt = this.checkpoint.info(name).dtype;
-    return dt === 'F16' ? 'f16' : dt === 'BF16' ? 'bf16' : 'f32';
+    const { dtype, shape } = this.checkpoint.info(name);
+    if (isGgmlBlockDtype(dtype)) return GGML_BLOCKS[dtype].storage;
+    if (this.options.weights && quantizable(shape)) return this.options.weights;
+    return dtype === 'F16' ? 'f16' : dtype === 'BF16' ? 'bf16' : 'f32';
   }
 
   /** The compiled, loaded program for a bucket (compiled on first use). */
@@ -79,7 +96,7 @@ export class ModelRunner {
     const key = `${rows}x${tokens}:${logits}`;
     const have = this.programs.get(key);
     if (have) return have;
-    const graph = trace(() => {
+    const graph = () => trace(() => {
       const ctx = this.context(rows, tokens);
       const hidden = this.model.forward(ctx);
       if (logits === 'all') output('logits', this.model.logits(ctx, hidden));
@@ -99,11 +116,18 @@ export class ModelRunner {
     return new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
   }
 
-  /** Compiles a traced step program once per key and loads it beside this runner's weights and memory. */
-  async loadProgram(key: string, graph: Graph, bucket: Record<string, number>): Promise<Executable> {
+  /**
+   * Compiles a step program once per key (traced only when needed: a program compiled ahead of time under this key
+   * is used as it is) and loads it beside this runner's weights and memory.
+   */
+  async loadProgram(key: string, graph: Graph | (() => Graph), bucket: Record<string, number>): Promise<Executable> {
     const have = this.programs.get(key);
     if (have) return have;
-    const program = compile(graph, { fuse: this.options.fuse ?? true, limits: this.runtime.limits, bucket });
+    let program = this.options.programs?.[key];
+    if (!program) {
+      program = compile(typeof graph === 'function' ? graph() : graph, { fuse: this.options.fuse ?? true, limits: this.options.compileLimits ?? this.runtime.limits, bucket });
+      this.options.onCompiled?.(key, program);
+    }
     const exe = await this.runtime.load(program, { namespace: this.namespace });
     await this.uploadWeights(exe);
     this.programs.set(key, exe);
@@ -128,7 +152,7 @@ export class ModelRunner {
           if (info.shape.join() !== spec.shape.join())
             throw new WeightError(`weight '${name}': checkpoint has shape (${info.shape.join(',')}), the model expects (${spec.shape.join(',')})`);
           const tensor = await this.checkpoint.readTensor(name);
-          this.runtime.write(buf, spec.storage === 'f16' || spec.storage === 'bf16' ? packHalfWords(tensor) : toFloat32(tensor, name));
+          this.runtime.write(buf, encodeWeight(tensor, spec.storage ?? 'f32', name));
         }
         this.runtime.namedBuffer(key, 4);
         uploaded.push(name);

@@ -1,7 +1,9 @@
 // Parity with transformers: runs a checkpoint against a reference file in the fixtures' format
 // (prefill.input_ids/logits, decode.last_logits_per_step + decode.prefill_len, greedy.prompt/output).
+import type { QuantStorage } from '../compiler/quantized.ts';
 import * as path from 'node:path';
-import { loadConfig } from '../models/config.ts';
+import { loadConfig, parseConfig } from '../models/config.ts';
+import { openGguf } from './gguf.ts';
 import { buildModel } from '../models/registry.ts';
 import { getSharedDevice } from './device.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
@@ -47,10 +49,12 @@ export async function loadReference(fileOrDir: string): Promise<Reference> {
   }
 }
 
-export async function openRunner(dir: string, opts: { slots?: number; capacity?: number; chunks?: number[]; fuse?: boolean; window?: number } = {}): Promise<ModelRunner> {
-  const config = await loadConfig(dir);
+export async function openRunner(dir: string, opts: { slots?: number; capacity?: number; chunks?: number[]; fuse?: boolean; window?: number; weights?: QuantStorage } = {}): Promise<ModelRunner> {
+  // a GGUF file stands for its folder: config and tensors from the file
+  const gguf = dir.endsWith('.gguf') ? await openGguf(dir) : undefined;
+  const config = gguf ? parseConfig(gguf.config, dir) : await loadConfig(dir);
   const model = buildModel(config);
-  const checkpoint = await openSafetensors(dir);
+  const checkpoint = gguf ? gguf.checkpoint : await openSafetensors(dir);
   const runtime = new GpuRuntime(await getSharedDevice());
   return new ModelRunner(runtime, model, checkpoint, {
     slots: opts.slots ?? 2,
@@ -58,6 +62,7 @@ export async function openRunner(dir: string, opts: { slots?: number; capacity?:
     chunks: opts.chunks ?? [1, 4, 16],
     ...(opts.fuse !== undefined ? { fuse: opts.fuse } : {}),
     ...(opts.window !== undefined ? { window: opts.window } : {}),
+    ...(opts.weights ? { weights: opts.weights } : {}),
   });
 }
 

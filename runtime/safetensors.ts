@@ -5,7 +5,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { StrataUserError, describeJson, elide } from '../base/errors.ts';
-import { describeReadFailure, openRegularFile, readRegularTextFile } from '../base/files.ts';
+import { type ModelSource, SourceChangedError, readFailureReason, sourceHas } from '../base/modelSource.ts';
+import { NodeFileSource } from './nodeFileSource.ts';
 
 export class SafetensorsError extends StrataUserError {
   override name = 'SafetensorsError';
@@ -28,6 +29,9 @@ export const DTYPE_BYTES = {
 } as const;
 
 export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
+/** llama.cpp's block-quantized types a GGUF tensor may have (runtime/quantize.ts reads them); never in safetensors. */
+export type GgmlBlockDtype = 'Q8_0' | 'Q4_0' | 'Q4_K';
+export type TensorDtype = SafetensorsDtype | GgmlBlockDtype;
 
 export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {
   return typeof value === 'string' && Object.hasOwn(DTYPE_BYTES, value);
@@ -36,7 +40,7 @@ export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {
 /** Where one tensor lives. `byteOffset` is absolute in `file` (header included). */
 export interface TensorInfo {
   name: string;
-  dtype: SafetensorsDtype;
+  dtype: TensorDtype;
   shape: number[];
   byteOffset: number;
   byteLength: number;
@@ -44,7 +48,7 @@ export interface TensorInfo {
 }
 
 export interface TensorData {
-  dtype: SafetensorsDtype;
+  dtype: TensorDtype;
   shape: number[];
   /** Owns its ArrayBuffer (byteOffset 0), so typed views over it are aligned. */
   bytes: Uint8Array<ArrayBuffer>;
@@ -223,71 +227,50 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: numb
   return { tensors, metadata };
 }
 
-async function readExactly(handle: fsp.FileHandle, target: Uint8Array, position: number, file: string): Promise<void> {
-  let filled = 0;
-  while (filled < target.byteLength) {
-    const { bytesRead } = await handle.read(target, filled, target.byteLength - filled, position + filled);
-    if (bytesRead === 0) {
-      throw new SafetensorsError(`${file}: unexpected end of file at byte ${position + filled} (file changed while open?)`);
-    }
-    filled += bytesRead;
-  }
-}
-
-/** What identifies the file a header was read from, to notice a file replaced or rewritten since. */
-interface FileIdentity {
-  dev: number;
-  ino: number;
-  size: number;
-  mtimeMs: number;
-}
-
-const identityOf = ({ dev, ino, size, mtimeMs }: FileIdentity): FileIdentity => ({ dev, ino, size, mtimeMs });
-
 /**
- * One `.safetensors` file. No file descriptor stays open between calls (a reader that is never closed leaks
- * nothing): the header is read at open, and each tensor with its own open, positional read and close, after
- * checking that the file is still the one whose header was read.
+ * One `.safetensors` file of a ModelSource. The header is read at open; each tensor is one range read, which the
+ * source refuses when the file is no longer the one whose header was read (Node: no descriptor stays open between
+ * calls; fetch: an HTTP range request, so a shard is never held whole in memory).
  */
 export class SafetensorsFile implements TensorSource {
   private closed = false;
 
   private constructor(
+    /** The file as named in messages. */
     readonly file: string,
-    private readonly identity: FileIdentity,
+    private readonly source: ModelSource,
+    private readonly name: string,
+    private readonly version: string,
     private readonly tensors: Map<string, TensorInfo>,
     readonly metadata: Readonly<Record<string, string>>,
   ) {}
 
-  static async open(file: string): Promise<SafetensorsFile> {
-    let handle: fsp.FileHandle;
+  /** Opens a file by path (Node), or the file `name` of a source. */
+  static async open(fileOrSource: string | ModelSource, name?: string): Promise<SafetensorsFile> {
+    const source = typeof fileOrSource === 'string' ? new NodeFileSource(path.dirname(fileOrSource)) : fileOrSource;
+    const fileName = typeof fileOrSource === 'string' ? path.basename(fileOrSource) : name!;
+    const file = typeof fileOrSource === 'string' ? fileOrSource : source.where(fileName);
+    let size: number;
+    let version: string;
+    let lengthBytes: Uint8Array;
     try {
-      handle = await openRegularFile(file);
-    } catch (error) {
-      throw new SafetensorsError(`${file}: cannot open (${describeReadFailure(error)})`);
-    }
-    try {
-      const stats = await handle.stat();
-      const { size } = stats;
+      ({ size, version } = await source.stat(fileName));
       if (size < 8) throw new SafetensorsError(`${file}: file is ${size} bytes, too short for the 8-byte header length`);
-      const lengthBytes = new Uint8Array(8);
-      await readExactly(handle, lengthBytes, 0, file);
-      const headerLength = new DataView(lengthBytes.buffer).getBigUint64(0, true);
-      if (headerLength >= BigInt(MAX_HEADER_BYTES)) {
-        throw new SafetensorsError(`${file}: header length ${headerLength} is not below the ${MAX_HEADER_BYTES}-byte limit`);
-      }
-      if (headerLength > BigInt(size - 8)) {
-        throw new SafetensorsError(
-          `${file}: header length ${headerLength} exceeds the file size ${size} (truncated or not a safetensors file)`,
-        );
-      }
-      const headerBytes = new Uint8Array(Number(headerLength));
-      await readExactly(handle, headerBytes, 8, file);
-      const { tensors, metadata } = parseSafetensorsHeader(headerBytes, size - 8 - headerBytes.byteLength, file);
-      return new SafetensorsFile(file, identityOf(stats), tensors, metadata);
-    } finally {
-      await handle.close();
+      lengthBytes = await source.readRange(fileName, 0, 8, version);
+    } catch (error) {
+      if (error instanceof SafetensorsError) throw error;
+      throw new SafetensorsError(`${file}: cannot open (${readFailureReason(error)})`);
     }
+    const headerLength = new DataView(lengthBytes.buffer, lengthBytes.byteOffset, 8).getBigUint64(0, true);
+    if (headerLength >= BigInt(MAX_HEADER_BYTES)) {
+      throw new SafetensorsError(`${file}: header length ${headerLength} is not below the ${MAX_HEADER_BYTES}-byte limit`);
+    }
+    if (headerLength > BigInt(size - 8)) {
+      throw new SafetensorsError(`${file}: header length ${headerLength} exceeds the file size ${size} (truncated or not a safetensors file)`);
+    }
+    const headerBytes = await readChecked(source, fileName, 8, Number(headerLength), version, file);
+    const { tensors, metadata } = parseSafetensorsHeader(headerBytes, size - 8 - headerBytes.byteLength, file);
+    return new SafetensorsFile(file, source, fileName, version, tensors, metadata);
   }
 
   tensorNames(): string[] {
@@ -307,29 +290,25 @@ export class SafetensorsFile implements TensorSource {
   async readTensor(name: string): Promise<TensorData> {
     if (this.closed) throw new SafetensorsError(`${this.file}: read of tensor ${quote(name)} after close()`);
     const { dtype, shape, byteOffset, byteLength } = this.info(name);
-    let handle: fsp.FileHandle;
-    try {
-      handle = await openRegularFile(this.file);
-    } catch (error) {
-      throw new SafetensorsError(`${this.file}: cannot open again to read tensor ${quote(name)} (${describeReadFailure(error)})`);
-    }
-    try {
-      const now = identityOf(await handle.stat());
-      const before = this.identity;
-      if (now.dev !== before.dev || now.ino !== before.ino || now.size !== before.size || now.mtimeMs !== before.mtimeMs) {
-        throw new SafetensorsError(`${this.file}: the file changed since its header was read (replaced or rewritten); open it again`);
-      }
-      const bytes = new Uint8Array(byteLength);
-      await readExactly(handle, bytes, byteOffset, `${this.file}: tensor ${quote(name)}`);
-      return { dtype, shape: [...shape], bytes };
-    } finally {
-      await handle.close();
-    }
+    const bytes = await readChecked(this.source, this.name, byteOffset, byteLength, this.version, `${this.file}: tensor ${quote(name)}`);
+    return { dtype, shape: [...shape], bytes };
   }
 
   /** Refuses later reads; there is no descriptor to release. */
   async close(): Promise<void> {
     this.closed = true;
+  }
+}
+
+/** A range of a checkpoint file; a failed or short read is a SafetensorsError naming `what`. */
+async function readChecked(source: ModelSource, name: string, offset: number, length: number, version: string, what: string): Promise<Uint8Array<ArrayBuffer>> {
+  try {
+    const bytes = await source.readRange(name, offset, length, version);
+    // owning its buffer from byte 0 keeps typed views over it aligned (TensorData.bytes)
+    return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+  } catch (error) {
+    if (error instanceof SourceChangedError) throw new SafetensorsError(`${error.file}: ${error.reason}`);
+    throw new SafetensorsError(`${what}: ${readFailureReason(error)}`);
   }
 }
 
@@ -341,7 +320,7 @@ const shardIndexSchema = z.object({
 /** Why a weight_map value is not a plain file name inside the model folder; null if it is one. */
 function shardNameProblem(name: string): string | null {
   if (name === '' || name === '.' || name === '..') return 'is not a file name';
-  if (/[/\\\0]/.test(name) || path.basename(name) !== name) return 'is not a plain file name in the model folder';
+  if (/[/\\\0]/.test(name)) return 'is not a plain file name in the model folder';
   return null;
 }
 
@@ -356,12 +335,16 @@ export class ShardedSafetensors implements TensorSource {
     readonly indexMetadata: Readonly<Record<string, unknown>>,
   ) {}
 
-  static async open(indexFile: string): Promise<ShardedSafetensors> {
+  /** Opens an index by path (Node), or the index file `name` of a source. */
+  static async open(indexFileOrSource: string | ModelSource, name?: string): Promise<ShardedSafetensors> {
+    const source = typeof indexFileOrSource === 'string' ? new NodeFileSource(path.dirname(indexFileOrSource)) : indexFileOrSource;
+    const indexName = typeof indexFileOrSource === 'string' ? path.basename(indexFileOrSource) : name!;
+    const indexFile = typeof indexFileOrSource === 'string' ? indexFileOrSource : source.where(indexName);
     let text: string;
     try {
-      text = await readRegularTextFile(indexFile, MAX_HEADER_BYTES);
+      text = await source.readText(indexName, MAX_HEADER_BYTES);
     } catch (error) {
-      throw new SafetensorsError(`${indexFile}: cannot read (${describeReadFailure(error)})`);
+      throw new SafetensorsError(`${indexFile}: cannot read (${readFailureReason(error)})`);
     }
     let json: unknown;
     try {
@@ -374,7 +357,6 @@ export class ShardedSafetensors implements TensorSource {
       const issue = parsed.error.issues[0]!;
       throw new SafetensorsError(`${indexFile}: ${elide(issue.path.join('.')) || '(root)'}: ${elide(issue.message)}`);
     }
-    const directory = path.dirname(indexFile);
     const weightEntries = Object.entries(parsed.data.weight_map);
     const shardNames = [...new Set(weightEntries.map(([, shard]) => shard))];
     const holding = (shardName: string) => quote(weightEntries.find(([, file]) => file === shardName)![0]);
@@ -387,15 +369,12 @@ export class ShardedSafetensors implements TensorSource {
     const shards = new Map<string, SafetensorsFile>();
     try {
       for (const shardName of shardNames) {
-        const shardPath = path.join(directory, shardName);
-        try {
-          await fsp.access(shardPath);
-        } catch {
+        if (!(await sourceHas(source, shardName).catch(() => true))) {
           throw new SafetensorsError(
-            `${indexFile}: shard ${quote(shardName)} (holding tensor ${holding(shardName)} and others) not found at ${elide(shardPath)}`,
+            `${indexFile}: shard ${quote(shardName)} (holding tensor ${holding(shardName)} and others) not found at ${elide(source.where(shardName))}`,
           );
         }
-        shards.set(shardName, await SafetensorsFile.open(shardPath));
+        shards.set(shardName, await SafetensorsFile.open(source, shardName));
       }
       const weightMap = new Map<string, SafetensorsFile>();
       for (const [tensorName, shardName] of weightEntries) {
@@ -445,7 +424,8 @@ export class ShardedSafetensors implements TensorSource {
  * Opens a checkpoint: a `.safetensors` file, a `.index.json`, or a folder holding
  * `model.safetensors.index.json` (preferred) or `model.safetensors`.
  */
-export async function openSafetensors(location: string): Promise<TensorSource> {
+export async function openSafetensors(location: string | ModelSource): Promise<TensorSource> {
+  if (typeof location !== 'string') return openSourceCheckpoint(location);
   if (location.endsWith('.json')) return ShardedSafetensors.open(location);
   let isDirectory = false;
   try {
@@ -454,12 +434,15 @@ export async function openSafetensors(location: string): Promise<TensorSource> {
     throw new SafetensorsError(`${location}: no such file or folder`);
   }
   if (!isDirectory) return SafetensorsFile.open(location);
-  const indexFile = path.join(location, 'model.safetensors.index.json');
-  const singleFile = path.join(location, 'model.safetensors');
-  const exists = (file: string) => fsp.access(file).then(() => true, () => false);
-  if (await exists(indexFile)) return ShardedSafetensors.open(indexFile);
-  if (await exists(singleFile)) return SafetensorsFile.open(singleFile);
-  throw new SafetensorsError(`${location}: neither model.safetensors.index.json nor model.safetensors found`);
+  return openSourceCheckpoint(new NodeFileSource(location));
+}
+
+/** The checkpoint of a model folder: `model.safetensors.index.json` (preferred) or `model.safetensors`. */
+async function openSourceCheckpoint(source: ModelSource): Promise<TensorSource> {
+  const has = (name: string) => sourceHas(source, name).catch(() => true); // exists but unreadable: its open says why
+  if (await has('model.safetensors.index.json')) return ShardedSafetensors.open(source, 'model.safetensors.index.json');
+  if (await has('model.safetensors')) return SafetensorsFile.open(source, 'model.safetensors');
+  throw new SafetensorsError(`${source.location}: neither model.safetensors.index.json nor model.safetensors found`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -569,7 +552,7 @@ export function toFloat32(tensor: TensorData, name?: string): Float32Array {
     case 'BOOL':
       return Float32Array.from(bytes);
     default:
-      throw new SafetensorsError(`toFloat32: unsupported dtype ${String(tensor.dtype satisfies never)}`);
+      throw new SafetensorsError(`toFloat32: ${tensorLabel(tensor, name)} is block-quantized (${tensor.dtype}): decode it with runtime/quantize.ts`);
   }
 }
 

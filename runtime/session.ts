@@ -1,21 +1,26 @@
 // The user-facing API: a model folder loaded into a session on a device, and `generate`, an async iterator of
 // text pieces with stop strings, token limits, abort signals and per-call stats. Built on the Generator (token
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
-import { type MemoryOptions, helperBufferBytes, kvSlotBytes, ownKv, stateSlotBytes } from '../caches/spec.ts';
+import { type MemoryOptions, type MemoryReport, helperBufferBytes, kvSlotBytes, memoryReport, ownKv, stateSlotBytes } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
-import { checkRunnable, loadConfig, type ModelConfig } from '../models/config.ts';
+import { AOT_FORMAT, type AotModel, limitsShortfall } from '../compiler/aotModule.ts';
+import type { DeviceLimits } from '../compiler/compile.ts';
+import type { Program } from '../compiler/program.ts';
+import { checkRunnable, loadConfig, type ModelConfig, parseConfig } from '../models/config.ts';
+import { openGguf } from './gguf.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
+import { type ModelSource, SourceReadError, isModelSource, readFailureReason, sourceHas } from '../base/modelSource.ts';
+import { sourceFor } from './defaultSource.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
 import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
 import { PrefixCache } from './prefixCache.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
 import { type TensorSource, openSafetensors } from './safetensors.ts';
+import type { QuantStorage } from '../compiler/quantized.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
 
 export { ContextOverflowError } from './modelRunner.ts';
@@ -78,6 +83,25 @@ export interface SessionOptions {
    * (default: the largest prefill chunk) and where each sequence ends. Default: off.
    */
   prefixCache?: { entries: number; every?: number };
+  /**
+   * Block-quantize the 16/32-bit linear and embedding weights on load: 'q8' (int8, Q8_0-like) or 'q4' (4-bit with
+   * a min, Q4_1-like); 32-element blocks with f16 constants, decoded inside the kernels. Default: as stored.
+   */
+  weights?: QuantStorage;
+  /**
+   * A module from `strata compile` for this model: its programs are used as they are (no tracing or compiling), and
+   * its session shape (slots, capacity, prefill chunks, decode rows, steps per submit) replaces those options.
+   */
+  aot?: AotModel;
+  /** Compile against these limits instead of the device's (what `strata compile` does for a portable module). */
+  compileLimits?: DeviceLimits;
+  /** Called with each program traced and compiled while loading. */
+  onCompiled?: (key: string, program: Program) => void;
+}
+
+/** An AOT module that does not fit this model or device. */
+export class AotModuleError extends StrataUserError {
+  override name = 'AotModuleError';
 }
 
 export interface GenerateOptions extends SequenceOptions {
@@ -206,6 +230,7 @@ export class Generation implements AsyncIterable<string> {
 /** A model on a device: programs compiled, weights uploaded, cache buffers allocated; ready to generate. */
 export class Session {
   private constructor(
+    /** The folder or URL the model came from, as given. */
     readonly modelDir: string,
     readonly config: ModelConfig,
     readonly model: ModelDef,
@@ -219,25 +244,42 @@ export class Session {
     readonly prefixCache: PrefixCache | undefined,
   ) {}
 
-  static async load(modelDir: string, options: SessionOptions = {}): Promise<Session> {
+  /**
+   * Loads a model folder: a path (Node) or URL (browser) as a string, or any ModelSource (a fetch source, files a
+   * user picked, ...), or a GGUF file (`*.gguf`, a path in Node, see runtime/gguf.ts). Only byte ranges of the
+   * checkpoint are read, one tensor at a time.
+   */
+  static async load(location: string | ModelSource, options: SessionOptions = {}): Promise<Session> {
     const t0 = performance.now();
     const progress = options.onProgress ?? (() => {});
-    const dir = path.resolve(modelDir);
+    const source = isModelSource(location) ? location : sourceFor(location);
+    const modelDir = source.location;
     // Everything that can be checked from the folder, the config, the tokenizer and the options is checked
     // before the first weight is uploaded or the first program compiled.
-    await checkModelFolder(modelDir, dir);
-    progress({ stage: 'config', detail: path.join(modelDir, 'config.json') });
-    const config = await loadConfig(dir);
-    checkRunnable(config, path.join(modelDir, 'config.json'));
+    const ggufFile = typeof location === 'string' && location.endsWith('.gguf') ? await openGguf(location) : undefined;
+    if (!ggufFile) await checkModelFolder(source);
+    const configFile = ggufFile ? `${modelDir} (GGUF metadata)` : source.where('config.json');
+    progress({ stage: 'config', detail: configFile });
+    const config = ggufFile ? parseConfig(ggufFile.config, configFile) : await loadConfig(source);
+    checkRunnable(config, configFile);
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
-    const tokenizer = (await exists(path.join(dir, 'tokenizer.json'))) ? await Tokenizer.load(dir) : undefined;
-    const slots = options.slots ?? 1;
+    const tokenizer = ggufFile
+      ? ggufFile.tokenizer && new Tokenizer(ggufFile.tokenizer.json, ggufFile.tokenizer.config, `${modelDir} (GGUF tokenizer)`)
+      : (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
+    const aot = options.aot;
+    if (aot !== undefined && (aot?.format !== AOT_FORMAT || typeof aot.programs !== 'object'))
+      throw new AotModuleError(`the aot option is not a module written by \`strata compile\` (format ${JSON.stringify(elide(String(aot?.format), 40))}, expected ${JSON.stringify(AOT_FORMAT)})`);
+    if (aot && aot.family !== model.family) throw new AotModuleError(`the AOT module was compiled for a ${aot.family} model, but ${configFile} is ${model.family}`);
+    const slots = aot?.session.slots ?? options.slots ?? 1;
     const maxPositions = maxPositionsOf(config);
-    const capacity = options.capacity ?? Math.min(2048, maxPositions ?? 2048);
-    const chunks = options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const capacity = aot?.session.capacity ?? options.capacity ?? Math.min(2048, maxPositions ?? 2048);
+    const chunks = aot?.session.prefillChunks ?? options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    const decodeRows = aot?.session.decodeRows ?? options.decodeRows;
+    const stepsPerSubmit = aot?.session.stepsPerSubmit ?? options.stepsPerSubmit;
     const cacheEntries = options.prefixCache?.entries ?? 0;
     if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new SessionOptionsError(`prefixCache.entries must be a non-negative integer, got ${cacheEntries}`);
+    if (aot && cacheEntries > 0) throw new SessionOptionsError('a prefix cache needs memory slots that an AOT module does not have: load the module without prefixCache');
     const cacheEvery = options.prefixCache?.every ?? Math.max(...chunks);
     if (!Number.isInteger(cacheEvery) || cacheEvery < 0) throw new SessionOptionsError(`prefixCache.every must be a non-negative integer (0: only where sequences end), got ${cacheEvery}`);
     if (options.prompt !== undefined) {
@@ -247,23 +289,37 @@ export class Session {
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
     checkMemoryFits(model, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
+    if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
-    const checkpoint = await openSafetensors(dir);
+    const checkpoint = ggufFile ? ggufFile.checkpoint : await openSafetensors(source);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.
       const { runner, generator, prefixCache } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
         // the prefix cache's entries are memory slots past the ones sequences run in
-        const runner = new ModelRunner(runtime, model, checkpoint, { slots: slots + cacheEntries, capacity, chunks });
+        const runner = new ModelRunner(runtime, model, checkpoint, {
+          slots: slots + cacheEntries,
+          capacity,
+          chunks,
+          ...(options.weights ? { weights: options.weights } : {}),
+          ...(aot ? { programs: aot.programs } : {}),
+          ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
+          ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),
+        });
+        if (aot && runner.caches.model?.fingerprint !== aot.modelFingerprint) {
+          runtime.destroy();
+          throw new AotModuleError(`the AOT module was compiled for another ${aot.family} checkpoint (its config, tensor names, shapes or dtypes differ from ${modelDir}): compile it again from this folder`);
+        }
         const prefixCache = cacheEntries
           ? new PrefixCache(runner.caches, { slots: Array.from({ length: cacheEntries }, (_, i) => slots + i), every: cacheEvery })
           : undefined;
         const generator = await Generator.create(runner, {
           servingSlots: slots,
           ...(prefixCache ? { prefix: prefixCache } : {}),
-          ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
-          ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
+          ...(stepsPerSubmit !== undefined ? { stepsPerSubmit } : {}),
+          ...(decodeRows ? { decodeRows } : {}),
           onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
         });
         if (options.warmUp ?? true) {
@@ -324,6 +380,11 @@ export class Session {
     await this.generator.idle();
     this.runner.runtime.destroy();
     await this.checkpoint.close();
+  }
+
+  /** Bytes and shapes of this session's cache buffers, per layer (KV, recurrent states), as allocated. */
+  memoryPlan(): MemoryReport {
+    return memoryReport(this.model.memory(), this.runner.memory);
   }
 
   /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */
@@ -396,25 +457,24 @@ function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonl
   );
 }
 
-async function exists(file: string): Promise<boolean> {
-  try {
-    await fsp.access(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function checkModelFolder(given: string, dir: string): Promise<void> {
+async function checkModelFolder(source: ModelSource): Promise<void> {
+  const given = source.location;
   const hint = 'Pass the folder of a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json), e.g. assets/models/tiny-granite-code';
-  let stat;
   try {
-    stat = await fsp.stat(dir);
-  } catch {
-    throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${dir}). ${hint}`);
+    await source.stat('config.json');
+    return;
+  } catch (error) {
+    if (!(error instanceof SourceReadError && error.missing)) return; // there but unreadable: loadConfig says why
   }
-  if (!stat.isDirectory()) throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
-  if (!(await exists(path.join(dir, 'config.json')))) throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
+  // no config.json: say whether the folder itself is missing
+  const folderProblem = await source.list().then(
+    () => null,
+    (error: unknown) => readFailureReason(error),
+  );
+  const resolved = (source as { folder?: string }).folder ?? given; // a Node folder, made absolute
+  if (folderProblem === 'ENOENT') throw new ModelNotFoundError(`model folder '${given}' does not exist (resolved to ${resolved}). ${hint}`);
+  if (folderProblem === 'ENOTDIR') throw new ModelNotFoundError(`'${given}' is not a folder. ${hint}`);
+  throw new ModelNotFoundError(`'${given}' has no config.json, so it is not a model folder. ${hint}`);
 }
 
 function maxPositionsOf(config: ModelConfig): number | undefined {

@@ -1,11 +1,11 @@
 // Text <-> token ids for a Hugging Face model folder: @huggingface/tokenizers for tokenizer.json, a streaming
 // decoder that never splits a multi-byte character, and chat templates rendered with @huggingface/jinja.
 
-import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { StrataUserError, elide } from '../base/errors.ts';
-import { NotAFileError, describeReadFailure, readRegularTextFile } from '../base/files.ts';
+import { type ModelSource, SourceReadError, isModelSource, readFailureReason } from '../base/modelSource.ts';
+import { sourceFor } from './defaultSource.ts';
 
 export class TokenizerError extends StrataUserError {
   override name = 'TokenizerError';
@@ -44,18 +44,22 @@ function specialTokenText(value: unknown): string | null {
   return null;
 }
 
+/** Larger than any tokenizer file; a bigger one is refused unread. */
+const MAX_TOKENIZER_BYTES = 1 << 30;
+
 /** The text of a tokenizer file; null when an optional one is absent. Only regular files are read. */
-async function readOptionalText(file: string, required: boolean): Promise<string | null> {
+async function readOptionalText(source: ModelSource, name: string, required: boolean): Promise<string | null> {
   try {
-    return await readRegularTextFile(file);
+    return await source.readText(name, MAX_TOKENIZER_BYTES);
   } catch (error) {
-    if (!required && !(error instanceof NotAFileError) && (error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new TokenizerError(`${file}: cannot read (${describeReadFailure(error)})`);
+    if (!required && error instanceof SourceReadError && error.missing) return null;
+    throw new TokenizerError(`${source.where(name)}: cannot read (${readFailureReason(error)})`);
   }
 }
 
-async function readJson(file: string, required: boolean): Promise<JsonObject | null> {
-  const text = await readOptionalText(file, required);
+async function readJson(source: ModelSource, name: string, required: boolean): Promise<JsonObject | null> {
+  const file = source.where(name);
+  const text = await readOptionalText(source, name, required);
   if (text === null) return null;
   let json: unknown;
   try {
@@ -134,12 +138,13 @@ export class Tokenizer {
     if (chatTemplateFile !== undefined) this.chatTemplates.set('default', chatTemplateFile);
   }
 
-  /** Reads tokenizer.json, and tokenizer_config.json and chat_template.jinja when present, from a model folder. */
-  static async load(folder: string): Promise<Tokenizer> {
-    const tokenizerFile = path.join(folder, 'tokenizer.json');
-    const tokenizerJson = (await readJson(tokenizerFile, true))!;
-    const tokenizerConfig = (await readJson(path.join(folder, 'tokenizer_config.json'), false)) ?? {};
-    const chatTemplateFile = (await readOptionalText(path.join(folder, 'chat_template.jinja'), false)) ?? undefined;
+  /** Reads tokenizer.json, and tokenizer_config.json and chat_template.jinja when present, from a model folder or source. */
+  static async load(folder: string | ModelSource): Promise<Tokenizer> {
+    const source = isModelSource(folder) ? folder : sourceFor(folder);
+    const tokenizerFile = source.where('tokenizer.json');
+    const tokenizerJson = (await readJson(source, 'tokenizer.json', true))!;
+    const tokenizerConfig = (await readJson(source, 'tokenizer_config.json', false)) ?? {};
+    const chatTemplateFile = (await readOptionalText(source, 'chat_template.jinja', false)) ?? undefined;
     return new Tokenizer(tokenizerJson, tokenizerConfig, tokenizerFile, chatTemplateFile);
   }
 

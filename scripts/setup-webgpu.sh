@@ -53,7 +53,17 @@ if [ ! -f node_modules/webgpu/package.json ] || [ ! -f node_modules/vitest/packa
   fi
 fi
 
-# 2. Adapter. Dawn's own warnings go to stderr; show them only when the probe fails.
+# 2. Chromium for the browser tests (test/e2e/browser.test.ts): Debian's package, driven by playwright-core, which
+# downloads no browser. Installed like lavapipe: as root on Debian/Ubuntu; elsewhere the test names what is missing.
+chromium_path="${STRATA_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium_path" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing Debian's chromium for the browser tests"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+    fail "apt-get install chromium failed (see apt's message above)"
+fi
+
+# 3. Adapter. Dawn's own warnings go to stderr; show them only when the probe fails.
 probe_log="$(mktemp)"
 trap 'rm -f "$probe_log"' EXIT
 probe() { node scripts/probe-adapter.mjs 2>"$probe_log"; }

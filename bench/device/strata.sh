@@ -20,8 +20,9 @@ profile() { # NAME ARGS...
   [ "$(left)" -gt 40 ] || { echo "profile $name: skipped, $(left) s left" >> "$out/profile.txt"; return; }
   { echo "== profile $*"; timeout $(($(left) - 5)) node dist/bench.mjs profile "$@" --top 30 --json "$out/profile-$name.json" 2>&1 | grep -v 'artificially reduced'; } >> "$out/profile.txt"
 }
-profile llama-400m-decode llama-400m --storage f16 --context 128
-profile tiny-granite-decode assets/models/tiny-granite-code --context 128
+profile llama-400m-decode llama-400m --storage f16 --context 192
 profile llama-400m-prefill llama-400m --storage f16 --tokens 128
+profile llama-400m-decode-f32 llama-400m --storage f32 --context 192
+profile granite-decode granite4h-350m-like --storage f16 --context 192
 tail -c 3000 "$out/profile.txt"
 echo "strata.sh: done in $(($(date +%s) - start)) s"

@@ -2,7 +2,8 @@
 // loads materialised ones through buffer placeholders `@B<nodeId>@`, turns reductions into sequential loops or
 // workgroup-cooperative phases, and assembles a kernel's text. The kernel templates in lowerToWgsl.ts,
 // attentionKernel.ts and tiledMatmul.ts drive it.
-import type { DType, Node } from '../ir.ts';
+import { type DType, type Node, numel } from '../ir.ts';
+import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
 import { BoundedIndex, linearize } from '../indexAlgebra.ts';
 import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
 
@@ -238,6 +239,11 @@ export class Emitter {
     const off = linearize(this.ix, idx, n.shape);
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
+    if (isQuantized(storage)) {
+      const i = this.fresh('ix');
+      this.line(`let ${i} = ${off};`);
+      return this.bind(key, 'f32', QUANT_FORMATS[storage].element(buf, i, numel(n.shape)));
+    }
     if (storage === 'f16' || storage === 'bf16') {
       const i = this.fresh('ix');
       this.line(`let ${i} = ${off};`);

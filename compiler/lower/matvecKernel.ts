@@ -1,9 +1,9 @@
 // The matvec kernel template for matmuls with few rows (decode: one token per sequence), with fused prologues
 // (norms, gathers, unpacking) and elementwise epilogues (residual add, SwiGLU gating).
-import type { Node } from '../ir.ts';
-import { numel } from '../ir.ts';
+import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
+import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
@@ -110,7 +110,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
   const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(MAX_ACCUMULATORS / (T * MB)))));
-  const U = K % 2 === 0 ? 2 : 1; // k values per thread and step
+  // k values per thread and step: one packed word of the most tightly packed weight (2 halves, 4 int8, 8 int4)
+  // (quantized rows are whole 32-element blocks, so K is a multiple of it); odd K steps one element at a time
+  const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
+  const U = K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
   const mChunks = Math.ceil(M / MB);
@@ -217,13 +220,35 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   return finish(e, 'matvec', assemble(e, [...head, ...e.phases, ...main], wg, [shared]), groups);
 }
 
-/** Values of `count` consecutive elements of a weight from linear offset `off` (even when count is 2). */
+/** Weight elements one u32 of its buffer holds (f32 counts as one). */
+function elementsPerWord(w: Node): number {
+  const storage = (w as Node<'weight'>).attrs.storage;
+  return isQuantized(storage) ? QUANT_FORMATS[storage].perWord : storage === 'f32' ? 1 : 2;
+}
+
+/**
+ * Values of `count` consecutive elements of a weight from linear offset `off` (a multiple of count), read a packed
+ * word at a time: count is 1, or a multiple of the elements per word (quantized: each word's block constants are
+ * loaded with it, so adjacent threads of one block read the same constant word in one transaction).
+ */
 function loadWeightRun(e: Emitter, w: Node, off: string, count: number): string[] {
   const storage = (w as Node<'weight'>).attrs.storage;
   const buf = e.buffer(w);
   const base = e.fresh('ix');
   e.line(`let ${base} = ${off};`);
   if (storage === 'f32') return Array.from({ length: count }, (_, u) => `${buf}[${base}${u ? ` + ${u}u` : ''}]`);
+  if (isQuantized(storage)) {
+    const format = QUANT_FORMATS[storage];
+    const n = numel(w.shape);
+    const values: string[] = [];
+    for (let at = 0; at < count; at += format.perWord) {
+      const run = format.run(buf, at ? `${base} + ${at}u` : base, n, (p) => e.fresh(p));
+      run.lines.forEach((l) => e.line(l));
+      values.push(...run.values);
+    }
+    return values;
+  }
+  if (count > 2) return Array.from({ length: count / 2 }, (_, h) => loadWeightRun(e, w, `${base} + ${2 * h}u`, 2)).flat();
   if (count === 1) {
     const word = `${buf}[${base} >> 1u]`;
     return [storage === 'f16' ? `unpack2x16float(${word})[${base} & 1u]` : `bitcast<f32>(select(${word} << 16u, ${word} & 0xffff0000u, (${base} & 1u) == 1u))`];

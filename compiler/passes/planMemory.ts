@@ -2,6 +2,7 @@
 // (first write to last read, in dispatch order) do not overlap.
 import { type Graph, type Node, numel, stateRoot } from '../ir.ts';
 import type { BufferSpec } from '../program.ts';
+import { isQuantized, quantBytes } from '../quantized.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
 
 export interface MemoryPlan {
@@ -13,6 +14,7 @@ export interface MemoryPlan {
 export function nodeBytes(n: Node): number {
   const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
   const count = numel(n.shape);
+  if (isQuantized(storage)) return quantBytes(storage, n.shape);
   return Math.max(4, storage === 'f32' ? count * 4 : Math.ceil(count / 2) * 4);
 }
 

@@ -2,6 +2,7 @@
 // with a throughput line, and the message for a missing model folder.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { expect, test } from 'vitest';
@@ -51,6 +52,22 @@ test('a missing model folder is a one-line error that says what to pass', async 
   expect(r.code).toBe(1);
   expect(r.stderr).toMatch(/^strata: model folder '\/nonexistent\/model' does not exist .*Pass the folder of a Hugging Face checkpoint/);
   expect(r.stderr.trim().split('\n')).toHaveLength(1);
+});
+
+test('a bad --weights value is refused by name; a file that is not GGUF is a one-line error', async () => {
+  const bad = await strata(['generate', '--weights', 'q3', '--prompt', 'x']);
+  expect(bad.code).toBe(1);
+  expect(bad.stderr).toMatch(/^error: option '--weights <q8\|q4>' argument 'q3' is invalid. --weights takes q8 or q4, got 'q3'/); // then commander's usage
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-cli-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'model.gguf'), 'plain text, not GGUF');
+    const notGguf = await strata(['generate', '--model', path.join(dir, 'model.gguf'), '--prompt', 'x']);
+    expect(notGguf.code).toBe(1);
+    expect(notGguf.stderr).toMatch(/^strata: .*model\.gguf: not a readable GGUF file/);
+    expect(notGguf.stderr.trim().split('\n')).toHaveLength(1);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('no adapter: the message says how to get one', async () => {

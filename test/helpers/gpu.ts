@@ -1,7 +1,9 @@
 // Test helpers for running one traced function on both backends: the CPU reference (runCpu) and the compiled
 // program on the real WebGPU device, with one GpuRuntime per test worker so pipelines are compiled once.
 import { expect } from 'vitest';
-import { type DType, type Graph, type Node, numel } from '../../compiler/ir.ts';
+import { type DType, type Graph, type Node, type StorageDType, numel } from '../../compiler/ir.ts';
+import { isQuantized } from '../../compiler/quantized.ts';
+import { dequantize, quantize } from '../../runtime/quantize.ts';
 import { type CompileOptions, compile } from '../../compiler/compile.ts';
 import type { Program } from '../../compiler/program.ts';
 import { type Dims, trace } from '../../dsl/trace.ts';
@@ -69,8 +71,15 @@ function deviceData(v: NDArray): ArrayBufferView {
   return v.dtype === 'bool' ? Uint32Array.from(v.data) : v.data;
 }
 
-/** A weight as the device stores it: f16/bf16 rounded (round-to-nearest-even) and packed two halves per u32, low half first. */
-export function storedWeight(values: ArrayLike<number>, storage: 'f32' | 'f16' | 'bf16'): { rounded: Float32Array; upload: Uint32Array | Float32Array } {
+/**
+ * A weight as the device stores it: f16/bf16 rounded (round-to-nearest-even) and packed two halves per u32, low
+ * half first; q8/q4 block-quantized, `rounded` then being the values the kernels decode.
+ */
+export function storedWeight(values: ArrayLike<number>, storage: StorageDType): { rounded: Float32Array; upload: Uint32Array | Float32Array } {
+  if (isQuantized(storage)) {
+    const upload = quantize(values, storage);
+    return { rounded: dequantize(upload, values.length, storage), upload };
+  }
   if (storage === 'f32') {
     const f = Float32Array.from(values);
     return { rounded: f, upload: f };

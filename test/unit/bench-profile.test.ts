@@ -71,3 +71,23 @@ describe('bench kernel profile', () => {
     expect(readLlamaCpp(dir).get('llama-400m-f16')).toEqual({ prefill128: 31656.5, decodeB1: 972.25, decodeB8: 5332 });
   });
 });
+
+describe('quantized weights in the bench', () => {
+  test('bench --weights adds q8 / q4 cases; profile --storage takes them', async () => {
+    const { parseBenchArgs } = await import('../../bench/main.ts');
+    const { parseProfileArgs } = await import('../../bench/profile.ts');
+    expect(parseBenchArgs(['models', '--weights', 'q8,q4']).weights).toEqual(['q8', 'q4']);
+    expect(parseBenchArgs(['models']).weights).toBeUndefined();
+    expect(() => parseBenchArgs(['models', '--weights', 'q3'])).toThrow("--weights takes q8, q4 or q8,q4, got 'q3'");
+    expect(parseProfileArgs(['granite4h', '--storage', 'q4']).storage).toBe('q4');
+  });
+
+  test('a quantized matvec counts the bytes it reads: packed values and block constants, not f32', async () => {
+    const { compile } = await import('../../compiler/compile.ts');
+    const { trace, input, weight } = await import('../../dsl/trace.ts');
+    const q = compile(trace(() => ({ y: input('x', [1, 64]).matmul(weight('w', [32, 64], 'q4').T) })), {});
+    expect(q.kernels).toHaveLength(1);
+    // x: 64 f32; w: 256 words of 8 nibbles, then 64 words of (scale, min); y: 32 f32
+    expect(kernelBytes(q, q.kernels[0]!)).toEqual({ bytes: 256 + 1280 + 128, readBytes: 256 + 1280, writeBytes: 128 });
+  });
+});

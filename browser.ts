@@ -1,0 +1,5 @@
+// `strata/browser`: the library for a web page (navigator.gpu; model files from URLs with range requests, or files
+// the user picked). A model location given as a string is a URL here. Node-only parts (NodeFileSource, files on
+// disk) refuse with a StrataUserError when called.
+export * from './index.ts';
+export { sourceFor } from './runtime/defaultSource.browser.ts';

@@ -1,0 +1,40 @@
+// The `strata` package: what `import { ... } from 'strata'` gives (Node; bundlers that honour the `browser`
+// condition get browser.ts instead). Importing it runs nothing: no device is opened and no file read until called.
+
+// Generating text
+export { Session, Generation, ModelNotFoundError, PromptError, SessionOptionsError, ContextOverflowError, UnknownSequenceError, NoAdapterError } from './runtime/session.ts';
+export type { SessionOptions, GenerateOptions, GenerationResult, LoadProgress, Prompt } from './runtime/session.ts';
+export { Tokenizer } from './runtime/tokenizer.ts';
+export { StrataUserError, isUserError } from './base/errors.ts';
+
+// Where model files come from
+export type { ModelSource, SourceFileInfo } from './base/modelSource.ts';
+export { SourceReadError, SourceChangedError, readSourceJson } from './base/modelSource.ts';
+export { NodeFileSource } from './runtime/nodeFileSource.ts';
+export { FetchSource, type FetchSourceOptions } from './runtime/fetchSource.ts';
+export { FileListSource, DirectoryHandleSource } from './runtime/pickedFileSource.ts';
+export { openSafetensors, SafetensorsFile, ShardedSafetensors, SafetensorsError, type TensorSource, type TensorInfo, type TensorData } from './runtime/safetensors.ts';
+
+// Writing a model: the DSL, nn blocks, ModelDef and its helpers
+export { Tensor } from './dsl/tensor.ts';
+export { trace, input, weight, state, output, constant, iota, type Dim, type Dims } from './dsl/trace.ts';
+export * as nn from './dsl/nn/index.ts';
+export type { ModelDef } from './models/model.ts';
+export { attentionKv, attentionConstants, attentionLayer } from './models/attention.ts';
+export { buildModel, MODEL_BUILDERS } from './models/registry.ts';
+export { loadConfig, type ModelConfig } from './models/config.ts';
+export type { MemorySpec, LayerMemorySpec, KvSpec, RecurrentStateSpec, MemoryOptions, MemoryReport } from './caches/spec.ts';
+export { memoryReport } from './caches/spec.ts';
+export { StepContext } from './caches/stepContext.ts';
+
+// Compiling and running below the Session
+export { compile, compileFn, DEFAULT_LIMITS, type CompileOptions, type DeviceLimits } from './compiler/compile.ts';
+export { printProgram, printSchedule, serializeProgram, deserializeProgram, type Program, type KernelSpec, type BufferSpec } from './compiler/program.ts';
+export { ModelRunner, type RunnerOptions } from './runtime/modelRunner.ts';
+export { GpuRuntime, type Counters } from './runtime/gpuRuntime.ts';
+export { getSharedDevice, acquireDevice, describeDevice, type StrataDevice } from './runtime/device.ts';
+export { randomCheckpoint } from './runtime/randomWeights.ts';
+
+// Session memory without a file system (browser): Blob and OPFS
+export { saveMemoryToBlob, restoreMemoryFromBlob, saveMemoryToOpfs, restoreMemoryFromOpfs } from './runtime/memoryBlobs.ts';
+export { saveMemory, restoreMemory, encodeMemory, RestoreError } from './caches/sessionFile.ts';

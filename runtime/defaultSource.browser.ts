@@ -1,0 +1,8 @@
+// The browser's meaning of a model location given as a string: a URL (relative to the page), read with fetch and
+// HTTP range requests. Swapped in for defaultSource.ts by the browser bundle (scripts/build.mjs).
+import type { ModelSource } from '../base/modelSource.ts';
+import { FetchSource } from './fetchSource.ts';
+
+export function sourceFor(location: string): ModelSource {
+  return new FetchSource(location);
+}

@@ -1,0 +1,124 @@
+// Block-quantized weights (q8: int8, q4: 4-bit with min, 32-element blocks, f16 constants) decoded inside the
+// matvec, tiled-matmul and gather kernels, against the CPU reference on the decoded values; the host encoders
+// against their error bounds, and GGML block repacking against ggml's own dequantization formulas.
+import { describe, expect, test } from 'vitest';
+import { input, weight } from '../../dsl/trace.ts';
+import { linear } from '../../dsl/nn/basic.ts';
+import { QUANT_FORMATS } from '../../compiler/quantized.ts';
+import { dequantize, quantize, repackGgml } from '../../runtime/quantize.ts';
+import { f16BitsToF32, f32ToF16Bits } from '../../runtime/safetensors.ts';
+import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
+
+// the CPU reference multiplies the same decoded values in another order
+const tol = { atol: 2e-4, rtol: 1e-4 };
+
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+}
+
+describe('kernels decode quantized weights where they read them', () => {
+  test('matvec: q8 projection with a residual, and a q4 x q8 SwiGLU pair (one packed word per thread and step)', async () => {
+    const r = await runBoth(
+      () => {
+        const x = input('x', [2, 96]);
+        const h = input('h', [2, 40]);
+        const y = h.add(linear(x, weight('wd', [40, 96], 'q8')));
+        const z = linear(x, weight('wg', [24, 96], 'q4')).silu().mul(linear(x, weight('wu', [24, 96], 'q8')));
+        return { y, z };
+      },
+      {},
+      (g) => randomData(g, 5),
+    );
+    expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec+matvec']);
+    const wgsl = r.program.kernels[0]!.wgsl;
+    expect(wgsl).toContain('extractBits(');
+    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+  });
+
+  test('tiled matmul reads a q4 weight, and a q8 embedding is gathered', async () => {
+    const r = await runBoth(
+      () => {
+        const x = input('x', [40, 64]);
+        const ids = input('ids', [3], 'i32');
+        return { y: linear(x, weight('w', [48, 64], 'q4')), e: weight('emb', [50, 64], 'q8').gather(ids) };
+      },
+      {},
+      (g) => ({ ...randomData(g, 9), inputs: { ...randomData(g, 9).inputs, ids: [0, 49, 17] } }),
+    );
+    expect(r.program.kernels.some((k) => k.templates.includes('tiled'))).toBe(true);
+    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+    // the buffers hold the packed words: 1 + 1/16 words per 4 int8, 1 + 1/4 words per 8 int4
+    const bytes = Object.fromEntries(r.program.buffers.filter((b) => b.role === 'weight').map((b) => [b.name, b.bytes]));
+    expect(bytes).toEqual({ w: (48 * 64) / 8 * 4 + (48 * 64) / 32 * 4, emb: (50 * 64) + (50 * 64) / 32 * 2 });
+  });
+});
+
+describe('host encoding', () => {
+  test('q8 and q4 round-trip within half a step of each block', () => {
+    const rand = lcg(3);
+    const values = Float32Array.from({ length: 32 * 40 }, (_, i) => rand() * (1 + (i >> 5)));
+    for (const storage of ['q8', 'q4'] as const) {
+      const words = quantize(values, storage);
+      expect(words.length).toBe(QUANT_FORMATS[storage].words(values.length));
+      const back = dequantize(words, values.length, storage);
+      for (let b = 0; b < values.length / 32; b++) {
+        const block = values.subarray(b * 32, b * 32 + 32);
+        const step = storage === 'q8' ? Math.max(...block.map(Math.abs)) / 127 : (Math.max(...block) - Math.min(...block)) / 15;
+        for (let j = 0; j < 32; j++) expect(Math.abs(back[b * 32 + j]! - block[j]!)).toBeLessThanOrEqual(step * 0.5 * 1.01 + 1e-3 * step + 1e-6);
+      }
+    }
+  });
+
+  // ggml-quants.c dequantize_row_q8_0 / q4_0 / q4_K, written out independently of the repacking
+  const half = (v: DataView, at: number) => f16BitsToF32(v.getUint16(at, true));
+  function ggmlDequant(type: 'Q8_0' | 'Q4_0' | 'Q4_K', raw: Uint8Array, count: number): Float32Array {
+    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const out = new Float32Array(count);
+    if (type === 'Q8_0') for (let i = 0; i < count; i++) out[i] = half(v, (i >> 5) * 34) * v.getInt8((i >> 5) * 34 + 2 + (i & 31));
+    if (type === 'Q4_0')
+      for (let b = 0; b < count / 32; b++)
+        for (let j = 0; j < 16; j++) {
+          const q = raw[b * 18 + 2 + j]!;
+          out[b * 32 + j] = ((q & 15) - 8) * half(v, b * 18);
+          out[b * 32 + j + 16] = ((q >> 4) - 8) * half(v, b * 18);
+        }
+    if (type === 'Q4_K')
+      for (let sb = 0; sb < count / 256; sb++) {
+        const at = sb * 144;
+        const sc = raw.subarray(at + 4, at + 16);
+        const scaleMin = (j: number) => (j < 4 ? [sc[j]! & 63, sc[j + 4]! & 63] : [(sc[j + 4]! & 0xf) | ((sc[j - 4]! >> 6) << 4), (sc[j + 4]! >> 4) | ((sc[j]! >> 6) << 4)]);
+        let is = 0;
+        let y = sb * 256;
+        for (let j = 0; j < 256; j += 64) {
+          const [s1, m1] = scaleMin(is);
+          const [s2, m2] = scaleMin(is + 1);
+          for (let l = 0; l < 32; l++) out[y + l] = half(v, at) * s1! * (raw[at + 16 + j / 2 + l]! & 15) - half(v, at + 2) * m1!;
+          for (let l = 0; l < 32; l++) out[y + 32 + l] = half(v, at) * s2! * (raw[at + 16 + j / 2 + l]! >> 4) - half(v, at + 2) * m2!;
+          y += 64;
+          is += 2;
+        }
+      }
+    return out;
+  }
+
+  test.each(['Q8_0', 'Q4_0', 'Q4_K'] as const)('%s blocks repack into the device layout', (type) => {
+    const rand = lcg(type.length * 7 + type.charCodeAt(1));
+    const count = 512;
+    const blockBytes = { Q8_0: 34, Q4_0: 18, Q4_K: 144 }[type];
+    const blockElements = type === 'Q4_K' ? 256 : 32;
+    const raw = Uint8Array.from({ length: (count / blockElements) * blockBytes }, () => Math.floor((rand() + 1) * 128) & 255);
+    const view = new DataView(raw.buffer);
+    // sane f16 block constants (random bytes could be NaN or huge)
+    for (let b = 0; b < count / blockElements; b++) {
+      view.setUint16(b * blockBytes, f32ToF16Bits(0.01 + 0.02 * Math.abs(rand())), true);
+      if (type === 'Q4_K') view.setUint16(b * blockBytes + 2, f32ToF16Bits(0.005 + 0.01 * Math.abs(rand())), true);
+    }
+    const storage = type === 'Q8_0' ? 'q8' : 'q4';
+    const got = dequantize(repackGgml(type, raw, count), count, storage);
+    const want = ggmlDequant(type, raw, count);
+    // Q8_0 and Q4_0 are bit-exact; Q4_K's d*sc and dmin*m are rounded to f16 (2^-11 relative each)
+    const atol = type === 'Q4_K' ? 2 ** -11 * (0.03 * 63 * 15 + 0.015 * 63) : 0;
+    for (let i = 0; i < count; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThanOrEqual(atol);
+  });
+});

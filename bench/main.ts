@@ -20,6 +20,8 @@ export interface BenchArgs {
   out?: string;
   /** Also bench these block-quantized weight storages (random f16 weights quantized on load). */
   weights?: QuantStorage[];
+  /** With `weights`: bench only the quantized storages (a second run on a GPU machine whose time is short). */
+  quantizedOnly?: boolean;
   log?: (line: string) => void;
 }
 
@@ -67,8 +69,10 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
     report.models = [];
     for (const [name, config] of configs) {
       const cases: { storage: StorageDType; batch: number; fused: boolean }[] = [];
-      for (const storage of ['f32', 'f16'] as const) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
-      cases.push({ storage: 'f16', batch: 1, fused: false });
+      if (!(args.quantizedOnly && args.weights)) {
+        for (const storage of ['f32', 'f16'] as const) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
+        cases.push({ storage: 'f16', batch: 1, fused: false });
+      }
       for (const storage of args.weights ?? []) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
       for (const c of cases) {
         try {
@@ -91,7 +95,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   return report;
 }
 
-/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4]`, as the README documents. */
+/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
@@ -99,5 +103,5 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const out = value('--out');
   const weights = value('--weights')?.split(',');
   if (weights && !weights.every((w): w is QuantStorage => w === 'q8' || w === 'q4')) throw new Error(`[bench] --weights takes q8, q4 or q8,q4, got '${weights.join(',')}'`);
-  return { what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}) };
+  return { what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}) };
 }

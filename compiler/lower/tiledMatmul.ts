@@ -5,7 +5,6 @@ import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
 
-const TILE_K = 16;
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
 const TILE_MIN_GROUPS = 256;
 const TILE_MIN_ROWS = 32;
@@ -51,8 +50,8 @@ export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | 
 }
 
 /**
- * A 64x64 output tile per workgroup (32x32 when that leaves too few workgroups), K in steps of 16 through shared
- * memory; each of 256 threads keeps a 4x4 (2x2) block of accumulators per matmul. Operands are read through the emitter, so prologues (casts, unpacking, gathers) stay
+ * A 64x64 output tile per workgroup (32x32 when that leaves too few workgroups), K in steps of 16 (32 for 32x32
+ * tiles) through shared memory, the next step's loads in flight while a step is multiplied; each of 256 threads keeps a 4x4 (2x2) block of accumulators per matmul. Operands are read through the emitter, so prologues (casts, unpacking, gathers) stay
  * fused; the epilogue evaluates the root at each output with each matmul's value seeded from its accumulator.
  */
 export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean): LoweredKernel {
@@ -79,44 +78,71 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   mms.forEach((_, t) => {
     for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
   });
-  const kt = e.fresh('k');
-  const loads = e.nested(() => {
-    // A tile [64 x 16] and B tiles [16 x 64], 4 elements each per thread; k varies fastest for both (row-major
-    // activations and [out, in] weights read through a transpose are then contiguous across threads)
-    for (let q = 0; q < (TILE * TILE_K) / 256; q++) {
-      const el = `(lid + ${q * 256}u)`;
-      const row = `(${el} / ${TILE_K}u)`;
-      const kk = `(${el} % ${TILE_K}u)`;
-      e.line(`{`);
-      const inner = e.nested(() => {
-        const m = e.fresh('k');
-        const k = e.fresh('k');
-        const n = e.fresh('k');
-        e.line(`let ${m} = min(m0 + ${row}, ${M - 1}u);`);
-        e.line(`let ${k} = min(${kt} + ${kk}, ${K - 1}u);`);
-        e.line(`let ${n} = min(n0 + ${row}, ${N - 1}u);`);
-        const av = e.value(a, [...batch, m, k]);
-        e.line(`tile_a[${row} * ${TILE_K + 1}u + ${kk}] = select(0.0, ${av}, m0 + ${row} < ${M}u && ${kt} + ${kk} < ${K}u);`);
-        mms.forEach((mm, t) => {
-          const bv = e.value(mm.inputs[1]!, [...batch, k, n]);
-          e.line(`tile_b${t}[${kk} * ${TILE + 1}u + ${row}] = select(0.0, ${bv}, n0 + ${row} < ${N}u && ${kt} + ${kk} < ${K}u);`);
+  // K per step: 32 where the tiles still fit the 16 KiB of workgroup memory every WebGPU device has, else 16
+  const TK = TILE === 32 && mms.length <= 2 ? 32 : 16;
+  const perLoad = (TILE * TK) / 256; // elements of each tile a thread loads per step
+  // Software pipelining: the next step's elements are loaded into registers while this step's tiles are multiplied,
+  // so the global loads' latency overlaps the arithmetic (one step at a time left them exposed: each step cost a
+  // full round trip to memory, ~60 us for a 128 x 1024 x 1024 matmul on an H200).
+  for (let q = 0; q < perLoad; q++) {
+    e.line(`var ra_${q}: f32 = 0.0;`);
+    mms.forEach((_, t) => e.line(`var rb${t}_${q}: f32 = 0.0;`));
+  }
+  // A elements [m][k] and B elements [k][n], k fastest for both (row-major activations and [out, in] weights read
+  // through a transpose are then contiguous across threads)
+  const place = (q: number) => {
+    const el = `(lid + ${q * 256}u)`;
+    return { row: `(${el} / ${TK}u)`, kk: `(${el} % ${TK}u)` };
+  };
+  const loadFrom = (base: string) =>
+    e.nested(() => {
+      for (let q = 0; q < perLoad; q++) {
+        const { row, kk } = place(q);
+        e.line(`{`);
+        const inner = e.nested(() => {
+          const m = e.fresh('k');
+          const k = e.fresh('k');
+          const n = e.fresh('k');
+          e.line(`let ${m} = min(m0 + ${row}, ${M - 1}u);`);
+          e.line(`let ${k} = min(${base} + ${kk}, ${K - 1}u);`);
+          e.line(`let ${n} = min(n0 + ${row}, ${N - 1}u);`);
+          const av = e.value(a, [...batch, m, k]);
+          e.line(`ra_${q} = select(0.0, ${av}, m0 + ${row} < ${M}u && ${base} + ${kk} < ${K}u);`);
+          mms.forEach((mm, t) => {
+            const bv = e.value(mm.inputs[1]!, [...batch, k, n]);
+            e.line(`rb${t}_${q} = select(0.0, ${bv}, n0 + ${row} < ${N}u && ${base} + ${kk} < ${K}u);`);
+          });
         });
-      });
-      inner.forEach((l) => e.line('  ' + l));
-      e.line(`}`);
-    }
-  });
-  e.line(`for (var ${kt}: u32 = 0u; ${kt} < ${K}u; ${kt} += ${TILE_K}u) {`);
-  loads.forEach((l) => e.line('  ' + l));
-  e.line(`  workgroupBarrier();`);
-  e.line(`  for (var kk: u32 = 0u; kk < ${TILE_K}u; kk++) {`);
-  for (let i = 0; i < per; i++) e.line(`    let a${i} = tile_a[(ty + ${16 * i}u) * ${TILE_K + 1}u + kk];`);
-  mms.forEach((_, t) => {
-    for (let j = 0; j < per; j++) e.line(`    let b${t}_${j} = tile_b${t}[kk * ${TILE + 1}u + tx + ${16 * j}u];`);
-    for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`    acc${t}_${i}_${j} = acc${t}_${i}_${j} + a${i} * b${t}_${j};`);
-  });
+        inner.forEach((l) => e.line('  ' + l));
+        e.line(`}`);
+      }
+    });
+  // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
+  // (the loads written once, so the shader stays as small as before; a trip's barriers are uniform in kt)
+  const kt = e.bound(e.fresh('k'), Math.ceil(K / TK) * TK);
+  const loads = loadFrom(kt);
+  e.line(`for (var ${kt}: u32 = 0u; ${kt} <= ${Math.ceil(K / TK) * TK}u; ${kt} += ${TK}u) {`);
+  e.line(`  if (${kt} > 0u) {`);
+  for (let q = 0; q < perLoad; q++) {
+    const { row, kk } = place(q);
+    e.line(`    tile_a[${row} * ${TK + 1}u + ${kk}] = ra_${q};`);
+    mms.forEach((_, t) => e.line(`    tile_b${t}[${kk} * ${TILE + 1}u + ${row}] = rb${t}_${q};`));
+  }
+  e.line(`    workgroupBarrier();`);
   e.line(`  }`);
-  e.line(`  workgroupBarrier();`);
+  e.line(`  if (${kt} < ${K}u) {`);
+  loads.forEach((l) => e.line('    ' + l));
+  e.line(`  }`);
+  e.line(`  if (${kt} > 0u) {`);
+  e.line(`    for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
+  for (let i = 0; i < per; i++) e.line(`      let a${i} = tile_a[(ty + ${16 * i}u) * ${TK + 1}u + kk];`);
+  mms.forEach((_, t) => {
+    for (let j = 0; j < per; j++) e.line(`      let b${t}_${j} = tile_b${t}[kk * ${TILE + 1}u + tx + ${16 * j}u];`);
+    for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`      acc${t}_${i}_${j} = acc${t}_${i}_${j} + a${i} * b${t}_${j};`);
+  });
+  e.line(`    }`);
+  e.line(`    workgroupBarrier();`);
+  e.line(`  }`);
   e.line(`}`);
   for (let i = 0; i < per; i++)
     for (let j = 0; j < per; j++) {
@@ -134,7 +160,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       body.forEach((l) => e.line('  ' + l));
       e.line(`}`);
     }
-  const tiles = [`var<workgroup> tile_a: array<f32, ${TILE * (TILE_K + 1)}>;`, ...mms.map((_, t) => `var<workgroup> tile_b${t}: array<f32, ${TILE_K * (TILE + 1)}>;`)];
+  const tiles = [`var<workgroup> tile_a: array<f32, ${TILE * (TK + 1)}>;`, ...mms.map((_, t) => `var<workgroup> tile_b${t}: array<f32, ${TK * (TILE + 1)}>;`)];
   return finish(e, 'tiled', assemble(e, e.topLines(), 256, tiles), groups);
 }
 

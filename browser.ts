@@ -2,4 +2,4 @@
 // the user picked). A model location given as a string is a URL here. Node-only parts (NodeFileSource, files on
 // disk) refuse with a StrataUserError when called.
 export * from './index.ts';
-export { sourceFor } from './runtime/defaultSource.browser.ts';
+export { sourceFor } from './base/defaultSource.browser.ts';

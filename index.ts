@@ -10,10 +10,10 @@ export { StrataUserError, isUserError } from './base/errors.ts';
 // Where model files come from
 export type { ModelSource, SourceFileInfo } from './base/modelSource.ts';
 export { SourceReadError, SourceChangedError, readSourceJson } from './base/modelSource.ts';
-export { NodeFileSource } from './runtime/nodeFileSource.ts';
-export { FetchSource, type FetchSourceOptions } from './runtime/fetchSource.ts';
+export { NodeFileSource } from './base/nodeFileSource.ts';
+export { FetchSource, type FetchSourceOptions } from './base/fetchSource.ts';
 export { FileListSource, DirectoryHandleSource } from './runtime/pickedFileSource.ts';
-export { openSafetensors, SafetensorsFile, ShardedSafetensors, SafetensorsError, type TensorSource, type TensorInfo, type TensorData } from './runtime/safetensors.ts';
+export { openSafetensors, SafetensorsFile, ShardedSafetensors, SafetensorsError, type TensorSource, type TensorInfo, type TensorData } from './base/safetensors.ts';
 
 // Writing a model: the DSL, nn blocks, ModelDef and its helpers
 export { Tensor } from './dsl/tensor.ts';
@@ -21,14 +21,15 @@ export { trace, input, weight, state, output, constant, iota, type Dim, type Dim
 export * as nn from './dsl/nn/index.ts';
 export type { ModelDef } from './models/model.ts';
 export { attentionKv, attentionConstants, attentionLayer } from './models/attention.ts';
-export { buildModel, MODEL_BUILDERS } from './models/registry.ts';
+export { buildModel, MODELS, type ModelEntry } from './models/registry.ts';
 export { loadConfig, type ModelConfig } from './models/config.ts';
-export type { MemorySpec, LayerMemorySpec, KvSpec, RecurrentStateSpec, MemoryOptions, MemoryReport } from './caches/spec.ts';
-export { memoryReport } from './caches/spec.ts';
+export type { MemorySpec, LayerMemorySpec, KvSpec, RecurrentStateSpec, MemoryOptions, MemoryReport, KvPolicy, KvPolicySetting } from './caches/spec.ts';
+export { memoryReport, withKvPolicies } from './caches/spec.ts';
 export { StepContext } from './caches/stepContext.ts';
 
 // Compiling and running below the Session
-export { compile, compileFn, DEFAULT_LIMITS, type CompileOptions, type DeviceLimits } from './compiler/compile.ts';
+export { compile, DEFAULT_LIMITS, type CompileOptions, type DeviceLimits } from './compiler/compile.ts';
+export { compileFn } from './dsl/compileFn.ts';
 export { printProgram, printSchedule, serializeProgram, deserializeProgram, type Program, type KernelSpec, type BufferSpec } from './compiler/program.ts';
 export { ModelRunner, type RunnerOptions } from './runtime/modelRunner.ts';
 export { GpuRuntime, type Counters } from './runtime/gpuRuntime.ts';

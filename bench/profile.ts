@@ -11,7 +11,7 @@ import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { ModelRunner } from '../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../runtime/randomWeights.ts';
-import { type TensorSource, openSafetensors } from '../runtime/safetensors.ts';
+import { type TensorSource, openSafetensors } from '../base/safetensors.ts';
 import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
 import { formatKernelProfile } from './kernelProfile.ts';
 import { measureKernelProfile } from './measureKernels.ts';

@@ -20,7 +20,7 @@ import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { ModelRunner } from '../runtime/modelRunner.ts';
 import { argmax } from '../runtime/parity.ts';
-import { openSafetensors } from '../runtime/safetensors.ts';
+import { openSafetensors } from '../base/safetensors.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

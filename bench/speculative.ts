@@ -11,7 +11,7 @@ import { buildModel } from '../models/registry.ts';
 import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { ModelRunner } from '../runtime/modelRunner.ts';
-import { openSafetensors } from '../runtime/safetensors.ts';
+import { openSafetensors } from '../base/safetensors.ts';
 import { type DraftSource, ModelDraft, PromptLookupDraft, type SpeculativeResult, speculativeGenerate } from '../runtime/speculative.ts';
 import { Tokenizer } from '../runtime/tokenizer.ts';
 

@@ -5,12 +5,13 @@ import type { Executable, GpuRuntime } from '../runtime/gpuRuntime.ts';
 /** Seconds per run of `encode`, averaged over `iters` runs submitted together (after one warm-up run). */
 export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, iters: number): Promise<number> {
   const run = async (n: number) => {
-    const enc = rt.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    for (let i = 0; i < n; i++) encode(pass);
-    pass.end();
-    const t0 = performance.now();
-    rt.submit([enc.finish()]);
+    let t0 = 0;
+    rt.submitWork('timing', (enc) => {
+      const pass = enc.beginComputePass();
+      for (let i = 0; i < n; i++) encode(pass);
+      pass.end();
+      t0 = performance.now(); // encoding is host work, not timed
+    });
     await rt.device.queue.onSubmittedWorkDone();
     return (performance.now() - t0) / 1000;
   };
@@ -30,10 +31,10 @@ export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats:
   const runs: { begin: bigint; end: bigint }[][] = [];
   try {
     for (let r = 0; r < repeats; r++) {
-      const enc = rt.device.createCommandEncoder();
-      names = exe.encodeProfiled(enc, querySet, 0);
-      enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
-      rt.submit([enc.finish()]);
+      rt.submitWork('profile', (enc) => {
+        names = exe.encodeProfiled(enc, querySet, 0);
+        enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+      });
       const raw = new BigUint64Array(await rt.readBuffer(resolve, 16 * n));
       runs.push(names.map((_, i) => ({ begin: raw[2 * i]!, end: raw[2 * i + 1]! })));
     }

@@ -2,12 +2,14 @@
 // the model's per-layer spec for N sequence slots, and the sequence operations on them (remove a range,
 // fork, keep, clear, snapshot, roll back) as copies on the GPU. Every part is asked whether it can do an
 // operation before any part changes, so the attention and recurrent caches never disagree.
-import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
-import { DeviceCopies, readRegions } from './deviceCopies.ts';
-import { KeyShifter, type KeyShift } from './keyShift.ts';
+import { DeviceCopies } from './deviceCopies.ts';
+import type { DeviceMemory } from './deviceMemory.ts';
+import type { KeyShifter } from './keyShift.ts';
+import { bufferKey } from './bufferKeys.ts';
 import { KvCache, type SlotTensor } from './kvCache.ts';
 import { RecurrentCache } from './recurrentCache.ts';
-import { type MemoryOptions, type MemoryReport, type MemorySpec, helperBufferBytes, isRing, memoryReport, ownKv } from './spec.ts';
+import { type MemoryOptions, type MemoryReport, type MemorySpec, isRing, memoryReport, ownKv } from './spec.ts';
+import { POSITION_STATE, type StateEntry, StateTable, entryBytes, memoryStateEntries } from './stateTable.ts';
 
 /** An operation the memory refuses (the message says why and what is possible); nothing was changed. */
 export class MemoryError extends Error {
@@ -27,8 +29,8 @@ export interface HybridMemoryOptions {
    * an automatic snapshot every `every` tokens, taken after the step that reaches it (0: only on request).
    */
   snapshots?: { perSlot?: number; every?: number };
-  /** Lets `removeRange` cut from the middle of a sequence: how moved keys are re-positioned. */
-  keyShift?: KeyShift;
+  /** Lets `removeRange` cut from the middle of a sequence: re-positions moved keys (see KeyShift). */
+  keyShifter?: KeyShifter;
   model?: ModelIdentity;
 }
 
@@ -54,8 +56,13 @@ export function formatPositions(positions: number[]): string {
 }
 
 export class HybridMemory {
-  /** Tokens held per slot: a host mirror of the device positions, updated by steps and by every operation here. */
-  readonly lengths: number[];
+  /**
+   * Tokens held per slot: a host mirror of the device positions. Written only here: by every operation, and by
+   * `afterStep`, through which steps report how far each slot got.
+   */
+  readonly lengths: readonly number[];
+  /** Every buffer this session owns, with its behaviour under the operations here (see stateTable.ts). */
+  readonly table: StateTable;
   readonly kv: KvCache;
   readonly recurrent: RecurrentCache;
   /** [slots] i32: each slot's length, advanced on the device by every step. */
@@ -66,14 +73,17 @@ export class HybridMemory {
   readonly snapshotEvery: number;
   readonly model: ModelIdentity | undefined;
   private readonly snapshots: Snapshot[][];
-  private readonly allocations: { key: string; buffer: GPUBuffer }[] = [];
+  private readonly allocations: { key: string; entry: StateEntry; buffer: GPUBuffer }[] = [];
+  private readonly buffers = new Map<StateEntry, GPUBuffer>();
+  /** The one writer of `lengths`. */
+  private readonly slotLengths: number[];
   private readonly copies: DeviceCopies;
   private readonly shifter: KeyShifter | undefined;
   private clock = 0;
 
   constructor(
-    readonly runtime: GpuRuntime,
-    /** Prefix of the buffer keys, the same as the programs that use this memory (`${namespace}state:pos`). */
+    readonly device: DeviceMemory,
+    /** Prefix of the buffer keys (bufferKeys.ts), the same as the programs that use this memory. */
     readonly namespace: string,
     readonly spec: MemorySpec,
     readonly options: MemoryOptions,
@@ -89,21 +99,17 @@ export class HybridMemory {
     if (this.snapshotEvery > 0 && this.snapshotsPerSlot === 0) throw new MemoryError(`snapshots.every = ${this.snapshotEvery} needs snapshot planes (snapshots.perSlot > 0)`);
     this.model = opts.model;
     const planes = options.slots * this.snapshotsPerSlot;
-    const allocate = (key: string, bytes: number): GPUBuffer => {
-      const full = namespace + key;
-      if (runtime.hasNamed(full)) throw new MemoryError(`buffer '${full}' already exists: one memory per namespace, allocated before any program`);
-      const buffer = runtime.namedBuffer(full, bytes);
-      this.allocations.push({ key: full, buffer });
-      return buffer;
-    };
-    this.kv = new KvCache(spec, options, planes, allocate);
-    this.recurrent = new RecurrentCache(spec, options, planes, allocate);
-    this.positions = allocate('state:pos', options.slots * 4);
-    this.snapshotPositions = planes > 0 ? allocate('snapshot:pos', planes * 4) : undefined;
-    const helpers = helperBufferBytes(spec, options);
-    this.copies = new DeviceCopies(runtime, allocate('memory:scratch', helpers.scratch), allocate('memory:zero', helpers.zero));
-    this.shifter = opts.keyShift ? new KeyShifter(runtime, namespace, options, opts.keyShift) : undefined;
-    this.lengths = new Array<number>(options.slots).fill(0);
+    this.table = new StateTable();
+    for (const entry of memoryStateEntries(spec, options, planes)) this.register(entry);
+    const buffer = (role: StateEntry['role'], name: string) => this.buffers.get(this.table.find(role, name)!)!;
+    this.kv = new KvCache(spec, options, planes, buffer);
+    this.recurrent = new RecurrentCache(spec, planes, buffer);
+    this.positions = buffer('state', POSITION_STATE);
+    this.snapshotPositions = planes > 0 ? buffer('snapshot', POSITION_STATE) : undefined;
+    this.copies = new DeviceCopies(device, buffer('memory', 'scratch'), buffer('memory', 'zero'));
+    this.shifter = opts.keyShifter;
+    this.slotLengths = new Array<number>(options.slots).fill(0);
+    this.lengths = this.slotLengths;
     this.snapshots = Array.from({ length: options.slots }, () => []);
   }
 
@@ -114,9 +120,33 @@ export class HybridMemory {
     return memoryReport(this.spec, this.options, { perSlot: this.snapshotsPerSlot });
   }
 
-  /** Sum of the sizes of every buffer this memory allocated. */
+  /**
+   * Allocates a table entry's buffer (the memory's own at construction; the generator's state when it attaches,
+   * before its programs load). Entries of another owner than 'memory' are carried by fork and save/restore.
+   */
+  register(entry: StateEntry): GPUBuffer {
+    const key = bufferKey(this.namespace, entry.role, entry.name);
+    if (this.device.has(key)) throw new MemoryError(`buffer '${key}' already exists: one memory per namespace, allocated before any program`);
+    this.table.add(entry);
+    const buffer = this.device.allocate(key, entryBytes(entry));
+    this.allocations.push({ key, entry, buffer });
+    this.buffers.set(entry, buffer);
+    return buffer;
+  }
+
+  /** The buffer of a registered traced state (e.g. the generator's 'gen.rng'). */
+  stateBuffer(name: string): GPUBuffer {
+    return this.buffers.get(this.table.state(name))!;
+  }
+
+  /** Sum of the sizes of every buffer of the memory's own entries (what `report()` counts). */
   allocatedBytes(): number {
-    return this.allocations.reduce((a, b) => a + b.buffer.size, 0);
+    return this.allocations.filter((a) => a.entry.owner === 'memory').reduce((a, b) => a + b.buffer.size, 0);
+  }
+
+  /** Entries carried per slot that other owners (the generator) registered. */
+  private get attached(): StateEntry[] {
+    return this.table.entries.filter((e) => e.owner !== 'memory');
   }
 
   /** Runtime keys of this memory's buffers. */
@@ -152,16 +182,20 @@ export class HybridMemory {
   }
 
   private encodeClear(slot: number): void {
+    this.kv.encodeClear(this.copies, slot);
     this.recurrent.encodeClear(this.copies, slot);
     this.copies.zeroFill(this.positions, slot * 4, 4);
   }
 
   private forget(slot: number): void {
-    this.lengths[slot] = 0;
+    this.slotLengths[slot] = 0;
     this.snapshots[slot] = [];
   }
 
-  /** Copies sequence `src` into slot `dst` (KV entries, states, position and snapshots), replacing what dst held. */
+  /**
+   * Copies sequence `src` into slot `dst` (KV entries, states, position, snapshots and the generator's state of
+   * the slot: sampling parameters, RNG, next token, done flag), replacing what dst held.
+   */
   fork(src: number, dst: number): void {
     this.checkSlot(src, 'source slot');
     this.checkSlot(dst, 'destination slot');
@@ -170,9 +204,10 @@ export class HybridMemory {
     this.kv.encodeCopy(this.copies, src, dst, length);
     this.recurrent.encodeCopy(this.copies, src, dst);
     this.copies.copy(this.positions, src * 4, this.positions, dst * 4, 4);
+    for (const e of this.attached) this.copies.copy(this.buffers.get(e)!, src * e.slotBytes, this.buffers.get(e)!, dst * e.slotBytes, e.slotBytes);
     for (const s of this.snapshots[src]!) this.encodeCopyPlane(this.planeIndex(src, s.plane), this.planeIndex(dst, s.plane));
     this.copies.submit();
-    this.lengths[dst] = length;
+    this.slotLengths[dst] = length;
     this.snapshots[dst] = this.snapshots[src]!.map((s) => ({ ...s }));
   }
 
@@ -205,8 +240,8 @@ export class HybridMemory {
     this.kv.encodeRemoveMiddle(this.copies, slot, from, end, length);
     this.copies.submit();
     await this.shifter!.encode(this.kv.layers, slot, from, length - removed, -removed);
-    this.runtime.write(this.positions, Int32Array.of(length - removed), slot * 4);
-    this.lengths[slot] = length - removed;
+    this.device.write(this.positions, Int32Array.of(length - removed), slot * 4);
+    this.slotLengths[slot] = length - removed;
     this.snapshots[slot] = this.snapshots[slot]!.filter((s) => s.position <= from);
   }
 
@@ -227,8 +262,8 @@ export class HybridMemory {
       this.copies.copy(this.snapshotPositions!, plane * 4, this.positions, slot * 4, 4);
     }
     this.copies.submit();
-    if (plane === undefined) this.runtime.write(this.positions, Int32Array.of(position), slot * 4);
-    this.lengths[slot] = position;
+    if (plane === undefined) this.device.write(this.positions, Int32Array.of(position), slot * 4);
+    this.slotLengths[slot] = position;
     this.snapshots[slot] = this.snapshots[slot]!.filter((s) => s.position <= position);
   }
 
@@ -296,11 +331,21 @@ export class HybridMemory {
     return position;
   }
 
-  /** The hook after a prefill chunk or decode step: snapshots every slot that moved `every` tokens past its latest snapshot. */
-  afterStep(slots: Iterable<number>): void {
+  /**
+   * The hook after a prefill chunk or decode step: records how many positions each slot now holds (what the
+   * device's positions say after the step) and snapshots every slot that moved `every` tokens past its latest
+   * snapshot (unless `snapshot` is false: a sequence that ended).
+   */
+  afterStep(steps: Iterable<{ slot: number; length: number; snapshot?: boolean }>): void {
+    const moved = new Map<number, number>();
+    for (const { slot, length, snapshot } of steps) {
+      this.checkSlot(slot);
+      if (!Number.isInteger(length) || length < 0 || length > this.options.capacity) throw new MemoryError(`slot ${slot}: a step cannot leave ${length} positions (capacity ${this.options.capacity})`);
+      this.slotLengths[slot] = length;
+      if (snapshot !== false) moved.set(slot, length);
+    }
     if (this.snapshotEvery === 0) return;
-    for (const slot of new Set(slots)) {
-      const length = this.lengths[slot]!;
+    for (const [slot, length] of moved) {
       const latest = Math.max(0, ...this.snapshots[slot]!.map((s) => s.position).filter((p) => p <= length));
       if (length - latest >= this.snapshotEvery) this.snapshot(slot);
     }
@@ -308,20 +353,29 @@ export class HybridMemory {
 
   // ------------------------------------------------------------------ contents (save, restore, tests)
 
-  /** The byte ranges of one slot holding `length` positions (default: what it holds), as saved: its position, then KV entries and states. */
+  /**
+   * The byte ranges of one slot holding `length` positions (default: what it holds), as saved: its position,
+   * KV entries and states, then the generator's state of the slot when a generator is attached.
+   */
   slotTensors(slot: number, length = this.lengths[slot]!): SlotTensor[] {
     this.checkSlot(slot);
     return [
-      { name: 'pos', shape: [1], dtype: 'I32', region: { buffer: this.positions, offset: slot * 4, bytes: 4 } },
+      { name: POSITION_STATE, shape: [1], dtype: 'I32', region: { buffer: this.positions, offset: slot * 4, bytes: 4 } },
       ...this.kv.slotTensors(slot, length),
       ...this.recurrent.slotTensors(slot),
+      ...this.attached.map((e): SlotTensor => ({
+        name: e.name,
+        shape: [e.slotBytes / 4],
+        dtype: e.dtype === 'f32' ? 'F32' : 'I32', // u32 RNG state travels as its bits
+        region: { buffer: this.buffers.get(e)!, offset: slot * e.slotBytes, bytes: e.slotBytes },
+      })),
     ];
   }
 
   /** Reads a slot's tensors back (one readback). Blocking. */
   async readSlot(slot: number): Promise<Map<string, Uint8Array>> {
     const tensors = this.slotTensors(slot);
-    const bytes = await readRegions(this.runtime, tensors.map((t) => t.region));
+    const bytes = await this.device.read(tensors.map((t) => t.region));
     return new Map(tensors.map((t, i) => [t.name, bytes[i]!]));
   }
 
@@ -333,9 +387,9 @@ export class HybridMemory {
     this.checkSlot(slot);
     for (const t of this.slotTensors(slot, length)) {
       const bytes = data.get(t.name)!;
-      if (bytes.byteLength) this.runtime.write(t.region.buffer, bytes, t.region.offset);
+      if (bytes.byteLength) this.device.write(t.region.buffer, bytes, t.region.offset);
     }
-    this.lengths[slot] = length;
+    this.slotLengths[slot] = length;
     this.snapshots[slot] = [];
   }
 }

@@ -3,8 +3,8 @@
 // layers that read another's. Sequence operations on it are row copies; a ring also gets snapshot planes,
 // because rolling it back further than its slack needs the entries that newer positions overwrote.
 import type { DeviceCopies, Region } from './deviceCopies.ts';
-import { type KvSpec, type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries, kvSlotBytes, ownKv } from './spec.ts';
-import { kvStateName } from './stepContext.ts';
+import { type EvictingPolicy, type KvSpec, type MemoryOptions, type MemorySpec, describePolicy, effectiveWindow, evictingPolicy, isRing, kvEntries, ownKv } from './spec.ts';
+import { type StateEntry, kvStateName, policyStateName } from './stateTable.ts';
 
 export interface KvLayer {
   layer: number;
@@ -18,6 +18,10 @@ export interface KvLayer {
   buffers: { k: GPUBuffer; v: GPUBuffer };
   /** Ring layers with snapshot storage: [planes * entries, ...] copies of a slot's ring. */
   snapshots?: { k: GPUBuffer; v: GPUBuffer };
+  /** lastRecent or h2o: older positions are evicted, so the slot's entries are copied and saved whole. */
+  policy?: EvictingPolicy;
+  /** h2o: [slots * entries] position + 1 and accumulated score of each entry. */
+  h2o?: { kpos: GPUBuffer; score: GPUBuffer };
 }
 
 /** A named byte range of one slot, as saved to and restored from a file. */
@@ -28,7 +32,8 @@ export interface SlotTensor {
   region: Region;
 }
 
-type Allocate = (key: string, bytes: number) => GPUBuffer;
+/** The buffer of a state table entry (allocated by HybridMemory). */
+export type BufferOf = (role: StateEntry['role'], name: string) => GPUBuffer;
 
 export class KvCache {
   readonly label = 'attention KV';
@@ -38,26 +43,19 @@ export class KvCache {
     spec: MemorySpec,
     readonly options: MemoryOptions,
     readonly planes: number,
-    allocate: Allocate,
+    buffer: BufferOf,
   ) {
     spec.forEach((l, layer) => {
       const own = ownKv(l);
       if (!own) return;
       const entries = kvEntries(own, options);
       const ring = isRing(own, options);
-      const buffers = {
-        k: allocate(`state:${kvStateName(layer, 'k')}`, options.slots * kvSlotBytes(own, options, 'k')),
-        v: allocate(`state:${kvStateName(layer, 'v')}`, options.slots * kvSlotBytes(own, options, 'v')),
-      };
-      const snapshots =
-        ring && planes > 0
-          ? {
-              k: allocate(`snapshot:${kvStateName(layer, 'k')}`, planes * kvSlotBytes(own, options, 'k')),
-              v: allocate(`snapshot:${kvStateName(layer, 'v')}`, planes * kvSlotBytes(own, options, 'v')),
-            }
-          : undefined;
+      const buffers = { k: buffer('state', kvStateName(layer, 'k')), v: buffer('state', kvStateName(layer, 'v')) };
+      const snapshots = ring && planes > 0 ? { k: buffer('snapshot', kvStateName(layer, 'k')), v: buffer('snapshot', kvStateName(layer, 'v')) } : undefined;
       const rowBytes = { k: own.kvHeads * own.headDim * 4, v: own.kvHeads * (own.valueDim ?? own.headDim) * 4 };
-      this.layers.push({ layer, spec: own, entries, ring, window: effectiveWindow(own, options), rowBytes, buffers, ...(snapshots ? { snapshots } : {}) });
+      const policy = evictingPolicy(own, options);
+      const h2o = policy?.kind === 'h2o' ? { kpos: buffer('state', policyStateName(layer, 'kpos')), score: buffer('state', policyStateName(layer, 'score')) } : undefined;
+      this.layers.push({ layer, spec: own, entries, ring, window: effectiveWindow(own, options), rowBytes, buffers, ...(snapshots ? { snapshots } : {}), ...(policy ? { policy } : {}), ...(h2o ? { h2o } : {}) });
     });
   }
 
@@ -72,8 +70,18 @@ export class KvCache {
     return oldest + l.entries >= length;
   }
 
+  get evicting(): KvLayer[] {
+    return this.layers.filter((l) => l.policy);
+  }
+
+  private evictingReason(): string | null {
+    const ev = this.evicting;
+    return ev.length ? `layers ${ev.map((l) => `${l.layer} (${describePolicy(l.policy!)})`).join(', ')} evict positions for good` : null;
+  }
+
   /** Why the suffix [from, length) cannot be removed, or null. `plane`: a snapshot taken at `from`. */
   checkRemoveSuffix(from: number, length: number, plane: number | undefined): string | null {
+    if (this.evicting.length) return this.evictingReason();
     if (plane !== undefined && this.planes > 0) return null;
     const bad = this.rings.filter((l) => !this.ringKeeps(l, from, length));
     if (!bad.length) return null;
@@ -81,6 +89,7 @@ export class KvCache {
   }
 
   checkRemoveMiddle(): string | null {
+    if (this.evicting.length) return this.evictingReason();
     const rings = this.rings;
     if (rings.length) return `sliding-window layers ${rings.map((l) => l.layer).join(', ')} keep a ring: entries cannot be moved inside it`;
     return null;
@@ -106,12 +115,18 @@ export class KvCache {
 
   encodeCopy(copies: DeviceCopies, src: number, dst: number, length: number): void {
     for (const l of this.layers) {
-      const rows = l.ring ? l.entries : Math.min(length, l.entries);
+      const rows = l.ring || l.policy ? l.entries : Math.min(length, l.entries);
       for (const which of ['k', 'v'] as const) {
         const row = l.rowBytes[which];
         copies.copy(l.buffers[which], src * l.entries * row, l.buffers[which], dst * l.entries * row, rows * row);
       }
+      for (const b of l.h2o ? [l.h2o.kpos, l.h2o.score] : []) copies.copy(b, src * l.entries * 4, b, dst * l.entries * 4, l.entries * 4);
     }
+  }
+
+  /** Empties a slot's h2o entries (positions 0 = empty, scores 0); other layers' stale entries are masked by the position. */
+  encodeClear(copies: DeviceCopies, slot: number): void {
+    for (const l of this.layers) for (const b of l.h2o ? [l.h2o.kpos, l.h2o.score] : []) copies.zeroFill(b, slot * l.entries * 4, l.entries * 4);
   }
 
   encodeSnapshot(copies: DeviceCopies, slot: number, plane: number): void {
@@ -133,11 +148,14 @@ export class KvCache {
   slotTensors(slot: number, length: number): SlotTensor[] {
     const out: SlotTensor[] = [];
     for (const l of this.layers) {
-      const rows = l.ring ? l.entries : Math.min(length, l.entries);
+      const rows = l.ring || l.policy ? l.entries : Math.min(length, l.entries);
       for (const which of ['k', 'v'] as const) {
         const row = l.rowBytes[which];
         out.push({ name: kvStateName(l.layer, which), shape: [rows, row / 4], dtype: 'F32', region: { buffer: l.buffers[which], offset: slot * l.entries * row, bytes: rows * row } });
       }
+      if (l.h2o)
+        for (const which of ['kpos', 'score'] as const)
+          out.push({ name: policyStateName(l.layer, which), shape: [l.entries], dtype: which === 'kpos' ? 'I32' : 'F32', region: { buffer: l.h2o[which], offset: slot * l.entries * 4, bytes: l.entries * 4 } });
     }
     return out;
   }

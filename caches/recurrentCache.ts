@@ -2,9 +2,9 @@
 // ([slots, ...shape] each) and their snapshot planes. A state folds every position into a fixed size, so it
 // can only go back to a position where a snapshot was taken, and nothing can be cut from its middle.
 import type { DeviceCopies } from './deviceCopies.ts';
-import type { SlotTensor } from './kvCache.ts';
-import { type MemoryOptions, type MemorySpec, stateSlotBytes } from './spec.ts';
-import { recurrentStateName } from './stepContext.ts';
+import type { BufferOf, SlotTensor } from './kvCache.ts';
+import { type MemorySpec, stateSlotBytes } from './spec.ts';
+import { recurrentStateName } from './stateTable.ts';
 
 export interface RecurrentBuffer {
   layer: number;
@@ -17,13 +17,11 @@ export interface RecurrentBuffer {
   snapshots?: GPUBuffer;
 }
 
-type Allocate = (key: string, bytes: number) => GPUBuffer;
-
 export class RecurrentCache {
   readonly label = 'recurrent state';
   readonly states: RecurrentBuffer[] = [];
 
-  constructor(spec: MemorySpec, options: MemoryOptions, planes: number, allocate: Allocate) {
+  constructor(spec: MemorySpec, planes: number, buffer: BufferOf) {
     spec.forEach((l, layer) =>
       l.states.forEach((s) => {
         const bytes = stateSlotBytes(s);
@@ -33,8 +31,8 @@ export class RecurrentCache {
           name: s.name,
           shape: [...s.shape],
           bytes,
-          buffer: allocate(`state:${key}`, options.slots * bytes),
-          ...(planes > 0 ? { snapshots: allocate(`snapshot:${key}`, planes * bytes) } : {}),
+          buffer: buffer('state', key),
+          ...(planes > 0 ? { snapshots: buffer('snapshot', key) } : {}),
         });
       }),
     );

@@ -6,8 +6,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StrataUserError, elide, isUserError } from '../base/errors.ts';
 import type { ModelSource } from '../base/modelSource.ts';
-import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../runtime/safetensors.ts';
-import { readRegions } from './deviceCopies.ts';
+import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../base/safetensors.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries } from './spec.ts';
 
@@ -56,6 +55,7 @@ export function memoryFingerprint(spec: MemorySpec, options: MemoryOptions): str
           sharesWith: l.kv.sharesWith ?? null,
           window: effectiveWindow(l.kv, options) ?? null,
           ringEntries: isRing(l.kv, options) ? kvEntries(l.kv, options) : null,
+          ...(l.kv.policy ? { policy: l.kv.policy, entries: kvEntries(l.kv, options) } : {}),
         }
       : null,
     states: l.states.map((s) => ({ name: s.name, shape: s.shape })),
@@ -94,7 +94,7 @@ export async function encodeMemory(memory: HybridMemory, opts: { slots?: number[
   if (new Set(slots).size !== slots.length) throw new MemoryError(`saveMemory: slots listed twice: ${slots.join(', ')}`);
   const layout = slots.map((slot) => ({ slot, length: memory.lengths[slot]!, tensors: memory.slotTensors(slot) }));
   const regions = layout.flatMap((s) => s.tensors.map((t) => t.region));
-  const data = await readRegions(memory.runtime, regions);
+  const data = await memory.device.read(regions);
   const tensors: NamedBytes[] = [];
   let at = 0;
   for (const s of layout)

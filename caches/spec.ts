@@ -10,6 +10,73 @@ export interface KvSpec {
   window?: number;
   /** This layer reads layer `sharesWith`'s KV and owns none. */
   sharesWith?: number;
+  /** An evicting policy the session chose for this layer (see KvPolicy; `window` is the model's own ring). */
+  policy?: EvictingPolicy;
+}
+
+/**
+ * What a layer's KV keeps. dense: every position (the default). window: the last `window` positions (a ring).
+ * lastRecent: the first `sinks` positions and the last `recent` (StreamingLLM). h2o: the last `recent` positions
+ * and the `heavy` older ones with the largest attention weight accumulated so far (Heavy-Hitter Oracle).
+ */
+export type KvPolicy =
+  | { kind: 'dense' }
+  | { kind: 'window'; window: number }
+  | { kind: 'lastRecent'; sinks: number; recent: number }
+  | { kind: 'h2o'; recent: number; heavy: number };
+
+export type EvictingPolicy = Extract<KvPolicy, { kind: 'lastRecent' | 'h2o' }>;
+
+/** One policy for every attention layer, or one per layer index (layers not listed keep the model's). */
+export type KvPolicySetting = KvPolicy | { [layer: number]: KvPolicy };
+
+/** A policy in words: 'dense', 'window 64', 'lastRecent 4+60', 'h2o 32+32'. */
+export function describePolicy(p: KvPolicy): string {
+  switch (p.kind) {
+    case 'dense': return 'dense';
+    case 'window': return `window ${p.window}`;
+    case 'lastRecent': return `lastRecent sinks ${p.sinks} + recent ${p.recent}`;
+    case 'h2o': return `h2o recent ${p.recent} + heavy ${p.heavy}`;
+  }
+}
+
+/** Positions a policy keeps per slot (Infinity for dense). */
+export function policyBudget(p: KvPolicy): number {
+  switch (p.kind) {
+    case 'dense': return Infinity;
+    case 'window': return p.window;
+    case 'lastRecent': return p.sinks + p.recent;
+    case 'h2o': return p.recent + p.heavy;
+  }
+}
+
+/** The spec with the session's KV policies applied to the layers that own KV. Throws RangeError on a bad policy. */
+export function withKvPolicies(spec: MemorySpec, setting: KvPolicySetting | undefined): MemorySpec {
+  if (setting === undefined) return spec;
+  const uniform = typeof (setting as KvPolicy).kind === 'string';
+  return spec.map((l, layer) => {
+    const p = uniform ? (setting as KvPolicy) : (setting as Record<number, KvPolicy>)[layer];
+    if (!p || !l.kv || l.kv.sharesWith !== undefined) return l;
+    checkPolicy(p, layer);
+    const { policy: _old, window: _window, ...kv } = l.kv;
+    if (p.kind === 'dense') return { ...l, kv };
+    if (p.kind === 'window') return { ...l, kv: { ...kv, window: p.window } };
+    return { ...l, kv: { ...kv, policy: p } };
+  });
+}
+
+function checkPolicy(p: KvPolicy, layer: number): void {
+  const int = (name: string, v: number, min: number) => {
+    if (!Number.isInteger(v) || v < min) throw new RangeError(`layer ${layer}: KV policy ${p.kind}: ${name} must be an integer >= ${min}, got ${v}`);
+  };
+  if (p.kind === 'window') int('window', p.window, 1);
+  if (p.kind === 'lastRecent') (int('sinks', p.sinks, 0), int('recent', p.recent, 1));
+  if (p.kind === 'h2o') (int('recent', p.recent, 1), int('heavy', p.heavy, 1));
+}
+
+/** The layer's evicting policy when it takes effect (its entries are fewer than the capacity). */
+export function evictingPolicy(kv: KvSpec, opts: MemoryOptions): EvictingPolicy | undefined {
+  return kv.policy && kvEntries(kv, opts) < opts.capacity ? kv.policy : undefined;
 }
 
 export interface RecurrentStateSpec {
@@ -47,8 +114,15 @@ export function layerKind(l: LayerMemorySpec): LayerKind {
   return 'none';
 }
 
-/** Entries of a layer's KV buffer per slot: the capacity, or the ring size for a sliding window. */
+/**
+ * Entries of a layer's KV buffer per slot: the capacity, the ring size for a sliding window, or for an evicting
+ * policy its kept positions plus the chunk slack of its recent ring (sinks | ring, or ring | heavy).
+ */
 export function kvEntries(kv: KvSpec, opts: MemoryOptions): number {
+  if (kv.policy) {
+    const kept = kv.policy.kind === 'lastRecent' ? kv.policy.sinks + kv.policy.recent : kv.policy.heavy + kv.policy.recent;
+    return Math.min(opts.capacity, kept + opts.maxChunk - 1);
+  }
   const window = opts.window !== undefined && kv.window !== undefined ? Math.min(opts.window, kv.window) : kv.window;
   if (window === undefined || window + opts.maxChunk - 1 >= opts.capacity) return opts.capacity;
   return window + opts.maxChunk - 1;
@@ -73,9 +147,9 @@ export function ownKv(l: LayerMemorySpec): KvSpec | undefined {
   return l.kv && l.kv.sharesWith === undefined ? l.kv : undefined;
 }
 
-/** True when the layer's KV is a ring shorter than the capacity (older entries get overwritten). */
+/** True when the layer's KV is a sliding-window ring shorter than the capacity (older entries get overwritten). */
 export function isRing(kv: KvSpec, opts: MemoryOptions): boolean {
-  return kvEntries(kv, opts) < opts.capacity;
+  return !kv.policy && kvEntries(kv, opts) < opts.capacity;
 }
 
 export interface SnapshotOptions {
@@ -97,6 +171,8 @@ export interface LayerMemoryReport {
   kvShape?: number[];
   /** Sliding window after the session override, when the layer has one. */
   window?: number;
+  /** The evicting KV policy in effect, in words. */
+  policy?: string;
   stateShapes: Record<string, number[]>;
 }
 
@@ -134,7 +210,8 @@ export function memoryReport(spec: MemorySpec, opts: MemoryOptions, snapshots: S
     const own = ownKv(l);
     const entries = own ? kvEntries(own, opts) : 0;
     const window = own ? effectiveWindow(own, opts) : undefined;
-    const kvSlot = own ? kvSlotBytes(own, opts, 'k') + kvSlotBytes(own, opts, 'v') : 0;
+    // h2o also keeps each entry's position and accumulated score
+    const kvSlot = own ? kvSlotBytes(own, opts, 'k') + kvSlotBytes(own, opts, 'v') + (evictingPolicy(own, opts)?.kind === 'h2o' ? entries * 8 : 0) : 0;
     const stateSlot = l.states.reduce((a, s) => a + stateSlotBytes(s), 0);
     const ringSlot = own && isRing(own, opts) ? kvSlot : 0;
     return {
@@ -146,6 +223,7 @@ export function memoryReport(spec: MemorySpec, opts: MemoryOptions, snapshots: S
       sharesKvWith: l.kv?.sharesWith ?? null,
       ...(own ? { kvShape: [opts.slots, entries, own.kvHeads, own.headDim + (own.valueDim ?? own.headDim)] } : {}),
       ...(window !== undefined ? { window } : {}),
+      ...(own && evictingPolicy(own, opts) ? { policy: describePolicy(evictingPolicy(own, opts)!) } : {}),
       stateShapes: Object.fromEntries(l.states.map((s) => [s.name, [opts.slots, ...s.shape]])),
     };
   });

@@ -4,9 +4,24 @@
 import type { StorageDType } from '../compiler/ir.ts';
 import { ShapeError } from '../compiler/ops.ts';
 import { Tensor } from '../dsl/tensor.ts';
-import { input, iota, state, weight } from '../dsl/trace.ts';
-import { type MemoryOptions, type MemorySpec, effectiveWindow, kvEntries } from './spec.ts';
+import { constant, input, iota, state, weight } from '../dsl/trace.ts';
+import { type MemoryOptions, type MemorySpec, effectiveWindow, evictingPolicy, kvEntries } from './spec.ts';
+import { POSITION_STATE, type StateEntry, StateTable, kvStateName, memoryStateEntries, policyStateName, recurrentStateName } from './stateTable.ts';
 import { attention } from '../dsl/nn/attention.ts';
+import { softmax } from '../dsl/nn/basic.ts';
+
+/** What an h2o layer's step does besides attending (see StepContext.h2oStep). */
+interface H2oStep {
+  /** [S,T] ring entry of each new position. */
+  entry: Tensor;
+  /** [S,E] position each entry holds after this step, -1 for none. */
+  keyPos: Tensor;
+  /** [S,T] rows moving into heavy places, and where to ([S,T], R: none). */
+  moveFrom: Tensor;
+  moveTo: Tensor;
+  /** Writes positions and scores (plus this step's attention weights [S,E]). */
+  commit(weight: Tensor): void;
+}
 
 export interface WeightCatalog {
   /** Storage dtype of a checkpoint tensor, or undefined when the checkpoint lacks it. */
@@ -22,8 +37,8 @@ export interface AttendOptions {
 /** Trace-wide switch: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). */
 export const kernelOptions = { fusedAttention: true };
 
-export const kvStateName = (layer: number, which: 'k' | 'v') => `L${layer}.${which}`;
-export const recurrentStateName = (layer: number, name: string) => `L${layer}.${name}`;
+/** A traced state from its table entry (name, shape and dtype are the table's). */
+export const stateOf = (e: StateEntry): Tensor => state(e.name, e.shape, e.dtype);
 
 /** Device tensors that stand in for the host inputs, e.g. a decode step that feeds tokens sampled on the GPU. */
 export interface StepSources {
@@ -49,6 +64,8 @@ export class StepContext {
   /** [S, T] bool: token is real (t < valid). */
   readonly tokenValid: Tensor;
   private readonly pos: Tensor;
+  /** The session's memory entries: every state this step traces is one of them. */
+  readonly table: StateTable;
 
   constructor(
     readonly spec: MemorySpec,
@@ -63,7 +80,8 @@ export class StepContext {
     this.tokens = sources.tokens ?? input('tokens', [S, T], 'i32');
     this.slotIds = sources.slotIds ?? input('slot_ids', [S], 'i32');
     this.valid = sources.valid ?? input('valid', [S], 'i32');
-    this.pos = state('pos', [memory.slots], 'i32');
+    this.table = new StateTable(memoryStateEntries(spec, memory, 0));
+    this.pos = stateOf(this.table.state(POSITION_STATE));
     this.start = this.pos.gather(this.slotIds);
     const t = iota([S, T], 1, 'i32');
     this.positions = this.start.reshape(S, 1).add(t);
@@ -95,58 +113,161 @@ export class StepContext {
     const KVH = ownSpec.kvHeads;
     const Dv = ownSpec.valueDim ?? ownSpec.headDim;
     const E = kvEntries(ownSpec, this.memory);
+    const policy = evictingPolicy(ownSpec, this.memory);
     const window = effectiveWindow(ownSpec, this.memory);
     const ring = E < this.memory.capacity;
     const R = this.memory.slots * E;
-    let kc = state(kvStateName(owner, 'k'), [R, KVH * D]);
-    let vc = state(kvStateName(owner, 'v'), [R, KVH * Dv]);
-    if (spec.sharesWith === undefined) {
-      if (!k || !v) throw new ShapeError(`layer ${layer} owns its KV: attend needs k and v`);
-      const entry = ring ? this.positions.mod(E) : this.positions;
+    const writes = spec.sharesWith === undefined;
+    if (writes && (!k || !v)) throw new ShapeError(`layer ${layer} owns its KV: attend needs k and v`);
+    let kc = stateOf(this.table.state(kvStateName(owner, 'k'))); // [R, KVH * D]
+    let vc = stateOf(this.table.state(kvStateName(owner, 'v'))); // [R, KVH * Dv]
+    const slotBase = this.slotIds.reshape(S, 1).mul(E); // [S,1] first row of each step row's slot
+    const c = iota([S, E], 1, 'i32');
+    const last = this.start.add(this.valid).sub(1).reshape(S, 1); // [S,1] latest position written this step
+    // the entry each new position goes to, and the position each entry holds after this step (-1: none)
+    let entry: Tensor;
+    let keyPos: Tensor;
+    let h2o: H2oStep | undefined;
+    if (policy?.kind === 'h2o') {
+      h2o = this.h2oStep(owner, policy.heavy, E, writes);
+      entry = h2o.entry;
+      keyPos = h2o.keyPos;
+    } else if (policy?.kind === 'lastRecent') {
+      // sinks at entries [0, sinks), then a ring of recent + maxChunk - 1 entries
+      const sinks = policy.sinks;
+      const span = E - sinks;
+      entry = Tensor.where(this.positions.lt(sinks), this.positions, this.positions.sub(sinks).mod(span).add(sinks));
+      // a ring entry holds the latest position p <= last with (p - sinks) % span == c - sinks
+      const ringPos = last.sub(last.sub(c).mod(span).add(span).mod(span));
+      keyPos = Tensor.where(c.lt(sinks), c, Tensor.where(ringPos.ge(sinks), ringPos, -1));
+    } else if (ring) {
+      entry = this.positions.mod(E);
+      keyPos = last.sub(last.sub(c).mod(E).add(E).mod(E));
+    } else {
+      entry = this.positions;
+      keyPos = c;
+    }
+    if (writes) {
       // a position past a full (non-ring) buffer is dropped rather than written into the next slot's rows
       const fits = ring ? this.tokenValid : this.tokenValid.and(this.positions.lt(E));
-      const row = Tensor.where(fits, this.slotIds.reshape(S, 1).mul(E).add(entry), R); // [S,T]; R = dropped
-      kc = kc.scatter(row, k.reshape(S, T, KVH * D));
-      vc = vc.scatter(row, v.reshape(S, T, KVH * Dv));
+      const row = Tensor.where(fits, slotBase.add(entry), R); // [S,T]; R = dropped
+      if (h2o) {
+        // the ring entries about to be overwritten that won a heavy place move there first
+        kc = kc.scatter(h2o.moveTo, kc.gather(h2o.moveFrom));
+        vc = vc.scatter(h2o.moveTo, vc.gather(h2o.moveFrom));
+      }
+      kc = kc.scatter(row, k!.reshape(S, T, KVH * D));
+      vc = vc.scatter(row, v!.reshape(S, T, KVH * Dv));
     }
     const G = H / KVH;
     const keys = kc.reshape(this.memory.slots, E, KVH * D).gather(this.slotIds).reshape(S, E, KVH, D);
     const values = vc.reshape(this.memory.slots, E, KVH * Dv).gather(this.slotIds).reshape(S, E, KVH, Dv);
-    // position held by each entry: the entry index, or for a ring the latest position written there
-    const c = iota([S, E], 1, 'i32');
-    let keyPos = c;
-    if (ring) {
-      const last = this.start.add(this.valid).sub(1).reshape(S, 1);
-      keyPos = last.sub(last.sub(c).mod(E).add(E).mod(E));
-    }
     const qPos = this.positions.reshape(S, T, 1);
     const kp = keyPos.reshape(S, 1, E);
     let mask = kp.le(qPos).and(kp.ge(0)); // [S,T,E]
-    if (window !== undefined) mask = mask.and(kp.gt(qPos.sub(window)));
+    if (policy?.kind === 'lastRecent') mask = mask.and(c.reshape(S, 1, E).lt(policy.sinks).or(kp.gt(qPos.sub(policy.recent))));
+    else if (window !== undefined) mask = mask.and(kp.gt(qPos.sub(window)));
     const qg = q.reshape(S, T, KVH, G, D).permute(0, 2, 3, 1, 4).reshape(S, KVH, G * T, D);
     const kT = keys.permute(0, 2, 3, 1); // [S,KVH,D,E]
     const vv = values.permute(0, 2, 1, 3); // [S,KVH,E,Dv]
     const m = mask.reshape(S, 1, 1, T, E).broadcastTo([S, KVH, G, T, E]).reshape(S, KVH, G * T, E);
     // keys at or past the limit are masked: the kernel's loop stops there (cost follows the real length)
-    const lastKey = ring ? this.start.add(this.valid).reshape(S, 1).minimum(E) : this.positions.add(1); // [S,1] or [S,T]
+    const lastKey = h2o ? constant(E, 'i32').broadcastTo([S, 1]) : ring ? this.start.add(this.valid).reshape(S, 1).minimum(E) : this.positions.add(1); // [S,1] or [S,T]
     const limit = lastKey.reshape(S, 1, 1, lastKey.shape[1]!).broadcastTo([S, KVH, G, T]).reshape(S, KVH, G * T);
-    const out = attention(qg, kT, vv, m, limit, { scale: opts.scale, ...(opts.softcap ? { softcap: opts.softcap } : {}), fused: kernelOptions.fusedAttention });
+    const attendOpts = { scale: opts.scale, ...(opts.softcap ? { softcap: opts.softcap } : {}) };
+    const out = attention(qg, kT, vv, m, limit, { ...attendOpts, fused: kernelOptions.fusedAttention });
+    if (h2o && writes) {
+      // H2O's scores: each entry's attention weight summed over this step's real queries and every head
+      let scores = qg.matmul(kT).mul(opts.scale);
+      if (opts.softcap) scores = scores.div(opts.softcap).tanh().mul(opts.softcap);
+      const probs = softmax(Tensor.where(m, scores, -Infinity)); // [S,KVH,G*T,E]
+      const real = this.tokenValid.reshape(S, 1, 1, T, 1).broadcastTo([S, KVH, G, T, 1]).reshape(S, KVH, G * T, 1);
+      const weight = Tensor.where(real, probs, 0).sum(2).sum(1); // [S,E]
+      h2o.commit(weight);
+    }
     return out.reshape(S, KVH, G, T, Dv).permute(0, 3, 1, 2, 4).reshape(S, T, H, Dv);
+  }
+
+  /**
+   * H2O on the device, in fixed buffers: a ring of recent + maxChunk - 1 entries, then `heavy` places (the ring
+   * first, so that until it wraps the keys lie in dense's order and the results equal dense's). Before a
+   * step writes its positions into the ring, the entries they overwrite compete with the heavy entries for the
+   * `heavy` places by accumulated score (ties keep the incumbent); winners move into the places losers leave.
+   */
+  private h2oStep(owner: number, heavy: number, E: number, writes: boolean): H2oStep {
+    const { S, T } = this;
+    const slots = this.memory.slots;
+    const R = slots * E;
+    const span = E - heavy;
+    const kposState = stateOf(this.table.state(policyStateName(owner, 'kpos'))); // [slots, E] position + 1
+    const scoreState = stateOf(this.table.state(policyStateName(owner, 'score'))); // [slots, E]
+    const kposRows = kposState.gather(this.slotIds); // [S,E]
+    if (!writes) return { entry: iota([S, T], 1, 'i32'), keyPos: kposRows.sub(1), moveFrom: iota([S, T], 1, 'i32'), moveTo: iota([S, T], 1, 'i32'), commit: () => {} };
+    const scoreRows = scoreState.gather(this.slotIds); // [S,E]
+    const slotBase = this.slotIds.reshape(S, 1).mul(E);
+    const entry = this.positions.mod(span); // [S,T]
+    const flat = slotBase.add(entry); // [S,T] rows of the entries this step overwrites
+    const candPos = kposState.reshape(R).gather(flat); // [S,T] position + 1 they hold
+    const candScore = scoreState.reshape(R).gather(flat);
+    const candLive = this.tokenValid.and(candPos.gt(0));
+    const NONE = -3.0e38;
+    const N = heavy + T;
+    const values = Tensor.concat([Tensor.where(kposRows.slice(1, span, E).gt(0), scoreRows.slice(1, span, E), NONE), Tensor.where(candLive, candScore, NONE)], 1); // [S,N]
+    // rank of each contender: how many beat it (a higher score, or an equal one earlier in the list)
+    const vi = values.reshape(S, N, 1);
+    const vj = values.reshape(S, 1, N);
+    const before = iota([1, N, N], 2, 'i32').lt(iota([1, N, N], 1, 'i32'));
+    const rank = Tensor.where(vj.gt(vi).or(vj.eq(vi).and(before)), 1, 0).sum(-1); // [S,N] f32 counts
+    const wins = Tensor.where(rank.lt(heavy).and(values.gt(NONE)), 1, 0); // [S,N]
+    const heavyWins = wins.slice(1, 0, heavy); // [S,heavy]
+    const candWins = wins.slice(1, heavy, N); // [S,T]
+    const freed = Tensor.where(heavyWins.gt(0.5), 0, 1); // places losers (and empty places) leave
+    // the k-th winning newcomer takes the k-th freed place
+    const freedRank = freed.cumsum(-1).sub(freed);
+    const candRank = candWins.cumsum(-1).sub(candWins);
+    const place = iota([1, 1, heavy], 2, 'f32');
+    const match = freed.reshape(S, 1, heavy).gt(0.5).and(freedRank.reshape(S, 1, heavy).eq(candRank.reshape(S, T, 1))); // [S,T,heavy]
+    const dest = Tensor.where(match, place, 0).sum(-1).cast('i32').add(span); // [S,T] entry of the place taken
+    const moving = candWins.gt(0.5);
+    const moveTo = Tensor.where(moving, slotBase.add(dest), R);
+    // every entry's position and score after the moves and this step's writes
+    const e = iota([1, 1, E], 2, 'i32');
+    const isNew = entry.reshape(S, T, 1).eq(e).and(this.tokenValid.reshape(S, T, 1)); // [S,T,E]
+    const isDest = dest.reshape(S, T, 1).eq(e).and(moving.reshape(S, T, 1));
+    const anyNew = Tensor.where(isNew, 1, 0).max(1).gt(0.5); // [S,E]
+    const anyDest = Tensor.where(isDest, 1, 0).max(1).gt(0.5);
+    const newPos = Tensor.where(isNew, this.positions.add(1).reshape(S, T, 1), 0).sum(1); // [S,E]
+    const destPos = Tensor.where(isDest, candPos.reshape(S, T, 1), 0).sum(1);
+    const destScore = Tensor.where(isDest, candScore.reshape(S, T, 1), 0).sum(1);
+    const lost = Tensor.concat([constant(0).broadcastTo([S, span]), freed], 1).gt(0.5); // [S,E] heavy places given up
+    const kposNext = Tensor.where(anyNew, newPos, Tensor.where(anyDest, destPos, Tensor.where(lost, 0, kposRows))); // [S,E]
+    const scoreNext = Tensor.where(anyNew, 0, Tensor.where(anyDest, destScore, Tensor.where(lost, 0, scoreRows)));
+    return {
+      entry,
+      keyPos: kposNext.sub(1),
+      moveFrom: flat,
+      moveTo,
+      commit: (weight: Tensor) => {
+        kposState.scatter(this.slotIds, kposNext);
+        scoreState.scatter(this.slotIds, scoreNext.add(weight));
+      },
+    };
   }
 
   /** A recurrent state of this step's rows: [S, ...shape]. */
   readState(layer: number, name: string): Tensor {
-    const spec = this.spec[layer]?.states.find((s) => s.name === name);
-    if (!spec) throw new ShapeError(`layer ${layer} has no recurrent state '${name}' in its memory spec`);
-    const full = state(recurrentStateName(layer, name), [this.memory.slots, ...spec.shape]);
-    return full.gather(this.slotIds);
+    return stateOf(this.recurrentEntry(layer, name)).gather(this.slotIds);
   }
 
   /** Replaces this step's rows of a recurrent state; inactive rows are dropped. */
   writeState(layer: number, name: string, value: Tensor): void {
-    const spec = this.spec[layer]?.states.find((s) => s.name === name);
-    if (!spec) throw new ShapeError(`layer ${layer} has no recurrent state '${name}' in its memory spec`);
-    state(recurrentStateName(layer, name), [this.memory.slots, ...spec.shape]).scatter(this.slotIds, value);
+    stateOf(this.recurrentEntry(layer, name)).scatter(this.slotIds, value);
+  }
+
+  private recurrentEntry(layer: number, name: string): StateEntry {
+    const entry = this.spec[layer]?.states.some((s) => s.name === name) ? this.table.find('state', recurrentStateName(layer, name)) : undefined;
+    if (!entry) throw new ShapeError(`layer ${layer} has no recurrent state '${name}' in its memory spec`);
+    return entry;
   }
 
   /** Advances every active row's position by its valid tokens (on the device). */

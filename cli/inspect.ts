@@ -3,10 +3,11 @@
 import type { Command } from 'commander';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { type MemoryOptions, type MemoryReport, memoryReport } from '../caches/spec.ts';
+import { type KvPolicy, type MemoryOptions, type MemoryReport, memoryReport, withKvPolicies } from '../caches/spec.ts';
 import { ConfigError, loadConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
 import { kernelSchedule } from './kernelSchedule.ts';
+import { type WeightPlan, weightPlan } from './weightPlan.ts';
 
 const positiveInt = (flag: string) =>
   z
@@ -23,13 +24,29 @@ const optionsSchema = z.object({
   maxChunk: positiveInt('--max-chunk').default(16),
   window: positiveInt('--window').optional(),
   snapshots: z.string().regex(/^\d+$/, '--snapshots must be a non-negative integer').transform(Number).default(0),
+  kvPolicy: z.string().optional(),
 });
+
+/** `--kv-policy`: dense, window:N, lastRecent:SINKS+RECENT or h2o:RECENT+HEAVY (every attention layer). */
+export function parseKvPolicy(text: string): KvPolicy {
+  const usage = `--kv-policy must be dense, window:N, lastRecent:SINKS+RECENT or h2o:RECENT+HEAVY, got '${text.slice(0, 40)}'`;
+  const m = /^(dense|window|lastRecent|h2o)(?::(\d+)(?:\+(\d+))?)?$/.exec(text);
+  if (!m) throw new ConfigError(usage);
+  const [, kind, a, b] = m;
+  if (kind === 'dense' && a === undefined) return { kind: 'dense' };
+  if (kind === 'window' && a !== undefined && b === undefined) return { kind: 'window', window: Number(a) };
+  if (kind === 'lastRecent' && a !== undefined && b !== undefined) return { kind: 'lastRecent', sinks: Number(a), recent: Number(b) };
+  if (kind === 'h2o' && a !== undefined && b !== undefined) return { kind: 'h2o', recent: Number(a), heavy: Number(b) };
+  throw new ConfigError(usage);
+}
 
 /** Default capacity: the model's trained context, at most 4096 positions. */
 const DEFAULT_CAPACITY = 4096;
 
 export interface MemoryPlan extends MemoryReport {
   family: string;
+  /** The checkpoint the config implies, in bf16, and its pieces under a 128 MiB binding limit. */
+  weights: WeightPlan;
   slots: number;
   capacity: number;
   maxChunk: number;
@@ -46,8 +63,15 @@ export async function memoryPlan(dir: string, raw: Record<string, unknown>): Pro
   const trained = (config as { attention?: { maxPositionEmbeddings?: number } }).attention?.maxPositionEmbeddings;
   const capacity = o.capacity ?? Math.min(DEFAULT_CAPACITY, trained ?? DEFAULT_CAPACITY);
   const options: MemoryOptions = { slots: o.slots, capacity, maxChunk: o.maxChunk, ...(o.window !== undefined ? { window: o.window } : {}) };
-  const report = memoryReport(model.memory(), options, { perSlot: o.snapshots });
-  return { family: model.family, slots: o.slots, capacity, maxChunk: o.maxChunk, window: o.window ?? null, snapshotsPerSlot: o.snapshots, ...report };
+  let spec = model.memory();
+  try {
+    spec = withKvPolicies(spec, o.kvPolicy === undefined ? undefined : parseKvPolicy(o.kvPolicy));
+  } catch (error) {
+    if (error instanceof RangeError) throw new ConfigError(error.message);
+    throw error;
+  }
+  const report = memoryReport(spec, options, { perSlot: o.snapshots });
+  return { family: model.family, weights: weightPlan(model), slots: o.slots, capacity, maxChunk: o.maxChunk, window: o.window ?? null, snapshotsPerSlot: o.snapshots, ...report };
 }
 
 function human(bytes: number): string {
@@ -62,7 +86,7 @@ export function formatMemoryPlan(plan: MemoryPlan): string {
   const rows = plan.layers.map((l) => [
     String(l.layer),
     l.kind,
-    l.kvShape ? shape(l.kvShape) + (l.window !== undefined ? ` ring, window ${l.window}` : '') : l.sharesKvWith !== null ? `reads layer ${l.sharesKvWith}` : '-',
+    l.kvShape ? shape(l.kvShape) + (l.policy ? ` ${l.policy}` : l.window !== undefined ? ` ring, window ${l.window}` : '') : l.sharesKvWith !== null ? `reads layer ${l.sharesKvWith}` : '-',
     Object.entries(l.stateShapes).map(([n, s]) => `${n} ${shape(s)}`).join(' ') || '-',
     String(l.kvBytes),
     String(l.stateBytes),
@@ -86,6 +110,10 @@ export function formatMemoryPlan(plan: MemoryPlan): string {
     `positions    ${plan.bookkeepingBytes.toString().padStart(12)}  ${human(plan.bookkeepingBytes)}`,
     `zero+scratch ${plan.scratchBytes.toString().padStart(12)}  ${human(plan.scratchBytes)}`,
     `total        ${plan.totalBytes.toString().padStart(12)}  ${human(plan.totalBytes)}`,
+    '',
+    `weights      ${plan.weights.bytes.toString().padStart(12)}  ${human(plan.weights.bytes)} (${plan.weights.tensors} tensors as ${plan.weights.storage})`,
+    `largest      ${plan.weights.largest.bytes.toString().padStart(12)}  ${human(plan.weights.largest.bytes)} '${plan.weights.largest.name}' [${plan.weights.largest.shape.join(',')}]`,
+    ...plan.weights.split.map((s) => `split        ${s.bytes.toString().padStart(12)}  '${s.name}' into ${s.pieces} pieces under the ${human(plan.weights.bindingLimit)} binding limit`),
   ].join('\n');
 }
 
@@ -100,6 +128,7 @@ export function register(program: Command): void {
     .option('--max-chunk <n>', 'longest prefill chunk (sizes sliding-window rings)', '16')
     .option('--window <n>', 'shrink every sliding window to this many positions')
     .option('--snapshots <n>', 'snapshot planes per slot', '0')
+    .option('--kv-policy <policy>', 'what attention layers keep: dense, window:N, lastRecent:SINKS+RECENT, h2o:RECENT+HEAVY')
     .option('--json', 'print the plan as one JSON object')
     .option('--kernels', 'print the compiled kernel schedule of a bucket (--rows, --tokens; no GPU needed)')
     .option('--rows <n>', 'sequences per step of the bucket (with --kernels)', '1')

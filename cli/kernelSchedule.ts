@@ -10,7 +10,7 @@ import { iota, output, trace } from '../dsl/trace.ts';
 import { loadConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
-import { openSafetensors } from '../runtime/safetensors.ts';
+import { openSafetensors } from '../base/safetensors.ts';
 
 export interface ScheduleOptions {
   rows: number;

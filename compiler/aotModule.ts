@@ -1,7 +1,6 @@
 // An ahead-of-time model module: every Program a session runs (prefill chunks, decode buckets), compiled once by
 // `strata compile` and written as TypeScript (compiler/emitModule.ts). Session.load({ aot }) uses its programs
 // instead of tracing and compiling, so a page starts generating after weights upload and pipeline creation.
-import type { MemorySpec } from '../caches/spec.ts';
 import type { DeviceLimits } from './compile.ts';
 import type { Program } from './program.ts';
 
@@ -24,8 +23,11 @@ export interface AotModel {
   session: AotSessionShape;
   /** What the kernels were scheduled against: a device needs at least these. */
   limits: DeviceLimits;
-  /** Per-layer memory the programs address (the model's own spec, for reading; checked at load). */
-  memory: MemorySpec;
+  /**
+   * Per-layer memory the programs address: the model's MemorySpec (caches/spec.ts; not imported here, so that the
+   * compiler depends on no layer above it), for reading; checked at load.
+   */
+  memory: readonly unknown[];
   /** By program key (runtime/generator.ts: gen:prefill:T, gen:decode:rows:mode). */
   programs: Record<string, Program>;
 }

@@ -11,9 +11,8 @@ import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
+import { splitWeights } from './passes/splitWeights.ts';
 import { stateRoot } from './ir.ts';
-import { type Dims, trace } from '../dsl/trace.ts';
-import type { Tensor } from '../dsl/tensor.ts';
 
 export interface DeviceLimits {
   maxStorageBuffersPerShaderStage: number;
@@ -212,7 +211,7 @@ function copyAliasedOutputs(g: Graph): Graph {
 export function compile(graph: Graph, options: CompileOptions = {}): Program {
   const limits: DeviceLimits = { ...DEFAULT_LIMITS, ...options.limits };
   verify(graph);
-  const g = copyAliasedOutputs(simplify(graph));
+  const g = splitWeights(copyAliasedOutputs(simplify(graph)), limits.maxStorageBufferBindingSize);
   verify(g);
   const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
   const kernels = orderKernels(lowerAll(g, mat, limits));
@@ -233,9 +232,4 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
     weights: byRole('weight'),
     states: byRole('state'),
   };
-}
-
-/** Traces and compiles in one step. */
-export function compileFn(fn: () => Record<string, Tensor> | void, dims: Dims = {}, options: CompileOptions = {}): Program {
-  return compile(trace(fn, dims), { bucket: dims, ...options });
 }

@@ -7,11 +7,21 @@ export type DType = 'f32' | 'i32' | 'u32' | 'bool';
  */
 export type StorageDType = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
+/** Rows [rowStart, rowStart + rows) of checkpoint tensor `of`: a weight split to fit the binding limit. */
+export interface WeightPiece {
+  of: string;
+  rowStart: number;
+  rows: number;
+  /** Rows of the whole tensor. */
+  totalRows: number;
+}
+
 /** Attributes of every op. The op table in ops.ts is keyed by this interface, so a new op is a compile error until it has a full definition. */
 export interface OpAttrs {
   // sources
   input: { name: string };
-  weight: { name: string; storage: StorageDType };
+  /** `piece`: this buffer holds rows of a larger checkpoint tensor (see passes/splitWeights). */
+  weight: { name: string; storage: StorageDType; piece?: WeightPiece };
   state: { name: string };
   const: { value: number };
   iota: { axis: number };

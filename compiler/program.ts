@@ -1,5 +1,5 @@
 // A compiled Program: buffers, kernels and the dispatch order for one bucket. Plain data: printable and serialisable.
-import type { DType, StorageDType } from './ir.ts';
+import type { DType, StorageDType, WeightPiece } from './ir.ts';
 
 export type BufferRole = 'input' | 'output' | 'weight' | 'state' | 'temp';
 
@@ -12,6 +12,8 @@ export interface BufferSpec {
   dtype: DType;
   /** Weights only: how the values are stored (16-bit ones packed two to a u32). */
   storage?: StorageDType;
+  /** Weights only: the rows of a larger checkpoint tensor this buffer holds (split to fit the binding limit). */
+  piece?: WeightPiece;
   shape: number[];
 }
 

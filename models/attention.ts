@@ -1,9 +1,10 @@
 // The plain GQA attention layer of the hybrid families (Bamba, GraniteMoeHybrid): q/k/v/o projections with
-// optional bias, optional (partial) default RoPE or none (NoPE), a family-chosen softmax scale.
+// optional bias, optional (partial) RoPE of any type in models/rope.ts or none (NoPE), a family-chosen softmax scale.
 import type { AttentionConfig } from './config.ts';
 import type { KvSpec } from '../caches/spec.ts';
 import type { StepContext } from '../caches/stepContext.ts';
-import { linear, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
+import { linear, rope } from '../dsl/nn/basic.ts';
+import { ropeTables } from './rope.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 
 const INV_FREQ = 'rope.inv_freq';
@@ -13,11 +14,10 @@ export function attentionKv(cfg: AttentionConfig): KvSpec {
   return { kvHeads: cfg.numKeyValueHeads, headDim: cfg.headDim };
 }
 
-/** The computed constants of the layer (RoPE inverse frequencies), or none for NoPE. `family` names errors. */
-export function attentionConstants(cfg: AttentionConfig, family: string): Record<string, Float32Array> {
+/** The computed constants of the layer (RoPE inverse frequencies), or none for NoPE. */
+export function attentionConstants(cfg: AttentionConfig): Record<string, Float32Array> {
   if (!cfg.rope) return {};
-  if (cfg.rope.type !== 'default') throw new Error(`${family}: rope type '${cfg.rope.type}' is not supported yet (default only)`);
-  return { [INV_FREQ]: ropeInvFreq(cfg.rope.rotaryDim, cfg.rope.theta) };
+  return { [INV_FREQ]: ropeTables(cfg.rope, cfg.maxPositionEmbeddings).invFreq };
 }
 
 /**
@@ -35,8 +35,9 @@ export function attentionLayer(ctx: StepContext, layer: number, cfg: AttentionCo
   if (cfg.rope) {
     const rotary = cfg.rope.rotaryDim;
     const invFreq = ctx.constant(INV_FREQ, [rotary / 2]);
-    q = rope(q, ctx.positions, invFreq, rotary);
-    k = rope(k, ctx.positions, invFreq, rotary);
+    const { attentionScaling } = ropeTables(cfg.rope, cfg.maxPositionEmbeddings);
+    q = rope(q, ctx.positions, invFreq, rotary, attentionScaling);
+    k = rope(k, ctx.positions, invFreq, rotary, attentionScaling);
   }
   const a = ctx.attend(layer, q, k, v, { scale: cfg.scale }); // [S,T,H,D]
   return proj('o_proj', hidden, H * D, a.reshape(S, T, H * D));

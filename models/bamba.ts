@@ -13,7 +13,7 @@ export function bamba(config: BambaConfig): ModelDef {
   const { hiddenSize: Hd, numLayers, vocabSize: V, intermediateSize: I, normEps: eps, layerKinds, attention, mamba: mixer } = config;
   for (const [l, kind] of layerKinds.entries())
     if (kind !== 'attention' && kind !== 'mamba2') throw new Error(`bamba: layer ${l} has kind '${kind}' (attention or mamba2 only)`);
-  const constants = attentionConstants(attention, 'bamba');
+  const constants = attentionConstants(attention);
   return {
     family: 'bamba',
     vocabSize: V,

@@ -4,19 +4,21 @@
 import type { z } from 'zod';
 import { describeJson, elide } from '../base/errors.ts';
 import { type ModelSource, isModelSource, readFailureReason } from '../base/modelSource.ts';
-import { sourceFor } from '../runtime/defaultSource.ts';
-import { ConfigError } from './configs/common.ts';
+import { sourceFor } from '../base/defaultSource.ts';
+import { ConfigError, type RopeConfig } from './configs/common.ts';
+import { ROPE_TYPES, ropeTables } from './rope.ts';
+import { MODELS, modelEntry } from './registry.ts';
 import { MAX_CONFIG_DEPTH, checkConfigLimits, checkJsonDepth, checkTensorSizes } from './configs/limits.ts';
-import { type BambaConfig, bambaConfigSchema } from './configs/bamba.ts';
-import { type FalconH1Config, falconH1ConfigSchema } from './configs/falcon_h1.ts';
-import { type Gemma3nTextConfig, gemma3nTextConfigSchema } from './configs/gemma3n_text.ts';
-import { type GraniteMoeHybridConfig, granitemoehybridConfigSchema } from './configs/granitemoehybrid.ts';
-import { type JambaConfig, jambaConfigSchema } from './configs/jamba.ts';
-import { type Lfm2Config, lfm2ConfigSchema } from './configs/lfm2.ts';
-import { type LlamaConfig, llamaConfigSchema } from './configs/llama.ts';
-import { type MambaConfig, mambaConfigSchema } from './configs/mamba.ts';
-import { type Mamba2Config, mamba2ConfigSchema } from './configs/mamba2.ts';
-import { type Qwen3NextConfig, qwen3NextConfigSchema } from './configs/qwen3_next.ts';
+import type { BambaConfig } from './configs/bamba.ts';
+import type { FalconH1Config } from './configs/falcon_h1.ts';
+import type { Gemma3nTextConfig } from './configs/gemma3n_text.ts';
+import type { GraniteMoeHybridConfig } from './configs/granitemoehybrid.ts';
+import type { JambaConfig } from './configs/jamba.ts';
+import type { Lfm2Config } from './configs/lfm2.ts';
+import type { LlamaConfig } from './configs/llama.ts';
+import type { MambaConfig } from './configs/mamba.ts';
+import type { Mamba2Config } from './configs/mamba2.ts';
+import type { Qwen3NextConfig } from './configs/qwen3_next.ts';
 
 export { ConfigError } from './configs/common.ts';
 export type {
@@ -60,21 +62,7 @@ export interface ConfigByModelType {
 export type ModelType = keyof ConfigByModelType;
 export type ModelConfig = ConfigByModelType[ModelType];
 
-/** One schema per model_type; a family added to ConfigByModelType without a schema is a compile error. */
-export const configSchemas: { [K in ModelType]: z.ZodType<ConfigByModelType[K]> } = {
-  llama: llamaConfigSchema,
-  mamba: mambaConfigSchema,
-  mamba2: mamba2ConfigSchema,
-  jamba: jambaConfigSchema,
-  bamba: bambaConfigSchema,
-  granitemoehybrid: granitemoehybridConfigSchema,
-  falcon_h1: falconH1ConfigSchema,
-  lfm2: lfm2ConfigSchema,
-  qwen3_next: qwen3NextConfigSchema,
-  gemma3n_text: gemma3nTextConfigSchema,
-};
-
-export const supportedModelTypes = Object.keys(configSchemas) as ModelType[];
+export const supportedModelTypes = Object.keys(MODELS) as ModelType[];
 
 const floatTags: Record<string, number> = { Infinity: Infinity, '-Infinity': -Infinity, NaN: NaN };
 
@@ -212,13 +200,13 @@ export function parseConfig(json: Record<string, unknown>, file = 'config.json')
       `${file}: model_type: ${modelType === undefined ? 'missing' : `expected string, got ${describeValue(modelType)}`} (supported: ${supportedModelTypes.join(', ')})`,
     );
   }
-  if (!Object.hasOwn(configSchemas, modelType)) {
+  if (!Object.hasOwn(MODELS, modelType)) {
     throw new ConfigError(
       `${file}: model_type: unsupported model_type "${elide(modelType, 80)}"; supported: ${supportedModelTypes.join(', ')}`,
     );
   }
   checkConfigLimits(json, file);
-  const schema = configSchemas[modelType as ModelType] as z.ZodType<ModelConfig>;
+  const schema = modelEntry(modelType as ModelType).schema as z.ZodType<ModelConfig>;
   const result = schema.safeParse(json, { reportInput: true });
   if (!result.success) throw new ConfigError(formatConfigIssues(result.error.issues, file));
   checkTensorSizes(file, impliedWeights(result.data));
@@ -240,22 +228,27 @@ function impliedWeights(config: ModelConfig): { fields: string; dims: number[] }
   return weights;
 }
 
-/** The RoPE variants the model builders implement. */
-export const SUPPORTED_ROPE_TYPES: readonly string[] = ['default'];
-
 /**
- * Refuses what a config may describe but Strata cannot run yet (a RoPE variant no family implements), naming
- * the field; called before anything is loaded, where parsing alone would accept it.
+ * Refuses what a config may describe but Strata cannot run yet (a RoPE variant models/rope.ts does not
+ * implement, or one missing its parameters), naming the field; called before anything is loaded, where parsing
+ * alone would accept it.
  */
 export function checkRunnable(config: ModelConfig, file = 'config.json'): void {
-  const ropes = [(config as { attention?: { rope: { type: string } | null } }).attention?.rope];
+  const attention = (config as { attention?: { rope: RopeConfig | null; maxPositionEmbeddings: number } }).attention;
+  const ropes = [attention?.rope];
   if (config.modelType === 'gemma3n_text') ropes.push(config.slidingRope);
   for (const rope of ropes) {
-    if (!rope || SUPPORTED_ROPE_TYPES.includes(rope.type)) continue;
+    if (!rope) continue;
     const field = ropeTypeField(config.raw, rope.type);
-    throw new ConfigError(
-      `${file}: ${field}: rope type ${JSON.stringify(elide(rope.type, 80))} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`,
-    );
+    if (!(ROPE_TYPES as readonly string[]).includes(rope.type)) {
+      throw new ConfigError(`${file}: ${field}: rope type ${JSON.stringify(elide(rope.type, 80))} is not supported (supported: ${ROPE_TYPES.join(', ')})`);
+    }
+    try {
+      ropeTables(rope, attention?.maxPositionEmbeddings ?? 0, field.slice(0, field.lastIndexOf('.')));
+    } catch (error) {
+      if (error instanceof ConfigError) throw new ConfigError(error.message.replace(/^config\.json: /, `${file}: `));
+      throw error;
+    }
   }
 }
 

@@ -5,7 +5,8 @@ import type { FalconH1Config } from './config.ts';
 import type { ModelDef } from './model.ts';
 import type { LayerMemorySpec } from '../caches/spec.ts';
 import type { StepContext } from '../caches/stepContext.ts';
-import { activate, linear, rmsnorm, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
+import { activate, linear, rmsnorm, rope } from '../dsl/nn/basic.ts';
+import { ropeTables } from './rope.ts';
 import { causalConv1d } from '../dsl/nn/conv.ts';
 import { gatedRmsNorm, ssdScan } from '../dsl/nn/mamba2.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -29,8 +30,9 @@ export function falconH1MupVector(config: FalconH1Config): Float32Array {
 export function falconH1(config: FalconH1Config): ModelDef {
   const { hiddenSize: Hd, numLayers, vocabSize: V, intermediateSize: F, normEps: eps, mamba: m, multipliers: mult } = config;
   const { numHeads: H, numKeyValueHeads: KVH, headDim: D, rope: ropeCfg, scale } = config.attention;
-  if (!ropeCfg || ropeCfg.type !== 'default') throw new Error(`falcon_h1: rope type '${ropeCfg?.type}' is not supported yet (default only)`);
+  if (!ropeCfg) throw new Error('falcon_h1: attention without a rope');
   const rotary = ropeCfg.rotaryDim;
+  const ropeTable = ropeTables(ropeCfg, config.attention.maxPositionEmbeddings);
   const { numHeads: Hh, headDim: P, numGroups: G, stateSize: N, convKernel: K, innerSize: I, convDim } = m;
   const projSize = I + convDim + Hh;
 
@@ -75,7 +77,7 @@ export function falconH1(config: FalconH1Config): ModelDef {
     // key_multiplier scales k only, before RoPE
     const k = linear(x, w('k_proj.weight', [KVH * D, Hd]), bias('k_proj', KVH * D)).mul(mult.key).reshape(S, T, KVH, D);
     const v = linear(x, w('v_proj.weight', [KVH * D, Hd]), bias('v_proj', KVH * D)).reshape(S, T, KVH, D);
-    const a = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary), rope(k, ctx.positions, invFreq, rotary), v, { scale });
+    const a = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), rope(k, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), v, { scale });
     return linear(a.reshape(S, T, H * D), w('o_proj.weight', [Hd, H * D]), bias('o_proj', Hd));
   }
 
@@ -104,7 +106,7 @@ export function falconH1(config: FalconH1Config): ModelDef {
           ],
         }),
       ),
-    constants: () => ({ 'rope.inv_freq': ropeInvFreq(rotary, ropeCfg.theta), 'mamba.mup_vector': falconH1MupVector(config) }),
+    constants: () => ({ 'rope.inv_freq': ropeTable.invFreq, 'mamba.mup_vector': falconH1MupVector(config) }),
     forward(ctx: StepContext): Tensor {
       const w = (name: string, shape: number[]) => ctx.weight(name, shape);
       const invFreq = ctx.constant('rope.inv_freq', [rotary / 2]);

@@ -5,7 +5,8 @@ import type { Gemma3nTextConfig } from './config.ts';
 import type { ModelDef } from './model.ts';
 import type { LayerMemorySpec } from '../caches/spec.ts';
 import type { StepContext } from '../caches/stepContext.ts';
-import { activate, linear, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
+import { activate, linear, rope } from '../dsl/nn/basic.ts';
+import { ropeTables } from './rope.ts';
 import { Tensor } from '../dsl/tensor.ts';
 
 /** Gemma3nRMSNorm: x / sqrt(mean(x²) + eps) · w, in f32 (no (1 + w) offset, unlike Gemma 1/2; no weight for v_norm). */
@@ -58,8 +59,8 @@ export function gemma3nText(config: Gemma3nTextConfig): ModelDef {
   const { slidingRope, slidingWindow, finalLogitSoftcapping: softcap, kvSharing, laurelRank: R } = config;
   const { vocabSize: PV, hiddenSize: P } = config.perLayerInput;
   const { numInputs: N, activeIndex: active, coefClip, correctScale } = config.altup;
-  for (const [name, r] of [['full', fullRope], ['sliding', slidingRope]] as const)
-    if (!r || r.type !== 'default') throw new Error(`gemma3n: ${name}-attention rope type '${r?.type}' is not supported yet (default only)`);
+  if (!fullRope) throw new Error('gemma3n: full attention without a rope');
+  const tables = { full: ropeTables(fullRope, config.attention.maxPositionEmbeddings), sliding: ropeTables(slidingRope, config.attention.maxPositionEmbeddings) };
   for (const [l, kind] of layerKinds.entries())
     if (kind !== 'attention' && kind !== 'sliding_attention') throw new Error(`gemma3n: layer ${l} has kind '${kind}' (attention or sliding_attention only)`);
   const ropeOf = (l: number) => (layerKinds[l] === 'sliding_attention' ? slidingRope : fullRope!);
@@ -84,8 +85,8 @@ export function gemma3nText(config: Gemma3nTextConfig): ModelDef {
         return { kv: { kvHeads: KVH, headDim: D, ...window, ...(source !== l ? { sharesWith: source } : {}) }, states: [] };
       }),
     constants: () => ({
-      'rope.full.inv_freq': ropeInvFreq(fullRope!.rotaryDim, fullRope!.theta),
-      'rope.sliding.inv_freq': ropeInvFreq(slidingRope.rotaryDim, slidingRope.theta),
+      'rope.full.inv_freq': tables.full.invFreq,
+      'rope.sliding.inv_freq': tables.sliding.invFreq,
     }),
     forward(ctx: StepContext): Tensor {
       const { S, T } = ctx;
@@ -132,11 +133,12 @@ export function gemma3nText(config: Gemma3nTextConfig): ModelDef {
         const bias = (n: string, size: number) => (projBias ? w(`${p}self_attn.${n}.bias`, [size]) : undefined);
         const rotary = ropeOf(l)!.rotaryDim;
         const freq = invFreq[ropeName(l)];
-        const q = rope(gemmaNorm(linear(x, w(`${p}self_attn.q_proj.weight`, [H * D, Hd]), bias('q_proj', H * D)).reshape(S, T, H, D), w(`${p}self_attn.q_norm.weight`, [D]), eps), ctx.positions, freq, rotary);
+        const ropeScaling = tables[layerKinds[l] === 'sliding_attention' ? 'sliding' : 'full'].attentionScaling;
+        const q = rope(gemmaNorm(linear(x, w(`${p}self_attn.q_proj.weight`, [H * D, Hd]), bias('q_proj', H * D)).reshape(S, T, H, D), w(`${p}self_attn.q_norm.weight`, [D]), eps), ctx.positions, freq, rotary, ropeScaling);
         let k: Tensor | undefined;
         let v: Tensor | undefined;
         if (kvSharing.sourceLayer[l] === l) {
-          k = rope(gemmaNorm(linear(x, w(`${p}self_attn.k_proj.weight`, [KVH * D, Hd]), bias('k_proj', KVH * D)).reshape(S, T, KVH, D), w(`${p}self_attn.k_norm.weight`, [D]), eps), ctx.positions, freq, rotary);
+          k = rope(gemmaNorm(linear(x, w(`${p}self_attn.k_proj.weight`, [KVH * D, Hd]), bias('k_proj', KVH * D)).reshape(S, T, KVH, D), w(`${p}self_attn.k_norm.weight`, [D]), eps), ctx.positions, freq, rotary, ropeScaling);
           v = gemmaNorm(linear(x, w(`${p}self_attn.v_proj.weight`, [KVH * D, Hd]), bias('v_proj', KVH * D)).reshape(S, T, KVH, D), undefined, eps);
         }
         const attended = ctx.attend(l, q, k, v, { scale });

@@ -17,7 +17,7 @@ export function granitemoehybrid(config: GraniteMoeHybridConfig): ModelDef {
   const { intermediateSize: I, sharedIntermediateSize: Is, residualMultiplier, hiddenAct: act } = config;
   for (const [l, kind] of layerKinds.entries())
     if (kind !== 'attention' && kind !== 'mamba2') throw new Error(`granitemoehybrid: layer ${l} has kind '${kind}' (attention or mamba2 only)`);
-  const constants = attentionConstants(attention, 'granitemoehybrid');
+  const constants = attentionConstants(attention);
   const embeddings = 'model.embed_tokens.weight';
   return {
     family: 'granitemoehybrid',

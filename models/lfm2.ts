@@ -4,7 +4,8 @@ import type { Lfm2Config } from './config.ts';
 import type { ModelDef } from './model.ts';
 import type { LayerMemorySpec } from '../caches/spec.ts';
 import type { StepContext } from '../caches/stepContext.ts';
-import { gatedMlp, linear, rmsnorm, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
+import { gatedMlp, linear, rmsnorm, rope } from '../dsl/nn/basic.ts';
+import { ropeTables } from './rope.ts';
 import { causalConv1d } from '../dsl/nn/conv.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 
@@ -12,8 +13,9 @@ export function lfm2(config: Lfm2Config): ModelDef {
   const { hiddenSize: Hd, numLayers, vocabSize: V, ffnSize: I, normEps: eps, layerKinds } = config;
   const { numHeads: H, numKeyValueHeads: KVH, headDim: D, rope: ropeCfg, scale } = config.attention;
   const { kernel: K, bias: convBias } = config.conv;
-  if (!ropeCfg || ropeCfg.type !== 'default') throw new Error(`lfm2: rope type '${ropeCfg?.type}' is not supported yet (default only)`);
+  if (!ropeCfg) throw new Error('lfm2: attention without a rope');
   const rotary = ropeCfg.rotaryDim;
+  const ropeTable = ropeTables(ropeCfg, config.attention.maxPositionEmbeddings);
   for (const [l, kind] of layerKinds.entries())
     if (kind !== 'attention' && kind !== 'short_conv') throw new Error(`lfm2: layer ${l} has kind '${kind}' (attention or short_conv only)`);
 
@@ -26,7 +28,7 @@ export function lfm2(config: Lfm2Config): ModelDef {
       layerKinds.map((kind): LayerMemorySpec =>
         kind === 'attention' ? { kv: { kvHeads: KVH, headDim: D }, states: [] } : { states: [{ name: 'conv', shape: [Hd, K - 1] }] },
       ),
-    constants: () => ({ 'rope.inv_freq': ropeInvFreq(rotary, ropeCfg.theta) }),
+    constants: () => ({ 'rope.inv_freq': ropeTable.invFreq }),
     forward(ctx: StepContext): Tensor {
       const { S, T } = ctx;
       const w = (name: string, shape: number[]) => ctx.weight(name, shape);
@@ -40,7 +42,7 @@ export function lfm2(config: Lfm2Config): ModelDef {
           const q = headNorm(linear(x, w(`${p}self_attn.q_proj.weight`, [H * D, Hd])).reshape(S, T, H, D), 'q_layernorm');
           const k = headNorm(linear(x, w(`${p}self_attn.k_proj.weight`, [KVH * D, Hd])).reshape(S, T, KVH, D), 'k_layernorm');
           const v = linear(x, w(`${p}self_attn.v_proj.weight`, [KVH * D, Hd])).reshape(S, T, KVH, D);
-          const a = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary), rope(k, ctx.positions, invFreq, rotary), v, { scale });
+          const a = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), rope(k, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), v, { scale });
           h = h.add(linear(a.reshape(S, T, H * D), w(`${p}self_attn.out_proj.weight`, [Hd, H * D])));
         } else {
           const bias = (name: string, size: number) => (convBias ? w(`${p}conv.${name}.bias`, [size]) : undefined);

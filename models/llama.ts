@@ -8,7 +8,7 @@ import { attentionConstants, attentionKv, attentionLayer } from './attention.ts'
 
 export function llama(config: LlamaConfig): ModelDef {
   const { hiddenSize: Hd, numLayers, vocabSize: V, intermediateSize: I, normEps: eps, attention } = config;
-  const constants = attentionConstants(attention, 'llama');
+  const constants = attentionConstants(attention);
   return {
     family: 'llama',
     vocabSize: V,

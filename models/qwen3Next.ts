@@ -5,7 +5,8 @@ import type { Qwen3NextConfig } from './config.ts';
 import type { ModelDef } from './model.ts';
 import type { LayerMemorySpec } from '../caches/spec.ts';
 import type { StepContext } from '../caches/stepContext.ts';
-import { gatedMlp, linear, rmsnorm, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
+import { gatedMlp, linear, rmsnorm, rope } from '../dsl/nn/basic.ts';
+import { ropeTables } from './rope.ts';
 import { causalConv1d } from '../dsl/nn/conv.ts';
 import { gatedDeltaRule, gatedDeltaRuleChunked, repeatHeads } from '../dsl/nn/deltaRule.ts';
 import { gatedRmsNorm } from '../dsl/nn/mamba2.ts';
@@ -16,7 +17,8 @@ export function qwen3Next(config: Qwen3NextConfig): ModelDef {
   const { hiddenSize: Hd, numLayers, vocabSize: V, normEps: eps, layerKinds, ffnKinds, moe } = config;
   const { numHeads: H, numKeyValueHeads: KVH, headDim: D, rope: ropeCfg, scale } = config.attention;
   const { numKeyHeads: Hk, numValueHeads: Hv, keyHeadDim: dk, valueHeadDim: dv, convKernel: K, convDim } = config.linearAttention;
-  if (!ropeCfg || ropeCfg.type !== 'default') throw new Error(`qwen3_next: rope type '${ropeCfg?.type}' is not supported yet (default only)`);
+  if (!ropeCfg) throw new Error('qwen3_next: attention without a rope');
+  const ropeTable = ropeTables(ropeCfg, config.attention.maxPositionEmbeddings);
   for (const [l, kind] of layerKinds.entries())
     if (kind !== 'attention' && kind !== 'gated_deltanet') throw new Error(`qwen3_next: layer ${l} has kind '${kind}' (attention or gated_deltanet only)`);
   const rotary = ropeCfg.rotaryDim;
@@ -66,7 +68,7 @@ export function qwen3Next(config: Qwen3NextConfig): ModelDef {
     const q = norm(query, w('q_norm.weight', [D]));
     const k = norm(linear(x, w('k_proj.weight', [KVH * D, Hd]), bias('k_proj', KVH * D)).reshape(S, T, KVH, D), w('k_norm.weight', [D]));
     const v = linear(x, w('v_proj.weight', [KVH * D, Hd]), bias('v_proj', KVH * D)).reshape(S, T, KVH, D);
-    const att = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary), rope(k, ctx.positions, invFreq, rotary), v, { scale });
+    const att = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), rope(k, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), v, { scale });
     return linear(att.mul(gate.sigmoid()).reshape(S, T, H * D), w('o_proj.weight', [Hd, H * D]), bias('o_proj', Hd));
   }
 
@@ -108,7 +110,7 @@ export function qwen3Next(config: Qwen3NextConfig): ModelDef {
                 ],
               },
       ),
-    constants: () => ({ 'rope.inv_freq': ropeInvFreq(rotary, ropeCfg.theta) }),
+    constants: () => ({ 'rope.inv_freq': ropeTable.invFreq }),
     forward(ctx: StepContext): Tensor {
       const w = (name: string, shape: number[]) => ctx.weight(name, shape);
       const invFreq = ctx.constant('rope.inv_freq', [rotary / 2]);

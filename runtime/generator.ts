@@ -1,140 +1,18 @@
-// The generation engine: prompts are prefilled in bucket-sized chunks and the first token is sampled on the GPU;
-// then K decode steps are recorded into one submission, each feeding the token the previous step sampled. The
-// host reads one small buffer per submission (the token ring) and nothing else. Sequences join and leave slots
-// between submissions; the programs never change.
-import type { Graph } from '../compiler/ir.ts';
-import { Tensor } from '../dsl/tensor.ts';
-import { constant, input, state, trace } from '../dsl/trace.ts';
-import { GREEDY, PARAM_STRIDE, type SamplingParams, isSampling, packSamplingParams, pcgNext, sampleTokens, seedState } from '../dsl/nn/sampling.ts';
-import type { Counters, Executable, GpuRuntime } from './gpuRuntime.ts';
+// The scheduler: sequences join and leave slots between submissions; a joining prompt is prefilled in chunks
+// (promptChunks) and its first token sampled on the GPU; then K decode steps of every live slot are recorded
+// into one submission, each feeding the token the previous step sampled, and the host reads one small buffer per
+// submission (the token ring) and nothing else. A finished sequence's slot keeps its state (KV, recurrent state,
+// sampling state, next token) until another sequence takes the slot, so it can be continued (`resume`), forked
+// or saved. What is traced lives in stepPrograms.ts; sequences and text streams in sequences.ts.
+import { GREEDY, PARAM_STRIDE, type SamplingParams, isSampling, packSamplingParams, seedState, unpackSamplingParams } from '../dsl/nn/sampling.ts';
+import type { Executable, GpuRuntime } from './gpuRuntime.ts';
 import { ContextOverflowError, type ModelRunner } from './modelRunner.ts';
+import { promptChunks } from './promptChunks.ts';
+import { type FinishReason, Sequence, type SequenceOptions, UnknownSequenceError, sequenceStats } from './sequences.ts';
+import { GEN, type Layout, MAX_STOP_IDS, SLOT, SLOT_FIELDS, type SamplerMode, generatorStateEntries, traceDecode, tracePrefill } from './stepPrograms.ts';
 
-/** Stop token ids a sequence may have (model eos ids plus the caller's). */
-export const MAX_STOP_IDS = 8;
-
-/** The generator's device state, per slot; shared by name by every program of one runner. */
-const STATE = {
-  /** [slots, SLOT_FIELDS] i32, one row per slot written by one scatter: see SLOT */
-  slot: 'gen.slot',
-  /** [slots * (K + 1)] i32: column position % K holds the token sampled at that position; column K the first token */
-  ring: 'gen.token_ring',
-  /** [slots] u32 */
-  rng: 'gen.rng',
-  /** [slots * V] f32: 1 for every token in the slot's prompt or output (repetition penalty) */
-  seen: 'gen.seen',
-  /** [slots, PARAM_STRIDE] f32: packSamplingParams rows */
-  params: 'gen.sampling',
-  /** [slots, MAX_STOP_IDS] i32, -1 padded */
-  stop: 'gen.stop_ids',
-} as const;
-
-/** Columns of a slot's row of STATE.slot. */
-const SLOT = {
-  /** the token the slot feeds at its next decode step */
-  next: 0,
-  /** tokens the slot may still sample */
-  left: 1,
-  /** 1 once the slot sampled a stop token or its last allowed token (or before its prompt is in) */
-  done: 2,
-} as const;
-const SLOT_FIELDS = 4;
-
-export type SamplerMode = 'greedy' | 'sample';
-
-interface Layout {
-  slots: number;
-  vocab: number;
-  /** decode steps per submission */
-  K: number;
-}
-
-function slotField(rows: Tensor, field: keyof typeof SLOT): Tensor {
-  return rows.slice(1, SLOT[field], SLOT[field] + 1).reshape(rows.shape[0]!);
-}
-
-/**
- * Samples the next token of every row from its logits [R, V] and records it for the row's slot: next token,
- * tokens left and done flag (one row write), seen set, RNG state. Rows whose slot is out of range change
- * nothing. -> [R] i32
- */
-function sampleAndCommit(layout: Layout, logits: Tensor, slot: Tensor, mode: SamplerMode): Tensor {
-  const { slots, vocab } = layout;
-  const R = slot.shape[0]!;
-  // greedy batches leave the RNG alone: only sampling rows use it, and they always run in 'sample' batches
-  const rng = mode === 'sample' ? pcgNext(state(STATE.rng, [slots], 'u32').gather(slot)) : undefined;
-  const token = sampleTokens(
-    {
-      logits,
-      params: state(STATE.params, [slots, PARAM_STRIDE]).gather(slot),
-      uniform: rng?.uniform ?? constant(0).broadcastTo([R]),
-      seen: state(STATE.seen, [slots * vocab]).reshape(slots, vocab).gather(slot),
-    },
-    mode,
-  );
-  const stopIds = state(STATE.stop, [slots, MAX_STOP_IDS], 'i32').gather(slot);
-  const isStop = Tensor.where(stopIds.eq(token.reshape(R, 1)), 1, 0).max(-1).gt(0);
-  const slotState = state(STATE.slot, [slots, SLOT_FIELDS], 'i32');
-  const left = slotField(slotState.gather(slot), 'left').sub(1);
-  const live = slot.lt(slots);
-  const row = new Array<Tensor>(SLOT_FIELDS).fill(constant(0, 'i32').broadcastTo([R]));
-  row[SLOT.next] = token;
-  row[SLOT.left] = left;
-  row[SLOT.done] = isStop.or(left.le(0)).cast('i32');
-  slotState.scatter(slot, Tensor.concat(row.map((x) => x.reshape(R, 1)), 1));
-  if (rng) state(STATE.rng, [slots], 'u32').scatter(slot, rng.state);
-  state(STATE.seen, [slots * vocab]).scatter(Tensor.where(live, slot.mul(vocab).add(token), slots * vocab), constant(1).broadcastTo([R]));
-  return token;
-}
-
-function ringState(layout: Layout): Tensor {
-  return state(STATE.ring, [layout.slots * (layout.K + 1)], 'i32');
-}
-
-/**
- * A prefill chunk of T tokens for one slot (host inputs tokens/slot_ids/valid, as ModelRunner's programs) that
- * marks the prompt tokens seen and, when the host sets `commit` (the prompt's last chunk), samples the first
- * token from the last real position into the slot's next token and the ring's column K.
- */
-function tracePrefill(runner: ModelRunner, layout: Layout, T: number): Graph {
-  const { slots, vocab, K } = layout;
-  const model = runner.model;
-  return trace(() => {
-    const ctx = runner.context(1, T);
-    const hidden = model.forward(ctx).reshape(T, model.hiddenSize);
-    const logits = model.logits(ctx, hidden.gather(ctx.valid.sub(1))); // [1,V]
-    // the prompt counts for the repetition penalty, as in HF
-    const seenIndex = Tensor.where(ctx.tokenValid, ctx.slotIds.reshape(1, 1).mul(vocab).add(ctx.tokens), slots * vocab);
-    state(STATE.seen, [slots * vocab]).scatter(seenIndex, constant(1).broadcastTo([1, T]));
-    const slot = Tensor.where(input('commit', [1], 'i32').eq(1), ctx.slotIds, slots);
-    const token = sampleAndCommit(layout, logits, slot, 'sample');
-    ringState(layout).scatter(Tensor.where(slot.lt(slots), slot.mul(K + 1).add(K), slots * (K + 1)), token);
-    ctx.finish();
-  });
-}
-
-/**
- * One decode step over `rows` rows. `decode_slots` (host-written when the batch changes) maps rows to slots;
- * a row whose slot is out of range, or done, feeds valid = 0 through an out-of-range slot, so none of its state
- * changes. Tokens come from and go back to the device.
- */
-function traceDecode(runner: ModelRunner, layout: Layout, rows: number, mode: SamplerMode): Graph {
-  const { slots, K } = layout;
-  const model = runner.model;
-  return trace(() => {
-    const rowSlot = input('decode_slots', [rows], 'i32');
-    const inRange = rowSlot.lt(slots);
-    const slotRows = state(STATE.slot, [slots, SLOT_FIELDS], 'i32').gather(rowSlot); // out-of-range rows read the last slot
-    const active = inRange.and(slotField(slotRows, 'done').eq(0));
-    const slot = Tensor.where(active, rowSlot, slots);
-    const tokens = slotField(slotRows, 'next').reshape(rows, 1);
-    const ctx = runner.context(rows, 1, { tokens, slotIds: slot, valid: active.cast('i32') });
-    const hidden = model.forward(ctx).reshape(rows, model.hiddenSize);
-    const token = sampleAndCommit(layout, model.logits(ctx, hidden), slot, mode);
-    ctx.finish();
-    // the ring column is the position the token is sampled at, mod K: the host knows it without asking
-    ringState(layout).scatter(Tensor.where(active, slot.mul(K + 1).add(ctx.start.mod(K)), slots * (K + 1)), token);
-  });
-}
+export { MAX_STOP_IDS, type SamplerMode } from './stepPrograms.ts';
+export { type FinishReason, Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './sequences.ts';
 
 // ---------------------------------------------------------------- host side
 
@@ -146,46 +24,11 @@ interface Batch {
   steps: number;
   /** ring column of each sequence's first step in this batch */
   firstColumn: Map<Sequence, number>;
-  staging: GPUBuffer;
-  mapped: Promise<void>;
-}
-
-export class UnknownSequenceError extends Error {
-  override name = 'UnknownSequenceError';
-}
-
-export type FinishReason = 'stop' | 'length' | 'cancelled' | 'aborted' | 'error';
-
-export interface SequenceOptions extends Partial<SamplingParams> {
-  /** Tokens to generate at most (the stop token included). Default 256; fewer when the capacity runs out. */
-  maxNewTokens?: number;
-  /** Seeds the slot's RNG: the same seed, prompt and options give the same tokens. Default: random. */
-  seed?: number;
-  /** Token ids that end the sequence (kept as its last id). Default: the model's eos ids. */
-  stopTokenIds?: number[];
-  signal?: AbortSignal;
-}
-
-export interface SequenceStats {
-  promptTokens: number;
-  /** Prompt tokens taken from the prefix cache (not prefilled). */
-  cachedPromptTokens: number;
-  generatedTokens: number;
-  prefillSeconds: number;
-  prefillTokensPerSecond: number;
-  /** From the call to the first token on the host (queueing, prefill, the first decode submission). */
-  timeToFirstTokenSeconds: number;
-  decodeSeconds: number;
-  /** Tokens after the first over the time from the end of prefill to the last token on the host. */
-  decodeTokensPerSecond: number;
-  /** Device work while the sequence was live; shared with sequences that decoded beside it. */
-  submits: number;
-  readbacks: number;
-  dispatches: number;
-  dispatchesPerToken: number;
-  /** Kernels in one decode step of the largest bucket used (model + sampling). */
-  dispatchesPerDecodeStep: number;
-  stepsPerSubmit: number;
+  /** The token ring and every slot's position as read after this batch's steps. */
+  ring: Promise<{ tokens: Int32Array; positions: Int32Array }>;
+  /** Resolves once the host has read the batch (or the loop failed). */
+  read: Promise<void>;
+  markRead: () => void;
 }
 
 export interface GeneratorOptions {
@@ -201,9 +44,9 @@ export interface GeneratorOptions {
   prefix?: PrefixHooks;
 }
 
-/** What the generator asks of a prefix cache; see PrefixCache. */
+/** What the scheduler asks of a prefix cache at admission and release; see PrefixCache. */
 export interface PrefixHooks {
-  /** Fills a cleared slot with the longest cached prefix of the prompt; returns its length (0: none). */
+  /** Fills a cleared slot with the longest cached prefix of the prompt (the memory's fork); returns its length (0: none). */
   restore(slot: number, promptIds: readonly number[]): number;
   /** Whether to keep the prompt's prefix after the prefill chunk that ends at `length`. */
   wantsBoundary(length: number): boolean;
@@ -211,93 +54,12 @@ export interface PrefixHooks {
   insert(slot: number, ids: readonly number[]): void;
 }
 
-let sequenceIds = 0;
-
-/** One generation in flight: an async iterable of token-id batches (one batch per readback). */
-export class Sequence implements AsyncIterable<number[]> {
-  readonly id = ++sequenceIds;
-  /** Generated ids so far (prompt excluded; a stop token is kept as the last id). */
-  readonly ids: number[] = [];
-  finishReason: FinishReason | undefined;
-  stats: SequenceStats | undefined;
-  error: unknown;
-  readonly finished: Promise<void>;
-
-  /** @internal host bookkeeping */
-  slot = -1;
-  /** @internal */ firstPending = false;
-  /** @internal a submitted batch will deliver the first token */ firstRequested = false;
-  /** @internal decode steps the slot may still take */ stepsLeft = 0;
-  /** @internal decode steps submitted so far */ stepsSubmitted = 0;
-  /** @internal */ cancelReason: FinishReason | undefined;
-  /** @internal */ readonly times = { created: performance.now(), prefillStart: 0, prefillEnd: 0, firstToken: 0, end: 0 };
-  /** @internal */ counters0: Counters | undefined;
-  /** @internal */ decodeKernels = 0;
-  /** @internal prompt tokens restored from the prefix cache */ cachedTokens = 0;
-
-  private readonly queue: number[][] = [];
-  private wake: (() => void) | undefined;
-  private resolveFinished!: () => void;
-
-  constructor(
-    readonly promptIds: readonly number[],
-    /** Tokens this sequence may generate (maxNewTokens, clamped to the capacity). */
-    readonly maxTotal: number,
-    readonly params: SamplingParams,
-    readonly seed: number,
-    readonly stopIds: readonly number[],
-    private readonly generator: Generator,
-  ) {
-    this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
-  }
-
-  get isFinished(): boolean {
-    return this.finishReason !== undefined;
-  }
-
-  /** Stops the sequence at the next submission boundary (a no-op once it finished). */
-  cancel(reason: FinishReason = 'cancelled'): void {
-    if (!this.isFinished) this.generator.cancel(this.id, reason);
-  }
-
-  /** @internal */
-  push(ids: number[]): void {
-    if (!ids.length) return;
-    this.ids.push(...ids);
-    this.queue.push(ids);
-    this.wake?.();
-  }
-
-  /** @internal */
-  finish(reason: FinishReason, stats: SequenceStats | undefined, error?: unknown): void {
-    if (this.isFinished) return;
-    this.finishReason = reason;
-    this.stats = stats;
-    this.error = error;
-    this.wake?.();
-    this.resolveFinished();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<number[]> {
-    try {
-      for (;;) {
-        const batch = this.queue.shift();
-        if (batch) {
-          yield batch;
-          continue;
-        }
-        if (this.isFinished) {
-          if (this.finishReason === 'error') throw this.error;
-          return;
-        }
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
-      }
-    } finally {
-      // a consumer that stops iterating (break, return, throw) ends the sequence
-      this.cancel();
-    }
-  }
+/** What the host knows of the sequence a slot holds (undefined parts: unknown, e.g. after a restore). */
+interface SlotHolding {
+  /** Tokens at positions 0..length-1, then the next token to feed (the newest sampled one). */
+  tokens: number[] | undefined;
+  params: SamplingParams | undefined;
+  stopIds: number[] | undefined;
 }
 
 /** Runs sequences on a ModelRunner's slots. Create with `Generator.create` (compiles every program). */
@@ -311,12 +73,18 @@ export class Generator {
   private readonly active = new Map<number, Sequence>(); // by slot
   private readonly live = new Map<number, Sequence>(); // by id: pending and active
   private readonly freeSlots: number[];
+  private readonly holdings: SlotHolding[];
+  /** The sequence that last ran in each slot. */
+  private readonly holders: (Sequence | undefined)[];
+  private readonly unread = new Set<Batch>();
   private running: Promise<void> | undefined;
   private readonly staging: GPUBuffer[] = [];
   private batches = 0;
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   private readonly zeroSeen: Float32Array;
+  /** Slots sequences run in (0..serving-1); the runner's later slots belong to the prefix cache. */
+  private readonly serving: number;
   private readonly prefix: PrefixHooks | undefined;
 
   private constructor(
@@ -326,12 +94,15 @@ export class Generator {
     const slots = runner.options.slots;
     const serving = options.servingSlots ?? slots;
     if (!Number.isInteger(serving) || serving < 1 || serving > slots) throw new RangeError(`servingSlots must be an integer in 1..${slots}, got ${serving}`);
+    this.serving = serving;
     this.prefix = options.prefix;
     this.K = options.stepsPerSubmit ?? 8;
     if (!Number.isInteger(this.K) || this.K < 1) throw new RangeError(`stepsPerSubmit must be a positive integer, got ${this.K}`);
     this.decodeRows = [...new Set([...(options.decodeRows ?? [1]), serving])].filter((r) => r >= 1 && r <= serving).sort((a, b) => a - b);
     this.layout = { slots, vocab: runner.model.vocabSize, K: this.K };
     this.freeSlots = Array.from({ length: serving }, (_, i) => i);
+    this.holdings = Array.from({ length: slots }, () => ({ tokens: [], params: undefined, stopIds: undefined }));
+    this.holders = new Array(slots).fill(undefined);
     this.zeroSeen = new Float32Array(runner.model.vocabSize);
   }
 
@@ -346,6 +117,8 @@ export class Generator {
   /** Compiles and loads every program (prefill chunks, decode buckets x {greedy, sample}): the warm-up. */
   static async create(runner: ModelRunner, options: GeneratorOptions = {}): Promise<Generator> {
     const g = new Generator(runner, options);
+    // the generator's state joins the session's table before any program finds it by name
+    for (const entry of generatorStateEntries(g.layout)) runner.caches.register(entry);
     const jobs: { key: string; build: () => Promise<void> }[] = [];
     for (const T of [...new Set(runner.options.chunks)].sort((a, b) => a - b))
       jobs.push({ key: `prefill T=${T}`, build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, () => tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
@@ -359,7 +132,7 @@ export class Generator {
     options.onProgress?.({ done: jobs.length, total: jobs.length, program: '' });
     g.ringBytes = g.layout.slots * (g.K + 1) * 4;
     // two, so that one batch's copy can be mapped while the next batch is in flight
-    for (let i = 0; i < 2; i++) g.staging.push(g.runtime.createBuffer(g.ringBytes, `token ring readback ${i}`, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
+    for (let i = 0; i < 2; i++) g.staging.push(g.runtime.createBuffer(g.ringBytes + g.layout.slots * 4, `token ring readback ${i}`, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
     return g;
   }
 
@@ -395,9 +168,24 @@ export class Generator {
     return [...this.live.keys()];
   }
 
+  /** Whether a waiting or running sequence has (or wants) this slot: sequence operations on it must wait. */
+  busy(slot: number): boolean {
+    const holder = this.holders[slot];
+    return (holder !== undefined && !holder.isFinished) || this.pending.some((s) => s.origin.slot === slot);
+  }
+
+  /**
+   * Resolves once no submitted batch that ran steps of a slot's last sequence is still unread (a cancelled
+   * sequence can have steps in flight after it finished): then the host's lengths and tokens are the device's.
+   */
+  async settled(slot: number): Promise<void> {
+    const holder = this.holders[slot];
+    await Promise.all([...this.unread].filter((b) => holder && b.seqs.includes(holder)).map((b) => b.read));
+  }
+
   /**
    * Queues a prompt (token ids) and returns its Sequence; it starts at the next submission boundary with a free
-   * slot. Throws ContextOverflowError when the prompt does not fit the capacity.
+   * slot (`options.slot`: that one). Throws ContextOverflowError when the prompt does not fit the capacity.
    */
   submit(promptIds: readonly number[], options: SequenceOptions = {}): Sequence {
     const P = promptIds.length;
@@ -409,26 +197,53 @@ export class Generator {
       throw new ContextOverflowError(
         `the prompt has ${P} tokens but a sequence holds at most ${this.capacity} (the session's capacity): shorten the prompt or load the session with a larger capacity`,
       );
+    // a prompt of P tokens leaves capacity - P positions to feed back, and the last sampled token needs none
+    return this.enqueue([...promptIds], this.capacity - P + 1, options, { ...(options.slot !== undefined ? { slot: this.checkSlot(options.slot) } : {}) });
+  }
+
+  /**
+   * Continues the sequence that `slot` holds (a finished generation, a fork or a restored one) from its next
+   * token, with its sampling state (parameters, RNG, seen tokens, stop ids) unless `options` sets them: the
+   * tokens equal what one longer generation would have produced. The slot must not be in use.
+   */
+  resume(slot: number, options: SequenceOptions = {}): Sequence {
+    this.checkSlot(slot);
+    if (this.busy(slot)) throw new RangeError(`slot ${slot} is in use by a running or waiting sequence`);
+    const length = this.runner.caches.lengths[slot]!;
+    if (length === 0) throw new RangeError(`slot ${slot} holds no sequence to continue`);
+    if (length >= this.capacity) throw new ContextOverflowError(`slot ${slot} holds ${length} positions, the session's capacity: nothing more fits`);
+    return this.enqueue([], this.capacity - length, options, { slot, resume: true });
+  }
+
+  private checkSlot(slot: number): number {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.serving) throw new RangeError(`unknown slot ${slot}: this session has slots 0..${this.serving - 1}`);
+    return slot;
+  }
+
+  private enqueue(promptIds: number[], room: number, options: SequenceOptions, origin: Sequence['origin']): Sequence {
     const maxNew = options.maxNewTokens ?? 256;
     if (!Number.isInteger(maxNew) || maxNew < 1) throw new RangeError(`maxNewTokens must be a positive integer, got ${maxNew}`);
+    const held = origin.resume ? this.holdings[origin.slot!]! : undefined;
+    const given = ['temperature', 'topK', 'topP', 'minP', 'repetitionPenalty'].some((k) => options[k as keyof SamplingParams] !== undefined);
+    const base = held && !given ? held.params : undefined;
     const params: SamplingParams = {
-      temperature: options.temperature ?? GREEDY.temperature,
-      topK: options.topK ?? GREEDY.topK,
-      topP: options.topP ?? GREEDY.topP,
-      minP: options.minP ?? GREEDY.minP,
-      repetitionPenalty: options.repetitionPenalty ?? GREEDY.repetitionPenalty,
+      temperature: options.temperature ?? base?.temperature ?? GREEDY.temperature,
+      topK: options.topK ?? base?.topK ?? GREEDY.topK,
+      topP: options.topP ?? base?.topP ?? GREEDY.topP,
+      minP: options.minP ?? base?.minP ?? GREEDY.minP,
+      repetitionPenalty: options.repetitionPenalty ?? base?.repetitionPenalty ?? GREEDY.repetitionPenalty,
     };
     if (!(params.temperature >= 0)) throw new RangeError(`temperature must be >= 0, got ${params.temperature}`);
     if (!(params.topK >= 0) || !Number.isInteger(params.topK)) throw new RangeError(`topK must be a non-negative integer (0: off), got ${params.topK}`);
     if (!(params.topP > 0 && params.topP <= 1)) throw new RangeError(`topP must be in (0, 1] (1: off), got ${params.topP}`);
     if (!(params.minP >= 0 && params.minP <= 1)) throw new RangeError(`minP must be in [0, 1] (0: off), got ${params.minP}`);
     if (!(params.repetitionPenalty > 0)) throw new RangeError(`repetitionPenalty must be > 0 (1: off), got ${params.repetitionPenalty}`);
-    const stopIds = [...new Set(options.stopTokenIds ?? this.runner.model.eosTokenIds)];
+    const stopIds = [...new Set(options.stopTokenIds ?? held?.stopIds ?? this.runner.model.eosTokenIds)];
     if (stopIds.length > MAX_STOP_IDS) throw new RangeError(`at most ${MAX_STOP_IDS} stop token ids, got ${stopIds.length}`);
-    // a prompt of P tokens leaves capacity - P positions to feed back, and the last sampled token needs none
-    const maxTotal = Math.min(maxNew, this.capacity - P + 1);
     const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
-    const seq = new Sequence([...promptIds], maxTotal, params, seed, stopIds, this);
+    const seq = new Sequence(promptIds, Math.min(maxNew, room), params, seed, stopIds, origin, this);
+    // what a resumed sequence writes over the slot's sampling state: only what the caller set
+    seq.overrides = { params: given || !held?.params, stops: options.stopTokenIds !== undefined || !held?.stopIds, seed: options.seed !== undefined };
     if (options.signal) {
       if (options.signal.aborted) {
         seq.finish('aborted', undefined);
@@ -464,12 +279,73 @@ export class Generator {
     while (this.running) await this.running;
   }
 
+  // ---------------------------------------------------------------- what a slot holds (sequence operations)
+
+  /** Tokens a slot holds (positions 0..length-1) and its next token, as far as the host knows them. */
+  slotTokens(slot: number): readonly number[] | undefined {
+    return this.holdings[this.checkSlot(slot)]!.tokens;
+  }
+
+  /** After the memory forked `src` into `dst` (device state included): the host's knowledge follows. */
+  forked(src: number, dst: number): void {
+    const from = this.holdings[src]!;
+    this.holdings[dst] = { tokens: from.tokens && [...from.tokens], params: from.params, stopIds: from.stopIds };
+  }
+
+  /**
+   * After the memory dropped positions [from, to) of a slot: the held tokens follow and, when the end was cut,
+   * the token at the new end becomes the slot's next token (a host write of 4 bytes).
+   */
+  removed(slot: number, from: number, to: number): void {
+    const held = this.holdings[slot]!;
+    if (!held.tokens) return;
+    if (to < held.tokens.length - 1) held.tokens.splice(from, to - from);
+    else {
+      held.tokens.length = from + 1; // positions 0..from-1, then the token that was at `from`, fed next
+      this.runtime.write(this.runner.caches.stateBuffer(GEN.slot), Int32Array.of(held.tokens[from]!), (slot * SLOT_FIELDS + SLOT.next) * 4);
+    }
+  }
+
+  /** Whether rolling a slot back to `position` can set its next token (the host knows the token there). */
+  knowsTokenAt(slot: number, position: number): boolean {
+    const tokens = this.holdings[slot]!.tokens;
+    return tokens !== undefined && position < tokens.length;
+  }
+
+  /** After a slot was overwritten from a file: its sampling state comes from the restored bytes, its tokens are unknown. */
+  restored(slot: number, data: Map<string, Uint8Array>): void {
+    const bytes = (name: string) => data.get(name)!;
+    const params = bytes(GEN.params);
+    const stops = bytes(GEN.stop);
+    this.holdings[slot] = {
+      tokens: undefined,
+      params: unpackSamplingParams(new Float32Array(params.buffer, params.byteOffset, PARAM_STRIDE)),
+      stopIds: [...new Int32Array(stops.buffer, stops.byteOffset, MAX_STOP_IDS)].filter((t) => t >= 0),
+    };
+  }
+
+  // ---------------------------------------------------------------- the loop
+
   private kick(): void {
     if (this.running) return;
     this.running = this.loop().finally(() => {
       this.running = undefined;
-      if (this.pending.length || this.active.size) this.kick();
+      if (this.active.size || this.nextAdmission()) this.kick();
     });
+  }
+
+  /** The next waiting sequence that can start now, and its slot. */
+  private nextAdmission(): { seq: Sequence; slot: number } | undefined {
+    for (const seq of this.pending) {
+      const want = seq.origin.slot;
+      const slot = want === undefined ? this.freeSlots.find((s) => !this.pending.some((p) => p.origin.slot === s)) : this.freeSlots.includes(want) ? want : undefined;
+      if (slot === undefined) continue;
+      // a resumed sequence starts from the slot's length, final once no batch with its last steps is unread
+      const holder = this.holders[slot];
+      if (seq.origin.resume && holder && [...this.unread].some((b) => b.seqs.includes(holder))) continue;
+      return { seq, slot };
+    }
+    return undefined;
   }
 
   /**
@@ -482,21 +358,27 @@ export class Generator {
     try {
       for (;;) {
         for (const seq of this.active.values()) if (seq.cancelReason) this.release(seq, seq.cancelReason);
-        while (this.pending.length && this.freeSlots.length) await this.admit(this.pending.shift()!, this.freeSlots.shift()!);
+        for (let next = this.nextAdmission(); next; next = this.nextAdmission()) {
+          this.pending.splice(this.pending.indexOf(next.seq), 1);
+          this.freeSlots.splice(this.freeSlots.indexOf(next.slot), 1);
+          await this.admit(next.seq, next.slot);
+        }
         const next = this.submitBatch();
         if (inFlight) await this.readBatch(inFlight);
         inFlight = next;
         if (!inFlight) {
           // everything submitted has been read: a sequence still here has nothing more coming
           for (const seq of this.active.values()) this.release(seq, seq.cancelReason ?? 'length');
-          if (!this.pending.length) break;
+          if (!this.nextAdmission()) break;
         }
       }
     } catch (error) {
       // a device or program failure ends every live sequence with the error instead of hanging its reader
-      if (inFlight?.mapped) await inFlight.mapped.catch(() => undefined);
+      if (inFlight) await inFlight.ring.catch(() => undefined);
+      for (const batch of this.unread) batch.markRead();
+      this.unread.clear();
       for (const seq of [...this.live.values()]) {
-        if (seq.slot >= 0) this.freeSlots.push(seq.slot);
+        if (seq.slot >= 0 && !this.freeSlots.includes(seq.slot)) this.freeSlots.push(seq.slot);
         seq.finish('error', undefined, error);
       }
       this.live.clear();
@@ -505,64 +387,82 @@ export class Generator {
     }
   }
 
-  private stateBuffer(name: string): GPUBuffer {
-    const b = this.runtime.getNamed(`${this.runner.namespace}state:${name}`);
-    if (!b) throw new Error(`generator state '${name}' has no buffer: the programs are not loaded`);
-    return b;
-  }
-
-  /** Resets a slot for a new sequence (host writes of a few bytes per state) and prefills its prompt. */
+  /**
+   * Sets a slot up for a sequence: a prompt clears the slot, writes its sampling state (a few bytes per state)
+   * and is prefilled in chunks; a resumed sequence keeps the slot's state and only gets its token budget.
+   */
   private async admit(seq: Sequence, slot: number): Promise<void> {
     const rt = this.runtime;
+    const memory = this.runner.caches;
     const V = this.layout.vocab;
     seq.slot = slot;
+    this.holders[slot] = seq;
     seq.counters0 = { ...rt.counters };
     seq.times.prefillStart = performance.now();
-    this.runner.resetSlot(slot);
-    const ids = seq.promptIds;
-    const cached = this.prefix?.restore(slot, ids) ?? 0;
-    seq.cachedTokens = cached;
-    let seen = this.zeroSeen;
-    if (cached > 0) {
-      // the restored prefix was not prefilled here: mark its tokens seen as its prefill would have
-      seen = new Float32Array(V);
-      for (let i = 0; i < cached; i++) seen[ids[i]!] = 1;
+    const resume = seq.origin.resume === true;
+    const held = this.holdings[slot]!;
+    if (!resume) {
+      memory.clear(slot);
+      // a cached prefix comes in by the memory's fork, which also copies the generator's state of the slot:
+      // everything below overwrites that state
+      const cached = this.prefix?.restore(slot, seq.promptIds) ?? 0;
+      seq.cachedTokens = cached;
+      let seen = this.zeroSeen;
+      if (cached > 0) {
+        // the restored prefix was not prefilled here: mark its tokens seen as its prefill would have
+        seen = new Float32Array(V);
+        for (let i = 0; i < cached; i++) seen[seq.promptIds[i]!] = 1;
+      }
+      rt.write(memory.stateBuffer(GEN.seen), seen, slot * V * 4);
     }
-    rt.write(this.stateBuffer(STATE.seen), seen, slot * V * 4);
-    rt.write(this.stateBuffer(STATE.params), packSamplingParams(seq.params), slot * PARAM_STRIDE * 4);
-    rt.write(this.stateBuffer(STATE.rng), new Uint32Array([seedState(seq.seed)]), slot * 4);
-    const stops = new Int32Array(MAX_STOP_IDS).fill(-1);
-    stops.set(seq.stopIds);
-    rt.write(this.stateBuffer(STATE.stop), stops, slot * MAX_STOP_IDS * 4);
-    const row = new Int32Array(SLOT_FIELDS);
-    row[SLOT.left] = seq.maxTotal;
-    row[SLOT.done] = 1; // until the prompt's last chunk samples the first token
-    rt.write(this.stateBuffer(STATE.slot), row, slot * SLOT_FIELDS * 4);
-
-    const chunks = [...this.prefill.keys()].sort((a, b) => a - b);
-    for (let at = cached; at < ids.length; ) {
-      const left = ids.length - at;
-      const T = chunks.find((c) => c >= left) ?? chunks[chunks.length - 1]!;
-      const n = Math.min(T, left);
-      const exe = this.prefill.get(T)!;
-      const tokens = new Int32Array(T);
-      tokens.set(ids.slice(at, at + n));
-      exe.writeInput('tokens', tokens);
-      exe.writeInput('slot_ids', new Int32Array([slot]));
-      exe.writeInput('valid', new Int32Array([n]));
-      exe.writeInput('commit', new Int32Array([at + n === ids.length ? 1 : 0]));
-      exe.run();
-      at += n;
-      this.runner.lengths[slot] = at;
-      if (at < ids.length && this.prefix?.wantsBoundary(at)) this.prefix.insert(slot, ids.slice(0, at));
+    if (!resume || seq.overrides.params) rt.write(memory.stateBuffer(GEN.params), packSamplingParams(seq.params), slot * PARAM_STRIDE * 4);
+    if (!resume || seq.overrides.seed) rt.write(memory.stateBuffer(GEN.rng), new Uint32Array([seedState(seq.seed)]), slot * 4);
+    if (!resume || seq.overrides.stops) {
+      const stops = new Int32Array(MAX_STOP_IDS).fill(-1);
+      stops.set(seq.stopIds);
+      rt.write(memory.stateBuffer(GEN.stop), stops, slot * MAX_STOP_IDS * 4);
     }
-    // waits for the GPU (no data comes back) so that prefill and decode are timed apart
-    await this.runtime.device.queue.onSubmittedWorkDone();
+    held.params = seq.params;
+    held.stopIds = [...seq.stopIds];
+    if (resume) {
+      // tokens left and the done flag; the next token stays where the last step (or a fork or restore) put it
+      rt.write(memory.stateBuffer(GEN.slot), Int32Array.of(seq.maxTotal, 0), (slot * SLOT_FIELDS + SLOT.left) * 4);
+      seq.decodeStart = memory.lengths[slot]!;
+      seq.stepsLeft = seq.maxTotal;
+    } else {
+      const row = new Int32Array(SLOT_FIELDS);
+      row[SLOT.left] = seq.maxTotal;
+      row[SLOT.done] = 1; // until the prompt's last chunk samples the first token
+      rt.write(memory.stateBuffer(GEN.slot), row, slot * SLOT_FIELDS * 4);
+      const ids = seq.promptIds;
+      const cached = seq.cachedTokens;
+      for (const chunk of promptChunks(ids.length - cached, [...this.prefill.keys()])) {
+        const at = cached + chunk.at;
+        const exe = this.prefill.get(chunk.bucket)!;
+        const tokens = new Int32Array(chunk.bucket);
+        tokens.set(ids.slice(at, at + chunk.tokens));
+        exe.writeInput('tokens', tokens);
+        exe.writeInput('slot_ids', new Int32Array([slot]));
+        exe.writeInput('valid', new Int32Array([chunk.tokens]));
+        exe.writeInput('commit', new Int32Array([at + chunk.tokens === ids.length ? 1 : 0]));
+        exe.run();
+        const end = at + chunk.tokens;
+        if (end < ids.length && this.prefix?.wantsBoundary(end)) {
+          // the prefix cache forks the slot as it stands: the memory learns its length first
+          memory.afterStep([{ slot, length: end }]);
+          this.prefix.insert(slot, ids.slice(0, end));
+        }
+      }
+      // waits for the GPU (no data comes back) so that prefill and decode are timed apart
+      await this.runtime.device.queue.onSubmittedWorkDone();
+      held.tokens = [...ids];
+      seq.firstPending = true;
+      seq.decodeStart = ids.length;
+      seq.stepsLeft = seq.maxTotal - 1;
+      memory.afterStep([{ slot, length: ids.length }]);
+    }
     seq.times.prefillEnd = performance.now();
-    seq.firstPending = true;
-    seq.stepsLeft = seq.maxTotal - 1;
     this.active.set(slot, seq);
-    this.runner.caches.afterStep([slot]);
   }
 
   /**
@@ -579,8 +479,8 @@ export class Generator {
     const rows = this.decodeRows.find((r) => r >= seqs.length)!;
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
     const exe = this.decode.get(`${rows}:${mode}`)!;
-    const encoder = rt.device.createCommandEncoder();
-    if (steps > 0) {
+    const record = (encoder: GPUCommandEncoder) => {
+      if (steps === 0) return;
       const rowSlots = new Int32Array(rows).fill(slots);
       seqs.forEach((s, i) => (rowSlots[i] = s.slot));
       const key = rowSlots.join(',');
@@ -591,14 +491,22 @@ export class Generator {
       const pass = encoder.beginComputePass();
       for (let i = 0; i < steps; i++) exe.encode(pass);
       pass.end();
-    }
+    };
     const staging = this.staging[this.batches++ % 2]!;
-    encoder.copyBufferToBuffer(this.stateBuffer(STATE.ring), 0, staging, 0, this.ringBytes);
-    rt.submit([encoder.finish()]);
-    rt.counters.readbacks++;
-    // step i of a sequence feeds position P + i and writes its token to ring column (P + i) % K
-    const firstColumn = new Map(seqs.map((s) => [s, (s.promptIds.length + s.stepsSubmitted) % K]));
-    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn, staging, mapped: staging.mapAsync(GPUMapMode.READ, 0, this.ringBytes) };
+    const memory = this.runner.caches;
+    // the positions come along (same submission, same map): how far each slot really got, also a sequence
+    // cancelled while steps for it were in flight
+    const regions = [
+      { buffer: memory.stateBuffer(GEN.ring), offset: 0, bytes: this.ringBytes },
+      { buffer: memory.positions, offset: 0, bytes: slots * 4 },
+    ];
+    const read = rt.submitAndRead('decode', record, regions, staging);
+    // a sequence's step i feeds position decodeStart + i and writes its token to ring column (decodeStart + i) % K
+    const firstColumn = new Map(seqs.map((s) => [s, (s.decodeStart + s.stepsSubmitted) % K]));
+    let markRead!: () => void;
+    const done = new Promise<void>((resolve) => (markRead = resolve));
+    const batch: Batch = { seqs, first: new Set(first), steps, firstColumn, read: done, markRead, ring: read.then(([ring, pos]) => ({ tokens: new Int32Array(ring!.buffer, ring!.byteOffset, ring!.byteLength / 4), positions: new Int32Array(pos!.buffer, pos!.byteOffset, slots) })) };
+    this.unread.add(batch);
     for (const s of first) s.firstRequested = true;
     for (const s of seqs) {
       s.stepsLeft -= steps;
@@ -611,14 +519,15 @@ export class Generator {
   /** Waits for a batch's copy of the ring and hands each sequence its new tokens. */
   private async readBatch(batch: Batch): Promise<void> {
     const { K } = this.layout;
-    await batch.mapped;
-    const ring = new Int32Array(batch.staging.getMappedRange(0, this.ringBytes).slice(0));
-    batch.staging.unmap();
+    const { tokens: ring, positions } = await batch.ring;
     const now = performance.now();
     const W = K + 1;
-    const fed: number[] = [];
+    const memory = this.runner.caches;
+    const lengths: { slot: number; length: number; snapshot: boolean }[] = [];
+    const release: [Sequence, FinishReason][] = [];
     for (const seq of batch.seqs) {
-      if (seq.isFinished) continue; // released while this batch was in flight
+      // a slot taken by a later sequence meanwhile is no longer this one's to account for
+      if (this.holders[seq.slot] !== seq) continue;
       const base = seq.slot * W;
       const got: number[] = [];
       if (batch.first.has(seq)) {
@@ -626,16 +535,22 @@ export class Generator {
         seq.firstPending = false;
         seq.times.firstToken = now;
       }
+      // every step that fed a token moved the position by one and sampled one token
+      const fed = positions[seq.slot]! - memory.lengths[seq.slot]!;
       const column = batch.firstColumn.get(seq)!;
-      for (let i = 0; i < batch.steps && !this.ends(seq, got); i++) got.push(ring[base + ((column + i) % K)]!);
-      if (!seq.cancelReason) seq.push(got);
-      // every token but the newest has been fed back (the newest waits in the slot's next token)
-      this.runner.lengths[seq.slot] = seq.promptIds.length + Math.max(0, seq.ids.length - 1);
-      if (seq.cancelReason) this.release(seq, seq.cancelReason);
-      else if (this.ends(seq, [])) this.release(seq, seq.stopIds.includes(seq.ids[seq.ids.length - 1]!) ? 'stop' : 'length');
-      else fed.push(seq.slot);
+      for (let i = 0; i < fed; i++) got.push(ring[base + ((column + i) % K)]!);
+      this.holdings[seq.slot]!.tokens?.push(...got);
+      const live = !seq.isFinished && !seq.cancelReason;
+      if (live) seq.push(got);
+      lengths.push({ slot: seq.slot, length: positions[seq.slot]!, snapshot: live && batch.steps > 0 && !this.ends(seq, []) });
+      if (seq.isFinished) continue; // released while this batch was in flight
+      if (seq.cancelReason) release.push([seq, seq.cancelReason]);
+      else if (this.ends(seq, [])) release.push([seq, seq.stopIds.includes(seq.ids[seq.ids.length - 1]!) ? 'stop' : 'length']);
     }
-    if (batch.steps > 0 && fed.length) this.runner.caches.afterStep(fed);
+    memory.afterStep(lengths);
+    this.unread.delete(batch);
+    batch.markRead();
+    for (const [seq, reason] of release) this.release(seq, reason);
   }
 
   /** Whether the ids so far plus `more` end the sequence (a stop token, or the token budget). */
@@ -647,41 +562,16 @@ export class Generator {
 
   /** Frees a slot and finishes its sequence with stats. Its device state stays as it is until the slot is reused. */
   private release(seq: Sequence, reason: FinishReason): void {
-    // a sequence that ended on the device holds its prompt and every id but the newest: the next chat turn's prefix
+    // a prompt's sequence that ended on the device holds its prompt and every id but the newest: the next chat
+    // turn's prefix (the lengths are the device's here: release follows the batch's afterStep)
     const fed = seq.promptIds.length + seq.ids.length - 1;
-    if (this.prefix && !seq.cancelReason && (reason === 'stop' || reason === 'length') && this.runner.lengths[seq.slot] === fed)
+    if (this.prefix && !seq.origin.resume && !seq.cancelReason && (reason === 'stop' || reason === 'length') && this.runner.caches.lengths[seq.slot] === fed)
       this.prefix.insert(seq.slot, [...seq.promptIds, ...seq.ids.slice(0, -1)]);
     this.active.delete(seq.slot);
     this.live.delete(seq.id);
     this.freeSlots.push(seq.slot);
     this.freeSlots.sort((a, b) => a - b);
     seq.times.end = performance.now();
-    seq.finish(reason, this.statsOf(seq));
-  }
-
-  private statsOf(seq: Sequence): SequenceStats {
-    const c = this.runtime.counters;
-    const c0 = seq.counters0 ?? c;
-    const t = seq.times;
-    const prefillSeconds = (t.prefillEnd - t.prefillStart) / 1000;
-    const decodeSeconds = (t.end - t.prefillEnd) / 1000;
-    const n = seq.ids.length;
-    const dispatches = c.dispatches - c0.dispatches;
-    return {
-      promptTokens: seq.promptIds.length,
-      cachedPromptTokens: seq.cachedTokens,
-      generatedTokens: n,
-      prefillSeconds,
-      prefillTokensPerSecond: prefillSeconds > 0 ? (seq.promptIds.length - seq.cachedTokens) / prefillSeconds : 0,
-      timeToFirstTokenSeconds: t.firstToken ? (t.firstToken - t.created) / 1000 : 0,
-      decodeSeconds,
-      decodeTokensPerSecond: decodeSeconds > 0 && n > 1 ? (n - 1) / decodeSeconds : 0,
-      submits: c.submits - c0.submits,
-      readbacks: c.readbacks - c0.readbacks,
-      dispatches,
-      dispatchesPerToken: n ? dispatches / n : 0,
-      dispatchesPerDecodeStep: seq.decodeKernels,
-      stepsPerSubmit: this.K,
-    };
+    seq.finish(reason, sequenceStats(seq, this.runtime.counters, this.K));
   }
 }

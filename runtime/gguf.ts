@@ -7,7 +7,7 @@
 import { gguf } from '@huggingface/gguf';
 import { StrataUserError, elide } from '../base/errors.ts';
 import { describeReadFailure, openRegularFile } from '../base/files.ts';
-import { type TensorData, type TensorDtype, type TensorInfo, type TensorSource, f16BitsToF32, toFloat32 } from './safetensors.ts';
+import { type TensorData, type TensorDtype, type TensorInfo, type TensorSource, f16BitsToF32, toFloat32 } from '../base/safetensors.ts';
 import { GGML_BLOCKS, dequantize, isGgmlBlockDtype, quantizeGgmlQ8, repackGgml } from './quantize.ts';
 
 export class GgufError extends StrataUserError {

@@ -1,6 +1,9 @@
 // The WebGPU runtime: named device buffers shared across programs, pipelines cached by WGSL text, and
-// executables whose pipelines and bind groups are made once and replayed. Everything it creates or reads
-// back is counted, so tests can assert that a warm decode loop creates nothing and reads once per K steps.
+// executables whose pipelines and bind groups are made once and replayed. It is the one executor: every
+// submission and readback goes through `submitWork` / `submitAndRead` and everything it creates or reads back
+// is counted, so tests can assert that a warm decode loop creates nothing and reads once per K steps.
+import { bufferKey } from '../caches/bufferKeys.ts';
+import type { BufferCopy, DeviceMemory, Region } from '../caches/deviceMemory.ts';
 import type { DType } from '../compiler/ir.ts';
 import type { BufferSpec, Program } from '../compiler/program.ts';
 import type { StrataDevice } from './device.ts';
@@ -30,7 +33,7 @@ function typedFor(dtype: DType, buf: ArrayBuffer): TypedArray {
   }
 }
 
-export class GpuRuntime {
+export class GpuRuntime implements DeviceMemory {
   readonly device: GPUDevice;
   readonly counters: Counters = { shaderModules: 0, pipelines: 0, bindGroups: 0, buffers: 0, submits: 0, readbacks: 0, dispatches: 0 };
   private readonly named = new Map<string, GPUBuffer>();
@@ -124,21 +127,72 @@ export class GpuRuntime {
 
   /** Copies a buffer to the host. Blocking: counted as a readback. */
   async readBuffer(src: GPUBuffer, bytes: number, staging?: GPUBuffer): Promise<ArrayBuffer> {
-    const stage = staging ?? this.createBuffer(bytes, 'readback', GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
-    const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(src, 0, stage, 0, Math.ceil(bytes / 4) * 4);
-    this.submit([enc.finish()]);
-    this.counters.readbacks++;
-    await stage.mapAsync(GPUMapMode.READ, 0, Math.ceil(bytes / 4) * 4);
-    const out = stage.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
-    stage.unmap();
-    if (!staging) stage.destroy();
-    return out;
+    const [out] = await this.submitAndRead('readback', () => {}, [{ buffer: src, offset: 0, bytes: Math.ceil(bytes / 4) * 4 }], staging);
+    return out!.buffer as ArrayBuffer;
   }
 
-  submit(commands: GPUCommandBuffer[]): void {
+  /** Records commands into one encoder and submits them (counted). */
+  submitWork(label: string, record: (encoder: GPUCommandEncoder) => void): void {
+    const encoder = this.device.createCommandEncoder({ label });
+    record(encoder);
+    this.submit([encoder.finish()]);
+  }
+
+  /**
+   * Records commands, then copies of `regions` into a staging buffer (`staging`, reused by the caller, or a
+   * temporary one), in one submission; resolves with each region's bytes once mapped. One counted readback.
+   */
+  async submitAndRead(label: string, record: (encoder: GPUCommandEncoder) => void, regions: readonly Region[], staging?: GPUBuffer): Promise<Uint8Array[]> {
+    const total = regions.reduce((a, r) => a + r.bytes, 0);
+    if (total === 0) {
+      this.submitWork(label, record);
+      return regions.map(() => new Uint8Array(0));
+    }
+    const stage = staging ?? this.createBuffer(total, `${label} staging`, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    try {
+      this.submitWork(label, (encoder) => {
+        record(encoder);
+        let at = 0;
+        for (const r of regions) {
+          if (r.bytes) encoder.copyBufferToBuffer(r.buffer, r.offset, stage, at, r.bytes);
+          at += r.bytes;
+        }
+      });
+      this.counters.readbacks++;
+      await stage.mapAsync(GPUMapMode.READ, 0, total);
+      const all = new Uint8Array(stage.getMappedRange(0, total).slice(0));
+      stage.unmap();
+      let at = 0;
+      return regions.map((r) => all.slice(at, (at += r.bytes)));
+    } finally {
+      if (!staging) stage.destroy();
+    }
+  }
+
+  private submit(commands: GPUCommandBuffer[]): void {
     this.counters.submits++;
     this.device.queue.submit(commands);
+  }
+
+  // ---------------------------------------------------------------- DeviceMemory (what caches/ may do)
+
+  has(key: string): boolean {
+    return this.named.has(key);
+  }
+
+  allocate(key: string, bytes: number): GPUBuffer {
+    return this.namedBuffer(key, bytes);
+  }
+
+  copy(copies: readonly BufferCopy[], label: string): void {
+    if (!copies.length) return;
+    this.submitWork(label, (encoder) => {
+      for (const c of copies) encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.bytes);
+    });
+  }
+
+  read(regions: readonly Region[]): Promise<Uint8Array[]> {
+    return this.submitAndRead('memory readback', () => {}, regions);
   }
 
   async load(program: Program, options: { namespace?: string } = {}): Promise<Executable> {
@@ -155,12 +209,11 @@ export class GpuRuntime {
 }
 
 /** Key of a program buffer in the runtime's shared table; temps are private to the executable. */
-export function bufferKey(spec: BufferSpec, namespace: string): string | undefined {
+function programBufferKey(spec: BufferSpec, namespace: string): string | undefined {
   switch (spec.role) {
-    case 'weight': return `${namespace}weight:${spec.name}`;
-    case 'state': return `${namespace}state:${spec.name}`;
-    case 'input': return `${namespace}input:${spec.name}:${spec.bytes}`;
-    case 'output': return `${namespace}output:${spec.name}:${spec.bytes}`;
+    case 'weight': case 'state': return bufferKey(namespace, spec.role, spec.name!);
+    // inputs and outputs are shared between programs only when their sizes agree
+    case 'input': case 'output': return bufferKey(namespace, spec.role, `${spec.name}:${spec.bytes}`);
     case 'temp': return undefined;
   }
 }
@@ -179,7 +232,7 @@ export class Executable {
   async prepare(): Promise<void> {
     const rt = this.runtime;
     for (const spec of this.program.buffers) {
-      const key = bufferKey(spec, this.namespace);
+      const key = programBufferKey(spec, this.namespace);
       this.buffers.push(key ? rt.namedBuffer(key, spec.bytes) : rt.createBuffer(spec.bytes, `temp${spec.id}`));
     }
     for (const k of this.program.kernels) {
@@ -225,11 +278,11 @@ export class Executable {
 
   /** Encodes and submits one run. */
   run(): void {
-    const enc = this.runtime.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    this.encode(pass);
-    pass.end();
-    this.runtime.submit([enc.finish()]);
+    this.runtime.submitWork(this.program.kernels[0]?.name ?? 'program', (encoder) => {
+      const pass = encoder.beginComputePass();
+      this.encode(pass);
+      pass.end();
+    });
   }
 
   buffer(role: 'input' | 'output' | 'weight' | 'state', name: string): GPUBuffer | undefined {

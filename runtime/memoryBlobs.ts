@@ -3,7 +3,7 @@
 import type { HybridMemory } from '../caches/hybridMemory.ts';
 import { type RestoredMemory, encodeMemory, restoreMemory } from '../caches/sessionFile.ts';
 import { DirectoryHandleSource, FileListSource } from './pickedFileSource.ts';
-import { serializeSafetensors } from './safetensors.ts';
+import { serializeSafetensors } from '../base/safetensors.ts';
 
 /** The memory of some slots (default: all) as a Blob holding a memory file. One readback. */
 export async function saveMemoryToBlob(memory: HybridMemory, opts: { slots?: number[] } = {}): Promise<Blob> {

@@ -5,15 +5,18 @@ import type { Program } from '../compiler/program.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { StepContext, type StepSources } from '../caches/stepContext.ts';
-import type { MemoryOptions } from '../caches/spec.ts';
+import { type KvPolicySetting, type MemoryOptions, type MemorySpec, withKvPolicies } from '../caches/spec.ts';
 import { HybridMemory } from '../caches/hybridMemory.ts';
 import type { KeyShift } from '../caches/keyShift.ts';
+import { KeyShiftPrograms } from './keyShiftPrograms.ts';
+import { promptChunks } from './promptChunks.ts';
+import { bufferKey } from '../caches/bufferKeys.ts';
 import { modelFingerprint } from '../caches/sessionFile.ts';
 import type { ModelDef } from '../models/model.ts';
 import { type Executable, type GpuRuntime } from './gpuRuntime.ts';
-import type { TensorSource } from './safetensors.ts';
+import type { TensorData, TensorSource } from '../base/safetensors.ts';
 import { type QuantStorage, quantizable } from '../compiler/quantized.ts';
-import { GGML_BLOCKS, encodeWeight, isGgmlBlockDtype } from './quantize.ts';
+import { GGML_BLOCKS, encodeWeight, encodeWeightRows, isGgmlBlockDtype } from './quantize.ts';
 
 export type LogitsMode = 'all' | 'last';
 
@@ -29,6 +32,8 @@ export interface RunnerOptions {
   snapshots?: { perSlot?: number; every?: number };
   /** Lets the memory remove positions from the middle of a sequence (see KeyShift). */
   keyShift?: KeyShift;
+  /** What attention layers keep: dense, window, lastRecent (sinks + recent) or h2o (recent + heavy), per layer or for all. */
+  kvPolicy?: KvPolicySetting;
   /** The model's config, folded into the model fingerprint that saved memory files carry. */
   config?: unknown;
   /** Programs compiled ahead of time, by program key (an AOT module's): used instead of tracing and compiling. */
@@ -59,9 +64,13 @@ export class ModelRunner {
   readonly namespace = `m${runnerCount++}/`;
   private readonly programs = new Map<string, Executable>();
   private readonly constants: Record<string, Float32Array>;
-  /** Host mirror of each slot's length, kept only to refuse overflow before it happens (never read from the device). */
-  readonly lengths: number[];
+  /** Host mirror of each slot's length (the memory's, which is its only writer). */
+  readonly lengths: readonly number[];
+  /** Weights (and constants) already uploaded: the host's record, so each is written once. */
+  private readonly loaded = new Set<string>();
   readonly memory: MemoryOptions;
+  /** The model's memory spec with the session's KV policies applied. */
+  readonly spec: MemorySpec;
   /** Every cache buffer, allocated here before any program, and the sequence operations on them. */
   readonly caches: HybridMemory;
 
@@ -74,9 +83,10 @@ export class ModelRunner {
     this.constants = model.constants();
     this.memory = { slots: options.slots, capacity: options.capacity, maxChunk: Math.max(...options.chunks, 1), ...(options.window !== undefined ? { window: options.window } : {}) };
     const weights = checkpoint.tensorNames().map((name) => checkpoint.info(name));
-    this.caches = new HybridMemory(runtime, this.namespace, model.memory(), this.memory, {
+    this.spec = withKvPolicies(model.memory(), options.kvPolicy);
+    this.caches = new HybridMemory(runtime, this.namespace, this.spec, this.memory, {
       ...(options.snapshots ? { snapshots: options.snapshots } : {}),
-      ...(options.keyShift ? { keyShift: options.keyShift } : {}),
+      ...(options.keyShift ? { keyShifter: new KeyShiftPrograms(runtime, this.namespace, this.memory, options.keyShift) } : {}),
       model: { family: model.family, fingerprint: modelFingerprint({ family: model.family, config: options.config, weights, constants: this.constants }) },
     });
     this.lengths = this.caches.lengths;
@@ -113,7 +123,7 @@ export class ModelRunner {
 
   /** A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's). */
   context(rows: number, tokens: number, sources?: StepSources): StepContext {
-    return new StepContext(this.model.memory(), this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
+    return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
   }
 
   /**
@@ -136,10 +146,10 @@ export class ModelRunner {
 
   private async uploadWeights(exe: Executable): Promise<void> {
     const uploaded: string[] = [];
+    let held: { name: string; tensor: TensorData } | undefined;
     try {
       for (const [name, id] of Object.entries(exe.program.weights)) {
-        const key = `${this.namespace}weight:${name}#loaded`;
-        if (this.runtime.hasNamed(key)) continue;
+        if (this.loaded.has(name)) continue;
         const spec = exe.program.buffers[id]!;
         const buf = exe.buffers[id]!;
         const constant = this.constants[name];
@@ -147,22 +157,28 @@ export class ModelRunner {
           if (constant.length !== spec.shape.reduce((a, b) => a * b, 1)) throw new WeightError(`constant '${name}' has ${constant.length} values, expected shape (${spec.shape.join(',')})`);
           this.runtime.write(buf, constant);
         } else {
-          if (!this.checkpoint.has(name)) throw new WeightError(`weight '${name}' is missing from the checkpoint (expected shape (${spec.shape.join(',')}))`);
-          const info = this.checkpoint.info(name);
-          if (info.shape.join() !== spec.shape.join())
-            throw new WeightError(`weight '${name}': checkpoint has shape (${info.shape.join(',')}), the model expects (${spec.shape.join(',')})`);
-          const tensor = await this.checkpoint.readTensor(name);
-          this.runtime.write(buf, encodeWeight(tensor, spec.storage ?? 'f32', name));
+          const piece = spec.piece;
+          const tensorName = piece?.of ?? name;
+          const want = piece ? [piece.totalRows, ...spec.shape.slice(1)] : spec.shape;
+          if (!this.checkpoint.has(tensorName)) throw new WeightError(`weight '${tensorName}' is missing from the checkpoint (expected shape (${want.join(',')}))`);
+          const info = this.checkpoint.info(tensorName);
+          if (info.shape.join() !== want.join())
+            throw new WeightError(`weight '${tensorName}': checkpoint has shape (${info.shape.join(',')}), the model expects (${want.join(',')})`);
+          // the pieces of a split weight (compiler/passes/splitWeights) come one after another: read it once
+          if (held?.name !== tensorName) held = { name: tensorName, tensor: await this.checkpoint.readTensor(tensorName) };
+          const storage = spec.storage ?? 'f32';
+          this.runtime.write(buf, piece ? encodeWeightRows(held.tensor, storage, piece.rowStart, piece.rows, tensorName) : encodeWeight(held.tensor, storage, name));
         }
-        this.runtime.namedBuffer(key, 4);
         uploaded.push(name);
       }
     } catch (err) {
       // nothing stays half-loaded: drop this runner's weights and programs
-      this.runtime.releaseNamed(`${this.namespace}weight:`);
+      this.runtime.releaseNamed(bufferKey(this.namespace, 'weight', ''));
       this.programs.clear();
+      this.loaded.clear();
       throw err;
     }
+    for (const name of uploaded) this.loaded.add(name);
   }
 
   /**
@@ -190,25 +206,19 @@ export class ModelRunner {
     exe.writeInput('slot_ids', slotIds);
     exe.writeInput('valid', valid);
     exe.run();
-    for (const r of rows) this.lengths[r.slot]! += r.tokens.length;
-    this.caches.afterStep(rows.map((r) => r.slot));
+    this.caches.afterStep(rows.map((r) => ({ slot: r.slot, length: this.lengths[r.slot]! + r.tokens.length })));
     const out = await exe.readOutput('logits');
     const V = this.model.vocabSize;
     const data = out.data as Float32Array;
     return rows.map((r, i) => (logits === 'all' ? data.slice(i * T * V, i * T * V + r.tokens.length * V) : data.slice(i * V, (i + 1) * V)));
   }
 
-  /** Feeds a whole prompt into a slot in bucket-sized chunks; returns logits for every token ('all') or the last. */
+  /** Feeds a whole prompt into a slot in bucket-sized chunks (promptChunks); returns logits for every token ('all') or the last. */
   async prefill(slot: number, tokens: number[], logits: LogitsMode = 'last'): Promise<Float32Array> {
-    const chunks = [...this.options.chunks].sort((a, b) => a - b);
     const parts: Float32Array[] = [];
-    for (let at = 0; at < tokens.length; ) {
-      const left = tokens.length - at;
-      const size = chunks.find((c) => c >= left) ?? chunks[chunks.length - 1]!;
-      const piece = tokens.slice(at, at + Math.min(size, left));
-      const [l] = await this.step([{ slot, tokens: piece }], logits, { rows: 1, tokens: size });
+    for (const chunk of promptChunks(tokens.length, this.options.chunks)) {
+      const [l] = await this.step([{ slot, tokens: tokens.slice(chunk.at, chunk.at + chunk.tokens) }], logits, { rows: 1, tokens: chunk.bucket });
       parts.push(l!);
-      at += piece.length;
     }
     if (logits === 'last') return parts[parts.length - 1]!;
     const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));

@@ -8,7 +8,7 @@ import { buildModel } from '../models/registry.ts';
 import { getSharedDevice } from './device.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
 import { ModelRunner } from './modelRunner.ts';
-import { openSafetensors, toFloat32, toInt32 } from './safetensors.ts';
+import { openSafetensors, toFloat32, toInt32 } from '../base/safetensors.ts';
 
 export interface Reference {
   inputIds: Int32Array; // [rows, T]

@@ -1,30 +1,34 @@
 // The user-facing API: a model folder loaded into a session on a device, and `generate`, an async iterator of
 // text pieces with stop strings, token limits, abort signals and per-call stats. Built on the Generator (token
 // ids on the device) and the Tokenizer (text, streaming decode, chat templates).
-import { type MemoryOptions, type MemoryReport, helperBufferBytes, kvSlotBytes, memoryReport, ownKv, stateSlotBytes } from '../caches/spec.ts';
+import { type KvPolicySetting, type MemoryOptions, type MemoryReport, type MemorySpec, helperBufferBytes, kvSlotBytes, memoryReport, ownKv, stateSlotBytes, withKvPolicies } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
 import { AOT_FORMAT, type AotModel, limitsShortfall } from '../compiler/aotModule.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import type { Program } from '../compiler/program.ts';
-import { checkRunnable, loadConfig, type ModelConfig, parseConfig } from '../models/config.ts';
+import { checkRunnable, loadConfig, type ModelConfig, parseConfig, type RopeConfig } from '../models/config.ts';
+import { ropePositionLimit } from '../models/rope.ts';
 import { openGguf } from './gguf.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
 import { type ModelSource, SourceReadError, isModelSource, readFailureReason, sourceHas } from '../base/modelSource.ts';
-import { sourceFor } from './defaultSource.ts';
+import { sourceFor } from '../base/defaultSource.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
-import { type FinishReason, Generator, type Sequence, type SequenceOptions, type SequenceStats, UnknownSequenceError } from './generator.ts';
+import { Generator, UnknownSequenceError } from './generator.ts';
+import { Generation, type SequenceOptions } from './sequences.ts';
+import { type RestoredMemory, type SavedMemory, restoreMemory, saveMemory } from '../caches/sessionFile.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
 import { PrefixCache } from './prefixCache.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
-import { type TensorSource, openSafetensors } from './safetensors.ts';
+import { type TensorSource, openSafetensors } from '../base/safetensors.ts';
 import type { QuantStorage } from '../compiler/quantized.ts';
 import { type ChatMessage, Tokenizer } from './tokenizer.ts';
 
 export { ContextOverflowError } from './modelRunner.ts';
 export { UnknownSequenceError } from './generator.ts';
+export { Generation, type GenerationResult } from './sequences.ts';
 export { NoAdapterError } from './device.ts';
 
 // Declared in modules another change is rewriting (runner, generator, compiler, memory), so branded here, where the
@@ -89,6 +93,12 @@ export interface SessionOptions {
    */
   weights?: QuantStorage;
   /**
+   * What attention layers keep (default: the model's, dense or its sliding windows): `{ kind: 'lastRecent', sinks,
+   * recent }`, `{ kind: 'h2o', recent, heavy }`, `{ kind: 'window', window }` or `{ kind: 'dense' }`, for every
+   * attention layer or as `{ [layer]: policy }`.
+   */
+  kvPolicy?: KvPolicySetting;
+  /**
    * A module from `strata compile` for this model: its programs are used as they are (no tracing or compiling), and
    * its session shape (slots, capacity, prefill chunks, decode rows, steps per submit) replaces those options.
    */
@@ -113,119 +123,6 @@ export interface GenerateOptions extends SequenceOptions {
 
 /** Prompt forms: text, chat messages (rendered with the tokenizer's chat template), or token ids. */
 export type Prompt = string | readonly ChatMessage[] | { ids: readonly number[] };
-
-export interface GenerationResult {
-  promptIds: number[];
-  ids: number[];
-  text: string;
-  finishReason: FinishReason;
-  stats: SequenceStats;
-}
-
-/** One generate call: iterate it for text pieces; afterwards `ids`, `text`, `finishReason` and `stats` are final. */
-export class Generation implements AsyncIterable<string> {
-  /** Generated ids (prompt excluded); truncated after the token that completes a stop string. */
-  ids: number[] = [];
-  text = '';
-  finishReason: FinishReason | undefined;
-  private started = false;
-
-  constructor(
-    readonly sequence: Sequence,
-    readonly promptIds: number[],
-    private readonly tokenizer: Tokenizer | undefined,
-    private readonly stop: readonly string[],
-  ) {}
-
-  /** The generator's sequence id (for Session.cancel). */
-  get id(): number {
-    return this.sequence.id;
-  }
-
-  get stats(): SequenceStats | undefined {
-    return this.sequence.stats;
-  }
-
-  cancel(): void {
-    this.sequence.cancel();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
-    if (this.started) throw new Error('a Generation can be iterated once');
-    this.started = true;
-    const seq = this.sequence;
-    const decoder = this.tokenizer?.createStreamDecoder({ skipSpecialTokens: true });
-    const longestStop = Math.max(0, ...this.stop.map((s) => s.length));
-    let full = ''; // all decoded text
-    let emitted = 0; // chars of `full` handed out
-    const ends: number[] = []; // length of `full` after each id
-    const findStop = (): number => {
-      let at = -1;
-      const from = Math.max(0, emitted - longestStop);
-      for (const s of this.stop) {
-        const i = full.indexOf(s, from);
-        if (i >= 0 && (at < 0 || i < at)) at = i;
-      }
-      return at;
-    };
-    const finishAtStop = (at: number): string => {
-      const piece = full.slice(emitted, at);
-      const stopEnd = at + this.stop.find((s) => full.startsWith(s, at))!.length;
-      const keep = ends.findIndex((e) => e >= stopEnd);
-      this.ids = seq.ids.slice(0, keep < 0 ? ends.length : keep + 1);
-      this.text = full.slice(0, at);
-      this.finishReason = 'stop';
-      seq.cancel('stop');
-      return piece;
-    };
-    for await (const batch of seq) {
-      for (const id of batch) {
-        if (decoder && !seq.stopIds.includes(id)) full += decoder.push(id);
-        ends.push(full.length);
-      }
-      this.ids = seq.ids.slice(0, ends.length);
-      const at = this.stop.length ? findStop() : -1;
-      if (at >= 0) {
-        const piece = finishAtStop(at);
-        if (piece) yield piece;
-        await seq.finished;
-        return;
-      }
-      // hold back a tail that could still grow into a stop string
-      let safe = full.length;
-      for (const s of this.stop)
-        for (let n = Math.min(s.length - 1, full.length - emitted); n > 0; n--)
-          if (full.endsWith(s.slice(0, n))) {
-            safe = Math.min(safe, full.length - n);
-            break;
-          }
-      this.text = full.slice(0, safe);
-      if (safe > emitted) {
-        const piece = full.slice(emitted, safe);
-        emitted = safe;
-        yield piece;
-      }
-    }
-    if (decoder) full += decoder.flush();
-    const at = this.stop.length ? findStop() : -1;
-    if (at >= 0) {
-      const piece = finishAtStop(at);
-      if (piece) yield piece;
-      return;
-    }
-    this.text = full;
-    this.ids = [...seq.ids];
-    this.finishReason = seq.finishReason;
-    if (full.length > emitted) yield full.slice(emitted);
-  }
-
-  /** Runs to the end and returns everything. */
-  async result(): Promise<GenerationResult> {
-    for await (const _ of this) void _;
-    await this.sequence.finished;
-    return { promptIds: this.promptIds, ids: this.ids, text: this.text, finishReason: this.finishReason!, stats: this.sequence.stats! };
-  }
-}
 
 /** A model on a device: programs compiled, weights uploaded, cache buffers allocated; ready to generate. */
 export class Session {
@@ -275,6 +172,7 @@ export class Session {
     const maxPositions = maxPositionsOf(config);
     const capacity = aot?.session.capacity ?? options.capacity ?? Math.min(2048, maxPositions ?? 2048);
     const chunks = aot?.session.prefillChunks ?? options.prefillChunks ?? [16, 128].filter((c) => c <= Math.max(16, capacity));
+    checkRopeReach(config, capacity);
     const decodeRows = aot?.session.decodeRows ?? options.decodeRows;
     const stepsPerSubmit = aot?.session.stepsPerSubmit ?? options.stepsPerSubmit;
     const cacheEntries = options.prefixCache?.entries ?? 0;
@@ -288,7 +186,14 @@ export class Session {
     }
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
-    checkMemoryFits(model, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    let spec: MemorySpec;
+    try {
+      spec = withKvPolicies(model.memory(), options.kvPolicy);
+    } catch (error) {
+      if (error instanceof RangeError) throw new SessionOptionsError(error.message);
+      throw error;
+    }
+    checkMemoryFits(spec, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
     if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
@@ -304,6 +209,7 @@ export class Session {
           capacity,
           chunks,
           ...(options.weights ? { weights: options.weights } : {}),
+          ...(options.kvPolicy ? { kvPolicy: options.kvPolicy } : {}),
           ...(aot ? { programs: aot.programs } : {}),
           ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
           ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),
@@ -364,6 +270,116 @@ export class Session {
     return new Generation(seq, ids, this.tokenizer, stop.filter((s) => s.length > 0));
   }
 
+  /**
+   * Continues the sequence a slot holds (a finished generation, a fork or a restored sequence) from its next
+   * token, with the sampling state it carries (parameters, RNG, seen tokens, stop ids) unless `options` sets them:
+   * the tokens equal what one longer generation would have produced. Run generations you mean to continue in a
+   * known slot (`generate(prompt, { slot })`): a later generation may otherwise take the slot.
+   */
+  continue(slot: number, options: GenerateOptions = {}): Generation {
+    const { stop = [], chat: _chat, ...sequenceOptions } = options;
+    if (this.generator.busy(slot)) throw new MemoryError(`cannot continue slot ${slot}: a generation is running or waiting there (await it or cancel it first)`);
+    const seq = this.generator.resume(slot, sequenceOptions);
+    return new Generation(seq, [], this.tokenizer, stop.filter((s) => s.length > 0));
+  }
+
+  // ---------------------------------------------------------------- sequence operations on slots
+  // A slot keeps its sequence (KV, recurrent state, sampling state, next token) after its generation ends, until
+  // another generation takes it. These operations need the slots they touch idle (no generation running or
+  // waiting there) and change nothing when they refuse (MemoryError, saying why and what is possible).
+
+  /** Positions a slot holds (prompt and fed tokens; the newest sampled token waits to be fed). */
+  length(slot: number): number {
+    this.memory.restorablePositions(slot); // checks the slot
+    return this.memory.lengths[slot]!;
+  }
+
+  /**
+   * Copies the sequence in `src` into slot `dst` on the GPU: KV entries, recurrent states, positions, snapshots
+   * and the generator's state (sampling parameters, RNG, seen tokens, next token). Continuing both with the same
+   * options gives the same tokens.
+   */
+  async fork(src: number, dst: number): Promise<void> {
+    await this.checkIdle(src, 'fork');
+    await this.checkIdle(dst, 'fork into');
+    this.memory.fork(src, dst);
+    this.generator.forked(src, dst);
+  }
+
+  /**
+   * Drops every position from `position` on: the slot then holds positions 0..position-1 and feeds the token
+   * that was at `position` next. Recurrent layers (and sliding windows cut past their slack) go back only to a
+   * snapshot; the RNG is not rolled back (a continuation draws fresh numbers).
+   */
+  async rollback(slot: number, position: number): Promise<void> {
+    await this.checkIdle(slot, 'roll back');
+    this.rollbackIdle(slot, position);
+  }
+
+  private rollbackIdle(slot: number, position: number): void {
+    if (position < this.memory.lengths[slot]! && !this.generator.knowsTokenAt(slot, position))
+      throw new MemoryError(`slot ${slot}: the token at position ${position} is unknown to this session (a restored sequence), so it cannot be fed after a rollback`);
+    this.memory.rollback(slot, position);
+    this.generator.removed(slot, position, Infinity);
+  }
+
+  /**
+   * Removes positions [from, to) of a slot's sequence (to: its end by default). A suffix is a rollback; a middle
+   * range needs attention-only layers and a key shift (see HybridMemory.removeRange).
+   */
+  async removeRange(slot: number, from: number, to = Infinity): Promise<void> {
+    await this.checkIdle(slot, 'remove positions of');
+    if (to >= this.memory.lengths[slot]!) return this.rollbackIdle(slot, from);
+    await this.memory.removeRange(slot, from, to);
+    this.generator.removed(slot, from, to);
+  }
+
+  /** Copies a slot's recurrent states, rings and position to a snapshot plane on the GPU; returns its position. */
+  async snapshot(slot: number): Promise<number> {
+    await this.checkIdle(slot, 'snapshot');
+    return this.memory.snapshot(slot);
+  }
+
+  /** Positions `rollback` accepts for a slot now. */
+  restorablePositions(slot: number): number[] {
+    return this.memory.restorablePositions(slot);
+  }
+
+  /**
+   * Writes some slots (default: all) to `file` atomically: positions, KV entries, recurrent states and the
+   * generator's state, with a checksum and the model's and memory layout's fingerprints. One readback.
+   */
+  async save(file: string, options: { slots?: number[] } = {}): Promise<SavedMemory> {
+    // the default is the slots sequences run in: a prefix cache's slots belong to it
+    const slots = options.slots ?? Array.from({ length: this.slots }, (_, i) => i);
+    for (const slot of slots) await this.checkIdle(slot, 'save');
+    return saveMemory(this.memory, file, { slots });
+  }
+
+  /**
+   * Loads a file written by `save` (by a session of the same model and memory layout) into its slots, or one
+   * saved sequence into slot `into`; a refused file (RestoreError) leaves the session as it was. The restored
+   * sequence can then be continued (`continue`) exactly where it stopped.
+   */
+  async restore(file: string, options: { into?: number } = {}): Promise<RestoredMemory> {
+    if (options.into !== undefined) await this.checkIdle(options.into, 'restore into');
+    else for (let slot = 0; slot < this.slots; slot++) await this.checkIdle(slot, 'restore into');
+    const restored = await restoreMemory(this.memory, file, options);
+    for (const s of restored.sequences) this.generator.restored(s.into, await this.memory.readSlot(s.into));
+    return restored;
+  }
+
+  private get memory() {
+    return this.runner.caches;
+  }
+
+  /** Refuses a slot a generation runs in or waits for; waits for steps still in flight for one that ended. */
+  private async checkIdle(slot: number, what: string): Promise<void> {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slots) throw new MemoryError(`cannot ${what} slot ${slot}: this session has slots 0..${this.slots - 1}`);
+    if (this.generator.busy(slot)) throw new MemoryError(`cannot ${what} slot ${slot}: a generation is running or waiting there (await it or cancel it first)`);
+    await this.generator.settled(slot);
+  }
+
   /** Stops a running or waiting generation by id; UnknownSequenceError if none has that id. */
   cancel(id: number): void {
     this.generator.cancel(id);
@@ -384,7 +400,7 @@ export class Session {
 
   /** Bytes and shapes of this session's cache buffers, per layer (KV, recurrent states), as allocated. */
   memoryPlan(): MemoryReport {
-    return memoryReport(this.model.memory(), this.runner.memory);
+    return memoryReport(this.runner.spec, this.runner.memory);
   }
 
   /** Device counters (pipelines, bind groups, buffers created; submits, readbacks, dispatches). */
@@ -431,13 +447,28 @@ function checkPromptFits(ids: readonly number[], capacity: number, vocabSize: nu
 }
 
 /**
+ * Refuses a capacity past the positions where transformers would change a rope's frequencies (dynamic NTK,
+ * longrope's long factors): Strata's tables are fixed, so later positions would silently differ.
+ */
+function checkRopeReach(config: ModelConfig, capacity: number): void {
+  const attention = (config as { attention?: { rope: RopeConfig | null; maxPositionEmbeddings: number } }).attention;
+  if (!attention?.rope) return;
+  const reach = ropePositionLimit(attention.rope, attention.maxPositionEmbeddings);
+  if (reach && capacity > reach.positions) {
+    throw new SessionOptionsError(
+      `capacity ${capacity} reaches past ${reach.field} (${reach.positions}), where rope type "${attention.rope.type}" changes its frequencies; Strata keeps them fixed: lower the capacity (--capacity) to at most ${reach.positions}`,
+    );
+  }
+}
+
+/**
  * Refuses a memory plan with a buffer larger than the device binds (KV caches grow with slots x capacity): the
  * buffers would fail to allocate, and every kernel using them to compile.
  */
-function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonly<Record<string, number>>): void {
+function checkMemoryFits(spec: MemorySpec, memory: MemoryOptions, limits: Readonly<Record<string, number>>): void {
   const largest = Math.min(limits.maxBufferSize ?? Infinity, limits.maxStorageBufferBindingSize ?? Infinity);
   const buffers: { what: string; bytes: number; perPosition: boolean }[] = [];
-  model.memory().forEach((layer, index) => {
+  spec.forEach((layer, index) => {
     const own = ownKv(layer);
     if (own) {
       buffers.push({ what: `layer ${index}'s K cache`, bytes: memory.slots * kvSlotBytes(own, memory, 'k'), perPosition: true });
@@ -445,7 +476,7 @@ function checkMemoryFits(model: ModelDef, memory: MemoryOptions, limits: Readonl
     }
     for (const state of layer.states) buffers.push({ what: `layer ${index}'s ${state.name} state`, bytes: memory.slots * stateSlotBytes(state), perPosition: false });
   });
-  const helpers = helperBufferBytes(model.memory(), memory);
+  const helpers = helperBufferBytes(spec, memory);
   buffers.push({ what: 'the memory copy scratch buffer', bytes: Math.max(helpers.scratch, helpers.zero), perPosition: true });
   const tooBig = buffers.find((buffer) => buffer.bytes > largest);
   if (!tooBig) return;

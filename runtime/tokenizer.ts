@@ -5,7 +5,7 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { StrataUserError, elide } from '../base/errors.ts';
 import { type ModelSource, SourceReadError, isModelSource, readFailureReason } from '../base/modelSource.ts';
-import { sourceFor } from './defaultSource.ts';
+import { sourceFor } from '../base/defaultSource.ts';
 
 export class TokenizerError extends StrataUserError {
   override name = 'TokenizerError';

@@ -78,8 +78,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   mms.forEach((_, t) => {
     for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
   });
-  // K per step: 32 where the tiles still fit the 16 KiB of workgroup memory every WebGPU device has, else 16
-  const TK = TILE === 32 && mms.length <= 2 ? 32 : 16;
+  // K per step. 32 (where two B tiles still fit 16 KiB) doubled each thread's loads and lavapipe's compile time of
+  // the kernel (2.2 -> 5.5 s) for a gain the H200 run of a956350 could not separate from the attention change
+  const TK = 16;
   const perLoad = (TILE * TK) / 256; // elements of each tile a thread loads per step
   // Software pipelining: the next step's elements are loaded into registers while this step's tiles are multiplied,
   // so the global loads' latency overlaps the arithmetic (one step at a time left them exposed: each step cost a

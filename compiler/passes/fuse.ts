@@ -81,5 +81,15 @@ export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number>
       }
     }
   }
+  // A concat reads every part at each output element and selects one, so a matmul inlined in a part would run
+  // once per part (the products of a split weight, see splitWeights): each such part gets its own buffer.
+  for (const n of g.nodes) {
+    if (n.op !== 'concat') continue;
+    for (const part of n.inputs) {
+      let c = part;
+      while (OPS[c.op].kind === 'view' && c.op !== 'gather' && c.op !== 'concat') c = c.inputs[0]!;
+      if (c.op === 'matmul') mat.add(c.id);
+    }
+  }
   return mat;
 }

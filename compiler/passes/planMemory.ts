@@ -37,8 +37,8 @@ export function planMemory(g: Graph, kernels: LoweredKernel[]): MemoryPlan {
     const key = `${root.op}:${name}`;
     let id = named.get(key);
     if (id === undefined) {
-      const storage = root.op === 'weight' ? (root as Node<'weight'>).attrs.storage : undefined;
-      id = add({ role: root.op as 'input' | 'weight' | 'state', name, bytes: nodeBytes(root), dtype: root.dtype, shape: [...root.shape], ...(storage ? { storage } : {}) });
+      const { storage, piece } = root.op === 'weight' ? (root as Node<'weight'>).attrs : { storage: undefined, piece: undefined };
+      id = add({ role: root.op as 'input' | 'weight' | 'state', name, bytes: nodeBytes(root), dtype: root.dtype, shape: [...root.shape], ...(storage ? { storage } : {}), ...(piece ? { piece } : {}) });
       named.set(key, id);
     }
     return id;

@@ -32,14 +32,15 @@ export function ropeInvFreq(rotaryDim: number, theta: number): Float32Array {
 
 /**
  * Rotary embedding on x [S, T, H, D] at positions [S, T] (i32) with invFreq [rotaryDim/2]. Only the first
- * rotaryDim dims rotate (partial RoPE); the layout is HF's rotate_half (first half, second half).
+ * rotaryDim dims rotate (partial RoPE); the layout is HF's rotate_half (first half, second half). `scaling`
+ * multiplies cos and sin (the attention_scaling of yarn and longrope).
  */
-export function rope(x: Tensor, positions: Tensor, invFreq: Tensor, rotaryDim: number): Tensor {
+export function rope(x: Tensor, positions: Tensor, invFreq: Tensor, rotaryDim: number, scaling = 1): Tensor {
   const [S, T, , D] = x.shape as [number, number, number, number];
   const half = rotaryDim / 2;
   const angle = positions.cast('f32').reshape(S, T, 1, 1).mul(invFreq.reshape(1, 1, 1, half)); // [S,T,1,half]
-  const cos = angle.cos();
-  const sin = angle.sin();
+  const cos = scaling === 1 ? angle.cos() : angle.cos().mul(scaling);
+  const sin = scaling === 1 ? angle.sin() : angle.sin().mul(scaling);
   const rot = rotaryDim === D ? x : x.slice(3, 0, rotaryDim);
   const x1 = rot.slice(3, 0, half);
   const x2 = rot.slice(3, half, rotaryDim);

@@ -31,6 +31,11 @@ export function packSamplingParams(p: SamplingParams): Float32Array {
   return row;
 }
 
+/** The parameters a device row holds (inverse of packSamplingParams). */
+export function unpackSamplingParams(row: Float32Array): SamplingParams {
+  return Object.fromEntries(Object.entries(COLUMN).map(([name, col]) => [name, row[col]!])) as unknown as SamplingParams;
+}
+
 /** Whether a row with these parameters needs the sampling graph (not only argmax). */
 export function isSampling(p: SamplingParams): boolean {
   return p.temperature > 0;

@@ -10,7 +10,7 @@ import { RestoreError, restoreMemory, saveMemory } from '../../caches/sessionFil
 import type { MemorySpec } from '../../caches/spec.ts';
 import { loadConfig } from '../../models/config.ts';
 import type { ModelRunner } from '../../runtime/modelRunner.ts';
-import { SafetensorsFile, writeSafetensors } from '../../runtime/safetensors.ts';
+import { SafetensorsFile, writeSafetensors } from '../../base/safetensors.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 import { FIXTURES, firstRegistered, greedy, openFixture, prompt } from './memoryHarness.ts';
 

@@ -2,17 +2,17 @@
 // prompts, greedy continuation that keeps every step's logits.
 import * as path from 'node:path';
 import { loadConfig } from '../../models/config.ts';
-import { MODEL_BUILDERS, buildModel } from '../../models/registry.ts';
+import { MODELS, buildModel } from '../../models/registry.ts';
 import { ModelRunner, type RunnerOptions } from '../../runtime/modelRunner.ts';
 import { argmax } from '../../runtime/parity.ts';
-import { openSafetensors } from '../../runtime/safetensors.ts';
+import { openSafetensors } from '../../base/safetensors.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 
 export const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/hf');
 
 /** Whether a family has a forward pass yet (colleagues add them as they land). */
 export function registered(modelType: string): boolean {
-  return modelType in MODEL_BUILDERS;
+  return modelType in MODELS;
 }
 
 /** The first registered family of a preference list (hybrids first), or undefined. */

@@ -8,7 +8,7 @@ import { loadConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { ModelRunner, type RunnerOptions } from '../../runtime/modelRunner.ts';
 import { PrefixCache } from '../../runtime/prefixCache.ts';
-import { openSafetensors } from '../../runtime/safetensors.ts';
+import { openSafetensors } from '../../base/safetensors.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 import { openFixture, prompt } from './memoryHarness.ts';
 

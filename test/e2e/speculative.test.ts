@@ -7,7 +7,7 @@ import { describe, expect, test } from 'vitest';
 import { loadConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { ModelRunner } from '../../runtime/modelRunner.ts';
-import { openSafetensors } from '../../runtime/safetensors.ts';
+import { openSafetensors } from '../../base/safetensors.ts';
 import { mulberry32 } from '../../base/random.ts';
 import { ModelDraft, PromptLookupDraft, speculativeGenerate, verifyProposal } from '../../runtime/speculative.ts';
 import { getRuntime } from '../helpers/gpu.ts';

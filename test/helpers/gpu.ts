@@ -12,7 +12,7 @@ import { runCpu } from '../../runtime/cpuBackend.ts';
 import { getSharedDevice } from '../../runtime/device.ts';
 import { GpuRuntime } from '../../runtime/gpuRuntime.ts';
 import { type NDArray, type TypedArray, allocArray } from '../../runtime/ndarray.ts';
-import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32 } from '../../runtime/safetensors.ts';
+import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32 } from '../../base/safetensors.ts';
 
 // ---------------------------------------------------------------- the shared runtime
 
@@ -132,6 +132,17 @@ export async function runGpu(graph: Graph, program: Program, data: RunData): Pro
       const v = data.weights?.[name];
       if (v === undefined) throw new Error(`runGpu: missing weight '${name}'`);
       rt.write(buf, storedWeight(toNDArray(node, v, `weight '${name}'`).data, node.attrs.storage).upload);
+    }
+    // rows of a weight the compiler split to fit the binding limit (compiler/passes/splitWeights)
+    for (const [name, id] of Object.entries(program.weights)) {
+      const piece = program.buffers[id]!.piece;
+      const node = piece && graph.weights.get(piece.of);
+      if (!piece || !node) continue;
+      const v = data.weights?.[piece.of];
+      if (v === undefined) throw new Error(`runGpu: missing weight '${piece.of}'`);
+      const rowElems = numel(node.shape.slice(1));
+      const rows = toNDArray(node, v, `weight '${piece.of}'`).data.slice(piece.rowStart * rowElems, (piece.rowStart + piece.rows) * rowElems);
+      rt.write(exe.buffer('weight', name)!, storedWeight(rows, node.attrs.storage).upload);
     }
     for (const [name, node] of graph.states) {
       const buf = exe.buffer('state', name);

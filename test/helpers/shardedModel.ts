@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type TensorToWrite, isSafetensorsDtype, openSafetensors, writeSafetensors } from '../../runtime/safetensors.ts';
+import { type TensorToWrite, isSafetensorsDtype, openSafetensors, writeSafetensors } from '../../base/safetensors.ts';
 
 export const TINY_MODEL = path.resolve(import.meta.dirname, '../../assets/models/tiny-granite-code');
 

@@ -1,7 +1,8 @@
 // Fusion guarded by kernel counts (a change that breaks fusion fails here, not only in a benchmark), and text
 // snapshots of a graph, a program and a kernel's WGSL so that compiler changes show up as readable diffs.
 import { describe, expect, it } from 'vitest';
-import { compile, compileFn } from '../../compiler/compile.ts';
+import { compile } from '../../compiler/compile.ts';
+import { compileFn } from '../../dsl/compileFn.ts';
 import { type Graph, printGraph } from '../../compiler/ir.ts';
 import { OPS } from '../../compiler/ops.ts';
 import { printProgram } from '../../compiler/program.ts';

@@ -87,8 +87,10 @@ describe('sizes are bounded at parse time', () => {
       family: 'llama', slots: 1, capacity: 2, maxChunk: 1, window: null, snapshotsPerSlot: 0,
       layers: Array.from({ length: 300_000 }, (_, i) => ({ ...layer, layer: i })),
       kvBytes: 1, stateBytes: 0, snapshotBytes: 0, bookkeepingBytes: 4, scratchBytes: 4, totalBytes: 9,
+      weights: { storage: 'bf16', bindingLimit: 128 << 20, tensors: 1, bytes: 2, largest: { name: 'w', shape: [1], bytes: 2 }, split: [] },
     } as unknown as MemoryPlan;
-    expect(formatMemoryPlan(plan).split('\n').length).toBe(300_000 + 10);
+    // the layer table, the memory totals, then the weights (a blank line, total, largest)
+    expect(formatMemoryPlan(plan).split('\n').length).toBe(300_000 + 13);
   });
 });
 
@@ -115,11 +117,11 @@ describe('untrusted JSON depth', () => {
 
 describe('what parses but cannot run is refused before loading', () => {
   it.each([
-    ['rope_parameters.rope_type', { rope_parameters: { rope_type: 'yarn', rope_theta: 10000, factor: 4 } }],
-    ['rope_scaling.type', { rope_parameters: undefined, rope_scaling: { type: 'yarn', factor: 4 } }],
-  ])('rope type yarn names %s', (field, edit) => {
+    ['rope_parameters.rope_type', { rope_parameters: { rope_type: 'su', rope_theta: 10000, factor: 4 } }],
+    ['rope_scaling.type', { rope_parameters: undefined, rope_scaling: { type: 'su', factor: 4 } }],
+  ])('an unknown rope type names %s', (field, edit) => {
     const config = parseConfig({ ...llama(), ...edit });
-    expect(refusal(() => checkRunnable(config))).toBe(`config.json: ${field}: rope type "yarn" is not supported (supported: default)`);
+    expect(refusal(() => checkRunnable(config))).toBe(`config.json: ${field}: rope type "su" is not supported (supported: default, linear, dynamic, yarn, llama3, longrope)`);
   });
 
   it('a config.json that is a folder, or a FIFO, is refused without blocking', { timeout: 20_000 }, async () => {

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SourceReadError } from '../../base/modelSource.ts';
 import { type StaticServer, serveStatic } from '../../cli/staticServer.ts';
 import { loadConfig } from '../../models/config.ts';
-import { FetchSource } from '../../runtime/fetchSource.ts';
-import { SafetensorsError, openSafetensors } from '../../runtime/safetensors.ts';
+import { FetchSource } from '../../base/fetchSource.ts';
+import { SafetensorsError, openSafetensors } from '../../base/safetensors.ts';
 import { Tokenizer } from '../../runtime/tokenizer.ts';
 import { type ShardedModel, writeShardedTinyModel } from '../helpers/shardedModel.ts';
 

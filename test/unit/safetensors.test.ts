@@ -16,7 +16,7 @@ import {
   toFloat32,
   toInt32,
   writeSafetensors,
-} from '../../runtime/safetensors.ts';
+} from '../../base/safetensors.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const fixtureDir = path.join(root, 'test/fixtures/hf');

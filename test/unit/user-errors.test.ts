@@ -10,7 +10,7 @@ import { GpuValidationError, NoAdapterError, getSharedDevice, takeUncapturedErro
 import { describeJson, elide, isUserError, oneLine } from '../../base/errors.ts';
 import { UnknownSequenceError } from '../../runtime/generator.ts';
 import { ContextOverflowError, WeightError } from '../../runtime/modelRunner.ts';
-import { SafetensorsError } from '../../runtime/safetensors.ts';
+import { SafetensorsError } from '../../base/safetensors.ts';
 import { ModelNotFoundError, PromptError, SessionOptionsError } from '../../runtime/session.ts';
 import { TokenizerError } from '../../runtime/tokenizer.ts';
 

@@ -2,8 +2,8 @@
 // between calls, and each range read checks that the file is still the one its size and version came from.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { type ModelSource, type SourceFileInfo, SourceChangedError, SourceReadError } from '../base/modelSource.ts';
-import { describeReadFailure, notRegularReason, openRegularFile, readRegularTextFile } from '../base/files.ts';
+import { type ModelSource, type SourceFileInfo, SourceChangedError, SourceReadError } from './modelSource.ts';
+import { describeReadFailure, notRegularReason, openRegularFile, readRegularTextFile } from './files.ts';
 
 const versionOf = (stats: { dev: number; ino: number; size: number; mtimeMs: number }) => `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}`;
 

@@ -4,8 +4,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { StrataUserError, describeJson, elide } from '../base/errors.ts';
-import { type ModelSource, SourceChangedError, readFailureReason, sourceHas } from '../base/modelSource.ts';
+import { StrataUserError, describeJson, elide } from './errors.ts';
+import { type ModelSource, SourceChangedError, readFailureReason, sourceHas } from './modelSource.ts';
 import { NodeFileSource } from './nodeFileSource.ts';
 
 export class SafetensorsError extends StrataUserError {

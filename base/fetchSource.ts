@@ -1,6 +1,6 @@
 // A model folder on a web server as a ModelSource: small files with GET, checkpoint bytes with HTTP range requests,
 // so a page reading a 1 GB shard holds one tensor at a time, never the shard. Works in browsers and in Node (fetch).
-import { type ModelSource, type SourceFileInfo, SourceChangedError, SourceReadError, joinLocation } from '../base/modelSource.ts';
+import { type ModelSource, type SourceFileInfo, SourceChangedError, SourceReadError, joinLocation } from './modelSource.ts';
 
 /** Files a Hugging Face model folder may hold; a server cannot list a folder, so `list()` asks for these by name. */
 const WELL_KNOWN_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'model.safetensors', 'model.safetensors.index.json'];

@@ -36,6 +36,10 @@ export { GpuRuntime, type Counters } from './runtime/gpuRuntime.ts';
 export { getSharedDevice, acquireDevice, describeDevice, type StrataDevice } from './runtime/device.ts';
 export { randomCheckpoint } from './runtime/randomWeights.ts';
 
+// Serving: the prefix cache and speculative decoding (the HTTP server, Node only, is `strata serve`)
+export { PrefixCache, type PrefixCacheOptions, type PrefixCacheStats } from './runtime/prefixCache.ts';
+export { speculativeGenerate, PromptLookupDraft, ModelDraft, verifyProposal, type DraftSource, type SpeculativeOptions, type SpeculativeResult } from './runtime/speculative.ts';
+
 // Session memory without a file system (browser): Blob and OPFS
 export { saveMemoryToBlob, restoreMemoryFromBlob, saveMemoryToOpfs, restoreMemoryFromOpfs } from './runtime/memoryBlobs.ts';
 export { saveMemory, restoreMemory, encodeMemory, RestoreError } from './caches/sessionFile.ts';

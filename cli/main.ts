@@ -7,6 +7,7 @@ import * as generate from './generate.ts';
 import * as inspect from './inspect.ts';
 import * as parity from './parity.ts';
 import * as bench from './bench.ts';
+import * as serve from './serve.ts';
 import * as serveDemo from './serveDemo.ts';
 import * as compileModule from './compileModule.ts';
 
@@ -14,7 +15,7 @@ export interface CommandModule {
   register(program: Command): void;
 }
 
-const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench, serveDemo, compileModule];
+const COMMANDS: CommandModule[] = [doctor, generate, inspect, parity, bench, serve, serveDemo, compileModule];
 
 export function buildProgram(): Command {
   const program = new Command('strata')

@@ -38,6 +38,20 @@ export interface GeneratorOptions {
   decodeRows?: number[];
   /** Called while programs compile (warm-up). */
   onProgress?: (event: { done: number; total: number; program: string }) => void;
+  /** Slots sequences run in: 0..servingSlots-1 (default every slot of the runner; the rest belong to a prefix cache). */
+  servingSlots?: number;
+  /** Reuses cached prompt prefixes at admission and keeps new ones (runtime/prefixCache.ts). */
+  prefix?: PrefixHooks;
+}
+
+/** What the scheduler asks of a prefix cache at admission and release; see PrefixCache. */
+export interface PrefixHooks {
+  /** Fills a cleared slot with the longest cached prefix of the prompt (the memory's fork); returns its length (0: none). */
+  restore(slot: number, promptIds: readonly number[]): number;
+  /** Whether to keep the prompt's prefix after the prefill chunk that ends at `length`. */
+  wantsBoundary(length: number): boolean;
+  /** Keeps what the slot holds, which is exactly `ids`. */
+  insert(slot: number, ids: readonly number[]): void;
 }
 
 /** What the host knows of the sequence a slot holds (undefined parts: unknown, e.g. after a restore). */
@@ -69,17 +83,24 @@ export class Generator {
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   private readonly zeroSeen: Float32Array;
+  /** Slots sequences run in (0..serving-1); the runner's later slots belong to the prefix cache. */
+  private readonly serving: number;
+  private readonly prefix: PrefixHooks | undefined;
 
   private constructor(
     readonly runner: ModelRunner,
     options: GeneratorOptions,
   ) {
     const slots = runner.options.slots;
+    const serving = options.servingSlots ?? slots;
+    if (!Number.isInteger(serving) || serving < 1 || serving > slots) throw new RangeError(`servingSlots must be an integer in 1..${slots}, got ${serving}`);
+    this.serving = serving;
+    this.prefix = options.prefix;
     this.K = options.stepsPerSubmit ?? 8;
     if (!Number.isInteger(this.K) || this.K < 1) throw new RangeError(`stepsPerSubmit must be a positive integer, got ${this.K}`);
-    this.decodeRows = [...new Set([...(options.decodeRows ?? [1]), slots])].filter((r) => r >= 1 && r <= slots).sort((a, b) => a - b);
+    this.decodeRows = [...new Set([...(options.decodeRows ?? [1]), serving])].filter((r) => r >= 1 && r <= serving).sort((a, b) => a - b);
     this.layout = { slots, vocab: runner.model.vocabSize, K: this.K };
-    this.freeSlots = Array.from({ length: slots }, (_, i) => i);
+    this.freeSlots = Array.from({ length: serving }, (_, i) => i);
     this.holdings = Array.from({ length: slots }, () => ({ tokens: [], params: undefined, stopIds: undefined }));
     this.holders = new Array(slots).fill(undefined);
     this.zeroSeen = new Float32Array(runner.model.vocabSize);
@@ -195,7 +216,7 @@ export class Generator {
   }
 
   private checkSlot(slot: number): number {
-    if (!Number.isInteger(slot) || slot < 0 || slot >= this.layout.slots) throw new RangeError(`unknown slot ${slot}: this session has slots 0..${this.layout.slots - 1}`);
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.serving) throw new RangeError(`unknown slot ${slot}: this session has slots 0..${this.serving - 1}`);
     return slot;
   }
 
@@ -382,7 +403,17 @@ export class Generator {
     const held = this.holdings[slot]!;
     if (!resume) {
       memory.clear(slot);
-      rt.write(memory.stateBuffer(GEN.seen), this.zeroSeen, slot * V * 4);
+      // a cached prefix comes in by the memory's fork, which also copies the generator's state of the slot:
+      // everything below overwrites that state
+      const cached = this.prefix?.restore(slot, seq.promptIds) ?? 0;
+      seq.cachedTokens = cached;
+      let seen = this.zeroSeen;
+      if (cached > 0) {
+        // the restored prefix was not prefilled here: mark its tokens seen as its prefill would have
+        seen = new Float32Array(V);
+        for (let i = 0; i < cached; i++) seen[seq.promptIds[i]!] = 1;
+      }
+      rt.write(memory.stateBuffer(GEN.seen), seen, slot * V * 4);
     }
     if (!resume || seq.overrides.params) rt.write(memory.stateBuffer(GEN.params), packSamplingParams(seq.params), slot * PARAM_STRIDE * 4);
     if (!resume || seq.overrides.seed) rt.write(memory.stateBuffer(GEN.rng), new Uint32Array([seedState(seq.seed)]), slot * 4);
@@ -404,15 +435,23 @@ export class Generator {
       row[SLOT.done] = 1; // until the prompt's last chunk samples the first token
       rt.write(memory.stateBuffer(GEN.slot), row, slot * SLOT_FIELDS * 4);
       const ids = seq.promptIds;
-      for (const chunk of promptChunks(ids.length, [...this.prefill.keys()])) {
+      const cached = seq.cachedTokens;
+      for (const chunk of promptChunks(ids.length - cached, [...this.prefill.keys()])) {
+        const at = cached + chunk.at;
         const exe = this.prefill.get(chunk.bucket)!;
         const tokens = new Int32Array(chunk.bucket);
-        tokens.set(ids.slice(chunk.at, chunk.at + chunk.tokens));
+        tokens.set(ids.slice(at, at + chunk.tokens));
         exe.writeInput('tokens', tokens);
         exe.writeInput('slot_ids', new Int32Array([slot]));
         exe.writeInput('valid', new Int32Array([chunk.tokens]));
-        exe.writeInput('commit', new Int32Array([chunk.at + chunk.tokens === ids.length ? 1 : 0]));
+        exe.writeInput('commit', new Int32Array([at + chunk.tokens === ids.length ? 1 : 0]));
         exe.run();
+        const end = at + chunk.tokens;
+        if (end < ids.length && this.prefix?.wantsBoundary(end)) {
+          // the prefix cache forks the slot as it stands: the memory learns its length first
+          memory.afterStep([{ slot, length: end }]);
+          this.prefix.insert(slot, ids.slice(0, end));
+        }
       }
       // waits for the GPU (no data comes back) so that prefill and decode are timed apart
       await this.runtime.device.queue.onSubmittedWorkDone();
@@ -523,6 +562,11 @@ export class Generator {
 
   /** Frees a slot and finishes its sequence with stats. Its device state stays as it is until the slot is reused. */
   private release(seq: Sequence, reason: FinishReason): void {
+    // a prompt's sequence that ended on the device holds its prompt and every id but the newest: the next chat
+    // turn's prefix (the lengths are the device's here: release follows the batch's afterStep)
+    const fed = seq.promptIds.length + seq.ids.length - 1;
+    if (this.prefix && !seq.origin.resume && !seq.cancelReason && (reason === 'stop' || reason === 'length') && this.runner.caches.lengths[seq.slot] === fed)
+      this.prefix.insert(seq.slot, [...seq.promptIds, ...seq.ids.slice(0, -1)]);
     this.active.delete(seq.slot);
     this.live.delete(seq.id);
     this.freeSlots.push(seq.slot);

@@ -25,6 +25,8 @@ export interface SequenceOptions extends Partial<SamplingParams> {
 
 export interface SequenceStats {
   promptTokens: number;
+  /** Prompt tokens taken from the prefix cache (not prefilled). */
+  cachedPromptTokens: number;
   generatedTokens: number;
   prefillSeconds: number;
   prefillTokensPerSecond: number;
@@ -66,6 +68,7 @@ export class Sequence implements AsyncIterable<number[]> {
   /** @internal */ readonly times = { created: performance.now(), prefillStart: 0, prefillEnd: 0, firstToken: 0, end: 0 };
   /** @internal */ counters0: Counters | undefined;
   /** @internal */ decodeKernels = 0;
+  /** @internal prompt tokens restored from the prefix cache */ cachedTokens = 0;
   /** @internal what a resumed sequence writes over the slot's sampling state */ overrides = { params: true, stops: true, seed: true };
 
   private readonly queue: number[][] = [];
@@ -146,9 +149,10 @@ export function sequenceStats(seq: Sequence, c: Counters, stepsPerSubmit: number
   const dispatches = c.dispatches - c0.dispatches;
   return {
     promptTokens: seq.promptIds.length,
+    cachedPromptTokens: seq.cachedTokens,
     generatedTokens: n,
     prefillSeconds,
-    prefillTokensPerSecond: prefillSeconds > 0 ? seq.promptIds.length / prefillSeconds : 0,
+    prefillTokensPerSecond: prefillSeconds > 0 ? (seq.promptIds.length - seq.cachedTokens) / prefillSeconds : 0,
     timeToFirstTokenSeconds: t.firstToken ? (t.firstToken - t.created) / 1000 : 0,
     decodeSeconds,
     decodeTokensPerSecond: decodeSeconds > 0 && n > 1 ? (n - 1) / decodeSeconds : 0,

@@ -20,6 +20,7 @@ import { Generator, UnknownSequenceError } from './generator.ts';
 import { Generation, type SequenceOptions } from './sequences.ts';
 import { type RestoredMemory, type SavedMemory, restoreMemory, saveMemory } from '../caches/sessionFile.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
+import { PrefixCache } from './prefixCache.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
 import { type TensorSource, openSafetensors } from '../base/safetensors.ts';
 import type { QuantStorage } from '../compiler/quantized.ts';
@@ -81,6 +82,12 @@ export interface SessionOptions {
   /** With `prompt`: it will be rendered through the chat template. */
   chat?: boolean;
   /**
+   * Keep prompt prefixes on the GPU for reuse (runtime/prefixCache.ts): `entries` spare memory slots (each a
+   * slot's KV and recurrent state: the budget), a prefix kept every `every` prompt tokens at chunk boundaries
+   * (default: the largest prefill chunk) and where each sequence ends. Default: off.
+   */
+  prefixCache?: { entries: number; every?: number };
+  /**
    * Block-quantize the 16/32-bit linear and embedding weights on load: 'q8' (int8, Q8_0-like) or 'q4' (4-bit with
    * a min, Q4_1-like); 32-element blocks with f16 constants, decoded inside the kernels. Default: as stored.
    */
@@ -130,6 +137,8 @@ export class Session {
     readonly tokenizer: Tokenizer | undefined,
     private readonly checkpoint: TensorSource,
     readonly loadSeconds: number,
+    /** Cached prompt prefixes, when loaded with `prefixCache`. */
+    readonly prefixCache: PrefixCache | undefined,
   ) {}
 
   /**
@@ -166,6 +175,11 @@ export class Session {
     checkRopeReach(config, capacity);
     const decodeRows = aot?.session.decodeRows ?? options.decodeRows;
     const stepsPerSubmit = aot?.session.stepsPerSubmit ?? options.stepsPerSubmit;
+    const cacheEntries = options.prefixCache?.entries ?? 0;
+    if (!Number.isInteger(cacheEntries) || cacheEntries < 0) throw new SessionOptionsError(`prefixCache.entries must be a non-negative integer, got ${cacheEntries}`);
+    if (aot && cacheEntries > 0) throw new SessionOptionsError('a prefix cache needs memory slots that an AOT module does not have: load the module without prefixCache');
+    const cacheEvery = options.prefixCache?.every ?? Math.max(...chunks);
+    if (!Number.isInteger(cacheEvery) || cacheEvery < 0) throw new SessionOptionsError(`prefixCache.every must be a non-negative integer (0: only where sequences end), got ${cacheEvery}`);
     if (options.prompt !== undefined) {
       const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
       checkPromptFits(ids, capacity, model.vocabSize);
@@ -179,7 +193,7 @@ export class Session {
       if (error instanceof RangeError) throw new SessionOptionsError(error.message);
       throw error;
     }
-    checkMemoryFits(spec, { slots, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
+    checkMemoryFits(spec, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
     if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
@@ -187,10 +201,11 @@ export class Session {
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.
-      const { runner, generator } = await withGpuErrorScope(device, 'loading the model', async () => {
+      const { runner, generator, prefixCache } = await withGpuErrorScope(device, 'loading the model', async () => {
         const runtime = new GpuRuntime(device);
+        // the prefix cache's entries are memory slots past the ones sequences run in
         const runner = new ModelRunner(runtime, model, checkpoint, {
-          slots,
+          slots: slots + cacheEntries,
           capacity,
           chunks,
           ...(options.weights ? { weights: options.weights } : {}),
@@ -203,7 +218,12 @@ export class Session {
           runtime.destroy();
           throw new AotModuleError(`the AOT module was compiled for another ${aot.family} checkpoint (its config, tensor names, shapes or dtypes differ from ${modelDir}): compile it again from this folder`);
         }
+        const prefixCache = cacheEntries
+          ? new PrefixCache(runner.caches, { slots: Array.from({ length: cacheEntries }, (_, i) => slots + i), every: cacheEvery })
+          : undefined;
         const generator = await Generator.create(runner, {
+          servingSlots: slots,
+          ...(prefixCache ? { prefix: prefixCache } : {}),
           ...(stepsPerSubmit !== undefined ? { stepsPerSubmit } : {}),
           ...(decodeRows ? { decodeRows } : {}),
           onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
@@ -212,10 +232,10 @@ export class Session {
           progress({ stage: 'warm-up', detail: 'running every program once' });
           await generator.warmUp();
         }
-        return { runner, generator };
+        return { runner, generator, prefixCache };
       });
       progress({ stage: 'ready' });
-      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000);
+      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000, prefixCache);
     } catch (error) {
       await checkpoint.close();
       throw error;
@@ -226,8 +246,9 @@ export class Session {
     return this.generator.capacity;
   }
 
+  /** Slots sequences run in (the prefix cache's slots are not counted). */
   get slots(): number {
-    return this.runner.options.slots;
+    return this.runner.options.slots - (this.prefixCache?.maxEntries ?? 0);
   }
 
   /** Token ids of a prompt as `generate` would feed them. */
@@ -329,7 +350,8 @@ export class Session {
    * generator's state, with a checksum and the model's and memory layout's fingerprints. One readback.
    */
   async save(file: string, options: { slots?: number[] } = {}): Promise<SavedMemory> {
-    const slots = options.slots ?? [...this.memory.lengths.keys()];
+    // the default is the slots sequences run in: a prefix cache's slots belong to it
+    const slots = options.slots ?? Array.from({ length: this.slots }, (_, i) => i);
     for (const slot of slots) await this.checkIdle(slot, 'save');
     return saveMemory(this.memory, file, { slots });
   }

@@ -13,6 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mulberry32 } from '../base/random.ts';
 import { isRing, kvEntries, ownKv } from '../caches/spec.ts';
 import { loadConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
@@ -50,18 +51,6 @@ function parseArgs(argv: string[]): SoakOptions {
     else throw new Error(`unknown option ${flag} (expected --steps, --sample-every, --seed, --churn, --out)`);
   }
   return options;
-}
-
-/** mulberry32: a small seeded generator, so a run's sequence of events reproduces. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Live WebGPU buffers of the device, counted by wrapping createBuffer and destroy. */
@@ -190,7 +179,7 @@ async function main(): Promise<void> {
     await openLane('tiny-granite-code', path.join(ROOT, 'assets/models/tiny-granite-code'), runtime, { slots: 4, capacity: 64 }),
     await openLane('gemma3n_text fixture (sliding window 8)', path.join(ROOT, 'test/fixtures/hf/gemma3n_text'), runtime, { slots: 2, capacity: 64 }),
   ];
-  const rand = random(options.seed);
+  const rand = mulberry32(options.seed);
   const started = performance.now();
   const samples: Record<string, number>[] = [];
   const sample = (step: number) => {

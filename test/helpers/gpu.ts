@@ -1,6 +1,7 @@
 // Test helpers for running one traced function on both backends: the CPU reference (runCpu) and the compiled
 // program on the real WebGPU device, with one GpuRuntime per test worker so pipelines are compiled once.
 import { expect } from 'vitest';
+import { mulberry32 } from '../../base/random.ts';
 import { type DType, type Graph, type Node, type StorageDType, numel } from '../../compiler/ir.ts';
 import { isQuantized } from '../../compiler/quantized.ts';
 import { dequantize, quantize } from '../../runtime/quantize.ts';
@@ -282,17 +283,8 @@ export async function expectBothClose(fn: () => Record<string, Tensor> | void, d
 
 // ---------------------------------------------------------------- deterministic random data
 
-/** mulberry32: a small seeded PRNG so fast-check can hand a seed and tests fill large arrays cheaply. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded numbers in [0, 1) (base/random.ts), so fast-check can hand a seed and tests fill large arrays cheaply. */
+export const rng = mulberry32;
 
 /** `count` values uniform in [lo, hi): floats for f32, integers (inclusive of lo, exclusive of hi) otherwise. */
 export function uniform(random: () => number, count: number, lo: number, hi: number, dtype: DType = 'f32'): number[] {

@@ -8,7 +8,7 @@
 //   element  one workgroup per output element: phases are the reductions themselves (matvec, dot products)
 //   scatter  one thread per value written into a state
 //   scan     one thread per line of a running sum
-//   attention / tiled  hand-written templates (compiler/lower/attentionKernel.ts, tiledMatmul.ts)
+//   attention / tiled  hand-written templates (compiler/lower/attentionKernel.ts, attentionDecode.ts, tiledMatmul.ts)
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
@@ -16,6 +16,7 @@ import { delinearize, linearize } from '../indexAlgebra.ts';
 import { wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, NeedsMaterialize, RowModeFails, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
+import { DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
@@ -47,7 +48,11 @@ export interface LowerOptions {
 export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
   if (root.op === 'scatter') return lowerScatter(root, isMat);
   if (root.op === 'cumsum') return lowerScan(root, isMat);
-  if (root.op === 'attention') return lowerAttention(root, isMat, options.subgroups ?? false);
+  if (root.op === 'attention') {
+    // few query rows per K/V batch index (decode): keys split across thread groups; many rows: one row a workgroup
+    const few = root.shape[root.shape.length - 2]! <= DECODE_MAX_ROWS;
+    return (few ? lowerAttentionDecode : lowerAttention)(root, isMat, options.subgroups ?? false);
+  }
   const mms = tiledMatmulsOf(root, isMat);
   if (mms) return lowerTiledMatmul(root, mms, isMat);
   // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own

@@ -12,13 +12,16 @@ function rand(n: number, seed: number): number[] {
   return Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1);
 }
 
-// B batch rows, M queries, E keys, D and Dv head sizes. The first shape has one query row per workgroup and keys
-// in one round; the second 4 rows a workgroup (M = 8), keys in two rounds of 256 (E = 300), D not a multiple of the
-// 16 key elements loaded together and Dv over one pass of 32 lanes (40).
+// B batch rows, M queries, E keys, D and Dv head sizes. The first two shapes have few rows per batch index and take
+// the decode kernel (compiler/lower/attentionDecode.ts): the first keys in one trip, the second in two trips of 256
+// (E = 300) with D and Dv no multiples of the 4 lanes that share a key (18, 38) and value dimensions in two combine
+// passes. The third has more rows (M = 20) and takes the one-row-a-workgroup kernel (attentionKernel.ts), D not a
+// multiple of the 16 key elements loaded together.
 interface Shape { B: number; M: number; E: number; D: number; Dv: number; lens: number[] }
 const SHAPES: Shape[] = [
   { B: 3, M: 5, E: 37, D: 16, Dv: 24, lens: [0, 1, 7, 36, 37] }, // includes an empty row (output 0)
-  { B: 2, M: 8, E: 300, D: 20, Dv: 40, lens: [300, 257, 256, 0, 33, 1, 299, 200] },
+  { B: 2, M: 8, E: 300, D: 18, Dv: 38, lens: [300, 257, 256, 0, 33, 1, 299, 200] },
+  { B: 1, M: 20, E: 140, D: 20, Dv: 8, lens: [140, 129, 128, 0, 33] },
 ];
 
 function build({ B, M, E, D, Dv }: Shape, fused: boolean, softcap = 0) {
@@ -41,14 +44,17 @@ const data = ({ B, M, E, D, Dv, lens }: Shape) => ({
 });
 
 // f32 on both sides; an online softmax sums in a different order than the reference: 1e-5.
+// Subgroups on and off: the decode kernel adds partial dot products by subgroup shuffles or through shared memory.
 test.each([
-  [0, 0],
-  [5, 0],
-  [0, 1],
-])('fused attention matches the composition (softcap %d, shape %d)', async (softcap, shapeIndex) => {
+  [0, 0, true],
+  [5, 0, false],
+  [0, 1, true],
+  [0, 1, false],
+  [0, 2, true],
+])('fused attention matches the composition (softcap %d, shape %d, subgroups %s)', async (softcap, shapeIndex, subgroups) => {
   const shape = SHAPES[shapeIndex]!;
   const { B, M, E, D, Dv } = shape;
-  const both = await runBoth(() => build(shape, true, softcap), {}, data(shape));
+  const both = await runBoth(() => build(shape, true, softcap), {}, data(shape), { limits: { subgroups } });
   expect(closeness(both.gpu.outputs.out!, both.cpu.outputs.out!, { atol: 1e-5, rtol: 1e-4 })).toBeUndefined();
   const inputs = data(shape).inputs;
   const composed = runCpu(trace(() => build(shape, false, softcap)), {

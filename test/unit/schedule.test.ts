@@ -31,13 +31,13 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
     "schedule bucket={"rows":1,"tokens":1} dispatches=14
         0 matvec+matvec+matvec   grid 8       wg 32  read  96.3KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
         1 scatter+scatter        grid 2       wg 32  read     300B write  64.0KiB  scatter*2 where*2 and*2 lt*4 iota*2 add*5 mul*7 cos cast sin sub
-        2 attention              grid 4       wg 128 read  64.3KiB write     256B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge
+        2 attention              grid 4       wg 256 read  64.3KiB write     256B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge
         3 matvec                 grid 4       wg 32  read  80.3KiB write     256B  add matmul
         4 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
         5 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
         6 matvec+matvec+matvec   grid 8       wg 32  read  32.5KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
         7 scatter+scatter        grid 2       wg 32  read     300B write  64.0KiB  scatter*2 where*2 and*2 lt*4 iota*2 add*5 mul*7 cos cast sin sub
-        8 attention              grid 4       wg 128 read  64.3KiB write     512B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge
+        8 attention              grid 4       wg 256 read  64.3KiB write     512B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge
         9 matvec                 grid 4       wg 32  read  16.8KiB write     256B  add matmul
        10 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
        11 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul

@@ -1,0 +1,180 @@
+// The fused attention kernel for few query rows per sequence (decode): keys split across the workgroup's thread
+// groups, each with its own online softmax, combined once at the end (flash-decoding inside one workgroup).
+import type { Node } from '../ir.ts';
+import { numel } from '../ir.ts';
+import { delinearize } from '../indexAlgebra.ts';
+import { wgslLiteral } from '../ops.ts';
+import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
+
+/** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head). */
+export const DECODE_MAX_ROWS = 16;
+/** Threads of a workgroup. */
+const WG = 256;
+/** Threads that share one key, each holding every LANES-th element of the query, key and value rows. A subgroup
+ * has at least 4 lanes (WebGPU's minimum), so their dot product is reduced with two subgroup shuffles. */
+const LANES = 4;
+/** Key groups of a workgroup: they walk disjoint keys at once. */
+const GROUPS = WG / LANES;
+/** Loads a thread issues together per trip (key and value elements of its keys): enough in flight to hide the
+ * memory latency, few enough for registers. */
+const LOADS_PER_TRIP = 128;
+/** Floats of the shared array through which the groups' value accumulators are added. */
+const COMBINE_FLOATS = 2048;
+
+/**
+ * One workgroup per query row. Its threads form GROUPS groups of LANES; per trip a group takes KEYS keys below the
+ * row's limit (read from the device), and for each of them every lane loads its share of the key and value rows,
+ * all loads of the trip written before their first use so that they are in flight together (the value loads do not
+ * wait for the scores). The lanes' partial dot products are added by subgroup shuffles (through shared memory
+ * without subgroups), and each group keeps a running max, sum and value accumulators over its keys (online
+ * softmax); no barrier runs per trip on the subgroup path. At the end the groups' partials are rescaled to the
+ * row's maximum and added through shared memory.
+ *
+ * Why: the row kernel (attentionKernel.ts) walks 128-key tiles one after another, each a chain of dependent load
+ * rounds and workgroup reductions: 26 us per llama-400m decode call at 200 positions on an H200. A decode call
+ * reads ~100 KB per query head, so its cost is the number of dependent memory round trips, which this kernel
+ * keeps to one or two.
+ */
+export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, subgroups = false): LoweredKernel {
+  const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
+  const { scale, softcap } = (root as Node<'attention'>).attrs;
+  const e = new Emitter(root, isMat, 'attention', subgroups);
+  e.workgroupSize = WG;
+  const r = root.shape.length;
+  const Dv = root.shape[r - 1]!;
+  const D = q.shape[r - 1]!;
+  const E = kT.shape[r - 1]!;
+  const rows = numel(root.shape) / Dv;
+  const JK = Math.ceil(D / LANES); // key elements per lane
+  const JV = Math.ceil(Dv / LANES); // value elements per lane
+  const KEYS = Math.max(1, Math.min(4, Math.floor(LOADS_PER_TRIP / (JK + JV)))); // keys per group and trip
+  const JC = Math.min(JV, COMBINE_FLOATS / (GROUPS * LANES)); // value elements per lane added in one combine pass
+  const C = JC * LANES; // value dimensions per combine pass
+  const f = (x: number) => wgslLiteral(x, 'f32');
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${rows}u) { return; }`);
+  e.bound('gi', rows - 1);
+  const outer = delinearize(e.ix, 'gi', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  const batch = outer.slice(0, -1);
+  const m = outer[outer.length - 1]!;
+  e.bound(e.declareTop('lane', `lid % ${LANES}u`), LANES - 1);
+  e.bound(e.declareTop('grp', `lid / ${LANES}u`), GROUPS - 1);
+  // element j of a lane's share of a row of n: lane + j * LANES, clamped (the clamped ones weigh 0 or are not written)
+  const dim = (j: number, n: number) =>
+    j * LANES + LANES - 1 < n ? e.ix.add('lane', `${j * LANES}u`) : e.bound(`min(lane + ${j * LANES}u, ${n - 1}u)`, n - 1);
+  // this lane's share of the query row, in registers (its prologue, e.g. RoPE, runs once per element)
+  const qs = range(JK).map((j) => {
+    const x = e.value(q, [...batch, m, dim(j, D)]);
+    if (j * LANES + LANES - 1 < D) return x;
+    const w = e.fresh('v');
+    e.line(`let ${w} = select(0.0, ${x}, lane + ${j * LANES}u < ${D}u);`);
+    return w;
+  });
+  const lim = e.value(limit, [...batch, m]);
+  // the trip loop holds subgroup shuffles or barriers: its bound must be uniform, which a value read through
+  // workgroup memory is
+  e.line(`if (lid == 0u) { att_lim = min(${E}u, u32(max(${lim}, 0))); }`);
+  e.line(`let lim = workgroupUniformLoad(&att_lim);`);
+  e.line(`var run_max: f32 = -3.0e38;`);
+  e.line(`var run_sum: f32 = 0.0;`);
+  range(JV).forEach((j) => e.line(`var acc${j}: f32 = 0.0;`));
+  const trip = e.nested(() => {
+    const keys = range(KEYS).map((u) => {
+      const key = e.fresh('k');
+      e.line(`let ${key} = t0 + grp${u ? ` + ${u * GROUPS}u` : ''};`);
+      return key;
+    });
+    const kcs = keys.map((key) => {
+      const kc = e.bound(e.fresh('k'), E - 1);
+      e.line(`let ${kc} = min(${key}, ${E - 1}u);`);
+      return kc;
+    });
+    // every load of the trip first
+    const ks = kcs.map((kc) => range(JK).map((j) => e.value(kT, [...batch, dim(j, D), kc])));
+    const vs = kcs.map((kc) => range(JV).map((j) => e.value(v, [...batch, kc, dim(j, Dv)])));
+    const oks = kcs.map((kc, u) => `(${keys[u]} < lim && ${e.value(mask, [...batch, m, kc])})`);
+    range(KEYS).forEach((u) => e.line(`var dot${u}: f32 = ${ks[u]!.map((k, j) => `${qs[j]} * ${k}`).join(' + ')};`));
+    if (subgroups) {
+      for (const x of [1, 2]) range(KEYS).forEach((u) => e.line(`dot${u} = dot${u} + subgroupShuffleXor(dot${u}, ${x}u);`));
+    } else {
+      range(KEYS).forEach((u) => e.line(`att_s[lid * ${KEYS}u + ${u}u] = dot${u};`));
+      e.line(`workgroupBarrier();`);
+      range(KEYS).forEach((u) => e.line(`dot${u} = ${range(LANES).map((l) => `att_s[(grp * ${LANES}u + ${l}u) * ${KEYS}u + ${u}u]`).join(' + ')};`));
+      e.line(`workgroupBarrier();`);
+    }
+    range(KEYS).forEach((u) => {
+      e.line(`let ok${u} = ${oks[u]};`);
+      e.line(`var sc${u}: f32 = dot${u} * ${f(scale)};`);
+      if (softcap) e.line(`sc${u} = strata_tanh(sc${u} / ${f(softcap)}) * ${f(softcap)};`);
+      e.line(`sc${u} = select(-3.0e38, sc${u}, ok${u});`);
+    });
+    e.line(`let new_max = ${range(KEYS).reduce((a, u) => `max(${a}, sc${u})`, 'run_max')};`);
+    e.line(`let corr = exp(run_max - new_max);`);
+    range(KEYS).forEach((u) => e.line(`let p${u} = select(0.0, exp(sc${u} - new_max), ok${u});`));
+    e.line(`run_sum = run_sum * corr${range(KEYS).map((u) => ` + p${u}`).join('')};`);
+    e.line(`run_max = new_max;`);
+    // a key that is not attended weighs 0 whatever its value row holds (rows past the limit are never written)
+    range(JV).forEach((j) => e.line(`acc${j} = acc${j} * corr${range(KEYS).map((u) => ` + select(0.0, p${u} * ${vs[u]![j]}, ok${u})`).join('')};`));
+  });
+  e.line(`for (var t0: u32 = 0u; t0 < lim; t0 += ${GROUPS * KEYS}u) {`);
+  trip.forEach((l) => e.line('  ' + l));
+  e.line(`}`);
+  // the groups' partials, rescaled to the row's maximum and added: first the groups of a subgroup by shuffles
+  // (each lane pairs with the same lane of another group), then one partial a subgroup (a group without
+  // subgroups) through shared memory, C value dimensions a pass
+  const out = `@B${root.id}@`;
+  if (subgroups) {
+    e.line(`for (var x: u32 = ${LANES}u; x < sg_size; x <<= 1u) {`);
+    e.line(`  let other_max = subgroupShuffleXor(run_max, x);`);
+    e.line(`  let both_max = max(run_max, other_max);`);
+    e.line(`  let mine = exp(run_max - both_max);`);
+    e.line(`  let theirs = exp(other_max - both_max);`);
+    e.line(`  run_sum = run_sum * mine + subgroupShuffleXor(run_sum, x) * theirs;`);
+    range(JV).forEach((j) => e.line(`  acc${j} = acc${j} * mine + subgroupShuffleXor(acc${j}, x) * theirs;`));
+    e.line(`  run_max = both_max;`);
+    e.line(`}`);
+    e.line(`let part = lid / max(sg_size, ${LANES}u);`);
+    e.line(`let parts = WG / max(sg_size, ${LANES}u);`);
+    e.line(`let writer = sg_lane < ${LANES}u;`);
+  } else {
+    e.line(`let part = grp;`);
+    e.line(`let parts = ${GROUPS}u;`);
+    e.line(`let writer = true;`);
+  }
+  e.line(`if (writer && lane == 0u) { att_m[part] = run_max; }`);
+  e.line(`workgroupBarrier();`);
+  e.line(`var row_max: f32 = -3.0e38;`);
+  e.line(`for (var s: u32 = 0u; s < parts; s++) { row_max = max(row_max, att_m[s]); }`);
+  e.line(`let weight = exp(run_max - row_max);`);
+  e.line(`if (writer && lane == 0u) { att_l[part] = run_sum * weight; }`);
+  e.line(`var inv: f32 = 0.0;`);
+  for (let j0 = 0; j0 < JV; j0 += JC) {
+    e.line(`if (writer) {`);
+    for (let j = j0; j < Math.min(JV, j0 + JC); j++) e.line(`  att_acc[part * ${C}u + lane + ${(j - j0) * LANES}u] = acc${j} * weight;`);
+    e.line(`}`);
+    e.line(`workgroupBarrier();`);
+    if (j0 === 0) {
+      e.line(`var total: f32 = 0.0;`);
+      e.line(`for (var s: u32 = 0u; s < parts; s++) { total = total + att_l[s]; }`);
+      e.line(`inv = select(0.0, 1.0 / total, total > 0.0);`);
+    }
+    const cover = Math.min(C, Dv - j0 * LANES);
+    e.line(`if (lid < ${cover}u) {`);
+    e.line(`  var sum: f32 = 0.0;`);
+    e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = sum + att_acc[s * ${C}u + lid]; }`);
+    e.line(`  ${out}[gi * ${Dv}u + ${j0 * LANES}u + lid] = sum * inv;`);
+    e.line(`}`);
+    if (j0 + JC < JV) e.line(`workgroupBarrier();`);
+  }
+  const shared = [
+    `var<workgroup> att_lim: u32;`,
+    `var<workgroup> att_m: array<f32, ${GROUPS}>;`,
+    `var<workgroup> att_l: array<f32, ${GROUPS}>;`,
+    `var<workgroup> att_acc: array<f32, ${GROUPS * C}>;`,
+    ...(subgroups ? [] : [`var<workgroup> att_s: array<f32, ${WG * KEYS}>;`]),
+  ];
+  if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins
+  return finish(e, 'attention', assemble(e, e.topLines(), WG, shared), rows);
+}

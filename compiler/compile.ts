@@ -10,6 +10,7 @@ import { type LoweredKernel, NeedsMaterialize, lowerKernel } from './passes/lowe
 import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
+import { absorbScatters } from './passes/absorbScatters.ts';
 import { planMemory } from './passes/planMemory.ts';
 import { splitWeights } from './passes/splitWeights.ts';
 import { stateRoot } from './ir.ts';
@@ -140,9 +141,10 @@ function fusedOps(group: LoweredKernel[], nodeById: Map<number, Node>): string {
 }
 
 function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limits: DeviceLimits, index: number, nodeById: Map<number, Node>): KernelSpec {
-  const writes = [...new Set(group.map((k) => bufferOf.get(k.write.id)!))];
+  const written = group.flatMap((k) => [k.write, ...(k.alsoWrites ?? [])]);
+  const writes = [...new Set(written.map((w) => bufferOf.get(w.id)!))];
   const slots: number[] = [...writes];
-  const types = new Map<number, string>(group.map((k) => [bufferOf.get(k.write.id)!, elementType(k.write)]));
+  const types = new Map<number, string>(written.map((w) => [bufferOf.get(w.id)!, elementType(w)]));
   for (const k of group)
     for (const r of k.reads) {
       const b = bufferOf.get(r.id)!;
@@ -214,12 +216,13 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
   const g = splitWeights(copyAliasedOutputs(simplify(graph)), limits.maxStorageBufferBindingSize);
   verify(g);
   const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
-  const kernels = orderKernels(lowerAll(g, mat, limits));
+  const fuse = options.fuse ?? true;
+  const ordered = orderKernels(lowerAll(g, mat, limits));
+  const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;
   const plan = planMemory(g, kernels);
   for (const b of plan.buffers)
     if (b.bytes > limits.maxStorageBufferBindingSize)
       throw new CompileError(`${b.role} ${b.name ? `'${b.name}' ` : ''}needs ${b.bytes} bytes; the adapter binds at most ${limits.maxStorageBufferBindingSize} per buffer`);
-  const fuse = options.fuse ?? true;
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   const groups = fuse ? groupKernels(kernels, plan.bufferOf, limits) : kernels.map((k) => [k]);
   const byRole = (role: string) => Object.fromEntries(plan.buffers.filter((b) => b.role === role).map((b) => [b.name!, b.id]));

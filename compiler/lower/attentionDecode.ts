@@ -176,5 +176,6 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
     ...(subgroups ? [] : [`var<workgroup> att_s: array<f32, ${WG * KEYS}>;`]),
   ];
   if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins
-  return finish(e, 'attention', assemble(e, e.topLines(), WG, shared), rows);
+  // every workgroup may write the rows this step scatters into the caches it reads first (passes/absorbScatters.ts)
+  return { ...finish(e, 'attention', assemble(e, e.topLines(), WG, shared), rows), absorbsScatters: true };
 }

@@ -31,6 +31,12 @@ export interface LoweredKernel {
   workgroupSize: number;
   groups: number;
   nodes: number[];
+  /** State versions written in place besides `write`: scatters absorbed by this kernel (passes/absorbScatters.ts). */
+  alsoWrites?: Node[];
+  /** A scatter's body, one element `t`'s write with no guard, for a kernel that absorbs the scatter. */
+  scatter?: { elements: number; body: string[] };
+  /** The kernel may run scatters of what it reads at its start (see passes/absorbScatters.ts). */
+  absorbsScatters?: boolean;
 }
 
 /**

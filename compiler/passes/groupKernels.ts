@@ -23,7 +23,7 @@ export function workgroupVars(decls: readonly string[]): Map<string, { decl: str
 }
 
 export function groupKernels(kernels: LoweredKernel[], bufferOf: Map<number, number>, limits: DeviceLimits): LoweredKernel[][] {
-  const writes = (k: LoweredKernel) => bufferOf.get(k.write.id)!;
+  const writes = (k: LoweredKernel) => [k.write, ...(k.alsoWrites ?? [])].map((w) => bufferOf.get(w.id)!);
   const reads = (k: LoweredKernel) => k.reads.map((r) => bufferOf.get(r.id)!);
   const groups: LoweredKernel[][] = [];
   let current: LoweredKernel[] = [];
@@ -32,8 +32,8 @@ export function groupKernels(kernels: LoweredKernel[], bufferOf: Map<number, num
   const fits = (k: LoweredKernel): boolean => {
     if (current.length === 0) return true;
     if (current.length >= MAX_GROUP || k.workgroupSize !== current[0]!.workgroupSize) return false;
-    if (touched.has(writes(k)) || reads(k).some((b) => written.has(b))) return false;
-    const buffers = new Set([...touched, writes(k), ...reads(k)]);
+    if (writes(k).some((b) => touched.has(b)) || reads(k).some((b) => written.has(b))) return false;
+    const buffers = new Set([...touched, ...writes(k), ...reads(k)]);
     if (buffers.size > limits.maxStorageBuffersPerShaderStage) return false;
     const vars = workgroupVars([...current, k].flatMap((c) => c.text.decls));
     const bytes = [...vars.values()].reduce((a, v) => a + v.bytes, 0);
@@ -49,8 +49,8 @@ export function groupKernels(kernels: LoweredKernel[], bufferOf: Map<number, num
       touched = new Set();
     }
     current.push(k);
-    written.add(writes(k));
-    for (const b of [writes(k), ...reads(k)]) touched.add(b);
+    for (const b of writes(k)) written.add(b);
+    for (const b of [...writes(k), ...reads(k)]) touched.add(b);
   }
   if (current.length) groups.push(current);
   return groups;

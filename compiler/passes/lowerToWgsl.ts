@@ -120,17 +120,17 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const e = new Emitter(root, (n) => n === target || isMat(n), 'scatter');
   const n = numel(values.shape);
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
-  e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
-  e.line(`if (t >= ${n}u) { return; }`);
   e.bound('t', n - 1);
   const vIdx = delinearize(e.ix, 't', values.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const k = indices.shape.length;
   const row = e.value(indices, vIdx.slice(0, k));
   e.line(`let row = u32(${row});`);
-  e.line(`if (row >= ${target.shape[0]}u) { return; }`);
   const v = e.value(values, vIdx);
-  e.line(e.store(root, linearize(e.ix, ['row', ...vIdx.slice(k)], target.shape), v));
-  const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
+  e.line(`if (row < ${target.shape[0]}u) { ${e.store(root, linearize(e.ix, ['row', ...vIdx.slice(k)], target.shape), v)} }`);
+  // the body is one element t's write: a kernel of its own guards t, a kernel that absorbs it loops over t
+  const body = [...e.topLines()];
+  const main = [`let t = (wid.x + wid.y * NX) * WG + lid;`, `if (t >= ${n}u) { return; }`, ...body];
+  const lowered = { ...finish(e, 'scatter', assemble(e, main, wg), Math.ceil(n / wg)), scatter: { elements: n, body } };
   // Rows of the target are written in place: values (or indices) that read that same version would race with
   // the writes, and the target has no binding of its own here. Give the reader a buffer first.
   if (lowered.reads.includes(target)) throw new NeedsMaterialize(isMat(values) ? indices : values, 'scatter values read the state being written');

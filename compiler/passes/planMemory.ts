@@ -52,6 +52,7 @@ export function planMemory(g: Graph, kernels: LoweredKernel[]): MemoryPlan {
       const b = sourceBuffer(r);
       if (b !== undefined) bufferOf.set(r.id, b);
     }
+    for (const also of k.alsoWrites ?? []) bufferOf.set(also.id, sourceBuffer(also)!);
     const w = k.write;
     const src = sourceBuffer(w);
     if (src !== undefined) bufferOf.set(w.id, src);

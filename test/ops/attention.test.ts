@@ -1,6 +1,6 @@
 // The fused attention kernel against its composition (CPU) on random data, with masks and device limits.
 import { expect, test } from 'vitest';
-import { input, iota, output } from '../../dsl/trace.ts';
+import { input, iota, output, state } from '../../dsl/trace.ts';
 import { attention } from '../../dsl/nn/attention.ts';
 import { runBoth, closeness } from '../helpers/gpu.ts';
 import { runCpu } from '../../runtime/cpuBackend.ts';
@@ -68,4 +68,28 @@ test.each([
     for (let d = 0; d < Dv; d++) expect(Math.abs(fused[r * Dv + d]! - ref[r * Dv + d]!)).toBeLessThan(1e-5);
   }
   expect(both.program.kernels.filter((k) => k.name.includes('attention'))).toHaveLength(1);
+});
+
+// A decode step's cache writes: the K and V scatters of the step's rows are absorbed by the decode attention kernel
+// that reads them (compiler/passes/absorbScatters.ts), so the step is one dispatch; outputs and the written caches
+// match the CPU exactly as the separate kernels did (f32, the same tolerance as above).
+test('the K/V scatters of a decode step run inside the attention kernel', async () => {
+  const [B, M, E, D] = [2, 3, 24, 8];
+  const pos = [5, 23];
+  const build = () => {
+    const slotRow = iota([B], 0, 'i32').mul(E).add(input('pos', [B], 'i32'));
+    const k = state('k', [B * E, D]).scatter(slotRow, input('kNew', [B, D]).mul(2));
+    const v = state('v', [B * E, D]).scatter(slotRow, input('vNew', [B, D]).neg());
+    const len = input('pos', [B], 'i32').add(1).reshape(B, 1).broadcastTo([B, M]);
+    const mask = iota([B, M, E], 2, 'i32').lt(len.reshape(B, M, 1));
+    const kT = k.reshape(B, E, D).transpose(1, 2);
+    output('out', attention(input('q', [B, M, D]), kT, v.reshape(B, E, D), mask, len, { scale: 0.3 }));
+  };
+  const both = await runBoth(build, {}, {
+    inputs: { q: rand(B * M * D, 4), kNew: rand(B * D, 5), vNew: rand(B * D, 6), pos },
+    states: { k: rand(B * E * D, 7), v: rand(B * E * D, 8) },
+  });
+  expect(both.program.kernels.map((k) => k.name)).toEqual(['k0_attention_attention']);
+  expect(closeness(both.gpu.outputs.out!, both.cpu.outputs.out!, { atol: 1e-5, rtol: 1e-4 })).toBeUndefined();
+  for (const name of ['k', 'v']) expect(closeness(both.gpu.states[name]!, both.cpu.states[name]!, { atol: 0, rtol: 0 })).toBeUndefined();
 });

@@ -13,9 +13,9 @@ const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16 };
 describe('decode dispatches per step of the bench configurations (16-bit weights, 264 positions as in the bench)', () => {
   // Measured with this schedule; issue 15 asks for <= 110 (llama-400m) and <= 140 (granite4h-350m-like) at batch 1.
   const PINNED: Record<string, [number, number]> = {
-    'llama-400m': [147, 147],
-    'granite4h-350m-like': [195, 195],
-    'jamba-small': [77, 77],
+    'llama-400m': [123, 123],
+    'granite4h-350m-like': [191, 191],
+    'jamba-small': [76, 76],
   };
   for (const [name, [one, eight]] of Object.entries(PINNED))
     test(name, () => {
@@ -28,21 +28,19 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
 test('strata inspect --kernels: the decode schedule of the llama fixture', async () => {
   const text = await kernelSchedule('test/fixtures/hf/llama', { rows: 1, tokens: 1, capacity: 256, limits: LIMITS });
   expect(text).toMatchInlineSnapshot(`
-    "schedule bucket={"rows":1,"tokens":1} dispatches=14
+    "schedule bucket={"rows":1,"tokens":1} dispatches=12
         0 matvec+matvec+matvec   grid 8       wg 32  read  96.3KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
-        1 scatter+scatter        grid 2       wg 32  read     300B write  64.0KiB  scatter*2 where*2 and*2 lt*4 iota*2 add*5 mul*7 cos cast sin sub
-        2 attention              grid 4       wg 256 read  64.3KiB write     256B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge
-        3 matvec                 grid 4       wg 32  read  80.3KiB write     256B  add matmul
-        4 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
-        5 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
-        6 matvec+matvec+matvec   grid 8       wg 32  read  32.5KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
-        7 scatter+scatter        grid 2       wg 32  read     300B write  64.0KiB  scatter*2 where*2 and*2 lt*4 iota*2 add*5 mul*7 cos cast sin sub
-        8 attention              grid 4       wg 256 read  64.3KiB write     512B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge
-        9 matvec                 grid 4       wg 32  read  16.8KiB write     256B  add matmul
-       10 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
-       11 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
-       12 matvec+map             grid 17      wg 32  read  64.5KiB write   1.1KiB  matmul add*3 sub iota mul*3 rsqrt mean
-       13 scatter                grid 1       wg 32  read     132B write       4B  scatter
-      total read 614.1KiB, written 132.9KiB"
+        1 attention              grid 4       wg 256 read     556B write  64.3KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
+        2 matvec                 grid 4       wg 32  read  80.3KiB write     256B  add matmul
+        3 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
+        4 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
+        5 matvec+matvec+matvec   grid 8       wg 32  read  32.5KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
+        6 attention              grid 4       wg 256 read     556B write  64.5KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
+        7 matvec                 grid 4       wg 32  read  16.8KiB write     256B  add matmul
+        8 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
+        9 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
+       10 matvec+map             grid 17      wg 32  read  64.5KiB write   1.1KiB  matmul add*3 sub iota mul*3 rsqrt mean
+       11 scatter                grid 1       wg 32  read     132B write       4B  scatter
+      total read 486.0KiB, written 132.9KiB"
   `);
 });

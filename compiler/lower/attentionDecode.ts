@@ -16,7 +16,8 @@ const LANES = 4;
 /** Key groups of a workgroup: they walk disjoint keys at once. */
 const GROUPS = WG / LANES;
 /** Loads a thread issues together per trip (key and value elements of its keys): enough in flight to hide the
- * memory latency, few enough for registers. */
+ * memory latency, few enough for registers. Without unrolling (a software adapter, where a load has no latency to
+ * hide and lavapipe's compile time grows with the body) a quarter of that. */
 const LOADS_PER_TRIP = 128;
 /** Floats of the shared array through which the groups' value accumulators are added. */
 const COMBINE_FLOATS = 2048;
@@ -35,7 +36,7 @@ const COMBINE_FLOATS = 2048;
  * reads ~100 KB per query head, so its cost is the number of dependent memory round trips, which this kernel
  * keeps to one or two.
  */
-export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, subgroups = false): LoweredKernel {
+export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, subgroups = false, unroll = true): LoweredKernel {
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
   const { scale, softcap } = (root as Node<'attention'>).attrs;
   const e = new Emitter(root, isMat, 'attention', subgroups);
@@ -47,7 +48,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
   const rows = numel(root.shape) / Dv;
   const JK = Math.ceil(D / LANES); // key elements per lane
   const JV = Math.ceil(Dv / LANES); // value elements per lane
-  const KEYS = Math.max(1, Math.min(4, Math.floor(LOADS_PER_TRIP / (JK + JV)))); // keys per group and trip
+  const KEYS = Math.max(1, Math.min(4, Math.floor((unroll ? LOADS_PER_TRIP : LOADS_PER_TRIP / 4) / (JK + JV)))); // keys per group and trip
   const JC = Math.min(JV, COMBINE_FLOATS / (GROUPS * LANES)); // value elements per lane added in one combine pass
   const C = JC * LANES; // value dimensions per combine pass
   const f = (x: number) => wgslLiteral(x, 'f32');

@@ -50,8 +50,8 @@ export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: Lo
   if (root.op === 'cumsum') return lowerScan(root, isMat);
   if (root.op === 'attention') {
     // few query rows per K/V batch index (decode): keys split across thread groups; many rows: one row a workgroup
-    const few = root.shape[root.shape.length - 2]! <= DECODE_MAX_ROWS;
-    return (few ? lowerAttentionDecode : lowerAttention)(root, isMat, options.subgroups ?? false);
+    if (root.shape[root.shape.length - 2]! <= DECODE_MAX_ROWS) return lowerAttentionDecode(root, isMat, options.subgroups ?? false, options.unroll ?? true);
+    return lowerAttention(root, isMat, options.subgroups ?? false);
   }
   const mms = tiledMatmulsOf(root, isMat);
   if (mms) return lowerTiledMatmul(root, mms, isMat);

@@ -22,6 +22,7 @@ export * as nn from './dsl/nn/index.ts';
 export type { ModelDef } from './models/model.ts';
 export { attentionKv, attentionConstants, attentionLayer } from './models/attention.ts';
 export { buildModel, MODELS, type ModelEntry } from './models/registry.ts';
+export { BACKBONE_NAMES, checkpointGatedMlp, decoderStack, lmHead, type DecoderStackSpec, type StackLayer, type StackNames } from './models/decoderStack.ts';
 export { loadConfig, type ModelConfig } from './models/config.ts';
 export type { MemorySpec, LayerMemorySpec, KvSpec, RecurrentStateSpec, MemoryOptions, MemoryReport, KvPolicy, KvPolicySetting } from './caches/spec.ts';
 export { memoryReport, withKvPolicies } from './caches/spec.ts';

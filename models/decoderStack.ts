@@ -9,7 +9,7 @@ import type { BaseModelConfig } from './configs/common.ts';
 import type { ModelDef } from './model.ts';
 
 /** One layer as its block sees it. */
-export interface Layer {
+export interface StackLayer {
   ctx: StepContext;
   index: number;
   /** Checkpoint prefix of the layer's tensors, e.g. `model.layers.3.`. */
@@ -44,7 +44,7 @@ export interface DecoderStackSpec<Step> {
   /** Per-step values every block reads (RoPE frequencies, multiplier vectors), made once before the embedding. */
   prepare?(ctx: StepContext): Step;
   /** Layer `layer.index`'s update of the residual stream h [S,T,hidden]: returns the new h. */
-  block(layer: Layer, h: Tensor, step: Step): Tensor;
+  block(layer: StackLayer, h: Tensor, step: Step): Tensor;
   /** What the head's logits go through (muP scaling); absent: nothing. */
   scaleLogits?(logits: Tensor): Tensor;
 }

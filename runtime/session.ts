@@ -308,8 +308,9 @@ export class Session {
 
   /**
    * Drops every position from `position` on: the slot then holds positions 0..position-1 and feeds the token
-   * that was at `position` next. Recurrent layers (and sliding windows cut past their slack) go back only to a
-   * snapshot; the RNG is not rolled back (a continuation draws fresh numbers).
+   * that was at `position` next. Recurrent layers, evicting KV layers (lastRecent, h2o) and sliding windows cut
+   * past their slack go back only to a snapshot (elsewhere a MemoryError says why and lists the positions it can
+   * go back to); the RNG is not rolled back (a continuation draws fresh numbers).
    */
   async rollback(slot: number, position: number): Promise<void> {
     await this.checkIdle(slot, 'roll back');

@@ -1,7 +1,22 @@
-// The primitive table: for every op, its shape/dtype rule, its CPU reference, its WGSL lowering and its fusion
-// class. Keyed by OpAttrs, so adding an op without a complete definition does not compile.
+// The primitive table: for every op, its shape/dtype rule, its CPU reference, its WGSL lowering, its fusion
+// class, the kernel template that computes it when it needs a kernel of its own, and for the fused kernel
+// (attention) the composition that is its reference and fallback. Keyed by OpAttrs, so adding an op without a
+// complete definition does not compile. The CPU backend is a lookup here (references.ts holds the array-level
+// references); the kernel planner (passes/planKernels.ts) reads the fusion class and the template.
 import { type DType, type Node, type OpAttrs, type OpName, fmtShape, numel } from './ir.ts';
 import { type IndexAlgebra, delinearize, linearize } from './indexAlgebra.ts';
+import type { KernelMode } from './lower/emitter.ts';
+import {
+  type Reference,
+  attentionReference,
+  constReference,
+  cumsumReference,
+  gatherReference,
+  iotaReference,
+  matmulReference,
+  scatterReference,
+  sourceReference,
+} from './references.ts';
 
 export class ShapeError extends Error {
   override name = 'ShapeError';
@@ -23,10 +38,21 @@ export interface Inferred {
 
 type Scalar = number;
 
+/** Builds the nodes of the composition a fused kernel stands for (the tracer's, in dsl/nn/attention.ts). */
+export interface Composer {
+  emit<K extends OpName>(op: K, inputs: Node[], attrs: OpAttrs[K]): Node;
+  /** A rank-0 f32 constant. */
+  constant(value: number): Node;
+}
+
 interface Common<K extends OpName> {
   kind: FusionClass;
   /** Shape and dtype of the result; throws ShapeError naming the op, the shapes and the broken rule. */
   infer(inputs: readonly Node[], attrs: OpAttrs[K]): Inferred;
+  /** CPU reference on whole arrays; without one, the fusion class's generic rule (references.ts referenceOf). */
+  reference?: Reference;
+  /** The kernel template that computes this op, which always gets a kernel of its own (the planner's choice for the others). */
+  template?: KernelMode;
 }
 
 interface ElementwiseDef<K extends OpName> extends Common<K> {
@@ -53,9 +79,17 @@ interface ReduceDef<K extends OpName> extends Common<K> {
 
 interface OtherDef<K extends OpName> extends Common<K> {
   kind: 'source' | 'scan' | 'scatter' | 'kernel';
+  reference: Reference;
 }
 
-export type OpDef<K extends OpName> = ElementwiseDef<K> | ViewDef<K> | ReduceDef<K> | OtherDef<K>;
+export interface KernelDef<K extends OpName> extends OtherDef<K> {
+  kind: 'kernel';
+  template: KernelMode;
+  /** The same value as a composition of primitives: the reference the kernel is tested against and the unfused fallback. */
+  decompose(c: Composer, inputs: Node[], attrs: OpAttrs[K]): Node;
+}
+
+export type OpDef<K extends OpName> = ElementwiseDef<K> | ViewDef<K> | ReduceDef<K> | OtherDef<K> | KernelDef<K>;
 
 // ---------------------------------------------------------------- shape rules
 
@@ -204,14 +238,15 @@ const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
 
-export const OPS: { [K in OpName]: OpDef<K> } = {
-  input: { kind: 'source', infer: source },
-  weight: { kind: 'source', infer: source },
-  state: { kind: 'source', infer: source },
-  const: { kind: 'source', infer: source },
+export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<K> } = {
+  input: { kind: 'source', infer: source, reference: sourceReference },
+  weight: { kind: 'source', infer: source, reference: sourceReference },
+  state: { kind: 'source', infer: source, reference: sourceReference },
+  const: { kind: 'source', infer: source, reference: constReference },
   iota: {
     kind: 'elementwise',
     infer: source,
+    reference: iotaReference,
     // iota has no inputs: the lowering passes the index along its axis as the single argument.
     cpu: (a) => a[0]!,
     wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : `${wgslType(out)}(${a[0]})`),
@@ -320,6 +355,7 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   // matmul is a reduction: the compiler sees it as sum over k of a[..., m, k] * b[..., k, n].
   matmul: {
     kind: 'reduce',
+    reference: matmulReference,
     identity: 0,
     combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
     infer: (inputs) => {
@@ -421,6 +457,7 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   // gather(table [R, ...rest], indices [...I]) -> [...I, ...rest]
   gather: {
     kind: 'view',
+    reference: gatherReference,
     infer: (inputs) => {
       const [table, idx] = inputs as [Node, Node];
       if (table.shape.length < 1) throw new ShapeError(`[gather] table ${fmtShape(table.shape)} needs rank >= 1`);
@@ -440,6 +477,8 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   // scatter(state [R, ...rest], indices [...I], values [...I, ...rest]) -> the state with those rows replaced
   scatter: {
     kind: 'scatter',
+    template: 'scatter',
+    reference: scatterReference,
     infer: (inputs) => {
       const [target, idx, values] = inputs as [Node, Node, Node];
       if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError(`[scatter] indices must be i32 or u32, got ${idx.dtype}`);
@@ -451,10 +490,12 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     },
   },
 
-  attention: { kind: 'kernel', infer: attentionRule },
+  attention: { kind: 'kernel', infer: attentionRule, template: 'attention', reference: attentionReference, decompose: attentionComposition },
 
   cumsum: {
     kind: 'scan',
+    template: 'scan',
+    reference: cumsumReference,
     infer: (inputs) => {
       if (inputs[0]!.shape.length === 0) throw new ShapeError('[cumsum] cannot scan a scalar');
       numericOnly('cumsum', inputs);
@@ -477,6 +518,23 @@ export function attentionRule(inputs: readonly Node[]): Inferred {
   if (!same(limit.shape, [...batch, M]) || limit.dtype !== 'i32') throw new ShapeError(`[attention] limit ${limit.dtype}${fmtShape(limit.shape)} must be i32${fmtShape([...batch, M])}`);
   floatOnly('attention', [q, kT, v]);
   return { shape: [...batch, M, v.shape[r - 1]!], dtype: 'f32' };
+}
+
+/**
+ * softmax(where(mask, softcap(scale * q kT), -inf)) v: the fused attention kernel's reference and its unfused
+ * fallback (dsl/nn/attention.ts, fused: false). The limit input only lets the kernel stop early; the mask covers it.
+ */
+function attentionComposition(c: Composer, inputs: Node[], attrs: OpAttrs['attention']): Node {
+  const [q, kT, v, mask] = inputs as [Node, Node, Node, Node];
+  const emit = c.emit.bind(c);
+  const scalar = (value: number, like: Node) => emit('broadcast', [emit('reshape', [c.constant(value)], { shape: like.shape.map(() => 1) })], { shape: [...like.shape] });
+  let scores = emit('matmul', [q, kT], {});
+  scores = emit('mul', [scores, scalar(attrs.scale, scores)], {});
+  if (attrs.softcap) scores = emit('mul', [emit('tanh', [emit('div', [scores, scalar(attrs.softcap, scores)], {})], {}), scalar(attrs.softcap, scores)], {});
+  const masked = emit('where', [mask, scores, scalar(-Infinity, scores)], {});
+  const keep = (x: Node) => emit('broadcast', [emit('reshape', [x], { shape: [...x.shape, 1] })], { shape: [...masked.shape] });
+  const e = emit('exp', [emit('sub', [masked, keep(emit('rmax', [masked], {}))], {})], {});
+  return emit('matmul', [emit('div', [e, keep(emit('sum', [e], {}))], {}), v], {});
 }
 
 export function opDef<K extends OpName>(op: K): OpDef<K> {

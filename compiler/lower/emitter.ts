@@ -12,12 +12,12 @@ export const SEQ_MAX = 16;
 /** Trips of a strided cooperative loop written out one by one when the workgroup size is known. */
 const UNROLL = 8;
 
-export class NeedsMaterialize extends Error {
-  constructor(readonly node: Node, reason: string) {
-    super(`materialise %${node.id} (${node.op}): ${reason}`);
-  }
-}
-export class RowModeFails extends Error {}
+/**
+ * Why a template cannot hold what is inlined under its root, reported by the emitter as data (the kernel it was
+ * building is then discarded): `materialize` names the node that needs a buffer of its own; `row` says the row
+ * template cannot hold it but the element template may. The planner (passes/planKernels.ts) acts on it.
+ */
+export type Refusal = { kind: 'materialize'; node: Node; reason: string } | { kind: 'row'; node: Node; reason: string };
 
 export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled';
 
@@ -31,6 +31,8 @@ export interface LoweredKernel {
   workgroupSize: number;
   groups: number;
   nodes: number[];
+  /** Set when the template could not hold the inlined expression: the text is unusable, the planner acts on it. */
+  refusal?: Refusal;
 }
 
 /**
@@ -75,6 +77,8 @@ export class Emitter {
   readonly inlined = new Set<number>();
   readonly redTypes = new Set<DType>();
   maxCoop = 0;
+  /** The first thing this kernel's template cannot hold (see Refusal); emission goes on with a stand-in value. */
+  refusal: Refusal | undefined;
   private counter = 0;
   /** The workgroup size when the template fixes it before emitting (cooperative loops are then unrolled). */
   workgroupSize: number | undefined;
@@ -180,6 +184,12 @@ export class Emitter {
       out.push(`}`);
     }
     return out;
+  }
+
+  /** Records a refusal (the first one counts) and returns a stand-in value so emission can finish. */
+  private refuse(r: Refusal, type: DType): string {
+    this.refusal ??= r;
+    return wgslLiteral(0, type);
   }
 
   /** Registers that a loop index or clamped name never exceeds `max` (index arithmetic folds with it). */
@@ -298,7 +308,7 @@ export class Emitter {
       case 'reduce':
         return this.reduction(n, idx, key);
       default:
-        throw new NeedsMaterialize(n, `${n.op} is computed by its own kernel`);
+        return this.refuse({ kind: 'materialize', node: n, reason: `${n.op} is computed by its own kernel` }, n.dtype);
     }
   }
 
@@ -336,10 +346,10 @@ export class Emitter {
       this.line('}');
       return this.bind(key, n.dtype, finish(acc));
     }
-    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
+    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') return this.refuse({ kind: 'materialize', node: n, reason: `a reduction of ${len} in a ${this.mode} kernel` }, n.dtype);
     if (!this.hoistable(idx)) {
-      if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) throw new RowModeFails();
-      throw new NeedsMaterialize(n, 'its index varies inside an enclosing loop');
+      if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) return this.refuse({ kind: 'row', node: n, reason: 'its index varies along the row' }, n.dtype);
+      return this.refuse({ kind: 'materialize', node: n, reason: 'its index varies inside an enclosing loop' }, n.dtype);
     }
     // A cooperative phase at the kernel's top level: each thread strides over the axis, then a tree reduction.
     this.maxCoop = Math.max(this.maxCoop, len);
@@ -436,6 +446,7 @@ export function finish(e: Emitter, mode: KernelMode, text: KernelText, groups: n
     workgroupSize: text.wg,
     groups,
     nodes: [e.root.id, ...[...e.inlined].filter((id) => id !== e.root.id)],
+    ...(e.refusal ? { refusal: e.refusal } : {}),
   };
 }
 

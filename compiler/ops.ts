@@ -71,6 +71,11 @@ interface ViewDef<K extends OpName> extends Common<K> {
 
 interface ReduceDef<K extends OpName> extends Common<K> {
   kind: 'reduce';
+  /**
+   * The inputs read at output index `out` and reduction index `k`; the reduced term is their product (one input for
+   * sum/rmax/mean; matmul's a[..., m, k] * b[..., k, n]). Reduced length: the last axis of input 0.
+   */
+  operands?<T>(out: readonly T[], k: T): { input: number; index: T[] }[];
   identity: number;
   combine: { cpu(a: number, b: number): number; wgsl(a: string, b: string): string };
   /** Applied once to the combined value; `size` is the reduced length. */
@@ -356,6 +361,10 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
   matmul: {
     kind: 'reduce',
     reference: matmulReference,
+    operands: (out, k) => [
+      { input: 0, index: [...out.slice(0, -1), k] },
+      { input: 1, index: [...out.slice(0, -2), k, out[out.length - 1]!] },
+    ],
     identity: 0,
     combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
     infer: (inputs) => {

@@ -312,24 +312,18 @@ export class Emitter {
     }
   }
 
-  /** Value of the reduced operand at output index idx and reduction index k. */
+  /** Value of the reduced term at output index idx and reduction index k: the product of the table entry's operands. */
   private reduceOperand(n: Node, idx: readonly string[], k: string): string {
-    if (n.op === 'matmul') {
-      const [a, b] = n.inputs as [Node, Node];
-      const batch = idx.slice(0, -2);
-      const m = idx[idx.length - 2]!;
-      const col = idx[idx.length - 1]!;
-      const av = this.value(a, [...batch, m, k]);
-      const bv = this.value(b, [...batch, k, col]);
-      return `(${av} * ${bv})`;
-    }
-    return this.value(n.inputs[0]!, [...idx, k]);
+    const def = OPS[n.op];
+    const operands = def.kind === 'reduce' && def.operands ? def.operands(idx, k) : [{ input: 0, index: [...idx, k] }];
+    const values = operands.map((o) => this.value(n.inputs[o.input]!, o.index));
+    return values.length === 1 ? values[0]! : `(${values.join(' * ')})`;
   }
 
   private reduction(n: Node, idx: readonly string[], key: string): string {
     const def = OPS[n.op];
     if (def.kind !== 'reduce') throw new Error('unreachable');
-    const len = n.op === 'matmul' ? n.inputs[0]!.shape[n.inputs[0]!.shape.length - 1]! : reduceLength(n);
+    const len = reduceLength(n);
     const type = wgslType(n.dtype);
     const init = wgslLiteral(def.identity === -Infinity && n.dtype !== 'f32' ? (n.dtype === 'i32' ? -2147483648 : 0) : def.identity, n.dtype);
     const finish = (acc: string) => (def.finish ? def.finish.wgsl(acc, len) : acc);

@@ -11,7 +11,6 @@ import {
   attentionReference,
   constReference,
   cumsumReference,
-  gatherReference,
   iotaReference,
   matmulReference,
   scatterReference,
@@ -67,6 +66,12 @@ interface ViewDef<K extends OpName> extends Common<K> {
   kind: 'view';
   /** Maps an output index to (which input, index into it). One definition for both backends. */
   index<T>(alg: IndexAlgebra<T>, out: T[], attrs: OpAttrs[K], inputs: readonly Node[], node: { shape: readonly number[] }): { input: number; index: T[] }[];
+  /**
+   * The first candidate is read for a row number that leads the second candidate's index (gather); rows out of
+   * range read the last row on both backends (WebGPU's robust access clamps likewise). Otherwise several
+   * candidates are parts selected by position along an axis (concat).
+   */
+  indirect?: true;
 }
 
 interface ReduceDef<K extends OpName> extends Common<K> {
@@ -466,14 +471,14 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
   // gather(table [R, ...rest], indices [...I]) -> [...I, ...rest]
   gather: {
     kind: 'view',
-    reference: gatherReference,
+    indirect: true,
     infer: (inputs) => {
       const [table, idx] = inputs as [Node, Node];
       if (table.shape.length < 1) throw new ShapeError(`[gather] table ${fmtShape(table.shape)} needs rank >= 1`);
       if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError(`[gather] indices must be i32 or u32, got ${idx.dtype}`);
       return { shape: [...idx.shape, ...table.shape.slice(1)], dtype: table.dtype };
     },
-    // The row comes from input 1 at the leading dims; the lowering substitutes the loaded value for index[0].
+    // The row comes from input 1 at the leading dims and leads the index into input 0 (see `indirect`).
     index: (_alg, out, _attrs, inputs) => {
       const k = inputs[1]!.shape.length;
       return [

@@ -32,16 +32,6 @@ export const iotaReference: Reference = (n, _args, out) => {
   for (let i = 0; i < out.data.length; i++) out.data[i] = Math.floor(i / strides[axis]!) % n.shape[axis]!;
 };
 
-export const gatherReference: Reference = (_n, args, out) => {
-  const [table, idx] = args as [HostArray, HostArray];
-  const row = numel(table.shape.slice(1));
-  for (let i = 0; i < idx.data.length; i++) {
-    // out-of-range rows read the last row, as WebGPU's robust buffer access clamps
-    const r = idx.data[i]! < 0 || idx.data[i]! >= table.shape[0]! ? table.shape[0]! - 1 : idx.data[i]!;
-    out.data.set(table.data.subarray(r * row, (r + 1) * row), i * row);
-  }
-};
-
 export const scatterReference: Reference = (_n, args, out) => {
   const [target, idx, values] = args as [HostArray, HostArray, HostArray];
   out.data.set(target.data as ArrayLike<number>);
@@ -128,6 +118,14 @@ export function referenceOf(def: OpDef<never>): Reference {
       for (let i = 0; i < out.data.length; i++) {
         const outIdx = delinearize(numberIndex, i, n.shape);
         const cands = def.index(numberIndex, outIdx, n.attrs as never, n.inputs, n);
+        if (def.indirect) {
+          const [at, rest] = cands as [(typeof cands)[0], (typeof cands)[0]];
+          const rows = n.inputs[rest.input]!.shape[0]!;
+          const r = args[at.input]!.data[linearize(numberIndex, at.index, n.inputs[at.input]!.shape)]!;
+          const row = r < 0 || r >= rows ? rows - 1 : r;
+          out.data[i] = args[rest.input]!.data[linearize(numberIndex, [row, ...rest.index], n.inputs[rest.input]!.shape)]!;
+          continue;
+        }
         // concat: the candidate whose index is within its input; other views have one candidate
         const pick = cands.find((c) => c.index.every((v, d) => v >= 0 && v < n.inputs[c.input]!.shape[d]!)) ?? cands[0]!;
         out.data[i] = args[pick.input]!.data[linearize(numberIndex, pick.index, n.inputs[pick.input]!.shape)]!;

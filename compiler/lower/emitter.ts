@@ -283,11 +283,12 @@ export class Emitter {
         return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
       }
       case 'view': {
-        if (n.op === 'gather') {
-          const k = n.inputs[1]!.shape.length;
-          const row = this.value(n.inputs[1]!, idx.slice(0, k));
+        if (def.indirect) {
+          const [at, rest] = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n) as [{ input: number; index: string[] }, { input: number; index: string[] }];
+          const row = this.value(n.inputs[at.input]!, at.index);
+          const table = n.inputs[rest.input]!;
           // out-of-range rows read the last row (the CPU reference does the same)
-          return this.value(n.inputs[0]!, [`min(u32(${row}), ${n.inputs[0]!.shape[0]! - 1}u)`, ...idx.slice(k)]);
+          return this.value(table, [`min(u32(${row}), ${table.shape[0]! - 1}u)`, ...rest.index]);
         }
         const cands = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);

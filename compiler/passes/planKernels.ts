@@ -38,11 +38,11 @@ export interface PlanStep {
   reason: string;
 }
 
-/** The order a template's emitter evaluates a node's inputs in (gather reads its indices first, concat its last part first). */
+/** The order a template's emitter evaluates a node's inputs in (an indirect view reads its indices first, a selecting one its last part first). */
 function evaluationOrder(n: Node): readonly Node[] {
-  if (n.op === 'gather') return [n.inputs[1]!, n.inputs[0]!];
-  if (n.op === 'concat') return [...n.inputs].reverse();
-  return n.inputs;
+  const def = OPS[n.op];
+  if (def.kind !== 'view' || n.inputs.length < 2) return n.inputs;
+  return def.indirect ? [n.inputs[1]!, n.inputs[0]!] : [...n.inputs].reverse();
 }
 
 /** The first long reduction reached from `starts` in evaluation order, without crossing buffers or the `skip` nodes' reductions. */

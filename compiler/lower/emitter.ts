@@ -5,7 +5,7 @@
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
 import { BoundedIndex, linearize } from '../indexAlgebra.ts';
-import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
+import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
 
 /** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
 export const SEQ_MAX = 16;
@@ -416,16 +416,20 @@ export function assemble(e: Emitter, mainLines: string[], wg: number, decls: str
 
 /** The WGSL module of a kernel text, its buffers declared by `bindings` (the `@BINDINGS@` of older callers). */
 export function renderKernel(t: KernelText, bindings: string): string {
-  return [
-    ...(t.subgroups ? ['enable subgroups;'] : []),
-    bindings,
-    WGSL_HELPERS.trim(),
-    `const WG: u32 = ${t.wg}u;`,
-    ...t.decls,
+  const main = [
     `@compute @workgroup_size(${t.wg})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${t.subgroups ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
     ...t.main.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
     '}',
+  ];
+  return [
+    ...(t.subgroups ? ['enable subgroups;'] : []),
+    bindings,
+    // only the helpers this kernel calls: every declared function is parsed and compiled by the adapter
+    ...wgslHelpersFor([...t.decls, ...main].join('\n')),
+    `const WG: u32 = ${t.wg}u;`,
+    ...t.decls,
+    ...main,
     '',
   ].join('\n');
 }

@@ -11,7 +11,6 @@ import {
   attentionReference,
   constReference,
   cumsumReference,
-  iotaReference,
   matmulReference,
   scatterReference,
   sourceReference,
@@ -60,6 +59,8 @@ interface ElementwiseDef<K extends OpName> extends Common<K> {
   cpu(args: Scalar[], attrs: OpAttrs[K], inputs: readonly Node[]): Scalar;
   /** WGSL expression from argument expressions already typed as the input dtypes. */
   wgsl(args: string[], attrs: OpAttrs[K], inputs: readonly Node[], out: DType): string;
+  /** An op without inputs takes coordinates of its output index as its arguments (iota: the one along its axis). */
+  indexArgs?<T>(out: readonly T[], attrs: OpAttrs[K]): T[];
 }
 
 interface ViewDef<K extends OpName> extends Common<K> {
@@ -264,8 +265,7 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
   iota: {
     kind: 'elementwise',
     infer: source,
-    reference: iotaReference,
-    // iota has no inputs: the lowering passes the index along its axis as the single argument.
+    indexArgs: (out, attrs) => [out[attrs.axis]!],
     cpu: (a) => a[0]!,
     wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : `${wgslType(out)}(${a[0]})`),
   },

@@ -1,7 +1,7 @@
 // CPU references on whole arrays: what the op table's entries point to for ops that are not a scalar function, an
 // index remapping or a plain reduction (those are evaluated by their fusion class's generic rule, below), and
 // the generic rules themselves. The CPU backend (runtime/cpuBackend.ts) is a lookup into the table.
-import { type DType, type Node, numel, stridesOf } from './ir.ts';
+import { type DType, type Node, numel } from './ir.ts';
 import { delinearize, linearize, numberIndex } from './indexAlgebra.ts';
 import type { OpDef } from './ops.ts';
 
@@ -24,12 +24,6 @@ export const sourceReference: Reference = (n, _args, _out, ctx) => ctx.source(n)
 
 export const constReference: Reference = (n, _args, out) => {
   out.data[0] = (n as Node<'const'>).attrs.value;
-};
-
-export const iotaReference: Reference = (n, _args, out) => {
-  const axis = (n as Node<'iota'>).attrs.axis;
-  const strides = stridesOf(n.shape);
-  for (let i = 0; i < out.data.length; i++) out.data[i] = Math.floor(i / strides[axis]!) % n.shape[axis]!;
 };
 
 export const scatterReference: Reference = (_n, args, out) => {
@@ -111,7 +105,8 @@ export function referenceOf(def: OpDef<never>): Reference {
       const vals = new Array<number>(args.length);
       for (let i = 0; i < out.data.length; i++) {
         for (let a = 0; a < args.length; a++) vals[a] = args[a]!.data[i]!;
-        out.data[i] = def.cpu(vals, n.attrs as never, n.inputs);
+        const at = def.indexArgs ? def.indexArgs(delinearize(numberIndex, i, n.shape), n.attrs as never) : vals;
+        out.data[i] = def.cpu(at, n.attrs as never, n.inputs);
       }
     };
     case 'view': return (n, args, out) => {

@@ -279,7 +279,7 @@ export class Emitter {
     const def = OPS[n.op];
     switch (def.kind) {
       case 'elementwise': {
-        const args = n.op === 'iota' ? [idx[(n as Node<'iota'>).attrs.axis]!] : n.inputs.map((i) => this.value(i, idx));
+        const args = def.indexArgs ? def.indexArgs(idx, n.attrs as never) : n.inputs.map((i) => this.value(i, idx));
         return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
       }
       case 'view': {

@@ -84,6 +84,8 @@ interface ReduceDef<K extends OpName> extends Common<K> {
   operands?<T>(out: readonly T[], k: T): { input: number; index: T[] }[];
   identity: number;
   combine: { cpu(a: number, b: number): number; wgsl(a: string, b: string): string };
+  /** The WGSL subgroup builtin that combines across lanes. */
+  subgroup: 'subgroupAdd' | 'subgroupMax';
   /** Applied once to the combined value; `size` is the reduced length. */
   finish?: { cpu(acc: number, size: number): number; wgsl(acc: string, size: number): string };
 }
@@ -360,11 +362,12 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
     wgsl: (a) => `select(${a[2]}, ${a[1]}, ${a[0]})`,
   },
 
-  sum: { kind: 'reduce', infer: reduceRule('sum'), identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` } },
-  rmax: { kind: 'reduce', infer: reduceRule('rmax'), identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => `max(${a}, ${b})` } },
+  sum: { kind: 'reduce', infer: reduceRule('sum'), subgroup: 'subgroupAdd', identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` } },
+  rmax: { kind: 'reduce', infer: reduceRule('rmax'), subgroup: 'subgroupMax', identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => `max(${a}, ${b})` } },
   mean: {
     kind: 'reduce',
     infer: reduceRule('mean'),
+    subgroup: 'subgroupAdd',
     identity: 0,
     combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
     finish: { cpu: (acc, n) => acc / n, wgsl: (acc, n) => `(${acc} * ${lit(1 / n, 'f32')})` },
@@ -378,6 +381,7 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
       { input: 0, index: [...out.slice(0, -1), k] },
       { input: 1, index: [...out.slice(0, -2), k, out[out.length - 1]!] },
     ],
+    subgroup: 'subgroupAdd',
     identity: 0,
     combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
     infer: (inputs) => {

@@ -365,7 +365,7 @@ export class Emitter {
           `// reduce %${n.id} (${n.op} over ${len})`,
           `var ${acc}: ${type} = ${init};`,
           ...loop,
-          ...(this.subgroups ? this.subgroupCombine(n.op === 'rmax' ? 'subgroupMax' : 'subgroupAdd', acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
+          ...(this.subgroups ? this.subgroupCombine(def.subgroup, acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
           `${red}[lid] = ${acc};`,
           `workgroupBarrier();`,
           `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`,

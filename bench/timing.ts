@@ -42,7 +42,7 @@ export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePas
 type Profilable = Pick<Executable, 'encodeProfiled' | 'program'>;
 
 /** Raw begin/end timestamps (ns) of each kernel over `repeats` profiled runs; null without timestamp-query. */
-export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats: number): Promise<{ names: string[]; runs: { begin: bigint; end: bigint }[][] } | null> {
+export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats: number, beforeRun?: () => Promise<void>): Promise<{ names: string[]; runs: { begin: bigint; end: bigint }[][] } | null> {
   if (!rt.strata.features.includes('timestamp-query')) return null;
   const n = exe.program.kernels.length;
   const querySet = rt.device.createQuerySet({ type: 'timestamp', count: 2 * n });
@@ -51,6 +51,7 @@ export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats:
   const runs: { begin: bigint; end: bigint }[][] = [];
   try {
     for (let r = 0; r < repeats; r++) {
+      await beforeRun?.();
       rt.submitWork('profile', (enc) => {
         names = exe.encodeProfiled(enc, querySet, 0);
         enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);

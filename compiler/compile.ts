@@ -95,7 +95,7 @@ function lowerAll(g: Graph, mat: Set<number>, limits: DeviceLimits): LoweredKern
       const kernels: LoweredKernel[] = [];
       for (const n of g.nodes) {
         if (!mat.has(n.id) || n.op === 'input' || n.op === 'weight' || n.op === 'state') continue;
-        const k = lowerKernel(n, isMat, { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true });
+        const k = lowerKernel(n, isMat, { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize });
         // a scatter must not read the buffer it writes (threads would race): give its values a buffer of their own
         if (n.op === 'scatter') {
           const state = stateRoot(n);

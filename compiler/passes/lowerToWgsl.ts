@@ -16,6 +16,7 @@ import { delinearize, linearize } from '../indexAlgebra.ts';
 import { wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, NeedsMaterialize, RowModeFails, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
+import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
@@ -42,12 +43,20 @@ export interface LowerOptions {
   subgroups?: boolean;
   /** Loops with a known trip count may be written out trip by trip (see DeviceLimits.unroll). */
   unroll?: boolean;
+  /** Bytes of workgroup memory a kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
+  workgroupStorage?: number;
 }
 
 export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
   if (root.op === 'scatter') return lowerScatter(root, isMat);
   if (root.op === 'cumsum') return lowerScan(root, isMat);
-  if (root.op === 'attention') return lowerAttention(root, isMat, options.subgroups ?? false);
+  if (root.op === 'attention') {
+    // many query rows per sequence (prefill): tiles of rows share key and value tiles in workgroup memory
+    const [q, , v] = root.inputs as [Node, Node, Node];
+    const r = root.shape.length;
+    const tiles = root.shape[r - 2]! >= TILED_MIN_ROWS ? prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, options.workgroupStorage ?? 16384) : undefined;
+    return tiles ? lowerAttentionPrefill(root, isMat, tiles) : lowerAttention(root, isMat, options.subgroups ?? false);
+  }
   const mms = tiledMatmulsOf(root, isMat);
   if (mms) return lowerTiledMatmul(root, mms, isMat);
   // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own

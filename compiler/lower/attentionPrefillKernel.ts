@@ -89,31 +89,21 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
 
   // every block is built before the lines around it are written: values hoisted while building land above
   const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
-  const stage = (n: number, body: () => void) => {
-    const inner = e.nested(body);
-    return [`for (var ${el}: u32 = lid; ${el} < ${n}u; ${el} += ${WG}u) {`, ...inner.map((l) => '  ' + l), `}`];
+  // a tile of `rows` x `cols` elements copied into workgroup memory, threads along the columns (contiguous in
+  // memory for the query, key and value layouts the models use); `at` names the row's index in the source
+  const stage = (rows: number, rowBase: string, rowMax: number, cols: number, write: (row: string, col: string, at: string) => string) => {
+    const inner = e.nested(() => {
+      const [tr, tc, at] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
+      e.line(`let ${e.bound(tr, rows - 1)} = ${el} / ${cols}u;`);
+      e.line(`let ${e.bound(tc, cols - 1)} = ${el} % ${cols}u;`);
+      e.line(`let ${e.bound(at, rowMax)} = min(${rowBase} + ${tr}, ${rowMax}u);`);
+      e.line(write(tr, tc, at));
+    });
+    return [`for (var ${el}: u32 = lid; ${el} < ${rows * cols}u; ${el} += ${WG}u) {`, ...inner.map((l) => '  ' + l), `}`];
   };
-  const qLoad = stage(BM * D, () => {
-    const [qr, qd, qm] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
-    e.line(`let ${e.bound(qr, BM - 1)} = ${el} / ${D}u;`);
-    e.line(`let ${e.bound(qd, D - 1)} = ${el} % ${D}u;`);
-    e.line(`let ${e.bound(qm, M - 1)} = min(m0 + ${qr}, ${M - 1}u);`);
-    e.line(`att_q[${qr} * ${QS}u + ${qd}] = ${e.value(q, [...batch, qm, qd])};`);
-  });
-  const kLoad = stage(BN * D, () => {
-    const [kc, kd, key] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
-    e.line(`let ${e.bound(kc, BN - 1)} = ${el} / ${D}u;`);
-    e.line(`let ${e.bound(kd, D - 1)} = ${el} % ${D}u;`);
-    e.line(`let ${e.bound(key, E - 1)} = min(t0 + ${kc}, ${E - 1}u);`);
-    e.line(`att_kv[${kd} * ${KS}u + ${kc}] = ${e.value(kT, [...batch, kd, key])};`);
-  });
-  const vLoad = stage(BN * Dv, () => {
-    const [vc, vd, key] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
-    e.line(`let ${e.bound(vc, BN - 1)} = ${el} / ${Dv}u;`);
-    e.line(`let ${e.bound(vd, Dv - 1)} = ${el} % ${Dv}u;`);
-    e.line(`let ${e.bound(key, E - 1)} = min(t0 + ${vc}, ${E - 1}u);`);
-    e.line(`att_kv[${el}] = ${e.value(v, [...batch, key, vd])};`);
-  });
+  const qLoad = stage(BM, 'm0', M - 1, D, (qr, qd, qm) => `att_q[${qr} * ${QS}u + ${qd}] = ${e.value(q, [...batch, qm, qd])};`);
+  const kLoad = stage(BN, 't0', E - 1, D, (kc, kd, key) => `att_kv[${kd} * ${KS}u + ${kc}] = ${e.value(kT, [...batch, kd, key])};`);
+  const vLoad = stage(BN, 't0', E - 1, Dv, (_vc, vd, key) => `att_kv[${el}] = ${e.value(v, [...batch, key, vd])};`);
   const jj = e.bound(e.fresh('k'), KPT - 1);
   const kk = e.bound(e.fresh('k'), E - 1);
   const scoreBody = e.nested(() => {

@@ -12,7 +12,7 @@ import { mulberry32 } from '../../base/random.ts';
 // (0: none), storage the workgroup-memory limit, tile the rows x keys of the tile shape it must select.
 interface Case { H: number; M: number; E: number; D: number; Dv: number; W: number; softcap: number; storage: number; tile: string }
 const CASES: Case[] = [
-  { H: 2, M: 38, E: 45, D: 16, Dv: 24, W: 0, softcap: 0, storage: 16384, tile: '16x32' },
+  { H: 2, M: 38, E: 45, D: 16, Dv: 24, W: 0, softcap: 0, storage: 8192, tile: '16x32' },
   { H: 1, M: 21, E: 70, D: 20, Dv: 20, W: 9, softcap: 5, storage: 32768, tile: '16x64' },
   { H: 1, M: 17, E: 30, D: 40, Dv: 36, W: 0, softcap: 0, storage: 4096, tile: '8x8' },
   { H: 1, M: 16, E: 19, D: 256, Dv: 256, W: 4, softcap: 0, storage: 16384, tile: '4x8' },

@@ -43,10 +43,11 @@ export function prefillTiles(D: number, Dv: number, storage: number): Tiles | un
 /**
  * Flash attention on tiles, one workgroup per (tile of query rows, batch index: the sequence and KV head), so a key
  * or value tile staged in workgroup memory serves every query row of the tile (with GQA folded into the rows, the
- * query heads of a group too). The one-row decode kernel, run once per query row, re-read the whole K and V of its
- * sequence for every row (512 times per KV head at 128 tokens of llama-400m), read keys with threads 1 KiB apart
- * (one cache line per thread and load), and walked each row's tiles through two workgroup reductions apiece:
- * 2048 workgroups of such chains took 1.87 ms per call on an H200.
+ * query heads of a group too). The one-row decode kernel, run once per query row, re-reads the whole K and V of its
+ * sequence for every row (512 times per KV head at 128 tokens of llama-400m), reads keys with threads 1 KiB apart
+ * (one cache line per thread and load) and walks each row's key tiles one after another through two workgroup
+ * reductions apiece: 2048 workgroups of such chains took 1.87 ms per call in an H200 profile (whose runs had grown
+ * the cache to thousands of keys, so many tiles a row).
  *
  * Per key tile: the tile's keys are loaded coalesced (threads along the head dimension) into workgroup memory,
  * transposed so that the 8 threads of a row read neighbouring keys; each thread scores keys/8 keys of its row

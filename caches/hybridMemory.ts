@@ -8,7 +8,7 @@ import type { KeyShifter } from './keyShift.ts';
 import { bufferKey } from './bufferKeys.ts';
 import { KvCache, type SlotTensor } from './kvCache.ts';
 import { RecurrentCache } from './recurrentCache.ts';
-import { type MemoryOptions, type MemoryReport, type MemorySpec, isRing, memoryReport, ownKv } from './spec.ts';
+import { type MemoryOptions, type MemoryReport, type MemorySpec, evictingPolicy, isRing, memoryReport, ownKv } from './spec.ts';
 import { POSITION_STATE, type StateEntry, StateTable, entryBytes, memoryStateEntries } from './stateTable.ts';
 
 /** An operation the memory refuses (the message says why and what is possible); nothing was changed. */
@@ -25,7 +25,7 @@ export interface ModelIdentity {
 
 export interface HybridMemoryOptions {
   /**
-   * Snapshot planes per slot (default 2 when the model has recurrent or sliding-window layers, else 0) and
+   * Snapshot planes per slot (default 2 when the model has recurrent, sliding-window or evicting KV layers, else 0) and
    * an automatic snapshot every `every` tokens, taken after the step that reaches it (0: only on request).
    */
   snapshots?: { perSlot?: number; every?: number };
@@ -91,7 +91,7 @@ export class HybridMemory {
   ) {
     for (const k of ['slots', 'capacity', 'maxChunk'] as const)
       if (!Number.isInteger(options[k]) || options[k] < 1) throw new MemoryError(`memory option ${k} must be a positive integer, got ${options[k]}`);
-    const rollbackNeedsSnapshots = spec.some((l) => l.states.length > 0 || (ownKv(l) && isRing(ownKv(l)!, options)));
+    const rollbackNeedsSnapshots = spec.some((l) => l.states.length > 0 || (ownKv(l) && (isRing(ownKv(l)!, options) || evictingPolicy(ownKv(l)!, options))));
     this.snapshotsPerSlot = opts.snapshots?.perSlot ?? (rollbackNeedsSnapshots ? 2 : 0);
     this.snapshotEvery = opts.snapshots?.every ?? 0;
     if (!Number.isInteger(this.snapshotsPerSlot) || this.snapshotsPerSlot < 0) throw new MemoryError(`snapshots.perSlot must be a non-negative integer, got ${this.snapshotsPerSlot}`);
@@ -219,9 +219,10 @@ export class HybridMemory {
 
   /**
    * Removes positions [from, to) of a slot's sequence (to defaults to its end). A suffix goes back to `from`:
-   * always possible for full attention layers, and for recurrent layers (and sliding-window rings cut back
-   * further than their slack) only to a snapshot. A middle range moves the later KV entries down (with a
-   * key shift, see KeyShift) and is refused for recurrent and ring layers. A refusal changes nothing.
+   * always possible for full attention layers, and for recurrent layers, evicting KV layers (lastRecent, h2o) and
+   * sliding-window rings cut back further than their slack only to a snapshot. A middle range moves the later KV
+   * entries down (with a key shift, see KeyShift) and is refused for recurrent, ring and evicting layers. A
+   * refusal changes nothing.
    */
   async removeRange(slot: number, from: number, to = Infinity): Promise<void> {
     this.checkSlot(slot);
@@ -303,8 +304,8 @@ export class HybridMemory {
   }
 
   /**
-   * Copies the slot's recurrent states, sliding-window rings and position to a snapshot plane on the GPU;
-   * the oldest snapshot is replaced when every plane is in use. Returns the position it holds.
+   * Copies the slot's recurrent states, sliding-window rings, evicting KV layers and position to a snapshot plane
+   * on the GPU; the oldest snapshot is replaced when every plane is in use. Returns the position it holds.
    */
   snapshot(slot: number): number {
     this.checkSlot(slot);

@@ -1,7 +1,7 @@
 // The attention part of a session's memory: one K and one V buffer per layer that owns its KV
 // ([slots * entries, kvHeads * dim], a ring of window + maxChunk - 1 entries for sliding windows), none for
-// layers that read another's. Sequence operations on it are row copies; a ring also gets snapshot planes,
-// because rolling it back further than its slack needs the entries that newer positions overwrote.
+// layers that read another's. Sequence operations on it are row copies; a ring and an evicting layer also get
+// snapshot planes, because rolling them back needs the entries that newer positions overwrote or evicted.
 import type { DeviceCopies, Region } from './deviceCopies.ts';
 import { type EvictingPolicy, type KvSpec, type MemoryOptions, type MemorySpec, describePolicy, effectiveWindow, evictingPolicy, isRing, kvEntries, ownKv } from './spec.ts';
 import { type StateEntry, kvStateName, policyStateName } from './stateTable.ts';
@@ -16,12 +16,14 @@ export interface KvLayer {
   /** Bytes of one entry (row) of K and of V. */
   rowBytes: { k: number; v: number };
   buffers: { k: GPUBuffer; v: GPUBuffer };
-  /** Ring layers with snapshot storage: [planes * entries, ...] copies of a slot's ring. */
+  /** Ring and evicting layers with snapshot storage: [planes * entries, ...] copies of a slot's entries. */
   snapshots?: { k: GPUBuffer; v: GPUBuffer };
   /** lastRecent or h2o: older positions are evicted, so the slot's entries are copied and saved whole. */
   policy?: EvictingPolicy;
   /** h2o: [slots * entries] position + 1 and accumulated score of each entry. */
   h2o?: { kpos: GPUBuffer; score: GPUBuffer };
+  /** h2o with snapshot storage: [planes * entries] copies of both. */
+  h2oSnapshots?: { kpos: GPUBuffer; score: GPUBuffer };
 }
 
 /** A named byte range of one slot, as saved to and restored from a file. */
@@ -51,11 +53,16 @@ export class KvCache {
       const entries = kvEntries(own, options);
       const ring = isRing(own, options);
       const buffers = { k: buffer('state', kvStateName(layer, 'k')), v: buffer('state', kvStateName(layer, 'v')) };
-      const snapshots = ring && planes > 0 ? { k: buffer('snapshot', kvStateName(layer, 'k')), v: buffer('snapshot', kvStateName(layer, 'v')) } : undefined;
-      const rowBytes = { k: own.kvHeads * own.headDim * 4, v: own.kvHeads * (own.valueDim ?? own.headDim) * 4 };
       const policy = evictingPolicy(own, options);
-      const h2o = policy?.kind === 'h2o' ? { kpos: buffer('state', policyStateName(layer, 'kpos')), score: buffer('state', policyStateName(layer, 'score')) } : undefined;
-      this.layers.push({ layer, spec: own, entries, ring, window: effectiveWindow(own, options), rowBytes, buffers, ...(snapshots ? { snapshots } : {}), ...(policy ? { policy } : {}), ...(h2o ? { h2o } : {}) });
+      const snapshots = (ring || policy) && planes > 0 ? { k: buffer('snapshot', kvStateName(layer, 'k')), v: buffer('snapshot', kvStateName(layer, 'v')) } : undefined;
+      const rowBytes = { k: own.kvHeads * own.headDim * 4, v: own.kvHeads * (own.valueDim ?? own.headDim) * 4 };
+      const h2oBuffers = (role: 'state' | 'snapshot') => ({ kpos: buffer(role, policyStateName(layer, 'kpos')), score: buffer(role, policyStateName(layer, 'score')) });
+      const h2o = policy?.kind === 'h2o' ? h2oBuffers('state') : undefined;
+      const h2oSnapshots = h2o && planes > 0 ? h2oBuffers('snapshot') : undefined;
+      this.layers.push({
+        layer, spec: own, entries, ring, window: effectiveWindow(own, options), rowBytes, buffers,
+        ...(snapshots ? { snapshots } : {}), ...(policy ? { policy } : {}), ...(h2o ? { h2o } : {}), ...(h2oSnapshots ? { h2oSnapshots } : {}),
+      });
     });
   }
 
@@ -74,22 +81,22 @@ export class KvCache {
     return this.layers.filter((l) => l.policy);
   }
 
-  private evictingReason(): string | null {
+  private evictingReason(what: string): string | null {
     const ev = this.evicting;
-    return ev.length ? `layers ${ev.map((l) => `${l.layer} (${describePolicy(l.policy!)})`).join(', ')} evict positions for good` : null;
+    return ev.length ? `layers ${ev.map((l) => `${l.layer} (${describePolicy(l.policy!)})`).join(', ')} evict positions for good: ${what}` : null;
   }
 
   /** Why the suffix [from, length) cannot be removed, or null. `plane`: a snapshot taken at `from`. */
   checkRemoveSuffix(from: number, length: number, plane: number | undefined): string | null {
-    if (this.evicting.length) return this.evictingReason();
     if (plane !== undefined && this.planes > 0) return null;
+    if (this.evicting.length) return this.evictingReason('they go back only to a snapshot (or to 0)');
     const bad = this.rings.filter((l) => !this.ringKeeps(l, from, length));
     if (!bad.length) return null;
     return `sliding-window layers ${bad.map((l) => l.layer).join(', ')} keep a ring of ${bad[0]!.entries} entries: positions before ${from} that position ${from} still sees were overwritten`;
   }
 
   checkRemoveMiddle(): string | null {
-    if (this.evicting.length) return this.evictingReason();
+    if (this.evicting.length) return this.evictingReason('their entries cannot be moved');
     const rings = this.rings;
     if (rings.length) return `sliding-window layers ${rings.map((l) => l.layer).join(', ')} keep a ring: entries cannot be moved inside it`;
     return null;
@@ -97,9 +104,9 @@ export class KvCache {
 
   encodeRemoveSuffix(copies: DeviceCopies, slot: number, from: number, length: number, plane: number | undefined): void {
     if (plane === undefined) return; // entries past the new length are masked by the position
-    for (const l of this.rings) {
-      if (!l.snapshots || this.ringKeeps(l, from, length)) continue;
-      this.copyRing(copies, l, l.snapshots, plane, l.buffers, slot);
+    for (const l of this.layers) {
+      if (!l.snapshots || (l.ring && this.ringKeeps(l, from, length))) continue;
+      this.copyEntries(copies, l, 'snapshot', plane, 'live', slot);
     }
   }
 
@@ -130,18 +137,23 @@ export class KvCache {
   }
 
   encodeSnapshot(copies: DeviceCopies, slot: number, plane: number): void {
-    for (const l of this.rings) if (l.snapshots) this.copyRing(copies, l, l.buffers, slot, l.snapshots, plane);
+    for (const l of this.layers) if (l.snapshots) this.copyEntries(copies, l, 'live', slot, 'snapshot', plane);
   }
 
   encodeCopyPlane(copies: DeviceCopies, srcPlane: number, dstPlane: number): void {
-    for (const l of this.rings) if (l.snapshots) this.copyRing(copies, l, l.snapshots, srcPlane, l.snapshots, dstPlane);
+    for (const l of this.layers) if (l.snapshots) this.copyEntries(copies, l, 'snapshot', srcPlane, 'snapshot', dstPlane);
   }
 
-  private copyRing(copies: DeviceCopies, l: KvLayer, from: { k: GPUBuffer; v: GPUBuffer }, fromIndex: number, to: { k: GPUBuffer; v: GPUBuffer }, toIndex: number): void {
+  /** Copies all of a ring's or evicting layer's entries (h2o: with positions and scores) between a slot and a plane. */
+  private copyEntries(copies: DeviceCopies, l: KvLayer, from: 'live' | 'snapshot', fromIndex: number, to: 'live' | 'snapshot', toIndex: number): void {
+    const kv = (side: 'live' | 'snapshot') => (side === 'live' ? l.buffers : l.snapshots!);
     for (const which of ['k', 'v'] as const) {
       const bytes = l.entries * l.rowBytes[which];
-      copies.copy(from[which], fromIndex * bytes, to[which], toIndex * bytes, bytes);
+      copies.copy(kv(from)[which], fromIndex * bytes, kv(to)[which], toIndex * bytes, bytes);
     }
+    if (!l.h2oSnapshots) return;
+    const h2o = (side: 'live' | 'snapshot') => (side === 'live' ? l.h2o! : l.h2oSnapshots!);
+    for (const which of ['kpos', 'score'] as const) copies.copy(h2o(from)[which], fromIndex * l.entries * 4, h2o(to)[which], toIndex * l.entries * 4, l.entries * 4);
   }
 
   /** A slot's live entries: rows [0, length) of a full layer, the whole ring of a sliding one. */

@@ -164,7 +164,7 @@ export interface LayerMemoryReport {
   kvBytes: number;
   /** Its recurrent states. */
   stateBytes: number;
-  /** Its share of the snapshot planes: recurrent states and sliding-window rings. */
+  /** Its share of the snapshot planes: recurrent states, sliding-window rings and evicting KV layers. */
   snapshotBytes: number;
   sharesKvWith: number | null;
   /** [slots, entries, kvHeads, keyDim + valueDim] */
@@ -213,7 +213,8 @@ export function memoryReport(spec: MemorySpec, opts: MemoryOptions, snapshots: S
     // h2o also keeps each entry's position and accumulated score
     const kvSlot = own ? kvSlotBytes(own, opts, 'k') + kvSlotBytes(own, opts, 'v') + (evictingPolicy(own, opts)?.kind === 'h2o' ? entries * 8 : 0) : 0;
     const stateSlot = l.states.reduce((a, s) => a + stateSlotBytes(s), 0);
-    const ringSlot = own && isRing(own, opts) ? kvSlot : 0;
+    // rings and evicting layers are snapshotted whole (h2o with its positions and scores)
+    const ringSlot = own && (isRing(own, opts) || evictingPolicy(own, opts)) ? kvSlot : 0;
     return {
       layer: i,
       kind: layerKind(l),

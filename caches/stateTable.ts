@@ -15,7 +15,7 @@ export type StateKind =
   | 'keyPositions' // [slots, entries] i32: position + 1 each h2o entry holds (0: empty)
   | 'scores' // [slots, entries] f32: attention weight each h2o entry accumulated
   | 'recurrent' // [slots, ...shape]: conv, SSM or delta-rule state
-  | 'snapshot' // [planes, ...]: copies of recurrent states and rings, and the positions they were taken at
+  | 'snapshot' // [planes, ...]: copies of recurrent states, rings and evicting layers, and the positions they were taken at
   | 'helper' // the zero state clears copy from and the scratch of copies inside one buffer
   | 'sampling' // [slots, PARAM_STRIDE] f32: temperature, top-k/p, min-p, repetition penalty
   | 'rng' // [slots] u32: PCG state
@@ -29,15 +29,14 @@ export type Effect =
   | 'zero' // set to the zero state, a copy on the device
   | 'copy' // copied from the source slot on the device
   | 'masked' // untouched: entries past the new length are masked by the position
-  | 'from snapshot' // copied back from a snapshot plane (a ring only when cut back past its slack)
+  | 'from snapshot' // copied back from a snapshot plane (a ring only when cut back past its slack; evicting layers: only to a snapshot)
   | 'host write' // a few bytes only the host knows (a length, the next token to feed)
   | 'kept' // untouched and still meaningful (sampling state: a rolled-back sequence draws on from its RNG)
   | 'forgotten' // host bookkeeping dropped; the bytes stay until overwritten
   | 'saved' // written to the file: its slot's part (a full KV layer: rows below the length)
   | 'written' // overwritten from the file
   | 'not saved' // not part of a saved slot
-  | 'shared' // not per slot
-  | 'refused'; // the operation is refused (evicted positions cannot come back), except back to 0 (a clear)
+  | 'shared'; // not per slot
 
 export interface Behaviour {
   clear: Effect;
@@ -52,9 +51,10 @@ export interface Behaviour {
 export const BEHAVIOUR: { readonly [K in StateKind]: Behaviour } = {
   position: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'host write', save: 'saved', restore: 'written' },
   kv: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'masked', save: 'saved', restore: 'written' },
-  evicting: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'refused', save: 'saved', restore: 'written' },
-  keyPositions: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'refused', save: 'saved', restore: 'written' },
-  scores: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'refused', save: 'saved', restore: 'written' },
+  // evicted positions cannot be recomputed from what is kept: a rollback goes to a snapshot (or 0) only
+  evicting: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'from snapshot', save: 'saved', restore: 'written' },
+  keyPositions: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'from snapshot', save: 'saved', restore: 'written' },
+  scores: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'from snapshot', save: 'saved', restore: 'written' },
   ring: { clear: 'masked', fork: 'copy', keep: 'masked', rollback: 'from snapshot', save: 'saved', restore: 'written' },
   recurrent: { clear: 'zero', fork: 'copy', keep: 'zero', rollback: 'from snapshot', save: 'saved', restore: 'written' },
   snapshot: { clear: 'forgotten', fork: 'copy', keep: 'forgotten', rollback: 'kept', save: 'not saved', restore: 'forgotten' },
@@ -116,11 +116,17 @@ export function memoryStateEntries(spec: MemorySpec, options: MemoryOptions, pla
       out.push({ ...memory, ...perSlot, role: 'state', name: policyStateName(layer, 'kpos'), kind: 'keyPositions', dtype: 'i32' });
       out.push({ ...memory, ...perSlot, role: 'state', name: policyStateName(layer, 'score'), kind: 'scores' });
     }
-    if (kind === 'ring' && planes > 0)
+    if (kind !== 'kv' && planes > 0) {
       for (const which of ['k', 'v'] as const) {
         const width = own.kvHeads * (which === 'k' ? own.headDim : (own.valueDim ?? own.headDim));
         out.push({ ...memory, role: 'snapshot', name: kvStateName(layer, which), kind: 'snapshot', layer, shape: [planes * entries, width], slotBytes: entries * width * 4 });
       }
+      if (policy?.kind === 'h2o') {
+        const perPlane = { layer, kind: 'snapshot' as const, shape: [planes, entries], slotBytes: entries * 4 };
+        out.push({ ...memory, ...perPlane, role: 'snapshot', name: policyStateName(layer, 'kpos'), dtype: 'i32' });
+        out.push({ ...memory, ...perPlane, role: 'snapshot', name: policyStateName(layer, 'score') });
+      }
+    }
   });
   spec.forEach((l, layer) =>
     l.states.forEach((s) => {

@@ -9,7 +9,7 @@ import type { StepContext } from '../caches/stepContext.ts';
 import { gatedMlp, linear, rmsnorm, rope, ropeInvFreq } from '../dsl/nn/basic.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 import type { Mamba2MixerConfig } from '../models/config.ts';
-import { mamba2Layer, mamba2States } from '../models/mamba2.ts';
+import { mamba2Layer, mamba2States } from '../models/families/mamba2.ts';
 import type { ModelDef } from '../models/model.ts';
 import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';

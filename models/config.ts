@@ -9,16 +9,16 @@ import { ConfigError, type RopeConfig } from './configs/common.ts';
 import { ROPE_TYPES, ropeTables } from './rope.ts';
 import { MODELS, modelEntry } from './registry.ts';
 import { MAX_CONFIG_DEPTH, checkConfigLimits, checkJsonDepth, checkTensorSizes } from './configs/limits.ts';
-import type { BambaConfig } from './configs/bamba.ts';
-import type { FalconH1Config } from './configs/falcon_h1.ts';
-import type { Gemma3nTextConfig } from './configs/gemma3n_text.ts';
-import type { GraniteMoeHybridConfig } from './configs/granitemoehybrid.ts';
-import type { JambaConfig } from './configs/jamba.ts';
-import type { Lfm2Config } from './configs/lfm2.ts';
-import type { LlamaConfig } from './configs/llama.ts';
-import type { MambaConfig } from './configs/mamba.ts';
-import type { Mamba2Config } from './configs/mamba2.ts';
-import type { Qwen3NextConfig } from './configs/qwen3_next.ts';
+import type { BambaConfig } from './families/bamba.ts';
+import type { FalconH1Config } from './families/falcon_h1.ts';
+import type { Gemma3nTextConfig } from './families/gemma3n_text.ts';
+import type { GraniteMoeHybridConfig } from './families/granitemoehybrid.ts';
+import type { JambaConfig } from './families/jamba.ts';
+import type { Lfm2Config } from './families/lfm2.ts';
+import type { LlamaConfig } from './families/llama.ts';
+import type { MambaConfig } from './families/mamba.ts';
+import type { Mamba2Config } from './families/mamba2.ts';
+import type { Qwen3NextConfig } from './families/qwen3_next.ts';
 
 export { ConfigError } from './configs/common.ts';
 export type {
@@ -42,9 +42,9 @@ export type {
   Mamba2Config,
   Qwen3NextConfig,
 };
-export type { FalconH1Multipliers } from './configs/falcon_h1.ts';
-export type { KvSharingRole } from './configs/gemma3n_text.ts';
-export type { GatedDeltaNetConfig } from './configs/qwen3_next.ts';
+export type { FalconH1Multipliers } from './families/falcon_h1.ts';
+export type { KvSharingRole } from './families/gemma3n_text.ts';
+export type { GatedDeltaNetConfig } from './families/qwen3_next.ts';
 
 export interface ConfigByModelType {
   llama: LlamaConfig;

@@ -1,28 +1,19 @@
 // The model registry: for every model_type, the zod schema of its config.json and the builder of its forward
-// pass, in one table typed over ModelType, so a family with one and not the other is a compile error.
+// pass (both in models/families/<model_type>.ts), in one table typed over ModelType, so a family with one and not
+// the other is a compile error.
 import type { z } from 'zod';
 import type { ConfigByModelType, ModelConfig, ModelType } from './config.ts';
-import { bambaConfigSchema } from './configs/bamba.ts';
-import { falconH1ConfigSchema } from './configs/falcon_h1.ts';
-import { gemma3nTextConfigSchema } from './configs/gemma3n_text.ts';
-import { granitemoehybridConfigSchema } from './configs/granitemoehybrid.ts';
-import { jambaConfigSchema } from './configs/jamba.ts';
-import { lfm2ConfigSchema } from './configs/lfm2.ts';
-import { llamaConfigSchema } from './configs/llama.ts';
-import { mambaConfigSchema } from './configs/mamba.ts';
-import { mamba2ConfigSchema } from './configs/mamba2.ts';
-import { qwen3NextConfigSchema } from './configs/qwen3_next.ts';
 import type { ModelDef } from './model.ts';
-import { bamba } from './bamba.ts';
-import { falconH1 } from './falconH1.ts';
-import { gemma3nText } from './gemma3n.ts';
-import { granitemoehybrid } from './granitemoehybrid.ts';
-import { jamba } from './jamba.ts';
-import { lfm2 } from './lfm2.ts';
-import { llama } from './llama.ts';
-import { mamba } from './mamba.ts';
-import { mamba2 } from './mamba2.ts';
-import { qwen3Next } from './qwen3Next.ts';
+import { bamba, bambaConfigSchema } from './families/bamba.ts';
+import { falconH1, falconH1ConfigSchema } from './families/falcon_h1.ts';
+import { gemma3nText, gemma3nTextConfigSchema } from './families/gemma3n_text.ts';
+import { granitemoehybrid, granitemoehybridConfigSchema } from './families/granitemoehybrid.ts';
+import { jamba, jambaConfigSchema } from './families/jamba.ts';
+import { lfm2, lfm2ConfigSchema } from './families/lfm2.ts';
+import { llama, llamaConfigSchema } from './families/llama.ts';
+import { mamba, mambaConfigSchema } from './families/mamba.ts';
+import { mamba2, mamba2ConfigSchema } from './families/mamba2.ts';
+import { qwen3Next, qwen3NextConfigSchema } from './families/qwen3_next.ts';
 
 export interface ModelEntry<K extends ModelType> {
   schema: z.ZodType<ConfigByModelType[K]>;

@@ -6,8 +6,9 @@ import { delinearize } from '../indexAlgebra.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
-/** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head). */
-export const DECODE_MAX_ROWS = 16;
+/** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
+ * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
+export const DECODE_MAX_ROWS = 15;
 /** Threads of a workgroup. */
 const WG = 256;
 /** Threads that share one key, each holding every LANES-th element of the query, key and value rows. A subgroup

@@ -13,20 +13,21 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
-import { wgslLiteral, wgslType } from '../ops.ts';
-import { Emitter, type KernelMode, type LoweredKernel, NeedsMaterialize, RowModeFails, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
+import { OPS, wgslLiteral, wgslType } from '../ops.ts';
+import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
+import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
-import { lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
+import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
-export { NeedsMaterialize, SEQ_MAX, isReduction, reduceLength };
-export type { KernelMode, LoweredKernel };
+export { SEQ_MAX, isReduction, reduceLength };
+export type { KernelMode, LoweredKernel, Refusal };
 
 const MAP_WG = 256;
 
 /** Whether a long reduction is reachable from `n` without crossing a materialised node. */
-function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): boolean {
+export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): boolean {
   if (seen.has(n.id)) return false;
   seen.add(n.id);
   for (const i of n.inputs) {
@@ -37,42 +38,72 @@ function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<n
   return false;
 }
 
-
 export interface LowerOptions {
   /** The device has subgroup operations (WGSL `enable subgroups`). */
   subgroups?: boolean;
   /** Loops with a known trip count may be written out trip by trip (see DeviceLimits.unroll). */
   unroll?: boolean;
+  /** Bytes of workgroup memory a kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
+  workgroupStorage?: number;
 }
 
-export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
-  if (root.op === 'scatter') return lowerScatter(root, isMat);
-  if (root.op === 'cumsum') return lowerScan(root, isMat);
-  if (root.op === 'attention') {
-    // few query rows per K/V batch index (decode): keys split across thread groups; many rows: one row a workgroup
-    if (root.shape[root.shape.length - 2]! <= DECODE_MAX_ROWS) return lowerAttentionDecode(root, isMat, options.subgroups ?? false, options.unroll ?? true);
-    return lowerAttention(root, isMat, options.subgroups ?? false);
-  }
+/** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
+export type TemplateChoice =
+  | { template: Exclude<KernelMode, 'tiled' | 'matvec'> }
+  | { template: 'tiled'; matmuls: Node[] }
+  | { template: 'matvec'; plan: MatvecPlan };
+
+/**
+ * The template of a kernel rooted at `root`, by rules over the graph: the op's own template (scatter, scan,
+ * attention), a tiled matmul for many rows, a matvec for few, a map when no long reduction is inlined, else a
+ * row kernel (the planner falls back to element when the row template refuses). Or the node that must get a
+ * buffer first: a many-row matmul read through views gets its own tiled kernel.
+ */
+export function chooseTemplate(root: Node, isMat: (n: Node) => boolean): TemplateChoice | { materialize: Node; reason: string } {
+  const own = OPS[root.op].template;
+  if (own) return { template: own as Exclude<KernelMode, 'tiled' | 'matvec'> };
   const mms = tiledMatmulsOf(root, isMat);
-  if (mms) return lowerTiledMatmul(root, mms, isMat);
-  // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own
+  if (mms) return { template: 'tiled', matmuls: mms };
   const big = bigMatmulUnder(root, isMat);
-  if (big) throw new NeedsMaterialize(big, 'a many-row matmul is read through views: it gets its own tiled kernel');
+  if (big) return { materialize: big, reason: 'a many-row matmul is read through views: it gets its own tiled kernel' };
   const mv = matvecPlanOf(root, isMat);
-  if (mv) return lowerMatvec(root, mv, isMat, options.subgroups ?? false, options.unroll ?? true);
+  if (mv) return { template: 'matvec', plan: mv };
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
-  if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
+  if (!rootIsLong && !hasLongReduction(root, isMat)) return { template: 'map' };
   const last = root.shape[root.shape.length - 1] ?? 1;
-  if (root.shape.length >= 1 && last > 1) {
-    try {
-      return lowerCooperative(root, isMat, 'row', options);
-    } catch (err) {
-      if (!(err instanceof RowModeFails)) throw err;
-    }
-  }
-  return lowerCooperative(root, isMat, 'element', options);
+  return { template: root.shape.length >= 1 && last > 1 ? 'row' : 'element' };
 }
 
+type Lowering = (root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, options: LowerOptions) => LoweredKernel;
+
+/** The kernel templates by name: lowering a planned kernel is a lookup here. */
+const TEMPLATES: Record<KernelMode, Lowering> = {
+  map: (root, _c, isMat) => lowerMap(root, isMat),
+  row: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'row', o),
+  element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
+  matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o.subgroups ?? false, o.unroll ?? true),
+  tiled: (root, c, isMat) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat),
+  attention: (root, _c, isMat, o) => lowerAttentionKernel(root, isMat, o),
+  scatter: (root, _c, isMat) => lowerScatter(root, isMat),
+  scan: (root, _c, isMat) => lowerScan(root, isMat),
+};
+
+/** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */
+export function lowerKernel(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
+  return TEMPLATES[choice.template](root, choice, isMat, options);
+}
+
+/**
+ * Attention: few query rows per K/V batch index (decode) split their keys across thread groups; many rows (prefill)
+ * go on tiles of rows sharing key and value tiles in workgroup memory, else one row a workgroup.
+ */
+function lowerAttentionKernel(root: Node, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
+  const [q, , v] = root.inputs as [Node, Node, Node];
+  const r = root.shape.length;
+  if (root.shape[r - 2]! <= DECODE_MAX_ROWS) return lowerAttentionDecode(root, isMat, o.subgroups ?? false, o.unroll ?? true);
+  const tiles = root.shape[r - 2]! >= TILED_MIN_ROWS ? prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) : undefined;
+  return tiles ? lowerAttentionPrefill(root, isMat, tiles) : lowerAttention(root, isMat, o.subgroups ?? false);
+}
 
 function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const e = new Emitter(root, isMat, 'map');
@@ -131,9 +162,7 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const body = [...e.topLines()];
   const main = [`let t = (wid.x + wid.y * NX) * WG + lid;`, `if (t >= ${n}u) { return; }`, ...body];
   const lowered = { ...finish(e, 'scatter', assemble(e, main, wg), Math.ceil(n / wg)), scatter: { elements: n, body } };
-  // Rows of the target are written in place: values (or indices) that read that same version would race with
-  // the writes, and the target has no binding of its own here. Give the reader a buffer first.
-  if (lowered.reads.includes(target)) throw new NeedsMaterialize(isMat(values) ? indices : values, 'scatter values read the state being written');
+  // the target is bound as the written buffer; the planner has given any reader of that version a buffer of its own
   lowered.reads = lowered.reads.filter((r) => r !== target);
   return lowered;
 }

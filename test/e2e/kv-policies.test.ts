@@ -2,7 +2,8 @@
 // accumulated attention, evicted on the GPU), on llama and a hybrid (granitemoehybrid). One token stream per
 // family is fed to a dense, a lastRecent and an h2o runner: while the budget holds the sequence they equal dense;
 // past it the positions kept match a CPU reference of each policy, step by step for h2o; decode runs past 4x the
-// budget with constant memory and nothing compiled or created after the first step.
+// budget with constant memory and nothing compiled or created after the first step; a rollback goes back to a
+// snapshot exactly and is refused (typed, saying why) anywhere else.
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
@@ -48,10 +49,15 @@ function h2oReference(before: { kpos: number[]; score: number[] }, position: num
 }
 
 describe.each(['llama', 'granitemoehybrid'])('%s', (family) => {
-  test('lastRecent and h2o: equal to dense within the budget, the kept positions of a CPU reference past it, constant memory past 4x the budget', async () => {
+  test('lastRecent and h2o: equal to dense within the budget, the kept positions of a CPU reference past it, constant memory past 4x the budget, rollback only to a snapshot', async () => {
     const open = (kvPolicy?: typeof LAST_RECENT | typeof H2O) => openFixture(family, { slots: 1, capacity: 64, ...(kvPolicy ? { kvPolicy } : {}) });
     const [dense, lastRecent, h2o] = [await open(), await open(LAST_RECENT), await open(H2O)];
-    for (const r of [lastRecent, h2o]) expect(r.caches.report().layers.some((l) => l.policy)).toBe(true);
+    for (const r of [lastRecent, h2o]) {
+      expect(r.caches.report().layers.some((l) => l.policy)).toBe(true);
+      // the report counts what is allocated, the snapshot planes of the evicting layers included
+      expect(r.caches.allocatedBytes()).toBe(r.caches.report().totalBytes);
+      expect(r.caches.report().snapshotBytes).toBeGreaterThan(dense.caches.report().snapshotBytes);
+    }
     const layer = dense.spec.findIndex((l) => l.kv && l.kv.sharesWith === undefined); // its keys depend on the tokens alone
     const heads = JSON.parse(readFileSync(path.join(FIXTURES, family, 'config.json'), 'utf8')).num_attention_heads as number;
 
@@ -105,11 +111,26 @@ describe.each(['llama', 'granitemoehybrid'])('%s', (family) => {
     expect(reference).toHaveLength(rows.length);
     expect(reference.map((p) => rows[entryOf(p)])).toEqual(reference.map((p) => denseRows[p]));
 
-    // evicted positions cannot come back: a rollback is refused, says why, and changes nothing
+    // evicted positions cannot come back without a snapshot: a rollback is refused, says why, and changes nothing
     for (const r of [lastRecent, h2o]) {
       expect(() => r.caches.rollback(0, 3)).toThrow(MemoryError);
-      expect(() => r.caches.rollback(0, 3)).toThrow(/evict positions for good/);
+      expect(() => r.caches.rollback(0, 3)).toThrow(/evict positions for good: they go back only to a snapshot \(or to 0\)[.;]/);
+      expect(() => r.caches.rollback(0, 3)).toThrow(new RegExp(`Positions it can go back to: 0, ${length}$`));
       expect(r.lengths[0]).toBe(length);
+    }
+    // to a snapshot they go back exactly (entries, h2o positions and scores, recurrent states), past steps that evicted
+    for (const r of [lastRecent, h2o]) {
+      const at = r.caches.snapshot(0);
+      const saved = await r.caches.readSlot(0);
+      const next = await step(r, 5);
+      for (const t of [6, 7, 8]) await step(r, t);
+      expect(r.caches.restorablePositions(0)).toEqual([0, at, at + 4]);
+      r.caches.rollback(0, at);
+      expect(r.lengths[0]).toBe(at);
+      const restored = await r.caches.readSlot(0);
+      expect([...restored.keys()]).toEqual([...saved.keys()]);
+      for (const [name, bytes] of saved) expect(Buffer.from(restored.get(name)!).equals(Buffer.from(bytes)), name).toBe(true);
+      expect(maxAbs(await step(r, 5), next)).toBe(0);
     }
   });
 });

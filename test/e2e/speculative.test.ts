@@ -1,6 +1,7 @@
 // Speculative decoding: greedy output equals plain greedy decoding, with prompt-lookup proposals and with a
 // draft model, on tiny-granite-code (Mamba-2 + attention: rejected proposals roll the recurrent state back to a
-// snapshot and re-feed) and on the jamba fixture, whose random weights make most proposals wrong.
+// snapshot and re-feed), on the jamba fixture, whose random weights make most proposals wrong, and on the llama
+// fixture under lastRecent, whose evicted keys also come back only through a snapshot.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
@@ -64,6 +65,18 @@ describe('greedy speculative decoding equals plain decoding', () => {
     runner.resetSlot(0);
     const plain = await greedy(runner, 0, await runner.prefill(0, ids), 24);
     const r = await speculativeGenerate(runner, 0, ids, { draft: new PromptLookupDraft(2), k: 3, maxNewTokens: 24, stopIds: [] });
+    expect(r.ids).toEqual(plain.tokens);
+    expect(r.rollbacks).toBeGreaterThan(0);
+    expect(r.recomputes).toBe(r.rollbacks);
+  });
+
+  test('llama fixture under lastRecent (evicting past 7 positions): rejections go back through a snapshot, same tokens as one-token decoding', async () => {
+    const runner = await openFixture('llama', { slots: 1, capacity: 64, chunks: [4], kvPolicy: { kind: 'lastRecent', sinks: 2, recent: 5 } });
+    expect(runner.caches.snapshotsPerSlot).toBe(2); // evicting layers get snapshot planes by default
+    const ids = [...prompt(6, 22), ...prompt(6, 22)];
+    runner.resetSlot(0);
+    const plain = await greedy(runner, 0, await runner.prefill(0, ids), 20);
+    const r = await speculativeGenerate(runner, 0, ids, { draft: new PromptLookupDraft(2), k: 3, maxNewTokens: 20, stopIds: [] });
     expect(r.ids).toEqual(plain.tokens);
     expect(r.rollbacks).toBeGreaterThan(0);
     expect(r.recomputes).toBe(r.rollbacks);

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { gaussianTopK, sparsityStdMultiplier } from '../../models/gemma3n.ts';
+import { gaussianTopK, sparsityStdMultiplier } from '../../models/families/gemma3n_text.ts';
 import { input, output, trace } from '../../dsl/trace.ts';
 import { runCpu } from '../../runtime/cpuBackend.ts';
 import { FIXTURES, loadReference, maxAbsDiff, openRunner, refRow, runParity } from './parityHarness.ts';

@@ -15,8 +15,7 @@ function rand(n: number, seed: number): number[] {
 // B batch rows, M queries, E keys, D and Dv head sizes. The first two shapes have few rows per batch index and take
 // the decode kernel (compiler/lower/attentionDecode.ts): the first keys in one trip, the second in two trips of 256
 // (E = 300) with D and Dv no multiples of the 4 lanes that share a key (18, 38) and value dimensions in two combine
-// passes. The third has more rows (M = 20) and takes the one-row-a-workgroup kernel (attentionKernel.ts), D not a
-// multiple of the 16 key elements loaded together.
+// passes. The third has more rows (M = 20) and takes a many-row kernel (attentionPrefillKernel.ts or attentionKernel.ts).
 interface Shape { B: number; M: number; E: number; D: number; Dv: number; lens: number[] }
 const SHAPES: Shape[] = [
   { B: 3, M: 5, E: 37, D: 16, Dv: 24, lens: [0, 1, 7, 36, 37] }, // includes an empty row (output 0)

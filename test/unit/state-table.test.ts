@@ -46,17 +46,22 @@ describe('state table', () => {
     expect(() => table.add(generatorStateEntries({ slots: 2, vocab: 5, K: 2 })[0]!)).toThrow(/declared twice/);
   });
 
-  test('evicting policies: whole-slot entries, h2o positions and scores, rollback refused', () => {
+  test('evicting policies: whole-slot entries, h2o positions and scores, snapshotted whole for rollback', () => {
     const policies = withKvPolicies(spec.slice(0, 1), { kind: 'h2o', recent: 2, heavy: 2 });
-    expect(new StateTable(memoryStateEntries(policies, { slots: 1, capacity: 16, maxChunk: 2 }, 0)).print()).toMatchInlineSnapshot(`
-      "buffer          shape     owner   clear   fork    keep    rollback    save       restore
-      state:L0.k      f32(5,4)  memory  masked  copy    masked  refused     saved      written
-      state:L0.v      f32(5,4)  memory  masked  copy    masked  refused     saved      written
-      state:L0.kpos   i32(1,5)  memory  zero    copy    zero    refused     saved      written
-      state:L0.score  f32(1,5)  memory  zero    copy    zero    refused     saved      written
-      state:pos       i32(1)    memory  zero    copy    zero    host write  saved      written
-      memory:scratch  f32(20)   memory  shared  shared  shared  shared      not saved  shared
-      memory:zero     f32(1)    memory  shared  shared  shared  shared      not saved  shared"
+    expect(new StateTable(memoryStateEntries(policies, { slots: 1, capacity: 16, maxChunk: 2 }, 1)).print()).toMatchInlineSnapshot(`
+      "buffer             shape     owner   clear      fork    keep       rollback       save       restore
+      state:L0.k         f32(5,4)  memory  masked     copy    masked     from snapshot  saved      written
+      state:L0.v         f32(5,4)  memory  masked     copy    masked     from snapshot  saved      written
+      state:L0.kpos      i32(1,5)  memory  zero       copy    zero       from snapshot  saved      written
+      state:L0.score     f32(1,5)  memory  zero       copy    zero       from snapshot  saved      written
+      snapshot:L0.k      f32(5,4)  memory  forgotten  copy    forgotten  kept           not saved  forgotten
+      snapshot:L0.v      f32(5,4)  memory  forgotten  copy    forgotten  kept           not saved  forgotten
+      snapshot:L0.kpos   i32(1,5)  memory  forgotten  copy    forgotten  kept           not saved  forgotten
+      snapshot:L0.score  f32(1,5)  memory  forgotten  copy    forgotten  kept           not saved  forgotten
+      state:pos          i32(1)    memory  zero       copy    zero       host write     saved      written
+      snapshot:pos       i32(1)    memory  forgotten  copy    forgotten  kept           not saved  forgotten
+      memory:scratch     f32(20)   memory  shared     shared  shared     shared         not saved  shared
+      memory:zero        f32(1)    memory  shared     shared  shared     shared         not saved  shared"
     `);
     // a budget that covers the capacity leaves the layer dense
     expect(memoryStateEntries(policies, { slots: 1, capacity: 4, maxChunk: 2 }, 0).map((e) => e.kind)).toEqual(['kv', 'kv', 'position', 'helper', 'helper']);

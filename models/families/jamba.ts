@@ -1,6 +1,7 @@
-// JambaForCausalLM config.json: Mamba-1 + attention without RoPE, MoE on every other layer.
-// Defaults from transformers' JambaConfig.
-
+// Jamba (JambaForCausalLM): Mamba-1 mixers (with dt/B/C RMSNorms) and, every attn_layer_period layers, GQA
+// attention without positional encoding; after every mixer a SwiGLU MLP or, every expert_layer_period layers, a
+// mixture of experts routed by softmax over all experts then top-k, without renormalisation: its config.json schema
+// (defaults from transformers' JambaConfig) and its builder on the shared decoder stack.
 import { z } from 'zod';
 import {
   type AttentionConfig,
@@ -16,7 +17,14 @@ import {
   positiveInt,
   tokenIdFields,
   withDefault,
-} from './common.ts';
+} from '../configs/common.ts';
+import type { ModelDef } from '../model.ts';
+import { attentionKv, attentionLayer } from '../attention.ts';
+import { checkpointGatedMlp, decoderStack } from '../decoderStack.ts';
+import { mamba1Layer, mamba1States } from './mamba.ts';
+import { linear } from '../../dsl/nn/basic.ts';
+import { route } from '../../dsl/nn/moe.ts';
+import type { Tensor } from '../../dsl/tensor.ts';
 
 export interface JambaConfig extends BaseModelConfig<'jamba'> {
   intermediateSize: number;
@@ -90,3 +98,35 @@ export const jambaConfigSchema = z
       moe: { numExperts, numExpertsPerTok: config.num_experts_per_tok },
     };
   });
+
+export function jamba(config: JambaConfig): ModelDef {
+  const { hiddenSize: Hd, intermediateSize: I, normEps: eps, mamba: mixer, moe } = config;
+  if (config.attention.rope) throw new Error('jamba: attention has no positional encoding, but the config resolved a rope');
+  const E = moe.numExperts;
+  return decoderStack({
+    config,
+    names: { finalNorm: 'model.final_layernorm.weight' },
+    memory: () =>
+      config.layerKinds.map((kind) => (kind === 'attention' ? { kv: attentionKv(config.attention), states: [] } : { states: mamba1States(mixer) })),
+    block({ ctx, index: l, prefix: p, weight, norm }, h) {
+      const { S, T } = ctx;
+      const mlp = (x: Tensor, prefix: string) => checkpointGatedMlp(ctx, prefix, x, Hd, I, config.hiddenAct);
+      const x = norm(h, 'input_layernorm');
+      h = h.add(
+        config.layerKinds[l] === 'attention'
+          ? attentionLayer(ctx, l, config.attention, Hd, x, `${p}self_attn.`)
+          : mamba1Layer(ctx, l, mixer, Hd, x, { prefix: `${p}mamba.`, activation: config.hiddenAct, normEps: eps }),
+      );
+      const y = norm(h, 'pre_ff_layernorm');
+      const ff = `${p}feed_forward.`;
+      if (config.ffnKinds[l] !== 'moe') return h.add(mlp(y, ff));
+      const tokens = y.reshape(S * T, Hd);
+      const { dense } = route(linear(tokens, weight('feed_forward.router.weight', [E, Hd])), moe.numExpertsPerTok, 'softmax-then-topk'); // [S*T,E]
+      // Every expert runs on every token, unselected ones weighted 0: the checkpoint keeps one tensor per expert
+      // and dsl/nn/moe.ts's gather strategy wants them stacked [E, out, in].
+      let experts = mlp(tokens, `${ff}experts.0.`).mul(dense.slice(1, 0, 1));
+      for (let e = 1; e < E; e++) experts = experts.add(mlp(tokens, `${ff}experts.${e}.`).mul(dense.slice(1, e, e + 1)));
+      return h.add(experts.reshape(S, T, Hd));
+    },
+  });
+}

@@ -1,7 +1,8 @@
-// GraniteMoeHybridForCausalLM (Granite 4.0-H) config.json: Mamba-2 + attention by layer_types, MoE with a shared
-// MLP (or the shared MLP alone when num_local_experts = 0), muP-style multipliers.
-// Defaults from transformers' GraniteMoeHybridConfig.
-
+// GraniteMoeHybrid (GraniteMoeHybridForCausalLM, Granite 4.0-H): Mamba-2 and GQA attention layers by layer_types
+// (RoPE or NoPE), each followed by a top-k-then-softmax MoE plus a shared SwiGLU expert (or the shared expert
+// alone), with muP multipliers on the embeddings, both residual branches, the attention scale and the logits
+// (hybrid-architectures.md §7): its config.json schema (num_local_experts = 0 means the shared MLP alone; defaults
+// from transformers' GraniteMoeHybridConfig) and its builder on the shared decoder stack.
 import { z } from 'zod';
 import {
   type AttentionConfig,
@@ -21,7 +22,15 @@ import {
   ropeFields,
   tokenIdFields,
   withDefault,
-} from './common.ts';
+} from '../configs/common.ts';
+import type { ModelDef } from '../model.ts';
+import type { LayerMemorySpec } from '../../caches/spec.ts';
+import { activate, linear } from '../../dsl/nn/basic.ts';
+import { moe as mixtureOfExperts } from '../../dsl/nn/moe.ts';
+import type { Tensor } from '../../dsl/tensor.ts';
+import { attentionConstants, attentionKv, attentionLayer } from '../attention.ts';
+import { decoderStack } from '../decoderStack.ts';
+import { mamba2Layer, mamba2States } from './mamba2.ts';
 
 export interface GraniteMoeHybridConfig extends BaseModelConfig<'granitemoehybrid'> {
   /** Per-expert intermediate size (block_sparse_moe.input_linear is [E, 2 * this, H]). */
@@ -103,3 +112,50 @@ export const granitemoehybridConfigSchema = z
       moe: hasMoe ? { numExperts: config.num_local_experts, numExpertsPerTok: config.num_experts_per_tok } : null,
     };
   });
+
+export function granitemoehybrid(config: GraniteMoeHybridConfig): ModelDef {
+  const { hiddenSize: Hd, layerKinds, attention, mamba: mixer, moe } = config;
+  const { intermediateSize: I, sharedIntermediateSize: Is, residualMultiplier, hiddenAct: act } = config;
+  for (const [l, kind] of layerKinds.entries())
+    if (kind !== 'attention' && kind !== 'mamba2') throw new Error(`granitemoehybrid: layer ${l} has kind '${kind}' (attention or mamba2 only)`);
+  return decoderStack({
+    config,
+    memory: () =>
+      layerKinds.map((kind): LayerMemorySpec => (kind === 'attention' ? { kv: attentionKv(attention), states: [] } : { states: mamba2States(mixer) })),
+    constants: attentionConstants(attention),
+    embeddingMultiplier: config.embeddingMultiplier,
+    block({ ctx, index: l, prefix: p, weight: w, norm }, h) {
+      const { S, T } = ctx;
+      const x = norm(h, 'input_layernorm');
+      const mixed =
+        layerKinds[l] === 'attention'
+          ? attentionLayer(ctx, l, attention, Hd, x, `${p}self_attn.`) // scale = attention_multiplier
+          : mamba2Layer(ctx, l, mixer, Hd, x, { prefix: `${p}mamba.`, activation: act });
+      h = h.add(mixed.mul(residualMultiplier));
+
+      const y = norm(h, 'post_attention_layernorm').reshape(S * T, Hd);
+      // shared_mlp: input_linear [2 Is, H] -> chunk 2 -> act(first) * second -> output_linear [H, Is]
+      const sharedIn = w('shared_mlp.input_linear.weight', [2 * Is, Hd]);
+      const sharedOut = w('shared_mlp.output_linear.weight', [Hd, Is]);
+      let ffn: Tensor;
+      if (moe) {
+        const e = 'block_sparse_moe.';
+        ffn = mixtureOfExperts(
+          y,
+          w(`${e}router.layer.weight`, [moe.numExperts, Hd]),
+          { gateUp: w(`${e}input_linear.weight`, [moe.numExperts, 2 * I, Hd]), down: w(`${e}output_linear.weight`, [moe.numExperts, Hd, I]) },
+          moe.numExpertsPerTok,
+          'topk-then-softmax',
+          { weights: { gateUp: sharedIn, down: sharedOut } },
+          // decode reads only the chosen experts' weights; a multi-token step runs every expert densely
+          { strategy: T === 1 ? 'gather' : 'dense', activation: act },
+        );
+      } else {
+        const [gate, up] = linear(y, sharedIn).split(-1, [Is, Is]) as [Tensor, Tensor];
+        ffn = linear(activate(gate, act).mul(up), sharedOut);
+      }
+      return h.add(ffn.reshape(S, T, Hd).mul(residualMultiplier));
+    },
+    scaleLogits: (logits) => logits.div(config.logitsScaling),
+  });
+}

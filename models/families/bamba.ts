@@ -1,6 +1,6 @@
-// BambaForCausalLM config.json: Mamba-2 layers with attention at attn_layer_indices, SwiGLU MLP in every layer.
-// Defaults from transformers' BambaConfig; HF hard-codes partial_rotary_factor = 0.5 and no attention/MLP bias.
-
+// Bamba (BambaForCausalLM): Mamba-2 layers with GQA attention at attn_layer_indices (partial RoPE), a SwiGLU MLP
+// after every mixer (hybrid-architectures.md §6): its config.json schema (defaults from transformers' BambaConfig;
+// HF hard-codes partial_rotary_factor = 0.5 and no attention/MLP bias) and its builder on the shared decoder stack.
 import { z } from 'zod';
 import {
   type AttentionConfig,
@@ -20,7 +20,12 @@ import {
   ropeFields,
   tokenIdFields,
   withDefault,
-} from './common.ts';
+} from '../configs/common.ts';
+import type { ModelDef } from '../model.ts';
+import type { LayerMemorySpec } from '../../caches/spec.ts';
+import { attentionConstants, attentionKv, attentionLayer } from '../attention.ts';
+import { checkpointGatedMlp, decoderStack } from '../decoderStack.ts';
+import { mamba2Layer, mamba2States } from './mamba2.ts';
 
 export interface BambaConfig extends BaseModelConfig<'bamba'> {
   intermediateSize: number;
@@ -70,3 +75,25 @@ export const bambaConfigSchema = z
       mamba: resolveHybridMamba2(config),
     };
   });
+
+export function bamba(config: BambaConfig): ModelDef {
+  const { hiddenSize: Hd, intermediateSize: I, layerKinds, attention, mamba: mixer } = config;
+  for (const [l, kind] of layerKinds.entries())
+    if (kind !== 'attention' && kind !== 'mamba2') throw new Error(`bamba: layer ${l} has kind '${kind}' (attention or mamba2 only)`);
+  return decoderStack({
+    config,
+    names: { finalNorm: 'model.final_layernorm.weight' },
+    memory: () =>
+      layerKinds.map((kind): LayerMemorySpec => (kind === 'attention' ? { kv: attentionKv(attention), states: [] } : { states: mamba2States(mixer) })),
+    constants: attentionConstants(attention),
+    block({ ctx, index: l, prefix: p, norm }, h) {
+      const x = norm(h, 'input_layernorm');
+      h = h.add(
+        layerKinds[l] === 'attention'
+          ? attentionLayer(ctx, l, attention, Hd, x, `${p}self_attn.`)
+          : mamba2Layer(ctx, l, mixer, Hd, x, { prefix: `${p}mamba.`, activation: config.hiddenAct }),
+      );
+      return h.add(checkpointGatedMlp(ctx, `${p}feed_forward.`, norm(h, 'pre_ff_layernorm'), Hd, I, config.hiddenAct));
+    },
+  });
+}

@@ -1,6 +1,5 @@
-// LlamaForCausalLM config.json: the plain-transformer baseline (GQA attention, RoPE, SwiGLU MLP).
-// Defaults from transformers' LlamaConfig.
-
+// Llama (LlamaForCausalLM): GQA attention with RoPE and a SwiGLU MLP, the plain-transformer baseline: its
+// config.json schema (defaults from transformers' LlamaConfig) and its builder on the shared decoder stack.
 import { z } from 'zod';
 import {
   type AttentionConfig,
@@ -13,7 +12,10 @@ import {
   ropeFields,
   tokenIdFields,
   withDefault,
-} from './common.ts';
+} from '../configs/common.ts';
+import { attentionConstants, attentionKv, attentionLayer } from '../attention.ts';
+import { checkpointGatedMlp, decoderStack } from '../decoderStack.ts';
+import type { ModelDef } from '../model.ts';
 
 export interface LlamaConfig extends BaseModelConfig<'llama'> {
   intermediateSize: number;
@@ -47,3 +49,16 @@ export const llamaConfigSchema = z
       attention: attentionConfig(config, { theta: 10000 }, { bias: config.attention_bias }),
     }),
   );
+
+export function llama(config: LlamaConfig): ModelDef {
+  const { hiddenSize: Hd, intermediateSize: I, attention } = config;
+  return decoderStack({
+    config,
+    memory: () => Array.from({ length: config.numLayers }, () => ({ kv: attentionKv(attention), states: [] })),
+    constants: attentionConstants(attention),
+    block(layer, h) {
+      h = h.add(attentionLayer(layer.ctx, layer.index, attention, Hd, layer.norm(h, 'input_layernorm'), `${layer.prefix}self_attn.`));
+      return h.add(checkpointGatedMlp(layer.ctx, `${layer.prefix}mlp.`, layer.norm(h, 'post_attention_layernorm'), Hd, I, config.hiddenAct));
+    },
+  });
+}

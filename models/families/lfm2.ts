@@ -1,6 +1,7 @@
-// Lfm2ForCausalLM config.json: gated short-convolution layers + attention with q/k norms.
-// Defaults from transformers' Lfm2Config, including its aliases for Liquid's original key names.
-
+// LFM2 (Lfm2ForCausalLM): gated short-convolution layers and GQA attention with q/k RMSNorms, each followed by a
+// SwiGLU MLP. The final norm is named embedding_norm (hybrid-architectures.md §12). Its config.json schema (defaults
+// from transformers' Lfm2Config, with its aliases for Liquid's original key names) and its builder on the shared
+// decoder stack.
 import { z } from 'zod';
 import {
   type AttentionConfig,
@@ -16,7 +17,14 @@ import {
   ropeFields,
   tokenIdFields,
   withDefault,
-} from './common.ts';
+} from '../configs/common.ts';
+import { decoderStack } from '../decoderStack.ts';
+import type { ModelDef } from '../model.ts';
+import type { LayerMemorySpec } from '../../caches/spec.ts';
+import { gatedMlp, linear, rmsnorm, rope } from '../../dsl/nn/basic.ts';
+import { ropeTables } from '../rope.ts';
+import { causalConv1d } from '../../dsl/nn/conv.ts';
+import type { Tensor } from '../../dsl/tensor.ts';
 
 export interface Lfm2Config extends BaseModelConfig<'lfm2'> {
   /** intermediate_size as written. */
@@ -98,3 +106,46 @@ export const lfm2ConfigSchema = z.preprocess(
       };
     }),
 );
+
+export function lfm2(config: Lfm2Config): ModelDef {
+  const { hiddenSize: Hd, ffnSize: I, normEps: eps, layerKinds } = config;
+  const { numHeads: H, numKeyValueHeads: KVH, headDim: D, rope: ropeCfg, scale } = config.attention;
+  const { kernel: K, bias: convBias } = config.conv;
+  if (!ropeCfg) throw new Error('lfm2: attention without a rope');
+  const rotary = ropeCfg.rotaryDim;
+  const ropeTable = ropeTables(ropeCfg, config.attention.maxPositionEmbeddings);
+  for (const [l, kind] of layerKinds.entries())
+    if (kind !== 'attention' && kind !== 'short_conv') throw new Error(`lfm2: layer ${l} has kind '${kind}' (attention or short_conv only)`);
+
+  return decoderStack({
+    config,
+    names: { finalNorm: 'model.embedding_norm.weight' },
+    memory: () =>
+      layerKinds.map((kind): LayerMemorySpec =>
+        kind === 'attention' ? { kv: { kvHeads: KVH, headDim: D }, states: [] } : { states: [{ name: 'conv', shape: [Hd, K - 1] }] },
+      ),
+    constants: { 'rope.inv_freq': ropeTable.invFreq },
+    prepare: (ctx) => ctx.constant('rope.inv_freq', [rotary / 2]),
+    block({ ctx, index: l, weight: w, norm }, h, invFreq) {
+      const { S, T } = ctx;
+      const x = norm(h, 'operator_norm');
+      if (layerKinds[l] === 'attention') {
+        const headNorm = (t: Tensor, name: string) => rmsnorm(t, w(`self_attn.${name}.weight`, [D]), eps);
+        const q = headNorm(linear(x, w('self_attn.q_proj.weight', [H * D, Hd])).reshape(S, T, H, D), 'q_layernorm');
+        const k = headNorm(linear(x, w('self_attn.k_proj.weight', [KVH * D, Hd])).reshape(S, T, KVH, D), 'k_layernorm');
+        const v = linear(x, w('self_attn.v_proj.weight', [KVH * D, Hd])).reshape(S, T, KVH, D);
+        const a = ctx.attend(l, rope(q, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), rope(k, ctx.positions, invFreq, rotary, ropeTable.attentionScaling), v, { scale });
+        h = h.add(linear(a.reshape(S, T, H * D), w('self_attn.out_proj.weight', [Hd, H * D])));
+      } else {
+        const bias = (name: string, size: number) => (convBias ? w(`conv.${name}.bias`, [size]) : undefined);
+        // in_proj splits into B | C | x; the conv runs over B*x and C gates its output (no activation)
+        const [gateB, gateC, xs] = linear(x, w('conv.in_proj.weight', [3 * Hd, Hd]), bias('in_proj', 3 * Hd)).split(2, [Hd, Hd, Hd]) as [Tensor, Tensor, Tensor];
+        const { y, newState } = causalConv1d(gateB.mul(xs), ctx.readState(l, 'conv'), w('conv.conv.weight', [Hd, 1, K]), bias('conv', Hd), ctx.valid);
+        ctx.writeState(l, 'conv', newState);
+        h = h.add(linear(gateC.mul(y), w('conv.out_proj.weight', [Hd, Hd]), bias('out_proj', Hd)));
+      }
+      const y = norm(h, 'ffn_norm');
+      return h.add(gatedMlp(y, w('feed_forward.w1.weight', [I, Hd]), w('feed_forward.w3.weight', [I, Hd]), w('feed_forward.w2.weight', [Hd, I]), 'silu'));
+    },
+  });
+}

@@ -1,20 +1,136 @@
 // Qwen3-Next (Qwen3NextForCausalLM): Gated DeltaNet linear-attention layers with every full_attention_interval-th
 // layer a gated full attention (partial RoPE, q/k norms); a MoE with a sigmoid-gated shared expert (or a dense
 // MLP) after each mixer. All regular norms are the zero-centred x/rms * (1 + w) (hybrid-architectures.md §11).
-import type { Qwen3NextConfig } from './config.ts';
-import type { ModelDef } from './model.ts';
-import type { LayerMemorySpec } from '../caches/spec.ts';
-import type { StepContext } from '../caches/stepContext.ts';
-import { gatedMlp, linear, rmsnorm, rope } from '../dsl/nn/basic.ts';
-import { ropeTables } from './rope.ts';
-import { causalConv1d } from '../dsl/nn/conv.ts';
-import { gatedDeltaRule, gatedDeltaRuleChunked, repeatHeads } from '../dsl/nn/deltaRule.ts';
-import { gatedRmsNorm } from '../dsl/nn/mamba2.ts';
-import { route } from '../dsl/nn/moe.ts';
-import { Tensor } from '../dsl/tensor.ts';
+// Its config.json schema (defaults from transformers' Qwen3NextConfig) and its builder on the shared decoder stack.
+import { z } from 'zod';
+import {
+  type AttentionConfig,
+  type BaseModelConfig,
+  attentionConfig,
+  baseConfig,
+  checkDivides,
+  checkKeyValueHeads,
+  checkLayerCount,
+  coreFields,
+  layerTypes,
+  nonNegativeInt,
+  positiveInt,
+  ropeFields,
+  tokenIdFields,
+  withDefault,
+} from '../configs/common.ts';
+import { checkpointGatedMlp, decoderStack } from '../decoderStack.ts';
+import type { ModelDef } from '../model.ts';
+import type { LayerMemorySpec } from '../../caches/spec.ts';
+import type { StepContext } from '../../caches/stepContext.ts';
+import { linear, rmsnorm, rope } from '../../dsl/nn/basic.ts';
+import { ropeTables } from '../rope.ts';
+import { causalConv1d } from '../../dsl/nn/conv.ts';
+import { gatedDeltaRule, gatedDeltaRuleChunked, repeatHeads } from '../../dsl/nn/deltaRule.ts';
+import { gatedRmsNorm } from '../../dsl/nn/mamba2.ts';
+import { route } from '../../dsl/nn/moe.ts';
+import { Tensor } from '../../dsl/tensor.ts';
+
+export interface GatedDeltaNetConfig {
+  numKeyHeads: number;
+  numValueHeads: number;
+  keyHeadDim: number;
+  valueHeadDim: number;
+  convKernel: number;
+  /** 2 * numKeyHeads * keyHeadDim + numValueHeads * valueHeadDim: channels through the causal conv. */
+  convDim: number;
+}
+
+export interface Qwen3NextConfig extends BaseModelConfig<'qwen3_next'> {
+  /** Width of the dense MLP on layers whose ffnKind is 'dense'. */
+  intermediateSize: number;
+  /** Full-attention layers: q_proj yields query and a sigmoid output gate per head; q/k RMSNorm; partial RoPE. */
+  attention: AttentionConfig;
+  linearAttention: GatedDeltaNetConfig;
+  moe: {
+    numExperts: number;
+    numExpertsPerTok: number;
+    /** Per-expert MLP width. */
+    intermediateSize: number;
+    sharedExpertIntermediateSize: number;
+    /** Renormalise the top-k softmax weights to sum to 1. */
+    normTopkProb: boolean;
+  };
+}
+
+export const qwen3NextConfigSchema = z
+  .looseObject({
+    ...coreFields,
+    model_type: z.literal('qwen3_next'),
+    intermediate_size: withDefault(positiveInt, 5632),
+    num_attention_heads: withDefault(positiveInt, 16),
+    num_key_value_heads: withDefault(positiveInt, 2),
+    head_dim: withDefault(positiveInt, 256),
+    hidden_act: withDefault(z.string(), 'silu'),
+    max_position_embeddings: withDefault(positiveInt, 32768),
+    rms_norm_eps: withDefault(z.number().positive(), 1e-6),
+    tie_word_embeddings: withDefault(z.boolean(), false),
+    attention_bias: withDefault(z.boolean(), false),
+    linear_conv_kernel_dim: withDefault(positiveInt, 4),
+    linear_key_head_dim: withDefault(positiveInt, 128),
+    linear_value_head_dim: withDefault(positiveInt, 128),
+    linear_num_key_heads: withDefault(positiveInt, 16),
+    linear_num_value_heads: withDefault(positiveInt, 32),
+    decoder_sparse_step: withDefault(positiveInt, 1),
+    moe_intermediate_size: withDefault(positiveInt, 512),
+    shared_expert_intermediate_size: withDefault(positiveInt, 512),
+    num_experts_per_tok: withDefault(nonNegativeInt, 10),
+    num_experts: withDefault(nonNegativeInt, 512),
+    norm_topk_prob: withDefault(z.boolean(), true),
+    mlp_only_layers: withDefault(z.array(nonNegativeInt), []),
+    full_attention_interval: withDefault(positiveInt, 4),
+    layer_types: layerTypes({
+      linear_attention: 'gated_deltanet',
+      mamba: 'gated_deltanet',
+      full_attention: 'attention',
+      attention: 'attention',
+    }).nullish(),
+    ...ropeFields,
+    ...tokenIdFields(null, null, null),
+  })
+  .superRefine((config, context) => {
+    checkLayerCount(context, 'layer_types', config.layer_types, config.num_hidden_layers);
+    checkKeyValueHeads(context, config);
+    checkDivides(context, 'linear_num_key_heads', config.linear_num_key_heads, 'linear_num_key_heads', config.linear_num_value_heads, 'linear_num_value_heads');
+  })
+  .transform((config): Qwen3NextConfig => {
+    const mlpOnly = new Set(config.mlp_only_layers);
+    const keyDim = config.linear_num_key_heads * config.linear_key_head_dim;
+    const valueDim = config.linear_num_value_heads * config.linear_value_head_dim;
+    const layerKinds =
+      config.layer_types ??
+      ((i: number) => ((i + 1) % config.full_attention_interval === 0 ? 'attention' : 'gated_deltanet'));
+    const ffnKinds = (i: number) =>
+      !mlpOnly.has(i) && config.num_experts > 0 && (i + 1) % config.decoder_sparse_step === 0 ? 'moe' : 'dense';
+    return {
+      ...baseConfig(config, 'qwen3_next', layerKinds, ffnKinds, config.rms_norm_eps, config.hidden_act),
+      intermediateSize: config.intermediate_size,
+      attention: attentionConfig(config, { theta: 10000, partialRotaryFactor: 0.25 }, { bias: config.attention_bias }),
+      linearAttention: {
+        numKeyHeads: config.linear_num_key_heads,
+        numValueHeads: config.linear_num_value_heads,
+        keyHeadDim: config.linear_key_head_dim,
+        valueHeadDim: config.linear_value_head_dim,
+        convKernel: config.linear_conv_kernel_dim,
+        convDim: 2 * keyDim + valueDim,
+      },
+      moe: {
+        numExperts: config.num_experts,
+        numExpertsPerTok: config.num_experts_per_tok,
+        intermediateSize: config.moe_intermediate_size,
+        sharedExpertIntermediateSize: config.shared_expert_intermediate_size,
+        normTopkProb: config.norm_topk_prob,
+      },
+    };
+  });
 
 export function qwen3Next(config: Qwen3NextConfig): ModelDef {
-  const { hiddenSize: Hd, numLayers, vocabSize: V, normEps: eps, layerKinds, ffnKinds, moe } = config;
+  const { hiddenSize: Hd, normEps: eps, layerKinds, ffnKinds, moe } = config;
   const { numHeads: H, numKeyValueHeads: KVH, headDim: D, rope: ropeCfg, scale } = config.attention;
   const { numKeyHeads: Hk, numValueHeads: Hv, keyHeadDim: dk, valueHeadDim: dv, convKernel: K, convDim } = config.linearAttention;
   if (!ropeCfg) throw new Error('qwen3_next: attention without a rope');
@@ -85,19 +201,16 @@ export function qwen3Next(config: Qwen3NextConfig): ModelDef {
     const x = y.reshape(S * T, Hd);
     const { dense } = route(linear(x, w('gate.weight', [moe.numExperts, Hd])), moe.numExpertsPerTok, 'softmax-then-topk', moe.normTopkProb); // [N,E]
     const I = moe.intermediateSize;
-    const expert = (q: string, width: number) =>
-      gatedMlp(x, w(`${q}gate_proj.weight`, [width, Hd]), w(`${q}up_proj.weight`, [width, Hd]), w(`${q}down_proj.weight`, [Hd, width]), config.hiddenAct);
+    const expert = (q: string, width: number) => checkpointGatedMlp(ctx, p + q, x, Hd, width, config.hiddenAct);
     let out = expert('experts.0.', I).mul(dense.slice(1, 0, 1));
     for (let e = 1; e < moe.numExperts; e++) out = out.add(expert(`experts.${e}.`, I).mul(dense.slice(1, e, e + 1)));
     const shared = expert('shared_expert.', moe.sharedExpertIntermediateSize).mul(linear(x, w('shared_expert_gate.weight', [1, Hd])).sigmoid());
     return out.add(shared).reshape(S, T, Hd);
   }
 
-  return {
-    family: 'qwen3_next',
-    vocabSize: V,
-    hiddenSize: Hd,
-    eosTokenIds: config.eosTokenIds,
+  return decoderStack({
+    config,
+    norm,
     memory: () =>
       layerKinds.map(
         (kind): LayerMemorySpec =>
@@ -110,27 +223,13 @@ export function qwen3Next(config: Qwen3NextConfig): ModelDef {
                 ],
               },
       ),
-    constants: () => ({ 'rope.inv_freq': ropeTable.invFreq }),
-    forward(ctx: StepContext): Tensor {
-      const w = (name: string, shape: number[]) => ctx.weight(name, shape);
-      const invFreq = ctx.constant('rope.inv_freq', [rotary / 2]);
-      let h = w('model.embed_tokens.weight', [V, Hd]).gather(ctx.tokens); // [S,T,Hd]
-      for (let l = 0; l < numLayers; l++) {
-        const p = `model.layers.${l}.`;
-        const x = norm(h, w(`${p}input_layernorm.weight`, [Hd]));
-        h = h.add(layerKinds[l] === 'attention' ? attention(ctx, l, x, invFreq) : gatedDeltaNet(ctx, l, x));
-        const y = norm(h, w(`${p}post_attention_layernorm.weight`, [Hd]));
-        const I = config.intermediateSize;
-        h = h.add(
-          ffnKinds[l] === 'moe'
-            ? sparseMoe(ctx, l, y)
-            : gatedMlp(y, w(`${p}mlp.gate_proj.weight`, [I, Hd]), w(`${p}mlp.up_proj.weight`, [I, Hd]), w(`${p}mlp.down_proj.weight`, [Hd, I]), config.hiddenAct),
-        );
-      }
-      return norm(h, w('model.norm.weight', [Hd]));
+    constants: { 'rope.inv_freq': ropeTable.invFreq },
+    prepare: (ctx) => ctx.constant('rope.inv_freq', [rotary / 2]),
+    block({ ctx, index: l, prefix: p, norm: layerNorm }, h, invFreq) {
+      const x = layerNorm(h, 'input_layernorm');
+      h = h.add(layerKinds[l] === 'attention' ? attention(ctx, l, x, invFreq) : gatedDeltaNet(ctx, l, x));
+      const y = layerNorm(h, 'post_attention_layernorm');
+      return h.add(ffnKinds[l] === 'moe' ? sparseMoe(ctx, l, y) : checkpointGatedMlp(ctx, `${p}mlp.`, y, Hd, config.intermediateSize, config.hiddenAct));
     },
-    logits(ctx, hidden) {
-      return linear(hidden, ctx.weight(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', [V, Hd]));
-    },
-  };
+  });
 }

@@ -49,7 +49,7 @@ export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: Lo
   if (root.op === 'cumsum') return lowerScan(root, isMat);
   if (root.op === 'attention') return lowerAttention(root, isMat, options.subgroups ?? false);
   const mms = tiledMatmulsOf(root, isMat);
-  if (mms) return lowerTiledMatmul(root, mms, isMat);
+  if (mms) return lowerTiledMatmul(root, mms, isMat, options.unroll ?? true);
   // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own
   const big = bigMatmulUnder(root, isMat);
   if (big) throw new NeedsMaterialize(big, 'a many-row matmul is read through views: it gets its own tiled kernel');

@@ -50,11 +50,46 @@ export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | 
 }
 
 /**
- * A 64x64 output tile per workgroup (32x32 when that leaves too few workgroups), K in steps of 16 (32 for 32x32
- * tiles) through shared memory, the next step's loads in flight while a step is multiplied; each of 256 threads keeps a 4x4 (2x2) block of accumulators per matmul. Operands are read through the emitter, so prologues (casts, unpacking, gathers) stay
- * fused; the epilogue evaluates the root at each output with each matmul's value seeded from its accumulator.
+ * How a tiled kernel splits its work. Why the previous kernel ran at 3% of its byte roofline on an H200 (128-token
+ * prefill of llama-400m: 97 us per projection): a 128-row output gives 128 workgroups of 32x32 (one per SM, 8 warps),
+ * each walking all of K in steps of 16, one round trip to memory plus two barriers per step (~0.8 us: 176 steps for
+ * the 2816-long down projection, 139 us), and a step's arithmetic (2x2 outputs per thread, 4 shared loads per 4
+ * multiply-adds) too short to cover that latency. Now each thread keeps 4x4 outputs per matmul (two 16-byte shared
+ * loads per 16 multiply-adds), and where the grid is small the workgroup's 256 threads form S slices of the same
+ * output tile that walk interleaved parts of K and add their partial sums at the end (split-K inside the
+ * workgroup, no second dispatch): S times fewer serial steps, S times the loads in flight per step.
  */
-export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean): LoweredKernel {
+interface TilePlan {
+  /** Outputs per workgroup along M and along N. */
+  tile: 32 | 64;
+  /** Threads per output tile ((tile / 4)^2, each 4x4 outputs) and slices of K per workgroup (256 / threads). */
+  threads: number;
+  slices: number;
+  /** K per step of one slice. */
+  tk: number;
+}
+
+/** Floats of workgroup memory the kernel uses: 16 KiB, WebGPU's default limit (tiles, then the partial sums). */
+const SMEM = 4096;
+const WG_TILED = 256;
+
+function tilePlan(groups64: number, matmuls: number): TilePlan {
+  const tile = groups64 >= TILE_MIN_GROUPS ? 64 : 32;
+  const threads = (tile / 4) ** 2;
+  const slices = WG_TILED / threads;
+  let tk = 32;
+  while (slices * tk * tile * (1 + matmuls) > SMEM) tk /= 2;
+  return { tile, threads, slices, tk };
+}
+
+/**
+ * A 64x64 or 32x32 output tile per workgroup (plan above), operands staged through shared memory in steps of K with
+ * the next step's loads in flight while a step is multiplied. Operands are read through the emitter, so prologues
+ * (casts, unpacking, gathers, a norm's scale) stay fused; the epilogue evaluates the root at each output with each
+ * matmul's value seeded from its summed accumulator. `unroll` writes the per-thread loads and outputs out one by one
+ * (loads in flight together on a GPU); off, they are loops (compact shaders for a software adapter).
+ */
+export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, unroll = true): LoweredKernel {
   const e = new Emitter(root, isMat, 'tiled');
   for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;
@@ -62,106 +97,144 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const [M, N] = [root.shape[r - 2]!, root.shape[r - 1]!];
   const K = reduceLength(mms[0]!);
   const batchShape = root.shape.slice(0, -2);
-  const big = numel(batchShape) * Math.ceil(M / 64) * Math.ceil(N / 64) >= TILE_MIN_GROUPS;
-  const TILE = big ? 64 : 32; // outputs per workgroup along M and N
-  const [MB, NB] = [Math.ceil(M / TILE), Math.ceil(N / TILE)];
+  const { tile: T, threads: PT, slices: S, tk: TK } = tilePlan(numel(batchShape) * Math.ceil(M / 64) * Math.ceil(N / 64), mms.length);
+  const [MB, NB] = [Math.ceil(M / T), Math.ceil(N / T)];
   const groups = numel(batchShape) * MB * NB;
-  const per = TILE / 16; // outputs per thread along each axis (16x16 threads)
+  const T4 = T / 4; // vec4s per row of a tile
+  const region = TK * T4; // vec4s of one operand's tile for one slice
+  const perLoad = (TK * T) / PT; // elements of each operand tile a thread loads per step
+  const outs = (T * T) / WG_TILED; // outputs each thread writes in the epilogue
+  const ops = [a, ...mms.map((mm) => mm.inputs[1]!)];
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
   e.bound('gi', groups - 1);
   const batch = delinearize(e.ix, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
-  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TILE}u;`);
-  e.line(`let n0 = (gi % ${NB}u) * ${TILE}u;`);
-  e.line(`let tx = lid % 16u;`);
-  e.line(`let ty = lid / 16u;`);
+  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${T}u;`);
+  e.line(`let n0 = (gi % ${NB}u) * ${T}u;`);
+  e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
+  e.line(`let t = lid % ${PT}u;`);
+  e.line(`let tx = t % ${T4}u;`);
+  e.line(`let ty = t / ${T4}u;`);
   mms.forEach((_, t) => {
-    for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
+    for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
   });
-  // K per step. 32 (where two B tiles still fit 16 KiB) doubled each thread's loads and lavapipe's compile time of
-  // the kernel (2.2 -> 5.5 s) for a gain the H200 run of a956350 could not separate from the attention change
-  const TK = 16;
-  const perLoad = (TILE * TK) / 256; // elements of each tile a thread loads per step
-  // Software pipelining: the next step's elements are loaded into registers while this step's tiles are multiplied,
-  // so the global loads' latency overlaps the arithmetic (one step at a time left them exposed: each step cost a
-  // full round trip to memory, ~60 us for a 128 x 1024 x 1024 matmul on an H200).
-  for (let q = 0; q < perLoad; q++) {
-    e.line(`var ra_${q}: f32 = 0.0;`);
-    mms.forEach((_, t) => e.line(`var rb${t}_${q}: f32 = 0.0;`));
-  }
-  // A elements [m][k] and B elements [k][n], k fastest for both (row-major activations and [out, in] weights read
-  // through a transpose are then contiguous across threads)
-  const place = (q: number) => {
-    const el = `(lid + ${q * 256}u)`;
-    return { row: `(${el} / ${TK}u)`, kk: `(${el} % ${TK}u)` };
-  };
-  const loadFrom = (base: string) =>
-    e.nested(() => {
-      for (let q = 0; q < perLoad; q++) {
-        const { row, kk } = place(q);
-        e.line(`{`);
-        const inner = e.nested(() => {
-          const m = e.fresh('k');
-          const k = e.fresh('k');
-          const n = e.fresh('k');
-          e.line(`let ${m} = min(m0 + ${row}, ${M - 1}u);`);
-          e.line(`let ${k} = min(${base} + ${kk}, ${K - 1}u);`);
-          e.line(`let ${n} = min(n0 + ${row}, ${N - 1}u);`);
-          const av = e.value(a, [...batch, m, k]);
-          e.line(`ra_${q} = select(0.0, ${av}, m0 + ${row} < ${M}u && ${base} + ${kk} < ${K}u);`);
-          mms.forEach((mm, t) => {
-            const bv = e.value(mm.inputs[1]!, [...batch, k, n]);
-            e.line(`rb${t}_${q} = select(0.0, ${bv}, n0 + ${row} < ${N}u && ${base} + ${kk} < ${K}u);`);
-          });
-        });
-        inner.forEach((l) => e.line('  ' + l));
-        e.line(`}`);
+  // Shared memory as vec4s on a GPU (one 16-byte load per 4 rows); as scalars for a software adapter, whose
+  // compiler turns a vec4 component stored at a run-time index into per-lane code (3x the compile time).
+  const vec = unroll;
+  const smem = vec ? 'tile_v4' : 'tile_f32';
+  const at4 = (i4: string, c: string) => (vec ? `${smem}[${i4}][${c}]` : `${smem}[(${i4}) * 4u + ${c}]`);
+  const read4 = (i4: string) => (vec ? `${smem}[${i4}]` : `vec4<f32>(${[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u]`).join(', ')})`);
+  const write4 = (i4: string, v: string) => (vec ? [`${smem}[${i4}] = ${v};`] : [`let w4 = ${v};`, ...[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u] = w4[${c}];`)]);
+  // Written out (q a literal) or as one loop over q, for the per-thread loads and outputs.
+  const repeat = (count: number, body: (q: string) => string[], pad = ''): void => {
+    if (unroll) {
+      for (let q = 0; q < count; q++) {
+        e.line(`${pad}{`);
+        body(`${q}u`).forEach((l) => e.line(`${pad}  ${l}`));
+        e.line(`${pad}}`);
       }
-    });
-  // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
-  // (the loads written once, so the shader stays as small as before; a trip's barriers are uniform in kt)
-  const kt = e.bound(e.fresh('k'), Math.ceil(K / TK) * TK);
-  const loads = loadFrom(kt);
-  e.line(`for (var ${kt}: u32 = 0u; ${kt} <= ${Math.ceil(K / TK) * TK}u; ${kt} += ${TK}u) {`);
-  e.line(`  if (${kt} > 0u) {`);
-  for (let q = 0; q < perLoad; q++) {
-    const { row, kk } = place(q);
-    e.line(`    tile_a[${row} * ${TK + 1}u + ${kk}] = ra_${q};`);
-    mms.forEach((_, t) => e.line(`    tile_b${t}[${kk} * ${TILE + 1}u + ${row}] = rb${t}_${q};`));
-  }
-  e.line(`    workgroupBarrier();`);
-  e.line(`  }`);
-  e.line(`  if (${kt} < ${K}u) {`);
-  loads.forEach((l) => e.line('    ' + l));
-  e.line(`  }`);
-  e.line(`  if (${kt} > 0u) {`);
-  e.line(`    for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
-  for (let i = 0; i < per; i++) e.line(`      let a${i} = tile_a[(ty + ${16 * i}u) * ${TK + 1}u + kk];`);
-  mms.forEach((_, t) => {
-    for (let j = 0; j < per; j++) e.line(`      let b${t}_${j} = tile_b${t}[kk * ${TILE + 1}u + tx + ${16 * j}u];`);
-    for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) e.line(`      acc${t}_${i}_${j} = acc${t}_${i}_${j} + a${i} * b${t}_${j};`);
-  });
-  e.line(`    }`);
-  e.line(`    workgroupBarrier();`);
-  e.line(`  }`);
-  e.line(`}`);
-  for (let i = 0; i < per; i++)
-    for (let j = 0; j < per; j++) {
-      const body = e.nested(() => {
-        const m = e.fresh('k');
-        const n = e.fresh('k');
-        e.line(`let ${m} = m0 + ty + ${16 * i}u;`);
-        e.line(`let ${n} = n0 + tx + ${16 * j}u;`);
-        const idx = [...batch, m, n];
-        mms.forEach((mm, t) => e.seed(mm, idx, `acc${t}_${i}_${j}`));
-        const v = e.value(root, idx);
-        e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
-      });
-      e.line(`if (m0 + ty + ${16 * i}u < ${M}u && n0 + tx + ${16 * j}u < ${N}u) {`);
-      body.forEach((l) => e.line('  ' + l));
-      e.line(`}`);
+      return;
     }
-  const tiles = [`var<workgroup> tile_a: array<f32, ${TILE * (TK + 1)}>;`, ...mms.map((_, t) => `var<workgroup> tile_b${t}: array<f32, ${TK * (TILE + 1)}>;`)];
-  return finish(e, 'tiled', assemble(e, e.topLines(), 256, tiles), groups);
+    const q = e.bound(e.fresh('k'), count - 1);
+    e.line(`${pad}for (var ${q}: u32 = 0u; ${q} < ${count}u; ${q}++) {`);
+    body(q).forEach((l) => e.line(`${pad}  ${l}`));
+    e.line(`${pad}}`);
+  };
+  // Element q of a thread's share of a tile: row (m or n) and k within the step, k fastest (row-major activations
+  // and [out, in] weights are then contiguous across threads).
+  const place = (q: string) => ({ row: `((t + ${q} * ${PT}u) / ${TK}u)`, kk: `((t + ${q} * ${PT}u) % ${TK}u)` });
+  // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
+  // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
+  const slot = (o: number, row: string, kk: string) =>
+    at4(`(${o * S}u + sl) * ${region}u + ${kk} * ${T4}u + ((${row} / 4u) ^ (${kk} & ${T4 - 1}u))`, `${row} % 4u`);
+  // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
+  // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
+  if (vec) ops.forEach((_, o) => e.line(`var stage${o}: array<f32, ${perLoad}>;`));
+  const dest = (o: number, q: string, row: string, kk: string) => (vec ? `stage${o}[${q}]` : slot(o, row, kk));
+  const kEnd = Math.ceil(K / (S * TK)) * S * TK;
+  const kb = e.bound(e.fresh('k'), kEnd);
+  const k0 = `(${kb} + sl * ${TK}u)`;
+  const loads = (pad: string) =>
+    repeat(
+      perLoad,
+      (q) =>
+        e.nested(() => {
+          const { row, kk } = place(q);
+          const [m, k, n] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
+          // clamped, so that the index arithmetic may fold with the bounds
+          e.line(`let ${e.bound(m, M - 1)} = min(m0 + ${row}, ${M - 1}u);`);
+          e.line(`let ${e.bound(k, K - 1)} = min(${k0} + ${kk}, ${K - 1}u);`);
+          e.line(`let ${e.bound(n, N - 1)} = min(n0 + ${row}, ${N - 1}u);`);
+          const inK = `${k0} + ${kk} < ${K}u`;
+          e.line(`${dest(0, q, row, kk)} = select(0.0, ${e.value(a, [...batch, m, k])}, m0 + ${row} < ${M}u && ${inK});`);
+          mms.forEach((mm, t) => e.line(`${dest(t + 1, q, row, kk)} = select(0.0, ${e.value(mm.inputs[1]!, [...batch, k, n])}, n0 + ${row} < ${N}u && ${inK});`));
+        }),
+      pad,
+    );
+  const multiply = (pad: string) => {
+    const comp = ['x', 'y', 'z', 'w'];
+    e.line(`${pad}for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
+    e.line(`${pad}  let av = ${read4(`sl * ${region}u + kk * ${T4}u + ((kk & ${T4 - 1}u) ^ ty)`)};`);
+    mms.forEach((_, t) => {
+      e.line(`${pad}  let bv${t} = ${read4(`(${(t + 1) * S}u + sl) * ${region}u + kk * ${T4}u + ((kk & ${T4 - 1}u) ^ tx)`)};`);
+      for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`${pad}  acc${t}_${i}_${j} = acc${t}_${i}_${j} + av.${comp[i]} * bv${t}.${comp[j]};`);
+    });
+    e.line(`${pad}}`);
+    e.line(`${pad}workgroupBarrier();`);
+  };
+  if (vec) {
+    // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
+    e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
+    e.line(`  if (${kb} > 0u) {`);
+    repeat(perLoad, (q) => {
+      const { row, kk } = place(q);
+      return ops.map((_, o) => `${slot(o, row, kk)} = stage${o}[${q}];`);
+    }, '    ');
+    e.line(`    workgroupBarrier();`);
+    e.line(`  }`);
+    e.line(`  if (${kb} < ${K}u) {`);
+    loads('    ');
+    e.line(`  }`);
+    e.line(`  if (${kb} > 0u) {`);
+    multiply('    ');
+    e.line(`  }`);
+    e.line(`}`);
+  } else {
+    e.line(`for (var ${kb}: u32 = 0u; ${kb} < ${kEnd}u; ${kb} += ${S * TK}u) {`);
+    loads('  ');
+    e.line(`  workgroupBarrier();`);
+    multiply('  ');
+    e.line(`}`);
+  }
+  // The slices' partial sums meet in shared memory (one matmul at a time); every thread then sums `outs` outputs,
+  // consecutive threads along n, and evaluates the epilogue there.
+  mms.forEach((_, t) => {
+    e.line(`var s${t}: array<f32, ${outs}>;`);
+    e.line(`workgroupBarrier();`);
+    for (let i = 0; i < 4; i++) {
+      const w = write4(`sl * ${T * T4}u + (ty * 4u + ${i}u) * ${T4}u + tx`, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
+      if (w.length === 1) e.line(w[0]!);
+      else e.line(`{ ${w.join(' ')} }`);
+    }
+    e.line(`workgroupBarrier();`);
+    repeat(outs, (q) => {
+      const terms = Array.from({ length: S }, (_, s) => at4(`${s * T * T4}u + lid / 4u + ${q} * ${WG_TILED / 4}u`, 'lid % 4u'));
+      return [`s${t}[${q}] = ${terms.join(' + ')};`];
+    });
+  });
+  repeat(outs, (q) => {
+    const body = e.nested(() => {
+      const [m, n] = [e.fresh('k'), e.fresh('k')];
+      e.line(`let ${m} = m0 + (lid + ${q} * ${WG_TILED}u) / ${T}u;`);
+      e.line(`let ${n} = n0 + (lid + ${q} * ${WG_TILED}u) % ${T}u;`);
+      e.bound(m, MB * T - 1);
+      e.bound(n, NB * T - 1);
+      const idx = [...batch, m, n];
+      mms.forEach((mm, t) => e.seed(mm, idx, `s${t}[${q}]`));
+      const v = e.value(root, idx);
+      e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
+    });
+    return [`if (m0 + (lid + ${q} * ${WG_TILED}u) / ${T}u < ${M}u && n0 + (lid + ${q} * ${WG_TILED}u) % ${T}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
+  });
+  return finish(e, 'tiled', assemble(e, e.topLines(), WG_TILED, [vec ? `var<workgroup> ${smem}: array<vec4<f32>, ${SMEM / 4}>;` : `var<workgroup> ${smem}: array<f32, ${SMEM}>;`]), groups);
 }
-

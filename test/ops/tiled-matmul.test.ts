@@ -1,4 +1,4 @@
-// Matmuls with enough rows take the tiled kernel (64x64 tiles through shared memory): against the CPU reference
+// Matmuls with enough rows take the tiled kernel (32x32 or 64x64 tiles through shared memory, K split in slices): against the CPU reference
 // on awkward sizes, with batch dims, transposed and 16-bit operands, and fused prologues and epilogues.
 import { expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
@@ -8,11 +8,12 @@ import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 // f32 accumulation in a different order than the reference; sums of up to 300 products of values in [-1, 1].
 const tol = { atol: 2e-4, rtol: 1e-4 };
 
+// unroll: loads and outputs written out one by one, as on a GPU (a software adapter gets loops)
 test.each([
-  [32, 20, 17],
-  [70, 300, 129],
-  [128, 64, 64],
-])('tiled matmul %dx%d by %d columns, with a residual epilogue', async (M, K, N) => {
+  [32, 20, 17, false],
+  [70, 300, 129, true],
+  [128, 64, 64, false],
+])('tiled matmul %dx%d by %d columns, with a residual epilogue (unroll %s)', async (M, K, N, unroll) => {
   const r = await runBoth(
     () => {
       const x = input('x', [M, K]);
@@ -22,6 +23,7 @@ test.each([
     },
     {},
     (g) => randomData(g, M * 1000 + N),
+    { limits: { unroll } },
   );
   expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_add']);
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
@@ -57,6 +59,8 @@ test('gate and up projections share one tiled kernel (SwiGLU)', async () => {
 
 test('large grids take 64x64 tiles', async () => {
   const r = await runBoth(() => ({ y: linear(input('x', [4, 256, 40]), weight('w', [1024, 40])) }), {}, (g) => randomData(g, 11));
-  expect(r.program.kernels[0]!.wgsl).toContain('var acc0_3_3');
+  const [x, y] = r.program.kernels[0]!.workgroups;
+  expect(x * y).toBe(4 * 4 * 16); // 64x64 tiles of the 4 x 256 x 1024 output
+  expect(r.program.kernels[0]!.wgsl).toContain('let n0 = (gi % 16u) * 64u;');
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });

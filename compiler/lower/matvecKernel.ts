@@ -109,11 +109,13 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const T = matmuls.length;
   // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
-  const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(MAX_ACCUMULATORS / (T * MB)))));
+  const blocks = direct && weights.every((w) => isQuantized(storageOf(w!)));
+  // a GPU's block path takes twice the accumulators: at batch 8 the rows' prologue is then shared by 2-4 columns
+  const maxAccumulators = blocks && unroll ? 2 * MAX_ACCUMULATORS : MAX_ACCUMULATORS;
+  const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
   // k values per thread and step: a whole block when every weight is block-quantized (rows of whole 32-element
   // blocks, so K is a multiple of it), else one packed word of the most tightly packed weight (2 halves, 4 int8,
   // 8 int4); odd K steps one element at a time
-  const blocks = direct && weights.every((w) => isQuantized(storageOf(w!)));
   const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
   const U = blocks ? QUANT_BLOCK : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;

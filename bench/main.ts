@@ -22,6 +22,8 @@ export interface BenchArgs {
   weights?: QuantStorage[];
   /** With `weights`: bench only the quantized storages (a second run on a GPU machine whose time is short). */
   quantizedOnly?: boolean;
+  /** Exactly these cases (`storage:batch[:unfused]`), in place of the default list and `weights`. */
+  cases?: BenchCase[];
   log?: (line: string) => void;
 }
 
@@ -33,6 +35,12 @@ export interface BenchReport {
   quick: boolean;
   ops?: OpsReport;
   models?: ModelBenchCase[];
+}
+
+interface BenchCase {
+  storage: StorageDType;
+  batch: number;
+  fused: boolean;
 }
 
 const indent = (text: string) => text.split('\n').map((l) => `    ${l}`).join('\n');
@@ -68,12 +76,12 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
     const [prompt, fresh] = args.quick ? [16, 16] : [128, 128];
     report.models = [];
     for (const [name, config] of configs) {
-      const cases: { storage: StorageDType; batch: number; fused: boolean }[] = [];
-      if (!(args.quantizedOnly && args.weights)) {
+      const cases: BenchCase[] = args.cases ? [...args.cases] : [];
+      if (!args.cases && !(args.quantizedOnly && args.weights)) {
         for (const storage of ['f32', 'f16'] as const) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
         cases.push({ storage: 'f16', batch: 1, fused: false });
       }
-      for (const storage of args.weights ?? []) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
+      if (!args.cases) for (const storage of args.weights ?? []) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
       for (const c of cases) {
         try {
           const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
@@ -95,7 +103,15 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   return report;
 }
 
-/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]]`, as the README documents. */
+/** One `--cases` entry: `f16:1`, `q8:8`, `f16:1:unfused`. */
+function parseCase(text: string): BenchCase {
+  const [storage, batch, mode] = text.split(':');
+  const ok = (storage === 'f32' || storage === 'f16' || storage === 'q8' || storage === 'q4') && Number.isInteger(Number(batch)) && Number(batch) >= 1 && (mode === undefined || mode === 'unfused');
+  if (!ok) throw new Error(`[bench] --cases takes storage:batch[:unfused] entries (storage f32, f16, q8 or q4), got '${text}'`);
+  return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused' };
+}
+
+/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
@@ -103,5 +119,6 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const out = value('--out');
   const weights = value('--weights')?.split(',');
   if (weights && !weights.every((w): w is QuantStorage => w === 'q8' || w === 'q4')) throw new Error(`[bench] --weights takes q8, q4 or q8,q4, got '${weights.join(',')}'`);
-  return { what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}) };
+  const cases = value('--cases')?.split(',').map(parseCase);
+  return { ...(cases ? { cases } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}) };
 }

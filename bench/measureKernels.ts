@@ -12,10 +12,12 @@ export interface MeasureOptions {
   aloneIters: number;
   /** Time each kernel alone even when timestamps are available. */
   wallclock?: boolean;
+  /** Puts the program's state back before each timestamped run (a prefill bucket must not grow the context). */
+  beforeRun?: () => Promise<void>;
 }
 
 export async function measureKernelProfile(rt: GpuRuntime, exe: Executable, o: MeasureOptions): Promise<KernelProfile> {
-  const stamps = o.wallclock ? null : await kernelTimestamps(rt, exe, o.repeats);
+  const stamps = o.wallclock ? null : await kernelTimestamps(rt, exe, o.repeats, o.beforeRun);
   const quantization = stamps ? detectQuantization(stamps.runs.flat()) : undefined;
   if (stamps && !quantization!.quantized) {
     const ms = stamps.names.map((_, i) => median(stamps.runs.map((run) => Number(run[i]!.end - run[i]!.begin) / 1e6)));

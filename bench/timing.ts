@@ -19,10 +19,30 @@ export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncod
   return (await run(iters)) / iters;
 }
 
+/**
+ * Seconds per run of `encode` in steady state: `submissions` submissions of `perSubmit` runs each, encoded and
+ * submitted back to back after a one-run warm-up submission, so the host records the next while the GPU runs the last
+ * (as the generator does, one batch in flight while it encodes the next). Host time the GPU waits on counts.
+ */
+export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, perSubmit: number, submissions: number): Promise<number> {
+  const submit = (runs: number) =>
+    rt.submitWork('timing', (enc) => {
+      const pass = enc.beginComputePass();
+      for (let i = 0; i < runs; i++) encode(pass);
+      pass.end();
+    });
+  submit(1);
+  await rt.device.queue.onSubmittedWorkDone();
+  const t0 = performance.now();
+  for (let i = 0; i < submissions; i++) submit(perSubmit);
+  await rt.device.queue.onSubmittedWorkDone();
+  return (performance.now() - t0) / 1000 / (perSubmit * submissions);
+}
+
 type Profilable = Pick<Executable, 'encodeProfiled' | 'program'>;
 
 /** Raw begin/end timestamps (ns) of each kernel over `repeats` profiled runs; null without timestamp-query. */
-export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats: number): Promise<{ names: string[]; runs: { begin: bigint; end: bigint }[][] } | null> {
+export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats: number, beforeRun?: () => Promise<void>): Promise<{ names: string[]; runs: { begin: bigint; end: bigint }[][] } | null> {
   if (!rt.strata.features.includes('timestamp-query')) return null;
   const n = exe.program.kernels.length;
   const querySet = rt.device.createQuerySet({ type: 'timestamp', count: 2 * n });
@@ -31,6 +51,7 @@ export async function kernelTimestamps(rt: GpuRuntime, exe: Profilable, repeats:
   const runs: { begin: bigint; end: bigint }[][] = [];
   try {
     for (let r = 0; r < repeats; r++) {
+      await beforeRun?.();
       rt.submitWork('profile', (enc) => {
         names = exe.encodeProfiled(enc, querySet, 0);
         enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);

@@ -1,9 +1,11 @@
-// `strata inspect <model-dir> --kernels`: the compiled schedule of a bucket (one line a dispatch: template, grid,
-// bytes, fused ops), from config.json and the checkpoint's header alone: traced and compiled, no GPU.
+// `strata inspect <model-dir> --kernels`: the kernel plan of a bucket (the rules that gave nodes buffers, then one
+// line a kernel: template, grid, what it inlines and reads) and its compiled schedule (one line a dispatch:
+// template, grid, bytes, fused ops), from config.json and the checkpoint's header alone: traced and compiled, no GPU.
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { type DeviceLimits, compile } from '../compiler/compile.ts';
-import type { StorageDType } from '../compiler/ir.ts';
+import { type DeviceLimits, compile, compileWithPlan } from '../compiler/compile.ts';
+import { printKernelPlan } from '../compiler/passes/planKernels.ts';
+import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { type Program, printSchedule } from '../compiler/program.ts';
 import { StepContext } from '../caches/stepContext.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
@@ -22,15 +24,18 @@ export interface ScheduleOptions {
 
 /** The Program of one bucket of a model, as ModelRunner compiles it (logits of each row's last token). */
 export function compileBucket(model: ModelDef, storage: (name: string) => StorageDType | undefined, o: ScheduleOptions): Program {
+  return compile(traceBucket(model, storage, o), { limits: o.limits, bucket: { rows: o.rows, tokens: o.tokens } });
+}
+
+function traceBucket(model: ModelDef, storage: (name: string) => StorageDType | undefined, o: ScheduleOptions): Graph {
   const memory = { slots: o.rows, capacity: o.capacity, maxChunk: o.tokens };
-  const graph = trace(() => {
+  return trace(() => {
     const ctx = new StepContext(model.memory(), memory, o.rows, o.tokens, { storage });
     const hidden = model.forward(ctx).reshape(o.rows * o.tokens, model.hiddenSize);
     const lastRow = ctx.valid.sub(1).add(iota([o.rows], 0, 'i32').mul(o.tokens));
     output('logits', model.logits(ctx, hidden.gather(lastRow)));
     ctx.finish();
   });
-  return compile(graph, { limits: o.limits, bucket: { rows: o.rows, tokens: o.tokens } });
 }
 
 export async function kernelSchedule(dir: string, o: ScheduleOptions): Promise<string> {
@@ -47,5 +52,7 @@ export async function kernelSchedule(dir: string, o: ScheduleOptions): Promise<s
       await checkpoint.close();
     }
   }
-  return printSchedule(compileBucket(model, (name) => dtypes.get(name), o));
+  const storage = (name: string) => dtypes.get(name);
+  const { program, plan, steps } = compileWithPlan(traceBucket(model, storage, o), { limits: o.limits, bucket: { rows: o.rows, tokens: o.tokens } });
+  return `${printKernelPlan(plan, steps)}\n${printSchedule(program)}`;
 }

@@ -1,5 +1,6 @@
-// The compiler pipeline, top to bottom: verify, simplify, fuse, lower (fusion refined by lowering), order,
-// plan memory, bind. One Program per bucket.
+// The compiler pipeline, top to bottom: verify, simplify, split weights, fuse (first choice of buffers),
+// planKernels (templates and buffers to a fixpoint of rules, each kernel lowered there), order, plan memory,
+// group, bind. One Program per bucket.
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
@@ -7,13 +8,13 @@ import { isQuantized } from './quantized.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
-import { type LoweredKernel, NeedsMaterialize, lowerKernel } from './passes/lowerToWgsl.ts';
+import type { LoweredKernel } from './passes/lowerToWgsl.ts';
+import { CompileError, type KernelPlan, type PlanStep, planKernels } from './passes/planKernels.ts';
 import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
 import { splitWeights } from './passes/splitWeights.ts';
-import { stateRoot } from './ir.ts';
 
 export interface DeviceLimits {
   maxStorageBuffersPerShaderStage: number;
@@ -41,83 +42,7 @@ export interface CompileOptions extends Partial<FuseOptions> {
   bucket?: Record<string, number>;
 }
 
-export class CompileError extends Error {
-  override name = 'CompileError';
-}
-
-/** Inlined nodes under the root with the most distinct buffers below them: the one to split off. */
-function splitCandidate(k: LoweredKernel, isMat: (n: Node) => boolean): Node | undefined {
-  const inlined = new Set(k.nodes.slice(1));
-  let best: Node | undefined;
-  let bestReads = 1;
-  const readsUnder = (n: Node): number => {
-    const seen = new Set<number>();
-    const stack = [n];
-    let reads = 0;
-    while (stack.length) {
-      const c = stack.pop()!;
-      if (seen.has(c.id)) continue;
-      seen.add(c.id);
-      for (const i of c.inputs) {
-        if (isMat(i)) {
-          if (!seen.has(-i.id - 1)) (seen.add(-i.id - 1), reads++);
-        } else stack.push(i);
-      }
-    }
-    return reads;
-  };
-  for (const id of inlined) {
-    const n = k.root.inputs.find((x) => x.id === id) ?? findNode(k.root, id);
-    if (!n || n.op === 'const' || n.op === 'iota') continue;
-    const r = readsUnder(n);
-    if (r > bestReads && r < k.reads.length) [best, bestReads] = [n, r];
-  }
-  return best;
-}
-
-function findNode(root: Node, id: number): Node | undefined {
-  const stack = [root];
-  const seen = new Set<number>();
-  while (stack.length) {
-    const n = stack.pop()!;
-    if (n.id === id) return n;
-    if (seen.has(n.id)) continue;
-    seen.add(n.id);
-    stack.push(...n.inputs);
-  }
-  return undefined;
-}
-
-function lowerAll(g: Graph, mat: Set<number>, limits: DeviceLimits): LoweredKernel[] {
-  const isMat = (n: Node) => mat.has(n.id);
-  for (let attempt = 0; ; attempt++) {
-    if (attempt > 10 * g.nodes.length + 10) throw new CompileError('fusion did not converge');
-    try {
-      const kernels: LoweredKernel[] = [];
-      for (const n of g.nodes) {
-        if (!mat.has(n.id) || n.op === 'input' || n.op === 'weight' || n.op === 'state') continue;
-        const k = lowerKernel(n, isMat, { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true });
-        // a scatter must not read the buffer it writes (threads would race): give its values a buffer of their own
-        if (n.op === 'scatter') {
-          const state = stateRoot(n);
-          if (k.reads.some((r) => stateRoot(r) === state)) throw new NeedsMaterialize(n.inputs[2]!, 'scatter values read the state being written');
-        }
-        const buffers = new Set(k.reads.map((r) => stateRoot(r)?.id ?? r.id)).size + 1;
-        if (buffers > limits.maxStorageBuffersPerShaderStage) {
-          const split = splitCandidate(k, isMat);
-          if (!split) throw new CompileError(`kernel for %${n.id} (${n.op}) needs ${buffers} storage buffers; the adapter allows ${limits.maxStorageBuffersPerShaderStage}`);
-          throw new NeedsMaterialize(split, `kernel needs ${buffers} storage buffers`);
-        }
-        kernels.push(k);
-      }
-      return kernels;
-    } catch (err) {
-      if (!(err instanceof NeedsMaterialize)) throw err;
-      if (mat.has(err.node.id)) throw new CompileError(`cannot lower %${err.node.id} (${err.node.op}): ${err.message}`);
-      mat.add(err.node.id);
-    }
-  }
-}
+export { CompileError };
 
 function elementType(n: Node): string {
   // quantized blocks are read as u32x4 (compiler/quantized.ts)
@@ -210,14 +135,28 @@ function copyAliasedOutputs(g: Graph): Graph {
   return nodes.length === g.nodes.length ? g : { ...g, nodes, outputs };
 }
 
+/** A compiled Program with the kernel plan it was bound from and the rules that shaped it. */
+export interface CompiledWithPlan {
+  program: Program;
+  plan: KernelPlan;
+  steps: PlanStep[];
+}
+
 /** Compiles a traced graph into a Program. */
 export function compile(graph: Graph, options: CompileOptions = {}): Program {
+  return compileWithPlan(graph, options).program;
+}
+
+/** compile(), keeping the kernel plan (passes/planKernels.ts) for printing. */
+export function compileWithPlan(graph: Graph, options: CompileOptions = {}): CompiledWithPlan {
   const limits: DeviceLimits = { ...DEFAULT_LIMITS, ...options.limits };
   verify(graph);
   const g = splitWeights(copyAliasedOutputs(simplify(graph)), limits.maxStorageBufferBindingSize);
   verify(g);
   const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
-  const kernels = orderKernels(lowerAll(g, mat, limits));
+  const steps: PlanStep[] = [];
+  const kernelPlan = planKernels(g, mat, limits, steps);
+  const kernels = orderKernels(kernelPlan.kernels);
   const plan = planMemory(g, kernels);
   for (const b of plan.buffers)
     if (b.bytes > limits.maxStorageBufferBindingSize)
@@ -226,7 +165,7 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   const groups = fuse ? groupKernels(kernels, plan.bufferOf, limits) : kernels.map((k) => [k]);
   const byRole = (role: string) => Object.fromEntries(plan.buffers.filter((b) => b.role === role).map((b) => [b.name!, b.id]));
-  return {
+  const program: Program = {
     bucket: options.bucket ?? {},
     buffers: plan.buffers,
     kernels: groups.map((grp, i) => bindKernels(grp, plan.bufferOf, limits, i, nodeById)),
@@ -235,4 +174,5 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
     weights: byRole('weight'),
     states: byRole('state'),
   };
+  return { program, plan: { ...kernelPlan, kernels }, steps };
 }

@@ -1,7 +1,20 @@
-// The primitive table: for every op, its shape/dtype rule, its CPU reference, its WGSL lowering and its fusion
-// class. Keyed by OpAttrs, so adding an op without a complete definition does not compile.
+// The primitive table: for every op, its shape/dtype rule, its CPU reference, its WGSL lowering, its fusion
+// class, the kernel template that computes it when it needs a kernel of its own, and for the fused kernel
+// (attention) the composition that is its reference and fallback. Keyed by OpAttrs, so adding an op without a
+// complete definition does not compile. The CPU backend is a lookup here (references.ts holds the array-level
+// references); the kernel planner (passes/planKernels.ts) reads the fusion class and the template.
 import { type DType, type Node, type OpAttrs, type OpName, fmtShape, numel } from './ir.ts';
 import { type IndexAlgebra, delinearize, linearize } from './indexAlgebra.ts';
+import type { KernelMode } from './lower/emitter.ts';
+import {
+  type Reference,
+  attentionReference,
+  constReference,
+  cumsumReference,
+  matmulReference,
+  scatterReference,
+  sourceReference,
+} from './references.ts';
 
 export class ShapeError extends Error {
   override name = 'ShapeError';
@@ -23,10 +36,21 @@ export interface Inferred {
 
 type Scalar = number;
 
+/** Builds the nodes of the composition a fused kernel stands for (the tracer's, in dsl/nn/attention.ts). */
+export interface Composer {
+  emit<K extends OpName>(op: K, inputs: Node[], attrs: OpAttrs[K]): Node;
+  /** A rank-0 f32 constant. */
+  constant(value: number): Node;
+}
+
 interface Common<K extends OpName> {
   kind: FusionClass;
   /** Shape and dtype of the result; throws ShapeError naming the op, the shapes and the broken rule. */
   infer(inputs: readonly Node[], attrs: OpAttrs[K]): Inferred;
+  /** CPU reference on whole arrays; without one, the fusion class's generic rule (references.ts referenceOf). */
+  reference?: Reference;
+  /** The kernel template that computes this op, which always gets a kernel of its own (the planner's choice for the others). */
+  template?: KernelMode;
 }
 
 interface ElementwiseDef<K extends OpName> extends Common<K> {
@@ -35,27 +59,50 @@ interface ElementwiseDef<K extends OpName> extends Common<K> {
   cpu(args: Scalar[], attrs: OpAttrs[K], inputs: readonly Node[]): Scalar;
   /** WGSL expression from argument expressions already typed as the input dtypes. */
   wgsl(args: string[], attrs: OpAttrs[K], inputs: readonly Node[], out: DType): string;
+  /** An op without inputs takes coordinates of its output index as its arguments (iota: the one along its axis). */
+  indexArgs?<T>(out: readonly T[], attrs: OpAttrs[K]): T[];
 }
 
 interface ViewDef<K extends OpName> extends Common<K> {
   kind: 'view';
   /** Maps an output index to (which input, index into it). One definition for both backends. */
   index<T>(alg: IndexAlgebra<T>, out: T[], attrs: OpAttrs[K], inputs: readonly Node[], node: { shape: readonly number[] }): { input: number; index: T[] }[];
+  /**
+   * The first candidate is read for a row number that leads the second candidate's index (gather); rows out of
+   * range read the last row on both backends (WebGPU's robust access clamps likewise). Otherwise several
+   * candidates are parts selected by position along an axis (concat).
+   */
+  indirect?: true;
 }
 
 interface ReduceDef<K extends OpName> extends Common<K> {
   kind: 'reduce';
+  /**
+   * The inputs read at output index `out` and reduction index `k`; the reduced term is their product (one input for
+   * sum/rmax/mean; matmul's a[..., m, k] * b[..., k, n]). Reduced length: the last axis of input 0.
+   */
+  operands?<T>(out: readonly T[], k: T): { input: number; index: T[] }[];
   identity: number;
   combine: { cpu(a: number, b: number): number; wgsl(a: string, b: string): string };
+  /** The WGSL subgroup builtin that combines across lanes. */
+  subgroup: 'subgroupAdd' | 'subgroupMax';
   /** Applied once to the combined value; `size` is the reduced length. */
   finish?: { cpu(acc: number, size: number): number; wgsl(acc: string, size: number): string };
 }
 
 interface OtherDef<K extends OpName> extends Common<K> {
   kind: 'source' | 'scan' | 'scatter' | 'kernel';
+  reference: Reference;
 }
 
-export type OpDef<K extends OpName> = ElementwiseDef<K> | ViewDef<K> | ReduceDef<K> | OtherDef<K>;
+export interface KernelDef<K extends OpName> extends OtherDef<K> {
+  kind: 'kernel';
+  template: KernelMode;
+  /** The same value as a composition of primitives: the reference the kernel is tested against and the unfused fallback. */
+  decompose(c: Composer, inputs: Node[], attrs: OpAttrs[K]): Node;
+}
+
+export type OpDef<K extends OpName> = ElementwiseDef<K> | ViewDef<K> | ReduceDef<K> | OtherDef<K> | KernelDef<K>;
 
 // ---------------------------------------------------------------- shape rules
 
@@ -132,23 +179,31 @@ function erfCpu(x: number): number {
 }
 const ERF_WGSL = (x: string) =>
   `strata_erf(${x})`;
-export const WGSL_HELPERS = `
-fn strata_erf(x: f32) -> f32 {
+/** WGSL functions the op table's lowerings call, by name; a kernel declares only those it calls (wgslHelpersFor). */
+const WGSL_HELPERS: Record<string, string> = {
+  strata_erf: `fn strata_erf(x: f32) -> f32 {
   let z = abs(x);
   let t = 1.0 / (1.0 + 0.5 * z);
   let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
   return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-fn strata_softplus(x: f32) -> f32 { return select(log(1.0 + exp(x)), x, x > 20.0); }
-// (e^2x - 1)/(e^2x + 1) cancels near 0 (about 6e-8 absolute); the Taylor series is exact to f32 there
+}`,
+  strata_softplus: `fn strata_softplus(x: f32) -> f32 { return select(log(1.0 + exp(x)), x, x > 20.0); }`,
+  strata_tanh: `// (e^2x - 1)/(e^2x + 1) cancels near 0 (about 6e-8 absolute); the Taylor series is exact to f32 there
 fn strata_tanh(x: f32) -> f32 {
   let c = clamp(x, -15.0, 15.0);
   let e = exp(2.0 * c);
   let x2 = c * c;
   return select((e - 1.0) / (e + 1.0), c * (1.0 - x2 * (0.33333333 - x2 * 0.13333333)), abs(c) < 0.05);
+}`,
+  strata_sigmoid: `fn strata_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }`,
+};
+
+/** The helper functions a kernel's text calls, in declaration order (helpers call none of each other). */
+export function wgslHelpersFor(text: string): string[] {
+  return Object.entries(WGSL_HELPERS)
+    .filter(([name]) => text.includes(`${name}(`))
+    .map(([, fn]) => fn);
 }
-fn strata_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
-`;
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 const softplus = (x: number) => (x > 20 ? x : Math.log1p(Math.exp(x)));
@@ -204,15 +259,15 @@ const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
 
-export const OPS: { [K in OpName]: OpDef<K> } = {
-  input: { kind: 'source', infer: source },
-  weight: { kind: 'source', infer: source },
-  state: { kind: 'source', infer: source },
-  const: { kind: 'source', infer: source },
+export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<K> } = {
+  input: { kind: 'source', infer: source, reference: sourceReference },
+  weight: { kind: 'source', infer: source, reference: sourceReference },
+  state: { kind: 'source', infer: source, reference: sourceReference },
+  const: { kind: 'source', infer: source, reference: constReference },
   iota: {
     kind: 'elementwise',
     infer: source,
-    // iota has no inputs: the lowering passes the index along its axis as the single argument.
+    indexArgs: (out, attrs) => [out[attrs.axis]!],
     cpu: (a) => a[0]!,
     wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : `${wgslType(out)}(${a[0]})`),
   },
@@ -307,11 +362,12 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     wgsl: (a) => `select(${a[2]}, ${a[1]}, ${a[0]})`,
   },
 
-  sum: { kind: 'reduce', infer: reduceRule('sum'), identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` } },
-  rmax: { kind: 'reduce', infer: reduceRule('rmax'), identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => `max(${a}, ${b})` } },
+  sum: { kind: 'reduce', infer: reduceRule('sum'), subgroup: 'subgroupAdd', identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` } },
+  rmax: { kind: 'reduce', infer: reduceRule('rmax'), subgroup: 'subgroupMax', identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => `max(${a}, ${b})` } },
   mean: {
     kind: 'reduce',
     infer: reduceRule('mean'),
+    subgroup: 'subgroupAdd',
     identity: 0,
     combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
     finish: { cpu: (acc, n) => acc / n, wgsl: (acc, n) => `(${acc} * ${lit(1 / n, 'f32')})` },
@@ -320,6 +376,12 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   // matmul is a reduction: the compiler sees it as sum over k of a[..., m, k] * b[..., k, n].
   matmul: {
     kind: 'reduce',
+    reference: matmulReference,
+    operands: (out, k) => [
+      { input: 0, index: [...out.slice(0, -1), k] },
+      { input: 1, index: [...out.slice(0, -2), k, out[out.length - 1]!] },
+    ],
+    subgroup: 'subgroupAdd',
     identity: 0,
     combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
     infer: (inputs) => {
@@ -421,13 +483,14 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   // gather(table [R, ...rest], indices [...I]) -> [...I, ...rest]
   gather: {
     kind: 'view',
+    indirect: true,
     infer: (inputs) => {
       const [table, idx] = inputs as [Node, Node];
       if (table.shape.length < 1) throw new ShapeError(`[gather] table ${fmtShape(table.shape)} needs rank >= 1`);
       if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError(`[gather] indices must be i32 or u32, got ${idx.dtype}`);
       return { shape: [...idx.shape, ...table.shape.slice(1)], dtype: table.dtype };
     },
-    // The row comes from input 1 at the leading dims; the lowering substitutes the loaded value for index[0].
+    // The row comes from input 1 at the leading dims and leads the index into input 0 (see `indirect`).
     index: (_alg, out, _attrs, inputs) => {
       const k = inputs[1]!.shape.length;
       return [
@@ -440,6 +503,8 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
   // scatter(state [R, ...rest], indices [...I], values [...I, ...rest]) -> the state with those rows replaced
   scatter: {
     kind: 'scatter',
+    template: 'scatter',
+    reference: scatterReference,
     infer: (inputs) => {
       const [target, idx, values] = inputs as [Node, Node, Node];
       if (idx.dtype !== 'i32' && idx.dtype !== 'u32') throw new ShapeError(`[scatter] indices must be i32 or u32, got ${idx.dtype}`);
@@ -451,10 +516,12 @@ export const OPS: { [K in OpName]: OpDef<K> } = {
     },
   },
 
-  attention: { kind: 'kernel', infer: attentionRule },
+  attention: { kind: 'kernel', infer: attentionRule, template: 'attention', reference: attentionReference, decompose: attentionComposition },
 
   cumsum: {
     kind: 'scan',
+    template: 'scan',
+    reference: cumsumReference,
     infer: (inputs) => {
       if (inputs[0]!.shape.length === 0) throw new ShapeError('[cumsum] cannot scan a scalar');
       numericOnly('cumsum', inputs);
@@ -477,6 +544,23 @@ export function attentionRule(inputs: readonly Node[]): Inferred {
   if (!same(limit.shape, [...batch, M]) || limit.dtype !== 'i32') throw new ShapeError(`[attention] limit ${limit.dtype}${fmtShape(limit.shape)} must be i32${fmtShape([...batch, M])}`);
   floatOnly('attention', [q, kT, v]);
   return { shape: [...batch, M, v.shape[r - 1]!], dtype: 'f32' };
+}
+
+/**
+ * softmax(where(mask, softcap(scale * q kT), -inf)) v: the fused attention kernel's reference and its unfused
+ * fallback (dsl/nn/attention.ts, fused: false). The limit input only lets the kernel stop early; the mask covers it.
+ */
+function attentionComposition(c: Composer, inputs: Node[], attrs: OpAttrs['attention']): Node {
+  const [q, kT, v, mask] = inputs as [Node, Node, Node, Node];
+  const emit = c.emit.bind(c);
+  const scalar = (value: number, like: Node) => emit('broadcast', [emit('reshape', [c.constant(value)], { shape: like.shape.map(() => 1) })], { shape: [...like.shape] });
+  let scores = emit('matmul', [q, kT], {});
+  scores = emit('mul', [scores, scalar(attrs.scale, scores)], {});
+  if (attrs.softcap) scores = emit('mul', [emit('tanh', [emit('div', [scores, scalar(attrs.softcap, scores)], {})], {}), scalar(attrs.softcap, scores)], {});
+  const masked = emit('where', [mask, scores, scalar(-Infinity, scores)], {});
+  const keep = (x: Node) => emit('broadcast', [emit('reshape', [x], { shape: [...x.shape, 1] })], { shape: [...masked.shape] });
+  const e = emit('exp', [emit('sub', [masked, keep(emit('rmax', [masked], {}))], {})], {});
+  return emit('matmul', [emit('div', [e, keep(emit('sum', [e], {}))], {}), v], {});
 }
 
 export function opDef<K extends OpName>(op: K): OpDef<K> {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, after `source .device/start.sh`: Strata's bench over the bench configurations, then
 # per-kernel profiles of single buckets while the time budget lasts. Everything lands in OUT_DIR (7 files).
-# Usage: bash bench/device/strata.sh OUT_DIR [CONFIGS]   (CONFIGS: comma-separated, default all; BUDGET s, default 570)
+# Usage: bash bench/device/strata.sh OUT_DIR [CONFIGS]   (CONFIGS: comma-separated, default all; BUDGET s, default 570;
+#   CASES: the bench's --cases list, e.g. f16:1,f16:8,q8:1, default its full list)
 set -u
 out=$1
 configs=${2:-}
@@ -12,7 +13,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.csv" 2>&1
 
 # the bench writes its JSON after every case, so a run stopped by the timeout keeps what it measured
-timeout $(($(left) - 100)) node dist/bench.mjs ${configs:+--config "$configs"} --out "$out/strata.json" 2>&1 | tee "$out/strata.log"
+timeout $(($(left) - 100)) node dist/bench.mjs ${configs:+--config "$configs"} ${CASES:+--cases "$CASES"} --out "$out/strata.json" 2>&1 | tee "$out/strata.log"
 
 # profiles, most useful first: each needs about 30 s (compile, roofline, profiled runs)
 profile() { # NAME ARGS...
@@ -24,5 +25,7 @@ profile llama-400m-decode llama-400m --storage f16 --context 192
 profile llama-400m-prefill llama-400m --storage f16 --tokens 128
 profile llama-400m-decode-f32 llama-400m --storage f32 --context 192
 profile granite-decode granite4h-350m-like --storage f16 --context 192
+profile granite-prefill granite4h-350m-like --storage f16 --tokens 128
+profile jamba-prefill jamba-small --storage f16 --tokens 128
 tail -c 3000 "$out/profile.txt"
 echo "strata.sh: done in $(($(date +%s) - start)) s"

@@ -5,19 +5,19 @@
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
 import { BoundedIndex, linearize } from '../indexAlgebra.ts';
-import { OPS, WGSL_HELPERS, wgslLiteral, wgslType } from '../ops.ts';
+import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
 
 /** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
 export const SEQ_MAX = 16;
 /** Trips of a strided cooperative loop written out one by one when the workgroup size is known. */
 const UNROLL = 8;
 
-export class NeedsMaterialize extends Error {
-  constructor(readonly node: Node, reason: string) {
-    super(`materialise %${node.id} (${node.op}): ${reason}`);
-  }
-}
-export class RowModeFails extends Error {}
+/**
+ * Why a template cannot hold what is inlined under its root, reported by the emitter as data (the kernel it was
+ * building is then discarded): `materialize` names the node that needs a buffer of its own; `row` says the row
+ * template cannot hold it but the element template may. The planner (passes/planKernels.ts) acts on it.
+ */
+export type Refusal = { kind: 'materialize'; node: Node; reason: string } | { kind: 'row'; node: Node; reason: string };
 
 export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled';
 
@@ -31,6 +31,8 @@ export interface LoweredKernel {
   workgroupSize: number;
   groups: number;
   nodes: number[];
+  /** Set when the template could not hold the inlined expression: the text is unusable, the planner acts on it. */
+  refusal?: Refusal;
 }
 
 /**
@@ -75,6 +77,8 @@ export class Emitter {
   readonly inlined = new Set<number>();
   readonly redTypes = new Set<DType>();
   maxCoop = 0;
+  /** The first thing this kernel's template cannot hold (see Refusal); emission goes on with a stand-in value. */
+  refusal: Refusal | undefined;
   private counter = 0;
   /** The workgroup size when the template fixes it before emitting (cooperative loops are then unrolled). */
   workgroupSize: number | undefined;
@@ -182,6 +186,12 @@ export class Emitter {
     return out;
   }
 
+  /** Records a refusal (the first one counts) and returns a stand-in value so emission can finish. */
+  private refuse(r: Refusal, type: DType): string {
+    this.refusal ??= r;
+    return wgslLiteral(0, type);
+  }
+
   /** Registers that a loop index or clamped name never exceeds `max` (index arithmetic folds with it). */
   bound(name: string, max: number): string {
     this.ix.bound(name, max);
@@ -269,15 +279,16 @@ export class Emitter {
     const def = OPS[n.op];
     switch (def.kind) {
       case 'elementwise': {
-        const args = n.op === 'iota' ? [idx[(n as Node<'iota'>).attrs.axis]!] : n.inputs.map((i) => this.value(i, idx));
+        const args = def.indexArgs ? def.indexArgs(idx, n.attrs as never) : n.inputs.map((i) => this.value(i, idx));
         return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
       }
       case 'view': {
-        if (n.op === 'gather') {
-          const k = n.inputs[1]!.shape.length;
-          const row = this.value(n.inputs[1]!, idx.slice(0, k));
+        if (def.indirect) {
+          const [at, rest] = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n) as [{ input: number; index: string[] }, { input: number; index: string[] }];
+          const row = this.value(n.inputs[at.input]!, at.index);
+          const table = n.inputs[rest.input]!;
           // out-of-range rows read the last row (the CPU reference does the same)
-          return this.value(n.inputs[0]!, [`min(u32(${row}), ${n.inputs[0]!.shape[0]! - 1}u)`, ...idx.slice(k)]);
+          return this.value(table, [`min(u32(${row}), ${table.shape[0]! - 1}u)`, ...rest.index]);
         }
         const cands = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
@@ -298,28 +309,22 @@ export class Emitter {
       case 'reduce':
         return this.reduction(n, idx, key);
       default:
-        throw new NeedsMaterialize(n, `${n.op} is computed by its own kernel`);
+        return this.refuse({ kind: 'materialize', node: n, reason: `${n.op} is computed by its own kernel` }, n.dtype);
     }
   }
 
-  /** Value of the reduced operand at output index idx and reduction index k. */
+  /** Value of the reduced term at output index idx and reduction index k: the product of the table entry's operands. */
   private reduceOperand(n: Node, idx: readonly string[], k: string): string {
-    if (n.op === 'matmul') {
-      const [a, b] = n.inputs as [Node, Node];
-      const batch = idx.slice(0, -2);
-      const m = idx[idx.length - 2]!;
-      const col = idx[idx.length - 1]!;
-      const av = this.value(a, [...batch, m, k]);
-      const bv = this.value(b, [...batch, k, col]);
-      return `(${av} * ${bv})`;
-    }
-    return this.value(n.inputs[0]!, [...idx, k]);
+    const def = OPS[n.op];
+    const operands = def.kind === 'reduce' && def.operands ? def.operands(idx, k) : [{ input: 0, index: [...idx, k] }];
+    const values = operands.map((o) => this.value(n.inputs[o.input]!, o.index));
+    return values.length === 1 ? values[0]! : `(${values.join(' * ')})`;
   }
 
   private reduction(n: Node, idx: readonly string[], key: string): string {
     const def = OPS[n.op];
     if (def.kind !== 'reduce') throw new Error('unreachable');
-    const len = n.op === 'matmul' ? n.inputs[0]!.shape[n.inputs[0]!.shape.length - 1]! : reduceLength(n);
+    const len = reduceLength(n);
     const type = wgslType(n.dtype);
     const init = wgslLiteral(def.identity === -Infinity && n.dtype !== 'f32' ? (n.dtype === 'i32' ? -2147483648 : 0) : def.identity, n.dtype);
     const finish = (acc: string) => (def.finish ? def.finish.wgsl(acc, len) : acc);
@@ -336,10 +341,10 @@ export class Emitter {
       this.line('}');
       return this.bind(key, n.dtype, finish(acc));
     }
-    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') throw new NeedsMaterialize(n, `a reduction of ${len} in a ${this.mode} kernel`);
+    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') return this.refuse({ kind: 'materialize', node: n, reason: `a reduction of ${len} in a ${this.mode} kernel` }, n.dtype);
     if (!this.hoistable(idx)) {
-      if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) throw new RowModeFails();
-      throw new NeedsMaterialize(n, 'its index varies inside an enclosing loop');
+      if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) return this.refuse({ kind: 'row', node: n, reason: 'its index varies along the row' }, n.dtype);
+      return this.refuse({ kind: 'materialize', node: n, reason: 'its index varies inside an enclosing loop' }, n.dtype);
     }
     // A cooperative phase at the kernel's top level: each thread strides over the axis, then a tree reduction.
     this.maxCoop = Math.max(this.maxCoop, len);
@@ -360,7 +365,7 @@ export class Emitter {
           `// reduce %${n.id} (${n.op} over ${len})`,
           `var ${acc}: ${type} = ${init};`,
           ...loop,
-          ...(this.subgroups ? this.subgroupCombine(n.op === 'rmax' ? 'subgroupMax' : 'subgroupAdd', acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
+          ...(this.subgroups ? this.subgroupCombine(def.subgroup, acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
           `${red}[lid] = ${acc};`,
           `workgroupBarrier();`,
           `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`,
@@ -411,16 +416,20 @@ export function assemble(e: Emitter, mainLines: string[], wg: number, decls: str
 
 /** The WGSL module of a kernel text, its buffers declared by `bindings` (the `@BINDINGS@` of older callers). */
 export function renderKernel(t: KernelText, bindings: string): string {
-  return [
-    ...(t.subgroups ? ['enable subgroups;'] : []),
-    bindings,
-    WGSL_HELPERS.trim(),
-    `const WG: u32 = ${t.wg}u;`,
-    ...t.decls,
+  const main = [
     `@compute @workgroup_size(${t.wg})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${t.subgroups ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
     ...t.main.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
     '}',
+  ];
+  return [
+    ...(t.subgroups ? ['enable subgroups;'] : []),
+    bindings,
+    // only the helpers this kernel calls: every declared function is parsed and compiled by the adapter
+    ...wgslHelpersFor([...t.decls, ...main].join('\n')),
+    `const WG: u32 = ${t.wg}u;`,
+    ...t.decls,
+    ...main,
     '',
   ].join('\n');
 }
@@ -436,6 +445,7 @@ export function finish(e: Emitter, mode: KernelMode, text: KernelText, groups: n
     workgroupSize: text.wg,
     groups,
     nodes: [e.root.id, ...[...e.inlined].filter((id) => id !== e.root.id)],
+    ...(e.refusal ? { refusal: e.refusal } : {}),
   };
 }
 

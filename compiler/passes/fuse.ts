@@ -1,6 +1,6 @@
-// fuse: decides which nodes get a buffer of their own ("materialised"); every other node is inlined into the
-// kernels that read it. Lowering refines this: when a kernel cannot inline a node it asks for it to be
-// materialised (NeedsMaterialize) and the pipeline runs again.
+// fuse: the first choice of which nodes get a buffer of their own ("materialised"); every other node is inlined
+// into the kernels that read it. The kernel planner (planKernels.ts) refines it by rules until every kernel's
+// template can hold what it inlines.
 import type { Graph, Node } from '../ir.ts';
 import { OPS } from '../ops.ts';
 

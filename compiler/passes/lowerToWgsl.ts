@@ -13,19 +13,19 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
-import { wgslLiteral, wgslType } from '../ops.ts';
-import { Emitter, type KernelMode, type LoweredKernel, NeedsMaterialize, RowModeFails, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
+import { OPS, wgslLiteral, wgslType } from '../ops.ts';
+import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
-import { lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
+import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
-export { NeedsMaterialize, SEQ_MAX, isReduction, reduceLength };
-export type { KernelMode, LoweredKernel };
+export { SEQ_MAX, isReduction, reduceLength };
+export type { KernelMode, LoweredKernel, Refusal };
 
 const MAP_WG = 256;
 
 /** Whether a long reduction is reachable from `n` without crossing a materialised node. */
-function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): boolean {
+export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): boolean {
   if (seen.has(n.id)) return false;
   seen.add(n.id);
   for (const i of n.inputs) {
@@ -36,7 +36,6 @@ function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<n
   return false;
 }
 
-
 export interface LowerOptions {
   /** The device has subgroup operations (WGSL `enable subgroups`). */
   subgroups?: boolean;
@@ -44,30 +43,51 @@ export interface LowerOptions {
   unroll?: boolean;
 }
 
-export function lowerKernel(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
-  if (root.op === 'scatter') return lowerScatter(root, isMat);
-  if (root.op === 'cumsum') return lowerScan(root, isMat);
-  if (root.op === 'attention') return lowerAttention(root, isMat, options.subgroups ?? false);
+/** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
+export type TemplateChoice =
+  | { template: Exclude<KernelMode, 'tiled' | 'matvec'> }
+  | { template: 'tiled'; matmuls: Node[] }
+  | { template: 'matvec'; plan: MatvecPlan };
+
+/**
+ * The template of a kernel rooted at `root`, by rules over the graph: the op's own template (scatter, scan,
+ * attention), a tiled matmul for many rows, a matvec for few, a map when no long reduction is inlined, else a
+ * row kernel (the planner falls back to element when the row template refuses). Or the node that must get a
+ * buffer first: a many-row matmul read through views gets its own tiled kernel.
+ */
+export function chooseTemplate(root: Node, isMat: (n: Node) => boolean): TemplateChoice | { materialize: Node; reason: string } {
+  const own = OPS[root.op].template;
+  if (own) return { template: own as Exclude<KernelMode, 'tiled' | 'matvec'> };
   const mms = tiledMatmulsOf(root, isMat);
-  if (mms) return lowerTiledMatmul(root, mms, isMat);
-  // a many-row matmul that cannot be tiled here (read through views, e.g. RoPE's halves) gets a tiled kernel of its own
+  if (mms) return { template: 'tiled', matmuls: mms };
   const big = bigMatmulUnder(root, isMat);
-  if (big) throw new NeedsMaterialize(big, 'a many-row matmul is read through views: it gets its own tiled kernel');
+  if (big) return { materialize: big, reason: 'a many-row matmul is read through views: it gets its own tiled kernel' };
   const mv = matvecPlanOf(root, isMat);
-  if (mv) return lowerMatvec(root, mv, isMat, options.subgroups ?? false, options.unroll ?? true);
+  if (mv) return { template: 'matvec', plan: mv };
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
-  if (!rootIsLong && !hasLongReduction(root, isMat)) return lowerMap(root, isMat);
+  if (!rootIsLong && !hasLongReduction(root, isMat)) return { template: 'map' };
   const last = root.shape[root.shape.length - 1] ?? 1;
-  if (root.shape.length >= 1 && last > 1) {
-    try {
-      return lowerCooperative(root, isMat, 'row', options);
-    } catch (err) {
-      if (!(err instanceof RowModeFails)) throw err;
-    }
-  }
-  return lowerCooperative(root, isMat, 'element', options);
+  return { template: root.shape.length >= 1 && last > 1 ? 'row' : 'element' };
 }
 
+type Lowering = (root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, options: LowerOptions) => LoweredKernel;
+
+/** The kernel templates by name: lowering a planned kernel is a lookup here. */
+const TEMPLATES: Record<KernelMode, Lowering> = {
+  map: (root, _c, isMat) => lowerMap(root, isMat),
+  row: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'row', o),
+  element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
+  matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o.subgroups ?? false, o.unroll ?? true),
+  tiled: (root, c, isMat) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat),
+  attention: (root, _c, isMat, o) => lowerAttention(root, isMat, o.subgroups ?? false),
+  scatter: (root, _c, isMat) => lowerScatter(root, isMat),
+  scan: (root, _c, isMat) => lowerScan(root, isMat),
+};
+
+/** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */
+export function lowerKernel(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
+  return TEMPLATES[choice.template](root, choice, isMat, options);
+}
 
 function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const e = new Emitter(root, isMat, 'map');
@@ -126,9 +146,7 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const v = e.value(values, vIdx);
   e.line(e.store(root, linearize(e.ix, ['row', ...vIdx.slice(k)], target.shape), v));
   const lowered = finish(e, 'scatter', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
-  // Rows of the target are written in place: values (or indices) that read that same version would race with
-  // the writes, and the target has no binding of its own here. Give the reader a buffer first.
-  if (lowered.reads.includes(target)) throw new NeedsMaterialize(isMat(values) ? indices : values, 'scatter values read the state being written');
+  // the target is bound as the written buffer; the planner has given any reader of that version a buffer of its own
   lowered.reads = lowered.reads.filter((r) => r !== target);
   return lowered;
 }

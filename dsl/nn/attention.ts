@@ -1,8 +1,8 @@
 // Masked attention: the composition softmax(where(mask, scale * q kT, -inf)) v, and its fused kernel.
 // The fused kernel is the default; the composition is its reference (tests) and the fallback (fused: false).
+import { OPS } from '../../compiler/ops.ts';
 import { Tensor } from '../tensor.ts';
-import { emit } from '../trace.ts';
-import { softmax } from './basic.ts';
+import { constant, emit } from '../trace.ts';
 
 export interface AttentionOptions {
   scale: number;
@@ -18,10 +18,8 @@ export interface AttentionOptions {
  */
 export function attention(q: Tensor, kT: Tensor, v: Tensor, mask: Tensor, limit: Tensor, opts: AttentionOptions): Tensor {
   const softcap = opts.softcap ?? 0;
-  if (opts.fused === false) {
-    let scores = q.matmul(kT).mul(opts.scale);
-    if (softcap) scores = scores.div(softcap).tanh().mul(softcap);
-    return softmax(Tensor.where(mask, scores, -Infinity)).matmul(v);
-  }
-  return new Tensor(emit('attention', [q.node, kT.node, v.node, mask.node, limit.node], { scale: opts.scale, softcap }));
+  const inputs = [q.node, kT.node, v.node, mask.node, limit.node];
+  // the op table's composition: one definition for the reference and the fallback
+  if (opts.fused === false) return new Tensor(OPS.attention.decompose({ emit, constant: (value: number) => constant(value).node }, inputs, { scale: opts.scale, softcap }));
+  return new Tensor(emit('attention', inputs, { scale: opts.scale, softcap }));
 }

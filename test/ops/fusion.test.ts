@@ -137,21 +137,6 @@ describe('snapshots', () => {
     expect(program.kernels[0]!.wgsl).toMatchInlineSnapshot(`
       "@group(0) @binding(0) var<storage, read_write> buf0: array<f32>;
       @group(0) @binding(1) var<storage, read> buf1: array<f32>;
-      fn strata_erf(x: f32) -> f32 {
-        let z = abs(x);
-        let t = 1.0 / (1.0 + 0.5 * z);
-        let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
-        return select(r - 1.0, 1.0 - r, x >= 0.0);
-      }
-      fn strata_softplus(x: f32) -> f32 { return select(log(1.0 + exp(x)), x, x > 20.0); }
-      // (e^2x - 1)/(e^2x + 1) cancels near 0 (about 6e-8 absolute); the Taylor series is exact to f32 there
-      fn strata_tanh(x: f32) -> f32 {
-        let c = clamp(x, -15.0, 15.0);
-        let e = exp(2.0 * c);
-        let x2 = c * c;
-        return select((e - 1.0) / (e + 1.0), c * (1.0 - x2 * (0.33333333 - x2 * 0.13333333)), abs(c) < 0.05);
-      }
-      fn strata_sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
       const WG: u32 = 32u;
       @compute @workgroup_size(32)
       fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -28,7 +28,32 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
 test('strata inspect --kernels: the decode schedule of the llama fixture', async () => {
   const text = await kernelSchedule('test/fixtures/hf/llama', { rows: 1, tokens: 1, capacity: 256, limits: LIMITS });
   expect(text).toMatchInlineSnapshot(`
-    "schedule bucket={"rows":1,"tokens":1} dispatches=14
+    "plan kernels=21 buffers-chosen=51
+      rule inlining: %37 matmul(1,1,32) gets a buffer (a reduction of 64 in a scatter kernel)
+      rule inlining: %168 matmul(1,1,32) gets a buffer (a reduction of 64 in a scatter kernel)
+      rule in place: %256 add(1) gets a buffer (scatter values read the state being written)
+        %28 reshape(1,1,4,16) matvec grid 4 wg 32 inlines 12 reads [%24 %0 %10 %12]
+        %33 reshape(1,1,2,16) matvec grid 2 wg 32 inlines 12 reads [%29 %0 %10 %12]
+        %37 matmul(1,1,32) matvec grid 2 wg 32 inlines 11 reads [%34 %0 %10 %12]
+        %80 scatter(256,32) scatter grid 1 wg 32 inlines 32 reads [%2 %1 %3 %33 %38]
+        %81 scatter(256,32) scatter grid 1 wg 32 inlines 13 reads [%2 %1 %3 %37]
+       %111 attention(1,2,2,16) attention grid 4 wg 128 inlines 50 reads [%28 %1 %3 %38 %80 %81]
+       %119 add(1,1,64) matvec grid 4 wg 32 inlines 5 reads [%115 %111 %0 %10]
+       %140 mul(1,1,128) matvec grid 16 wg 32 inlines 13 reads [%130 %119 %120 %131]
+       %144 add(1,1,64) matvec grid 4 wg 32 inlines 1 reads [%132 %140 %119]
+       %159 reshape(1,1,4,16) matvec grid 4 wg 32 inlines 11 reads [%155 %144 %145]
+       %164 reshape(1,1,2,16) matvec grid 2 wg 32 inlines 11 reads [%160 %144 %145]
+       %168 matmul(1,1,32) matvec grid 2 wg 32 inlines 10 reads [%165 %144 %145]
+       %190 scatter(256,32) scatter grid 1 wg 32 inlines 32 reads [%2 %1 %3 %164 %38]
+       %191 scatter(256,32) scatter grid 1 wg 32 inlines 13 reads [%2 %1 %3 %168]
+       %203 attention(1,2,2,16) attention grid 4 wg 128 inlines 50 reads [%159 %1 %3 %38 %190 %191]
+       %211 add(1,1,64) matvec grid 4 wg 32 inlines 4 reads [%207 %203 %144]
+       %232 mul(1,1,128) matvec grid 16 wg 32 inlines 13 reads [%222 %211 %212 %223]
+       %236 add(1,1,64) matvec grid 4 wg 32 inlines 1 reads [%224 %232 %211]
+       %255 matmul(1,256) matvec grid 16 wg 32 inlines 16 reads [%253 %2 %236 %237]
+       %256 add(1) map grid 1 wg 32 inlines 1 reads [%1 %3 %2]
+       %257 scatter(1) scatter grid 1 wg 32 inlines 0 reads [%1 %256]
+    schedule bucket={"rows":1,"tokens":1} dispatches=14
         0 matvec+matvec+matvec   grid 8       wg 32  read  96.3KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
         1 scatter+scatter        grid 2       wg 32  read     300B write  64.0KiB  scatter*2 where*2 and*2 lt*4 iota*2 add*5 mul*7 cos cast sin sub
         2 attention              grid 4       wg 128 read  64.3KiB write     256B  attention add*3 mul*5 cos cast iota*2 sin sub and le ge

@@ -1,0 +1,36 @@
+// Dumps every compiled Program (plan, schedule, WGSL) of the bench configurations (4 buckets) and the fixture models
+// (4 buckets, an H200-like and a lavapipe-like adapter) into a folder, so a compiler change can be diffed against the
+// programs it replaces: npx tsx bench/scheduleDump.ts <outDir> (ONLY=<name part> for a subset). Compile only, no GPU.
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { compileBucket } from '../cli/kernelSchedule.ts';
+import { printProgram, printSchedule, type Program } from '../compiler/program.ts';
+import { loadConfig, parseConfig } from '../models/config.ts';
+import { buildModel } from '../models/registry.ts';
+import { BENCH_CONFIGS } from '../bench/configs.ts';
+const out = process.argv[2]!;
+mkdirSync(out, { recursive: true });
+const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16 };
+const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false };
+function dump(tag: string, p: Program) {
+  const text = [printProgram(p), printSchedule(p), ...p.kernels.map((k) => `// ---- ${k.name}\n${k.wgsl}`)].join('\n');
+  writeFileSync(`${out}/${tag}.txt`, text);
+  console.log(tag, p.kernels.length);
+}
+const only = process.env.ONLY;
+for (const name of Object.keys(BENCH_CONFIGS)) {
+  if (only && !name.includes(only)) continue;
+  const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, name));
+  for (const [rows, tokens] of [[1, 1], [8, 1], [1, 128], [1, 16]] as const)
+    dump(`${name}-r${rows}-t${tokens}`, compileBucket(model, () => 'f16', { rows, tokens, capacity: 264, limits: LIMITS }));
+}
+const dirs = ['bamba', 'falcon_h1', 'gemma3n_text', 'granitemoehybrid', 'jamba', 'lfm2', 'llama', 'mamba', 'mamba2', 'qwen3_next'].map((d) => `test/fixtures/hf/${d}`);
+dirs.push('assets/models/tiny-granite-code');
+for (const dir of dirs) {
+  if (only && !dir.includes(only)) continue;
+  if (!existsSync(`${dir}/config.json`)) continue;
+  const model = buildModel(await loadConfig(dir));
+  const tag = dir.split('/').pop();
+  for (const [rows, tokens] of [[1, 1], [2, 1], [1, 16], [2, 8]] as const)
+    for (const [ln, lim] of [['h', LIMITS], ['l', LAVA]] as const)
+      dump(`${tag}-r${rows}-t${tokens}-${ln}`, compileBucket(model, () => undefined, { rows, tokens, capacity: 64, limits: lim }));
+}

@@ -1,0 +1,192 @@
+// planKernels: the scheduling pass. From the graph and fuse's first choice of materialised nodes it decides, by
+// rules over the graph, which nodes get buffers, each kernel's template, what it inlines and which buffers it
+// reads, and brings those decisions to a fixpoint: a rule that gives a node a buffer changes what the kernels
+// around it inline, so the rules run again until none fires. The result is data (KernelPlan, printable with
+// printKernelPlan); binding and grouping then run once on it.
+//
+// The rules, in the order they are checked for each kernel root (graph order, as dispatch order is derived):
+//   template     chooseTemplate: the op's own template, tiled / matvec / map / row / element; a many-row matmul
+//                read through views gets its own tiled kernel
+//   inlining     templates without cooperative phases (scatter, scan, attention, tiled) cannot hold a long
+//                reduction: the first one their emitter would reach gets a buffer
+//   in place     a scatter writes its state in place: values or indices that read that state get a buffer
+//   emission     the emitter's refusal (a cooperative reduction whose index varies inside an enclosing loop, or
+//                along the row of a row kernel: element template instead)
+//   bindings     a kernel reading more buffers than the adapter binds splits off the inlined subtree that reads most
+// Each kernel is lowered once per state of what it inlines (results are kept until a node it inlines gets a
+// buffer), so the last lowering of each kernel is the one that is bound.
+import { type Graph, type Node, fmtShape, stateRoot } from '../ir.ts';
+import type { DeviceLimits } from '../compile.ts';
+import { OPS } from '../ops.ts';
+import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength } from './lowerToWgsl.ts';
+
+/** A graph the compiler cannot schedule for the adapter (re-exported by compile.ts). */
+export class CompileError extends Error {
+  override name = 'CompileError';
+}
+
+/** The scheduled kernels in graph order (orderKernels then picks the dispatch order) and the materialised nodes. */
+export interface KernelPlan {
+  kernels: LoweredKernel[];
+  materialized: Set<number>;
+}
+
+/** Where a materialisation came from, for the plan's text form and for tests. */
+export interface PlanStep {
+  node: Node;
+  rule: 'template' | 'inlining' | 'in place' | 'emission' | 'bindings';
+  reason: string;
+}
+
+/** The order a template's emitter evaluates a node's inputs in (an indirect view reads its indices first, a selecting one its last part first). */
+function evaluationOrder(n: Node): readonly Node[] {
+  const def = OPS[n.op];
+  if (def.kind !== 'view' || n.inputs.length < 2) return n.inputs;
+  return def.indirect ? [n.inputs[1]!, n.inputs[0]!] : [...n.inputs].reverse();
+}
+
+/** The first long reduction reached from `starts` in evaluation order, without crossing buffers or the `skip` nodes' reductions. */
+function firstLongReduction(starts: readonly Node[], isMat: (n: Node) => boolean, skip: ReadonlySet<number> = new Set()): Node | undefined {
+  const seen = new Set<number>();
+  const visit = (n: Node): Node | undefined => {
+    if (seen.has(n.id) || isMat(n) || n.op === 'const') return undefined;
+    seen.add(n.id);
+    if (!skip.has(n.id) && isReduction(n) && reduceLength(n) > SEQ_MAX) return n;
+    for (const i of evaluationOrder(n)) {
+      const hit = visit(i);
+      if (hit) return hit;
+    }
+    return undefined;
+  };
+  for (const s of starts) {
+    const hit = visit(s);
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+/** Buffers reachable from `starts` without crossing one: what a kernel evaluating them reads. */
+function readsFrom(starts: readonly Node[], isMat: (n: Node) => boolean): Node[] {
+  const seen = new Set<number>();
+  const reads: Node[] = [];
+  const stack = [...starts];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n.id) || n.op === 'const') continue;
+    seen.add(n.id);
+    if (isMat(n)) reads.push(n);
+    else stack.push(...n.inputs);
+  }
+  return reads;
+}
+
+/** Where the emitter of each template without cooperative phases starts evaluating (its inputs, in its order). */
+function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; skip?: Set<number> } | undefined {
+  switch (choice.template) {
+    case 'scatter': return { starts: [root.inputs[1]!, root.inputs[2]!] };
+    case 'scan': return { starts: [root.inputs[0]!] };
+    case 'attention': { const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node]; return { starts: [q, limit, mask, kT, v] }; }
+    case 'tiled': return { starts: [choice.matmuls[0]!.inputs[0]!, ...choice.matmuls.map((m) => m.inputs[1]!), root], skip: new Set(choice.matmuls.map((m) => m.id)) };
+    default: return undefined;
+  }
+}
+
+/** The rules that need no lowering: a node to materialise, or undefined when the kernel may be lowered as chosen. */
+function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean): PlanStep | undefined {
+  const phaseFree = phaseFreeStarts(root, choice);
+  if (phaseFree) {
+    const target = root.op === 'scatter' ? root.inputs[0]! : undefined;
+    const boundary = (n: Node) => n === target || isMat(n);
+    const long = firstLongReduction(phaseFree.starts, boundary, phaseFree.skip);
+    if (long) return { node: long, rule: 'inlining', reason: `a reduction of ${reduceLength(long)} in a ${choice.template} kernel` };
+  }
+  if (root.op === 'scatter') {
+    // Rows of the target are written in place: values (or indices) that read that same version would race with
+    // the writes, and the target has no binding of its own there.
+    const [target, indices, values] = root.inputs as [Node, Node, Node];
+    const reads = readsFrom([indices, values], (n) => n === target || isMat(n));
+    if (reads.includes(target)) return { node: isMat(values) ? indices : values, rule: 'in place', reason: 'scatter values read the state being written' };
+    if (reads.some((r) => stateRoot(r) === stateRoot(root))) return { node: values, rule: 'in place', reason: 'scatter values read the state being written' };
+  }
+  return undefined;
+}
+
+/** Inlined nodes under the root with the most distinct buffers below them: the one to split off. */
+function splitCandidate(k: LoweredKernel, isMat: (n: Node) => boolean, nodeById: Map<number, Node>): Node | undefined {
+  let best: Node | undefined;
+  let bestReads = 1;
+  for (const id of k.nodes.slice(1)) {
+    const n = nodeById.get(id);
+    if (!n || n.op === 'const' || n.op === 'iota') continue;
+    const r = new Set(readsFrom(n.inputs, isMat).map((x) => x.id)).size;
+    if (r > bestReads && r < k.reads.length) [best, bestReads] = [n, r];
+  }
+  return best;
+}
+
+function bindingRule(k: LoweredKernel, isMat: (n: Node) => boolean, limits: DeviceLimits, nodeById: Map<number, Node>): PlanStep | undefined {
+  const buffers = new Set(k.reads.map((r) => stateRoot(r)?.id ?? r.id)).size + 1;
+  if (buffers <= limits.maxStorageBuffersPerShaderStage) return undefined;
+  const split = splitCandidate(k, isMat, nodeById);
+  if (!split) throw new CompileError(`kernel for %${k.root.id} (${k.root.op}) needs ${buffers} storage buffers; the adapter allows ${limits.maxStorageBuffersPerShaderStage}`);
+  return { node: split, rule: 'bindings', reason: `kernel needs ${buffers} storage buffers` };
+}
+
+/** Plans every kernel of `g`, starting from `mat` (fuse's choice; grown in place), to a fixpoint of the rules. */
+export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, steps: PlanStep[] = []): KernelPlan {
+  const isMat = (n: Node) => mat.has(n.id);
+  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true };
+  const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
+  /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */
+  const accepted = new Map<number, LoweredKernel>();
+  /** Roots whose row template refused, with what it inlined: they use the element template until one of those gets a buffer. */
+  const elementOnly = new Map<number, number[]>();
+  const roots = () => g.nodes.filter((n) => mat.has(n.id) && OPS[n.op].kind !== 'source');
+  const materialize = (step: PlanStep): void => {
+    if (mat.has(step.node.id)) throw new CompileError(`cannot lower %${step.node.id} (${step.node.op}${fmtShape(step.node.shape)}): ${step.reason}`);
+    mat.add(step.node.id);
+    steps.push(step);
+    for (const [id, k] of accepted) if (k.nodes.includes(step.node.id)) accepted.delete(id);
+    for (const [id, nodes] of elementOnly) if (nodes.includes(step.node.id)) elementOnly.delete(id);
+  };
+  /** The first rule that fires for root n (its kernel accepted otherwise). */
+  const check = (n: Node): PlanStep | undefined => {
+    if (accepted.has(n.id)) return undefined;
+    for (;;) {
+      let choice = chooseTemplate(n, isMat);
+      if ('materialize' in choice) return { node: choice.materialize, rule: 'template', reason: choice.reason };
+      if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
+      const structural = structuralRule(n, choice, isMat);
+      if (structural) return structural;
+      const k = lowerKernel(n, choice, isMat, options);
+      if (k.refusal?.kind === 'row') {
+        elementOnly.set(n.id, k.nodes);
+        continue;
+      }
+      if (k.refusal) return { node: k.refusal.node, rule: 'emission', reason: k.refusal.reason };
+      const binding = bindingRule(k, isMat, limits, nodeById);
+      if (binding) return binding;
+      accepted.set(n.id, k);
+      return undefined;
+    }
+  };
+  for (let round = 0; ; round++) {
+    if (round > 10 * g.nodes.length + 10) throw new CompileError('fusion did not converge');
+    let fired: PlanStep | undefined;
+    for (const n of roots()) if ((fired = check(n))) break;
+    if (!fired) return { kernels: roots().map((n) => accepted.get(n.id)!), materialized: mat };
+    materialize(fired);
+  }
+}
+
+/** Text form of a plan, one kernel a line: template, root, workgroups x size, inlined nodes, buffers read. */
+export function printKernelPlan(plan: KernelPlan, steps: readonly PlanStep[] = []): string {
+  const node = (n: Node) => `%${n.id}`;
+  const lines = [`plan kernels=${plan.kernels.length} buffers-chosen=${plan.materialized.size}`];
+  for (const s of steps) lines.push(`  rule ${s.rule}: %${s.node.id} ${s.node.op}${fmtShape(s.node.shape)} gets a buffer (${s.reason})`);
+  for (const k of plan.kernels) {
+    const inlined = k.nodes.slice(1).length;
+    lines.push(`  ${node(k.root).padStart(5)} ${k.root.op}${fmtShape(k.root.shape)} ${k.mode} grid ${k.groups} wg ${k.workgroupSize} inlines ${inlined} reads [${k.reads.map(node).join(' ')}]`);
+  }
+  return lines.join('\n');
+}

@@ -27,8 +27,8 @@ export const QUANT_BLOCK = 32;
  */
 export interface QuantBlock {
   lines: string[];
-  /** Packed word `j` (a u32 expression, 0 <= j < 32 / perWord) of the block, in element order. */
-  word(j: string): string;
+  /** Packed word `j` (0 <= j < 32 / perWord) of the block, in element order. */
+  word(j: number): string;
   /** The float `v` of element `lane` of a packed word. */
   decode(word: string, lane: number): string;
   a: string;
@@ -72,8 +72,6 @@ export function quantWord(buf: string, w: string): string {
 
 /** Word `base + i` where `base` is a multiple of 4 (a region's start): the u32x4 index folds the base. */
 const wordAt = (buf: string, base: number, i: string) => `${buf}[${base / 4}u + ((${i}) >> 2u)][(${i}) & 3u]`;
-/** The value of a u32 literal (`3u`), else undefined. */
-const literal = (x: string) => (/^\d+u$/.test(x) ? Number.parseInt(x, 10) : undefined);
 const pad4 = (words: number) => Math.ceil(words / 4) * 4;
 /** Bits of a float in [1, 2) whose mantissa's top bits are a code: 1.0's exponent. */
 const ONE = '0x3f800000u';
@@ -106,10 +104,7 @@ const q8: QuantFormat = {
         `let ${hi} = ${buf}[(${blk}) * 2u + 1u] ^ ${flip};`,
         `let ${d} = unpack2x16float(${wordAt(buf, n / 4, `(${blk}) >> 1u`)})[(${blk}) & 1u];`,
       ],
-      word: (j) => {
-        const at = literal(j);
-        return at === undefined ? `select(${hi}[(${j}) & 3u], ${lo}[(${j}) & 3u], (${j}) < 4u)` : `${at < 4 ? lo : hi}[${at & 3}]`;
-      },
+      word: (j) => `${j < 4 ? lo : hi}[${j & 3}]`,
       decode: (word, lane) => `bitcast<f32>((${shiftTo(word, 8 * lane, 15)} & 0x7f8000u) | ${ONE})`,
       a: `(256.0 * ${d})`,
       b: `(-384.0 * ${d})`,

@@ -109,9 +109,11 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const T = matmuls.length;
   // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
-  const blocks = direct && weights.every((w) => isQuantized(storageOf(w!)));
-  // a GPU's block path takes twice the accumulators: at batch 8 the rows' prologue is then shared by 2-4 columns
-  const maxAccumulators = blocks && unroll ? 2 * MAX_ACCUMULATORS : MAX_ACCUMULATORS;
+  // block-quantized weights a whole block per thread and trip, on GPUs: a software adapter keeps one packed word per
+  // step, which lavapipe compiles in half the time (tiny-granite-code's q8 decode kernels, measured)
+  const blocks = unroll && direct && weights.every((w) => isQuantized(storageOf(w!)));
+  // the block path takes twice the accumulators: at batch 8 the rows' prologue is then shared by 2-4 columns
+  const maxAccumulators = blocks ? 2 * MAX_ACCUMULATORS : MAX_ACCUMULATORS;
   const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
   // k values per thread and step: a whole block when every weight is block-quantized (rows of whole 32-element
   // blocks, so K is a multiple of it), else one packed word of the most tightly packed weight (2 halves, 4 int8,
@@ -167,7 +169,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     // U k values per thread and trip (a pair, a packed word or a block): lid * U, then strides of WG * U
     const pairs = Math.ceil(K / U);
     const stride = unroll && Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS ? wg : undefined;
-    const body = blocks ? (p: string) => blockStep(e, plan, p, K, MB, R, rowIdx, colIdx, acc, unroll) : (p: string) => step(e.bound(e.ix.mul(p, U), K - U));
+    const body = blocks ? (p: string) => blockStep(e, plan, p, K, MB, R, rowIdx, colIdx, acc) : (p: string) => step(e.bound(e.ix.mul(p, U), K - U));
     e.stridedLoop('lid', pairs, stride, body).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
@@ -236,8 +238,8 @@ function elementsPerWord(w: Node): number {
 /**
  * One trip over block `p` of K when every weight is block-quantized: per column, its block's values (one or two
  * u32x4) and constants (one u32) are loaded once; per row, the block's left-operand values are evaluated once and
- * summed; per (row, column) the block's dot product is a * sum(x v) + b * sum(x) (QuantBlock), a packed word at a
- * time: written out word by word where `unroll`, else as a loop over the words.
+ * summed; per (row, column) the block's dot product is a * sum(x v) + b * sum(x) (QuantBlock), written out a packed
+ * word at a time so that few values are live together.
  */
 function blockStep(
   e: Emitter,
@@ -249,7 +251,6 @@ function blockStep(
   rowIdx: (mm: Node, i: number) => string[],
   colIdx: string[],
   acc: (t: number, i: number, c: number) => string,
-  unroll: boolean,
 ): void {
   const { matmuls } = plan;
   const weights = plan.weights as Node[];
@@ -276,18 +277,15 @@ function blockStep(
   // chunks of the most tightly packed word's elements (a q8 word; a q4 word alone; half a q4 word beside q8)
   const chunk = Math.min(...formats.map((f) => f.perWord));
   const chunks = QUANT_BLOCK / chunk;
-  const chunkBody = (j: string) => {
-    const ks = Array.from({ length: chunk }, (_, u) => e.ix.add(e.ix.add(k0, e.ix.mul(j, chunk)), `${u}u`));
+  const chunkBody = (j: number) => {
+    const ks = Array.from({ length: chunk }, (_, u) => e.ix.add(k0, `${j * chunk + u}u`));
     const summed = new Set<string>();
     matmuls.forEach((mm, t) => {
       const f = formats[t]!;
       const per = f.perWord / chunk; // chunks per packed word
-      const jn = /^\d+u$/.test(j) ? Number.parseInt(j, 10) : undefined;
       const decoded = blocks[t]!.map((b) => {
         const word = e.fresh('qw');
-        if (per === 1) e.line(`let ${word} = ${b.word(j)};`);
-        else if (jn !== undefined) e.line(`let ${word} = ${b.word(`${Math.floor(jn / per)}u`)} >> ${(jn % per) * chunk * f.bits}u;`);
-        else e.line(`let ${word} = ${b.word(`(${j} / ${per}u)`)} >> ((${j} % ${per}u) * ${chunk * f.bits}u);`);
+        e.line(`let ${word} = ${b.word(Math.floor(j / per))}${j % per ? ` >> ${(j % per) * chunk * f.bits}u` : ''};`);
         return ks.map((_, u) => {
           const v = e.fresh('qf');
           e.line(`let ${v} = ${b.decode(word, u)};`);
@@ -309,15 +307,7 @@ function blockStep(
       }
     });
   };
-  if (unroll) for (let j = 0; j < chunks; j++) chunkBody(`${j}u`);
-  else {
-    // a software adapter compiles the block's words once, as a loop (lavapipe: 14 s a kernel written out)
-    const j = e.bound(e.fresh('qj'), chunks - 1);
-    const body = e.nested(() => chunkBody(j));
-    e.line(`for (var ${j}: u32 = 0u; ${j} < ${chunks}u; ${j}++) {`);
-    body.forEach((l) => e.line('  ' + l));
-    e.line(`}`);
-  }
+  for (let j = 0; j < chunks; j++) chunkBody(j);
   matmuls.forEach((_, t) => {
     for (let i = 0; i < MB; i++)
       for (let c = 0; c < R; c++) {

@@ -18,7 +18,7 @@ function lcg(seed: number): () => number {
 }
 
 describe('kernels decode quantized weights where they read them', () => {
-  test('matvec: q8 projection with a residual, and a q4 x q8 SwiGLU pair (a whole block per thread and step)', async () => {
+  test('matvec: q8 projection with a residual, and a q4 x q8 SwiGLU pair', async () => {
     const r = await runBoth(
       () => {
         const x = input('x', [2, 96]);
@@ -31,15 +31,13 @@ describe('kernels decode quantized weights where they read them', () => {
       (g) => randomData(g, 5),
     );
     expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec+matvec']);
-    // whole blocks as u32x4, codes placed in float mantissas (no int-to-float conversion)
+    // weights bind as u32x4; this adapter's kernels read one packed word per thread and step (see the next test)
     const wgsl = r.program.kernels[0]!.wgsl;
     expect(wgsl).toContain('array<vec4<u32>>');
-    expect(wgsl).toContain('| 0x3f800000u)');
-    expect(wgsl).not.toContain('extractBits(');
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
   });
 
-  // the block path on awkward sizes: 3 and 8 rows, 37 and 5 columns (no multiple of a workgroup's columns), 7 and
+  // the block path (GPUs: forced here with unroll, which software adapters turn off) on awkward sizes: 3 and 8 rows, 37 and 5 columns (no multiple of a workgroup's columns), 7 and
   // 41 blocks along K (an odd count: q8's last scale word half used; 41 = more than one trip of 32 threads, the
   // last partial), a fused RMSNorm prologue shared by a q4 and a q8 matmul (one sum(x) per row for both)
   test('matvec block path: odd rows, columns and block counts, a norm prologue shared by q4 and q8', async () => {
@@ -53,8 +51,10 @@ describe('kernels decode quantized weights where they read them', () => {
       },
       {},
       (g) => randomData(g, 11),
+      { limits: { unroll: true } },
     );
     expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec+matvec']);
+    expect(r.program.kernels[0]!.wgsl).toContain('| 0x3f800000u)');
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
   });
 

@@ -33,7 +33,13 @@ export { compileFn } from './dsl/compileFn.ts';
 export { printProgram, printSchedule, serializeProgram, deserializeProgram, type Program, type KernelSpec, type BufferSpec } from './compiler/program.ts';
 export { ModelRunner, type RunnerOptions } from './runtime/modelRunner.ts';
 export { GpuRuntime, type Counters } from './runtime/gpuRuntime.ts';
-export { getSharedDevice, acquireDevice, describeDevice, type StrataDevice } from './runtime/device.ts';
+export { getSharedDevice, acquireDevice, describeDevice, adapterProfile, compileLimitsOf, type StrataDevice, type AdapterProfile } from './runtime/device.ts';
+
+// Ahead-of-time model modules (`strata compile`; writing one needs the optional peer dependency ts-morph)
+export { AOT_FORMAT, PORTABLE_LIMITS, pickVariant, type AotModel, type AotVariant, type AotSessionShape } from './compiler/aotModule.ts';
+export { emitAotModule, MissingDependencyError, type EmitOptions } from './compiler/emitModule.ts';
+export { compileModel, CompileTargetError, type CompileTarget, type CompileModelOptions } from './runtime/compileAot.ts';
+export { AotModuleError } from './runtime/session.ts';
 export { randomCheckpoint } from './runtime/randomWeights.ts';
 
 // Serving: the prefix cache and speculative decoding (the HTTP server, Node only, is `strata serve`)
@@ -41,5 +47,5 @@ export { PrefixCache, type PrefixCacheOptions, type PrefixCacheStats } from './r
 export { speculativeGenerate, PromptLookupDraft, ModelDraft, verifyProposal, type DraftSource, type SpeculativeOptions, type SpeculativeResult } from './runtime/speculative.ts';
 
 // Session memory without a file system (browser): Blob and OPFS
-export { saveMemoryToBlob, restoreMemoryFromBlob, saveMemoryToOpfs, restoreMemoryFromOpfs } from './runtime/memoryBlobs.ts';
+export { saveMemoryToBlob, restoreMemoryFromBlob, saveMemoryToHandle, restoreMemoryFromHandle, saveMemoryToOpfs, restoreMemoryFromOpfs } from './runtime/memoryBlobs.ts';
 export { saveMemory, restoreMemory, encodeMemory, RestoreError } from './caches/sessionFile.ts';

@@ -3,9 +3,10 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { StrataUserError } from '../base/errors.ts';
-import { emitAotModule } from '../compiler/emitModule.ts';
-import { compileModel } from '../runtime/compileAot.ts';
+import { emitAotModule, loadTsMorph } from '../compiler/emitModule.ts';
+import { type CompileTarget, compileModel } from '../runtime/compileAot.ts';
 import { integer, progressPrinter } from './generate.ts';
 
 const chunkList = (value: string): number[] => {
@@ -13,6 +14,36 @@ const chunkList = (value: string): number[] => {
   if (!sizes.length || sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new StrataUserError(`expected comma-separated positive integers, got '${value}'`);
   return sizes;
 };
+
+/**
+ * An adapter profile file: `strata doctor --json` on the target machine, or `adapterProfile(await getSharedDevice())`
+ * saved from a page (the demo page shows it).
+ */
+const profileSchema = z.object({
+  name: z.string().optional(),
+  adapterInfo: z.object({ vendor: z.string(), architecture: z.string() }).partial().optional(),
+  limits: z.record(z.string(), z.number()),
+  features: z.array(z.string()),
+  isFallback: z.boolean().optional(),
+});
+
+async function readTarget(value: string): Promise<CompileTarget> {
+  if (value === 'portable' || value === 'device') return value;
+  let json: unknown;
+  try {
+    json = JSON.parse(await fsp.readFile(value, 'utf8'));
+  } catch (error) {
+    const reason = (error as { code?: string }).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+    throw new StrataUserError(`--target ${value}: expected portable, device, or an adapter profile JSON file (strata doctor --json): ${reason}`);
+  }
+  const parsed = profileSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new StrataUserError(`--target ${value}: not an adapter profile: ${issue.path.join('.') || '(top)'}: ${issue.message}`);
+  }
+  const { name, adapterInfo, ...profile } = parsed.data;
+  return { ...profile, name: name ?? ([adapterInfo?.vendor, adapterInfo?.architecture].filter(Boolean).join(' ') || path.basename(value, '.json')) };
+}
 
 /** The module text for `out` (TypeScript or JavaScript by its extension). */
 async function moduleText(out: string, emit: (language: 'ts' | 'js') => Promise<string>): Promise<string> {
@@ -31,14 +62,23 @@ export function register(program: Command): void {
     .option('--prefill-chunks <list>', 'prefill chunk sizes', chunkList, [16])
     .option('--decode-rows <list>', 'decode buckets (rows per step)', chunkList)
     .option('--steps-per-submit <k>', 'decode steps per submission', integer('--steps-per-submit', 1), 8)
-    .action(async (modelDir: string, options: { out: string; slots: number; capacity: number; prefillChunks: number[]; decodeRows?: number[]; stepsPerSubmit: number }) => {
-      await moduleText(options.out, async () => ''); // a bad extension fails before anything is compiled
+    .option(
+      '--target <target>',
+      'a variant per target, most demanding first (repeat): device (this adapter), portable (any WebGPU), or an adapter profile JSON (strata doctor --json); default device, portable',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
+    .action(async (modelDir: string, options: { out: string; slots: number; capacity: number; prefillChunks: number[]; decodeRows?: number[]; stepsPerSubmit: number; target?: string[] }) => {
+      // a bad extension, target or a missing ts-morph fails before anything is compiled
+      await moduleText(options.out, async () => '');
+      const targets = await Promise.all((options.target ?? ['device', 'portable']).map(readTarget));
+      await loadTsMorph();
       const progress = progressPrinter(true);
       const model = await compileModel(modelDir, {
         slots: options.slots,
         capacity: options.capacity,
         prefillChunks: options.prefillChunks,
         stepsPerSubmit: options.stepsPerSubmit,
+        targets,
         ...(options.decodeRows ? { decodeRows: options.decodeRows } : {}),
         onProgress: (e) => progress.update(e),
       });
@@ -52,7 +92,7 @@ export function register(program: Command): void {
       } finally {
         await fsp.rm(temporary, { force: true });
       }
-      const kernels = Object.values(model.programs).reduce((n, p) => n + p.kernels.length, 0);
-      console.log(`${options.out}: ${Object.keys(model.programs).length} programs, ${kernels} dispatches, ${(text.length / 1024).toFixed(0)} KiB`);
+      const variants = model.variants.map((v) => `${v.target} (${Object.keys(v.programs).length} programs, ${Object.values(v.programs).reduce((n, p) => n + p.kernels.length, 0)} dispatches)`);
+      console.log(`${options.out}: ${variants.join('; ')}, ${(text.length / 1024).toFixed(0)} KiB`);
     });
 }

@@ -2,6 +2,7 @@
 // Requests the adapter's own limits and the optional features Strata uses, and records uncaptured errors.
 
 import { StrataUserError, elide } from '../base/errors.ts';
+import type { DeviceLimits } from '../compiler/compile.ts';
 
 export interface StrataAdapterInfo {
   vendor: string;
@@ -247,6 +248,46 @@ const KEY_LIMITS = [
   'maxComputeInvocationsPerWorkgroup',
   'maxComputeWorkgroupsPerDimension',
 ] as const;
+
+/**
+ * What the compiler needs to know of an adapter to compile for it: its numeric limits, features and whether it is
+ * a software one. `strata compile --target profile.json` reads one (written by `strata doctor --profile`, or taken
+ * in a page with `adapterProfile(await getSharedDevice())`), so a module can be compiled for a device elsewhere.
+ */
+export interface AdapterProfile {
+  /** A name for messages and the module's header (default: the adapter's vendor and architecture). */
+  name?: string;
+  limits: Record<string, number>;
+  features: string[];
+  isFallback?: boolean;
+}
+
+export function adapterProfile(device: StrataDevice): AdapterProfile {
+  const { vendor, architecture, device: name } = device.adapterInfo;
+  return {
+    name: [vendor, architecture || name].filter(Boolean).join(' ') || 'adapter',
+    limits: { ...device.limits },
+    features: [...device.features],
+    ...(device.isFallback !== undefined ? { isFallback: device.isFallback } : {}),
+  };
+}
+
+/**
+ * The limits the compiler schedules against on an adapter: what the traced path compiles for on it, and what an AOT
+ * variant for it is compiled against (so both give the same kernels). STRATA_NO_SUBGROUPS=1 (Node) turns subgroups off.
+ */
+export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'features' | 'isFallback'>): Required<DeviceLimits> {
+  const l = profile.limits;
+  return {
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize ?? 128 << 20,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize ?? 16384,
+    subgroups: profile.features.includes('subgroups') && (typeof process === 'undefined' || process.env?.STRATA_NO_SUBGROUPS !== '1'),
+    // a software adapter (lavapipe, SwiftShader) compiles unrolled kernels slowly and runs them no faster
+    unroll: profile.isFallback !== true,
+  };
+}
 
 /** Human-readable summary: adapter, backend, features and the limits the compiler schedules against. */
 export function describeDevice(strataDevice: StrataDevice): string {

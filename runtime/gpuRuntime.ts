@@ -6,7 +6,8 @@ import { bufferKey } from '../caches/bufferKeys.ts';
 import type { BufferCopy, DeviceMemory, Region } from '../caches/deviceMemory.ts';
 import type { DType } from '../compiler/ir.ts';
 import type { BufferSpec, Program } from '../compiler/program.ts';
-import type { StrataDevice } from './device.ts';
+import type { DeviceLimits } from '../compiler/compile.ts';
+import { type StrataDevice, compileLimitsOf } from './device.ts';
 import { type NDArray, type TypedArray, allocArray } from './ndarray.ts';
 
 export interface Counters {
@@ -44,17 +45,9 @@ export class GpuRuntime implements DeviceMemory {
     this.device = strata.device;
   }
 
-  get limits(): { maxStorageBuffersPerShaderStage: number; maxComputeWorkgroupsPerDimension: number; maxStorageBufferBindingSize: number; maxComputeWorkgroupStorageSize: number; subgroups: boolean; unroll: boolean } {
-    const l = this.strata.limits;
-    return {
-      subgroups: this.strata.features.includes('subgroups') && (typeof process === 'undefined' || process.env.STRATA_NO_SUBGROUPS !== '1'),
-      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
-      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
-      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize ?? 128 << 20,
-      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize ?? 16384,
-      // a software adapter (lavapipe) compiles unrolled kernels slowly and runs them no faster
-      unroll: this.strata.isFallback !== true,
-    };
+  /** What the compiler schedules against on this device (runtime/device.ts compileLimitsOf). */
+  get limits(): Required<DeviceLimits> {
+    return compileLimitsOf(this.strata);
   }
 
   createBuffer(bytes: number, label: string, usage = USAGE()): GPUBuffer {

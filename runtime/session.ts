@@ -4,7 +4,7 @@
 import { type KvPolicySetting, type MemoryOptions, type MemoryReport, type MemorySpec, helperBufferBytes, kvSlotBytes, memoryReport, ownKv, stateSlotBytes, withKvPolicies } from '../caches/spec.ts';
 import { MemoryError } from '../caches/hybridMemory.ts';
 import { ShapeError } from '../compiler/ops.ts';
-import { AOT_FORMAT, type AotModel, limitsShortfall } from '../compiler/aotModule.ts';
+import { AOT_FORMAT, type AotModel, pickVariant } from '../compiler/aotModule.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import type { Program } from '../compiler/program.ts';
 import { checkRunnable, loadConfig, type ModelConfig, parseConfig, type RopeConfig } from '../models/config.ts';
@@ -20,6 +20,7 @@ import { Generator, UnknownSequenceError } from './generator.ts';
 import { Generation, type SequenceOptions } from './sequences.ts';
 import { type RestoredMemory, type SavedMemory, restoreMemory, saveMemory } from '../caches/sessionFile.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
+import { isFileHandle, restoreMemoryFromBlob, restoreMemoryFromHandle, saveMemoryToBlob, saveMemoryToHandle } from './memoryBlobs.ts';
 import { PrefixCache } from './prefixCache.ts';
 import { ContextOverflowError, ModelRunner, WeightError } from './modelRunner.ts';
 import { type TensorSource, openSafetensors } from '../base/safetensors.ts';
@@ -139,6 +140,8 @@ export class Session {
     readonly loadSeconds: number,
     /** Cached prompt prefixes, when loaded with `prefixCache`. */
     readonly prefixCache: PrefixCache | undefined,
+    /** The AOT module variant the session runs ('portable', an adapter's name), when loaded with `aot`. */
+    readonly aotTarget: string | undefined,
   ) {}
 
   /**
@@ -165,7 +168,7 @@ export class Session {
       ? ggufFile.tokenizer && new Tokenizer(ggufFile.tokenizer.json, ggufFile.tokenizer.config, `${modelDir} (GGUF tokenizer)`)
       : (await sourceHas(source, 'tokenizer.json')) ? await Tokenizer.load(source) : undefined;
     const aot = options.aot;
-    if (aot !== undefined && (aot?.format !== AOT_FORMAT || typeof aot.programs !== 'object'))
+    if (aot !== undefined && (aot?.format !== AOT_FORMAT || !Array.isArray(aot.variants)))
       throw new AotModuleError(`the aot option is not a module written by \`strata compile\` (format ${JSON.stringify(elide(String(aot?.format), 40))}, expected ${JSON.stringify(AOT_FORMAT)})`);
     if (aot && aot.family !== model.family) throw new AotModuleError(`the AOT module was compiled for a ${aot.family} model, but ${configFile} is ${model.family}`);
     const slots = aot?.session.slots ?? options.slots ?? 1;
@@ -194,8 +197,11 @@ export class Session {
       throw error;
     }
     checkMemoryFits(spec, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
-    const shortfall = aot ? limitsShortfall(aot.limits, device.limits, device.features) : null;
-    if (shortfall) throw new AotModuleError(`the AOT module cannot run on this device: ${shortfall}; compile it again with lower limits`);
+    // Refused rather than traced: the caller chose a module so as not to trace and compile, and a load that silently
+    // takes many times longer would hide that the module does not fit.
+    const variant = aot ? pickVariant(aot, device.limits, device.features) : undefined;
+    if (variant && 'refused' in variant)
+      throw new AotModuleError(`the AOT module has no variant this device can run (${variant.refused}): compile it with \`strata compile --target device\` on this device, add --target portable, or load without it to trace`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
     const checkpoint = ggufFile ? ggufFile.checkpoint : await openSafetensors(source);
     try {
@@ -210,7 +216,7 @@ export class Session {
           chunks,
           ...(options.weights ? { weights: options.weights } : {}),
           ...(options.kvPolicy ? { kvPolicy: options.kvPolicy } : {}),
-          ...(aot ? { programs: aot.programs } : {}),
+          ...(variant ? { programs: variant.programs } : {}),
           ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
           ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),
         });
@@ -235,7 +241,7 @@ export class Session {
         return { runner, generator, prefixCache };
       });
       progress({ stage: 'ready' });
-      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000, prefixCache);
+      return new Session(modelDir, config, model, runner, generator, tokenizer, checkpoint, (performance.now() - t0) / 1000, prefixCache, variant?.target);
     } catch (error) {
       await checkpoint.close();
       throw error;
@@ -346,25 +352,41 @@ export class Session {
   }
 
   /**
-   * Writes some slots (default: all) to `file` atomically: positions, KV entries, recurrent states and the
-   * generator's state, with a checksum and the model's and memory layout's fingerprints. One readback.
+   * Writes some slots (default: all) atomically: positions, KV entries, recurrent states and the generator's state,
+   * with a checksum and the model's and memory layout's fingerprints. One readback. `to` is a path (Node: temp file +
+   * rename) or a FileSystemFileHandle (browser: OPFS or a picked file; written through a swap file); `saveToBlob`
+   * gives the same bytes as a Blob.
    */
-  async save(file: string, options: { slots?: number[] } = {}): Promise<SavedMemory> {
-    // the default is the slots sequences run in: a prefix cache's slots belong to it
-    const slots = options.slots ?? Array.from({ length: this.slots }, (_, i) => i);
+  async save(to: string | FileSystemFileHandle, options: { slots?: number[] } = {}): Promise<SavedMemory> {
+    const slots = await this.idleSlotsToSave(options.slots);
+    return typeof to === 'string' ? saveMemory(this.memory, to, { slots }) : saveMemoryToHandle(this.memory, to, { slots });
+  }
+
+  /** What `save` writes, as a Blob (to download, or keep in IndexedDB); `restore` takes it back. */
+  async saveToBlob(options: { slots?: number[] } = {}): Promise<Blob> {
+    return saveMemoryToBlob(this.memory, { slots: await this.idleSlotsToSave(options.slots) });
+  }
+
+  /** The slots to save (default: the slots sequences run in; a prefix cache's slots belong to it), each idle. */
+  private async idleSlotsToSave(slots = Array.from({ length: this.slots }, (_, i) => i)): Promise<number[]> {
     for (const slot of slots) await this.checkIdle(slot, 'save');
-    return saveMemory(this.memory, file, { slots });
+    return slots;
   }
 
   /**
-   * Loads a file written by `save` (by a session of the same model and memory layout) into its slots, or one
-   * saved sequence into slot `into`; a refused file (RestoreError) leaves the session as it was. The restored
-   * sequence can then be continued (`continue`) exactly where it stopped.
+   * Loads what `save` wrote (by a session of the same model and memory layout): a path, a Blob or File, or a
+   * FileSystemFileHandle, into its slots, or one saved sequence into slot `into`; a refused file (RestoreError) leaves
+   * the session as it was. The restored sequence can then be continued (`continue`) exactly where it stopped.
    */
-  async restore(file: string, options: { into?: number } = {}): Promise<RestoredMemory> {
+  async restore(from: string | Blob | FileSystemFileHandle, options: { into?: number } = {}): Promise<RestoredMemory> {
     if (options.into !== undefined) await this.checkIdle(options.into, 'restore into');
     else for (let slot = 0; slot < this.slots; slot++) await this.checkIdle(slot, 'restore into');
-    const restored = await restoreMemory(this.memory, file, options);
+    const restored =
+      typeof from === 'string'
+        ? await restoreMemory(this.memory, from, options)
+        : isFileHandle(from)
+          ? await restoreMemoryFromHandle(this.memory, from, options)
+          : await restoreMemoryFromBlob(this.memory, from, options);
     for (const s of restored.sequences) this.generator.restored(s.into, await this.memory.readSlot(s.into));
     return restored;
   }

@@ -16,6 +16,7 @@ import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS, wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
+import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
@@ -41,6 +42,8 @@ export interface LowerOptions {
   subgroups?: boolean;
   /** Loops with a known trip count may be written out trip by trip (see DeviceLimits.unroll). */
   unroll?: boolean;
+  /** Bytes of workgroup memory a kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
+  workgroupStorage?: number;
 }
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -79,7 +82,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o.subgroups ?? false, o.unroll ?? true),
   tiled: (root, c, isMat) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat),
-  attention: (root, _c, isMat, o) => lowerAttention(root, isMat, o.subgroups ?? false),
+  attention: (root, _c, isMat, o) => lowerAttentionKernel(root, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),
 };
@@ -87,6 +90,14 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
 /** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */
 export function lowerKernel(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, options: LowerOptions = {}): LoweredKernel {
   return TEMPLATES[choice.template](root, choice, isMat, options);
+}
+
+/** Attention: many query rows per sequence (prefill) on tiles of rows sharing key and value tiles in workgroup memory, else one row a workgroup. */
+function lowerAttentionKernel(root: Node, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
+  const [q, , v] = root.inputs as [Node, Node, Node];
+  const r = root.shape.length;
+  const tiles = root.shape[r - 2]! >= TILED_MIN_ROWS ? prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) : undefined;
+  return tiles ? lowerAttentionPrefill(root, isMat, tiles) : lowerAttention(root, isMat, o.subgroups ?? false);
 }
 
 function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {

@@ -1,7 +1,7 @@
 // The Strata browser demo: load a Hugging Face model folder (a URL, read with range requests; or a folder the user
 // picks), optionally with an ahead-of-time module, then stream a generation and show its figures. Query parameters
 // drive it without clicks (the browser tests and the screenshot): ?model=URL&aot=URL&prompt=TEXT&max=N&run=1.
-import { DirectoryHandleSource, FetchSource, FileListSource, Session } from '/strata/browser.js';
+import { DirectoryHandleSource, FetchSource, FileListSource, Session, adapterProfile } from '/strata/browser.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -63,8 +63,10 @@ async function load(source) {
     state.session = session; // for the console (and the browser test's OPFS save/restore)
     state.loadSeconds = (performance.now() - t0) / 1000;
     state.aot = Boolean(aot);
+    state.aotTarget = session.aotTarget;
     const adapter = session.runner.runtime.strata.adapterInfo;
-    $('status').textContent = `${source.location} loaded in ${state.loadSeconds.toFixed(1)} s${aot ? ' from the AOT module (no tracing, no compiling)' : ' (traced and compiled)'} on ${adapter.vendor} ${adapter.architecture}`;
+    $('status').textContent = `${source.location} loaded in ${state.loadSeconds.toFixed(1)} s${aot ? ` from the AOT module's ${session.aotTarget} variant (no tracing, no compiling)` : ' (traced and compiled)'} on ${adapter.vendor} ${adapter.architecture}`;
+    $('profile').textContent = JSON.stringify(adapterProfile(session.runner.runtime.strata), null, 1);
     showMemory(session.memoryPlan());
     $('generate').disabled = false;
     state.stage = 'loaded';

@@ -69,3 +69,16 @@ test('the installed strata command runs from dist/', HANG_GUARD, async () => {
   const { stdout } = await run(path.join(folder, 'app/node_modules/.bin/strata'), ['--help'], { cwd: path.join(folder, 'app') });
   expect(stdout).toContain('Usage: strata');
 });
+
+test('strata compile without ts-morph (an optional peer dependency) says in one line what to install, before compiling', HANG_GUARD, async () => {
+  const app = path.join(folder, 'app');
+  expect(fs.existsSync(path.join(app, 'node_modules/ts-morph'))).toBe(false);
+  const model = path.join(app, 'node_modules/strata/assets/models/tiny-granite-code');
+  const result = await run(path.join(app, 'node_modules/.bin/strata'), ['compile', model, '--out', 'model.strata.ts'], { cwd: app }).then(
+    () => ({ code: 0, stderr: '' }),
+    (error: { code: number; stderr: string }) => error,
+  );
+  expect(result.code).toBe(1);
+  expect(result.stderr.trim()).toBe('strata: writing an AOT module (strata compile) needs ts-morph, an optional peer dependency of strata that is not installed: run `npm install ts-morph`');
+  expect(fs.existsSync(path.join(app, 'model.strata.ts'))).toBe(false);
+});

@@ -1,0 +1,197 @@
+// The tiled (flash) attention template for many query rows per sequence: prefill and chunked prompts.
+import type { Node } from '../ir.ts';
+import { numel } from '../ir.ts';
+import { delinearize, linearize } from '../indexAlgebra.ts';
+import { wgslLiteral } from '../ops.ts';
+import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
+
+/**
+ * Query rows per sequence (the op's M: query heads of a KV group times tokens) from which the tiled template is
+ * used. Decode (one token: M is the group size, 1-8 for the models here) keeps the one-row kernel.
+ */
+export const TILED_MIN_ROWS = 16;
+
+/** Threads that share one query row: each scores every 8th key of a tile and owns every 8th value dimension. */
+const TPR = 8;
+
+/** A tile shape: threads, query rows and keys per tile (threads = rows * TPR). */
+interface Tiles {
+  threads: number;
+  rows: number;
+  keys: number;
+}
+/** Largest first; the first whose workgroup memory fits the device is taken. */
+const CANDIDATES: Tiles[] = [
+  { threads: 128, rows: 16, keys: 64 }, // head size 64 within 32 KiB (lavapipe's limit; Dawn's on NVIDIA)
+  { threads: 128, rows: 16, keys: 32 },
+  { threads: 128, rows: 16, keys: 16 },
+  { threads: 64, rows: 8, keys: 16 },
+  { threads: 64, rows: 8, keys: 8 },
+  { threads: 32, rows: 4, keys: 8 },
+];
+
+/** Workgroup memory, in 4-byte words: the query tile, the key tile (or the value tile in its place), probabilities, reductions, row limits. */
+function words(t: Tiles, D: number, Dv: number): number {
+  return t.rows * (D + 1) + Math.max(D * (t.keys + 1), t.keys * Dv) + t.rows * (t.keys + 1) + t.threads + t.rows + 1;
+}
+
+/** The tile shape for head sizes D (query/key) and Dv (value) within `storage` bytes of workgroup memory. */
+export function prefillTiles(D: number, Dv: number, storage: number): Tiles | undefined {
+  return CANDIDATES.find((t) => 4 * words(t, D, Dv) <= storage);
+}
+
+/**
+ * Flash attention on tiles, one workgroup per (tile of query rows, batch index: the sequence and KV head), so a key
+ * or value tile staged in workgroup memory serves every query row of the tile (with GQA folded into the rows, the
+ * query heads of a group too). The one-row decode kernel, run once per query row, re-reads the whole K and V of its
+ * sequence for every row (512 times per KV head at 128 tokens of llama-400m), reads keys with threads 1 KiB apart
+ * (one cache line per thread and load) and walks each row's key tiles one after another through two workgroup
+ * reductions apiece: 2048 workgroups of such chains took 1.87 ms per call in an H200 profile (whose runs had grown
+ * the cache to thousands of keys, so many tiles a row).
+ *
+ * Per key tile: the tile's keys are loaded coalesced (threads along the head dimension) into workgroup memory,
+ * transposed so that the 8 threads of a row read neighbouring keys; each thread scores keys/8 keys of its row
+ * against the row's query (staged once, its prologue such as RoPE run once per element); the row's maximum is
+ * combined through workgroup memory (online softmax, running maximum and sum per row, kept by each of the row's
+ * threads); the value tile replaces the key tile, and each thread accumulates Dv/8 output elements of its row in
+ * registers. Key tiles start at 0 and stop at the largest limit among the tile's rows; the mask and each row's own
+ * limit decide every score, as in the one-row kernel (rows with no visible key return 0).
+ */
+export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t: Tiles): LoweredKernel {
+  const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
+  const { scale, softcap } = (root as Node<'attention'>).attrs;
+  const e = new Emitter(root, isMat, 'attention');
+  const r = root.shape.length;
+  const Dv = root.shape[r - 1]!;
+  const M = root.shape[r - 2]!;
+  const D = q.shape[r - 1]!;
+  const E = kT.shape[r - 1]!;
+  const batchShape = root.shape.slice(0, -2);
+  const { threads: WG, rows: BM, keys: BN } = t;
+  const KPT = BN / TPR; // keys each thread scores
+  const DPT = Math.ceil(Dv / TPR); // output elements each thread accumulates
+  const NT = Math.ceil(M / BM);
+  const groups = numel(batchShape) * NT;
+  const f = (x: number) => wgslLiteral(x, 'f32');
+  const [QS, KS, PS] = [D + 1, BN + 1, BN + 1]; // padded strides: threads of a warp hit different banks
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  e.bound('gi', groups - 1);
+  const batch = delinearize(e.ix, `(gi / ${NT}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  e.line(`let m0 = (gi % ${NT}u) * ${BM}u;`);
+  e.bound('m0', (NT - 1) * BM);
+  e.line(`let row = lid / ${TPR}u;`);
+  e.bound('row', BM - 1);
+  e.line(`let lane = lid % ${TPR}u;`);
+  e.bound('lane', TPR - 1);
+  e.line(`let m = min(m0 + row, ${M - 1}u);`);
+  e.bound('m', M - 1);
+  e.line(`let row_ok = m0 + row < ${M}u;`);
+
+  // every block is built before the lines around it are written: values hoisted while building land above
+  const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
+  // a tile of `rows` x `cols` elements copied into workgroup memory, threads along the columns (contiguous in
+  // memory for the query, key and value layouts the models use); `at` names the row's index in the source
+  const stage = (rows: number, rowBase: string, rowMax: number, cols: number, write: (row: string, col: string, at: string) => string) => {
+    const inner = e.nested(() => {
+      const [tr, tc, at] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
+      e.line(`let ${e.bound(tr, rows - 1)} = ${el} / ${cols}u;`);
+      e.line(`let ${e.bound(tc, cols - 1)} = ${el} % ${cols}u;`);
+      e.line(`let ${e.bound(at, rowMax)} = min(${rowBase} + ${tr}, ${rowMax}u);`);
+      e.line(write(tr, tc, at));
+    });
+    return [`for (var ${el}: u32 = lid; ${el} < ${rows * cols}u; ${el} += ${WG}u) {`, ...inner.map((l) => '  ' + l), `}`];
+  };
+  const qLoad = stage(BM, 'm0', M - 1, D, (qr, qd, qm) => `att_q[${qr} * ${QS}u + ${qd}] = ${e.value(q, [...batch, qm, qd])};`);
+  const kLoad = stage(BN, 't0', E - 1, D, (kc, kd, key) => `att_kv[${kd} * ${KS}u + ${kc}] = ${e.value(kT, [...batch, kd, key])};`);
+  const vLoad = stage(BN, 't0', E - 1, Dv, (_vc, vd, key) => `att_kv[${el}] = ${e.value(v, [...batch, key, vd])};`);
+  const jj = e.bound(e.fresh('k'), KPT - 1);
+  const kk = e.bound(e.fresh('k'), E - 1);
+  const scoreBody = e.nested(() => {
+    const ok = e.value(mask, [...batch, 'm', kk]);
+    e.line(`if (t0 + c < lim && ${ok}) {`);
+    e.line(`  sc = att_p[pc] * ${f(scale)};`);
+    if (softcap) e.line(`  sc = strata_tanh(sc / ${f(softcap)}) * ${f(softcap)};`);
+    e.line(`}`);
+  });
+  const limBody = e.nested(() => e.line(`let lim = select(0u, min(${E}u, u32(max(${e.value(limit, [...batch, 'm'])}, 0))), row_ok);`));
+
+  qLoad.forEach((l) => e.line(l));
+  limBody.forEach((l) => e.line(l));
+  e.line(`if (lane == 0u) { att_rl[row] = lim; }`);
+  e.line(`workgroupBarrier();`);
+  e.line(`if (lid == 0u) {`);
+  e.line(`  var most: u32 = 0u;`);
+  e.line(`  for (var s: u32 = 0u; s < ${BM}u; s++) { most = max(most, att_rl[s]); }`);
+  e.line(`  att_tl = most;`);
+  e.line(`}`);
+  // the key loop holds barriers: its bound must be uniform, which a value read through workgroupUniformLoad is
+  e.line(`let tile_lim = workgroupUniformLoad(&att_tl);`);
+  e.line(`var run_max: f32 = -3.0e38;`);
+  e.line(`var run_sum: f32 = 0.0;`);
+  for (let i = 0; i < DPT; i++) e.line(`var acc_${i}: f32 = 0.0;`);
+  e.line(`for (var t0: u32 = 0u; t0 < tile_lim; t0 += ${BN}u) {`);
+  kLoad.forEach((l) => e.line('  ' + l));
+  e.line(`  workgroupBarrier();`);
+  // scores of this thread's keys lane, lane + 8, ... against its row's query
+  // registers as named scalars, not arrays indexed in loops (which a driver may leave in memory)
+  for (let j = 0; j < KPT; j++) e.line(`  var dot_${j}: f32 = 0.0;`);
+  e.line(`  for (var d: u32 = 0u; d < ${D}u; d++) {`);
+  e.line(`    let qv = att_q[row * ${QS}u + d];`);
+  for (let j = 0; j < KPT; j++) e.line(`    dot_${j} = dot_${j} + qv * att_kv[d * ${KS}u + lane + ${j * TPR}u];`);
+  e.line(`  }`);
+  for (let j = 0; j < KPT; j++) e.line(`  att_p[row * ${PS}u + lane + ${j * TPR}u] = dot_${j};`);
+  e.line(`  var part_max: f32 = -3.0e38;`);
+  e.line(`  for (var ${jj}: u32 = 0u; ${jj} < ${KPT}u; ${jj}++) {`);
+  e.line(`    let c = lane + ${jj} * ${TPR}u;`);
+  e.line(`    let pc = row * ${PS}u + c;`);
+  e.line(`    let ${kk} = min(t0 + c, ${E - 1}u);`);
+  e.line(`    var sc: f32 = -3.0e38;`);
+  scoreBody.forEach((l) => e.line('    ' + l));
+  e.line(`    att_p[pc] = sc;`);
+  e.line(`    part_max = max(part_max, sc);`);
+  e.line(`  }`);
+  e.line(`  att_r[lid] = part_max;`);
+  e.line(`  workgroupBarrier();`); // publishes the partial maxima; every key read is done
+  vLoad.forEach((l) => e.line('  ' + l));
+  e.line(`  var new_max = run_max;`);
+  e.line(`  for (var s: u32 = 0u; s < ${TPR}u; s++) { new_max = max(new_max, att_r[row * ${TPR}u + s]); }`);
+  e.line(`  for (var j: u32 = 0u; j < ${KPT}u; j++) {`);
+  e.line(`    let c = row * ${PS}u + lane + j * ${TPR}u;`);
+  e.line(`    let sc = att_p[c];`);
+  e.line(`    att_p[c] = select(0.0, exp(sc - new_max), sc > -1.0e38);`);
+  e.line(`  }`);
+  e.line(`  let corr = exp(run_max - new_max);`);
+  e.line(`  run_max = new_max;`);
+  e.line(`  workgroupBarrier();`); // publishes the value tile and the probabilities
+  for (let i = 0; i < DPT; i++) e.line(`  acc_${i} = acc_${i} * corr;`);
+  e.line(`  var p_sum: f32 = 0.0;`);
+  // keys past the tile limit weigh 0: they are left out, so no value read at an unwritten position can reach the sum
+  e.line(`  let n_keys = min(${BN}u, tile_lim - t0);`);
+  e.line(`  for (var c: u32 = 0u; c < n_keys; c++) {`);
+  e.line(`    let p = att_p[row * ${PS}u + c];`);
+  e.line(`    p_sum = p_sum + p;`);
+  for (let i = 0; i < DPT; i++) e.line(`    acc_${i} = acc_${i} + p * att_kv[c * ${Dv}u + ${(i + 1) * TPR <= Dv ? `lane + ${i * TPR}u` : `min(lane + ${i * TPR}u, ${Dv - 1}u)`}];`);
+  e.line(`  }`);
+  e.line(`  run_sum = run_sum * corr + p_sum;`);
+  e.line(`  workgroupBarrier();`); // the next tile overwrites keys and probabilities
+  e.line(`}`);
+  const out = `@B${root.id}@`;
+  const base = linearize(e.ix, [...batch, 'm', '0u'], root.shape);
+  e.line(`if (row_ok) {`);
+  e.line(`  let inv = select(0.0, 1.0 / run_sum, run_sum > 0.0);`);
+  for (let i = 0; i < DPT; i++) {
+    const store = `${out}[${base} + lane + ${i * TPR}u] = acc_${i} * inv;`;
+    e.line((i + 1) * TPR <= Dv ? `  ${store}` : `  if (lane + ${i * TPR}u < ${Dv}u) { ${store} }`);
+  }
+  e.line(`}`);
+  const shared = [
+    `var<workgroup> att_q: array<f32, ${BM * QS}>;`,
+    `var<workgroup> att_kv: array<f32, ${Math.max(D * KS, BN * Dv)}>;`,
+    `var<workgroup> att_p: array<f32, ${BM * PS}>;`,
+    `var<workgroup> att_r: array<f32, ${WG}>;`,
+    `var<workgroup> att_rl: array<u32, ${BM}>;`,
+    `var<workgroup> att_tl: u32;`,
+  ];
+  return finish(e, 'attention', assemble(e, e.topLines(), WG, shared), groups);
+}

@@ -1,6 +1,6 @@
 // Kernel-level figures on the adapter at hand: the copy roofline, matvec bandwidth as a fraction of it, and an
 // elementwise chain fused vs unfused.
-import { isQuantized, quantBytes } from '../compiler/quantized.ts';
+import { QUANT_FORMATS, isQuantized } from '../compiler/quantized.ts';
 import { compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -47,23 +47,34 @@ async function timeProgram(rt: GpuRuntime, fn: () => Record<string, Tensor>, fus
 
 export interface OpsReport {
   copyGBps: number;
-  matvec: { storage: string; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
+  /** `x [batch, cols] @ W.T` for W [rows, cols]: bytes actually read (packed values and block constants, x) and written. */
+  matvec: { storage: string; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
   elementwiseChain: { elements: number; ops: number; fusedMs: number; unfusedMs: number; fusedKernels: number; unfusedKernels: number; speedup: number };
 }
+
+/**
+ * Matvec shapes [batch, rows, cols]: one large weight (the headline figure), then llama-400m's projections (gate or
+ * up, down, LM head) at batch 1 and 8, the shapes its decode reads.
+ */
+const MATVEC_SHAPES: [number, number, number][] = [
+  [1, 8192, 4096],
+  ...[1, 8].flatMap((b): [number, number, number][] => [[b, 2816, 1024], [b, 1024, 2816], [b, 32000, 1024]]),
+];
 
 export async function opsBench(rt: GpuRuntime, quick: boolean): Promise<OpsReport> {
   const iters = quick ? 5 : 50;
   const copyBytes = copyRooflineBytes(rt, quick);
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
-  const [rows, cols] = quick ? [1024, 1024] : [8192, 4096];
   const matvec: OpsReport['matvec'] = [];
-  for (const storage of ['f32', 'f16', 'q8', 'q4'] as const) {
-    const { seconds } = await timeProgram(rt, () => ({ y: input('x', [1, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) }), true, iters);
-    // bytes actually read: packed values and their block constants
-    const bytes = isQuantized(storage) ? quantBytes(storage, [rows, cols]) : rows * cols * (storage === 'f32' ? 4 : 2);
-    const GBps = bytes / seconds / 1e9;
-    matvec.push({ storage, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
-  }
+  for (const [batch, rows, cols] of quick ? [[1, 1024, 1024]] : MATVEC_SHAPES)
+    for (const storage of ['f32', 'f16', 'q8', 'q4'] as const) {
+      const { seconds } = await timeProgram(rt, () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) }), true, iters);
+      // bytes actually read: packed values and their block constants (not the buffer's padding), x; and y written
+      const weightBytes = isQuantized(storage) ? QUANT_FORMATS[storage].readBytes(rows * cols) : rows * cols * (storage === 'f32' ? 4 : 2);
+      const bytes = weightBytes + 4 * batch * (cols + rows);
+      const GBps = bytes / seconds / 1e9;
+      matvec.push({ storage, batch, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
+    }
   const elements = quick ? 1 << 18 : 1 << 24;
   const chain = () => {
     let x = input('x', [elements]);

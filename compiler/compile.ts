@@ -4,6 +4,7 @@
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
+import { isQuantized } from './quantized.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -45,6 +46,8 @@ export interface CompileOptions extends Partial<FuseOptions> {
 export { CompileError };
 
 function elementType(n: Node): string {
+  // quantized blocks are read as u32x4 (compiler/quantized.ts)
+  if (n.op === 'weight' && isQuantized((n as Node<'weight'>).attrs.storage)) return 'vec4<u32>';
   if (n.op === 'weight' && (n as Node<'weight'>).attrs.storage !== 'f32') return 'u32';
   return n.dtype === 'bool' ? 'u32' : wgslType(n.dtype);
 }

@@ -1,9 +1,10 @@
-// Block-quantized weight storage: the device layout of each format and its WGSL decoders (one element, or an aligned
-// run read from one packed word), in one typed table read by the kernels and the memory plan. The host side (encode
+// Block-quantized weight storage: the device layout of each format and its WGSL decoders (one element, an aligned
+// run read from one packed word, or a whole block), in one typed table read by the kernels and the memory plan. The host side (encode
 // on load, decode for the CPU reference, GGUF repacking) is runtime/quantize.ts, written to this layout.
 //
 // Both formats use blocks of 32 consecutive elements of a row (llama.cpp's QK8_0 / QK4_0) with f16 block
-// constants, kept apart from the packed values so that value loads stay one aligned u32 per thread:
+// constants, kept apart from the packed values so that a block's values are whole aligned u32x4 (q4: one, q8: two)
+// and the buffer binds as array<vec4<u32>>, padded to a whole u32x4:
 //   q8: words [0, n/4) hold four int8 each (element i in byte i%4 of word i/4, like Q8_0's bytes);
 //       then ceil(n/64) words of f16 scales (block b in half b%2 of word b/2). value = scale * q.
 //   q4: words [0, n/8) hold eight u4 each (element i in bits 4*(i%8) of word i/8);
@@ -16,13 +17,34 @@ import { numel } from './ir.ts';
 export type QuantStorage = 'q8' | 'q4';
 export const QUANT_BLOCK = 32;
 
+/**
+ * One block's words as the matvec reads them: its values through one or two u32x4 loads and its constants
+ * through one u32 load, then every element as a float `v` in [1, 2) made by placing its code in the mantissa
+ * (no int-to-float conversion: those run at a quarter of the FMA rate on NVIDIA and bound a 4-bit matvec), and
+ * the element's value is `a * v + b`. A dot product over the block is then `a * sum(x v) + b * sum(x)`, and sum(x)
+ * is shared by every weight row that meets the same x. The code sits in the top mantissa bits, so v's offset of 1
+ * is at most 16x (q4) / 256x (q8) the code's unit: the sum loses no more than a few f32 ulps of sum(|x|).
+ */
+export interface QuantBlock {
+  lines: string[];
+  /** Packed word `j` (0 <= j < 32 / perWord) of the block, in element order. */
+  word(j: number): string;
+  /** The float `v` of element `lane` of a packed word. */
+  decode(word: string, lane: number): string;
+  a: string;
+  b: string;
+}
+
 export interface QuantFormat {
-  /** Elements packed in one u32 of the value region. */
+  /** Elements packed in one u32 of the value region, and bits of each. */
   perWord: number;
+  bits: number;
   /** u32 words of the value region. */
   valueWords(count: number): number;
-  /** u32 words in all (values then block constants). */
+  /** u32 words in all (values then block constants), padded to whole u32x4 (the buffer binds as array<vec4<u32>>). */
   words(count: number): number;
+  /** Bytes a kernel reads for every element of a weight of `count` elements: values and block constants. */
+  readBytes(count: number): number;
   /** WGSL value of element `i` (a u32 expression) of buffer `buf` holding `count` elements. */
   element(buf: string, i: string, count: number): string;
   /**
@@ -30,6 +52,8 @@ export interface QuantFormat {
    * expressions of their values: one value word and one block-constant word per run.
    */
   run(buf: string, i: string, count: number, fresh: (p: string) => string): { lines: string[]; values: string[] };
+  /** Block `blk` (a u32 expression) of buffer `buf` holding `count` elements (see QuantBlock). */
+  block(buf: string, blk: string, count: number, fresh: (p: string) => string): QuantBlock;
 }
 
 export function isQuantized(storage: string): storage is QuantStorage {
@@ -41,34 +65,80 @@ export function quantizable(shape: readonly number[]): boolean {
   return shape.length >= 2 && shape[shape.length - 1]! % QUANT_BLOCK === 0;
 }
 
+/** The u32 word `w` of a buffer bound as array<vec4<u32>>. */
+export function quantWord(buf: string, w: string): string {
+  return `${buf}[(${w}) >> 2u][(${w}) & 3u]`;
+}
+
+/** Word `base + i` where `base` is a multiple of 4 (a region's start): the u32x4 index folds the base. */
+const wordAt = (buf: string, base: number, i: string) => `${buf}[${base / 4}u + ((${i}) >> 2u)][(${i}) & 3u]`;
+const pad4 = (words: number) => Math.ceil(words / 4) * 4;
+/** Bits of a float in [1, 2) whose mantissa's top bits are a code: 1.0's exponent. */
+const ONE = '0x3f800000u';
+/** `word` shifted so that the bits at `from` land at `to`. */
+const shiftTo = (word: string, from: number, to: number) => (to === from ? word : to > from ? `(${word} << ${to - from}u)` : `(${word} >> ${from - to}u)`);
+
 const q8: QuantFormat = {
   perWord: 4,
+  bits: 8,
   valueWords: (n) => n / 4,
-  words: (n) => n / 4 + Math.ceil(n / 64),
+  words: (n) => pad4(n / 4 + Math.ceil(n / 64)),
+  readBytes: (n) => n + (n / QUANT_BLOCK) * 2,
   element: (buf, i, n) =>
-    `(f32(extractBits(bitcast<i32>(${buf}[(${i}) >> 2u]), ((${i}) & 3u) * 8u, 8u)) * unpack2x16float(${buf}[${n / 4}u + ((${i}) >> 6u)])[((${i}) >> 5u) & 1u])`,
+    `(f32(extractBits(bitcast<i32>(${quantWord(buf, `(${i}) >> 2u`)}), ((${i}) & 3u) * 8u, 8u)) * unpack2x16float(${quantWord(buf, `${n / 4}u + ((${i}) >> 6u)`)})[((${i}) >> 5u) & 1u])`,
   run: (buf, i, n, fresh) => {
     const [w, s] = [fresh('v'), fresh('v')];
     return {
-      lines: [`let ${w} = bitcast<i32>(${buf}[(${i}) >> 2u]);`, `let ${s} = unpack2x16float(${buf}[${n / 4}u + ((${i}) >> 6u)])[((${i}) >> 5u) & 1u];`],
+      lines: [`let ${w} = bitcast<i32>(${quantWord(buf, `(${i}) >> 2u`)});`, `let ${s} = unpack2x16float(${quantWord(buf, `${n / 4}u + ((${i}) >> 6u)`)})[((${i}) >> 5u) & 1u];`],
       values: [0, 1, 2, 3].map((u) => `(f32(extractBits(${w}, ${u * 8}u, 8u)) * ${s})`),
+    };
+  },
+  // int8 q as the unsigned byte q + 128 (flip the sign bit) in mantissa bits 15..22: v = 1.5 + q / 256, so
+  // d * q = 256 d * v - 384 d
+  block: (buf, blk, n, fresh) => {
+    const [lo, hi, d] = [fresh('qv'), fresh('qv'), fresh('qd')];
+    const flip = 'vec4<u32>(0x80808080u)';
+    return {
+      lines: [
+        `let ${lo} = ${buf}[(${blk}) * 2u] ^ ${flip};`,
+        `let ${hi} = ${buf}[(${blk}) * 2u + 1u] ^ ${flip};`,
+        `let ${d} = unpack2x16float(${wordAt(buf, n / 4, `(${blk}) >> 1u`)})[(${blk}) & 1u];`,
+      ],
+      word: (j) => `${j < 4 ? lo : hi}[${j & 3}]`,
+      decode: (word, lane) => `bitcast<f32>((${shiftTo(word, 8 * lane, 15)} & 0x7f8000u) | ${ONE})`,
+      a: `(256.0 * ${d})`,
+      b: `(-384.0 * ${d})`,
     };
   },
 };
 
 const q4: QuantFormat = {
   perWord: 8,
+  bits: 4,
   valueWords: (n) => n / 8,
-  words: (n) => n / 8 + n / 32,
+  words: (n) => pad4(n / 8 + n / 32),
+  readBytes: (n) => n / 2 + (n / QUANT_BLOCK) * 4,
   element: (buf, i, n) => {
-    const sm = `unpack2x16float(${buf}[${n / 8}u + ((${i}) >> 5u)])`;
-    return `(f32(extractBits(${buf}[(${i}) >> 3u], ((${i}) & 7u) * 4u, 4u)) * ${sm}.x + ${sm}.y)`;
+    const sm = `unpack2x16float(${quantWord(buf, `${n / 8}u + ((${i}) >> 5u)`)})`;
+    return `(f32(extractBits(${quantWord(buf, `(${i}) >> 3u`)}, ((${i}) & 7u) * 4u, 4u)) * ${sm}.x + ${sm}.y)`;
   },
   run: (buf, i, n, fresh) => {
     const [w, sm] = [fresh('v'), fresh('v')];
     return {
-      lines: [`let ${w} = ${buf}[(${i}) >> 3u];`, `let ${sm} = unpack2x16float(${buf}[${n / 8}u + ((${i}) >> 5u)]);`],
+      lines: [`let ${w} = ${quantWord(buf, `(${i}) >> 3u`)};`, `let ${sm} = unpack2x16float(${quantWord(buf, `${n / 8}u + ((${i}) >> 5u)`)});`],
       values: Array.from({ length: 8 }, (_, u) => `(f32(extractBits(${w}, ${u * 4}u, 4u)) * ${sm}.x + ${sm}.y)`),
+    };
+  },
+  // one u32x4 is the block's 32 codes; code u in mantissa bits 19..22: v = 1 + u / 16, so
+  // scale * u + min = 16 scale * v + (min - 16 scale)
+  block: (buf, blk, n, fresh) => {
+    const [v, sm] = [fresh('qv'), fresh('qd')];
+    return {
+      lines: [`let ${v} = ${buf}[${blk}];`, `let ${sm} = unpack2x16float(${wordAt(buf, n / 8, blk)});`],
+      word: (j) => `${v}[${j}]`,
+      decode: (word, lane) => `bitcast<f32>((${shiftTo(word, 4 * lane, 19)} & 0x780000u) | ${ONE})`,
+      a: `(16.0 * ${sm}.x)`,
+      b: `(${sm}.y - 16.0 * ${sm}.x)`,
     };
   },
 };
@@ -77,10 +147,10 @@ export const QUANT_FORMATS: { [K in QuantStorage]: QuantFormat } = { q8, q4 };
 
 /** Device bytes per row of `rowElements` of a quantized weight (block constants included; rows are whole blocks). */
 export function quantRowBytes(storage: QuantStorage, rowElements: number): number {
-  return storage === 'q8' ? rowElements + rowElements / 16 : rowElements / 2 + rowElements / 8;
+  return QUANT_FORMATS[storage].readBytes(rowElements);
 }
 
-/** Bytes of a quantized weight of this shape on the device. */
+/** Bytes of a quantized weight of this shape on the device (a few more than it holds: whole u32x4). */
 export function quantBytes(storage: QuantStorage, shape: readonly number[]): number {
   return QUANT_FORMATS[storage].words(numel(shape)) * 4;
 }

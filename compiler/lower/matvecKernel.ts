@@ -3,7 +3,7 @@
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
-import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
+import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
@@ -109,11 +109,17 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const T = matmuls.length;
   // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
-  const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(MAX_ACCUMULATORS / (T * MB)))));
-  // k values per thread and step: one packed word of the most tightly packed weight (2 halves, 4 int8, 8 int4)
-  // (quantized rows are whole 32-element blocks, so K is a multiple of it); odd K steps one element at a time
+  // block-quantized weights a whole block per thread and trip, on GPUs: a software adapter keeps one packed word per
+  // step, which lavapipe compiles in half the time (tiny-granite-code's q8 decode kernels, measured)
+  const blocks = unroll && direct && weights.every((w) => isQuantized(storageOf(w!)));
+  // the block path takes twice the accumulators: at batch 8 the rows' prologue is then shared by 2-4 columns
+  const maxAccumulators = blocks ? 2 * MAX_ACCUMULATORS : MAX_ACCUMULATORS;
+  const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
+  // k values per thread and step: a whole block when every weight is block-quantized (rows of whole 32-element
+  // blocks, so K is a multiple of it), else one packed word of the most tightly packed weight (2 halves, 4 int8,
+  // 8 int4); odd K steps one element at a time
   const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
-  const U = K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
+  const U = blocks ? QUANT_BLOCK : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
   const mChunks = Math.ceil(M / MB);
@@ -160,10 +166,11 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         }
       });
     };
-    // pairs of k (U = 2) per thread and trip: lid * U, then strides of WG * U
+    // U k values per thread and trip (a pair, a packed word or a block): lid * U, then strides of WG * U
     const pairs = Math.ceil(K / U);
     const stride = unroll && Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS ? wg : undefined;
-    e.stridedLoop('lid', pairs, stride, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
+    const body = blocks ? (p: string) => blockStep(e, plan, p, K, MB, R, rowIdx, colIdx, acc) : (p: string) => step(e.bound(e.ix.mul(p, U), K - U));
+    e.stridedLoop('lid', pairs, stride, body).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) all.push(acc(t, i, c));
@@ -220,10 +227,94 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   return finish(e, 'matvec', assemble(e, [...head, ...e.phases, ...main], wg, [shared]), groups);
 }
 
+const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;
+
 /** Weight elements one u32 of its buffer holds (f32 counts as one). */
 function elementsPerWord(w: Node): number {
-  const storage = (w as Node<'weight'>).attrs.storage;
+  const storage = storageOf(w);
   return isQuantized(storage) ? QUANT_FORMATS[storage].perWord : storage === 'f32' ? 1 : 2;
+}
+
+/**
+ * One trip over block `p` of K when every weight is block-quantized: per column, its block's values (one or two
+ * u32x4) and constants (one u32) are loaded once; per row, the block's left-operand values are evaluated once and
+ * summed; per (row, column) the block's dot product is a * sum(x v) + b * sum(x) (QuantBlock), written out a packed
+ * word at a time so that few values are live together.
+ */
+function blockStep(
+  e: Emitter,
+  plan: MatvecPlan,
+  p: string,
+  K: number,
+  MB: number,
+  R: number,
+  rowIdx: (mm: Node, i: number) => string[],
+  colIdx: string[],
+  acc: (t: number, i: number, c: number) => string,
+): void {
+  const { matmuls } = plan;
+  const weights = plan.weights as Node[];
+  const k0 = e.bound(e.ix.mul(p, QUANT_BLOCK), K - QUANT_BLOCK);
+  const formats = weights.map((w) => QUANT_FORMATS[storageOf(w) as QuantStorage]);
+  const blocks = weights.map((w, t) =>
+    colIdx.slice(0, R).map((col) => {
+      const blk = e.fresh('qb');
+      e.line(`let ${blk} = ${col} * ${K / QUANT_BLOCK}u + ${p};`);
+      const b = formats[t]!.block(e.buffer(w), blk, numel(w.shape), (x) => e.fresh(x));
+      b.lines.forEach((l) => e.line(l));
+      return b;
+    }),
+  );
+  // sum(x) per distinct left operand and row; sum(x v) per (matmul, row, column)
+  const sums = new Map<string, string>();
+  const sumOf = (t: number, i: number) => `${matmuls[t]!.inputs[0]!.id}|${i}`;
+  matmuls.forEach((_, t) => {
+    for (let i = 0; i < MB; i++) if (!sums.has(sumOf(t, i))) sums.set(sumOf(t, i), e.fresh('sx'));
+  });
+  for (const name of sums.values()) e.line(`var ${name}: f32 = 0.0;`);
+  const dots = matmuls.map(() => Array.from({ length: MB }, () => Array.from({ length: R }, () => e.fresh('sv'))));
+  dots.flat(2).forEach((name) => e.line(`var ${name}: f32 = 0.0;`));
+  // chunks of the most tightly packed word's elements (a q8 word; a q4 word alone; half a q4 word beside q8)
+  const chunk = Math.min(...formats.map((f) => f.perWord));
+  const chunks = QUANT_BLOCK / chunk;
+  const chunkBody = (j: number) => {
+    const ks = Array.from({ length: chunk }, (_, u) => e.ix.add(k0, `${j * chunk + u}u`));
+    const summed = new Set<string>();
+    matmuls.forEach((mm, t) => {
+      const f = formats[t]!;
+      const per = f.perWord / chunk; // chunks per packed word
+      const decoded = blocks[t]!.map((b) => {
+        const word = e.fresh('qw');
+        e.line(`let ${word} = ${b.word(Math.floor(j / per))}${j % per ? ` >> ${(j % per) * chunk * f.bits}u` : ''};`);
+        return ks.map((_, u) => {
+          const v = e.fresh('qf');
+          e.line(`let ${v} = ${b.decode(word, u)};`);
+          return v;
+        });
+      });
+      for (let i = 0; i < MB; i++) {
+        const rows = rowIdx(mm, i);
+        const av = ks.map((k) => e.value(mm.inputs[0]!, [...rows, k]));
+        if (!summed.has(sumOf(t, i))) {
+          summed.add(sumOf(t, i));
+          const sx = sums.get(sumOf(t, i))!;
+          e.line(`${sx} = ${sx} + ${av.join(' + ')};`);
+        }
+        for (let c = 0; c < R; c++) {
+          const sv = dots[t]![i]![c]!;
+          e.line(`${sv} = ${sv} + ${av.map((a, u) => `${a} * ${decoded[c]![u]}`).join(' + ')};`);
+        }
+      }
+    });
+  };
+  for (let j = 0; j < chunks; j++) chunkBody(j);
+  matmuls.forEach((_, t) => {
+    for (let i = 0; i < MB; i++)
+      for (let c = 0; c < R; c++) {
+        const b = blocks[t]![c]!;
+        e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + ${b.a} * ${dots[t]![i]![c]} + ${b.b} * ${sums.get(sumOf(t, i))};`);
+      }
+  });
 }
 
 /**
@@ -232,7 +323,7 @@ function elementsPerWord(w: Node): number {
  * loaded with it, so adjacent threads of one block read the same constant word in one transaction).
  */
 function loadWeightRun(e: Emitter, w: Node, off: string, count: number): string[] {
-  const storage = (w as Node<'weight'>).attrs.storage;
+  const storage = storageOf(w);
   const buf = e.buffer(w);
   const base = e.fresh('ix');
   e.line(`let ${base} = ${off};`);

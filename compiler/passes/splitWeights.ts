@@ -4,7 +4,7 @@
 // one kernel: rows that are output columns give a concat of matmuls, rows that are the reduction give a sum.
 // Any other reader (a gather) sees the concat of the pieces, which the emitter reads by position.
 import { type Graph, type Node, type OpAttrs, type OpName, type StorageDType, type WeightPiece, numel } from '../ir.ts';
-import { isQuantized, quantBytes } from '../quantized.ts';
+import { isQuantized, quantRowBytes } from '../quantized.ts';
 import { OPS } from '../ops.ts';
 import { nodeBytes } from './planMemory.ts';
 
@@ -20,8 +20,10 @@ export function pieceName(piece: WeightPiece): string {
 export function planPieces(name: string, shape: readonly number[], storage: StorageDType, limit: number): WeightPiece[] {
   const rows = shape[0]!;
   const rowElems = numel(shape.slice(1));
-  // quantized rows are whole blocks (compiler/quantized.ts), so a piece of whole rows is whole words too
-  const rowBytes = isQuantized(storage) ? quantBytes(storage, shape) / rows : rowElems * (storage === 'f32' ? 4 : 2);
+  // quantized rows are whole blocks (compiler/quantized.ts), so a piece of whole rows is whole words too; its buffer
+  // is padded to a whole u32x4 (at most 12 bytes more)
+  const rowBytes = isQuantized(storage) ? quantRowBytes(storage, rowElems) : rowElems * (storage === 'f32' ? 4 : 2);
+  if (isQuantized(storage)) limit -= 12;
   // a 16-bit piece must start on a word: with an odd row length, an even number of rows per piece
   const step = (storage === 'f16' || storage === 'bf16') && rowElems % 2 === 1 ? 2 : 1;
   const fit = Math.floor(limit / rowBytes / step) * step;

@@ -3,7 +3,7 @@
 // against their error bounds, and GGML block repacking against ggml's own dequantization formulas.
 import { describe, expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
-import { linear } from '../../dsl/nn/basic.ts';
+import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
 import { QUANT_FORMATS } from '../../compiler/quantized.ts';
 import { dequantize, quantize, repackGgml } from '../../runtime/quantize.ts';
 import { f16BitsToF32, f32ToF16Bits } from '../../base/safetensors.ts';
@@ -18,7 +18,7 @@ function lcg(seed: number): () => number {
 }
 
 describe('kernels decode quantized weights where they read them', () => {
-  test('matvec: q8 projection with a residual, and a q4 x q8 SwiGLU pair (one packed word per thread and step)', async () => {
+  test('matvec: q8 projection with a residual, and a q4 x q8 SwiGLU pair', async () => {
     const r = await runBoth(
       () => {
         const x = input('x', [2, 96]);
@@ -31,8 +31,30 @@ describe('kernels decode quantized weights where they read them', () => {
       (g) => randomData(g, 5),
     );
     expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec+matvec']);
+    // weights bind as u32x4; this adapter's kernels read one packed word per thread and step (see the next test)
     const wgsl = r.program.kernels[0]!.wgsl;
-    expect(wgsl).toContain('extractBits(');
+    expect(wgsl).toContain('array<vec4<u32>>');
+    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+  });
+
+  // the block path (GPUs: forced here with unroll, which software adapters turn off) on awkward sizes: 2 rows, 37 and 5 columns (no multiple of a workgroup's columns), 7 and
+  // 41 blocks along K (an odd count: q8's last scale word half used; 41 = more than one trip of 32 threads, the
+  // last partial), a fused RMSNorm prologue shared by a q4 and a q8 matmul (one sum(x) per row for both)
+  test('matvec block path: odd rows, columns and block counts, a norm prologue shared by q4 and q8', async () => {
+    const r = await runBoth(
+      () => {
+        const x = input('x', [2, 224]);
+        const n = rmsnorm(x, weight('g', [224]), 1e-5);
+        const y = linear(n, weight('a', [37, 224], 'q4')).add(linear(n, weight('b', [37, 224], 'q8')));
+        const z = linear(input('h', [1, 1312]), weight('c', [5, 1312], 'q8'));
+        return { y, z };
+      },
+      {},
+      (g) => randomData(g, 11),
+      { limits: { unroll: true } },
+    );
+    expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec+matvec']);
+    expect(r.program.kernels[0]!.wgsl).toContain('| 0x3f800000u)');
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
   });
 
@@ -48,9 +70,10 @@ describe('kernels decode quantized weights where they read them', () => {
     );
     expect(r.program.kernels.some((k) => k.templates.includes('tiled'))).toBe(true);
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
-    // the buffers hold the packed words: 1 + 1/16 words per 4 int8, 1 + 1/4 words per 8 int4
+    // the buffers hold the packed words: 1 + 1/16 words per 4 int8, 1 + 1/4 words per 8 int4, padded to whole u32x4
     const bytes = Object.fromEntries(r.program.buffers.filter((b) => b.role === 'weight').map((b) => [b.name, b.bytes]));
-    expect(bytes).toEqual({ w: (48 * 64) / 8 * 4 + (48 * 64) / 32 * 4, emb: (50 * 64) + (50 * 64) / 32 * 2 });
+    const pad16 = (n: number) => Math.ceil(n / 16) * 16;
+    expect(bytes).toEqual({ w: (48 * 64) / 8 * 4 + (48 * 64) / 32 * 4, emb: pad16(50 * 64 + (50 * 64) / 32 * 2) });
   });
 });
 

@@ -126,18 +126,22 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const read4 = (i4: string) => (vec ? `${smem}[${i4}]` : `vec4<f32>(${[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u]`).join(', ')})`);
   const write4 = (i4: string, v: string) => (vec ? [`${smem}[${i4}] = ${v};`] : [`let w4 = ${v};`, ...[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u] = w4[${c}];`)]);
   // Written out (q a literal) or as one loop over q, for the per-thread loads and outputs.
+  // Every body is built before any line is written: a value hoisted while building one (a slot id) lands above
+  // all of them, not inside the first.
   const repeat = (count: number, body: (q: string) => string[], pad = ''): void => {
     if (unroll) {
-      for (let q = 0; q < count; q++) {
+      const bodies = Array.from({ length: count }, (_, q) => body(`${q}u`));
+      for (const lines of bodies) {
         e.line(`${pad}{`);
-        body(`${q}u`).forEach((l) => e.line(`${pad}  ${l}`));
+        lines.forEach((l) => e.line(`${pad}  ${l}`));
         e.line(`${pad}}`);
       }
       return;
     }
     const q = e.bound(e.fresh('k'), count - 1);
+    const lines = body(q);
     e.line(`${pad}for (var ${q}: u32 = 0u; ${q} < ${count}u; ${q}++) {`);
-    body(q).forEach((l) => e.line(`${pad}  ${l}`));
+    lines.forEach((l) => e.line(`${pad}  ${l}`));
     e.line(`${pad}}`);
   };
   // Element q of a thread's share of a tile: row (m or n) and k within the step, k fastest (row-major activations
@@ -182,6 +186,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     e.line(`${pad}}`);
     e.line(`${pad}workgroupBarrier();`);
   };
+  // the loads are built before the loop's lines are written, so that values they hoist land above the loop
+  const loadLines = e.nested(() => loads(''));
   if (vec) {
     // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
     e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
@@ -193,7 +199,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     e.line(`    workgroupBarrier();`);
     e.line(`  }`);
     e.line(`  if (${kb} < ${K}u) {`);
-    loads('    ');
+    loadLines.forEach((l) => e.line(`    ${l}`));
     e.line(`  }`);
     e.line(`  if (${kb} > 0u) {`);
     multiply('    ');
@@ -201,7 +207,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     e.line(`}`);
   } else {
     e.line(`for (var ${kb}: u32 = 0u; ${kb} < ${kEnd}u; ${kb} += ${S * TK}u) {`);
-    loads('  ');
+    loadLines.forEach((l) => e.line(`  ${l}`));
     e.line(`  workgroupBarrier();`);
     multiply('  ');
     e.line(`}`);

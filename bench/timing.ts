@@ -21,7 +21,8 @@ export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncod
 
 /**
  * Seconds per run of `encode` in steady state: `submissions` submissions of `perSubmit` runs each, encoded and
- * submitted back to back after a one-run warm-up submission, so the host records the next while the GPU runs the last
+ * submitted back to back after one warm-up submission of as many runs (it also lifts the GPU off its idle
+ * clocks), so the host records the next while the GPU runs the last
  * (as the generator does, one batch in flight while it encodes the next). Host time the GPU waits on counts.
  */
 export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, perSubmit: number, submissions: number): Promise<number> {
@@ -31,7 +32,7 @@ export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePas
       for (let i = 0; i < runs; i++) encode(pass);
       pass.end();
     });
-  submit(1);
+  submit(perSubmit);
   await rt.device.queue.onSubmittedWorkDone();
   const t0 = performance.now();
   for (let i = 0; i < submissions; i++) submit(perSubmit);

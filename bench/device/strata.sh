@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after `source .device/start.sh`: Strata's bench over the bench configurations, then
-# per-kernel profiles of single buckets while the time budget lasts. Everything lands in OUT_DIR (7 files).
+# per-kernel profiles of single buckets while the time budget lasts. Everything lands in OUT_DIR (5 files: the call
+# returns at most 8, and a wrapper's own log is one more).
 # Usage: bash bench/device/strata.sh OUT_DIR [CONFIGS]   (CONFIGS: comma-separated, default all; BUDGET s, default 570;
 #   CASES: the bench's --cases list, e.g. f16:1,f16:8,q8:1, default its full list)
 set -u
@@ -27,5 +28,7 @@ profile llama-400m-decode-f32 llama-400m --storage f32 --context 192
 profile granite-decode granite4h-350m-like --storage f16 --context 192
 profile granite-prefill granite4h-350m-like --storage f16 --tokens 128
 profile jamba-prefill jamba-small --storage f16 --tokens 128
+# the device call returns at most 8 files: the per-profile JSON go back as one archive
+(cd "$out" && ls profile-*.json >/dev/null 2>&1 && tar czf profiles.tar.gz profile-*.json && rm -f profile-*.json)
 tail -c 3000 "$out/profile.txt"
 echo "strata.sh: done in $(($(date +%s) - start)) s"

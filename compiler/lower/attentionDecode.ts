@@ -9,6 +9,12 @@ import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
 export const DECODE_MAX_ROWS = 15;
+/**
+ * Head dimensions up to which it is used: each lane holds a quarter of the value row and its trip's loads, so the
+ * kernel grows with the head: at 128 (Bamba) 55 KB of WGSL and 14 s of lavapipe compile, at 256 (Gemma 3n,
+ * Qwen3-Next) 190 KB and 100 s. Larger heads keep the one-row kernel until this one has a compact form.
+ */
+export const DECODE_MAX_HEAD_DIM = 64;
 /** Threads of a workgroup. */
 const WG = 256;
 /** Threads that share one key, each holding every LANES-th element of the query, key and value rows. A subgroup

@@ -16,7 +16,7 @@ import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS, wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
-import { DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
+import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
@@ -94,13 +94,14 @@ export function lowerKernel(root: Node, choice: TemplateChoice, isMat: (n: Node)
 }
 
 /**
- * Attention: few query rows per K/V batch index (decode) split their keys across thread groups; many rows (prefill)
+ * Attention: few query rows per K/V batch index (decode, heads up to 64) split their keys across thread groups; many rows (prefill)
  * go on tiles of rows sharing key and value tiles in workgroup memory, else one row a workgroup.
  */
 function lowerAttentionKernel(root: Node, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
-  if (root.shape[r - 2]! <= DECODE_MAX_ROWS) return lowerAttentionDecode(root, isMat, o.subgroups ?? false, o.unroll ?? true);
+  const headDim = Math.max(q.shape[r - 1]!, v.shape[r - 1]!);
+  if (root.shape[r - 2]! <= DECODE_MAX_ROWS && headDim <= DECODE_MAX_HEAD_DIM) return lowerAttentionDecode(root, isMat, o.subgroups ?? false, o.unroll ?? true);
   const tiles = root.shape[r - 2]! >= TILED_MIN_ROWS ? prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) : undefined;
   return tiles ? lowerAttentionPrefill(root, isMat, tiles) : lowerAttention(root, isMat, o.subgroups ?? false);
 }

@@ -2,16 +2,21 @@
 // clock (each dispatch repeated alone), and a check of whether the timestamps are quantized.
 import type { Executable, GpuRuntime } from '../runtime/gpuRuntime.ts';
 
+/** Records `runs` runs of `encode` into one compute pass and submits them; `encoded` is called once they are recorded. */
+function submitRuns(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, runs: number, encoded?: () => void): void {
+  rt.submitWork('timing', (enc) => {
+    const pass = enc.beginComputePass();
+    for (let i = 0; i < runs; i++) encode(pass);
+    pass.end();
+    encoded?.();
+  });
+}
+
 /** Seconds per run of `encode`, averaged over `iters` runs submitted together (after one warm-up run). */
 export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, iters: number): Promise<number> {
   const run = async (n: number) => {
     let t0 = 0;
-    rt.submitWork('timing', (enc) => {
-      const pass = enc.beginComputePass();
-      for (let i = 0; i < n; i++) encode(pass);
-      pass.end();
-      t0 = performance.now(); // encoding is host work, not timed
-    });
+    submitRuns(rt, encode, n, () => (t0 = performance.now())); // encoding is host work, not timed
     await rt.device.queue.onSubmittedWorkDone();
     return (performance.now() - t0) / 1000;
   };
@@ -22,20 +27,14 @@ export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncod
 /**
  * Seconds per run of `encode` in steady state: `submissions` submissions of `perSubmit` runs each, encoded and
  * submitted back to back after one warm-up submission of as many runs (it also lifts the GPU off its idle
- * clocks), so the host records the next while the GPU runs the last
- * (as the generator does, one batch in flight while it encodes the next). Host time the GPU waits on counts.
+ * clocks), so the host records the next while the GPU runs the last (as the generator does, one batch in flight
+ * while it encodes the next). Host time the GPU waits on counts.
  */
 export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, perSubmit: number, submissions: number): Promise<number> {
-  const submit = (runs: number) =>
-    rt.submitWork('timing', (enc) => {
-      const pass = enc.beginComputePass();
-      for (let i = 0; i < runs; i++) encode(pass);
-      pass.end();
-    });
-  submit(perSubmit);
+  submitRuns(rt, encode, perSubmit);
   await rt.device.queue.onSubmittedWorkDone();
   const t0 = performance.now();
-  for (let i = 0; i < submissions; i++) submit(perSubmit);
+  for (let i = 0; i < submissions; i++) submitRuns(rt, encode, perSubmit);
   await rt.device.queue.onSubmittedWorkDone();
   return (performance.now() - t0) / 1000 / (perSubmit * submissions);
 }

@@ -12,6 +12,10 @@ budget=${BUDGET:-570}
 left() { echo $((budget - ($(date +%s) - start))); }
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$out/gpu.csv" 2>&1
+# SM clock and utilisation twice a second for the whole call: an idle H200 sits at 345 MHz, so a figure is only
+# comparable when the clock log shows the GPU at its boost clock while it was measured
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv,noheader -lms 500 >> "$out/gpu.csv" 2>&1 &
+clocks=$!
 
 # the bench writes its JSON after every case, so a run stopped by the timeout keeps what it measured
 timeout $(($(left) - 100)) node dist/bench.mjs ${configs:+--config "$configs"} ${CASES:+--cases "$CASES"} --out "$out/strata.json" 2>&1 | tee "$out/strata.log"
@@ -31,4 +35,5 @@ profile jamba-prefill jamba-small --storage f16 --tokens 128
 # the device call returns at most 8 files: the per-profile JSON go back as one archive
 (cd "$out" && ls profile-*.json >/dev/null 2>&1 && tar czf profiles.tar.gz profile-*.json && rm -f profile-*.json)
 tail -c 3000 "$out/profile.txt"
+kill $clocks 2>/dev/null
 echo "strata.sh: done in $(($(date +%s) - start)) s"

@@ -9,7 +9,7 @@ import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
 import type { LoweredKernel } from './passes/lowerToWgsl.ts';
-import { CompileError, type KernelPlan, type PlanStep, planKernels } from './passes/planKernels.ts';
+import { CompileError, type KernelPlan, type PlanStep, planKernels, templateName } from './passes/planKernels.ts';
 import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
@@ -111,7 +111,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
     writes,
     workgroups: [x, y, 1],
     workgroupSize: text.wg,
-    templates: group.map((k) => k.mode),
+    templates: group.map(templateName),
     ops: fusedOps(group, nodeById),
     nodes: group.flatMap((k) => k.nodes),
   };

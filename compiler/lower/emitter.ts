@@ -24,6 +24,8 @@ export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'sca
 export interface LoweredKernel {
   root: Node;
   mode: KernelMode;
+  /** Which form of its template the planner chose, where the template has several (attention: decode / tiles / row). */
+  variant?: string;
   /** WGSL in parts, with `@B<id>@` placeholders for buffers (bound once the memory plan is known). */
   text: KernelText;
   reads: Node[];

@@ -49,7 +49,8 @@ export interface LowerOptions {
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
 export type TemplateChoice =
-  | { template: Exclude<KernelMode, 'tiled' | 'matvec'> }
+  | { template: Exclude<KernelMode, 'tiled' | 'matvec' | 'attention'> }
+  | { template: 'attention'; variant: AttentionVariant }
   | { template: 'tiled'; matmuls: Node[] }
   | { template: 'matvec'; plan: MatvecPlan };
 
@@ -59,9 +60,10 @@ export type TemplateChoice =
  * row kernel (the planner falls back to element when the row template refuses). Or the node that must get a
  * buffer first: a many-row matmul read through views gets its own tiled kernel.
  */
-export function chooseTemplate(root: Node, isMat: (n: Node) => boolean): TemplateChoice | { materialize: Node; reason: string } {
+export function chooseTemplate(root: Node, isMat: (n: Node) => boolean, options: LowerOptions = {}): TemplateChoice | { materialize: Node; reason: string } {
   const own = OPS[root.op].template;
-  if (own) return { template: own as Exclude<KernelMode, 'tiled' | 'matvec'> };
+  if (own === 'attention') return { template: 'attention', variant: attentionVariant(root, options) };
+  if (own) return { template: own as Exclude<KernelMode, 'tiled' | 'matvec' | 'attention'> };
   const mms = tiledMatmulsOf(root, isMat);
   if (mms) return { template: 'tiled', matmuls: mms };
   const big = bigMatmulUnder(root, isMat);
@@ -83,7 +85,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o.subgroups ?? false, o.unroll ?? true),
   tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true),
-  attention: (root, _c, isMat, o) => lowerAttentionKernel(root, isMat, o),
+  attention: (root, c, isMat, o) => lowerAttentionKernel(root, (c as { variant: AttentionVariant }).variant, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),
 };
@@ -94,16 +96,27 @@ export function lowerKernel(root: Node, choice: TemplateChoice, isMat: (n: Node)
 }
 
 /**
- * Attention: few query rows per K/V batch index (decode, heads up to 64) split their keys across thread groups; many rows (prefill)
- * go on tiles of rows sharing key and value tiles in workgroup memory, else one row a workgroup.
+ * The attention kernel for a root, by its shape: `decode` for few query rows per K/V batch index with heads up to 64
+ * (keys split across thread groups), `tiles` for many rows (prefill: tiles of rows sharing key and value tiles in
+ * workgroup memory) when the tiles fit the adapter's workgroup storage, else `row` (one query row a workgroup).
  */
-function lowerAttentionKernel(root: Node, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
+export type AttentionVariant = 'decode' | 'tiles' | 'row';
+
+function attentionVariant(root: Node, o: LowerOptions): AttentionVariant {
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
-  const headDim = Math.max(q.shape[r - 1]!, v.shape[r - 1]!);
-  if (root.shape[r - 2]! <= DECODE_MAX_ROWS && headDim <= DECODE_MAX_HEAD_DIM) return lowerAttentionDecode(root, isMat, o.subgroups ?? false, o.unroll ?? true);
-  const tiles = root.shape[r - 2]! >= TILED_MIN_ROWS ? prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) : undefined;
-  return tiles ? lowerAttentionPrefill(root, isMat, tiles) : lowerAttention(root, isMat, o.subgroups ?? false);
+  const rows = root.shape[r - 2]!;
+  if (rows <= DECODE_MAX_ROWS && Math.max(q.shape[r - 1]!, v.shape[r - 1]!) <= DECODE_MAX_HEAD_DIM) return 'decode';
+  return rows >= TILED_MIN_ROWS && prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) ? 'tiles' : 'row';
+}
+
+function lowerAttentionKernel(root: Node, variant: AttentionVariant, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
+  const [q, , v] = root.inputs as [Node, Node, Node];
+  const r = root.shape.length;
+  const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, o.subgroups ?? false, o.unroll ?? true)
+    : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!)
+    : lowerAttention(root, isMat, o.subgroups ?? false);
+  return { ...lowered, variant };
 }
 
 function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {

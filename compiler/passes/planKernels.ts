@@ -153,7 +153,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   const check = (n: Node): PlanStep | undefined => {
     if (accepted.has(n.id)) return undefined;
     for (;;) {
-      let choice = chooseTemplate(n, isMat);
+      let choice = chooseTemplate(n, isMat, options);
       if ('materialize' in choice) return { node: choice.materialize, rule: 'template', reason: choice.reason };
       if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
       const structural = structuralRule(n, choice, isMat);
@@ -179,6 +179,9 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   }
 }
 
+/** A kernel's template as printed: `attention/decode` where the template has variants. */
+export const templateName = (k: LoweredKernel) => (k.variant ? `${k.mode}/${k.variant}` : k.mode);
+
 /** Text form of a plan, one kernel a line: template, root, workgroups x size, inlined nodes, buffers read. */
 export function printKernelPlan(plan: KernelPlan, steps: readonly PlanStep[] = []): string {
   const node = (n: Node) => `%${n.id}`;
@@ -186,7 +189,7 @@ export function printKernelPlan(plan: KernelPlan, steps: readonly PlanStep[] = [
   for (const s of steps) lines.push(`  rule ${s.rule}: %${s.node.id} ${s.node.op}${fmtShape(s.node.shape)} gets a buffer (${s.reason})`);
   for (const k of plan.kernels) {
     const inlined = k.nodes.slice(1).length;
-    lines.push(`  ${node(k.root).padStart(5)} ${k.root.op}${fmtShape(k.root.shape)} ${k.mode} grid ${k.groups} wg ${k.workgroupSize} inlines ${inlined} reads [${k.reads.map(node).join(' ')}]`);
+    lines.push(`  ${node(k.root).padStart(5)} ${k.root.op}${fmtShape(k.root.shape)} ${templateName(k)} grid ${k.groups} wg ${k.workgroupSize} inlines ${inlined} reads [${k.reads.map(node).join(' ')}]`);
   }
   return lines.join('\n');
 }

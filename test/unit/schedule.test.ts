@@ -35,14 +35,14 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
         %28 reshape(1,1,4,16) matvec grid 4 wg 32 inlines 12 reads [%24 %0 %10 %12]
         %33 reshape(1,1,2,16) matvec grid 2 wg 32 inlines 12 reads [%29 %0 %10 %12]
         %37 matmul(1,1,32) matvec grid 2 wg 32 inlines 11 reads [%34 %0 %10 %12]
-       %111 attention(1,2,2,16) attention grid 4 wg 256 inlines 97 reads [%2 %1 %3 %37 %33 %38 %28 %80 %81]
+       %111 attention(1,2,2,16) attention/decode grid 4 wg 256 inlines 97 reads [%2 %1 %3 %37 %33 %38 %28 %80 %81]
        %119 add(1,1,64) matvec grid 4 wg 32 inlines 5 reads [%115 %111 %0 %10]
        %140 mul(1,1,128) matvec grid 16 wg 32 inlines 13 reads [%130 %119 %120 %131]
        %144 add(1,1,64) matvec grid 4 wg 32 inlines 1 reads [%132 %140 %119]
        %159 reshape(1,1,4,16) matvec grid 4 wg 32 inlines 11 reads [%155 %144 %145]
        %164 reshape(1,1,2,16) matvec grid 2 wg 32 inlines 11 reads [%160 %144 %145]
        %168 matmul(1,1,32) matvec grid 2 wg 32 inlines 10 reads [%165 %144 %145]
-       %203 attention(1,2,2,16) attention grid 4 wg 256 inlines 97 reads [%2 %1 %3 %168 %164 %38 %159 %190 %191]
+       %203 attention(1,2,2,16) attention/decode grid 4 wg 256 inlines 97 reads [%2 %1 %3 %168 %164 %38 %159 %190 %191]
        %211 add(1,1,64) matvec grid 4 wg 32 inlines 4 reads [%207 %203 %144]
        %232 mul(1,1,128) matvec grid 16 wg 32 inlines 13 reads [%222 %211 %212 %223]
        %236 add(1,1,64) matvec grid 4 wg 32 inlines 1 reads [%224 %232 %211]
@@ -51,12 +51,12 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
        %257 scatter(1) scatter grid 1 wg 32 inlines 0 reads [%1 %256]
     schedule bucket={"rows":1,"tokens":1} dispatches=12
         0 matvec+matvec+matvec   grid 8       wg 32  read  96.3KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
-        1 attention              grid 4       wg 256 read     556B write  64.3KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
+        1 attention/decode       grid 4       wg 256 read     556B write  64.3KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
         2 matvec                 grid 4       wg 32  read  80.3KiB write     256B  add matmul
         3 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
         4 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
         5 matvec+matvec+matvec   grid 8       wg 32  read  32.5KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
-        6 attention              grid 4       wg 256 read     556B write  64.5KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
+        6 attention/decode       grid 4       wg 256 read     556B write  64.5KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
         7 matvec                 grid 4       wg 32  read  16.8KiB write     256B  add matmul
         8 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
         9 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul

@@ -11,7 +11,7 @@ import { ModelRunner } from '../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../runtime/randomWeights.ts';
 import type { KernelProfile } from './kernelProfile.ts';
 import { measureKernelProfile } from './measureKernels.ts';
-import { timePipelined } from './timing.ts';
+import { hostEncodeSeconds, timeGpu, timePipelined } from './timing.ts';
 
 export interface ModelBenchCase {
   config: string;
@@ -23,6 +23,9 @@ export interface ModelBenchCase {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
   decodeStepMs: number;
+  /** Host time to record one decode step, and GPU time of one with the recording done beforehand. */
+  hostEncodeMs: number;
+  gpuStepMs: number;
   dispatchesPerDecodeStep: number;
   submitsPerToken: number;
   readbacksPerToken: number;
@@ -58,7 +61,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   // q8 / q4: random f16 weights, block-quantized on load as `--weights` does
   const quantized = isQuantized(o.storage) ? o.storage : undefined;
   const checkpoint = randomCheckpoint(model, { storage: quantized ? 'f16' : o.storage });
-  const capacity = o.promptTokens + o.newTokens + o.stepsPerSubmit + 8; // room for the decode warm-up submission
+  const capacity = o.promptTokens + 2 * (o.newTokens + o.stepsPerSubmit) + 8; // room for the warm-up submissions and the GPU-only timing
   const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused, ...(quantized ? { weights: quantized } : {}) });
   const before = { ...rt.counters };
   kernelOptions.fusedAttention = o.fused;
@@ -101,7 +104,10 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   // steady state, as the generator runs: the next submission is recorded while the GPU runs the last
   const steps = submissions * o.stepsPerSubmit;
   const decodeSeconds = (await timePipelined(rt, (pass) => decode.encode(pass), o.stepsPerSubmit, submissions)) * steps;
-  const submits = rt.counters.submits - submitsBefore - 1; // less the warm-up submission
+  // where a step's time goes: the host recording it, and the GPU running it with the recording done beforehand
+  const hostEncodeMs = hostEncodeSeconds(rt, (pass) => decode.encode(pass), o.stepsPerSubmit) * 1e3;
+  const gpuStepMs = (await timeGpu(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions)) * 1e3;
+  const submits = rt.counters.submits - submitsBefore - 3; // less the warm-up submission and the two of timeGpu
   const readbacks = rt.counters.readbacks - readbacksBefore; // before profiling, which reads timestamps back
   const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
   const stepSeconds = decodeSeconds / steps;
@@ -128,6 +134,8 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     prefillTokensPerSecond: (o.batch * o.promptTokens) / prefillSeconds,
     decodeTokensPerSecond: (o.batch * steps) / decodeSeconds,
     decodeStepMs: stepSeconds * 1e3,
+    hostEncodeMs,
+    gpuStepMs,
     dispatchesPerDecodeStep: decode.program.kernels.length,
     submitsPerToken: submits / steps,
     readbacksPerToken: readbacks / steps,

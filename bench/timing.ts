@@ -39,6 +39,24 @@ export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePas
   return (performance.now() - t0) / 1000 / (perSubmit * submissions);
 }
 
+/**
+ * Host seconds to record one run of `encode` (into a pass of a command encoder that is finished, never submitted):
+ * the CPU's share of a step. When it is near the pipelined step time, decode waits on the host, not the GPU.
+ */
+export function hostEncodeSeconds(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, runs: number): number {
+  let best = Infinity;
+  for (let round = 0; round < 3; round++) {
+    const t0 = performance.now();
+    const enc = rt.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (let i = 0; i < runs; i++) encode(pass);
+    pass.end();
+    enc.finish();
+    best = Math.min(best, (performance.now() - t0) / 1000 / runs);
+  }
+  return best;
+}
+
 type Profilable = Pick<Executable, 'encodeProfiled' | 'program'>;
 
 /** Raw begin/end timestamps (ns) of each kernel over `repeats` profiled runs; null without timestamp-query. */

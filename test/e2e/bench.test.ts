@@ -14,7 +14,7 @@ test('bench: the tiny configuration reports every figure', async () => {
     name: 'tiny-llama', config: TINY_BENCH_CONFIG, storage: 'f16', batch: 2, fused: true,
     promptTokens: 8, newTokens: 8, stepsPerSubmit: 4, copyBytesPerSecond: copy, profile: true, profileAloneIters: 1,
   });
-  for (const key of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'decodeStepMs', 'compileSeconds', 'cacheBytes', 'weightBytes', 'rooflineFraction'] as const)
+  for (const key of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'decodeStepMs', 'hostEncodeMs', 'gpuStepMs', 'compileSeconds', 'cacheBytes', 'weightBytes', 'rooflineFraction'] as const)
     expect(r[key], key).toBeGreaterThan(0);
   expect(r.dispatchesPerDecodeStep).toBeGreaterThan(0);
   expect(r.readbacksPerToken).toBe(0); // the bench loop reads nothing back

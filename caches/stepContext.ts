@@ -8,7 +8,6 @@ import { constant, input, iota, state, weight } from '../dsl/trace.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, evictingPolicy, kvEntries } from './spec.ts';
 import { POSITION_STATE, type StateEntry, StateTable, kvStateName, memoryStateEntries, policyStateName, recurrentStateName } from './stateTable.ts';
 import { attention } from '../dsl/nn/attention.ts';
-import { softmax } from '../dsl/nn/basic.ts';
 
 /** What an h2o layer's step does besides attending (see StepContext.h2oStep). */
 interface H2oStep {
@@ -175,15 +174,15 @@ export class StepContext {
     const lastKey = h2o ? constant(E, 'i32').broadcastTo([S, 1]) : ring ? this.start.add(this.valid).reshape(S, 1).minimum(E) : this.positions.add(1); // [S,1] or [S,T]
     const limit = lastKey.reshape(S, 1, 1, lastKey.shape[1]!).broadcastTo([S, KVH, G, T]).reshape(S, KVH, G * T);
     const attendOpts = { scale: opts.scale, ...(opts.softcap ? { softcap: opts.softcap } : {}) };
-    const out = attention(qg, kT, vv, m, limit, { ...attendOpts, fused: kernelOptions.fusedAttention });
-    if (h2o && writes) {
-      // H2O's scores: each entry's attention weight summed over this step's real queries and every head
-      let scores = qg.matmul(kT).mul(opts.scale);
-      if (opts.softcap) scores = scores.div(opts.softcap).tanh().mul(opts.softcap);
-      const probs = softmax(Tensor.where(m, scores, -Infinity)); // [S,KVH,G*T,E]
+    const scored = Boolean(h2o && writes);
+    let out = attention(qg, kT, vv, m, limit, { ...attendOpts, fused: kernelOptions.fusedAttention, weights: scored });
+    if (h2o && scored) {
+      // H2O's scores: the probability the attention kernel gave each entry (a row per query head and token, each
+      // written by its own workgroup), summed in a fixed order over this step's real queries and every head
+      const probs = out.slice(3, Dv, Dv + E); // [S,KVH,G*T,E]
+      out = out.slice(3, 0, Dv);
       const real = this.tokenValid.reshape(S, 1, 1, T, 1).broadcastTo([S, KVH, G, T, 1]).reshape(S, KVH, G * T, 1);
-      const weight = Tensor.where(real, probs, 0).sum(2).sum(1); // [S,E]
-      h2o.commit(weight);
+      h2o.commit(Tensor.where(real, probs, 0).sum(2).sum(1)); // [S,E]
     }
     return out.reshape(S, KVH, G, T, Dv).permute(0, 3, 1, 2, 4).reshape(S, T, H, Dv);
   }

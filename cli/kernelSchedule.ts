@@ -8,6 +8,7 @@ import { printKernelPlan } from '../compiler/passes/planKernels.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { type Program, printSchedule } from '../compiler/program.ts';
 import { StepContext } from '../caches/stepContext.ts';
+import { type KvPolicySetting, withKvPolicies } from '../caches/spec.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
 import { loadConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
@@ -20,6 +21,8 @@ export interface ScheduleOptions {
   capacity: number;
   /** Limits to schedule against: the adapter's differ (subgroups, storage buffers per stage). */
   limits: Partial<DeviceLimits>;
+  /** KV policies to apply to the model's memory spec (as Session.load's kvPolicy). */
+  kvPolicy?: KvPolicySetting;
 }
 
 /** The Program of one bucket of a model, as ModelRunner compiles it (logits of each row's last token). */
@@ -30,7 +33,7 @@ export function compileBucket(model: ModelDef, storage: (name: string) => Storag
 function traceBucket(model: ModelDef, storage: (name: string) => StorageDType | undefined, o: ScheduleOptions): Graph {
   const memory = { slots: o.rows, capacity: o.capacity, maxChunk: o.tokens };
   return trace(() => {
-    const ctx = new StepContext(model.memory(), memory, o.rows, o.tokens, { storage });
+    const ctx = new StepContext(withKvPolicies(model.memory(), o.kvPolicy), memory, o.rows, o.tokens, { storage });
     const hidden = model.forward(ctx).reshape(o.rows * o.tokens, model.hiddenSize);
     const lastRow = ctx.valid.sub(1).add(iota([o.rows], 0, 'i32').mul(o.tokens));
     output('logits', model.logits(ctx, hidden.gather(lastRow)));

@@ -52,8 +52,9 @@ export interface OpAttrs {
   // cumulative sum over the last axis
   cumsum: {};
   // fused masked attention (see dsl/nn/attention.ts for its composition): q [..., M, D], kT [..., D, E],
-  // v [..., E, Dv], mask [..., M, E] bool, limit [..., M] i32 (keys at or past it are masked) -> [..., M, Dv]
-  attention: { scale: number; softcap: number };
+  // v [..., E, Dv], mask [..., M, E] bool, limit [..., M] i32 (keys at or past it are masked) -> [..., M, Dv];
+  // with `weights`, [..., M, Dv + E]: each row's output, then its softmax probability of every key (0: masked)
+  attention: { scale: number; softcap: number; weights?: true };
 }
 
 export type OpName = keyof OpAttrs;

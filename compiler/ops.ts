@@ -530,7 +530,7 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
   },
 };
 
-export function attentionRule(inputs: readonly Node[]): Inferred {
+export function attentionRule(inputs: readonly Node[], attrs: OpAttrs['attention']): Inferred {
   const [q, kT, v, mask, limit] = inputs as [Node, Node, Node, Node, Node];
   const r = q.shape.length;
   const batch = q.shape.slice(0, -2);
@@ -543,12 +543,13 @@ export function attentionRule(inputs: readonly Node[]): Inferred {
   if (!same(mask.shape, [...batch, M, E]) || mask.dtype !== 'bool') throw new ShapeError(`[attention] mask ${mask.dtype}${fmtShape(mask.shape)} must be bool${fmtShape([...batch, M, E])}`);
   if (!same(limit.shape, [...batch, M]) || limit.dtype !== 'i32') throw new ShapeError(`[attention] limit ${limit.dtype}${fmtShape(limit.shape)} must be i32${fmtShape([...batch, M])}`);
   floatOnly('attention', [q, kT, v]);
-  return { shape: [...batch, M, v.shape[r - 1]!], dtype: 'f32' };
+  return { shape: [...batch, M, v.shape[r - 1]! + (attrs.weights ? E : 0)], dtype: 'f32' };
 }
 
 /**
  * softmax(where(mask, softcap(scale * q kT), -inf)) v: the fused attention kernel's reference and its unfused
  * fallback (dsl/nn/attention.ts, fused: false). The limit input only lets the kernel stop early; the mask covers it.
+ * With `weights`, the probabilities follow each output row (concatenated along the last axis).
  */
 function attentionComposition(c: Composer, inputs: Node[], attrs: OpAttrs['attention']): Node {
   const [q, kT, v, mask] = inputs as [Node, Node, Node, Node];
@@ -560,7 +561,9 @@ function attentionComposition(c: Composer, inputs: Node[], attrs: OpAttrs['atten
   const masked = emit('where', [mask, scores, scalar(-Infinity, scores)], {});
   const keep = (x: Node) => emit('broadcast', [emit('reshape', [x], { shape: [...x.shape, 1] })], { shape: [...masked.shape] });
   const e = emit('exp', [emit('sub', [masked, keep(emit('rmax', [masked], {}))], {})], {});
-  return emit('matmul', [emit('div', [e, keep(emit('sum', [e], {}))], {}), v], {});
+  const probs = emit('div', [e, keep(emit('sum', [e], {}))], {});
+  const out = emit('matmul', [probs, v], {});
+  return attrs.weights ? emit('concat', [out, probs], { axis: out.shape.length - 1 }) : out;
 }
 
 export function opDef<K extends OpName>(op: K): OpDef<K> {

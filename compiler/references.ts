@@ -62,15 +62,19 @@ export const matmulReference: Reference = (n, args, out) => {
       }
 };
 
-/** The composition softmax(where(mask, softcap(scale * q kT), -inf)) v, row by row, keys at or past the row's limit masked. */
+/**
+ * The composition softmax(where(mask, softcap(scale * q kT), -inf)) v, row by row, keys at or past the row's limit
+ * masked; with `weights`, each row's probabilities after its output.
+ */
 export const attentionReference: Reference = (n, args, out) => {
   const [q, kT, v, mask, limit] = args as [HostArray, HostArray, HostArray, HostArray, HostArray];
-  const { scale, softcap } = (n as Node<'attention'>).attrs;
+  const { scale, softcap, weights } = (n as Node<'attention'>).attrs;
   const r = n.shape.length;
-  const [M, Dv] = [n.shape[r - 2]!, n.shape[r - 1]!];
+  const [M, W] = [n.shape[r - 2]!, n.shape[r - 1]!]; // W: a row of the result (Dv, or Dv + E with weights)
   const D = q.shape[r - 1]!;
   const E = kT.shape[r - 1]!;
-  const batches = out.data.length / (M * Dv);
+  const Dv = v.shape[r - 1]!;
+  const batches = out.data.length / (M * W);
   const scores = new Float64Array(E);
   for (let b = 0; b < batches; b++)
     for (let m = 0; m < M; m++) {
@@ -90,8 +94,9 @@ export const attentionReference: Reference = (n, args, out) => {
       for (let dv = 0; dv < Dv; dv++) {
         let acc = 0;
         for (let c = 0; c < E; c++) if (scores[c]) acc += scores[c]! * v.data[(b * E + c) * Dv + dv]!;
-        out.data[(b * M + m) * Dv + dv] = sum ? acc / sum : 0;
+        out.data[(b * M + m) * W + dv] = sum ? acc / sum : 0;
       }
+      if (weights) for (let c = 0; c < E; c++) out.data[(b * M + m) * W + Dv + c] = sum ? scores[c]! / sum : 0;
     }
 };
 

@@ -45,14 +45,16 @@ const COMBINE_FLOATS = 2048;
  */
 export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, subgroups = false, unroll = true): LoweredKernel {
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
-  const { scale, softcap } = (root as Node<'attention'>).attrs;
+  const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
   const e = new Emitter(root, isMat, 'attention', subgroups);
   e.workgroupSize = WG;
   const r = root.shape.length;
-  const Dv = root.shape[r - 1]!;
+  const W = root.shape[r - 1]!; // a row of the result: Dv, or Dv + E with weights
+  const Dv = v.shape[r - 1]!;
   const D = q.shape[r - 1]!;
   const E = kT.shape[r - 1]!;
-  const rows = numel(root.shape) / Dv;
+  const rows = numel(root.shape) / W;
+  const out = `@B${root.id}@`;
   const JK = Math.ceil(D / LANES); // key elements per lane
   const JV = Math.ceil(Dv / LANES); // value elements per lane
   const KEYS = Math.max(1, Math.min(4, Math.floor((unroll ? LOADS_PER_TRIP : LOADS_PER_TRIP / 4) / (JK + JV)))); // keys per group and trip
@@ -117,6 +119,8 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
       e.line(`var sc${u}: f32 = dot${u} * ${f(scale)};`);
       if (softcap) e.line(`sc${u} = strata_tanh(sc${u} / ${f(softcap)}) * ${f(softcap)};`);
       e.line(`sc${u} = select(-3.0e38, sc${u}, ok${u});`);
+      // weights: the key's score, made a probability once the row's maximum and sum are known (below)
+      if (weights) e.line(`if (lane == 0u && ${keys[u]} < lim) { ${out}[gi * ${W}u + ${Dv}u + ${keys[u]}] = sc${u}; }`);
     });
     e.line(`let new_max = ${range(KEYS).reduce((a, u) => `max(${a}, sc${u})`, 'run_max')};`);
     e.line(`let corr = exp(run_max - new_max);`);
@@ -132,7 +136,6 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
   // the groups' partials, rescaled to the row's maximum and added: first the groups of a subgroup by shuffles
   // (each lane pairs with the same lane of another group), then one partial a subgroup (a group without
   // subgroups) through shared memory, C value dimensions a pass
-  const out = `@B${root.id}@`;
   if (subgroups) {
     e.line(`for (var x: u32 = ${LANES}u; x < sg_size; x <<= 1u) {`);
     e.line(`  let other_max = subgroupShuffleXor(run_max, x);`);
@@ -172,9 +175,21 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
     e.line(`if (lid < ${cover}u) {`);
     e.line(`  var sum: f32 = 0.0;`);
     e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = sum + att_acc[s * ${C}u + lid]; }`);
-    e.line(`  ${out}[gi * ${Dv}u + ${j0 * LANES}u + lid] = sum * inv;`);
+    e.line(`  ${out}[gi * ${W}u + ${j0 * LANES}u + lid] = sum * inv;`);
     e.line(`}`);
     if (j0 + JC < JV) e.line(`workgroupBarrier();`);
+  }
+  // weights: each group's first lane turns the scores it stored into probabilities (keys past the limit: 0); it
+  // reads only what it wrote itself, so no barrier is needed, and each row's workgroup owns its row
+  if (weights) {
+    e.line(`if (lane == 0u) {`);
+    e.line(`  for (var k: u32 = grp; k < ${E}u; k += ${GROUPS}u) {`);
+    e.line(`    let at = gi * ${W}u + ${Dv}u + k;`);
+    e.line(`    var p: f32 = 0.0;`);
+    e.line(`    if (k < lim) { p = exp(${out}[at] - row_max) * inv; }`);
+    e.line(`    ${out}[at] = p;`);
+    e.line(`  }`);
+    e.line(`}`);
   }
   const shared = [
     `var<workgroup> att_lim: u32;`,

@@ -22,13 +22,15 @@ const UNROLL_KEYS = 8;
  */
 export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroups = false): LoweredKernel {
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
-  const { scale, softcap } = (root as Node<'attention'>).attrs;
+  const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
   const e = new Emitter(root, isMat, 'attention', subgroups);
   const r = root.shape.length;
-  const Dv = root.shape[r - 1]!;
+  const W = root.shape[r - 1]!; // a row of the result: Dv, or Dv + E with weights
+  const Dv = v.shape[r - 1]!;
   const D = q.shape[r - 1]!;
   const E = kT.shape[r - 1]!;
-  const rows = numel(root.shape) / Dv;
+  const rows = numel(root.shape) / W;
+  const out = `@B${root.id}@`;
   const wg = Dv > 128 ? 256 : 128; // keys per tile
   const dvEff = Math.min(Dv, wg); // value dimensions covered by one pass of the threads
   const perThread = Math.ceil(Dv / wg); // value dimensions each thread owns (Dv > wg)
@@ -108,6 +110,8 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  let ${kc} = min(t0 + lid, ${E - 1}u);`);
   e.line(`  var sc: f32 = -3.0e38;`);
   score.forEach((l) => e.line('  ' + l));
+  // weights: the key's score, made a probability at the end by the same thread
+  if (weights) e.line(`  if (t0 + lid < lim) { ${out}[gi * ${W}u + ${Dv}u + t0 + lid] = sc; }`);
   e.line(`  let tile_max = ${reduce('max', 'sc', subgroups)};`);
   e.line(`  let new_max = max(run_max, tile_max);`);
   e.line(`  let p = select(0.0, exp(sc - new_max), sc > -1.0e38);`);
@@ -125,7 +129,6 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  workgroupBarrier();`);
   e.line(`}`);
   // add the shares of each dimension
-  const out = `@B${root.id}@`;
   e.line(`let inv = select(0.0, 1.0 / run_sum, run_sum > 0.0);`);
   for (let i = 0; i < perThread; i++) {
     e.line(`if (split < ${shares}u) { att_p[split * ${dvEff}u + dim] = acc[${i}]; }`);
@@ -133,9 +136,17 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     e.line(`if (split == 0u && dim + ${i * wg}u < ${Dv}u) {`);
     e.line(`  var total: f32 = 0.0;`);
     e.line(`  for (var s: u32 = 0u; s < ${shares}u; s++) { total = total + att_p[s * ${dvEff}u + dim]; }`);
-    e.line(`  ${out}[gi * ${Dv}u + dim + ${i * wg}u] = total * inv;`);
+    e.line(`  ${out}[gi * ${W}u + dim + ${i * wg}u] = total * inv;`);
     e.line(`}`);
     e.line(`workgroupBarrier();`);
+  }
+  if (weights) {
+    e.line(`for (var k: u32 = lid; k < ${E}u; k += WG) {`);
+    e.line(`  let at = gi * ${W}u + ${Dv}u + k;`);
+    e.line(`  var p: f32 = 0.0;`);
+    e.line(`  if (k < lim) { p = exp(${out}[at] - run_max) * inv; }`);
+    e.line(`  ${out}[at] = p;`);
+    e.line(`}`);
   }
   const shared = [`var<workgroup> att_lim: u32;`, `var<workgroup> att_q: array<f32, ${D}>;`, `var<workgroup> att_p: array<f32, ${wg}>;`, `var<workgroup> att_r: array<f32, ${wg}>;`];
   if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins

@@ -59,10 +59,10 @@ export function prefillTiles(D: number, Dv: number, storage: number): Tiles | un
  */
 export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t: Tiles): LoweredKernel {
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
-  const { scale, softcap } = (root as Node<'attention'>).attrs;
+  const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
   const e = new Emitter(root, isMat, 'attention');
   const r = root.shape.length;
-  const Dv = root.shape[r - 1]!;
+  const Dv = v.shape[r - 1]!; // the result's rows hold Dv, or Dv + E with weights
   const M = root.shape[r - 2]!;
   const D = q.shape[r - 1]!;
   const E = kT.shape[r - 1]!;
@@ -87,6 +87,8 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`let m = min(m0 + row, ${M - 1}u);`);
   e.bound('m', M - 1);
   e.line(`let row_ok = m0 + row < ${M}u;`);
+  const out = `@B${root.id}@`;
+  e.line(`let row_base = ${linearize(e.ix, [...batch, 'm', '0u'], root.shape)};`);
 
   // every block is built before the lines around it are written: values hoisted while building land above
   const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
@@ -149,6 +151,8 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`    var sc: f32 = -3.0e38;`);
   scoreBody.forEach((l) => e.line('    ' + l));
   e.line(`    att_p[pc] = sc;`);
+  // weights: the key's score, made a probability at the end by the same thread
+  if (weights) e.line(`    if (row_ok && t0 + c < lim) { ${out}[row_base + ${Dv}u + t0 + c] = sc; }`);
   e.line(`    part_max = max(part_max, sc);`);
   e.line(`  }`);
   e.line(`  att_r[lid] = part_max;`);
@@ -176,13 +180,19 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`  run_sum = run_sum * corr + p_sum;`);
   e.line(`  workgroupBarrier();`); // the next tile overwrites keys and probabilities
   e.line(`}`);
-  const out = `@B${root.id}@`;
-  const base = linearize(e.ix, [...batch, 'm', '0u'], root.shape);
   e.line(`if (row_ok) {`);
   e.line(`  let inv = select(0.0, 1.0 / run_sum, run_sum > 0.0);`);
   for (let i = 0; i < DPT; i++) {
-    const store = `${out}[${base} + lane + ${i * TPR}u] = acc_${i} * inv;`;
+    const store = `${out}[row_base + lane + ${i * TPR}u] = acc_${i} * inv;`;
     e.line((i + 1) * TPR <= Dv ? `  ${store}` : `  if (lane + ${i * TPR}u < ${Dv}u) { ${store} }`);
+  }
+  if (weights) {
+    // the keys lane, lane + 8, ... are the ones this thread scored in every tile
+    e.line(`  for (var k: u32 = lane; k < ${E}u; k += ${TPR}u) {`);
+    e.line(`    var p: f32 = 0.0;`);
+    e.line(`    if (k < lim) { p = exp(${out}[row_base + ${Dv}u + k] - run_max) * inv; }`);
+    e.line(`    ${out}[row_base + ${Dv}u + k] = p;`);
+    e.line(`  }`);
   }
   e.line(`}`);
   const shared = [

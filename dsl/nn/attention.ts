@@ -10,16 +10,19 @@ export interface AttentionOptions {
   softcap?: number;
   /** false: emit the composition of primitives instead of the fused kernel. */
   fused?: boolean;
+  /** Also each query row's softmax probabilities over the keys (H2O's scores): the result is [..., M, Dv + E]. */
+  weights?: boolean;
 }
 
 /**
  * q [..., M, D], kT [..., D, E], v [..., E, Dv], mask [..., M, E] (bool, true = attend),
- * limit [..., M] (i32: keys at index >= limit are masked; lets the kernel stop early) -> [..., M, Dv].
+ * limit [..., M] (i32: keys at index >= limit are masked; lets the kernel stop early) -> [..., M, Dv], or with
+ * `weights` [..., M, Dv + E]: each row's output, then the probability it gave each key (0 where masked).
  */
 export function attention(q: Tensor, kT: Tensor, v: Tensor, mask: Tensor, limit: Tensor, opts: AttentionOptions): Tensor {
-  const softcap = opts.softcap ?? 0;
+  const attrs = { scale: opts.scale, softcap: opts.softcap ?? 0, ...(opts.weights ? { weights: true as const } : {}) };
   const inputs = [q.node, kT.node, v.node, mask.node, limit.node];
   // the op table's composition: one definition for the reference and the fallback
-  if (opts.fused === false) return new Tensor(OPS.attention.decompose({ emit, constant: (value: number) => constant(value).node }, inputs, { scale: opts.scale, softcap }));
-  return new Tensor(emit('attention', inputs, { scale: opts.scale, softcap }));
+  if (opts.fused === false) return new Tensor(OPS.attention.decompose({ emit, constant: (value: number) => constant(value).node }, inputs, attrs));
+  return new Tensor(emit('attention', inputs, attrs));
 }

@@ -4,7 +4,7 @@
 import { describe, expect, test } from 'vitest';
 import { BENCH_CONFIGS } from '../../bench/configs.ts';
 import { compileBucket, kernelSchedule } from '../../cli/kernelSchedule.ts';
-import { parseConfig } from '../../models/config.ts';
+import { loadConfig, parseConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 
 // An adapter like the H200's and lavapipe's: subgroups, 16 storage buffers per stage.
@@ -64,4 +64,24 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
        11 scatter                grid 1       wg 32  read     132B write       4B  scatter
       total read 486.0KiB, written 132.9KiB"
   `);
+});
+
+// H2O's scores are the probabilities the attention kernel writes after each output row (the op's `weights`); the
+// step only sums them into the score state, in the kernel that computes the state's next value anyway. The softmax
+// traced beside the kernel (a second q.k with its RoPE, exp, sum: one dispatch more per layer) is gone.
+test('an h2o layer takes its scores from the attention kernel: decode dispatches of the llama fixture', async () => {
+  const model = buildModel(await loadConfig('test/fixtures/hf/llama'));
+  const H2O = { kind: 'h2o', recent: 3, heavy: 4 } as const;
+  const program = (kvPolicy?: typeof H2O) => compileBucket(model, () => 'f32', { rows: 1, tokens: 1, capacity: 64, limits: LIMITS, ...(kvPolicy ? { kvPolicy } : {}) });
+  const [dense, h2o] = [program(), program(H2O)];
+  // two h2o layers: eviction (ranking, moves of K/V rows, positions) and the score update cost 15 dispatches (16 with the traced softmax)
+  expect([dense.kernels.length, h2o.kernels.length]).toEqual([12, 27]);
+  const attention = h2o.kernels.filter((k) => k.templates.includes('attention'));
+  expect(attention).toHaveLength(2);
+  // each writes rows of head dim 16 + 7 entries' probabilities, the probabilities after the output
+  for (const k of attention) expect(k.wgsl).toMatch(/\[gi \* 23u \+ 16u \+ /);
+  // no score is computed anywhere else: no q.k product and no exp outside the projections and the attention kernels
+  const others = h2o.kernels.filter((k) => k.templates.every((t) => t !== 'attention' && t !== 'matvec'));
+  expect(others.length).toBeGreaterThan(10);
+  for (const k of others) expect(k.ops).not.toMatch(/\b(matmul|exp)\b/);
 });

@@ -47,7 +47,7 @@ test.each(CASES.map((c) => [c.kernel, c] as const))('attention with weights matc
   // f32 on both sides, the online softmax summing in another order: the tolerance of the attention tests
   expect(closeness(gpu, both.cpu.outputs.out!, { atol: 1e-5, rtol: 1e-4 })).toBeUndefined();
   for (let row = 0; row < B * M; row++) {
-    const probs = gpu.data.slice(row * (Dv + E) + Dv, (row + 1) * (Dv + E));
+    const probs = [...gpu.data.slice(row * (Dv + E) + Dv, (row + 1) * (Dv + E))];
     const total = probs.reduce((a, p) => a + p, 0);
     expect(total).toBeCloseTo(data.len![row] === 0 ? 0 : 1, 5);
     expect(probs.slice(data.len![row]!).every((p) => p === 0)).toBe(true); // keys past the row's limit weigh 0

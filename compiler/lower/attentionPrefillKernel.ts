@@ -88,7 +88,10 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.bound('m', M - 1);
   e.line(`let row_ok = m0 + row < ${M}u;`);
   const out = `@B${root.id}@`;
-  e.line(`let row_base = ${linearize(e.ix, [...batch, 'm', '0u'], root.shape)};`);
+  // the result row's first element (its stride is Dv + E with weights)
+  const base = linearize(e.ix, [...batch, 'm', '0u'], root.shape);
+  if (weights) e.line(`let row_base = ${base};`);
+  const rowBase = weights ? 'row_base' : base;
 
   // every block is built before the lines around it are written: values hoisted while building land above
   const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
@@ -183,7 +186,7 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`if (row_ok) {`);
   e.line(`  let inv = select(0.0, 1.0 / run_sum, run_sum > 0.0);`);
   for (let i = 0; i < DPT; i++) {
-    const store = `${out}[row_base + lane + ${i * TPR}u] = acc_${i} * inv;`;
+    const store = `${out}[${rowBase} + lane + ${i * TPR}u] = acc_${i} * inv;`;
     e.line((i + 1) * TPR <= Dv ? `  ${store}` : `  if (lane + ${i * TPR}u < ${Dv}u) { ${store} }`);
   }
   if (weights) {

@@ -5,6 +5,7 @@ import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { StorageDType } from '../compiler/ir.ts';
+import type { KvPolicy } from '../caches/spec.ts';
 import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
@@ -22,7 +23,7 @@ export interface BenchArgs {
   weights?: QuantStorage[];
   /** With `weights`: bench only the quantized storages (a second run on a GPU machine whose time is short). */
   quantizedOnly?: boolean;
-  /** Exactly these cases (`storage:batch[:unfused]`), in place of the default list and `weights`. */
+  /** Exactly these cases (`storage:batch[:unfused|:h2o]`), in place of the default list and `weights`. */
   cases?: BenchCase[];
   log?: (line: string) => void;
 }
@@ -41,7 +42,11 @@ interface BenchCase {
   storage: StorageDType;
   batch: number;
   fused: boolean;
+  kvPolicy?: KvPolicy;
 }
+
+/** The `:h2o` case's policy: half of a 64-position budget recent, half heavy hitters (as the perplexity table's). */
+const H2O_CASE: KvPolicy = { kind: 'h2o', recent: 32, heavy: 32 };
 
 const indent = (text: string) => text.split('\n').map((l) => `    ${l}`).join('\n');
 
@@ -86,7 +91,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
         try {
           const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
           report.models.push(r);
-          log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step: host records one in ${r.hostEncodeMs.toFixed(2)}, the GPU runs one in ${r.gpuStepMs.toFixed(2)}; ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
+          log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}${c.kvPolicy ? ` ${r.kvPolicy}` : ''}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step: host records one in ${r.hostEncodeMs.toFixed(2)}, the GPU runs one in ${r.gpuStepMs.toFixed(2)}; ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
           if (r.kernelProfile) log(indent(formatKernelProfile(r.kernelProfile, 10)));
           // written after every case, so that a run cut short by a time limit still leaves its figures
           if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
@@ -103,12 +108,12 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   return report;
 }
 
-/** One `--cases` entry: `f16:1`, `q8:8`, `f16:1:unfused`. */
+/** One `--cases` entry: `f16:1`, `q8:8`, `f16:1:unfused`, `f16:1:h2o` (every attention layer under H2O_CASE). */
 function parseCase(text: string): BenchCase {
   const [storage, batch, mode] = text.split(':');
-  const ok = (storage === 'f32' || storage === 'f16' || storage === 'q8' || storage === 'q4') && Number.isInteger(Number(batch)) && Number(batch) >= 1 && (mode === undefined || mode === 'unfused');
-  if (!ok) throw new Error(`[bench] --cases takes storage:batch[:unfused] entries (storage f32, f16, q8 or q4), got '${text}'`);
-  return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused' };
+  const ok = (storage === 'f32' || storage === 'f16' || storage === 'q8' || storage === 'q4') && Number.isInteger(Number(batch)) && Number(batch) >= 1 && (mode === undefined || mode === 'unfused' || mode === 'h2o');
+  if (!ok) throw new Error(`[bench] --cases takes storage:batch[:unfused|:h2o] entries (storage f32, f16, q8 or q4), got '${text}'`);
+  return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused', ...(mode === 'h2o' ? { kvPolicy: H2O_CASE } : {}) };
 }
 
 /** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...]`, as the README documents. */

@@ -3,7 +3,7 @@
 import { isQuantized } from '../compiler/quantized.ts';
 import type { StorageDType } from '../compiler/ir.ts';
 import { kernelOptions } from '../caches/stepContext.ts';
-import { memoryReport } from '../caches/spec.ts';
+import { type KvPolicy, describePolicy, memoryReport } from '../caches/spec.ts';
 import { parseConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
@@ -18,6 +18,8 @@ export interface ModelBenchCase {
   storage: StorageDType;
   batch: number;
   fused: boolean;
+  /** The attention layers' KV policy when not the model's own ('h2o recent 32 + heavy 32'). */
+  kvPolicy?: string;
   promptTokens: number;
   newTokens: number;
   prefillTokensPerSecond: number;
@@ -46,6 +48,8 @@ export interface ModelBenchOptions {
   storage: StorageDType;
   batch: number;
   fused: boolean;
+  /** A KV policy for every attention layer (the model's own when absent). */
+  kvPolicy?: KvPolicy;
   promptTokens: number;
   newTokens: number;
   /** decode steps encoded per submission */
@@ -62,7 +66,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   const quantized = isQuantized(o.storage) ? o.storage : undefined;
   const checkpoint = randomCheckpoint(model, { storage: quantized ? 'f16' : o.storage });
   const capacity = o.promptTokens + 2 * (o.newTokens + o.stepsPerSubmit) + 8; // room for the warm-up submissions and the GPU-only timing
-  const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused, ...(quantized ? { weights: quantized } : {}) });
+  const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused, ...(quantized ? { weights: quantized } : {}), ...(o.kvPolicy ? { kvPolicy: o.kvPolicy } : {}) });
   const before = { ...rt.counters };
   kernelOptions.fusedAttention = o.fused;
   const t0 = performance.now();
@@ -123,12 +127,13 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     }
     topKernels = [...byName].map(([name, v]) => ({ name, ...v })).sort((a, b) => b.ms - a.ms).slice(0, 8);
   }
-  const cacheBytes = memoryReport(model.memory(), runner.memory).totalBytes;
+  const cacheBytes = memoryReport(runner.spec, runner.memory).totalBytes;
   return {
     config: o.name,
     storage: o.storage,
     batch: o.batch,
     fused: o.fused,
+    ...(o.kvPolicy ? { kvPolicy: describePolicy(o.kvPolicy) } : {}),
     promptTokens: o.promptTokens,
     newTokens: steps,
     prefillTokensPerSecond: (o.batch * o.promptTokens) / prefillSeconds,

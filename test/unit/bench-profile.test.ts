@@ -91,3 +91,12 @@ describe('quantized weights in the bench', () => {
     expect(kernelBytes(q, q.kernels[0]!)).toEqual({ bytes: 256 + 1280 + 128, readBytes: 256 + 1280, writeBytes: 128 });
   });
 });
+
+test('bench --cases takes an h2o case (every attention layer under h2o 32+32)', async () => {
+  const { parseBenchArgs } = await import('../../bench/main.ts');
+  expect(parseBenchArgs(['models', '--cases', 'f16:1,f16:8:h2o']).cases).toEqual([
+    { storage: 'f16', batch: 1, fused: true },
+    { storage: 'f16', batch: 8, fused: true, kvPolicy: { kind: 'h2o', recent: 32, heavy: 32 } },
+  ]);
+  expect(() => parseBenchArgs(['models', '--cases', 'f16:1:lru'])).toThrow("--cases takes storage:batch[:unfused|:h2o] entries (storage f32, f16, q8 or q4), got 'f16:1:lru'");
+});

@@ -151,9 +151,11 @@ export class StepContext {
       const fits = ring ? this.tokenValid : this.tokenValid.and(this.positions.lt(E));
       const row = Tensor.where(fits, slotBase.add(entry), R); // [S,T]; R = dropped
       if (h2o) {
-        // the ring entries about to be overwritten that won a heavy place move there first
-        kc = kc.scatter(h2o.moveTo, kc.gather(h2o.moveFrom));
-        vc = vc.scatter(h2o.moveTo, vc.gather(h2o.moveFrom));
+        // the ring entries about to be overwritten that won a heavy place move there first (both reads traced
+        // before both writes, so that the two gathers and the two scatters can each share a dispatch)
+        const [movedK, movedV] = [kc.gather(h2o.moveFrom), vc.gather(h2o.moveFrom)];
+        kc = kc.scatter(h2o.moveTo, movedK);
+        vc = vc.scatter(h2o.moveTo, movedV);
       }
       kc = kc.scatter(row, k!.reshape(S, T, KVH * D));
       vc = vc.scatter(row, v!.reshape(S, T, KVH * Dv));
@@ -247,8 +249,10 @@ export class StepContext {
       moveFrom: flat,
       moveTo,
       commit: (weight: Tensor) => {
+        // the new scores traced before both writes, so that the two scatters can share a dispatch
+        const scores = scoreNext.add(weight);
         kposState.scatter(this.slotIds, kposNext);
-        scoreState.scatter(this.slotIds, scoreNext.add(weight));
+        scoreState.scatter(this.slotIds, scores);
       },
     };
   }

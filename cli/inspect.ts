@@ -128,7 +128,7 @@ export function register(program: Command): void {
     .option('--max-chunk <n>', 'longest prefill chunk (sizes sliding-window rings)', '16')
     .option('--window <n>', 'shrink every sliding window to this many positions')
     .option('--snapshots <n>', 'snapshot planes per slot', '0')
-    .option('--kv-policy <policy>', 'what attention layers keep: dense, window:N, lastRecent:SINKS+RECENT, h2o:RECENT+HEAVY')
+    .option('--kv-policy <policy>', 'what attention layers keep: dense, window:N, lastRecent:SINKS+RECENT, h2o:RECENT+HEAVY (with --memory or --kernels)')
     .option('--json', 'print the plan as one JSON object')
     .option('--kernels', 'print the compiled kernel schedule of a bucket (--rows, --tokens; no GPU needed)')
     .option('--rows <n>', 'sequences per step of the bucket (with --kernels)', '1')
@@ -146,7 +146,8 @@ export function register(program: Command): void {
         const tokens = int('--tokens', options.tokens);
         const capacity = options.capacity === undefined ? 256 : int('--capacity', options.capacity);
         const limits = { subgroups: options.subgroups === true, maxStorageBuffersPerShaderStage: int('--storage-buffers', options.storageBuffers) };
-        console.log(await kernelSchedule(path.resolve(dir), { rows, tokens, capacity, limits }));
+        const kvPolicy = typeof options.kvPolicy === 'string' ? parseKvPolicy(options.kvPolicy) : undefined;
+        console.log(await kernelSchedule(path.resolve(dir), { rows, tokens, capacity, limits, ...(kvPolicy ? { kvPolicy } : {}) }));
         return;
       }
       if (!options.memory) {

@@ -1,18 +1,16 @@
 // GGUF files (llama.cpp's format) as a model: the header and metadata parsed by @huggingface/gguf, the config and
 // tokenizer rebuilt in Hugging Face form from the metadata, and the tensors served under their HF names in HF
-// layout (TensorSource), undoing what llama.cpp's converter changed (reversed dims, Q/K rows permuted for its RoPE,
-// A stored as -exp(A_log), gate and up split, squeezed conv weights). Quantized tensors keep their blocks:
-// Q8_0/Q4_0/Q4_K are repacked for the GPU by runtime/quantize.ts; Q5_0 (exact) and Q6_K (requantized) become Q8_0,
-// the types llama-quantize falls back to for rows that are no multiple of 256.
+// layout (TensorSource), undoing what llama.cpp's converter changed (per architecture in runtime/ggufLayouts.ts:
+// reversed dims, Q/K rows permuted for its RoPE, A stored as -exp(A_log), gate and up split, squeezed conv weights,
+// Mamba-2's A/D/norm reshaped, experts stacked into one 3-D tensor). Quantized tensors keep their blocks:
+// Q8_0/Q4_0/Q4_1/Q4_K are repacked for the GPU by runtime/quantize.ts; Q5_0 (exact) and Q6_K (requantized) become
+// Q8_0, the types llama-quantize falls back to for rows that are no multiple of 256.
 import { gguf } from '@huggingface/gguf';
-import { StrataUserError, elide } from '../base/errors.ts';
+import { elide } from '../base/errors.ts';
 import { describeReadFailure, openRegularFile } from '../base/files.ts';
 import { type TensorData, type TensorDtype, type TensorInfo, type TensorSource, f16BitsToF32, toFloat32 } from '../base/safetensors.ts';
+import { GGUF_LAYOUTS, GgufError, type Meta, metaNumber as num, metaOptional as opt } from './ggufLayouts.ts';
 import { GGML_BLOCKS, dequantize, isGgmlBlockDtype, quantizeGgmlQ8, repackGgml } from './quantize.ts';
-
-export class GgufError extends StrataUserError {
-  override name = 'GgufError';
-}
 
 /** GGML tensor types read here (ggml.h enum ggml_type), with their block shape. */
 const GGML_TYPES: Record<number, { name: string; elements: number; bytes: number }> = {
@@ -20,15 +18,14 @@ const GGML_TYPES: Record<number, { name: string; elements: number; bytes: number
   1: { name: 'F16', elements: 1, bytes: 2 },
   30: { name: 'BF16', elements: 1, bytes: 2 },
   2: { name: 'Q4_0', elements: 32, bytes: 18 },
+  3: { name: 'Q4_1', elements: 32, bytes: 20 },
   6: { name: 'Q5_0', elements: 32, bytes: 22 },
   8: { name: 'Q8_0', elements: 32, bytes: 34 },
   12: { name: 'Q4_K', elements: 256, bytes: 144 },
   14: { name: 'Q6_K', elements: 256, bytes: 210 },
 };
 
-type Meta = Record<string, unknown>;
-
-/** One GGUF tensor: its type, dims in HF order (outermost first) and where its bytes are. */
+/** One GGUF tensor (or one expert of a stacked one): its type, dims in HF order (outermost first), where its bytes are. */
 interface Part {
   gguf: string;
   type: string;
@@ -47,124 +44,8 @@ interface Mapped {
   negExpLog?: boolean;
 }
 
-/** The converter's tensor names per architecture (llama.cpp gguf-py constants), to HF names of Strata's families. */
-interface Architecture {
-  modelType: string;
-  config(meta: Meta, arch: string, has: (name: string) => boolean, vocab: number): Record<string, unknown>;
-  /** HF name(s) for a GGUF tensor name within a block (`blk.N.` stripped) or at the top level. */
-  block: Record<string, string>;
-  top: Record<string, string>;
-  /** GGUF block tensors concatenated along rows into one HF tensor: [gguf names] -> HF name. */
-  concat?: [string[], string][];
-}
-
-const LLAMA_BLOCK = {
-  'attn_norm.weight': 'input_layernorm.weight',
-  'ffn_norm.weight': 'post_attention_layernorm.weight',
-  'attn_q.weight': 'self_attn.q_proj.weight',
-  'attn_k.weight': 'self_attn.k_proj.weight',
-  'attn_v.weight': 'self_attn.v_proj.weight',
-  'attn_output.weight': 'self_attn.o_proj.weight',
-};
-const TOP = { 'token_embd.weight': 'model.embed_tokens.weight', 'output_norm.weight': 'model.norm.weight', 'output.weight': 'lm_head.weight' };
-
-const num = (meta: Meta, key: string): number => {
-  const v = meta[key];
-  if (typeof v === 'number') return v;
-  if (typeof v === 'bigint') return Number(v);
-  throw new GgufError(`GGUF metadata ${key}: missing (expected a number)`);
-};
-/** The shortest decimal of a float32 metadata value (1e-6, not 9.99999997e-7: what the HF config said). */
-const f32Decimal = (x: number): number => Number(Math.fround(x).toPrecision(7));
-const opt = (meta: Meta, key: string, fallback: number): number => (meta[key] === undefined ? fallback : num(meta, key));
-
-const ARCHITECTURES: Record<string, Architecture> = {
-  llama: {
-    modelType: 'llama',
-    block: { ...LLAMA_BLOCK, 'ffn_gate.weight': 'mlp.gate_proj.weight', 'ffn_up.weight': 'mlp.up_proj.weight', 'ffn_down.weight': 'mlp.down_proj.weight' },
-    top: TOP,
-    config: (meta, a, has, vocab) => ({
-      model_type: 'llama',
-      hidden_size: num(meta, `${a}.embedding_length`),
-      intermediate_size: num(meta, `${a}.feed_forward_length`),
-      num_hidden_layers: num(meta, `${a}.block_count`),
-      num_attention_heads: num(meta, `${a}.attention.head_count`),
-      num_key_value_heads: opt(meta, `${a}.attention.head_count_kv`, num(meta, `${a}.attention.head_count`)),
-      head_dim: opt(meta, `${a}.attention.key_length`, num(meta, `${a}.embedding_length`) / num(meta, `${a}.attention.head_count`)),
-      rms_norm_eps: f32Decimal(num(meta, `${a}.attention.layer_norm_rms_epsilon`)),
-      max_position_embeddings: num(meta, `${a}.context_length`),
-      rope_parameters: { rope_theta: opt(meta, `${a}.rope.freq_base`, 10000), rope_type: 'default' },
-      vocab_size: vocab,
-      tie_word_embeddings: !has('output.weight'),
-      attention_bias: has('blk.0.attn_q.bias'),
-      hidden_act: 'silu',
-    }),
-  },
-  granitehybrid: {
-    modelType: 'granitemoehybrid',
-    block: {
-      ...LLAMA_BLOCK,
-      'ffn_down.weight': 'shared_mlp.output_linear.weight',
-      ssm_a: 'mamba.A_log',
-      ssm_d: 'mamba.D',
-      'ssm_conv1d.weight': 'mamba.conv1d.weight',
-      'ssm_conv1d.bias': 'mamba.conv1d.bias',
-      'ssm_dt.bias': 'mamba.dt_bias',
-      'ssm_in.weight': 'mamba.in_proj.weight',
-      'ssm_out.weight': 'mamba.out_proj.weight',
-      'ssm_norm.weight': 'mamba.norm.weight',
-    },
-    top: TOP,
-    concat: [[['ffn_gate.weight', 'ffn_up.weight'], 'shared_mlp.input_linear.weight']],
-    config: (meta, a, has, vocab) => {
-      const layers = num(meta, `${a}.block_count`);
-      const kv = meta[`${a}.attention.head_count_kv`];
-      const kvPerLayer = Array.isArray(kv) ? kv.map(Number) : Array.from({ length: layers }, () => num(meta, `${a}.attention.head_count_kv`));
-      const hidden = num(meta, `${a}.embedding_length`);
-      const inner = num(meta, `${a}.ssm.inner_size`);
-      const heads = num(meta, `${a}.ssm.time_step_rank`);
-      const experts = opt(meta, `${a}.expert_count`, 0);
-      if (experts > 0) throw new GgufError(`GGUF ${a} with ${experts} experts: only the shared-MLP (dense) form is mapped`);
-      return {
-        model_type: 'granitemoehybrid',
-        hidden_size: hidden,
-        intermediate_size: num(meta, `${a}.feed_forward_length`),
-        shared_intermediate_size: opt(meta, `${a}.expert_shared_feed_forward_length`, num(meta, `${a}.feed_forward_length`)),
-        num_hidden_layers: layers,
-        layer_types: kvPerLayer.map((n) => (n > 0 ? 'full_attention' : 'linear_attention')),
-        num_attention_heads: num(meta, `${a}.attention.head_count`),
-        num_key_value_heads: Math.max(...kvPerLayer),
-        rms_norm_eps: f32Decimal(num(meta, `${a}.attention.layer_norm_rms_epsilon`)),
-        max_position_embeddings: num(meta, `${a}.context_length`),
-        // the converter records position_embedding_type == "rope" as rope.scaling.finetuned (llama.cpp reads it so)
-        position_embedding_type: meta[`${a}.rope.scaling.finetuned`] === true ? 'rope' : 'nope',
-        rope_parameters: { rope_theta: opt(meta, `${a}.rope.freq_base`, 10000), rope_type: 'default' },
-        attention_multiplier: opt(meta, `${a}.attention.scale`, 1),
-        embedding_multiplier: opt(meta, `${a}.embedding_scale`, 1),
-        residual_multiplier: opt(meta, `${a}.residual_scale`, 1),
-        logits_scaling: opt(meta, `${a}.logit_scale`, 1),
-        num_local_experts: 0,
-        num_experts_per_tok: 0,
-        mamba_d_conv: num(meta, `${a}.ssm.conv_kernel`),
-        mamba_d_state: num(meta, `${a}.ssm.state_size`),
-        mamba_n_groups: num(meta, `${a}.ssm.group_count`),
-        mamba_n_heads: heads,
-        mamba_d_head: inner / heads,
-        mamba_expand: inner / hidden,
-        mamba_conv_bias: !kvPerLayer.every((n) => n > 0) && has(`blk.${kvPerLayer.findIndex((n) => n === 0)}.ssm_conv1d.bias`),
-        mamba_proj_bias: false,
-        mamba_chunk_size: 64,
-        attention_bias: false,
-        hidden_act: 'silu',
-        vocab_size: vocab,
-        tie_word_embeddings: !has('output.weight'),
-        time_step_limit: [0, Infinity],
-      };
-    },
-  },
-};
-
-export const GGUF_ARCHITECTURES = Object.keys(ARCHITECTURES);
+export { GgufError };
+export const GGUF_ARCHITECTURES = Object.keys(GGUF_LAYOUTS);
 
 /** A parsed GGUF file: an HF-form config.json object, tokenizer files, and its tensors under HF names. */
 export interface GgufModel {
@@ -183,7 +64,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
   }
   const meta = parsed.metadata as unknown as Meta;
   const arch = String(meta['general.architecture']);
-  const def = ARCHITECTURES[arch];
+  const def = GGUF_LAYOUTS[arch];
   if (!def) throw new GgufError(`${file}: GGUF architecture "${elide(arch, 60)}" is not mapped to a Strata family (mapped: ${GGUF_ARCHITECTURES.join(', ')})`);
   const base = Number(parsed.tensorDataOffset);
   const parts = new Map<string, Part>();
@@ -208,6 +89,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
     return Array.isArray(kv) ? Number(kv[layer]) : opt(meta, `${arch}.attention.head_count_kv`, num(meta, `${arch}.attention.head_count`));
   };
   const concatenated = new Set((def.concat ?? []).flatMap(([names]) => names));
+  const flat = new Set(def.flat ?? []);
   for (const part of parts.values()) {
     const m = /^blk\.(\d+)\.(.+)$/.exec(part.gguf);
     if (!m) {
@@ -218,16 +100,26 @@ export async function openGguf(file: string): Promise<GgufModel> {
     }
     const layer = Number(m[1]);
     const local = m[2]!;
+    const prefix = `${def.layers}${layer}.`;
     if (concatenated.has(local)) continue;
+    const expert = def.experts?.[local];
+    if (expert) {
+      // [E, out, in]: expert e is the e-th run of out rows (whole rows, so whole quantized blocks)
+      const [count, ...shape] = part.shape;
+      for (let e = 0; e < count!; e++)
+        tensors.set(prefix + expert.replace('{e}', String(e)), { parts: [{ ...part, gguf: `${part.gguf}[${e}]`, shape, offset: part.offset + (e * part.bytes) / count!, bytes: part.bytes / count! }], shape });
+      continue;
+    }
     const hfLocal = def.block[local];
     if (!hfLocal) throw new GgufError(`${file}: tensor ${part.gguf} has no mapping for architecture ${arch}`);
     const mapped: Mapped = { parts: [part], shape: part.shape };
-    if (local === 'attn_q.weight') mapped.unpermuteHeads = num(meta, `${arch}.attention.head_count`);
-    if (local === 'attn_k.weight') mapped.unpermuteHeads = kvHeads(layer);
+    if (def.permutedQK && local === 'attn_q.weight') mapped.unpermuteHeads = num(meta, `${arch}.attention.head_count`);
+    if (def.permutedQK && local === 'attn_k.weight') mapped.unpermuteHeads = kvHeads(layer);
     if (local === 'ssm_a') mapped.negExpLog = true;
-    if (local === 'ssm_a' || local === 'ssm_d' || local === 'ssm_norm.weight') mapped.shape = [part.shape.reduce((x, y) => x * y, 1)];
+    if (flat.has(local)) mapped.shape = [part.shape.reduce((x, y) => x * y, 1)];
+    // squeezed from [C, 1, K]
     if (local === 'ssm_conv1d.weight') mapped.shape = [part.shape[0]!, 1, part.shape[1]!];
-    tensors.set(`model.layers.${layer}.${hfLocal}`, mapped);
+    tensors.set(prefix + hfLocal, mapped);
   }
   for (const [names, hfLocal] of def.concat ?? []) {
     for (let layer = 0; parts.has(`blk.${layer}.attn_norm.weight`); layer++) {
@@ -236,7 +128,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
       const missing = names.find((_, i) => !found[i]);
       if (missing) throw new GgufError(`${file}: blk.${layer}.${missing} is missing (needed with ${names.join(', ')})`);
       const ps = found as Part[];
-      tensors.set(`model.layers.${layer}.${hfLocal}`, { parts: ps, shape: [ps.reduce((x, p) => x + p.shape[0]!, 0), ...ps[0]!.shape.slice(1)] });
+      tensors.set(`${def.layers}${layer}.${hfLocal}`, { parts: ps, shape: [ps.reduce((x, p) => x + p.shape[0]!, 0), ...ps[0]!.shape.slice(1)] });
     }
   }
   return { config, tokenizer: tokenizerFiles(meta, file), checkpoint: new GgufSource(file, tensors) };

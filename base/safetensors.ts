@@ -30,7 +30,7 @@ export const DTYPE_BYTES = {
 
 export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
 /** llama.cpp's block-quantized types a GGUF tensor may have (runtime/quantize.ts reads them); never in safetensors. */
-export type GgmlBlockDtype = 'Q8_0' | 'Q4_0' | 'Q4_K';
+export type GgmlBlockDtype = 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q4_K';
 export type TensorDtype = SafetensorsDtype | GgmlBlockDtype;
 
 export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {

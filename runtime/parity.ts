@@ -4,11 +4,12 @@ import type { QuantStorage } from '../compiler/quantized.ts';
 import * as path from 'node:path';
 import { loadConfig, parseConfig } from '../models/config.ts';
 import { openGguf } from './gguf.ts';
+import { hfQuantization, hfQuantizedSource } from './hfQuantized.ts';
 import { buildModel } from '../models/registry.ts';
 import { getSharedDevice } from './device.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
 import { ModelRunner } from './modelRunner.ts';
-import { openSafetensors, toFloat32, toInt32 } from '../base/safetensors.ts';
+import { type TensorSource, openSafetensors, toFloat32, toInt32 } from '../base/safetensors.ts';
 
 export interface Reference {
   inputIds: Int32Array; // [rows, T]
@@ -49,12 +50,14 @@ export async function loadReference(fileOrDir: string): Promise<Reference> {
   }
 }
 
-export async function openRunner(dir: string, opts: { slots?: number; capacity?: number; chunks?: number[]; fuse?: boolean; window?: number; weights?: QuantStorage } = {}): Promise<ModelRunner> {
+/** A runner over a model folder or GGUF file; `checkpoint` replaces the folder's tensors (a test's composed source). */
+export async function openRunner(dir: string, opts: { slots?: number; capacity?: number; chunks?: number[]; fuse?: boolean; window?: number; weights?: QuantStorage; checkpoint?: TensorSource } = {}): Promise<ModelRunner> {
   // a GGUF file stands for its folder: config and tensors from the file
   const gguf = dir.endsWith('.gguf') ? await openGguf(dir) : undefined;
   const config = gguf ? parseConfig(gguf.config, dir) : await loadConfig(dir);
   const model = buildModel(config);
-  const checkpoint = gguf ? gguf.checkpoint : await openSafetensors(dir);
+  const quantization = gguf ? undefined : hfQuantization(config.raw, path.join(dir, 'config.json'));
+  const checkpoint = opts.checkpoint ?? (gguf ? gguf.checkpoint : hfQuantizedSource(await openSafetensors(dir), quantization));
   const runtime = new GpuRuntime(await getSharedDevice());
   return new ModelRunner(runtime, model, checkpoint, {
     slots: opts.slots ?? 2,

@@ -1,6 +1,6 @@
 // Host side of block-quantized weights (layouts in compiler/quantized.ts): quantizing 16/32-bit values on load,
 // decoding device words back to the values the kernels compute (the CPU reference and tests read these), and
-// repacking llama.cpp's GGML blocks (Q8_0, Q4_0, Q4_K) into the device layout without going through floats.
+// repacking llama.cpp's GGML blocks (Q8_0, Q4_0, Q4_1, Q4_K) into the device layout without going through floats.
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, isQuantized } from '../compiler/quantized.ts';
 import type { StorageDType } from '../compiler/ir.ts';
 import { type GgmlBlockDtype, type TensorData, f16BitsToF32 as fromF16, f32ToF16Bits as toF16, packHalfWords, toFloat32 } from '../base/safetensors.ts';
@@ -104,6 +104,7 @@ export function isGgmlBlockDtype(dtype: string): dtype is GgmlBlockDtype {
 export const GGML_BLOCKS: { [K in GgmlBlockDtype]: { elements: number; bytes: number; storage: QuantStorage } } = {
   Q8_0: { elements: 32, bytes: 34, storage: 'q8' },
   Q4_0: { elements: 32, bytes: 18, storage: 'q4' },
+  Q4_1: { elements: 32, bytes: 20, storage: 'q4' },
   Q4_K: { elements: 256, bytes: 144, storage: 'q4' },
 };
 
@@ -132,6 +133,19 @@ export function repackGgml(type: GgmlBlockDtype, raw: Uint8Array, count: number)
       words[constBase + b] = (view.getUint16(at, true) | (toF16(-8 * d) << 16)) >>> 0;
       for (let j = 0; j < 16; j++) {
         const byte = raw[at + 2 + j]!;
+        put(b * 32 + j, byte & 15);
+        put(b * 32 + j + 16, byte >> 4);
+      }
+    }
+    return words;
+  }
+  if (type === 'Q4_1') {
+    // block: f16 d, f16 m, u8 qs[16] (nibbles as Q4_0); x = d * q + m: the device's q4 block as it is
+    for (let b = 0; b < count / 32; b++) {
+      const at = b * 20;
+      words[constBase + b] = view.getUint32(at, true);
+      for (let j = 0; j < 16; j++) {
+        const byte = raw[at + 4 + j]!;
         put(b * 32 + j, byte & 15);
         put(b * 32 + j + 16, byte >> 4);
       }

@@ -10,6 +10,7 @@ import type { Program } from '../compiler/program.ts';
 import { checkRunnable, loadConfig, type ModelConfig, parseConfig, type RopeConfig } from '../models/config.ts';
 import { ropePositionLimit } from '../models/rope.ts';
 import { openGguf } from './gguf.ts';
+import { hfQuantization, hfQuantizedSource } from './hfQuantized.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
@@ -162,6 +163,7 @@ export class Session {
     progress({ stage: 'config', detail: configFile });
     const config = ggufFile ? parseConfig(ggufFile.config, configFile) : await loadConfig(source);
     checkRunnable(config, configFile);
+    const quantization = ggufFile ? undefined : hfQuantization(config.raw, configFile);
     const model = buildModel(config);
     progress({ stage: 'tokenizer' });
     const tokenizer = ggufFile
@@ -203,7 +205,7 @@ export class Session {
     if (variant && 'refused' in variant)
       throw new AotModuleError(`the AOT module has no variant this device can run (${variant.refused}): compile it with \`strata compile --target device\` on this device, add --target portable, or load without it to trace`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
-    const checkpoint = ggufFile ? ggufFile.checkpoint : await openSafetensors(source);
+    const checkpoint = ggufFile ? ggufFile.checkpoint : hfQuantizedSource(await openSafetensors(source), quantization);
     try {
       // A validation error Dawn raises while buffers are made or programs compiled becomes a typed error here,
       // instead of being printed by dawn.node on stdout.

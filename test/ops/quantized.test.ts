@@ -93,9 +93,9 @@ describe('host encoding', () => {
     }
   });
 
-  // ggml-quants.c dequantize_row_q8_0 / q4_0 / q4_K, written out independently of the repacking
+  // ggml-quants.c dequantize_row_q8_0 / q4_0 / q4_1 / q4_K, written out independently of the repacking
   const half = (v: DataView, at: number) => f16BitsToF32(v.getUint16(at, true));
-  function ggmlDequant(type: 'Q8_0' | 'Q4_0' | 'Q4_K', raw: Uint8Array, count: number): Float32Array {
+  function ggmlDequant(type: 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q4_K', raw: Uint8Array, count: number): Float32Array {
     const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const out = new Float32Array(count);
     if (type === 'Q8_0') for (let i = 0; i < count; i++) out[i] = half(v, (i >> 5) * 34) * v.getInt8((i >> 5) * 34 + 2 + (i & 31));
@@ -105,6 +105,13 @@ describe('host encoding', () => {
           const q = raw[b * 18 + 2 + j]!;
           out[b * 32 + j] = ((q & 15) - 8) * half(v, b * 18);
           out[b * 32 + j + 16] = ((q >> 4) - 8) * half(v, b * 18);
+        }
+    if (type === 'Q4_1')
+      for (let b = 0; b < count / 32; b++)
+        for (let j = 0; j < 16; j++) {
+          const q = raw[b * 20 + 4 + j]!;
+          out[b * 32 + j] = (q & 15) * half(v, b * 20) + half(v, b * 20 + 2);
+          out[b * 32 + j + 16] = (q >> 4) * half(v, b * 20) + half(v, b * 20 + 2);
         }
     if (type === 'Q4_K')
       for (let sb = 0; sb < count / 256; sb++) {
@@ -125,10 +132,10 @@ describe('host encoding', () => {
     return out;
   }
 
-  test.each(['Q8_0', 'Q4_0', 'Q4_K'] as const)('%s blocks repack into the device layout', (type) => {
+  test.each(['Q8_0', 'Q4_0', 'Q4_1', 'Q4_K'] as const)('%s blocks repack into the device layout', (type) => {
     const rand = lcg(type.length * 7 + type.charCodeAt(1));
     const count = 512;
-    const blockBytes = { Q8_0: 34, Q4_0: 18, Q4_K: 144 }[type];
+    const blockBytes = { Q8_0: 34, Q4_0: 18, Q4_1: 20, Q4_K: 144 }[type];
     const blockElements = type === 'Q4_K' ? 256 : 32;
     const raw = Uint8Array.from({ length: (count / blockElements) * blockBytes }, () => Math.floor((rand() + 1) * 128) & 255);
     const view = new DataView(raw.buffer);
@@ -136,11 +143,12 @@ describe('host encoding', () => {
     for (let b = 0; b < count / blockElements; b++) {
       view.setUint16(b * blockBytes, f32ToF16Bits(0.01 + 0.02 * Math.abs(rand())), true);
       if (type === 'Q4_K') view.setUint16(b * blockBytes + 2, f32ToF16Bits(0.005 + 0.01 * Math.abs(rand())), true);
+      if (type === 'Q4_1') view.setUint16(b * blockBytes + 2, f32ToF16Bits(-0.2 * Math.abs(rand())), true);
     }
     const storage = type === 'Q8_0' ? 'q8' : 'q4';
     const got = dequantize(repackGgml(type, raw, count), count, storage);
     const want = ggmlDequant(type, raw, count);
-    // Q8_0 and Q4_0 are bit-exact; Q4_K's d*sc and dmin*m are rounded to f16 (2^-11 relative each)
+    // Q8_0, Q4_0 and Q4_1 are bit-exact; Q4_K's d*sc and dmin*m are rounded to f16 (2^-11 relative each)
     const atol = type === 'Q4_K' ? 2 ** -11 * (0.03 * 63 * 15 + 0.015 * 63) : 0;
     for (let i = 0; i < count; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThanOrEqual(atol);
   });

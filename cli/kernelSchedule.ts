@@ -14,6 +14,8 @@ import { loadConfig } from '../models/config.ts';
 import type { ModelDef } from '../models/model.ts';
 import { buildModel } from '../models/registry.ts';
 import { openSafetensors } from '../base/safetensors.ts';
+import { hfQuantization, hfQuantizedSource } from '../runtime/hfQuantized.ts';
+import { GGML_BLOCKS, isGgmlBlockDtype } from '../runtime/quantize.ts';
 
 export interface ScheduleOptions {
   rows: number;
@@ -42,14 +44,16 @@ function traceBucket(model: ModelDef, storage: (name: string) => StorageDType | 
 }
 
 export async function kernelSchedule(dir: string, o: ScheduleOptions): Promise<string> {
-  const model = buildModel(await loadConfig(dir));
+  const config = await loadConfig(dir);
+  const model = buildModel(config);
   const dtypes = new Map<string, StorageDType>();
   if (existsSync(path.join(dir, 'model.safetensors')) || existsSync(path.join(dir, 'model.safetensors.index.json'))) {
-    const checkpoint = await openSafetensors(dir);
+    // GPTQ/AWQ layers as the session sees them (q4)
+    const checkpoint = hfQuantizedSource(await openSafetensors(dir), hfQuantization(config.raw, path.join(dir, 'config.json')));
     try {
       for (const name of checkpoint.tensorNames()) {
         const dt = checkpoint.info(name).dtype;
-        dtypes.set(name, dt === 'F16' ? 'f16' : dt === 'BF16' ? 'bf16' : 'f32');
+        dtypes.set(name, isGgmlBlockDtype(dt) ? GGML_BLOCKS[dt].storage : dt === 'F16' ? 'f16' : dt === 'BF16' ? 'bf16' : 'f32');
       }
     } finally {
       await checkpoint.close();

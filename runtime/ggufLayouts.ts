@@ -234,6 +234,8 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
         num_heads: heads,
         head_dim: inner / heads,
         n_groups: num(meta, `${a}.ssm.group_count`),
+        // not recorded; any chunk length gives the same result, and Strata runs at most 64 (models/families/mamba2.ts)
+        chunk_size: 64,
         state_size: state,
         conv_kernel: conv,
         num_hidden_layers: layers,

@@ -1,0 +1,61 @@
+// GGUF files written by llama.cpp's converter (test/fixtures/gguf/README.md) for Jamba, Mamba and Mamba-2, read
+// on the host against their reference folders: every HF tensor is served under its HF name, in its HF shape, with
+// the folder's exact values (what the converter changed, undone: A = -exp(A_log), squeezed conv weights, Mamba-2's
+// A/D/norm reshapes, Jamba's stacked experts), and the config rebuilt from the metadata parses to the folder's.
+// Also a llama-quantize Q4_0 file: its blocks decode to the same weights within Q4_0's error. The models run from
+// both in test/models/gguf.test.ts.
+import { describe, expect, test } from 'vitest';
+import { openSafetensors, toFloat32 } from '../../base/safetensors.ts';
+import { loadConfig, parseConfig } from '../../models/config.ts';
+import { GGUF_FAMILIES, type GgufFamily, hostValues, openGgufReference } from '../helpers/ggufReference.ts';
+
+describe.each(Object.keys(GGUF_FAMILIES) as GgufFamily[])('%s GGUF (f16, llama.cpp converter)', (family) => {
+  test('every tensor of the folder, same name, shape, dtype and values', async () => {
+    const { gguf, folder, fromGguf } = await openGgufReference(family);
+    const own = await openSafetensors(folder);
+    expect(fromGguf.sort()).toEqual([...GGUF_FAMILIES[family]].sort()); // nothing else is missing from either side
+    for (const name of own.tensorNames()) {
+      expect(gguf.checkpoint.has(name), name).toBe(true);
+      const [want, got] = [await own.readTensor(name), await gguf.checkpoint.readTensor(name)];
+      expect([name, got.dtype, got.shape]).toEqual([name, want.dtype, want.shape]);
+      const [a, b] = [toFloat32(want), toFloat32(got)];
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+      // A_log round-trips through -exp in f32: exact on these files (measured)
+      expect([name, worst]).toEqual([name, 0]);
+    }
+  });
+
+  test('the config rebuilt from the metadata is the folder config', async () => {
+    const { gguf, folder } = await openGgufReference(family);
+    const fromGguf = parseConfig(gguf.config, `${family}.gguf`) as unknown as Record<string, unknown>;
+    const fromFolder = (await loadConfig(folder)) as unknown as Record<string, unknown>;
+    // what the file records otherwise: the tokenizer's bos/eos ids (the folder configs say 1/2 or 0/0, the tokenizer
+    // 0/0), and the converter's context length where the family has one
+    const recorded: Record<string, unknown> = { raw: undefined, bosTokenId: fromGguf.bosTokenId, eosTokenIds: fromGguf.eosTokenIds, padTokenId: fromGguf.padTokenId };
+    if (fromFolder.attention) recorded.attention = { ...(fromFolder.attention as object), maxPositionEmbeddings: (fromGguf.attention as { maxPositionEmbeddings: number }).maxPositionEmbeddings };
+    expect({ ...fromGguf, raw: undefined }).toEqual({ ...fromFolder, ...recorded });
+  });
+});
+
+test('a Mamba-2 Q4_0 GGUF (llama-quantize) serves Q4_0 / Q8_0 blocks of the same weights, within their rounding', async () => {
+  const { gguf } = await openGgufReference('mamba2', 'mamba2-gguf-q4_0-quantize.gguf');
+  const f16 = (await openGgufReference('mamba2')).gguf.checkpoint;
+  const errors: Record<string, string> = {};
+  for (const name of gguf.checkpoint.tensorNames()) {
+    const { dtype } = gguf.checkpoint.info(name);
+    if (dtype !== 'Q4_0' && dtype !== 'Q8_0') continue;
+    const [q, r] = [await hostValues(gguf.checkpoint, name), await hostValues(f16, name)];
+    let [e, s] = [0, 0];
+    for (let i = 0; i < q.length; i++) [e, s] = [e + (q[i]! - r[i]!) ** 2, s + r[i]! ** 2];
+    errors[name] = `${dtype} ${Math.sqrt(e / s).toFixed(2)}`;
+  }
+  // relative rms error: 0.5% (Q8_0) and 6-9% (Q4_0) measured; a misplaced row or block would be ~140%
+  expect(errors).toEqual({
+    'backbone.embeddings.weight': 'Q8_0 0.01',
+    'backbone.layers.0.mixer.in_proj.weight': 'Q4_0 0.09',
+    'backbone.layers.0.mixer.out_proj.weight': 'Q4_0 0.06',
+    'backbone.layers.1.mixer.in_proj.weight': 'Q4_0 0.09',
+    'backbone.layers.1.mixer.out_proj.weight': 'Q4_0 0.07',
+  });
+});

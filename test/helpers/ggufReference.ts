@@ -10,6 +10,7 @@ export const GGUF_FIXTURES = path.resolve(import.meta.dirname, '../fixtures/gguf
 
 /** The families with a reference folder `<name>-gguf/` beside `<name>-gguf-f16.gguf`, and what each leaves out. */
 export const GGUF_FAMILIES = {
+  granite: ['model.embed_tokens.weight'],
   jamba: ['model.embed_tokens.weight', 'lm_head.weight'],
   mamba: ['backbone.embeddings.weight'],
   mamba2: ['backbone.embeddings.weight'],

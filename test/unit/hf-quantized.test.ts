@@ -10,6 +10,7 @@ import { openSafetensors, serializeSafetensors, toFloat32, toInt32 } from '../..
 import { isUserError } from '../../base/errors.ts';
 import { QuantizedCheckpointError, hfQuantization, hfQuantizedSource } from '../../runtime/hfQuantized.ts';
 import { dequantize, repackGgml } from '../../runtime/quantize.ts';
+import { Session } from '../../runtime/session.ts';
 
 const DIR = path.resolve(import.meta.dirname, '../fixtures/hf-quantized');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-hfq-'));
@@ -110,4 +111,14 @@ describe('quantized checkpoints that are refused', () => {
     expect(error).toBeInstanceOf(QuantizedCheckpointError);
     expect(error!.message).toBe(`${layer}.g_idx: input 3 is in group 1, not 0 = input / group_size (act-order): not supported`);
   });
+});
+
+test('Session.load refuses a checkpoint it cannot read by its config, before any weight or device work', async () => {
+  const folder = path.join(tmp, 'bits8');
+  fs.mkdirSync(folder);
+  const config = configOf(path.join(DIR, 'gptq'));
+  fs.writeFileSync(path.join(folder, 'config.json'), JSON.stringify({ ...config, quantization_config: { ...(config.quantization_config as object), bits: 8 } }));
+  const error = await Session.load(folder).then(() => undefined, (e: Error) => e);
+  expect(error).toBeInstanceOf(QuantizedCheckpointError);
+  expect(error!.message).toBe(`${path.join(folder, 'config.json')}: quantization_config.bits = 8: gptq is read at 4 bits only (Strata's q4 storage)`);
 });

@@ -30,6 +30,12 @@ export interface DeviceLimits {
   unroll?: boolean;
   /** Bytes of workgroup memory a kernel may declare (WebGPU's default is 16 KiB). */
   maxComputeWorkgroupStorageSize?: number;
+  /**
+   * Accumulators per thread at most in the matvec's rows path (batched decode rows over 16/32-bit weights): more
+   * columns per workgroup share each x value read. Unset: ROWS_ACCUMULATORS on GPUs, 16 on software adapters (their
+   * compile time grows with it); the ops bench measures several.
+   */
+  matvecAccumulators?: number;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

@@ -3,6 +3,7 @@
 
 import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
+import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 
 export interface StrataAdapterInfo {
   vendor: string;
@@ -286,7 +287,18 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     subgroups: profile.features.includes('subgroups') && (typeof process === 'undefined' || process.env?.STRATA_NO_SUBGROUPS !== '1'),
     // a software adapter (lavapipe, SwiftShader) compiles unrolled kernels slowly and runs them no faster
     unroll: profile.isFallback !== true,
+    matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
   };
+}
+
+/**
+ * Accumulators per thread of the matvec's rows path: STRATA_MATVEC_ACCUMULATORS (Node) where set, else 16 on a
+ * software adapter (lavapipe compiles each accumulator's reduction slowly) and ROWS_ACCUMULATORS on a GPU.
+ */
+function matvecAccumulatorsOf(software: boolean): number {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_MATVEC_ACCUMULATORS;
+  if (env !== undefined && !/^(4|8|16|32|64|128)$/.test(env)) throw new StrataUserError(`STRATA_MATVEC_ACCUMULATORS must be a power of two from 4 to 128, got '${env}'`);
+  return env !== undefined ? Number(env) : software ? 16 : ROWS_ACCUMULATORS;
 }
 
 /** Human-readable summary: adapter, backend, features and the limits the compiler schedules against. */

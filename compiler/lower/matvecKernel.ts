@@ -17,8 +17,19 @@ const MAX_ACCUMULATORS = 16;
 const UNROLL_ROWS = 2;
 /** Trips x rows up to which the K loop is written out trip by trip. */
 const UNROLL_ROW_TRIPS = 16;
+/** Accumulators per thread at most on the rows path (batched rows over 16/32-bit weights) on GPUs. */
+export const ROWS_ACCUMULATORS = 32;
 /** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
 export const MATVEC_MAX_ROWS = 32;
+
+export interface MatvecOptions {
+  subgroups?: boolean;
+  unroll?: boolean;
+  /** Bytes of workgroup memory the kernel may declare. */
+  workgroupStorage?: number;
+  /** Accumulators per thread at most on the rows path (DeviceLimits.matvecAccumulators). */
+  matvecAccumulators?: number;
+}
 
 export interface MatvecPlan {
   /** The node the kernel computes: the root, or what a chain of reshapes at the root is a view of. */
@@ -90,7 +101,8 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
  * When every matmul reads a plain transposed weight, all leading output coordinates count as rows (batched
  * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
  */
-export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, subgroups: boolean, unroll = true): LoweredKernel {
+export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, o: MatvecOptions = {}): LoweredKernel {
+  const { subgroups = false, unroll = true, workgroupStorage = 16384 } = o;
   const { core, matmuls, weights } = plan;
   const e = new Emitter(root, isMat, 'matvec', subgroups);
   for (const mm of matmuls) e.inlined.add(mm.id);
@@ -114,7 +126,17 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const blocks = unroll && direct && weights.every((w) => isQuantized(storageOf(w!)));
   // the block path takes twice the accumulators: at batch 8 the rows' prologue is then shared by 2-4 columns
   const maxAccumulators = blocks ? 2 * MAX_ACCUMULATORS : MAX_ACCUMULATORS;
-  const R = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
+  // The rows path: batched rows (2-8) over 16/32-bit weights. Each thread keeps more columns (every x value it
+  // evaluates, prologue and all, serves them all: x is read once per workgroup, and fewer workgroups read it), its K
+  // loop is written out trip by trip on GPUs with a trip's weight loads before its multiply-adds, and the rows' norm
+  // statistics share one reduction round (Emitter.mergedPhases). The workgroup size stays the generic one: kernels
+  // of one size share dispatches (passes/groupKernels.ts).
+  const rowsPath = MB > 1 && direct && weights.every((w) => !isQuantized(storageOf(w!)));
+  const rowsBudget = o.matvecAccumulators ?? (unroll ? ROWS_ACCUMULATORS : MAX_ACCUMULATORS);
+  const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
+  // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic
+  const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));
+  const R = rowsPath ? Math.max(1, rowsR) : genericR;
   // k values per thread and step: a whole block when every weight is block-quantized (rows of whole 32-element
   // blocks, so K is a multiple of it), else one packed word of the most tightly packed weight (2 halves, 4 int8,
   // 8 int4); odd K steps one element at a time
@@ -128,7 +150,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // Enough threads that each takes several steps along K; shared memory for the partials stays under 16 KiB.
   let wg = Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * 4)))));
   const partsPerAcc = (size: number) => (subgroups ? size / 4 : size); // subgroups hold at least 4 lanes
-  while (wg > 32 && accumulators * partsPerAcc(wg) * 4 > 16384) wg /= 2;
+  // the rows path: the partials and a phase's reduction array (wg floats) within the adapter's workgroup storage
+  const over = (size: number) => 4 * accumulators * partsPerAcc(size) + (rowsPath ? 4 * size : 0) > (rowsPath ? workgroupStorage : 16384);
+  while (wg > 32 && over(wg)) wg /= 2;
   wg = Math.max(wg, nextPow2(outputsPerGroup));
 
   e.line(`let gi = wid.x + wid.y * NX;`);
@@ -149,16 +173,19 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
     // written out trip by trip only while the code stays small: every trip repeats each row's prologue, and shader
     // compilation (lavapipe's LLVM above all) grows with the text
-    if (unroll && MB <= UNROLL_ROWS) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
+    if (unroll && (MB <= UNROLL_ROWS || rowsPath)) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
     const step = (kk: string) => {
       const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
-      matmuls.forEach((mm, t) => {
-        const w = weights[t];
-        // the weight elements of each column at k..k+U-1
-        const wv: string[][] = Array.from({ length: R }, (_, c) => {
+      // the weight elements of each column at k..k+U-1 (the rows path: every matmul's loads before any use)
+      const load = (mm: Node, t: number): string[][] =>
+        Array.from({ length: R }, (_, c) => {
+          const w = weights[t];
           if (!w) return ks.map((k) => e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!]));
           return loadWeightRun(e, w, `${colIdx[c]} * ${K}u + ${kk}`, U);
         });
+      const loaded = rowsPath ? matmuls.map(load) : [];
+      matmuls.forEach((mm, t) => {
+        const wv = loaded[t] ?? load(mm, t);
         for (let i = 0; i < MB; i++) {
           const rows = rowIdx(mm, i);
           const av = ks.map((k) => e.value(mm.inputs[0]!, [...batch, ...rows, k]));
@@ -168,7 +195,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     };
     // U k values per thread and trip (a pair, a packed word or a block): lid * U, then strides of WG * U
     const pairs = Math.ceil(K / U);
-    const stride = unroll && Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS ? wg : undefined;
+    const stride = unroll && (rowsPath || Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS) ? wg : undefined;
     const body = blocks ? (p: string) => blockStep(e, plan, p, K, MB, R, rowIdx, colIdx, acc) : (p: string) => step(e.bound(e.ix.mul(p, U), K - U));
     e.stridedLoop('lid', pairs, stride, body).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
@@ -223,8 +250,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // read after the body is built: index names hoisted to the top block belong before the phases
   if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins
   const head = [...e.topLines()];
-  const shared = `var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg))}>;`;
-  return finish(e, 'matvec', assemble(e, [...head, ...e.phases, ...main], wg, [shared]), groups);
+  // the rows path's norm statistics reduce together, through mv_part (read only after they are done)
+  const phases = rowsPath ? e.mergedPhases('mv_part', wg) : { lines: e.phases, phases: 0 };
+  const shared = `var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg), e.mergedFloats(phases.phases, wg))}>;`;
+  return finish(e, 'matvec', assemble(e, [...head, ...phases.lines, ...main], wg, [shared]), groups);
 }
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;

@@ -45,6 +45,8 @@ export interface LowerOptions {
   unroll?: boolean;
   /** Bytes of workgroup memory a kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
   workgroupStorage?: number;
+  /** Accumulators per thread at most on the matvec's rows path (DeviceLimits.matvecAccumulators). */
+  matvecAccumulators?: number;
 }
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -83,7 +85,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   map: (root, _c, isMat) => lowerMap(root, isMat),
   row: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'row', o),
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
-  matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o.subgroups ?? false, o.unroll ?? true),
+  matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
   tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true),
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, (c as { variant: AttentionVariant }).variant, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),

@@ -1,7 +1,7 @@
 // Kernel-level figures on the adapter at hand: the copy roofline, matvec bandwidth as a fraction of it, and an
 // elementwise chain fused vs unfused.
 import { QUANT_FORMATS, isQuantized } from '../compiler/quantized.ts';
-import { compile } from '../compiler/compile.ts';
+import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
@@ -39,8 +39,8 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   return (2 * bytes) / seconds;
 }
 
-async function timeProgram(rt: GpuRuntime, fn: () => Record<string, Tensor>, fuse: boolean, iters: number): Promise<{ seconds: number; kernels: number }> {
-  const program = compile(trace(fn), { fuse, limits: rt.limits });
+async function timeProgram(rt: GpuRuntime, fn: () => Record<string, Tensor>, fuse: boolean, iters: number, limits: Partial<DeviceLimits> = {}): Promise<{ seconds: number; kernels: number }> {
+  const program = compile(trace(fn), { fuse, limits: { ...rt.limits, ...limits } });
   const exe = await rt.load(program, { namespace: `bench-${Math.random()}/` });
   return { seconds: await timeGpu(rt, (pass) => exe.encode(pass), iters), kernels: program.kernels.length };
 }
@@ -48,7 +48,8 @@ async function timeProgram(rt: GpuRuntime, fn: () => Record<string, Tensor>, fus
 export interface OpsReport {
   copyGBps: number;
   /** `x [batch, cols] @ W.T` for W [rows, cols]: bytes actually read (packed values and block constants, x) and written. */
-  matvec: { storage: string; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
+  /** `accumulators`: the rows path's budget (DeviceLimits.matvecAccumulators; 0: the generic loop) where varied. */
+  matvec: { storage: string; accumulators?: number; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
   elementwiseChain: { elements: number; ops: number; fusedMs: number; unfusedMs: number; fusedKernels: number; unfusedKernels: number; speedup: number };
 }
 
@@ -56,6 +57,9 @@ export interface OpsReport {
  * Matvec shapes [batch, rows, cols]: one large weight (the headline figure), then llama-400m's projections (gate or
  * up, down, LM head) at batch 1 and 8, the shapes its decode reads.
  */
+/** The rows path's accumulator budgets measured for f16 at batch 8 (0: the generic loop, as before it). */
+const ROWS_BUDGETS = [0, 16, 32, 64];
+
 const MATVEC_SHAPES: [number, number, number][] = [
   [1, 8192, 4096],
   ...[1, 8].flatMap((b): [number, number, number][] => [[b, 2816, 1024], [b, 1024, 2816], [b, 32000, 1024]]),
@@ -67,14 +71,16 @@ export async function opsBench(rt: GpuRuntime, quick: boolean): Promise<OpsRepor
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
   const matvec: OpsReport['matvec'] = [];
   for (const [batch, rows, cols] of quick ? [[1, 1024, 1024]] : MATVEC_SHAPES)
-    for (const storage of ['f32', 'f16', 'q8', 'q4'] as const) {
-      const { seconds } = await timeProgram(rt, () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) }), true, iters);
-      // bytes actually read: packed values and their block constants (not the buffer's padding), x; and y written
-      const weightBytes = isQuantized(storage) ? QUANT_FORMATS[storage].readBytes(rows * cols) : rows * cols * (storage === 'f32' ? 4 : 2);
-      const bytes = weightBytes + 4 * batch * (cols + rows);
-      const GBps = bytes / seconds / 1e9;
-      matvec.push({ storage, batch, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
-    }
+    for (const storage of ['f32', 'f16', 'q8', 'q4'] as const)
+      for (const accumulators of storage === 'f16' && batch > 1 ? ROWS_BUDGETS : [undefined]) {
+        const limits = accumulators === undefined ? {} : { matvecAccumulators: accumulators };
+        const { seconds } = await timeProgram(rt, () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) }), true, iters, limits);
+        // bytes actually read: packed values and their block constants (not the buffer's padding), x; and y written
+        const weightBytes = isQuantized(storage) ? QUANT_FORMATS[storage].readBytes(rows * cols) : rows * cols * (storage === 'f32' ? 4 : 2);
+        const bytes = weightBytes + 4 * batch * (cols + rows);
+        const GBps = bytes / seconds / 1e9;
+        matvec.push({ storage, ...(accumulators === undefined ? {} : { accumulators }), batch, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
+      }
   const elements = quick ? 1 << 18 : 1 << 24;
   const chain = () => {
     let x = input('x', [elements]);

@@ -33,7 +33,7 @@ export interface DeviceLimits {
   /**
    * Accumulators per thread at most in the matvec's rows path (batched decode rows over 16/32-bit weights): more
    * columns per workgroup share each x value read. Unset: ROWS_ACCUMULATORS on GPUs, 16 on software adapters (their
-   * compile time grows with it); the ops bench measures several.
+   * compile time grows with it); 0 turns the rows path off (the generic loop). The ops bench measures several.
    */
   matvecAccumulators?: number;
 }

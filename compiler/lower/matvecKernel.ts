@@ -27,7 +27,7 @@ export interface MatvecOptions {
   unroll?: boolean;
   /** Bytes of workgroup memory the kernel may declare. */
   workgroupStorage?: number;
-  /** Accumulators per thread at most on the rows path (DeviceLimits.matvecAccumulators). */
+  /** Accumulators per thread at most on the rows path (DeviceLimits.matvecAccumulators; 0: no rows path). */
   matvecAccumulators?: number;
 }
 
@@ -131,8 +131,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // loop is written out trip by trip on GPUs with a trip's weight loads before its multiply-adds, and the rows' norm
   // statistics share one reduction round (Emitter.mergedPhases). The workgroup size stays the generic one: kernels
   // of one size share dispatches (passes/groupKernels.ts).
-  const rowsPath = MB > 1 && direct && weights.every((w) => !isQuantized(storageOf(w!)));
   const rowsBudget = o.matvecAccumulators ?? (unroll ? ROWS_ACCUMULATORS : MAX_ACCUMULATORS);
+  const rowsPath = MB > 1 && direct && rowsBudget > 0 && weights.every((w) => !isQuantized(storageOf(w!)));
   const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
   // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));

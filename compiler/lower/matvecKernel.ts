@@ -19,6 +19,8 @@ const UNROLL_ROWS = 2;
 const UNROLL_ROW_TRIPS = 16;
 /** Accumulators per thread at most on the rows path (batched rows over 16/32-bit weights) on GPUs. */
 export const ROWS_ACCUMULATORS = 32;
+/** Trips of the rows path's K loop up to which all their weight words are loaded ahead of the phases (registers). */
+const PRELOAD_TRIPS = 8;
 /** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
 export const MATVEC_MAX_ROWS = 32;
 
@@ -169,11 +171,34 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const colIdx = Array.from({ length: R }, (_, c) => e.declareTop(`o${batch.length + 2 + c}`, `min(${n0} + ${c}u, ${N - 1}u)`));
   const acc = (t: number, i: number, c: number) => `acc${t}_${i}_${c}`;
 
+  // U k values per thread and trip (a pair, a packed word or a block): lid * U, then strides of WG * U; written out
+  // trip by trip only while the code stays small: every trip repeats each row's prologue, and shader compilation
+  // (lavapipe's LLVM above all) grows with the text
+  const pairs = Math.ceil(K / U);
+  const stride = unroll && (rowsPath || Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS) ? wg : undefined;
+  if (unroll && (MB <= UNROLL_ROWS || rowsPath)) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
+  // the rows path with its K loop written out loads every trip's weight words first, ahead of the phases (the rows'
+  // norm statistics), so that their latency overlaps the phases'; a partial last trip loads a clamped index
+  const trips = stride === undefined ? Infinity : Math.ceil(pairs / stride);
+  const preloaded: string[][][][] = [];
+  const preload = !(rowsPath && trips <= PRELOAD_TRIPS) ? [] : e.nested(() => {
+    for (let trip = 0; trip < trips; trip++) {
+      const p = e.bound(e.fresh('k'), pairs - 1);
+      const start = trip === 0 ? 'lid' : `lid + ${trip * wg}u`;
+      e.line(`let ${p} = ${(trip + 1) * wg > pairs ? `min(${start}, ${pairs - 1}u)` : start};`);
+      const kk = e.bound(e.ix.mul(p, U), K - U);
+      // f32 words come back as buffer reads: loaded here too
+      const bind = (v: string) => {
+        if (/^[\w.]+$/.test(v)) return v;
+        const name = e.fresh('v');
+        e.line(`let ${name} = ${v};`);
+        return name;
+      };
+      preloaded.push(weights.map((w) => colIdx.map((col) => loadWeightRun(e, w!, `${col} * ${K}u + ${kk}`, U).map(bind))));
+    }
+  });
   const main = e.nested(() => {
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
-    // written out trip by trip only while the code stays small: every trip repeats each row's prologue, and shader
-    // compilation (lavapipe's LLVM above all) grows with the text
-    if (unroll && (MB <= UNROLL_ROWS || rowsPath)) e.workgroupSize = wg; // the phases (a norm's statistic) unroll their loops too
     const step = (kk: string) => {
       const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
       // the weight elements of each column at k..k+U-1 (the rows path: every matmul's loads before any use)
@@ -183,7 +208,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
           if (!w) return ks.map((k) => e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!]));
           return loadWeightRun(e, w, `${colIdx[c]} * ${K}u + ${kk}`, U);
         });
-      const loaded = rowsPath ? matmuls.map(load) : [];
+      const loaded = preloaded.shift() ?? (rowsPath ? matmuls.map(load) : []);
       matmuls.forEach((mm, t) => {
         const wv = loaded[t] ?? load(mm, t);
         for (let i = 0; i < MB; i++) {
@@ -193,9 +218,6 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         }
       });
     };
-    // U k values per thread and trip (a pair, a packed word or a block): lid * U, then strides of WG * U
-    const pairs = Math.ceil(K / U);
-    const stride = unroll && (rowsPath || Math.ceil(pairs / wg) * MB <= UNROLL_ROW_TRIPS) ? wg : undefined;
     const body = blocks ? (p: string) => blockStep(e, plan, p, K, MB, R, rowIdx, colIdx, acc) : (p: string) => step(e.bound(e.ix.mul(p, U), K - U));
     e.stridedLoop('lid', pairs, stride, body).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
@@ -253,7 +275,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // the rows path's norm statistics reduce together, through mv_part (read only after they are done)
   const phases = rowsPath ? e.mergedPhases('mv_part', wg) : { lines: e.phases, phases: 0 };
   const shared = `var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg), e.mergedFloats(phases.phases, wg))}>;`;
-  return finish(e, 'matvec', assemble(e, [...head, ...phases.lines, ...main], wg, [shared]), groups);
+  return finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, [shared]), groups);
 }
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;

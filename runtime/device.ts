@@ -292,12 +292,12 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
 }
 
 /**
- * Accumulators per thread of the matvec's rows path: STRATA_MATVEC_ACCUMULATORS (Node) where set, else 16 on a
+ * Accumulators per thread of the matvec's rows path: STRATA_MATVEC_ACCUMULATORS (Node; 0 turns the path off) where set, else 16 on a
  * software adapter (lavapipe compiles each accumulator's reduction slowly) and ROWS_ACCUMULATORS on a GPU.
  */
 function matvecAccumulatorsOf(software: boolean): number {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_MATVEC_ACCUMULATORS;
-  if (env !== undefined && !/^(4|8|16|32|64|128)$/.test(env)) throw new StrataUserError(`STRATA_MATVEC_ACCUMULATORS must be a power of two from 4 to 128, got '${env}'`);
+  if (env !== undefined && !/^(0|4|8|16|32|64|128)$/.test(env)) throw new StrataUserError(`STRATA_MATVEC_ACCUMULATORS must be 0 (no rows path) or a power of two from 4 to 128, got '${env}'`);
   return env !== undefined ? Number(env) : software ? 16 : ROWS_ACCUMULATORS;
 }
 

@@ -72,10 +72,10 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
     quick: args.quick,
   };
   log(`adapter: ${strata.adapterInfo.vendor} ${strata.adapterInfo.device || strata.adapterInfo.description}`);
-  const ops = await opsBench(rt, args.quick);
+  const ops = await opsBench(rt, args.quick, log);
   report.ops = ops;
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
-  log(`copy roofline ${ops.copyGBps.toFixed(1)} GB/s; matvec ${ops.matvec.map((m) => `${m.storage}${m.accumulators === undefined ? '' : `/acc${m.accumulators}`} [${m.batch}x${m.cols}]x[${m.cols}x${m.rows}] ${m.GBps.toFixed(1)} GB/s (${(m.fractionOfCopy * 100).toFixed(0)}%)`).join(', ')}; elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
+  log(`elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
   if (args.what !== 'ops') {
     const configs: [string, Record<string, unknown>][] = args.quick ? [['tiny-llama', TINY_BENCH_CONFIG]] : Object.entries(BENCH_CONFIGS).filter(([n]) => !args.configs || args.configs.includes(n));
     const [prompt, fresh] = args.quick ? [16, 16] : [128, 128];

@@ -1,6 +1,6 @@
 // Kernel-level figures on the adapter at hand: the copy roofline, matvec bandwidth as a fraction of it, and an
 // elementwise chain fused vs unfused.
-import { QUANT_FORMATS, isQuantized } from '../compiler/quantized.ts';
+import { QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec, isQuantized } from '../compiler/quantized.ts';
 import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -45,41 +45,79 @@ async function timeProgram(rt: GpuRuntime, fn: () => Record<string, Tensor>, fus
   return { seconds: await timeGpu(rt, (pass) => exe.encode(pass), iters), kernels: program.kernels.length };
 }
 
+/**
+ * Seconds per run of a matvec compiled with these limits: the better of two timings (the first also brings the
+ * GPU's clocks back up after the compile before it); its buffers are released after.
+ */
+async function timeMatvec(rt: GpuRuntime, fn: () => Record<string, Tensor>, iters: number, limits: Partial<DeviceLimits>): Promise<number> {
+  const program = compile(trace(fn), { limits: { ...rt.limits, ...limits } });
+  const namespace = `bench-matvec-${Math.random()}/`;
+  const exe = await rt.load(program, { namespace });
+  const a = await timeGpu(rt, (pass) => exe.encode(pass), iters);
+  const b = await timeGpu(rt, (pass) => exe.encode(pass), iters);
+  rt.releaseNamed(namespace);
+  return Math.min(a, b);
+}
+
 export interface OpsReport {
   copyGBps: number;
-  /** `x [batch, cols] @ W.T` for W [rows, cols]: bytes actually read (packed values and block constants, x) and written. */
-  /** `accumulators`: the rows path's budget (DeviceLimits.matvecAccumulators; 0: the generic loop) where varied. */
-  matvec: { storage: string; accumulators?: number; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
+  /**
+   * `x [batch, cols] @ W.T` for W [rows, cols]: bytes actually read (packed values and block constants, x) and
+   * written; q8/q4 once per K loop of the quantized matvec (`variant`, DeviceLimits.quantMatvec); `accumulators`:
+   * the rows path's budget (DeviceLimits.matvecAccumulators; 0: the generic loop) where varied.
+   */
+  matvec: { storage: string; variant?: QuantMatvec; accumulators?: number; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
   elementwiseChain: { elements: number; ops: number; fusedMs: number; unfusedMs: number; fusedKernels: number; unfusedKernels: number; speedup: number };
 }
 
 /**
- * Matvec shapes [batch, rows, cols]: one large weight (the headline figure), then llama-400m's projections (gate or
- * up, down, LM head) at batch 1 and 8, the shapes its decode reads.
+ * Matvec shapes [batch, rows, cols]: one large weight (the headline figure), then llama-400m's projections (q, k
+ * and v together; gate and up together; down; LM head), at batch 1 and 8, the shapes its decode reads.
  */
 /** The rows path's accumulator budgets measured for f16 at batch 8 (0: the generic loop, as before it). */
 const ROWS_BUDGETS = [0, 16, 32, 64];
 
-const MATVEC_SHAPES: [number, number, number][] = [
-  [1, 8192, 4096],
-  ...[1, 8].flatMap((b): [number, number, number][] => [[b, 2816, 1024], [b, 1024, 2816], [b, 32000, 1024]]),
-];
+const MATVEC_SHAPES: [number, number, number][] = [1, 8].flatMap((b): [number, number, number][] => [
+  [b, 8192, 4096],
+  [b, 3072, 1024],
+  [b, 5632, 1024],
+  [b, 1024, 2816],
+  [b, 32000, 1024],
+]);
 
-export async function opsBench(rt: GpuRuntime, quick: boolean): Promise<OpsReport> {
+/** The compile settings measured for a storage and batch: each quantized K loop; f16 batches at each rows budget. */
+function matvecSettings(storage: string, batch: number): { variant?: QuantMatvec; accumulators?: number }[] {
+  if (isQuantized(storage)) return QUANT_MATVECS.map((variant) => ({ variant }));
+  return storage === 'f16' && batch > 1 ? ROWS_BUDGETS.map((accumulators) => ({ accumulators })) : [{}];
+}
+
+/** One matvec figure as the bench prints it. */
+export function formatMatvec(m: OpsReport['matvec'][number]): string {
+  return `${`${m.storage}${m.variant ? ` ${m.variant}` : ''}${m.accumulators === undefined ? '' : `/acc${m.accumulators}`}`.padEnd(10)} [${m.batch}x${m.cols}]x[${m.cols}x${m.rows}] ${m.GBps.toFixed(1).padStart(7)} GB/s ${(m.fractionOfCopy * 100).toFixed(0).padStart(4)}%`;
+}
+
+/** The ops figures; `log` gets each matvec line as it is measured (a run cut short still shows what it timed). */
+export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: string) => void = () => {}): Promise<OpsReport> {
   const iters = quick ? 5 : 50;
   const copyBytes = copyRooflineBytes(rt, quick);
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
+  log(`copy roofline ${copyGBps.toFixed(1)} GB/s; matvec, % of it in bytes read:`);
   const matvec: OpsReport['matvec'] = [];
+  // every matvec dispatched 4x as often as the copy: a small one runs for microseconds, and the submission's own
+  // cost would otherwise count
   for (const [batch, rows, cols] of quick ? [[1, 1024, 1024]] : MATVEC_SHAPES)
     for (const storage of ['f32', 'f16', 'q8', 'q4'] as const)
-      for (const accumulators of storage === 'f16' && batch > 1 ? ROWS_BUDGETS : [undefined]) {
-        const limits = accumulators === undefined ? {} : { matvecAccumulators: accumulators };
-        const { seconds } = await timeProgram(rt, () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) }), true, iters, limits);
+      for (const setting of matvecSettings(storage, batch)) {
+        const fn = () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) });
+        const { variant, accumulators } = setting;
+        const limits = { ...(variant ? { quantMatvec: variant } : {}), ...(accumulators === undefined ? {} : { matvecAccumulators: accumulators }) };
+        const seconds = await timeMatvec(rt, fn, 4 * iters, limits);
         // bytes actually read: packed values and their block constants (not the buffer's padding), x; and y written
         const weightBytes = isQuantized(storage) ? QUANT_FORMATS[storage].readBytes(rows * cols) : rows * cols * (storage === 'f32' ? 4 : 2);
         const bytes = weightBytes + 4 * batch * (cols + rows);
         const GBps = bytes / seconds / 1e9;
-        matvec.push({ storage, ...(accumulators === undefined ? {} : { accumulators }), batch, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
+        matvec.push({ storage, ...setting, batch, rows, cols, GBps, fractionOfCopy: GBps / copyGBps });
+        log(`  ${formatMatvec(matvec[matvec.length - 1]!)}`);
       }
   const elements = quick ? 1 << 18 : 1 << 24;
   const chain = () => {

@@ -33,7 +33,7 @@ const lines: string[] = [];
 
 if (strata.ops) {
   const o = strata.ops;
-  lines.push(`Strata ${strata.commit} on ${String(strata.adapter.device || strata.adapter.description || strata.adapter.vendor)}, ${strata.date.slice(0, 10)}: copy roofline ${f(o.copyGBps)} GB/s; matvec ${o.matvec.map((m) => `${m.storage}${m.batch === undefined ? '' : ` b${m.batch} ${m.rows}x${m.cols}`} ${f(m.GBps)} GB/s (${f(m.fractionOfCopy * 100)}%)`).join(', ')}; 15-op elementwise chain fused ${f(o.elementwiseChain.fusedMs, 3)} ms vs unfused ${f(o.elementwiseChain.unfusedMs, 3)} ms.`, '');
+  lines.push(`Strata ${strata.commit} on ${String(strata.adapter.device || strata.adapter.description || strata.adapter.vendor)}, ${strata.date.slice(0, 10)}: copy roofline ${f(o.copyGBps)} GB/s; matvec ${o.matvec.map((m) => `${m.storage}${m.variant ? ` ${m.variant}` : ''}${m.batch === undefined ? '' : ` b${m.batch} ${m.rows}x${m.cols}`} ${f(m.GBps)} GB/s (${f(m.fractionOfCopy * 100)}%)`).join(', ')}; 15-op elementwise chain fused ${f(o.elementwiseChain.fusedMs, 3)} ms vs unfused ${f(o.elementwiseChain.unfusedMs, 3)} ms.`, '');
 }
 
 if (llama) {

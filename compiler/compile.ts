@@ -4,7 +4,7 @@
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
-import { isQuantized } from './quantized.ts';
+import { type QuantMatvec, isQuantized } from './quantized.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -36,6 +36,11 @@ export interface DeviceLimits {
    * compile time grows with it); 0 turns the rows path off (the generic loop). The ops bench measures several.
    */
   matvecAccumulators?: number;
+  /**
+   * The matvec's K loop for block-quantized weights (compiler/lower/matvecQuant.ts): 'word' (int-to-float
+   * conversions, the generic loop) where unset; the ops bench measures each.
+   */
+  quantMatvec?: QuantMatvec;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

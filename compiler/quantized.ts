@@ -1,5 +1,5 @@
 // Block-quantized weight storage: the device layout of each format and its WGSL decoders (one element, an aligned
-// run read from one packed word, or a whole block), in one typed table read by the kernels and the memory plan. The host side (encode
+// run read from one packed word, or a packed word's codes placed in float mantissas), in one typed table read by the kernels and the memory plan. The host side (encode
 // on load, decode for the CPU reference, GGUF repacking) is runtime/quantize.ts, written to this layout.
 //
 // Both formats use blocks of 32 consecutive elements of a row (llama.cpp's QK8_0 / QK4_0) with f16 block
@@ -17,22 +17,28 @@ import { numel } from './ir.ts';
 export type QuantStorage = 'q8' | 'q4';
 export const QUANT_BLOCK = 32;
 
+/** The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts). */
+export const QUANT_MATVECS = ['word', 'lanes', 'staged'] as const;
+export type QuantMatvec = (typeof QUANT_MATVECS)[number];
+/** The variant a GPU adapter compiles (STRATA_QUANT_MATVEC overrides it; a software adapter takes 'word'). */
+export const GPU_QUANT_MATVEC: QuantMatvec = 'lanes';
+
 /**
- * One block's words as the matvec reads them: its values through one or two u32x4 loads and its constants
- * through one u32 load, then every element as a float `v` in [1, 2) made by placing its code in the mantissa
- * (no int-to-float conversion: those run at a quarter of the FMA rate on NVIDIA and bound a 4-bit matvec), and
- * the element's value is `a * v + b`. A dot product over the block is then `a * sum(x v) + b * sum(x)`, and sum(x)
- * is shared by every weight row that meets the same x. The code sits in the top mantissa bits, so v's offset of 1
- * is at most 16x (q4) / 256x (q8) the code's unit: the sum loses no more than a few f32 ulps of sum(|x|).
+ * One packed word decoded without int-to-float conversions (those run at an eighth of the FMA rate on NVIDIA and
+ * bound the word path's q4 at 39% of the copy roofline): element u's code is placed in the mantissa of a float
+ * v_u in [1, 2), and its value is d * (k_u * v_u - o_u) + m with k_u a power of two. A dot product with x over the
+ * word is then d * (sum (k_u x_u) v_u - sum o_u x_u) + m * sum x_u, where every sum but the first is shared by
+ * all weight rows that meet the same x. Codes sit at mantissa bits 15 and up, so v's leading 1 is at most 256x a
+ * code's unit: the sum loses no more than a few f32 ulps of 256 sum(|x|).
  */
-export interface QuantBlock {
-  lines: string[];
-  /** Packed word `j` (0 <= j < 32 / perWord) of the block, in element order. */
-  word(j: number): string;
-  /** The float `v` of element `lane` of a packed word. */
-  decode(word: string, lane: number): string;
-  a: string;
-  b: string;
+export interface MantissaWord {
+  /** WGSL lines (shifted copies of the word) and each element's float v_u. */
+  decode(word: string, fresh: (p: string) => string): { lines: string[]; values: string[] };
+  /** k_u and o_u of element u of a word. */
+  k(u: number): number;
+  o(u: number): number;
+  /** Lines and expressions of block `blk`'s scale d and, where the format has one, minimum m. */
+  constants(buf: string, blk: string, count: number, fresh: (p: string) => string): { lines: string[]; d: string; m?: string };
 }
 
 export interface QuantFormat {
@@ -52,8 +58,8 @@ export interface QuantFormat {
    * expressions of their values: one value word and one block-constant word per run.
    */
   run(buf: string, i: string, count: number, fresh: (p: string) => string): { lines: string[]; values: string[] };
-  /** Block `blk` (a u32 expression) of buffer `buf` holding `count` elements (see QuantBlock). */
-  block(buf: string, blk: string, count: number, fresh: (p: string) => string): QuantBlock;
+  /** The mantissa decode of a packed word (see MantissaWord). */
+  mantissa: MantissaWord;
 }
 
 export function isQuantized(storage: string): storage is QuantStorage {
@@ -93,22 +99,17 @@ const q8: QuantFormat = {
       values: [0, 1, 2, 3].map((u) => `(f32(extractBits(${w}, ${u * 8}u, 8u)) * ${s})`),
     };
   },
-  // int8 q as the unsigned byte q + 128 (flip the sign bit) in mantissa bits 15..22: v = 1.5 + q / 256, so
-  // d * q = 256 d * v - 384 d
-  block: (buf, blk, n, fresh) => {
-    const [lo, hi, d] = [fresh('qv'), fresh('qv'), fresh('qd')];
-    const flip = 'vec4<u32>(0x80808080u)';
-    return {
-      lines: [
-        `let ${lo} = ${buf}[(${blk}) * 2u] ^ ${flip};`,
-        `let ${hi} = ${buf}[(${blk}) * 2u + 1u] ^ ${flip};`,
-        `let ${d} = unpack2x16float(${wordAt(buf, n / 4, `(${blk}) >> 1u`)})[(${blk}) & 1u];`,
-      ],
-      word: (j) => `${j < 4 ? lo : hi}[${j & 3}]`,
-      decode: (word, lane) => `bitcast<f32>((${shiftTo(word, 8 * lane, 15)} & 0x7f8000u) | ${ONE})`,
-      a: `(256.0 * ${d})`,
-      b: `(-384.0 * ${d})`,
-    };
+  // int8 q as the unsigned byte q + 128 (the sign bit flipped) in mantissa bits 15..22: v = 1.5 + q / 256, so
+  // d * q = d * (256 v - 384); the flip and the exponent are one xor after the mask
+  mantissa: {
+    decode: (word) => ({ lines: [], values: [0, 1, 2, 3].map((u) => `bitcast<f32>((${shiftTo(word, 8 * u, 15)} & 0x7f8000u) ^ 0x3fc00000u)`) }),
+    k: () => 256,
+    o: () => 384,
+    constants: (buf, blk, n, fresh) => {
+      const d = fresh('qd');
+      // the block's half shifted down first: one f16 conversion, not two (conversions are eighth-rate on NVIDIA)
+      return { lines: [`let ${d} = unpack2x16float(${wordAt(buf, n / 4, `(${blk}) >> 1u`)} >> (((${blk}) & 1u) << 4u)).x;`], d };
+    },
   },
 };
 
@@ -129,17 +130,22 @@ const q4: QuantFormat = {
       values: Array.from({ length: 8 }, (_, u) => `(f32(extractBits(${w}, ${u * 4}u, 4u)) * ${sm}.x + ${sm}.y)`),
     };
   },
-  // one u32x4 is the block's 32 codes; code u in mantissa bits 19..22: v = 1 + u / 16, so
-  // scale * u + min = 16 scale * v + (min - 16 scale)
-  block: (buf, blk, n, fresh) => {
-    const [v, sm] = [fresh('qv'), fresh('qd')];
-    return {
-      lines: [`let ${v} = ${buf}[${blk}];`, `let ${sm} = unpack2x16float(${wordAt(buf, n / 8, blk)});`],
-      word: (j) => `${v}[${j}]`,
-      decode: (word, lane) => `bitcast<f32>((${shiftTo(word, 4 * lane, 19)} & 0x780000u) | ${ONE})`,
-      a: `(16.0 * ${sm}.x)`,
-      b: `(${sm}.y - 16.0 * ${sm}.x)`,
-    };
+  // nibbles in pairs from one shift: the even one at mantissa bits 15..18 (v = 1 + u / 256, k = 256), the odd one
+  // at 19..22 (v = 1 + u / 16, k = 16), so scale * u + min = scale * (k v - k) + min; 4 shifts and 8 masks a word
+  mantissa: {
+    decode: (word, fresh) => {
+      const shifted = [0, 1, 2, 3].map(() => fresh('qs'));
+      return {
+        lines: shifted.map((s, p) => `let ${s} = ${shiftTo(word, 8 * p, 15)};`),
+        values: Array.from({ length: 8 }, (_, u) => `bitcast<f32>((${shifted[u >> 1]} & ${u & 1 ? '0x780000u' : '0x78000u'}) | ${ONE})`),
+      };
+    },
+    k: (u) => (u & 1 ? 16 : 256),
+    o: (u) => (u & 1 ? 16 : 256),
+    constants: (buf, blk, n, fresh) => {
+      const sm = fresh('qd');
+      return { lines: [`let ${sm} = unpack2x16float(${wordAt(buf, n / 8, blk)});`], d: `${sm}.x`, m: `${sm}.y` };
+    },
   },
 };
 

@@ -4,6 +4,7 @@
 import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
+import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
 
 export interface StrataAdapterInfo {
   vendor: string;
@@ -274,6 +275,16 @@ export function adapterProfile(device: StrataDevice): AdapterProfile {
 }
 
 /**
+ * The quantized matvec's K loop: STRATA_QUANT_MATVEC (Node) where set, else 'word' on a software adapter (the
+ * smallest kernels: lavapipe's compile time) and GPU_QUANT_MATVEC on a GPU.
+ */
+function quantMatvecOf(software: boolean): QuantMatvec {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_QUANT_MATVEC;
+  if (env !== undefined && !(QUANT_MATVECS as readonly string[]).includes(env)) throw new StrataUserError(`STRATA_QUANT_MATVEC must be one of ${QUANT_MATVECS.join(', ')}, got '${env}'`);
+  return (env as QuantMatvec | undefined) ?? (software ? 'word' : GPU_QUANT_MATVEC);
+}
+
+/**
  * The limits the compiler schedules against on an adapter: what the traced path compiles for on it, and what an AOT
  * variant for it is compiled against (so both give the same kernels). STRATA_NO_SUBGROUPS=1 (Node) turns subgroups off.
  */
@@ -288,6 +299,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     // a software adapter (lavapipe, SwiftShader) compiles unrolled kernels slowly and runs them no faster
     unroll: profile.isFallback !== true,
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
+    quantMatvec: quantMatvecOf(profile.isFallback === true),
   };
 }
 

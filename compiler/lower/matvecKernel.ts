@@ -3,8 +3,9 @@
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
-import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, isQuantized } from '../quantized.ts';
+import { QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
+import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
 const ROW_BLOCK = 8;
@@ -29,6 +30,8 @@ export interface MatvecOptions {
   unroll?: boolean;
   /** Bytes of workgroup memory the kernel may declare. */
   workgroupStorage?: number;
+  /** The K loop for block-quantized weights (DeviceLimits.quantMatvec). */
+  quantMatvec?: QuantMatvec;
   /** Accumulators per thread at most on the rows path (DeviceLimits.matvecAccumulators; 0: no rows path). */
   matvecAccumulators?: number;
 }
@@ -104,7 +107,7 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
  * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
  */
 export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, o: MatvecOptions = {}): LoweredKernel {
-  const { subgroups = false, unroll = true, workgroupStorage = 16384 } = o;
+  const { subgroups = false, unroll = true, quantMatvec: variant = 'word', workgroupStorage = 16384 } = o;
   const { core, matmuls, weights } = plan;
   const e = new Emitter(root, isMat, 'matvec', subgroups);
   for (const mm of matmuls) e.inlined.add(mm.id);
@@ -121,13 +124,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // norm phases is slow for lavapipe to compile (~2 s a kernel), and those buckets run once per prompt
   const MB = M <= ROW_BLOCK ? M : 1;
   const T = matmuls.length;
-  // columns per workgroup: at least 4, more for short rows so each workgroup has work worth its start-up
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
-  // block-quantized weights a whole block per thread and trip, on GPUs: a software adapter keeps one packed word per
-  // step, which lavapipe compiles in half the time (tiny-granite-code's q8 decode kernels, measured)
-  const blocks = unroll && direct && weights.every((w) => isQuantized(storageOf(w!)));
-  // the block path takes twice the accumulators: at batch 8 the rows' prologue is then shared by 2-4 columns
-  const maxAccumulators = blocks ? 2 * MAX_ACCUMULATORS : MAX_ACCUMULATORS;
+  // block-quantized weights read directly: the K loop of matvecQuant.ts (variant 'lanes' or 'staged'); 'word' (and
+  // any other weight) takes the generic loop below, one packed word a step with int-to-float conversions
+  const quant = variant !== 'word' && direct && weights.every((w) => isQuantized(storageOf(w!)));
   // The rows path: batched rows (2-8) over 16/32-bit weights. Each thread keeps more columns (every x value it
   // evaluates, prologue and all, serves them all: x is read once per workgroup, and fewer workgroups read it), its K
   // loop is written out trip by trip on GPUs with a trip's weight loads before its multiply-adds, and the rows' norm
@@ -135,27 +135,38 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // of one size share dispatches (passes/groupKernels.ts).
   const rowsBudget = o.matvecAccumulators ?? (unroll ? ROWS_ACCUMULATORS : MAX_ACCUMULATORS);
   const rowsPath = MB > 1 && direct && rowsBudget > 0 && weights.every((w) => !isQuantized(storageOf(w!)));
-  const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(maxAccumulators / (T * MB)))));
-  // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic
+  const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(MAX_ACCUMULATORS / (T * MB)))));
+  // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic;
+  // the quantized loop shares each trip's x (and its sums) by as many columns as keep ~256 workgroups, up to 16
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));
-  const R = rowsPath ? Math.max(1, rowsR) : genericR;
-  // k values per thread and step: a whole block when every weight is block-quantized (rows of whole 32-element
-  // blocks, so K is a multiple of it), else one packed word of the most tightly packed weight (2 halves, 4 int8,
-  // 8 int4); odd K steps one element at a time
+  const quantR = Math.min(N, Math.max(1, Math.min(16, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
+  const R = quant ? quantR : rowsPath ? Math.max(1, rowsR) : genericR;
+  // staged x (one variant of the quantized loop): every matmul reads the same x
+  const stagedVariant = quant && variant === 'staged' && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
+  // k values per thread and step: the quantized loop's (matvecQuant.ts), else one packed word of the most tightly
+  // packed weight (2 halves, 4 int8, 8 int4); odd K steps one element at a time
   const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
-  const U = blocks ? QUANT_BLOCK : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
+  const U = quant ? quantStep(plan, stagedVariant) : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
   const mChunks = Math.ceil(M / MB);
   const nGroups = Math.ceil(N / R);
   const groups = numel(batchShape) * mChunks * nGroups;
-  // Enough threads that each takes several steps along K; shared memory for the partials stays under 16 KiB.
-  let wg = Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * 4)))));
+  // Enough threads that each takes several steps along K (the quantized loop: about 2, more warps in flight and half
+  // the code of its 16 columns written out; staged: one); shared memory for the partials stays under 16 KiB.
+  let wg = Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * (stagedVariant ? 1 : quant ? 2 : 4))))));
   const partsPerAcc = (size: number) => (subgroups ? size / 4 : size); // subgroups hold at least 4 lanes
   // the rows path: the partials and a phase's reduction array (wg floats) within the adapter's workgroup storage
   const over = (size: number) => 4 * accumulators * partsPerAcc(size) + (rowsPath ? 4 * size : 0) > (rowsPath ? workgroupStorage : 16384);
   while (wg > 32 && over(wg)) wg /= 2;
   wg = Math.max(wg, nextPow2(outputsPerGroup));
+  // staged x: the workgroup memory left after the partials and a norm phase's reduction array (wg floats each), with
+  // fewer threads when that leaves too little; a chunk of K takes as many threads as it has steps
+  let staged: ReturnType<typeof stagedChunk>;
+  for (let w = wg; stagedVariant && !staged && w >= 32; w /= 2) {
+    staged = stagedChunk(K, MB, workgroupStorage - 4 * accumulators * partsPerAcc(w) - 8 * w);
+    if (staged) wg = Math.max(Math.min(w, nextPow2(staged.chunk / U)), 32, nextPow2(outputsPerGroup));
+  }
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
@@ -218,8 +229,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         }
       });
     };
-    const body = blocks ? (p: string) => blockStep(e, plan, p, K, MB, R, rowIdx, colIdx, acc) : (p: string) => step(e.bound(e.ix.mul(p, U), K - U));
-    e.stridedLoop('lid', pairs, stride, body).forEach((l) => e.line(l));
+    if (quant) quantLoop(e, { plan, K, MB, R, wg, U, unroll, rowIdx, colIdx, acc }, staged).forEach((l) => e.line(l));
+    else e.stridedLoop('lid', pairs, stride, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) all.push(acc(t, i, c));
@@ -274,8 +285,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const head = [...e.topLines()];
   // the rows path's norm statistics reduce together, through mv_part (read only after they are done)
   const phases = rowsPath ? e.mergedPhases('mv_part', wg) : { lines: e.phases, phases: 0 };
-  const shared = `var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg), e.mergedFloats(phases.phases, wg))}>;`;
-  return finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, [shared]), groups);
+  const shared = [`var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg), e.mergedFloats(phases.phases, wg))}>;`];
+  if (staged) shared.push(`var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(staged.chunk)}>;`);
+  return finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, shared), groups);
 }
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;
@@ -284,88 +296,6 @@ const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;
 function elementsPerWord(w: Node): number {
   const storage = storageOf(w);
   return isQuantized(storage) ? QUANT_FORMATS[storage].perWord : storage === 'f32' ? 1 : 2;
-}
-
-/**
- * One trip over block `p` of K when every weight is block-quantized: per column, its block's values (one or two
- * u32x4) and constants (one u32) are loaded once; per row, the block's left-operand values are evaluated once and
- * summed; per (row, column) the block's dot product is a * sum(x v) + b * sum(x) (QuantBlock), written out a packed
- * word at a time so that few values are live together.
- */
-function blockStep(
-  e: Emitter,
-  plan: MatvecPlan,
-  p: string,
-  K: number,
-  MB: number,
-  R: number,
-  rowIdx: (mm: Node, i: number) => string[],
-  colIdx: string[],
-  acc: (t: number, i: number, c: number) => string,
-): void {
-  const { matmuls } = plan;
-  const weights = plan.weights as Node[];
-  const k0 = e.bound(e.ix.mul(p, QUANT_BLOCK), K - QUANT_BLOCK);
-  const formats = weights.map((w) => QUANT_FORMATS[storageOf(w) as QuantStorage]);
-  const blocks = weights.map((w, t) =>
-    colIdx.slice(0, R).map((col) => {
-      const blk = e.fresh('qb');
-      e.line(`let ${blk} = ${col} * ${K / QUANT_BLOCK}u + ${p};`);
-      const b = formats[t]!.block(e.buffer(w), blk, numel(w.shape), (x) => e.fresh(x));
-      b.lines.forEach((l) => e.line(l));
-      return b;
-    }),
-  );
-  // sum(x) per distinct left operand and row; sum(x v) per (matmul, row, column)
-  const sums = new Map<string, string>();
-  const sumOf = (t: number, i: number) => `${matmuls[t]!.inputs[0]!.id}|${i}`;
-  matmuls.forEach((_, t) => {
-    for (let i = 0; i < MB; i++) if (!sums.has(sumOf(t, i))) sums.set(sumOf(t, i), e.fresh('sx'));
-  });
-  for (const name of sums.values()) e.line(`var ${name}: f32 = 0.0;`);
-  const dots = matmuls.map(() => Array.from({ length: MB }, () => Array.from({ length: R }, () => e.fresh('sv'))));
-  dots.flat(2).forEach((name) => e.line(`var ${name}: f32 = 0.0;`));
-  // chunks of the most tightly packed word's elements (a q8 word; a q4 word alone; half a q4 word beside q8)
-  const chunk = Math.min(...formats.map((f) => f.perWord));
-  const chunks = QUANT_BLOCK / chunk;
-  const chunkBody = (j: number) => {
-    const ks = Array.from({ length: chunk }, (_, u) => e.ix.add(k0, `${j * chunk + u}u`));
-    const summed = new Set<string>();
-    matmuls.forEach((mm, t) => {
-      const f = formats[t]!;
-      const per = f.perWord / chunk; // chunks per packed word
-      const decoded = blocks[t]!.map((b) => {
-        const word = e.fresh('qw');
-        e.line(`let ${word} = ${b.word(Math.floor(j / per))}${j % per ? ` >> ${(j % per) * chunk * f.bits}u` : ''};`);
-        return ks.map((_, u) => {
-          const v = e.fresh('qf');
-          e.line(`let ${v} = ${b.decode(word, u)};`);
-          return v;
-        });
-      });
-      for (let i = 0; i < MB; i++) {
-        const rows = rowIdx(mm, i);
-        const av = ks.map((k) => e.value(mm.inputs[0]!, [...rows, k]));
-        if (!summed.has(sumOf(t, i))) {
-          summed.add(sumOf(t, i));
-          const sx = sums.get(sumOf(t, i))!;
-          e.line(`${sx} = ${sx} + ${av.join(' + ')};`);
-        }
-        for (let c = 0; c < R; c++) {
-          const sv = dots[t]![i]![c]!;
-          e.line(`${sv} = ${sv} + ${av.map((a, u) => `${a} * ${decoded[c]![u]}`).join(' + ')};`);
-        }
-      }
-    });
-  };
-  for (let j = 0; j < chunks; j++) chunkBody(j);
-  matmuls.forEach((_, t) => {
-    for (let i = 0; i < MB; i++)
-      for (let c = 0; c < R; c++) {
-        const b = blocks[t]![c]!;
-        e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + ${b.a} * ${dots[t]![i]![c]} + ${b.b} * ${sums.get(sumOf(t, i))};`);
-      }
-  });
 }
 
 /**

@@ -12,6 +12,7 @@
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
+import type { QuantMatvec } from '../quantized.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS, wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
@@ -47,6 +48,8 @@ export interface LowerOptions {
   workgroupStorage?: number;
   /** Accumulators per thread at most on the matvec's rows path (DeviceLimits.matvecAccumulators). */
   matvecAccumulators?: number;
+  /** The matvec's K loop for block-quantized weights (DeviceLimits.quantMatvec). */
+  quantMatvec?: QuantMatvec;
 }
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */

@@ -37,13 +37,22 @@ describe('kernels decode quantized weights where they read them', () => {
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
   });
 
-  // the block path (GPUs: forced here with unroll, which software adapters turn off) on awkward sizes: 2 rows, 37 and 5 columns (no multiple of a workgroup's columns), 7 and
-  // 41 blocks along K (an odd count: q8's last scale word half used; 41 = more than one trip of 32 threads, the
-  // last partial), a fused RMSNorm prologue shared by a q4 and a q8 matmul (one sum(x) per row for both)
-  test('matvec block path: odd rows, columns and block counts, a norm prologue shared by q4 and q8', async () => {
+  // every K loop of the matvec (compiler/lower/matvecQuant.ts; this adapter compiles 'word') on awkward sizes:
+  // batch 8 and 1 rows, 37 and 5 columns (no multiple of a workgroup's columns), 7 and 41 blocks along K (an odd
+  // count: q8's last scale word half used; more trips than threads, the last partial), a fused RMSNorm prologue
+  // shared by a q4 and a q8 matmul (its sums shared too). Staged x fits 16 KiB of workgroup memory whole; with 1 KiB
+  // both kernels take K in chunks of one block (at batch 2: lavapipe compiles 8 rows of 32-element steps slowly).
+  // Loops written out trip by trip as on a GPU for lanes and staged at 16 KiB (staged's weight loads then go before
+  // the staging; lavapipe takes 20-50 s a case cold).
+  test.each([
+    ['word', 8, 16384, false],
+    ['lanes', 8, 16384, true],
+    ['staged', 8, 16384, true],
+    ['staged', 2, 1024, false],
+  ] as const)('matvec %s at batch %d (workgroup memory %d, unroll %s): odd columns and block counts, a norm prologue shared by q4 and q8', async (quantMatvec, batch, storage, unroll) => {
     const r = await runBoth(
       () => {
-        const x = input('x', [2, 224]);
+        const x = input('x', [batch, 224]);
         const n = rmsnorm(x, weight('g', [224]), 1e-5);
         const y = linear(n, weight('a', [37, 224], 'q4')).add(linear(n, weight('b', [37, 224], 'q8')));
         const z = linear(input('h', [1, 1312]), weight('c', [5, 1312], 'q8'));
@@ -51,10 +60,16 @@ describe('kernels decode quantized weights where they read them', () => {
       },
       {},
       (g) => randomData(g, 11),
-      { limits: { unroll: true } },
+      { limits: { unroll, quantMatvec, maxComputeWorkgroupStorageSize: storage } },
     );
-    expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec+matvec']);
-    expect(r.program.kernels[0]!.wgsl).toContain('| 0x3f800000u)');
+    expect(r.program.kernels.flatMap((k) => k.templates)).toEqual(['matvec', 'matvec']);
+    const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
+    expect(wgsl.includes('| 0x3f800000u)')).toBe(quantMatvec !== 'word'); // q4 codes placed in mantissas
+    expect(wgsl.includes('mv_x')).toBe(quantMatvec === 'staged');
+    // staged with trips written out and K whole: every weight load before the staging
+    if (quantMatvec === 'staged') for (const k of r.program.kernels) expect(k.wgsl.indexOf('let qv') < k.wgsl.indexOf('mv_x[')).toBe(unroll);
+    // chunks of K: a loop over them in each matvec, each trip starting at a barrier
+    expect(wgsl.match(/\+\+\) \{\n\s*workgroupBarrier\(\);/g)?.length ?? 0).toBe(storage === 1024 ? 2 : 0);
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
   });
 

@@ -1,0 +1,244 @@
+// The matvec's K loop when every weight is block-quantized and read directly (variants 'lanes' and 'staged' of
+// DeviceLimits.quantMatvec; 'word' keeps the generic loop of matvecKernel.ts). Both decode without int-to-float
+// conversions (MantissaWord) and share each trip's x, scaled and summed, by the workgroup's columns.
+//
+// 'lanes' (like llama.cpp's Vulkan mat-vec): adjacent threads read adjacent packed words (whole 128-byte lines
+// per warp load) and x where they need it, scalar loads 16 (q8) or 32 (q4) bytes apart across a warp.
+// 'staged': the workgroup's rows of x are first copied to workgroup memory (the prologue evaluated once per
+// element, adjacent threads at adjacent elements; in chunks of K when all of it does not fit), then each thread
+// reads one u32x4 of every column per trip (16 q8 or 32 q4 elements: one block's constants, few index operations
+// per element) and its x as vec4s, padded so that a quarter-warp's vec4s fall in distinct banks.
+import { type Node, numel } from '../ir.ts';
+import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, quantWord } from '../quantized.ts';
+import type { Emitter } from './emitter.ts';
+import type { MatvecPlan } from './matvecKernel.ts';
+
+export interface QuantLoop {
+  plan: MatvecPlan;
+  K: number;
+  /** Rows of the workgroup, and its columns (weight rows). */
+  MB: number;
+  R: number;
+  wg: number;
+  /** Elements a thread takes per trip (quantStep). */
+  U: number;
+  unroll: boolean;
+  rowIdx: (mm: Node, i: number) => string[];
+  colIdx: string[];
+  acc: (t: number, i: number, c: number) => string;
+}
+
+const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
+
+/**
+ * Elements a thread takes per trip: lanes, one packed word (of the q4 weight when there is one: 8, else 4); staged,
+ * one u32x4 (32 q4 elements, a whole block; 16 q8, half of one; 32 when q4 and q8 meet).
+ */
+export function quantStep(plan: MatvecPlan, staged: boolean): number {
+  return Math.max(...plan.weights.map((w) => QUANT_FORMATS[storageOf(w!)].perWord * (staged ? 4 : 1)));
+}
+
+/**
+ * vec4s of one row's staged chunk of C elements: a vec4 of padding after every 8, so that the vec4s a quarter-warp
+ * reads (lanes 16 or 32 elements apart) fall in distinct banks.
+ */
+export function stagedRow(C: number): number {
+  return C / 4 + C / 32;
+}
+/** Where element vec4 `v` (a WGSL expression) of row `i`'s chunk lies in mv_x. */
+const stagedAt = (C: number, i: number, v: string) => `${i * stagedRow(C)}u + ${v} + ((${v}) >> 3u)`;
+
+/**
+ * Workgroup memory of the staged x: `chunk` elements of K for each of the MB rows (K in `chunks` chunks of whole
+ * blocks), or undefined when not even one block per row fits in `bytes`.
+ */
+export function stagedChunk(K: number, MB: number, bytes: number): { chunk: number; chunks: number } | undefined {
+  const blocks = K / QUANT_BLOCK;
+  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && stagedRow(K / chunks) * MB * 16 <= bytes) return { chunk: K / chunks, chunks };
+  return undefined;
+}
+
+/**
+ * The K loop's lines. Lanes: each trip reads x where it needs it. Staged: each chunk of the rows' x is copied to
+ * workgroup memory `mv_x` (adjacent threads at adjacent elements, the prologue evaluated once per element), then
+ * each thread reads its u32x4 of every column and its x as vec4s. Without room for even one block of x (never
+ * with WebGPU's 16 KiB) the staged step reads x where it needs it.
+ */
+export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chunks: number } | undefined): string[] {
+  const { K, MB, wg } = q;
+  const U = q.U;
+  const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
+  if (!staged) return e.stridedLoop('lid', K / U, unrolled(K / U), (p) => quantTrip(e, q, p));
+  const { chunk: C, chunks } = staged;
+  const x = q.plan.matmuls[0]!.inputs[0]!;
+  // every thread copies vec4s lid, lid + WG, ... of each row's chunk (adjacent threads read adjacent x), one store each
+  const stage = (ch: string) => {
+    const out: string[] = [];
+    for (let i = 0; i < MB; i++)
+      out.push(
+        ...e.stridedLoop('lid', C / 4, unrolled(C / 4), (v) => {
+          const k = e.bound(e.fresh('k'), K - 4);
+          e.line(`let ${k} = ${ch === '0u' ? '' : `${ch} * ${C}u + `}${v} * 4u;`);
+          const xs = [0, 1, 2, 3].map((j) => e.value(x, [...q.rowIdx(q.plan.matmuls[0]!, i), e.ix.add(k, `${j}u`)]));
+          e.line(`mv_x[${stagedAt(C, i, v)}] = vec4<f32>(${xs.join(', ')});`);
+        }),
+      );
+    return [...out, 'workgroupBarrier();'];
+  };
+  // the trip's vec4s are contiguous in mv_x: U / 4 (4 or 8) of them never straddle a padding vec4
+  const xAt = (pp: string) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
+  const stride = unrolled(C / U);
+  if (chunks === 1 && stride !== undefined) {
+    // trips written out: every trip's weight loads go first, in flight while x is staged and the barrier waits
+    const trips = Math.ceil(C / U / stride);
+    const steps: { pp: string; loaded: Column[][] }[] = [];
+    const loads = e.nested(() => {
+      for (let t = 0; t < trips; t++) {
+        const pp = e.bound(e.fresh('k'), K / U - 1); // a partial last trip loads past the row (clamped reads), unused
+        e.line(`let ${pp} = lid${t ? ` + ${t * stride}u` : ''};`);
+        steps.push({ pp, loaded: loadTrip(e, q, pp) });
+      }
+    });
+    const compute = steps.flatMap(({ pp, loaded }, t) => {
+      const lines = e.nested(() => quantTrip(e, q, pp, xAt(pp), loaded));
+      return (t + 1) * stride > C / U ? [`if (${pp} < ${C / U}u) {`, ...lines.map((l) => '  ' + l), '}'] : ['{', ...lines.map((l) => '  ' + l), '}'];
+    });
+    return [...loads, ...stage('0u'), ...compute];
+  }
+  const body = (ch: string) => [
+    ...stage(ch),
+    ...e.stridedLoop('lid', C / U, stride, (pp) => {
+      const p = ch === '0u' ? pp : e.bound(e.fresh('k'), K / U - 1);
+      if (p !== pp) e.line(`let ${p} = ${ch} * ${C / U}u + ${pp};`);
+      quantTrip(e, q, p, xAt(pp));
+    }),
+  ];
+  if (chunks === 1) return body('0u');
+  const ch = e.bound(e.fresh('k'), chunks - 1);
+  // the barrier at the top: no thread overwrites a chunk another still reads
+  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
+  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
+}
+
+/**
+ * One trip: word step `p` of K (elements p*U .. p*U+U-1) for every (matmul, row, column). Per row the trip's x is
+ * read (from `mv_x` at vec4 `xAt(i)` when staged) and scaled by each element's k_u, with sum o_u x_u and sum x_u;
+ * per column its words and block constants are loaded and decoded once; per (row, column) the dot is
+ * d * (sum (k x) v - sum o x) + m * sum x (MantissaWord). `loaded`: the columns' loads, made earlier (loadTrip).
+ */
+function quantTrip(e: Emitter, q: QuantLoop, p: string, xAt?: (i: number) => string, loaded?: Column[][]): void {
+  const { plan, K, MB, R, U } = q;
+  const k0 = e.bound(e.ix.mul(p, U), K - U);
+  const ks = Array.from({ length: U }, (_, u) => e.ix.add(k0, `${u}u`));
+  // x of row i at the trip's elements: the emitter's values (memoized), or vec4s of the staged chunk
+  const staged = new Map<number, string[]>();
+  const xOf = (mm: Node, i: number): string[] => {
+    if (!xAt) return ks.map((k) => e.value(mm.inputs[0]!, [...q.rowIdx(mm, i), k]));
+    let xs = staged.get(i);
+    if (!xs) {
+      const vs = Array.from({ length: U / 4 }, (_, g) => {
+        const v = e.fresh('xv');
+        e.line(`let ${v} = mv_x[${xAt(i)}${g ? ` + ${g}u` : ''}];`);
+        return v;
+      });
+      xs = ks.map((_, u) => `${vs[u >> 2]}.${'xyzw'[u & 3]}`);
+      staged.set(i, xs);
+    }
+    return xs;
+  };
+  // per (left operand, row, format): k_u x_u, sum o_u x_u, sum x_u
+  const prepared = new Map<string, { kx: string[]; ox: string; x: string }>();
+  const prepare = (mm: Node, i: number, storage: QuantStorage) => {
+    const key = `${mm.inputs[0]!.id}|${i}|${storage}`;
+    const hit = prepared.get(key);
+    if (hit) return hit;
+    const f = QUANT_FORMATS[storage];
+    const xs = xOf(mm, i);
+    const kx = xs.map((x, u) => {
+      const v = e.fresh('kx');
+      e.line(`let ${v} = ${f.mantissa.k(u % f.perWord)}.0 * ${x};`);
+      return v;
+    });
+    // elements grouped by o_u: sum o x = sum over groups of o * (the group's x summed)
+    const groups = new Map<number, string[]>();
+    xs.forEach((x, u) => groups.set(f.mantissa.o(u % f.perWord), [...(groups.get(f.mantissa.o(u % f.perWord)) ?? []), x]));
+    const sums = [...groups].map(([o, g]) => {
+      const s = e.fresh('sx');
+      e.line(`let ${s} = ${g.join(' + ')};`);
+      return [o, s] as const;
+    });
+    const ox = e.fresh('sx');
+    e.line(`let ${ox} = ${sums.map(([o, s]) => `${o}.0 * ${s}`).join(' + ')};`);
+    let x = sums[0]![1];
+    if (sums.length > 1) {
+      x = e.fresh('sx');
+      e.line(`let ${x} = ${sums.map(([, s]) => s).join(' + ')};`);
+    }
+    const r = { kx, ox, x };
+    prepared.set(key, r);
+    return r;
+  };
+  plan.matmuls.forEach((mm, t) => {
+    const storage = storageOf(plan.weights[t]!);
+    const f = QUANT_FORMATS[storage];
+    for (let i = 0; i < MB; i++) prepare(mm, i, storage);
+    for (let c = 0; c < R; c++) {
+      const col = q.colIdx[c]!;
+      const fresh = (x: string) => e.fresh(x);
+      const { d, m, words: wordExprs } = loaded?.[t]![c] ?? loadColumn(e, q, t, c, p);
+      const vs: string[] = [];
+      for (const expr of wordExprs) {
+        const word = e.fresh('qw');
+        e.line(`let ${word} = ${expr};`);
+        const dec = f.mantissa.decode(word, fresh);
+        dec.lines.forEach((l) => e.line(l));
+        for (const v of dec.values) {
+          const name = e.fresh('qf');
+          e.line(`let ${name} = ${v};`);
+          vs.push(name);
+        }
+      }
+      for (let i = 0; i < MB; i++) {
+        const { kx, ox, x } = prepare(mm, i, storage);
+        const a = q.acc(t, i, c);
+        const dot = `${d} * (${kx.map((k, u) => `${k} * ${vs[u]}`).join(' + ')} - ${ox})`;
+        e.line(`${a} = ${a} + ${dot}${m ? ` + ${m} * ${x}` : ''};`);
+      }
+    }
+  });
+}
+
+/** A column's block constants and packed words (WGSL expressions) for one trip. */
+interface Column {
+  d: string;
+  m?: string;
+  words: string[];
+}
+
+/** Loads column `c` of matmul `t`'s weight for trip `p`: its block's constants and its packed words. */
+function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: string): Column {
+  const { K, U } = q;
+  const w = q.plan.weights[t]!;
+  const f = QUANT_FORMATS[storageOf(w)];
+  const buf = e.buffer(w);
+  const col = q.colIdx[c]!;
+  const words = U / f.perWord;
+  // U divides a block (at most 32): one block's constants per trip
+  const cst = f.mantissa.constants(buf, `${col} * ${K / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${p} / ${QUANT_BLOCK / U}u` : p}`, numel(w.shape), (x) => e.fresh(x));
+  cst.lines.forEach((l) => e.line(l));
+  // one u32 load a word, or whole u32x4 (staged: U a multiple of 4 words)
+  const exprs: string[] = [];
+  if (words % 4 === 0)
+    for (let h = 0; h < words / 4; h++) {
+      const v = e.fresh('qv');
+      e.line(`let ${v} = ${buf}[${col} * ${K / f.perWord / 4}u + ${p}${words > 4 ? ` * ${words / 4}u + ${h}u` : ''}];`);
+      exprs.push(...[0, 1, 2, 3].map((j) => `${v}[${j}]`));
+    }
+  else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, `${col} * ${K / f.perWord}u + ${p}${words > 1 ? ` * ${words}u + ${j}u` : ''}`));
+  return { d: cst.d, ...(cst.m ? { m: cst.m } : {}), words: exprs };
+}
+
+/** Every column's loads for trip `p`. */
+function loadTrip(e: Emitter, q: QuantLoop, p: string): Column[][] {
+  return q.plan.matmuls.map((_, t) => Array.from({ length: q.R }, (_, c) => loadColumn(e, q, t, c, p)));
+}

@@ -1,4 +1,4 @@
-// The bench run: `npm run bench -- [ops|models] [--quick] [--json] [--config NAME] [--out FILE]` (entry: bench/cli.ts;
+// The bench run: `npm run bench -- [ops|models|tiled] [--quick] [--json] [--config NAME] [--out FILE]` (entry: bench/cli.ts;
 // also `npx strata bench`). Figures, not pass/fail. Every figure comes from this run on this adapter, the roofline included.
 import type { QuantStorage } from '../compiler/quantized.ts';
 import { execSync } from 'node:child_process';
@@ -12,9 +12,11 @@ import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
 import { type ModelBenchCase, benchModel } from './models.ts';
 import { formatKernelProfile } from './kernelProfile.ts';
 import { type OpsReport, opsBench } from './ops.ts';
+import { type TiledRow, formatTiled, tiledBench } from './tiledBench.ts';
 
 export interface BenchArgs {
-  what: 'ops' | 'models' | 'all';
+  /** `tiled`: only the tiled matmul's variants at prefill shapes (bench/tiledBench.ts). */
+  what: 'ops' | 'models' | 'all' | 'tiled';
   quick: boolean;
   json: boolean;
   configs?: string[];
@@ -35,6 +37,7 @@ export interface BenchReport {
   commit: string;
   quick: boolean;
   ops?: OpsReport;
+  tiled?: TiledRow[];
   models?: ModelBenchCase[];
 }
 
@@ -72,10 +75,19 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
     quick: args.quick,
   };
   log(`adapter: ${strata.adapterInfo.vendor} ${strata.adapterInfo.device || strata.adapterInfo.description}`);
+  if (args.what === 'tiled') {
+    report.tiled = await tiledBench(rt, args.quick);
+    log(formatTiled(report.tiled));
+    const text = JSON.stringify(report, null, 2);
+    if (args.out) fs.writeFileSync(args.out, text);
+    if (args.json) console.log(text);
+    return report;
+  }
   const ops = await opsBench(rt, args.quick, log);
   report.ops = ops;
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
   log(`elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
+  log(`tiled matmul variants:\n${indent(formatTiled(ops.tiled))}`);
   if (args.what !== 'ops') {
     const configs: [string, Record<string, unknown>][] = args.quick ? [['tiny-llama', TINY_BENCH_CONFIG]] : Object.entries(BENCH_CONFIGS).filter(([n]) => !args.configs || args.configs.includes(n));
     const [prompt, fresh] = args.quick ? [16, 16] : [128, 128];
@@ -116,9 +128,9 @@ function parseCase(text: string): BenchCase {
   return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused', ...(mode === 'h2o' ? { kvPolicy: H2O_CASE } : {}) };
 }
 
-/** `bench [ops|models] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...]`, as the README documents. */
+/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
-  const what = (['ops', 'models'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
+  const what = (['ops', 'models', 'tiled'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
   const configs = value('--config')?.split(',');
   const out = value('--out');

@@ -5,6 +5,7 @@ import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { type TiledRow, tiledBench } from './tiledBench.ts';
 import { timeGpu } from './timing.ts';
 
 /** The copy size for the roofline: 256 MiB (16 MiB quick), within the adapter's storage binding limit. */
@@ -68,6 +69,8 @@ export interface OpsReport {
    */
   matvec: { storage: string; variant?: QuantMatvec; accumulators?: number; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
   elementwiseChain: { elements: number; ops: number; fusedMs: number; unfusedMs: number; fusedKernels: number; unfusedKernels: number; speedup: number };
+  /** The tiled matmul's variants at prefill shapes (bench/tiledBench.ts). */
+  tiled: TiledRow[];
 }
 
 /**
@@ -128,9 +131,11 @@ export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: strin
   };
   const fused = await timeProgram(rt, chain, true, iters);
   const unfused = await timeProgram(rt, chain, false, iters);
+  const tiled = await tiledBench(rt, quick);
   return {
     copyGBps,
     matvec,
     elementwiseChain: { elements, ops: 15, fusedMs: fused.seconds * 1e3, unfusedMs: unfused.seconds * 1e3, fusedKernels: fused.kernels, unfusedKernels: unfused.kernels, speedup: unfused.seconds / fused.seconds },
+    tiled,
   };
 }

@@ -45,7 +45,7 @@ export interface MatvecPlan {
 }
 
 /** The [N, K] weight whose transpose `b` is, through views that only add or broadcast leading unit dims. */
-function transposedWeight(b: Node, isMat: (n: Node) => boolean): Node | undefined {
+export function transposedWeight(b: Node, isMat: (n: Node) => boolean): Node | undefined {
   let n = b;
   const lastTwo = (s: readonly number[]) => s.slice(-2).join();
   while (n.op === 'reshape' || n.op === 'broadcast') {
@@ -303,7 +303,7 @@ function elementsPerWord(w: Node): number {
  * word at a time: count is 1, or a multiple of the elements per word (quantized: each word's block constants are
  * loaded with it, so adjacent threads of one block read the same constant word in one transaction).
  */
-function loadWeightRun(e: Emitter, w: Node, off: string, count: number): string[] {
+export function loadWeightRun(e: Emitter, w: Node, off: string, count: number): string[] {
   const storage = storageOf(w);
   const buf = e.buffer(w);
   const base = e.fresh('ix');

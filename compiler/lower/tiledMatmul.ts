@@ -3,7 +3,9 @@ import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS } from '../ops.ts';
+import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
+import { loadWeightRun, transposedWeight } from './matvecKernel.ts';
 
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
 const TILE_MIN_GROUPS = 256;
@@ -50,7 +52,7 @@ export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | 
 }
 
 /**
- * How a tiled kernel splits its work. Why the previous kernel ran at 3% of its byte roofline on an H200 (128-token
+ * How a tiled kernel splits its work. Why the first kernel ran at 3% of its byte roofline on an H200 (128-token
  * prefill of llama-400m: 97 us per projection): a 128-row output gives 128 workgroups of 32x32 (one per SM, 8 warps),
  * each walking all of K in steps of 16, one round trip to memory plus two barriers per step (~0.8 us: 176 steps for
  * the 2816-long down projection, 139 us), and a step's arithmetic (2x2 outputs per thread, 4 shared loads per 4
@@ -60,36 +62,75 @@ export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | 
  * workgroup, no second dispatch): S times fewer serial steps, S times the loads in flight per step.
  */
 interface TilePlan {
-  /** Outputs per workgroup along M and along N. */
-  tile: 32 | 64;
-  /** Threads per output tile ((tile / 4)^2, each 4x4 outputs) and slices of K per workgroup (256 / threads). */
+  /** Outputs per workgroup along M and along N (each thread 4x4 of them). */
+  tm: number;
+  tn: number;
+  /** Threads per output tile ((tm / 4) (tn / 4)) and slices of K per workgroup (256 / threads). */
   threads: number;
   slices: number;
   /** K per step of one slice. */
   tk: number;
-}
-
-/** Floats of workgroup memory the kernel uses: 16 KiB, WebGPU's default limit (tiles, then the partial sums). */
-const SMEM = 4096;
-const WG_TILED = 256;
-
-function tilePlan(groups64: number, matmuls: number): TilePlan {
-  const tile = groups64 >= TILE_MIN_GROUPS ? 64 : 32;
-  const threads = (tile / 4) ** 2;
-  const slices = WG_TILED / threads;
-  let tk = 32;
-  while (slices * tk * tile * (1 + matmuls) > SMEM) tk /= 2;
-  return { tile, threads, slices, tk };
+  /** K values a thread loads together from one row: 2 (a packed 16-bit word, two f32 at once) or 1. */
+  width: 1 | 2;
+  /** Floats of workgroup memory: the operand tiles of every slice, or the slices' partial sums. */
+  floats: number;
 }
 
 /**
- * A 64x64 or 32x32 output tile per workgroup (plan above), operands staged through shared memory in steps of K with
- * the next step's loads in flight while a step is multiplied. Operands are read through the emitter, so prologues
- * (casts, unpacking, gathers, a norm's scale) stay fused; the epilogue evaluates the root at each output with each
- * matmul's value seeded from its summed accumulator. `unroll` writes the per-thread loads and outputs out one by one
- * (loads in flight together on a GPU); off, they are loops (compact shaders for a software adapter).
+ * The tiled kernel's variants, by name: STRATA_TILED=<name> picks one (the ops bench measures each at the prefill
+ * shapes of the bench models); the default is the one expected fastest on a large GPU.
+ *   base  the kernel of 2b8020f: 16 KiB of tiles (K steps of 8 for SwiGLU's two matmuls), one element per load
+ *         (a 4-byte load per 16-bit weight), 32x32 or 64x64 tiles.
+ *   deep  K steps up to 32 through up to 32 KiB of workgroup memory (half to a quarter of the serial steps and
+ *         barriers), and K in pairs: one packed word per two 16-bit weights, two activations per load.
+ *   fill  deep, with narrower tiles (32x16, then 16x16, so 8 and 16 slices of K) while fewer than FILL_GROUPS
+ *         workgroups would run: a 128-row output with N = 768 gives 96 workgroups of 32x32, idling a third of an
+ *         H200's 132 SMs and leaving one workgroup per SM to hide every step's latency.
  */
-export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, unroll = true): LoweredKernel {
+export const TILED_VARIANTS = {
+  base: { workgroupBytes: 16384, pairs: false, fill: false },
+  deep: { workgroupBytes: 32768, pairs: true, fill: false },
+  fill: { workgroupBytes: 32768, pairs: true, fill: true },
+} as const;
+export type TiledVariant = keyof typeof TILED_VARIANTS;
+export const DEFAULT_TILED_VARIANT: TiledVariant = 'fill';
+/** Workgroups the fill variant narrows tiles to reach: about two per SM of a large GPU. */
+const FILL_GROUPS = 256;
+const WG_TILED = 256;
+
+/** The variant STRATA_TILED names (read at each compile, so a bench can switch between programs), else the default. */
+export function tiledVariant(): TiledVariant {
+  const name = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.STRATA_TILED;
+  if (name === undefined || name === '') return DEFAULT_TILED_VARIANT;
+  if (!(name in TILED_VARIANTS)) throw new Error(`[tiled] STRATA_TILED=${name}: expected one of ${Object.keys(TILED_VARIANTS).join(', ')}`);
+  return name as TiledVariant;
+}
+
+function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K: number, matmuls: number, workgroupBytes: number): TilePlan {
+  const v = TILED_VARIANTS[variant];
+  const groupsOf = (tm: number, tn: number) => batch * Math.ceil(M / tm) * Math.ceil(N / tn);
+  let [tm, tn] = groupsOf(64, 64) >= TILE_MIN_GROUPS ? [64, 64] : [32, 32];
+  if (v.fill) while (groupsOf(tm, tn) < FILL_GROUPS && tm > 16) [tm, tn] = tn >= tm ? [tm, tn / 2] : [tm / 2, tn];
+  const threads = (tm / 4) * (tn / 4);
+  const slices = WG_TILED / threads;
+  const width = v.pairs && K % 2 === 0 ? 2 : 1;
+  const budget = Math.min(v.workgroupBytes, workgroupBytes) / 4;
+  // at least one load of `width` per thread and operand per step
+  const minTk = (width * threads) / Math.min(tm, tn);
+  let tk = 32;
+  while (slices * tk * (tm + tn * matmuls) > budget && tk > minTk) tk /= 2;
+  return { tm, tn, threads, slices, tk, width, floats: Math.max(slices * tk * (tm + tn * matmuls), WG_TILED * 16) };
+}
+
+/**
+ * An output tile of tm x tn per workgroup (plan above), operands staged through shared memory in steps of K with
+ * the next step's loads in flight while a step is multiplied. Operands are read through the emitter, so prologues
+ * (casts, unpacking, gathers, a norm's scale) stay fused; a weight read directly (`x @ W.T`) is loaded a packed
+ * word at a time. The epilogue evaluates the root at each output with each matmul's value seeded from its summed
+ * accumulator. `unroll` writes the per-thread loads and outputs out one by one (loads in flight together on a GPU);
+ * off, they are loops (compact shaders for a software adapter).
+ */
+export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, unroll = true, workgroupBytes = 16384, variant = tiledVariant()): LoweredKernel {
   const e = new Emitter(root, isMat, 'tiled');
   for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;
@@ -97,24 +138,30 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const [M, N] = [root.shape[r - 2]!, root.shape[r - 1]!];
   const K = reduceLength(mms[0]!);
   const batchShape = root.shape.slice(0, -2);
-  const { tile: T, threads: PT, slices: S, tk: TK } = tilePlan(numel(batchShape) * Math.ceil(M / 64) * Math.ceil(N / 64), mms.length);
-  const [MB, NB] = [Math.ceil(M / T), Math.ceil(N / T)];
+  const { tm: TM, tn: TN, threads: PT, slices: S, tk: TK, width: W, floats } = tilePlan(variant, numel(batchShape), M, N, K, mms.length, workgroupBytes);
+  const [MB, NB] = [Math.ceil(M / TM), Math.ceil(N / TN)];
   const groups = numel(batchShape) * MB * NB;
-  const T4 = T / 4; // vec4s per row of a tile
-  const region = TK * T4; // vec4s of one operand's tile for one slice
-  const perLoad = (TK * T) / PT; // elements of each operand tile a thread loads per step
-  const outs = (T * T) / WG_TILED; // outputs each thread writes in the epilogue
-  const ops = [a, ...mms.map((mm) => mm.inputs[1]!)];
+  const outs = (TM * TN) / WG_TILED; // outputs each thread writes in the epilogue
+  // per operand (the left one, then each matmul's right one): rows of its tile, and where its slices' tiles start
+  const ops = [a, ...mms.map((mm) => mm.inputs[1]!)].map((node, o) => {
+    const rows = o === 0 ? TM : TN;
+    return { node, rows, r4: rows / 4, region: (TK * rows) / 4, base: o === 0 ? 0 : (S * TK * (TM + (o - 1) * TN)) / 4, loads: (TK * rows) / (PT * W) };
+  });
+  // f16, bf16 and f32 weights read as `x @ W.T`: a pair of k is one packed word (loadWeightRun)
+  const direct = mms.map((mm) => {
+    const w = transposedWeight(mm.inputs[1]!, isMat);
+    return W === 2 && w && !isQuantized((w as Node<'weight'>).attrs.storage) ? w : undefined;
+  });
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
   e.bound('gi', groups - 1);
   const batch = delinearize(e.ix, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
-  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${T}u;`);
-  e.line(`let n0 = (gi % ${NB}u) * ${T}u;`);
+  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TM}u;`);
+  e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
   e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
   e.line(`let t = lid % ${PT}u;`);
-  e.line(`let tx = t % ${T4}u;`);
-  e.line(`let ty = t / ${T4}u;`);
+  e.line(`let tx = t % ${TN / 4}u;`);
+  e.line(`let ty = t / ${TN / 4}u;`);
   mms.forEach((_, t) => {
     for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
   });
@@ -144,43 +191,50 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     lines.forEach((l) => e.line(`${pad}  ${l}`));
     e.line(`${pad}}`);
   };
-  // Element q of a thread's share of a tile: row (m or n) and k within the step, k fastest (row-major activations
-  // and [out, in] weights are then contiguous across threads).
-  const place = (q: string) => ({ row: `((t + ${q} * ${PT}u) / ${TK}u)`, kk: `((t + ${q} * ${PT}u) % ${TK}u)` });
+  // Load q of a thread's share of a tile: row (m or n) and the first of W k within the step, k fastest (row-major
+  // activations and [out, in] weights are then contiguous across threads).
+  const place = (q: string) => ({ row: `((t + ${q} * ${PT}u) / ${TK / W}u)`, kk: `((t + ${q} * ${PT}u) % ${TK / W}u)${W === 2 ? ' * 2u' : ''}` });
   // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
   // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
-  const slot = (o: number, row: string, kk: string) =>
-    at4(`(${o * S}u + sl) * ${region}u + ${kk} * ${T4}u + ((${row} / 4u) ^ (${kk} & ${T4 - 1}u))`, `${row} % 4u`);
+  const slot = (o: number, row: string, kk: string) => {
+    const { base, region, r4 } = ops[o]!;
+    return at4(`${base}u + sl * ${region}u + (${kk}) * ${r4}u + ((${row} / 4u) ^ ((${kk}) & ${r4 - 1}u))`, `${row} % 4u`);
+  };
   // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
   // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
-  if (vec) ops.forEach((_, o) => e.line(`var stage${o}: array<f32, ${perLoad}>;`));
-  const dest = (o: number, q: string, row: string, kk: string) => (vec ? `stage${o}[${q}]` : slot(o, row, kk));
+  if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${loads * W}>;`));
+  const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
   const kEnd = Math.ceil(K / (S * TK)) * S * TK;
   const kb = e.bound(e.fresh('k'), kEnd);
   const k0 = `(${kb} + sl * ${TK}u)`;
   const loads = (pad: string) =>
-    repeat(
-      perLoad,
-      (q) =>
-        e.nested(() => {
-          const { row, kk } = place(q);
-          const [m, k, n] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
-          // clamped, so that the index arithmetic may fold with the bounds
-          e.line(`let ${e.bound(m, M - 1)} = min(m0 + ${row}, ${M - 1}u);`);
-          e.line(`let ${e.bound(k, K - 1)} = min(${k0} + ${kk}, ${K - 1}u);`);
-          e.line(`let ${e.bound(n, N - 1)} = min(n0 + ${row}, ${N - 1}u);`);
-          const inK = `${k0} + ${kk} < ${K}u`;
-          e.line(`${dest(0, q, row, kk)} = select(0.0, ${e.value(a, [...batch, m, k])}, m0 + ${row} < ${M}u && ${inK});`);
-          mms.forEach((mm, t) => e.line(`${dest(t + 1, q, row, kk)} = select(0.0, ${e.value(mm.inputs[1]!, [...batch, k, n])}, n0 + ${row} < ${N}u && ${inK});`));
-        }),
-      pad,
+    ops.forEach(({ node, loads }, o) =>
+      repeat(
+        loads,
+        (q) =>
+          e.nested(() => {
+            const { row, kk } = place(q);
+            const [x, k] = [e.fresh('k'), e.fresh('k')];
+            const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
+            // clamped, so that the index arithmetic may fold with the bounds
+            e.line(`let ${e.bound(x, extent - 1)} = min(${start} + ${row}, ${extent - 1}u);`);
+            e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${kk}, ${K - W}u);`);
+            const ks = W === 2 ? [k, e.ix.add(k, '1u')] : [k];
+            const w = o === 0 ? undefined : direct[o - 1];
+            const values = w ? loadWeightRun(e, w, `${x} * ${K}u + ${k}`, 2) : ks.map((kv) => e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x]));
+            const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
+            values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = select(0.0, ${v}, ${inside});`));
+          }),
+        pad,
+      ),
     );
   const multiply = (pad: string) => {
     const comp = ['x', 'y', 'z', 'w'];
+    const [A, ...B] = ops;
     e.line(`${pad}for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
-    e.line(`${pad}  let av = ${read4(`sl * ${region}u + kk * ${T4}u + ((kk & ${T4 - 1}u) ^ ty)`)};`);
-    mms.forEach((_, t) => {
-      e.line(`${pad}  let bv${t} = ${read4(`(${(t + 1) * S}u + sl) * ${region}u + kk * ${T4}u + ((kk & ${T4 - 1}u) ^ tx)`)};`);
+    e.line(`${pad}  let av = ${read4(`${A!.base}u + sl * ${A!.region}u + kk * ${A!.r4}u + ((kk & ${A!.r4 - 1}u) ^ ty)`)};`);
+    B.forEach((b, t) => {
+      e.line(`${pad}  let bv${t} = ${read4(`${b.base}u + sl * ${b.region}u + kk * ${b.r4}u + ((kk & ${b.r4 - 1}u) ^ tx)`)};`);
       for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`${pad}  acc${t}_${i}_${j} = acc${t}_${i}_${j} + av.${comp[i]} * bv${t}.${comp[j]};`);
     });
     e.line(`${pad}}`);
@@ -192,10 +246,12 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
     e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
     e.line(`  if (${kb} > 0u) {`);
-    repeat(perLoad, (q) => {
-      const { row, kk } = place(q);
-      return ops.map((_, o) => `${slot(o, row, kk)} = stage${o}[${q}];`);
-    }, '    ');
+    ops.forEach(({ loads }, o) =>
+      repeat(loads, (q) => {
+        const { row, kk } = place(q);
+        return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${dest(o, q, w, row, kk)};`);
+      }, '    '),
+    );
     e.line(`    workgroupBarrier();`);
     e.line(`  }`);
     e.line(`  if (${kb} < ${K}u) {`);
@@ -214,33 +270,35 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   }
   // The slices' partial sums meet in shared memory (one matmul at a time); every thread then sums `outs` outputs,
   // consecutive threads along n, and evaluates the epilogue there.
+  const sliceSums = (TM * TN) / 4; // vec4s of one slice's partial sums
   mms.forEach((_, t) => {
     e.line(`var s${t}: array<f32, ${outs}>;`);
     e.line(`workgroupBarrier();`);
     for (let i = 0; i < 4; i++) {
-      const w = write4(`sl * ${T * T4}u + (ty * 4u + ${i}u) * ${T4}u + tx`, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
+      const w = write4(`sl * ${sliceSums}u + (ty * 4u + ${i}u) * ${TN / 4}u + tx`, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
       if (w.length === 1) e.line(w[0]!);
       else e.line(`{ ${w.join(' ')} }`);
     }
     e.line(`workgroupBarrier();`);
     repeat(outs, (q) => {
-      const terms = Array.from({ length: S }, (_, s) => at4(`${s * T * T4}u + lid / 4u + ${q} * ${WG_TILED / 4}u`, 'lid % 4u'));
+      const terms = Array.from({ length: S }, (_, s) => at4(`${s * sliceSums}u + lid / 4u + ${q} * ${WG_TILED / 4}u`, 'lid % 4u'));
       return [`s${t}[${q}] = ${terms.join(' + ')};`];
     });
   });
   repeat(outs, (q) => {
     const body = e.nested(() => {
       const [m, n] = [e.fresh('k'), e.fresh('k')];
-      e.line(`let ${m} = m0 + (lid + ${q} * ${WG_TILED}u) / ${T}u;`);
-      e.line(`let ${n} = n0 + (lid + ${q} * ${WG_TILED}u) % ${T}u;`);
-      e.bound(m, MB * T - 1);
-      e.bound(n, NB * T - 1);
+      e.line(`let ${m} = m0 + (lid + ${q} * ${WG_TILED}u) / ${TN}u;`);
+      e.line(`let ${n} = n0 + (lid + ${q} * ${WG_TILED}u) % ${TN}u;`);
+      e.bound(m, MB * TM - 1);
+      e.bound(n, NB * TN - 1);
       const idx = [...batch, m, n];
       mms.forEach((mm, t) => e.seed(mm, idx, `s${t}[${q}]`));
       const v = e.value(root, idx);
       e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
     });
-    return [`if (m0 + (lid + ${q} * ${WG_TILED}u) / ${T}u < ${M}u && n0 + (lid + ${q} * ${WG_TILED}u) % ${T}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
+    return [`if (m0 + (lid + ${q} * ${WG_TILED}u) / ${TN}u < ${M}u && n0 + (lid + ${q} * ${WG_TILED}u) % ${TN}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
   });
-  return finish(e, 'tiled', assemble(e, e.topLines(), WG_TILED, [vec ? `var<workgroup> ${smem}: array<vec4<f32>, ${SMEM / 4}>;` : `var<workgroup> ${smem}: array<f32, ${SMEM}>;`]), groups);
+  const decl = vec ? `var<workgroup> ${smem}: array<vec4<f32>, ${floats / 4}>;` : `var<workgroup> ${smem}: array<f32, ${floats}>;`;
+  return finish(e, 'tiled', assemble(e, e.topLines(), WG_TILED, [decl]), groups);
 }

@@ -3,6 +3,7 @@
 import { expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
 import { linear } from '../../dsl/nn/basic.ts';
+import { TILED_VARIANTS, tiledVariant } from '../../compiler/lower/tiledMatmul.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // f32 accumulation in a different order than the reference; sums of up to 300 products of values in [-1, 1].
@@ -63,4 +64,37 @@ test('large grids take 64x64 tiles', async () => {
   expect(x * y).toBe(4 * 4 * 16); // 64x64 tiles of the 4 x 256 x 1024 output
   expect(r.program.kernels[0]!.wgsl).toContain('let n0 = (gi % 16u) * 64u;');
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});
+
+// Every variant (STRATA_TILED; the ops bench measures each on a GPU), unrolled as on a GPU: 16-bit weights read a
+// packed word per two k, odd K one k per load, ragged M and N, and a small grid that `fill` narrows to 16x16 tiles.
+test.each(Object.keys(TILED_VARIANTS))('tiled variant %s: SwiGLU over f16 and bf16 weights, then a residual projection with odd K', async (variant) => {
+  process.env.STRATA_TILED = variant;
+  try {
+    const r = await runBoth(
+      () => {
+        const x = input('x', [72, 96]);
+        const h = linear(x, weight('g', [80, 96], 'f16')).silu().mul(linear(x, weight('u', [80, 96], 'bf16')));
+        const y = input('y', [72, 45]);
+        return { h, z: y.add(linear(input('v', [72, 47]), weight('w', [45, 47], 'f16'))) };
+      },
+      {},
+      (g) => randomData(g, 5),
+      { limits: { unroll: true } },
+    );
+    expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled+tiled_mul+add']);
+    expect(r.program.kernels[0]!.wgsl).toContain(variant === 'fill' ? 'let n0 = (gi % 5u) * 16u;' : 'let n0 = (gi % 3u) * 32u;');
+    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+  } finally {
+    delete process.env.STRATA_TILED;
+  }
+});
+
+test('an unknown STRATA_TILED is one line naming the variants', () => {
+  process.env.STRATA_TILED = 'fast';
+  try {
+    expect(() => tiledVariant()).toThrow(/^\[tiled\] STRATA_TILED=fast: expected one of base, deep, fill$/);
+  } finally {
+    delete process.env.STRATA_TILED;
+  }
 });

@@ -5,6 +5,8 @@ import { GpuRuntime } from '../../runtime/gpuRuntime.ts';
 import { benchModel } from '../../bench/models.ts';
 import { copyRoofline } from '../../bench/ops.ts';
 import { TINY_BENCH_CONFIG } from '../../bench/configs.ts';
+import { formatTiled, tiledBench } from '../../bench/tiledBench.ts';
+import { TILED_VARIANTS } from '../../compiler/lower/tiledMatmul.ts';
 
 test('bench: the tiny configuration reports every figure', async () => {
   const rt = new GpuRuntime(await getSharedDevice());
@@ -23,4 +25,15 @@ test('bench: the tiny configuration reports every figure', async () => {
   expect(r.kernelProfile?.kernels).toHaveLength(r.dispatchesPerDecodeStep);
   for (const k of r.kernelProfile!.kernels) expect(k.bytes, k.name).toBeGreaterThan(0);
   expect(r.kernelProfile!.templates.reduce((a, t) => a + t.kernels, 0)).toBe(r.dispatchesPerDecodeStep);
+});
+
+test('bench tiled: every variant of the tiled matmul runs and agrees with the first', async () => {
+  const rt = new GpuRuntime(await getSharedDevice());
+  const rows = await tiledBench(rt, true);
+  expect(rows.map((r) => r.variant)).toEqual(Object.keys(TILED_VARIANTS));
+  for (const r of rows) {
+    expect(r.tflops, r.variant).toBeGreaterThan(0);
+    expect(r.relDiff, r.variant).toBeLessThan(1e-5);
+  }
+  expect(formatTiled(rows)).toContain('fill');
 });

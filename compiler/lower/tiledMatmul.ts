@@ -81,16 +81,18 @@ interface TilePlan {
  * shapes of the bench models); the default is the one expected fastest on a large GPU.
  *   base  the kernel of 2b8020f: 16 KiB of tiles (K steps of 8 for SwiGLU's two matmuls), one element per load
  *         (a 4-byte load per 16-bit weight), 32x32 or 64x64 tiles.
- *   deep  K steps up to 32 through up to 32 KiB of workgroup memory (half to a quarter of the serial steps and
- *         barriers), and K in pairs: one packed word per two 16-bit weights, two activations per load.
- *   fill  deep, with narrower tiles (32x16, then 16x16, so 8 and 16 slices of K) while fewer than FILL_GROUPS
- *         workgroups would run: a 128-row output with N = 768 gives 96 workgroups of 32x32, idling a third of an
- *         H200's 132 SMs and leaving one workgroup per SM to hide every step's latency.
+ *   fill  K steps up to 32 through up to 32 KiB of workgroup memory (half to a quarter of base's serial steps and
+ *         barriers); K in pairs (one packed word per two 16-bit weights, two activations per load); and narrower
+ *         tiles (32x16, then 16x16: 8 and 16 slices of K) while fewer than FILL_GROUPS workgroups would run: a
+ *         128-row output with N = 768 gives 96 workgroups of 32x32, idling a third of an H200's 132 SMs and leaving
+ *         one workgroup per SM to hide every step's latency.
+ *   lean  fill with K steps short enough that a thread stages at most 16 values per step (as base does at 32x32):
+ *         fewer registers, more workgroups resident per SM, twice fill's steps.
  */
 export const TILED_VARIANTS = {
-  base: { workgroupBytes: 16384, pairs: false, fill: false },
-  deep: { workgroupBytes: 32768, pairs: true, fill: false },
-  fill: { workgroupBytes: 32768, pairs: true, fill: true },
+  base: { workgroupBytes: 16384, pairs: false, fill: false, maxStaged: Infinity },
+  fill: { workgroupBytes: 32768, pairs: true, fill: true, maxStaged: Infinity },
+  lean: { workgroupBytes: 32768, pairs: true, fill: true, maxStaged: 16 },
 } as const;
 export type TiledVariant = keyof typeof TILED_VARIANTS;
 export const DEFAULT_TILED_VARIANT: TiledVariant = 'fill';
@@ -118,7 +120,7 @@ function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K:
   // at least one load of `width` per thread and operand per step
   const minTk = (width * threads) / Math.min(tm, tn);
   let tk = 32;
-  while (slices * tk * (tm + tn * matmuls) > budget && tk > minTk) tk /= 2;
+  while ((slices * tk * (tm + tn * matmuls) > budget || (tk * (tm + tn * matmuls)) / threads > v.maxStaged) && tk > minTk) tk /= 2;
   return { tm, tn, threads, slices, tk, width, floats: Math.max(slices * tk * (tm + tn * matmuls), WG_TILED * 16) };
 }
 

@@ -154,6 +154,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     const w = transposedWeight(mm.inputs[1]!, isMat);
     return W === 2 && w && !isQuantized((w as Node<'weight'>).attrs.storage) ? w : undefined;
   });
+  // the plan, for readers of the schedule's WGSL
+  e.line(`// tiled ${variant}: ${TM}x${TN} outputs, ${S} slices of K in steps of ${TK}, ${W} k per load`);
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
   e.bound('gi', groups - 1);

@@ -1,4 +1,4 @@
-// The tiled matmul's variants (compiler/lower/tiledMatmul.ts, STRATA_TILED) at the prefill shapes of the bench
+// The tiled matmul's variants (compiler/lower/tiledMatmul.ts, DeviceLimits.tiledMatmul) at the prefill shapes of the bench
 // models: TFLOPS of each, and how far each variant's output is from the first one's on the same random data.
 import { compile } from '../compiler/compile.ts';
 import { TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
@@ -68,18 +68,6 @@ function fillInputs(rt: GpuRuntime, exe: Executable): void {
   for (const [name, id] of Object.entries(p.weights)) rt.write(exe.buffer('weight', name)!, randomFill(p.buffers[id]!.bytes, true, 7 + name.charCodeAt(0)));
 }
 
-/** Runs `fn` with STRATA_TILED set to `variant`, restoring what was there. */
-function withVariant<T>(variant: TiledVariant, fn: () => T): T {
-  const before = process.env.STRATA_TILED;
-  process.env.STRATA_TILED = variant;
-  try {
-    return fn();
-  } finally {
-    if (before === undefined) delete process.env.STRATA_TILED;
-    else process.env.STRATA_TILED = before;
-  }
-}
-
 /**
  * Every variant at every shape: compiled, filled with the same random data, run once and read back, then timed in
  * rounds that alternate the variants (clock changes hit all alike); a row keeps its best round.
@@ -91,7 +79,7 @@ export async function tiledBench(rt: GpuRuntime, quick: boolean): Promise<TiledR
   for (const s of quick ? QUICK_SHAPES : TILED_SHAPES) {
     const exes: Executable[] = [];
     for (const v of variants) {
-      const p = withVariant(v, () => compile(trace(program(s)), { limits: rt.limits }));
+      const p = compile(trace(program(s)), { limits: { ...rt.limits, tiledMatmul: v } });
       const exe = await rt.load(p, { namespace: `tiled-bench-${s.name}-${v}/` });
       fillInputs(rt, exe);
       exes.push(exe);

@@ -3,7 +3,7 @@
 // createShaderModule + getCompilationInfo errors, and the workgroup memory each module declares against 48 KiB.
 // `npx tsx bench/validateKernels.ts` (ONLY=<config name part>); exits 1 on any error. Compiles no pipeline.
 import { compileBucket } from '../cli/kernelSchedule.ts';
-import { TILED_VARIANTS } from '../compiler/lower/tiledMatmul.ts';
+import { TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import { parseConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
 import { getSharedDevice } from '../runtime/device.ts';
@@ -23,13 +23,12 @@ function workgroupBytes(wgsl: string): number {
 const device = (await getSharedDevice()).device;
 let errors = 0;
 let modules = 0;
-for (const variant of Object.keys(TILED_VARIANTS)) {
-  process.env.STRATA_TILED = variant;
+for (const variant of Object.keys(TILED_VARIANTS) as TiledVariant[]) {
   for (const name of Object.keys(BENCH_CONFIGS)) {
     if (process.env.ONLY && !name.includes(process.env.ONLY)) continue;
     const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, name));
     for (const [rows, tokens] of BUCKETS) {
-      const program = compileBucket(model, () => 'f16', { rows, tokens, capacity: 264, limits: H200 });
+      const program = compileBucket(model, () => 'f16', { rows, tokens, capacity: 264, limits: { ...H200, tiledMatmul: variant } });
       for (const k of program.kernels) {
         modules++;
         const at = `${variant} ${name} r${rows} t${tokens} ${k.name}`;

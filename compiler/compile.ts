@@ -5,6 +5,7 @@ import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
 import { type QuantMatvec, isQuantized } from './quantized.ts';
+import type { TiledVariant } from './lower/tiledMatmul.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -41,6 +42,8 @@ export interface DeviceLimits {
    * conversions, the generic loop) where unset; the ops bench measures each.
    */
   quantMatvec?: QuantMatvec;
+  /** The tiled (prefill) matmul's variant (compiler/lower/tiledMatmul.ts): DEFAULT_TILED_VARIANT where unset; the ops bench measures each. */
+  tiledMatmul?: TiledVariant;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

@@ -4,6 +4,7 @@
 import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
+import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
 
 export interface StrataAdapterInfo {
@@ -300,7 +301,15 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     unroll: profile.isFallback !== true,
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
+    tiledMatmul: tiledMatmulOf(),
   };
+}
+
+/** The tiled matmul's variant: STRATA_TILED (Node) where set, else DEFAULT_TILED_VARIANT. */
+function tiledMatmulOf(): TiledVariant {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_TILED;
+  if (env !== undefined && !(env in TILED_VARIANTS)) throw new StrataUserError(`STRATA_TILED must be one of ${Object.keys(TILED_VARIANTS).join(', ')}, got '${env}'`);
+  return (env as TiledVariant | undefined) ?? DEFAULT_TILED_VARIANT;
 }
 
 /**

@@ -77,8 +77,9 @@ interface TilePlan {
 }
 
 /**
- * The tiled kernel's variants, by name: STRATA_TILED=<name> picks one (the ops bench measures each at the prefill
- * shapes of the bench models); the default is the one expected fastest on a large GPU.
+ * The tiled kernel's variants, by name (DeviceLimits.tiledMatmul; STRATA_TILED=<name> sets it on an adapter; the ops
+ * bench measures each at the prefill shapes of the bench models); the default is the one expected fastest on a
+ * large GPU.
  *   base  the kernel of 2b8020f: 16 KiB of tiles (K steps of 8 for SwiGLU's two matmuls), one element per load
  *         (a 4-byte load per 16-bit weight), 32x32 or 64x64 tiles.
  *   fill  K steps up to 32 through up to 32 KiB of workgroup memory (half to a quarter of base's serial steps and
@@ -99,14 +100,6 @@ export const DEFAULT_TILED_VARIANT: TiledVariant = 'fill';
 /** Workgroups the fill variant narrows tiles to reach: about two per SM of a large GPU. */
 const FILL_GROUPS = 256;
 const WG_TILED = 256;
-
-/** The variant STRATA_TILED names (read at each compile, so a bench can switch between programs), else the default. */
-export function tiledVariant(): TiledVariant {
-  const name = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.STRATA_TILED;
-  if (name === undefined || name === '') return DEFAULT_TILED_VARIANT;
-  if (!(name in TILED_VARIANTS)) throw new Error(`[tiled] STRATA_TILED=${name}: expected one of ${Object.keys(TILED_VARIANTS).join(', ')}`);
-  return name as TiledVariant;
-}
 
 function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K: number, matmuls: number, workgroupBytes: number): TilePlan {
   const v = TILED_VARIANTS[variant];
@@ -132,7 +125,7 @@ function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K:
  * accumulator. `unroll` writes the per-thread loads and outputs out one by one (loads in flight together on a GPU);
  * off, they are loops (compact shaders for a software adapter).
  */
-export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, unroll = true, workgroupBytes = 16384, variant = tiledVariant()): LoweredKernel {
+export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, unroll = true, workgroupBytes = 16384, variant: TiledVariant = DEFAULT_TILED_VARIANT): LoweredKernel {
   const e = new Emitter(root, isMat, 'tiled');
   for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;

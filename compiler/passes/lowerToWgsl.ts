@@ -19,7 +19,7 @@ import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, as
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
-import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
+import { type TiledVariant, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 
 export { SEQ_MAX, isReduction, reduceLength };
@@ -50,6 +50,8 @@ export interface LowerOptions {
   matvecAccumulators?: number;
   /** The matvec's K loop for block-quantized weights (DeviceLimits.quantMatvec). */
   quantMatvec?: QuantMatvec;
+  /** The tiled matmul's variant (DeviceLimits.tiledMatmul). */
+  tiledMatmul?: TiledVariant;
 }
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -89,7 +91,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   row: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'row', o),
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
-  tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true, o.workgroupStorage),
+  tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true, o.workgroupStorage, o.tiledMatmul),
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, (c as { variant: AttentionVariant }).variant, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),

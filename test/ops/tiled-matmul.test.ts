@@ -3,7 +3,8 @@
 import { expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
 import { linear } from '../../dsl/nn/basic.ts';
-import { TILED_VARIANTS, tiledVariant } from '../../compiler/lower/tiledMatmul.ts';
+import { TILED_VARIANTS, type TiledVariant } from '../../compiler/lower/tiledMatmul.ts';
+import { compileLimitsOf } from '../../runtime/device.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // f32 accumulation in a different order than the reference; sums of up to 301 products of values in [-1, 1].
@@ -66,32 +67,27 @@ test('large grids take 64x64 tiles', async () => {
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
-// Every variant (STRATA_TILED; the ops bench measures each on a GPU), unrolled as on a GPU: 16-bit weights read a
+// Every variant (DeviceLimits.tiledMatmul, STRATA_TILED on an adapter; the ops bench measures each on a GPU), unrolled as on a GPU: 16-bit weights read a
 // packed word per two k, ragged M and N, and a small grid that `fill` and `lean` narrow to 16x16 tiles.
-test.each(Object.keys(TILED_VARIANTS))('tiled variant %s: SwiGLU over f16 and bf16 weights', async (variant) => {
-  process.env.STRATA_TILED = variant;
-  try {
-    const r = await runBoth(
-      () => {
-        const x = input('x', [72, 96]);
-        return { h: linear(x, weight('g', [80, 96], 'f16')).silu().mul(linear(x, weight('u', [80, 96], 'bf16'))) };
-      },
-      {},
-      (g) => randomData(g, 5),
-      { limits: { unroll: true } },
-    );
-    expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_mul']);
-    expect(r.program.kernels[0]!.wgsl).toContain(variant === 'base' ? 'let n0 = (gi % 3u) * 32u;' : 'let n0 = (gi % 5u) * 16u;');
-    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
-  } finally {
-    delete process.env.STRATA_TILED;
-  }
+test.each(Object.keys(TILED_VARIANTS) as TiledVariant[])('tiled variant %s: SwiGLU over f16 and bf16 weights', async (variant) => {
+  const r = await runBoth(
+    () => {
+      const x = input('x', [72, 96]);
+      return { h: linear(x, weight('g', [80, 96], 'f16')).silu().mul(linear(x, weight('u', [80, 96], 'bf16'))) };
+    },
+    {},
+    (g) => randomData(g, 5),
+    { limits: { unroll: true, tiledMatmul: variant } },
+  );
+  expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_mul']);
+  expect(r.program.kernels[0]!.wgsl).toContain(variant === 'base' ? 'let n0 = (gi % 3u) * 32u;' : 'let n0 = (gi % 5u) * 16u;');
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
 test('an unknown STRATA_TILED is one line naming the variants', () => {
   process.env.STRATA_TILED = 'fast';
   try {
-    expect(() => tiledVariant()).toThrow(/^\[tiled\] STRATA_TILED=fast: expected one of base, fill, lean$/);
+    expect(() => compileLimitsOf({ limits: {}, features: [] })).toThrow(/^STRATA_TILED must be one of base, fill, lean, got 'fast'$/);
   } finally {
     delete process.env.STRATA_TILED;
   }

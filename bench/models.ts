@@ -69,6 +69,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused, ...(quantized ? { weights: quantized } : {}), ...(o.kvPolicy ? { kvPolicy: o.kvPolicy } : {}) });
   const before = { ...rt.counters };
   kernelOptions.fusedAttention = o.fused;
+  kernelOptions.fusedSsdStep = o.fused;
   const t0 = performance.now();
   let prefill, decode;
   try {
@@ -76,6 +77,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     decode = await runner.program(o.batch, 1, 'last');
   } finally {
     kernelOptions.fusedAttention = true;
+    kernelOptions.fusedSsdStep = true;
   }
   const compileSeconds = (performance.now() - t0) / 1000;
   const pipelines = rt.counters.pipelines - before.pipelines;

@@ -15,6 +15,8 @@ import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { absorbScatters } from './passes/absorbScatters.ts';
+import { absorbStateWrites } from './passes/absorbStateWrites.ts';
+import { decomposeKernels } from './passes/decomposeKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
 import { splitWeights } from './passes/splitWeights.ts';
 
@@ -167,13 +169,16 @@ export function compile(graph: Graph, options: CompileOptions = {}): Program {
 export function compileWithPlan(graph: Graph, options: CompileOptions = {}): CompiledWithPlan {
   const limits: DeviceLimits = { ...DEFAULT_LIMITS, ...options.limits };
   verify(graph);
-  const g = splitWeights(copyAliasedOutputs(simplify(graph)), limits.maxStorageBufferBindingSize);
+  const simple = simplify(graph);
+  const decomposed = decomposeKernels(simple, limits.maxStorageBuffersPerShaderStage);
+  const g = splitWeights(copyAliasedOutputs(decomposed === simple ? simple : simplify(decomposed)), limits.maxStorageBufferBindingSize);
   verify(g);
   const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
   const fuse = options.fuse ?? true;
   const steps: PlanStep[] = [];
   const kernelPlan = planKernels(g, mat, limits, steps);
-  const ordered = orderKernels(kernelPlan.kernels);
+  const planned = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
+  const ordered = orderKernels(planned);
   const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;
   const plan = planMemory(g, kernels);
   for (const b of plan.buffers)

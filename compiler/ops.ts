@@ -15,6 +15,7 @@ import {
   scatterReference,
   sourceReference,
 } from './references.ts';
+import { ssdStepComposition, ssdStepReference, ssdStepRule } from './ssdStep.ts';
 
 export class ShapeError extends Error {
   override name = 'ShapeError';
@@ -39,8 +40,10 @@ type Scalar = number;
 /** Builds the nodes of the composition a fused kernel stands for (the tracer's, in dsl/nn/attention.ts). */
 export interface Composer {
   emit<K extends OpName>(op: K, inputs: Node[], attrs: OpAttrs[K]): Node;
-  /** A rank-0 f32 constant. */
-  constant(value: number): Node;
+  /** A rank-0 constant (f32 unless told). */
+  constant(value: number, dtype?: DType): Node;
+  /** The index along `axis` of each element of `shape`, i32. */
+  iota(shape: number[], axis: number): Node;
 }
 
 interface Common<K extends OpName> {
@@ -259,7 +262,7 @@ const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
 
-export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<K> } = {
+export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' ? KernelDef<K> : OpDef<K> } = {
   input: { kind: 'source', infer: source, reference: sourceReference },
   weight: { kind: 'source', infer: source, reference: sourceReference },
   state: { kind: 'source', infer: source, reference: sourceReference },
@@ -517,6 +520,7 @@ export const OPS: { [K in OpName]: K extends 'attention' ? KernelDef<K> : OpDef<
   },
 
   attention: { kind: 'kernel', infer: attentionRule, template: 'attention', reference: attentionReference, decompose: attentionComposition },
+  ssd_step: { kind: 'kernel', infer: ssdStepRule, template: 'ssdstep', reference: ssdStepReference, decompose: ssdStepComposition },
 
   cumsum: {
     kind: 'scan',

@@ -1,6 +1,6 @@
 // Tracing: while a trace runs, every Tensor operation appends a node to the current graph.
 import { type DType, type Graph, type Node, type OpAttrs, type OpName, type StorageDType, fmtShape } from '../compiler/ir.ts';
-import { OPS, ShapeError } from '../compiler/ops.ts';
+import { type Composer, OPS, ShapeError } from '../compiler/ops.ts';
 import { Tensor } from './tensor.ts';
 
 /** A dimension: a number, or a name bound by the bucket being traced (e.g. 'T' tokens per step, 'S' slots). */
@@ -43,6 +43,13 @@ export function emit<K extends OpName>(op: K, inputs: Node[], attrs: OpAttrs[K])
   const { shape, dtype } = OPS[op].infer(inputs, attrs as never);
   return t.node(op, inputs, attrs, shape, dtype);
 }
+
+/** The tracer as the op table's compositions see it (KernelDef.decompose). */
+export const composer: Composer = {
+  emit,
+  constant: (value, dtype) => constant(value, dtype).node,
+  iota: (shape, axis) => iota(shape, axis).node,
+};
 
 export function constant(value: number, dtype: DType = 'f32'): Tensor {
   return new Tensor(tracer().node('const', [], { value }, [], dtype));

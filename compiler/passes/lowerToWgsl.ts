@@ -8,7 +8,8 @@
 //   element  one workgroup per output element: phases are the reductions themselves (matvec, dot products)
 //   scatter  one thread per value written into a state
 //   scan     one thread per line of a running sum
-//   attention / tiled  hand-written templates (compiler/lower/attentionKernel.ts, attentionDecode.ts, tiledMatmul.ts)
+//   attention / tiled / ssdstep  hand-written templates (compiler/lower/attentionKernel.ts, attentionDecode.ts,
+//            tiledMatmul.ts, ssdStepKernel.ts)
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
@@ -21,6 +22,7 @@ import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../l
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { type TiledVariant, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
+import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 
 export { SEQ_MAX, isReduction, reduceLength };
 export type { KernelMode, LoweredKernel, Refusal };
@@ -95,6 +97,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, (c as { variant: AttentionVariant }).variant, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),
+  ssdstep: (root, _c, isMat) => lowerSsdStep(root, isMat),
 };
 
 /** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */

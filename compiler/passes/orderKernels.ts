@@ -1,5 +1,5 @@
-// orderKernels: the dispatch order. Data dependencies first; a scatter additionally waits for every kernel
-// that still reads the state version it overwrites (the write is in place).
+// orderKernels: the dispatch order. Data dependencies first; a kernel that writes a state in place (a scatter, or
+// a kernel's alsoWrites) additionally waits for every kernel that still reads the version it overwrites.
 import { type Node, stateRoot } from '../ir.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
 
@@ -16,7 +16,7 @@ function readsOlderOrEqual(read: Node, target: Node): boolean {
 
 export function orderKernels(kernels: LoweredKernel[]): LoweredKernel[] {
   const producer = new Map<number, LoweredKernel>();
-  for (const k of kernels) producer.set(k.write.id, k);
+  for (const k of kernels) for (const w of [k.write, ...(k.alsoWrites ?? [])]) producer.set(w.id, k);
   const deps = new Map<LoweredKernel, Set<LoweredKernel>>();
   for (const k of kernels) {
     const d = new Set<LoweredKernel>();
@@ -24,10 +24,12 @@ export function orderKernels(kernels: LoweredKernel[]): LoweredKernel[] {
       const p = producer.get(r.id);
       if (p && p !== k) d.add(p);
     }
-    if (k.root.op === 'scatter') {
-      const target = k.root.inputs[0]!;
+    // the state versions it writes in place: its root when a scatter, and those it writes besides (ssd_step)
+    const inPlace = [...(k.root.op === 'scatter' ? [k.root] : []), ...(k.alsoWrites ?? [])];
+    for (const w of inPlace) {
+      const target = w.inputs[0]!;
       const prev = producer.get(target.id);
-      if (prev) d.add(prev);
+      if (prev && prev !== k) d.add(prev);
       const state = stateRoot(target)!;
       for (const other of kernels) {
         if (other === k) continue;

@@ -2,7 +2,7 @@
 // The fused kernel is the default; the composition is its reference (tests) and the fallback (fused: false).
 import { OPS } from '../../compiler/ops.ts';
 import { Tensor } from '../tensor.ts';
-import { constant, emit } from '../trace.ts';
+import { composer } from '../trace.ts';
 
 export interface AttentionOptions {
   scale: number;
@@ -23,6 +23,6 @@ export function attention(q: Tensor, kT: Tensor, v: Tensor, mask: Tensor, limit:
   const attrs = { scale: opts.scale, softcap: opts.softcap ?? 0, ...(opts.weights ? { weights: true as const } : {}) };
   const inputs = [q.node, kT.node, v.node, mask.node, limit.node];
   // the op table's composition: one definition for the reference and the fallback
-  if (opts.fused === false) return new Tensor(OPS.attention.decompose({ emit, constant: (value: number) => constant(value).node }, inputs, attrs));
-  return new Tensor(emit('attention', inputs, attrs));
+  if (opts.fused === false) return new Tensor(OPS.attention.decompose(composer, inputs, attrs));
+  return new Tensor(composer.emit('attention', inputs, attrs));
 }

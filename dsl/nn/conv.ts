@@ -43,3 +43,31 @@ export function causalConv1d(x: Tensor, convState: Tensor, weight: Tensor, bias:
   const newState = rows.gather(at).permute(0, 2, 1); // [B,C,K-1]
   return { y, newState };
 }
+
+/**
+ * causalConv1d over a ring of the last K inputs: slot q % K of `ring` [B,C,K] holds the input of position q
+ * (positions before 0 read zeros: a fresh ring is zero and its slots are written in position order). The step's
+ * tokens are at positions start[b] + t. The new ring has slot q % K set for the real tokens' positions q (the
+ * slot of position end - K, which no later step reads, keeps what it held). The Mamba-2 decode kernel reads and
+ * writes this layout (compiler/ssdStep.ts): a ring lets it write a slot while other workgroups read the rest.
+ *
+ *   x [B,T,C], ring [B,C,K], weight [C,K] (or [C,1,K]), bias [C], valid [B] i32, start [B] i32 -> y [B,T,C], ring
+ */
+export function causalConv1dRing(x: Tensor, ring: Tensor, weight: Tensor, bias: Tensor | undefined, valid: Tensor, start: Tensor): { y: Tensor; newState: Tensor } {
+  const [B, , C] = x.shape as [number, number, number];
+  const K = weight.shape[weight.rank - 1]!;
+  if (ring.shape.join() !== [B, C, K].join()) throw new ShapeError(`[causalConv1dRing] ring (${ring.shape.join(',')}) must be (${B},${C},${K}) for x (${x.shape.join(',')}) and K=${K}`);
+  const slotRows = (slots: Tensor, width: number) => iota(slots.shape, 0).mul(width).add(slots); // [B, n] rows of a [B*width, C] table
+  // the K-1 inputs before the step, oldest first: position start-K+1+j sits in slot (start + 1 + j) % K
+  const past = iota([B, K - 1], 1).add(start.reshape(B, 1)).add(1).mod(K);
+  const byTime = ring.permute(0, 2, 1).reshape(B * K, C);
+  const window = byTime.gather(slotRows(past, K)).permute(0, 2, 1); // [B,C,K-1]
+  const { y, newState } = causalConv1d(x, window, weight, bias, valid);
+  // slot s holds the latest position q < end with q % K == s, q = end-1-age, age = (end-1-s) mod K; newState
+  // holds positions end-K+1 .. end-1 (ages K-2 .. 0), so the slot of age K-1 keeps its value
+  const end = start.add(valid).reshape(B, 1);
+  const age = end.sub(1).sub(iota([B, K], 1)).add(K).mod(K); // end-1-s >= -K, so + K keeps it non-negative
+  const fromState = newState.permute(0, 2, 1).reshape(B * (K - 1), C).gather(slotRows(age.minimum(K - 2).mul(-1).add(K - 2), K - 1)); // [B,K,C]
+  const keep = age.eq(K - 1).reshape(B, K, 1).broadcastTo([B, K, C]);
+  return { y, newState: Tensor.where(keep, ring.permute(0, 2, 1), fromState).permute(0, 2, 1) };
+}

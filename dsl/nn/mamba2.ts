@@ -1,11 +1,11 @@
 // Mamba-2 / SSD (hybrid-architectures.md §3): the chunked state-space-duality scan HF's torch_forward uses for
 // prefill, the single-step recurrence for decode, the gated RMSNorm variants and the mixer. Pure functions: the
 // caller passes the previous conv and SSM states in and gets the new ones back.
-import { ShapeError } from '../../compiler/ops.ts';
+import { OPS, ShapeError } from '../../compiler/ops.ts';
 import { Tensor } from '../tensor.ts';
-import { constant, iota } from '../trace.ts';
+import { composer, constant, iota } from '../trace.ts';
 import { activate, linear } from './basic.ts';
-import { causalConv1d, validMask } from './conv.ts';
+import { causalConv1d, causalConv1dRing, validMask } from './conv.ts';
 
 export interface SsdArgs {
   x: Tensor; // [B,T,Hh,P]
@@ -211,8 +211,11 @@ export interface Mamba2Weights {
 }
 
 export interface Mamba2State {
-  conv: Tensor; // [B, convDim, K-1]
+  /** [B, convDim, K-1], oldest first; with `start`, a ring [B, convDim, K] (slot q % K: position q). */
+  conv: Tensor;
   ssm: Tensor; // [B, Hh, P, N]
+  /** [B] i32 positions of the step's first tokens: the conv state is a ring (conv.ts causalConv1dRing). */
+  start?: Tensor;
 }
 
 export interface Mamba2Config {
@@ -233,6 +236,8 @@ export interface Mamba2Config {
   /** hidden_act of the conv (silu). */
   activation?: string;
   chunkSize?: number;
+  /** false: a one-token step over a ring state emits the ssd_step composition instead of its fused kernel. */
+  fusedStep?: boolean;
 }
 
 /**
@@ -241,7 +246,6 @@ export interface Mamba2Config {
  * gated RMSNorm (§3.6), out_proj. hidden [B,T,H], valid [B] i32 -> out [B,T,H] and the new state.
  */
 export function mamba2Mixer(hidden: Tensor, w: Mamba2Weights, state: Mamba2State, valid: Tensor, config: Mamba2Config): { out: Tensor; state: Mamba2State } {
-  const [B, T] = hidden.shape as [number, number, number];
   const { numHeads: Hh, headDim: P, nGroups: G, stateSize: N } = config;
   const I = Hh * P;
   const convDim = I + 2 * G * N;
@@ -252,17 +256,43 @@ export function mamba2Mixer(hidden: Tensor, w: Mamba2Weights, state: Mamba2State
   // HF's torch path splits off 2 d_mlp leading columns and ignores them (always 0 in released checkpoints).
   const zxbcdt = linear(hidden, w.inProj, w.inProjBias);
   const [z, xBC, dtRaw] = (dMlp > 0 ? zxbcdt.slice(-1, 2 * dMlp) : zxbcdt).split(-1, [I, convDim, Hh]) as [Tensor, Tensor, Tensor];
-  const conv = causalConv1d(xBC, state.conv, w.convWeight, w.convBias, valid);
+  const scan = mamba2ConvScan(xBC, dtRaw, w, state, valid, config);
+  const y = scan.y;
+  const o = w.norm ? gatedRmsNorm(y, z, w.norm, config.normGroups, config.eps, config.normBeforeGate ?? false) : y.mul(z.silu());
+  return { out: linear(o, w.outProj, w.outProjBias), state: scan.state };
+}
+
+/**
+ * The mixer between in_proj and the gated norm: conv + act over xBC [B,T,convDim], dt processing (§3.7) of
+ * dtRaw [B,T,Hh], SSD -> y [B,T,I] and the new state. A one-token step over a ring state (decode) is the ssd_step
+ * op (compiler/ssdStep.ts): one kernel for all of it, its state writes included.
+ */
+export function mamba2ConvScan(xBC: Tensor, dtRaw: Tensor, w: Pick<Mamba2Weights, 'convWeight' | 'convBias' | 'dtBias' | 'ALog' | 'D'>, state: Mamba2State, valid: Tensor, config: Mamba2Config): { y: Tensor; state: Mamba2State } {
+  const [B, T] = xBC.shape as [number, number, number];
+  const { numHeads: Hh, headDim: P, nGroups: G, stateSize: N } = config;
+  const I = Hh * P;
+  const [lo, hi] = config.timeStepLimit ?? [0, Infinity];
+  const A = w.ALog.exp().neg();
+  if (state.start && T === 1 && (config.activation ?? 'silu') === 'silu' && config.timeStepMin === undefined) {
+    const C = xBC.shape[2]!;
+    const K = w.convWeight.shape[w.convWeight.rank - 1]!;
+    const inputs = [xBC.reshape(B, C), dtRaw.reshape(B, Hh), state.conv, state.ssm, w.convWeight.reshape(C, K), w.convBias ?? constant(0).broadcastTo([C]), w.dtBias, A, w.D, state.start, valid].map((t) => t.node);
+    const part = (p: 'y' | 'ssm' | 'conv') => {
+      const attrs = { part: p, dtMin: lo, dtMax: hi };
+      return new Tensor(config.fusedStep === false ? OPS.ssd_step.decompose(composer, inputs, attrs) : composer.emit('ssd_step', inputs, attrs));
+    };
+    return { y: part('y').reshape(B, 1, I), state: { conv: part('conv'), ssm: part('ssm'), start: state.start } };
+  }
+  const conv = state.start ? causalConv1dRing(xBC, state.conv, w.convWeight, w.convBias, valid, state.start) : causalConv1d(xBC, state.conv, w.convWeight, w.convBias, valid);
   const [x, Bm, Cm] = activate(conv.y, config.activation ?? 'silu').split(-1, [I, G * N, G * N]) as [Tensor, Tensor, Tensor];
   let dt = dtRaw.add(w.dtBias).softplus();
-  const [lo, hi] = config.timeStepLimit ?? [0, Infinity];
   if (lo > 0) dt = dt.maximum(lo);
   if (hi < Infinity) dt = dt.minimum(hi);
   if (config.timeStepMin !== undefined) dt = dt.maximum(config.timeStepMin);
   const scan = ssdScan({
     x: x.reshape(B, T, Hh, P),
     dt,
-    A: w.ALog.exp().neg(),
+    A,
     Bm: Bm.reshape(B, T, G, N),
     Cm: Cm.reshape(B, T, G, N),
     D: w.D,
@@ -270,7 +300,5 @@ export function mamba2Mixer(hidden: Tensor, w: Mamba2Weights, state: Mamba2State
     valid,
     chunkSize: config.chunkSize,
   });
-  const y = scan.y.reshape(B, T, I);
-  const o = w.norm ? gatedRmsNorm(y, z, w.norm, config.normGroups, config.eps, config.normBeforeGate ?? false) : y.mul(z.silu());
-  return { out: linear(o, w.outProj, w.outProjBias), state: { conv: conv.newState, ssm: scan.hT } };
+  return { y: scan.y.reshape(B, T, I), state: { conv: conv.newState, ssm: scan.hT, ...(state.start ? { start: state.start } : {}) } };
 }

@@ -22,11 +22,10 @@ import {
 import { decoderStack } from '../decoderStack.ts';
 import type { ModelDef } from '../model.ts';
 import type { LayerMemorySpec } from '../../caches/spec.ts';
-import type { StepContext } from '../../caches/stepContext.ts';
+import { type StepContext, kernelOptions } from '../../caches/stepContext.ts';
 import { activate, linear, rope } from '../../dsl/nn/basic.ts';
 import { ropeTables } from '../rope.ts';
-import { causalConv1d } from '../../dsl/nn/conv.ts';
-import { gatedRmsNorm, ssdScan } from '../../dsl/nn/mamba2.ts';
+import { gatedRmsNorm, mamba2ConvScan } from '../../dsl/nn/mamba2.ts';
 import type { Tensor } from '../../dsl/tensor.ts';
 
 export interface FalconH1Multipliers {
@@ -156,26 +155,28 @@ export function falconH1(config: FalconH1Config): ModelDef {
     const w = (name: string, shape: number[]) => ctx.weight(p + name, shape);
     const zxbcdt = linear(x.mul(mult.ssmIn), w('in_proj.weight', [projSize, Hd]), m.inProjBias ? w('in_proj.bias', [projSize]) : undefined).mul(mup);
     const [z, xBC, dtRaw] = zxbcdt.split(-1, [I, convDim, Hh]) as [Tensor, Tensor, Tensor];
-    const conv = causalConv1d(xBC, ctx.readState(l, 'conv'), w('conv1d.weight', [convDim, 1, K]), m.convBias ? w('conv1d.bias', [convDim]) : undefined, ctx.valid);
-    const [xs, Bm, Cm] = activate(conv.y, config.hiddenAct).split(-1, [I, G * N, G * N]) as [Tensor, Tensor, Tensor];
-    let dt = dtRaw.add(w('dt_bias', [Hh])).softplus();
-    const [lo, hi] = m.timeStepLimit;
-    if (lo > 0) dt = dt.maximum(lo);
-    if (hi < Infinity) dt = dt.minimum(hi);
-    const scan = ssdScan({
-      x: xs.reshape(S, T, Hh, P),
-      dt,
-      A: w('A_log', [Hh]).exp().neg(),
-      Bm: Bm.reshape(S, T, G, N),
-      Cm: Cm.reshape(S, T, G, N),
-      D: w('D', [Hh]),
-      h0: ctx.readState(l, 'ssm'),
-      valid: ctx.valid,
-      chunkSize: Math.min(m.chunkSize, 64),
-    });
-    ctx.writeState(l, 'conv', conv.newState);
-    ctx.writeState(l, 'ssm', scan.hT);
-    const y = scan.y.reshape(S, T, I);
+    const scan = mamba2ConvScan(
+      xBC,
+      dtRaw,
+      { convWeight: w('conv1d.weight', [convDim, 1, K]), convBias: m.convBias ? w('conv1d.bias', [convDim]) : undefined, dtBias: w('dt_bias', [Hh]), ALog: w('A_log', [Hh]), D: w('D', [Hh]) },
+      { conv: ctx.readState(l, 'conv'), ssm: ctx.readState(l, 'ssm'), start: ctx.start },
+      ctx.valid,
+      {
+        numHeads: Hh,
+        headDim: P,
+        nGroups: G,
+        stateSize: N,
+        eps: m.normEps,
+        normGroups: G,
+        timeStepLimit: m.timeStepLimit,
+        activation: config.hiddenAct,
+        chunkSize: Math.min(m.chunkSize, 64),
+        fusedStep: kernelOptions.fusedSsdStep,
+      },
+    );
+    ctx.writeState(l, 'conv', scan.state.conv);
+    ctx.writeState(l, 'ssm', scan.state.ssm);
+    const y = scan.y;
     // mamba_rms_norm: per-group gated RMSNorm in the order mamba_norm_before_gate says; otherwise y * silu(z).
     const o = m.gatedNorm === 'none' ? y.mul(z.silu()) : gatedRmsNorm(y, z, w('norm.weight', [I]), m.gatedNorm === 'per_group' ? G : 1, m.normEps, m.normBeforeGate);
     return linear(o, w('out_proj.weight', [Hd, I]), m.outProjBias ? w('out_proj.bias', [Hd]) : undefined);
@@ -212,7 +213,7 @@ export function falconH1(config: FalconH1Config): ModelDef {
         (): LayerMemorySpec => ({
           kv: { kvHeads: KVH, headDim: D },
           states: [
-            { name: 'conv', shape: [convDim, K - 1] }, // the last K-1 inputs of the conv, oldest first
+            { name: 'conv', shape: [convDim, K] }, // a ring of the conv's last inputs: slot q % K holds position q's
             { name: 'ssm', shape: [Hh, P, N] },
           ],
         }),

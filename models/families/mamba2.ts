@@ -17,7 +17,7 @@ import {
 import { BACKBONE_NAMES, decoderStack } from '../decoderStack.ts';
 import type { ModelDef } from '../model.ts';
 import type { RecurrentStateSpec } from '../../caches/spec.ts';
-import type { StepContext } from '../../caches/stepContext.ts';
+import { type StepContext, kernelOptions } from '../../caches/stepContext.ts';
 import { type Mamba2Weights, mamba2Mixer } from '../../dsl/nn/mamba2.ts';
 import type { Tensor } from '../../dsl/tensor.ts';
 
@@ -91,10 +91,10 @@ export const mamba2ConfigSchema = z
     };
   });
 
-/** Recurrent state of one Mamba-2 layer per slot: the last K-1 conv inputs and the SSM state. */
+/** Recurrent state of one Mamba-2 layer per slot: the last conv inputs (a ring of K) and the SSM state. */
 export function mamba2States(cfg: Mamba2MixerConfig): RecurrentStateSpec[] {
   return [
-    { name: 'conv', shape: [cfg.convDim, cfg.convKernel - 1] }, // [I + 2GN, K-1], oldest column first
+    { name: 'conv', shape: [cfg.convDim, cfg.convKernel] }, // [I + 2GN, K], a ring: slot q % K holds position q's input
     { name: 'ssm', shape: [cfg.numHeads, cfg.headDim, cfg.stateSize] }, // [Hh, P, N]
   ];
 }
@@ -127,7 +127,7 @@ export function mamba2Layer(ctx: StepContext, layer: number, cfg: Mamba2MixerCon
     outProj: w('out_proj.weight', [hidden, I]),
     outProjBias: cfg.outProjBias ? w('out_proj.bias', [hidden]) : undefined,
   };
-  const state = { conv: ctx.readState(layer, 'conv'), ssm: ctx.readState(layer, 'ssm') };
+  const state = { conv: ctx.readState(layer, 'conv'), ssm: ctx.readState(layer, 'ssm'), start: ctx.start };
   const mixed = mamba2Mixer(x, weights, state, ctx.valid, {
     numHeads: Hh,
     headDim: cfg.headDim,
@@ -141,6 +141,7 @@ export function mamba2Layer(ctx: StepContext, layer: number, cfg: Mamba2MixerCon
     activation: opts.activation,
     // any chunk length gives the same result (§3.8); past 64 the QxQ intra-chunk blocks only cost more
     chunkSize: Math.min(cfg.chunkSize, 64),
+    fusedStep: kernelOptions.fusedSsdStep,
   });
   ctx.writeState(layer, 'conv', mixed.state.conv);
   ctx.writeState(layer, 'ssm', mixed.state.ssm);

@@ -1,0 +1,144 @@
+// The Mamba-2 decode step kernel (the `ssd_step` op, compiler/ssdStep.ts): conv, dt, SSM update and read-out of
+// one head in one workgroup, and, when passes/absorbStateWrites.ts hands it the step's state scatters, the new
+// SSM state and the new conv ring slot written in place.
+import type { Node } from '../ir.ts';
+import { wgslLiteral } from '../ops.ts';
+import { ssdStepDims } from '../ssdStep.ts';
+import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
+
+/** Threads of a workgroup at most. */
+const WG_MAX = 256;
+/** SSM state elements per thread: a head whose P x N is larger is split across workgroups by rows. */
+const ELEMENTS_PER_THREAD = 8;
+
+/** State versions the kernel writes in place (scatters of this step's `ssm` and `conv` parts at the slot ids). */
+export interface SsdStepWrites {
+  ssm?: Node;
+  conv?: Node;
+}
+
+const prevPow2 = (n: number) => 1 << Math.floor(Math.log2(Math.max(1, n)));
+
+/**
+ * One workgroup per (sequence, head, chunk of RP rows). Phase 1: each thread computes conv channels of the
+ * workgroup (its RP x channels, then the N B and N C channels of the head's group) into workgroup memory; the owner
+ * of a channel writes the token's input into ring slot pos % K (x channels: their head's workgroup; B and C: the
+ * group's first head, chunk 0), so no two workgroups write one element and none reads the slot being written.
+ * Phase 2: L lanes per row walk N, each updating its state elements (read and written by the same thread) and
+ * adding C . h; the lanes' sums meet in workgroup memory and lane 0 writes y = C . h + D x.
+ * Standalone (not merged with the scatters) the part named by the root is stored to its own buffer instead.
+ */
+export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: SsdStepWrites = {}): LoweredKernel {
+  const [xbc, dtRaw, ring, h0, W, convB, dtBias, A, D, pos, valid] = root.inputs as [Node, Node, Node, Node, Node, Node, Node, Node, Node, Node, Node];
+  const { part, dtMin, dtMax } = (root as Node<'ssd_step'>).attrs;
+  const { S, C, K, Hh, P, N, G, I } = ssdStepDims(root.inputs);
+  const R = Hh / G;
+  const e = new Emitter(root, isMat, 'ssdstep');
+  const f = (x: number) => wgslLiteral(x, 'f32');
+  const split = Math.ceil(P / Math.max(1, Math.min(P, Math.floor((WG_MAX * ELEMENTS_PER_THREAD) / N))));
+  const RP = Math.ceil(P / split); // rows of a workgroup
+  const wg = Math.min(WG_MAX, Math.max(32, nextPow2(RP * N)));
+  e.workgroupSize = wg;
+  const L = Math.min(prevPow2(Math.floor(wg / RP)) || 1, nextPow2(N)); // lanes per row
+  const RPP = wg / L; // rows per pass
+  const CH = RP + 2 * N; // channels a workgroup computes
+  const groups = S * Hh * split;
+  const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
+  const convOut = writes.conv ?? (part === 'conv' ? root : undefined);
+  const storeY = part === 'y';
+
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  e.bound('gi', groups - 1);
+  const s = e.declareTop('o0', `gi / ${Hh * split}u`);
+  const h = e.declareTop('o1', `(gi / ${split}u) % ${Hh}u`);
+  const chunk = e.declareTop('o2', `gi % ${split}u`);
+  const g = e.declareTop('o3', `o1 / ${R}u`);
+  e.line(`let real = ${e.value(valid, [s])} > 0;`);
+  e.line(`let at = u32(max(${e.value(pos, [s])}, 0)) % ${K}u;`);
+  /** The state row a scatter writes for this sequence (past the target's rows: inactive, dropped). */
+  const rowOf = (w: Node, name: string): string => {
+    e.line(`let ${name} = u32(${e.value(w.inputs[1]!, [s])});`);
+    return `${name} < ${w.shape[0]}u`;
+  };
+  const convRowOk = writes.conv ? rowOf(writes.conv, 'conv_row') : '';
+  const ssmRowOk = writes.ssm ? rowOf(writes.ssm, 'ssm_row') : '';
+
+  // phase 1: the workgroup's conv channels
+  const q = e.bound(e.fresh('k'), CH - 1);
+  const channels = e.nested(() => {
+    const c = e.bound(e.fresh('k'), C - 1);
+    const xRow = `${chunk} * ${RP}u + ${q}`;
+    e.line(`let ${c} = select(select(${I + G * N}u + ${g} * ${N}u + ${q} - ${RP + N}u, ${I}u + ${g} * ${N}u + ${q} - ${RP}u, ${q} < ${RP + N}u), ${h} * ${P}u + min(${xRow}, ${P - 1}u), ${q} < ${RP}u);`);
+    const input = e.value(xbc, [s, c]);
+    const terms = [`${e.value(convB, [c])}`, `${e.value(W, [c, `${K - 1}u`])} * ${input}`];
+    for (let k = 0; k < K - 1; k++) {
+      const slot = e.bound(e.fresh('k'), K - 1);
+      e.line(`let ${slot} = (at + ${k + 1}u) % ${K}u;`);
+      terms.push(`${e.value(W, [c, `${k}u`])} * ${e.value(ring, [s, c, slot])}`);
+    }
+    e.line(`let conv = ${terms.join(' + ')};`);
+    e.line(`ssd_ch[${q}] = conv * strata_sigmoid(conv);`);
+    if (!convOut) return;
+    // each channel has one owner: its head's workgroup (x), the group's first head at chunk 0 (B, C)
+    e.line(`let owner = select(${h} % ${R}u == 0u && ${chunk} == 0u, ${xRow} < ${P}u, ${q} < ${RP}u);`);
+    if (writes.conv) e.line(`if (owner && real && ${convRowOk}) { @B${writes.conv.id}@[(conv_row * ${C}u + ${c}) * ${K}u + at] = ${input}; }`);
+    else {
+      e.line(`if (owner) {`);
+      for (let k = 0; k < K; k++) e.line(`  ${e.store(root, `(${s} * ${C}u + ${c}) * ${K}u + ${k}u`, `select(${e.value(ring, [s, c, `${k}u`])}, ${input}, real && at == ${k}u)`)}`);
+      e.line(`}`);
+    }
+  });
+  e.line(`for (var ${q}: u32 = lid; ${q} < ${CH}u; ${q} += WG) {`);
+  channels.forEach((l) => e.line('  ' + l));
+  e.line(`}`);
+
+  if (ssmOut || storeY) {
+    e.line(`workgroupBarrier();`);
+    e.line(`var dt = strata_softplus(${e.value(dtRaw, [s, h])} + ${e.value(dtBias, [h])});`);
+    if (dtMin > 0) e.line(`dt = max(dt, ${f(dtMin)});`);
+    if (dtMax < Infinity) e.line(`dt = min(dt, ${f(dtMax)});`);
+    e.line(`dt = select(0.0, dt, real);`);
+    e.line(`let decay = exp(dt * ${e.value(A, [h])});`);
+    e.line(`let d_skip = ${e.value(D, [h])};`);
+    e.line(`let lane = lid % ${L}u;`);
+    const p0 = e.bound(e.fresh('k'), Math.max(0, RP - 1));
+    const pass = e.nested(() => {
+      const pl = e.bound(e.fresh('k'), RPP * Math.ceil(RP / RPP) - 1);
+      e.line(`let ${pl} = ${p0} + lid / ${L}u;`);
+      const p = e.bound(e.fresh('k'), P - 1);
+      e.line(`let ${p} = min(${chunk} * ${RP}u + ${pl}, ${P - 1}u);`);
+      e.line(`let ok = ${pl} < ${RP}u && ${chunk} * ${RP}u + ${pl} < ${P}u;`);
+      e.line(`let xv = select(0.0, ssd_ch[min(${pl}, ${RP - 1}u)], real);`);
+      e.line(`var acc: f32 = 0.0;`);
+      const n = e.bound(e.fresh('k'), N - 1);
+      const body = e.nested(() => {
+        e.line(`let hv = decay * ${e.value(h0, [s, h, p, n])} + dt * xv * ssd_ch[${RP}u + ${n}];`);
+        if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[((ssm_row * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}] = hv; }`);
+        else if (ssmOut) e.line(e.store(root, `((${s} * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}`, 'hv'));
+        e.line(`acc = acc + ssd_ch[${RP + N}u + ${n}] * hv;`);
+      });
+      e.line(`if (ok) {`);
+      e.line(`  for (var ${n}: u32 = lane; ${n} < ${N}u; ${n} += ${L}u) {`);
+      body.forEach((l) => e.line('    ' + l));
+      e.line(`  }`);
+      e.line(`}`);
+      if (!storeY) return;
+      e.line(`ssd_red[lid] = acc;`);
+      e.line(`workgroupBarrier();`);
+      e.line(`if (ok && lane == 0u) {`);
+      e.line(`  var y = d_skip * xv;`);
+      e.line(`  for (var j: u32 = 0u; j < ${L}u; j++) { y = y + ssd_red[lid + j]; }`);
+      e.line(`  ${e.store(root, `(${s} * ${Hh}u + ${h}) * ${P}u + ${p}`, 'y')}`);
+      e.line(`}`);
+      e.line(`workgroupBarrier();`);
+    });
+    e.line(`for (var ${p0}: u32 = 0u; ${p0} < ${RP}u; ${p0} += ${RPP}u) {`);
+    pass.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+  }
+  const shared = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : [])];
+  const k = finish(e, 'ssdstep', assemble(e, e.topLines(), wg, shared), groups);
+  const also = [writes.ssm, writes.conv].filter((w) => w !== undefined);
+  return also.length ? { ...k, alsoWrites: also } : k;
+}

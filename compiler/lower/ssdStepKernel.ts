@@ -111,17 +111,29 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       e.line(`let ok = ${pl} < ${RP}u && ${chunk} * ${RP}u + ${pl} < ${P}u;`);
       e.line(`let xv = select(0.0, ssd_ch[min(${pl}, ${RP - 1}u)], real);`);
       e.line(`var acc: f32 = 0.0;`);
+      // every state load of the thread first, then the updates: a store to the buffer the next load reads would
+      // otherwise keep the compiler from issuing that load early (one memory round trip per element)
+      const trips = Math.ceil(N / L);
       const n = e.bound(e.fresh('k'), N - 1);
-      const body = e.nested(() => {
-        e.line(`let hv = decay * ${e.value(h0, [s, h, p, n])} + dt * xv * ssd_ch[${RP}u + ${n}];`);
+      const trip = e.bound(e.fresh('k'), trips - 1);
+      const load = e.nested(() => e.line(`ssd_h[${trip}] = ${e.value(h0, [s, h, p, n])};`));
+      const update = e.nested(() => {
+        e.line(`let hv = decay * ssd_h[${trip}] + dt * xv * ssd_ch[${RP}u + ${n}];`);
         if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[((ssm_row * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}] = hv; }`);
         else if (ssmOut) e.line(e.store(root, `((${s} * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}`, 'hv'));
         e.line(`acc = acc + ssd_ch[${RP + N}u + ${n}] * hv;`);
       });
+      const index = N % L === 0 ? `lane + ${trip} * ${L}u` : `min(lane + ${trip} * ${L}u, ${N - 1}u)`; // past N: a repeat, not written
+      const loop = (body: string[], last: boolean) => [
+        `  for (var ${trip}: u32 = 0u; ${trip} < ${trips}u; ${trip}++) {`,
+        `    let ${n} = ${index};`,
+        ...(last && N % L !== 0 ? [`    if (lane + ${trip} * ${L}u >= ${N}u) { break; }`] : []),
+        ...body.map((l) => '    ' + l),
+        `  }`,
+      ];
+      e.line(`var ssd_h: array<f32, ${trips}>;`);
       e.line(`if (ok) {`);
-      e.line(`  for (var ${n}: u32 = lane; ${n} < ${N}u; ${n} += ${L}u) {`);
-      body.forEach((l) => e.line('    ' + l));
-      e.line(`  }`);
+      [...loop(load, false), ...loop(update, true)].forEach((l) => e.line(l));
       e.line(`}`);
       if (!storeY) return;
       e.line(`ssd_red[lid] = acc;`);

@@ -8,31 +8,42 @@ import type { Tensor } from '../../dsl/tensor.ts';
 import { input, state, trace, weight } from '../../dsl/trace.ts';
 import { expectBothClose, expectClose, rng, runCpuRef, uniform, type RunData } from '../helpers/gpu.ts';
 
-const [S, SLOTS, Hh, P, G, N, K] = [4, 4, 4, 3, 2, 5, 4];
-const I = Hh * P;
-const C = I + 2 * G * N;
+const [S, SLOTS, K] = [4, 4, 4];
+/** Heads, head dim, groups, state size: a small head (N not a multiple of the lanes a row gets), and one split across workgroups in rows with a partial last chunk. */
+interface Dims {
+  Hh: number;
+  P: number;
+  G: number;
+  N: number;
+}
+const SMALL: Dims = { Hh: 4, P: 3, G: 2, N: 5 };
+const SPLIT: Dims = { Hh: 2, P: 19, G: 1, N: 128 };
 const slotIds = [2, 0, 1, SLOTS]; // the last row is inactive: its writes are dropped
 const positions = [0, 5, 7, 3]; // 0: nothing before; 5, 7: the ring has wrapped
 const valid = [1, 1, 0, 1]; // row 2 is padding: its state stays
 
-const config = (fusedStep: boolean, timeStepLimit?: [number, number]): Mamba2Config => ({ numHeads: Hh, headDim: P, nGroups: G, stateSize: N, eps: 1e-5, normGroups: 1, fusedStep, ...(timeStepLimit ? { timeStepLimit } : {}) });
+const config = ({ Hh, P, G, N }: Dims, fusedStep: boolean, timeStepLimit?: [number, number]): Mamba2Config => ({ numHeads: Hh, headDim: P, nGroups: G, stateSize: N, eps: 1e-5, normGroups: 1, fusedStep, ...(timeStepLimit ? { timeStepLimit } : {}) });
 
-function weights() {
+function weights({ Hh, P, G, N }: Dims) {
+  const C = Hh * P + 2 * G * N;
   return { convWeight: weight('cw', [C, 1, K]), convBias: weight('cb', [C]), dtBias: weight('dtb', [Hh]), ALog: weight('alog', [Hh]), D: weight('d', [Hh]) };
 }
 
 /** One decode step over states of SLOTS slots, gathered and scattered back at the slot ids (as StepContext does). */
-const stepFn = (cfg: Mamba2Config) => (): Record<string, Tensor> => {
+const stepFn = (d: Dims, cfg: Mamba2Config) => (): Record<string, Tensor> => {
+  const { Hh, P, G, N } = d;
+  const C = Hh * P + 2 * G * N;
   const ids = input('slot_ids', [S], 'i32');
   const ring = state('conv', [SLOTS, C, K]);
   const ssm = state('ssm', [SLOTS, Hh, P, N]);
-  const r = mamba2ConvScan(input('xbc', [S, 1, C]), input('dt', [S, 1, Hh]), weights(), { conv: ring.gather(ids), ssm: ssm.gather(ids), start: input('pos', [S], 'i32') }, input('valid', [S], 'i32'), cfg);
+  const r = mamba2ConvScan(input('xbc', [S, 1, C]), input('dt', [S, 1, Hh]), weights(d), { conv: ring.gather(ids), ssm: ssm.gather(ids), start: input('pos', [S], 'i32') }, input('valid', [S], 'i32'), cfg);
   ring.scatter(ids, r.state.conv);
   ssm.scatter(ids, r.state.ssm);
   return { y: r.y };
 };
 
-function data(seed: number): RunData {
+function data({ Hh, P, G, N }: Dims, seed: number): RunData {
+  const C = Hh * P + 2 * G * N;
   const random = rng(seed);
   const f = (n: number, lo = -1, hi = 1) => uniform(random, n, lo, hi);
   // positions before 0 read zeros in a fresh ring: the slots they map to are zero for the row at position 0
@@ -50,16 +61,18 @@ const tol = { atol: 2e-5, rtol: 2e-4 };
 describe('ssd_step', () => {
   it('its CPU reference equals its composition', () => {
     for (const limit of [undefined, [0.2, 0.9] as [number, number]]) {
-      const d = data(1);
-      const fused = runCpuRef(trace(stepFn(config(true, limit))), d);
-      const composed = runCpuRef(trace(stepFn(config(false, limit))), d);
+      const d = data(SMALL, 1);
+      const fused = runCpuRef(trace(stepFn(SMALL, config(SMALL, true, limit))), d);
+      const composed = runCpuRef(trace(stepFn(SMALL, config(SMALL, false, limit))), d);
       expectClose(fused.outputs, composed.outputs, tol);
       expectClose(fused.states, composed.states, tol);
     }
   });
 
   it('over the ring equals causalConv1d + ssdStep over the window it stands for', () => {
-    const d = data(2);
+    const { Hh, P, G, N } = SMALL;
+    const [I, C] = [Hh * P, Hh * P + 2 * G * N];
+    const d = data(SMALL, 2);
     const ring = Array.from(d.states!.conv as number[]);
     const ssm = d.states!.ssm as number[];
     // the window of a row at position p: positions p-K+1 .. p-1, ring slot (q mod K)
@@ -70,14 +83,14 @@ describe('ssd_step', () => {
         for (let j = 0; j < K - 1; j++) window[(s * C + c) * (K - 1) + j] = ring[(at(s) * C + c) * K + (((positions[s]! - K + 1 + j) % K) + K) % K]!;
     const rows = (a: number[], width: number) => slotIds.flatMap((_, s) => a.slice(at(s) * width, (at(s) + 1) * width));
     const old = trace(() => {
-      const w = weights();
+      const w = weights(SMALL);
       const conv = causalConv1d(input('xbc', [S, 1, C]), input('window', [S, C, K - 1]), w.convWeight, w.convBias, input('valid', [S], 'i32'));
       const [x, Bm, Cm] = conv.y.silu().split(-1, [I, G * N, G * N]) as [Tensor, Tensor, Tensor];
       const r = ssdStep({ x: x.reshape(S, 1, Hh, P), dt: input('dt', [S, 1, Hh]).add(w.dtBias).softplus(), A: w.ALog.exp().neg(), Bm: Bm.reshape(S, 1, G, N), Cm: Cm.reshape(S, 1, G, N), D: w.D, h0: input('h0', [S, Hh, P, N]), valid: input('valid', [S], 'i32') });
       return { y: r.y.reshape(S, 1, I), ssm: r.hT };
     });
     const expected = runCpuRef(old, { ...d, inputs: { ...d.inputs, window, h0: rows(ssm, Hh * P * N) } }).outputs;
-    const fused = runCpuRef(trace(stepFn(config(true))), d);
+    const fused = runCpuRef(trace(stepFn(SMALL, config(SMALL, true))), d);
     expectClose(fused.outputs.y!, expected.y!, tol);
     const newSsm = fused.states.ssm!.data;
     for (const s of [0, 1, 3]) {
@@ -98,15 +111,17 @@ describe('ssd_step', () => {
   });
 
   it('on WebGPU: one kernel writes y and both states in place, as the CPU reference', async () => {
-    const r = await expectBothClose(stepFn(config(true, [0.2, 0.9])), {}, data(3), tol);
-    // the step and the copy of y into the output (a reshape of the op's [S,Hh,P]); no part or scatter kernels
-    expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['ssdstep', 'map']);
+    for (const d of [SMALL, SPLIT]) {
+      const r = await expectBothClose(stepFn(d, config(d, true, [0.2, 0.9])), {}, data(d, 3), tol);
+      // the step and the copy of y into the output (a reshape of the op's [S,Hh,P]); no part or scatter kernels
+      expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['ssdstep', 'map']);
+    }
   });
 
   it('on WebGPU: unfused (the composition) and standalone parts (no in-place writes) agree too', async () => {
-    await expectBothClose(stepFn(config(false)), {}, data(4), tol);
+    await expectBothClose(stepFn(SMALL, config(SMALL, false)), {}, data(SMALL, 4), tol);
     // without fusion every node is its own kernel: the three parts of the op and the scatters
-    const r = await expectBothClose(stepFn(config(true)), {}, data(5), tol, { fuse: false });
+    const r = await expectBothClose(stepFn(SMALL, config(SMALL, true)), {}, data(SMALL, 5), tol, { fuse: false });
     expect(r.program.kernels.filter((k) => k.templates.includes('ssdstep')).length).toBe(3);
   });
 });

@@ -30,8 +30,8 @@ const kv = (c: Raw, entries = OPTIONS.capacity) => {
 const slots = (perSlotFloats: number) => OPTIONS.slots * perSlotFloats * F32;
 // Mamba-1: conv [I, K-1] + ssm [I, N]
 const mamba1 = (I: number, K: number, N: number) => slots(I * (K - 1) + I * N);
-// Mamba-2: conv [I + 2GN, K-1] + ssm [H, P, N]
-const mamba2 = (I: number, G: number, N: number, K: number, H: number, P: number) => slots((I + 2 * G * N) * (K - 1) + H * P * N);
+// Mamba-2: conv [I + 2GN, K] (a ring of the last K inputs, which the fused decode step needs) + ssm [H, P, N]
+const mamba2 = (I: number, G: number, N: number, K: number, H: number, P: number) => slots((I + 2 * G * N) * K + H * P * N);
 const hybridMamba2 = (c: Raw) => mamba2(c.mamba_d_ssm ?? c.mamba_expand * c.hidden_size, c.mamba_n_groups, c.mamba_d_state, c.mamba_d_conv, c.mamba_n_heads, c.mamba_d_head);
 const layers = (c: Raw) => [...Array(c.num_hidden_layers).keys()];
 

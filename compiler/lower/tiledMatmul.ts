@@ -78,7 +78,7 @@ interface TilePlan {
 
 /**
  * The tiled kernel's variants, by name (DeviceLimits.tiledMatmul; STRATA_TILED=<name> sets it on an adapter; the ops
- * bench measures each at the prefill shapes of the bench models); the default is the one expected fastest on a
+ * bench measures each at the prefill shapes of the bench models); the default is the one measured fastest on a
  * large GPU.
  *   base  the kernel of 2b8020f: 16 KiB of tiles (K steps of 8 for SwiGLU's two matmuls), one element per load
  *         (a 4-byte load per 16-bit weight), 32x32 or 64x64 tiles.
@@ -96,7 +96,11 @@ export const TILED_VARIANTS = {
   lean: { workgroupBytes: 32768, pairs: true, fill: true, maxStaged: 16 },
 } as const;
 export type TiledVariant = keyof typeof TILED_VARIANTS;
-export const DEFAULT_TILED_VARIANT: TiledVariant = 'fill';
+// Measured on the H200 (bench tiled, 2026-12-02, 593de0c): lean is fastest at all four granite4h prefill shapes
+// (gate/up 50.9 us vs base 65.1 / fill 64.7; down 40.7 vs 76.0 / 60.4; in_proj 50.4 vs 66.3 / 63.2; out_proj 31.0 vs
+// 58.0 / 46.7) and llama-400m's q/k/v, slower at llama's gate/up (139 vs fill 122) and down (105 vs base 81);
+// granite4h's 128-token prefill 10.7k tok/s with lean, 7.9k base, 8.5k fill.
+export const DEFAULT_TILED_VARIANT: TiledVariant = 'lean';
 /** Workgroups the fill variant narrows tiles to reach: about two per SM of a large GPU. */
 const FILL_GROUPS = 256;
 const WG_TILED = 256;

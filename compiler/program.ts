@@ -81,7 +81,9 @@ export function printSchedule(p: Program): string {
     const grid = k.workgroups[1] > 1 ? `${k.workgroups[0]}x${k.workgroups[1]}` : `${k.workgroups[0]}`;
     lines.push(`  ${String(i).padStart(3)} ${k.templates.join('+').padEnd(22)} grid ${grid.padEnd(7)} wg ${String(k.workgroupSize).padEnd(3)} read ${kb(b.read).padStart(8)} write ${kb(b.written).padStart(8)}  ${k.ops}`);
   });
-  lines.push(`  total read ${kb(read)}, written ${kb(written)}`);
+  // a driver compiles each distinct kernel text once (lavapipe: ~0.1-3 s each), whatever the dispatch count
+  const distinct = new Set(p.kernels.map((k) => k.wgsl)).size;
+  lines.push(`  total read ${kb(read)}, written ${kb(written)}; ${distinct} distinct kernels (pipelines to compile)`);
   return lines.join('\n');
 }
 

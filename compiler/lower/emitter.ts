@@ -373,7 +373,7 @@ export class Emitter {
       this.phaseParts.push({ dtype: n.dtype, acc, init, loop, result, op: def.subgroup, combine: (a, b) => def.combine.wgsl(a, b), finish });
       this.phases.push(
         [
-          `// reduce %${n.id} (${n.op} over ${len})`,
+          `// reduce: ${n.op} over ${len}`,
           `var ${acc}: ${type} = ${init};`,
           ...loop,
           ...(this.subgroups ? this.subgroupCombine(def.subgroup, acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [

@@ -62,7 +62,7 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
         9 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
        10 matvec+map             grid 17      wg 32  read  64.5KiB write   1.1KiB  matmul add*3 sub iota mul*3 rsqrt mean
        11 scatter                grid 1       wg 32  read     132B write       4B  scatter
-      total read 486.0KiB, written 132.9KiB"
+      total read 486.0KiB, written 132.9KiB; 9 distinct kernels (pipelines to compile)"
   `);
 });
 

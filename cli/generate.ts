@@ -67,7 +67,7 @@ export function progressPrinter(enabled: boolean): { update(e: LoadProgress): vo
           : e.stage === 'ready'
             ? 'ready'
             : e.stage === 'warm-up'
-              ? 'warming up (every program runs once: some drivers compile shaders at first use)'
+              ? `warming up ${e.detail ?? ''} (each runs once: some drivers compile shaders at first use; other buckets then compile when first used)`
             : `loading ${e.stage}${e.detail ? `: ${e.detail}` : ''}`;
       const line = `strata: ${what} [${secs}s]`;
       if (tty) {
@@ -88,7 +88,8 @@ export function throughputLine(stats: SequenceStats): string {
     `${stats.promptTokens} prompt tokens, prefill ${f(stats.prefillTokensPerSecond)} tok/s; ` +
     `${stats.generatedTokens} generated, decode ${f(stats.decodeTokensPerSecond)} tok/s; ` +
     `${stats.submits} submits, ${stats.readbacks} readbacks, ${f(stats.dispatchesPerToken)} dispatches/token ` +
-    `(K=${stats.stepsPerSubmit})`
+    `(K=${stats.stepsPerSubmit})` +
+    (stats.firstRuns.length ? `; first run of ${stats.firstRuns.join(', ')} (not warmed at load: its time includes compiling on drivers that compile late)` : '')
   );
 }
 

@@ -54,6 +54,18 @@ export interface PrefixHooks {
   insert(slot: number, ids: readonly number[]): void;
 }
 
+/** A generator program's key in progress events, stats and warm-up lists. */
+export const prefillKey = (tokens: number) => `prefill T=${tokens}`;
+export const decodeKey = (rows: number | string, mode: SamplerMode) => `decode rows=${rows} ${mode}`;
+
+/** A program of the generator and how to run it so that it changes nothing (its warm-up run). */
+export interface IdleProgram {
+  key: string;
+  exe: Executable;
+  /** Writes inputs under which a run of `exe` touches no slot. */
+  idle(): void;
+}
+
 /** What the host knows of the sequence a slot holds (undefined parts: unknown, e.g. after a restore). */
 interface SlotHolding {
   /** Tokens at positions 0..length-1, then the next token to feed (the newest sampled one). */
@@ -82,6 +94,8 @@ export class Generator {
   private batches = 0;
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
+  /** Keys of the programs that have run (warm-up included): a program's first run is noted in the stats. */
+  private readonly ran = new Set<string>();
   private readonly zeroSeen: Float32Array;
   /** Slots sequences run in (0..serving-1); the runner's later slots belong to the prefix cache. */
   private readonly serving: number;
@@ -121,10 +135,10 @@ export class Generator {
     for (const entry of generatorStateEntries(g.layout)) runner.caches.register(entry);
     const jobs: { key: string; build: () => Promise<void> }[] = [];
     for (const T of [...new Set(runner.options.chunks)].sort((a, b) => a - b))
-      jobs.push({ key: `prefill T=${T}`, build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, () => tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
+      jobs.push({ key: prefillKey(T), build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, () => tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
     for (const rows of g.decodeRows)
       for (const mode of ['greedy', 'sample'] as const)
-        jobs.push({ key: `decode rows=${rows} ${mode}`, build: async () => void g.decode.set(`${rows}:${mode}`, await runner.loadProgram(`gen:decode:${rows}:${mode}`, () => traceDecode(runner, g.layout, rows, mode), { rows, tokens: 1 })) });
+        jobs.push({ key: decodeKey(rows, mode), build: async () => void g.decode.set(`${rows}:${mode}`, await runner.loadProgram(`gen:decode:${rows}:${mode}`, () => traceDecode(runner, g.layout, rows, mode), { rows, tokens: 1 })) });
     for (const [i, job] of jobs.entries()) {
       options.onProgress?.({ done: i, total: jobs.length, program: job.key });
       await job.build();
@@ -137,25 +151,53 @@ export class Generator {
   }
 
   /**
-   * Runs every program once with every row inactive (out-of-range slots: nothing is written), so that drivers
-   * that compile shaders at first use (lavapipe) do it now rather than during the first generation.
+   * Every program this generator runs, by key (`prefill T=16`, `decode rows=1 greedy`), each with a writer of the
+   * inputs that make a run change nothing (every row points past the last slot).
    */
-  async warmUp(): Promise<void> {
+  programs(): IdleProgram[] {
     const { slots } = this.layout;
-    for (const [T, exe] of this.prefill) {
-      exe.writeInput('tokens', new Int32Array(T));
-      exe.writeInput('slot_ids', new Int32Array([slots]));
-      exe.writeInput('valid', new Int32Array([1]));
-      exe.writeInput('commit', new Int32Array([0]));
-      exe.run();
-    }
+    const list: IdleProgram[] = [];
+    for (const [T, exe] of this.prefill)
+      list.push({ key: prefillKey(T), exe, idle: () => {
+        exe.writeInput('tokens', new Int32Array(T));
+        exe.writeInput('slot_ids', new Int32Array([slots]));
+        exe.writeInput('valid', new Int32Array([1]));
+        exe.writeInput('commit', new Int32Array([0]));
+      } });
     for (const [key, exe] of this.decode) {
-      const rows = Number(key.split(':')[0]);
-      exe.writeInput('decode_slots', new Int32Array(rows).fill(slots));
-      this.lastRowSlots.delete(rows);
-      exe.run();
+      const [rows, mode] = key.split(':') as [string, SamplerMode];
+      list.push({ key: decodeKey(rows, mode), exe, idle: () => {
+        exe.writeInput('decode_slots', new Int32Array(Number(rows)).fill(slots));
+        this.lastRowSlots.delete(Number(rows));
+      } });
+    }
+    return list;
+  }
+
+  /**
+   * Runs programs once with every row inactive (nothing is written), so that drivers that compile shaders at
+   * first dispatch (lavapipe) do it now rather than during a generation. `keys` picks the programs (default all).
+   */
+  async warmUp(keys?: readonly string[]): Promise<void> {
+    for (const p of this.programs()) {
+      if (keys && !keys.includes(p.key)) continue;
+      p.idle();
+      p.exe.run();
+      this.ran.add(p.key);
     }
     await this.runtime.device.queue.onSubmittedWorkDone();
+  }
+
+  /** Notes a program's first run in the stats of the sequences it runs for. */
+  private noteRun(key: string, seqs: readonly Sequence[]): void {
+    if (this.ran.has(key)) return;
+    this.ran.add(key);
+    for (const s of seqs) s.firstRuns.push(key);
+  }
+
+  /** Keys of the programs that have not run yet (not warmed at load, not used since). */
+  notRun(): string[] {
+    return this.programs().map((p) => p.key).filter((k) => !this.ran.has(k));
   }
 
   /** Kernels per decode step of a bucket (model and sampling). */
@@ -445,6 +487,7 @@ export class Generator {
         exe.writeInput('slot_ids', new Int32Array([slot]));
         exe.writeInput('valid', new Int32Array([chunk.tokens]));
         exe.writeInput('commit', new Int32Array([at + chunk.tokens === ids.length ? 1 : 0]));
+        this.noteRun(prefillKey(chunk.bucket), [seq]);
         exe.run();
         const end = at + chunk.tokens;
         if (end < ids.length && this.prefix?.wantsBoundary(end)) {
@@ -481,6 +524,7 @@ export class Generator {
     const exe = this.decode.get(`${rows}:${mode}`)!;
     const record = (encoder: GPUCommandEncoder) => {
       if (steps === 0) return;
+      this.noteRun(decodeKey(rows, mode), seqs);
       const rowSlots = new Int32Array(rows).fill(slots);
       seqs.forEach((s, i) => (rowSlots[i] = s.slot));
       const key = rowSlots.join(',');

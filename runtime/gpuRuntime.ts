@@ -278,6 +278,20 @@ export class Executable {
     });
   }
 
+  /** Encodes and submits dispatch `index` alone (measuring: a driver that compiles at first dispatch does it here). */
+  runKernel(index: number): void {
+    const s = this.steps[index];
+    if (!s) throw new RangeError(`program has no kernel ${index} (it has ${this.steps.length})`);
+    this.runtime.submitWork(this.program.kernels[index]!.name, (encoder) => {
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.bindGroup);
+      pass.dispatchWorkgroups(...s.workgroups);
+      pass.end();
+    });
+    this.runtime.counters.dispatches++;
+  }
+
   buffer(role: 'input' | 'output' | 'weight' | 'state', name: string): GPUBuffer | undefined {
     const table = role === 'input' ? this.program.inputs : role === 'output' ? this.program.outputs : role === 'weight' ? this.program.weights : this.program.states;
     const id = table[name];

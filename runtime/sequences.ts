@@ -43,6 +43,12 @@ export interface SequenceStats {
   /** Kernels in one decode step of the largest bucket used (model + sampling). */
   dispatchesPerDecodeStep: number;
   stepsPerSubmit: number;
+  /**
+   * Programs that ran for the first time during this generation (`prefill T=128`, `decode rows=4 sample`): the
+   * load's warm-up did not run them, so on a driver that compiles shaders at first dispatch (lavapipe) their
+   * compile is in this generation's time.
+   */
+  firstRuns: string[];
 }
 
 let sequenceIds = 0;
@@ -68,6 +74,7 @@ export class Sequence implements AsyncIterable<number[]> {
   /** @internal */ readonly times = { created: performance.now(), prefillStart: 0, prefillEnd: 0, firstToken: 0, end: 0 };
   /** @internal */ counters0: Counters | undefined;
   /** @internal */ decodeKernels = 0;
+  /** @internal programs first run while this sequence was live */ readonly firstRuns: string[] = [];
   /** @internal prompt tokens restored from the prefix cache */ cachedTokens = 0;
   /** @internal what a resumed sequence writes over the slot's sampling state */ overrides = { params: true, stops: true, seed: true };
 
@@ -162,6 +169,7 @@ export function sequenceStats(seq: Sequence, c: Counters, stepsPerSubmit: number
     dispatchesPerToken: n ? dispatches / n : 0,
     dispatchesPerDecodeStep: seq.decodeKernels,
     stepsPerSubmit,
+    firstRuns: [...seq.firstRuns],
   };
 }
 export interface GenerationResult {

@@ -17,7 +17,8 @@ import { StrataUserError, declareUserError, elide } from '../base/errors.ts';
 import { type ModelSource, SourceReadError, isModelSource, readFailureReason, sourceHas } from '../base/modelSource.ts';
 import { sourceFor } from '../base/defaultSource.ts';
 import { type StrataDevice, getSharedDevice, withGpuErrorScope } from './device.ts';
-import { Generator, UnknownSequenceError } from './generator.ts';
+import { Generator, UnknownSequenceError, decodeKey, prefillKey } from './generator.ts';
+import { promptChunks } from './promptChunks.ts';
 import { Generation, type SequenceOptions } from './sequences.ts';
 import { type RestoredMemory, type SavedMemory, restoreMemory, saveMemory } from '../caches/sessionFile.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
@@ -72,9 +73,16 @@ export interface SessionOptions {
   decodeRows?: number[];
   /** Decode steps per submission (K): the host reads generated tokens once per K steps. Default 8. */
   stepsPerSubmit?: number;
-  /** Run every program once while loading, for drivers that compile shaders at first use (lavapipe). Default true. */
-  warmUp?: boolean;
-  /** Loading and compiling progress (the warm-up compiles every program, so nothing compiles later). */
+  /**
+   * Which programs run once while loading, for drivers that compile shaders at their first dispatch (lavapipe:
+   * 0.1-3 s a kernel; GPU drivers compile when the pipeline is created, at load, whatever this says):
+   * 'first' (default) the programs a first generation runs: the prefill buckets `prompt` runs through (without a
+   * prompt, the smallest) and the smallest decode bucket (one row by default), greedy and sampling; 'all' (or true) every program; false
+   * none. Every program's pipelines and bind groups are created at load either way, so a later first use creates
+   * nothing; on such a driver it compiles then, and that generation's `stats.firstRuns` names the program.
+   */
+  warmUp?: boolean | 'first' | 'all';
+  /** Loading and compiling progress. */
   onProgress?: (event: LoadProgress) => void;
   /**
    * A prompt the caller is about to generate from: checked (not empty, encodable, within the capacity) before
@@ -185,9 +193,10 @@ export class Session {
     if (aot && cacheEntries > 0) throw new SessionOptionsError('a prefix cache needs memory slots that an AOT module does not have: load the module without prefixCache');
     const cacheEvery = options.prefixCache?.every ?? Math.max(...chunks);
     if (!Number.isInteger(cacheEvery) || cacheEvery < 0) throw new SessionOptionsError(`prefixCache.every must be a non-negative integer (0: only where sequences end), got ${cacheEvery}`);
+    let promptIds: number[] | undefined;
     if (options.prompt !== undefined) {
-      const ids = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
-      checkPromptFits(ids, capacity, model.vocabSize);
+      promptIds = encodePrompt(options.prompt, tokenizer, modelDir, options.chat === undefined ? {} : { chat: options.chat });
+      checkPromptFits(promptIds, capacity, model.vocabSize);
     }
     progress({ stage: 'device' });
     const device = options.device ?? (await getSharedDevice());
@@ -236,9 +245,11 @@ export class Session {
           ...(decodeRows ? { decodeRows } : {}),
           onProgress: (e) => progress({ stage: 'compile', done: e.done, total: e.total, detail: e.program }),
         });
-        if (options.warmUp ?? true) {
-          progress({ stage: 'warm-up', detail: 'running every program once' });
-          await generator.warmUp();
+        const warm = warmUpKeys(options.warmUp ?? 'first', chunks, generator.decodeRows[0]!, promptIds);
+        if (warm !== 'none') {
+          const keys = warm === 'all' ? generator.programs().map((p) => p.key) : warm;
+          progress({ stage: 'warm-up', detail: keys.join(', ') });
+          await generator.warmUp(keys);
         }
         return { runner, generator, prefixCache };
       });
@@ -435,6 +446,14 @@ export class Session {
 }
 
 /** A prompt as token ids: text through the tokenizer (and the chat template with `chat`), ids as given. */
+/** The programs a load warms up (see SessionOptions.warmUp): program keys, or all or none of them. */
+export function warmUpKeys(warmUp: boolean | 'first' | 'all', chunks: readonly number[], rows: number, promptIds: readonly number[] | undefined): string[] | 'all' | 'none' {
+  if (warmUp === false) return 'none';
+  if (warmUp === true || warmUp === 'all') return 'all';
+  const buckets = promptIds ? promptChunks(promptIds.length, chunks).map((c) => c.bucket) : [Math.min(...chunks)];
+  return [...new Set(buckets)].map(prefillKey).concat(decodeKey(rows, 'greedy'), decodeKey(rows, 'sample'));
+}
+
 function encodePrompt(prompt: Prompt, tokenizer: Tokenizer | undefined, modelDir: string, options: { chat?: boolean }): number[] {
   let ids: number[];
   if (typeof prompt === 'object' && 'ids' in prompt) ids = [...prompt.ids];

@@ -14,6 +14,10 @@ const MIN_WORK = 4096;
 /** Accumulators per thread at most (matmuls x rows x columns): registers, the shared partials, and one subgroup
  * reduction each, which lavapipe compiles slowly (64 of them: ~3 s a kernel). */
 const MAX_ACCUMULATORS = 16;
+/** The same on a software adapter (no unrolling), where each accumulator's reduction and epilogue is code its LLVM
+ * compiles: tiny-granite-code's fused q/k/v decode kernel 20 -> 13 KiB, same decode speed; at 4 it decoded at half
+ * the speed (4x the workgroups, each repeating the norm prologue; lavapipe A/B in one process). */
+const CPU_ACCUMULATORS = 8;
 /** Rows of a workgroup up to which its norm phases are written out trip by trip. */
 const UNROLL_ROWS = 2;
 /** Trips x rows up to which the K loop is written out trip by trip. */
@@ -135,7 +139,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // of one size share dispatches (passes/groupKernels.ts).
   const rowsBudget = o.matvecAccumulators ?? (unroll ? ROWS_ACCUMULATORS : MAX_ACCUMULATORS);
   const rowsPath = MB > 1 && direct && rowsBudget > 0 && weights.every((w) => !isQuantized(storageOf(w!)));
-  const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(MAX_ACCUMULATORS / (T * MB)))));
+  const genericBudget = unroll ? MAX_ACCUMULATORS : CPU_ACCUMULATORS;
+  const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(genericBudget / (T * MB)))));
   // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic;
   // the quantized loop shares each trip's x (and its sums) by as many columns as keep ~256 workgroups, up to 16
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));

@@ -73,7 +73,7 @@ async function oneRequest(url: string, model: string, prompt: string, maxTokens:
 
 export async function serveLoadBench(argv: string[]): Promise<void> {
   const args = parse(argv);
-  const session = await Session.load(args.model, { slots: args.slots, capacity: 256, prefillChunks: [16], prefixCache: { entries: 4 } });
+  const session = await Session.load(args.model, { slots: args.slots, capacity: 256, prefillChunks: [16], prefixCache: { entries: 4 }, warmUp: 'all' });
   const server = await startServer(session, { port: 0, host: '127.0.0.1' });
   try {
     const prompts = Array.from({ length: args.requests }, (_, i) => `# request ${i}\ndef f${i}(x):\n`);

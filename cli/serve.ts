@@ -63,6 +63,8 @@ export function register(program: Command): void {
       const session = await Session.load(options.model, {
         onProgress: (e) => progress.update(e),
         slots: options.slots,
+        // a server runs every bucket sooner or later: compile them all before the first request, not during one
+        warmUp: 'all',
         ...(options.capacity !== undefined ? { capacity: options.capacity } : {}),
         ...(options.stepsPerSubmit !== undefined ? { stepsPerSubmit: options.stepsPerSubmit } : {}),
         prefixCache: { entries: options.prefixCache, ...(options.prefixCacheEvery !== undefined ? { every: options.prefixCacheEvery } : {}) },

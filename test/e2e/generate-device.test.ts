@@ -105,6 +105,26 @@ describe('limits and errors', () => {
   });
 });
 
+test('a load warms what the first generation runs; a program first run later creates nothing and is named in the stats', async () => {
+  const short = prompt.slice(0, 3);
+  const warm = await Session.load(LLAMA, { slots: 2, capacity: 96, prefillChunks: [4, 16], stepsPerSubmit: K, prompt: { ids: short } });
+  try {
+    expect(warm.generator.notRun()).toEqual(['prefill T=16', 'decode rows=2 greedy', 'decode rows=2 sample']);
+    const first = await warm.generate({ ids: short }, { maxNewTokens: 12, stopTokenIds: [] }).result();
+    expect(first.stats.firstRuns).toEqual([]);
+    const before = { ...warm.counters };
+    const long = Array.from({ length: 20 }, (_, i) => (i * 5) % 200); // chunks of 16 and 4
+    const sampled = { temperature: 1, seed: 3, maxNewTokens: 12, stopTokenIds: [] };
+    const [a, b] = await Promise.all([warm.generate({ ids: long }, sampled).result(), warm.generate({ ids: short }, sampled).result()]);
+    expect(a.stats.firstRuns).toEqual(['prefill T=16', 'decode rows=2 sample']);
+    expect(b.stats.firstRuns).toEqual(['decode rows=2 sample']);
+    expect(created(warm.counters)).toEqual(created(before));
+    expect(warm.generator.notRun()).toEqual(['decode rows=2 greedy']);
+  } finally {
+    await warm.close();
+  }
+});
+
 test('close cancels what runs and frees the buffers', async () => {
   const other = await Session.load(LLAMA, { slots: 1, capacity: 32, prefillChunks: [4], warmUp: false });
   const g = other.generate({ ids: prompt }, { maxNewTokens: 20, stopTokenIds: [] });

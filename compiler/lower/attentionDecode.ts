@@ -3,6 +3,7 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
+import { K } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
@@ -65,15 +66,15 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
-  e.bound('gi', rows - 1);
-  const outer = delinearize(e.ix, 'gi', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  const gi = e.bound('gi', rows - 1);
+  const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   const batch = outer.slice(0, -1);
   const m = outer[outer.length - 1]!;
-  e.bound(e.declareTop('lane', `lid % ${LANES}u`), LANES - 1);
-  e.bound(e.declareTop('grp', `lid / ${LANES}u`), GROUPS - 1);
+  const lane = e.bound(e.declareTop('lane', e.ix.mod(K.v('lid'), LANES)), LANES - 1);
+  e.bound(e.declareTop('grp', e.ix.div(K.v('lid'), LANES)), GROUPS - 1);
   // element j of a lane's share of a row of n: lane + j * LANES, clamped (the clamped ones weigh 0 or are not written)
   const dim = (j: number, n: number) =>
-    j * LANES + LANES - 1 < n ? e.ix.add('lane', `${j * LANES}u`) : e.bound(`min(lane + ${j * LANES}u, ${n - 1}u)`, n - 1);
+    j * LANES + LANES - 1 < n ? e.ix.add(lane, e.ix.lit(j * LANES)) : e.ix.min(e.ix.add(lane, e.ix.lit(j * LANES)), n - 1);
   // this lane's share of the query row, in registers (its prologue, e.g. RoPE, runs once per element)
   const qs = range(JK).map((j) => {
     const x = e.value(q, [...batch, m, dim(j, D)]);

@@ -2,6 +2,7 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
+import { K, type KExpr } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
@@ -36,14 +37,14 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   const perThread = Math.ceil(Dv / wg); // value dimensions each thread owns (Dv > wg)
   const shares = Math.floor(wg / dvEff); // threads that split one tile's keys for the same dimension
   const f = (x: number) => wgslLiteral(x, 'f32');
-  const [kd, kc, kv] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
+  const [kd, kc, kv] = [e.fresh('k'), e.fresh('k'), e.fresh('k')].map((k) => K.v(k)) as [KExpr, KExpr, KExpr];
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
-  e.bound('gi', rows - 1);
+  const gi = e.bound('gi', rows - 1);
   e.bound(kd, Math.max(D, Dv) - 1);
   e.bound(kc, E - 1);
   e.bound(kv, Dv - 1);
-  const outer = delinearize(e.ix, 'gi', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   const batch = outer.slice(0, -1);
   const m = outer[outer.length - 1]!;
   // the query row, computed once (its prologue, e.g. RoPE, runs once per element) into shared memory
@@ -70,9 +71,9 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     const kd0 = e.bound(e.fresh('k'), D % chunk === 0 ? D - chunk : D - 1); // it steps by chunk
     e.line(`  var dot: f32 = 0.0;`);
     const dot = e.nested(() => {
-      const ks = Array.from({ length: chunk }, (_, u) => e.bound(e.ix.add(kd0, `${u}u`), D - 1));
-      const ok = (k: string) => (D % chunk === 0 ? '' : ` * select(0.0, 1.0, ${k} < ${D}u)`);
-      const clamp = (k: string) => (D % chunk === 0 ? k : `min(${k}, ${D - 1}u)`);
+      const ks = Array.from({ length: chunk }, (_, u) => e.ix.add(kd0, e.ix.lit(u)));
+      const ok = (k: KExpr) => (D % chunk === 0 ? '' : ` * select(0.0, 1.0, ${k} < ${D}u)`);
+      const clamp = (k: KExpr) => e.ix.min(k, D - 1); // a no-op, dropped, when chunks divide D
       const keys = ks.map((k) => e.value(kT, [...batch, clamp(k), kc]));
       e.line(`dot = dot${keys.map((x, u) => ` + att_q[${clamp(ks[u]!)}] * ${x}${ok(ks[u]!)}`).join('')};`);
     });
@@ -95,7 +96,7 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
         const terms = Array.from({ length: UNROLL_KEYS }, (_, u) => {
           const j = e.fresh('k');
           e.line(`let ${j} = ${j0} + ${u * shares}u;`);
-          const key = e.bound(`min(t0 + ${j}, ${E - 1}u)`, E - 1);
+          const key = e.ix.min(e.ix.add(K.v('t0'), K.v(j)), E - 1);
           return `select(0.0, att_p[min(${j}, WG - 1u)], ${j} < tile_len) * ${e.value(v, [...batch, key, kv])}`;
         });
         e.line(`part = part + ${terms.join(' + ')};`);

@@ -2,6 +2,7 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
+import { K, type KExpr } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
@@ -76,20 +77,16 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   const [QS, KS, PS] = [D + 1, BN + 1, BN + 1]; // padded strides: threads of a warp hit different banks
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  e.bound('gi', groups - 1);
-  const batch = delinearize(e.ix, `(gi / ${NT}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
-  e.line(`let m0 = (gi % ${NT}u) * ${BM}u;`);
-  e.bound('m0', (NT - 1) * BM);
-  e.line(`let row = lid / ${TPR}u;`);
-  e.bound('row', BM - 1);
-  e.line(`let lane = lid % ${TPR}u;`);
-  e.bound('lane', TPR - 1);
-  e.line(`let m = min(m0 + row, ${M - 1}u);`);
-  e.bound('m', M - 1);
-  e.line(`let row_ok = m0 + row < ${M}u;`);
+  const gi = e.bound('gi', groups - 1);
+  const batch = delinearize(e.ix, e.ix.div(gi, NT), batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  const m0 = e.declareTop('m0', e.ix.mul(e.ix.mod(gi, NT), BM));
+  const row = e.bound(e.declareTop('row', e.ix.div(K.v('lid'), TPR)), BM - 1);
+  e.declareTop('lane', e.ix.mod(K.v('lid'), TPR));
+  const m = e.declareTop('m', e.ix.min(e.ix.add(m0, row), M - 1));
+  e.line(`let row_ok = ${e.ix.add(m0, row)} < ${M}u;`);
   const out = `@B${root.id}@`;
   // the result row's first element (its stride is Dv + E with weights)
-  const base = linearize(e.ix, [...batch, 'm', '0u'], root.shape);
+  const base = linearize(e.ix, [...batch, m, e.ix.lit(0)], root.shape);
   if (weights) e.line(`let row_base = ${base};`);
   const rowBase = weights ? 'row_base' : base;
 
@@ -97,29 +94,30 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
   // a tile of `rows` x `cols` elements copied into workgroup memory, threads along the columns (contiguous in
   // memory for the query, key and value layouts the models use); `at` names the row's index in the source
-  const stage = (rows: number, rowBase: string, rowMax: number, cols: number, write: (row: string, col: string, at: string) => string) => {
+  const stage = (rows: number, rowBase: KExpr, rowMax: number, cols: number, write: (row: KExpr, col: KExpr, at: KExpr) => string) => {
     const inner = e.nested(() => {
-      const [tr, tc, at] = [e.fresh('k'), e.fresh('k'), e.fresh('k')];
-      e.line(`let ${e.bound(tr, rows - 1)} = ${el} / ${cols}u;`);
-      e.line(`let ${e.bound(tc, cols - 1)} = ${el} % ${cols}u;`);
-      e.line(`let ${e.bound(at, rowMax)} = min(${rowBase} + ${tr}, ${rowMax}u);`);
+      const [tr, tc, at] = [e.fresh('k'), e.fresh('k'), e.fresh('k')].map((k) => K.v(k)) as [KExpr, KExpr, KExpr];
+      // el stays below rows * cols inside the loop below
+      e.line(`let ${e.bound(tr, rows - 1)} = ${e.ix.div(el, cols)};`);
+      e.line(`let ${e.bound(tc, cols - 1)} = ${e.ix.mod(el, cols)};`);
+      e.line(`let ${e.bound(at, rowMax)} = ${e.ix.min(e.ix.add(rowBase, tr), rowMax)};`);
       e.line(write(tr, tc, at));
     });
     return [`for (var ${el}: u32 = lid; ${el} < ${rows * cols}u; ${el} += ${WG}u) {`, ...inner.map((l) => '  ' + l), `}`];
   };
-  const qLoad = stage(BM, 'm0', M - 1, D, (qr, qd, qm) => `att_q[${qr} * ${QS}u + ${qd}] = ${e.value(q, [...batch, qm, qd])};`);
-  const kLoad = stage(BN, 't0', E - 1, D, (kc, kd, key) => `att_kv[${kd} * ${KS}u + ${kc}] = ${e.value(kT, [...batch, kd, key])};`);
-  const vLoad = stage(BN, 't0', E - 1, Dv, (_vc, vd, key) => `att_kv[${el}] = ${e.value(v, [...batch, key, vd])};`);
+  const qLoad = stage(BM, m0, M - 1, D, (qr, qd, qm) => `att_q[${qr} * ${QS}u + ${qd}] = ${e.value(q, [...batch, qm, qd])};`);
+  const kLoad = stage(BN, K.v('t0'), E - 1, D, (kc, kd, key) => `att_kv[${kd} * ${KS}u + ${kc}] = ${e.value(kT, [...batch, kd, key])};`);
+  const vLoad = stage(BN, K.v('t0'), E - 1, Dv, (_vc, vd, key) => `att_kv[${el}] = ${e.value(v, [...batch, key, vd])};`);
   const jj = e.bound(e.fresh('k'), KPT - 1);
   const kk = e.bound(e.fresh('k'), E - 1);
   const scoreBody = e.nested(() => {
-    const ok = e.value(mask, [...batch, 'm', kk]);
+    const ok = e.value(mask, [...batch, m, kk]);
     e.line(`if (t0 + c < lim && ${ok}) {`);
     e.line(`  sc = att_p[pc] * ${f(scale)};`);
     if (softcap) e.line(`  sc = strata_tanh(sc / ${f(softcap)}) * ${f(softcap)};`);
     e.line(`}`);
   });
-  const limBody = e.nested(() => e.line(`let lim = select(0u, min(${E}u, u32(max(${e.value(limit, [...batch, 'm'])}, 0))), row_ok);`));
+  const limBody = e.nested(() => e.line(`let lim = select(0u, min(${E}u, u32(max(${e.value(limit, [...batch, m])}, 0))), row_ok);`));
 
   qLoad.forEach((l) => e.line(l));
   limBody.forEach((l) => e.line(l));

@@ -4,7 +4,9 @@
 // attentionKernel.ts and tiledMatmul.ts drive it.
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
-import { BoundedIndex, linearize } from '../indexAlgebra.ts';
+import { linearize } from '../indexAlgebra.ts';
+import { K, type KExpr, names, print } from '../kexpr/expr.ts';
+import { KernelIndex } from '../kexpr/kernelIndex.ts';
 import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
 
 /** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
@@ -66,7 +68,10 @@ export function isReduction(n: Node): boolean {
 
 // Generated variable names: values v*, load offsets and named indices ix* (not i*: `i32` is a type), accumulators a*,
 // loop indices k*, hoisted results r*, output indices o*.
-const TOKEN = /\b[vkaro]\d+\b|\bix\d+\b|\bj\b|\bks\b|\blid\b/g;
+const GENERATED = /^(?:[vkaro]\d+|ix\d+|j|ks|lid)$/;
+/** The generated names an expression reads (the names whose scope decides where the expression may be hoisted). */
+const generated = (x: KExpr): string[] => [...names(x)].filter((n) => GENERATED.test(n));
+const keyOf = (idx: readonly KExpr[]) => idx.map(print).join(',');
 
 export class Emitter {
   private blocks: string[][] = [[]];
@@ -93,7 +98,9 @@ export class Emitter {
   /** The workgroup size when the template fixes it before emitting (cooperative loops are then unrolled). */
   workgroupSize: number | undefined;
   /** Index arithmetic of this kernel, simplified with the bounds of its coordinates and loop indices. */
-  readonly ix = new BoundedIndex();
+  readonly ix = new KernelIndex();
+  /** Buffer offsets this kernel reads and writes, range-checked once every bound is declared (`finish`). */
+  private readonly offsets: { index: KExpr; length: number; what: string }[] = [];
 
   constructor(
     readonly root: Node,
@@ -109,12 +116,11 @@ export class Emitter {
   line(s: string): void {
     this.blocks[this.blocks.length - 1]!.push(s);
   }
-  declareTop(name: string, expr: string): string {
+  declareTop(name: string, expr: KExpr): KExpr {
     this.line(`let ${name} = ${expr};`);
-    this.ix.bound(name, this.ix.max(expr));
     this.topVisible.add(name);
     this.headNames.add(name);
-    return name;
+    return this.ix.define(name, expr);
   }
 
   /** Runs fn with a fresh block and scope; returns the block's lines. */
@@ -137,8 +143,8 @@ export class Emitter {
   }
 
   /** Makes value(n, idx) return `expr` in the current scope (a tiled kernel's accumulator for its matmul). */
-  seed(n: Node, idx: readonly string[], expr: string): void {
-    this.scopes[this.scopes.length - 1]!.set(`${n.id}|${idx.join(',')}`, expr);
+  seed(n: Node, idx: readonly KExpr[], expr: string): void {
+    this.scopes[this.scopes.length - 1]!.set(`${n.id}|${keyOf(idx)}`, expr);
   }
 
   private memoGet(key: string): string | undefined {
@@ -176,7 +182,7 @@ export class Emitter {
    * (`stride` a number) and the loop runs at most UNROLL times, it is written out trip by trip, so the loads of every
    * trip are in flight together instead of one trip's at a time.
    */
-  stridedLoop(start: string, len: number, stride: number | undefined, body: (k: string) => void): string[] {
+  stridedLoop(start: string, len: number, stride: number | undefined, body: (k: KExpr) => void): string[] {
     const trips = stride === undefined ? Infinity : Math.ceil(len / stride);
     if (trips > UNROLL) {
       const k = this.bound(this.fresh('k'), len - 1);
@@ -203,9 +209,8 @@ export class Emitter {
   }
 
   /** Registers that a loop index or clamped name never exceeds `max` (index arithmetic folds with it). */
-  bound(name: string, max: number): string {
-    this.ix.bound(name, max);
-    return name;
+  bound(name: string | KExpr, max: number): KExpr {
+    return this.ix.bound(name, max);
   }
 
   /**
@@ -214,14 +219,14 @@ export class Emitter {
    * 600 KB of WGSL, minutes of shader compilation on lavapipe). A name built only from output coordinates goes to
    * the top block (before the phases) and stays hoistable; any other goes to the current block.
    */
-  indexVar(expr: string): string {
-    if (expr.length <= 32) return expr;
-    const key = `I|${expr}`;
+  indexVar(expr: KExpr): KExpr {
+    if (`${expr}`.length <= 32) return expr;
+    const key = `I|${print(expr)}`;
     const hit = this.memoGet(key);
-    if (hit) return hit;
+    if (hit) return K.v(hit);
     const name = this.fresh('ix');
-    this.ix.bound(name, this.ix.max(expr));
-    if ([...expr.matchAll(TOKEN)].every((m) => this.headNames.has(m[0]))) {
+    this.ix.define(name, expr);
+    if (generated(expr).every((m) => this.headNames.has(m))) {
       this.topBlock.push(`let ${name} = ${expr};`);
       this.top.set(key, name);
       this.topVisible.add(name);
@@ -231,17 +236,22 @@ export class Emitter {
       this.scopes[this.scopes.length - 1]!.set(key, name);
       if (this.mentionsRow(expr)) this.rowNames.add(name);
     }
-    return name;
+    return K.v(name);
   }
 
   /** Whether an index expression, with named indices expanded, mentions the row loop index j. */
-  private mentionsRow(expr: string): boolean {
-    return /\bj\b/.test(expr) || [...expr.matchAll(TOKEN)].some((m) => this.rowNames.has(m[0]));
+  private mentionsRow(expr: KExpr): boolean {
+    return generated(expr).some((m) => m === 'j' || this.rowNames.has(m));
   }
 
-  private hoistable(idx: readonly string[]): boolean {
-    for (const s of idx) for (const m of s.matchAll(TOKEN)) if (!this.topVisible.has(m[0])) return false;
-    return true;
+  private hoistable(idx: readonly KExpr[]): boolean {
+    return idx.every((s) => generated(s).every((m) => this.topVisible.has(m)));
+  }
+
+  /** Throws unless every buffer offset provably stays below its buffer's length (a compiler bug otherwise). */
+  checkOffsets(): void {
+    const where = `kernel %${this.root.id} (${this.root.op}, ${this.mode} template)`;
+    for (const o of this.offsets) this.ix.check(o.index, o.length, () => `${where}, ${o.what}`);
   }
 
   /** The placeholder of a materialised node's buffer, for templates that address it themselves. */
@@ -251,12 +261,13 @@ export class Emitter {
   }
 
   /** Loads a materialised node's value at a multi-index. */
-  load(n: Node, idx: readonly string[]): string {
-    const key = `L${n.id}|${idx.join(',')}`;
+  load(n: Node, idx: readonly KExpr[]): string {
+    const key = `L${n.id}|${keyOf(idx)}`;
     const hit = this.memoGet(key);
     if (hit) return hit;
     this.reads.set(n.id, n);
     const off = linearize(this.ix, idx, n.shape);
+    this.offsets.push({ index: off, length: numel(n.shape), what: `read of %${n.id}` });
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
     if (isQuantized(storage)) {
@@ -277,28 +288,29 @@ export class Emitter {
   }
 
   /** The WGSL value of node n at a multi-index of its shape. */
-  value(n: Node, idx: readonly string[]): string {
+  value(n: Node, idx: readonly KExpr[]): string {
     if (n.op === 'const') return wgslLiteral((n as Node<'const'>).attrs.value, n.dtype);
     const seeded = this.seededAll.get(n.id);
     if (seeded !== undefined) return seeded;
     if (n !== this.root && this.isMat(n)) return this.load(n, idx);
-    const key = `${n.id}|${idx.join(',')}`;
+    const key = `${n.id}|${keyOf(idx)}`;
     const hit = this.memoGet(key);
     if (hit) return hit;
     this.inlined.add(n.id);
     const def = OPS[n.op];
     switch (def.kind) {
       case 'elementwise': {
-        const args = def.indexArgs ? def.indexArgs(idx, n.attrs as never) : n.inputs.map((i) => this.value(i, idx));
+        const args = def.indexArgs ? def.indexArgs(idx, n.attrs as never).map(String) : n.inputs.map((i) => this.value(i, idx));
         return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
       }
       case 'view': {
         if (def.indirect) {
-          const [at, rest] = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n) as [{ input: number; index: string[] }, { input: number; index: string[] }];
-          const row = this.value(n.inputs[at.input]!, at.index);
+          const [at, rest] = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n) as [{ input: number; index: KExpr[] }, { input: number; index: KExpr[] }];
+          const ids = n.inputs[at.input]!;
+          const row = this.value(ids, at.index);
           const table = n.inputs[rest.input]!;
           // out-of-range rows read the last row (the CPU reference does the same)
-          return this.value(table, [`min(u32(${row}), ${table.shape[0]! - 1}u)`, ...rest.index]);
+          return this.value(table, [this.ix.min(this.ix.u32(row, ids.dtype), table.shape[0]! - 1), ...rest.index]);
         }
         const cands = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
@@ -310,7 +322,7 @@ export class Emitter {
         for (let c = cands.length - 1; c >= 0; c--) {
           const part = n.inputs[cands[c]!.input]!;
           const index = [...cands[c]!.index];
-          index[axis] = `min(${index[axis]}, ${part.shape[axis]! - 1}u)`;
+          index[axis] = this.ix.min(index[axis]!, part.shape[axis]! - 1);
           const v = this.value(part, index);
           acc = c === cands.length - 1 ? v : `select(${acc}, ${v}, ${idx[axis]} < ${offsets[c + 1]}u)`;
         }
@@ -324,14 +336,14 @@ export class Emitter {
   }
 
   /** Value of the reduced term at output index idx and reduction index k: the product of the table entry's operands. */
-  private reduceOperand(n: Node, idx: readonly string[], k: string): string {
+  private reduceOperand(n: Node, idx: readonly KExpr[], k: KExpr): string {
     const def = OPS[n.op];
     const operands = def.kind === 'reduce' && def.operands ? def.operands(idx, k) : [{ input: 0, index: [...idx, k] }];
     const values = operands.map((o) => this.value(n.inputs[o.input]!, o.index));
     return values.length === 1 ? values[0]! : `(${values.join(' * ')})`;
   }
 
-  private reduction(n: Node, idx: readonly string[], key: string): string {
+  private reduction(n: Node, idx: readonly KExpr[], key: string): string {
     const def = OPS[n.op];
     if (def.kind !== 'reduce') throw new Error('unreachable');
     const len = reduceLength(n);
@@ -466,7 +478,8 @@ export class Emitter {
     return out;
   }
 
-  store(n: Node, off: string, value: string): string {
+  store(n: Node, off: KExpr, value: string): string {
+    this.offsets.push({ index: off, length: numel(n.shape), what: `write of %${n.id}` });
     return `@B${n.id}@[${off}] = ${n.dtype === 'bool' ? `select(0u, 1u, ${value})` : value};`;
   }
 
@@ -529,6 +542,7 @@ export function renderKernel(t: KernelText, bindings: string): string {
 
 export const nextPow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
 export function finish(e: Emitter, mode: KernelMode, text: KernelText, groups: number): LoweredKernel {
+  if (!e.refusal) e.checkOffsets(); // a refused kernel's text is discarded
   return {
     root: e.root,
     mode,

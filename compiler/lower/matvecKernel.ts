@@ -2,6 +2,7 @@
 // (norms, gathers, unpacking) and elementwise epilogues (residual add, SwiGLU gating).
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { OPS } from '../ops.ts';
 import { QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
@@ -175,16 +176,16 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  e.bound('gi', groups - 1);
-  const batch = delinearize(e.ix, `(gi / ${mChunks * nGroups}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
-  const mb0 = mChunks > 1 ? e.declareTop(`o${batch.length}`, `((gi / ${nGroups}u) % ${mChunks}u) * ${MB}u`) : '0u';
-  const n0 = e.declareTop(`o${batch.length + 1}`, `(gi % ${nGroups}u) * ${R}u`);
+  const gi = e.bound('gi', groups - 1);
+  const batch = delinearize(e.ix, e.ix.div(gi, mChunks * nGroups), batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  const mb0 = mChunks > 1 ? e.declareTop(`o${batch.length}`, e.ix.mul(e.ix.mod(e.ix.div(gi, nGroups), mChunks), MB)) : e.ix.lit(0);
+  const n0 = e.declareTop(`o${batch.length + 1}`, e.ix.mul(e.ix.mod(gi, nGroups), R));
   // the rows this workgroup reads (clamped: a partial last block recomputes the last row, never stored twice)
   const rowIdx = (mm: Node, i: number) => {
-    const m = mChunks > 1 ? `min(${mb0} + ${i}u, ${M - 1}u)` : `${Math.min(i, M - 1)}u`;
+    const m = mChunks > 1 ? e.ix.min(e.ix.add(mb0, e.ix.lit(i)), M - 1) : e.ix.lit(Math.min(i, M - 1));
     return delinearize(e.ix, m, mmRowShape(mm)).map((s) => e.indexVar(s));
   };
-  const colIdx = Array.from({ length: R }, (_, c) => e.declareTop(`o${batch.length + 2 + c}`, `min(${n0} + ${c}u, ${N - 1}u)`));
+  const colIdx = Array.from({ length: R }, (_, c) => e.declareTop(`o${batch.length + 2 + c}`, e.ix.min(e.ix.add(n0, e.ix.lit(c)), N - 1)));
   const acc = (t: number, i: number, c: number) => `acc${t}_${i}_${c}`;
 
   // U k values per thread and trip (a pair, a packed word or a block): lid * U, then strides of WG * U; written out
@@ -210,19 +211,19 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         e.line(`let ${name} = ${v};`);
         return name;
       };
-      preloaded.push(weights.map((w) => colIdx.map((col) => loadWeightRun(e, w!, `${col} * ${K}u + ${kk}`, U).map(bind))));
+      preloaded.push(weights.map((w) => colIdx.map((col) => loadWeightRun(e, w!, e.ix.add(e.ix.mul(col, K), kk), U).map(bind))));
     }
   });
   const main = e.nested(() => {
     for (let t = 0; t < T; t++) for (let i = 0; i < MB; i++) for (let c = 0; c < R; c++) e.line(`var ${acc(t, i, c)}: f32 = 0.0;`);
-    const step = (kk: string) => {
-      const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, `${u}u`));
+    const step = (kk: KExpr) => {
+      const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, e.ix.lit(u)));
       // the weight elements of each column at k..k+U-1 (the rows path: every matmul's loads before any use)
       const load = (mm: Node, t: number): string[][] =>
         Array.from({ length: R }, (_, c) => {
           const w = weights[t];
           if (!w) return ks.map((k) => e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!]));
-          return loadWeightRun(e, w, `${colIdx[c]} * ${K}u + ${kk}`, U);
+          return loadWeightRun(e, w, e.ix.add(e.ix.mul(colIdx[c]!, K), kk), U);
         });
       const loaded = preloaded.shift() ?? (rowsPath ? matmuls.map(load) : []);
       matmuls.forEach((mm, t) => {
@@ -262,8 +263,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
       const em = e.bound(e.fresh('k'), M - 1); // within the guard below
       const ec = e.bound(e.fresh('k'), N - 1);
       e.line(`let ${local} = lid;`);
-      e.line(`let ${em} = ${mb0 === '0u' ? '' : `${mb0} + `}${local} / ${R}u;`);
-      e.line(`let ${ec} = ${n0} + ${local} % ${R}u;`);
+      e.line(`let ${em} = ${e.ix.add(mb0, e.ix.div(Kx.v(local), R))};`);
+      e.line(`let ${ec} = ${e.ix.add(n0, e.ix.mod(Kx.v(local), R))};`);
       e.line(`if (${em} < ${M}u && ${ec} < ${N}u) {`);
       const inner = e.nested(() => {
         const idx = [...batch, ...delinearize(e.ix, em, rowShape).map((s) => e.indexVar(s)), ec];
@@ -308,7 +309,7 @@ function elementsPerWord(w: Node): number {
  * word at a time: count is 1, or a multiple of the elements per word (quantized: each word's block constants are
  * loaded with it, so adjacent threads of one block read the same constant word in one transaction).
  */
-export function loadWeightRun(e: Emitter, w: Node, off: string, count: number): string[] {
+export function loadWeightRun(e: Emitter, w: Node, off: KExpr, count: number): string[] {
   const storage = storageOf(w);
   const buf = e.buffer(w);
   const base = e.fresh('ix');
@@ -325,7 +326,7 @@ export function loadWeightRun(e: Emitter, w: Node, off: string, count: number): 
     }
     return values;
   }
-  if (count > 2) return Array.from({ length: count / 2 }, (_, h) => loadWeightRun(e, w, `${base} + ${2 * h}u`, 2)).flat();
+  if (count > 2) return Array.from({ length: count / 2 }, (_, h) => loadWeightRun(e, w, e.ix.add(Kx.v(base), e.ix.lit(2 * h)), 2)).flat();
   if (count === 1) {
     const word = `${buf}[${base} >> 1u]`;
     return [storage === 'f16' ? `unpack2x16float(${word})[${base} & 1u]` : `bitcast<f32>(select(${word} << 16u, ${word} & 0xffff0000u, (${base} & 1u) == 1u))`];

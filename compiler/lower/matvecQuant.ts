@@ -10,6 +10,7 @@
 // per element) and its x as vec4s, padded so that a quarter-warp's vec4s fall in distinct banks.
 import { type Node, numel } from '../ir.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, quantWord } from '../quantized.ts';
+import { type KExpr, isLit } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
 import type { MatvecPlan } from './matvecKernel.ts';
 
@@ -23,8 +24,8 @@ export interface QuantLoop {
   /** Elements a thread takes per trip (quantStep). */
   U: number;
   unroll: boolean;
-  rowIdx: (mm: Node, i: number) => string[];
-  colIdx: string[];
+  rowIdx: (mm: Node, i: number) => KExpr[];
+  colIdx: KExpr[];
   acc: (t: number, i: number, c: number) => string;
 }
 
@@ -46,7 +47,7 @@ export function stagedRow(C: number): number {
   return C / 4 + C / 32;
 }
 /** Where element vec4 `v` (a WGSL expression) of row `i`'s chunk lies in mv_x. */
-const stagedAt = (C: number, i: number, v: string) => `${i * stagedRow(C)}u + ${v} + ((${v}) >> 3u)`;
+const stagedAt = (C: number, i: number, v: KExpr | string) => `${i * stagedRow(C)}u + ${v} + ((${v}) >> 3u)`;
 
 /**
  * Workgroup memory of the staged x: `chunk` elements of K for each of the MB rows (K in `chunks` chunks of whole
@@ -72,26 +73,26 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
   const { chunk: C, chunks } = staged;
   const x = q.plan.matmuls[0]!.inputs[0]!;
   // every thread copies vec4s lid, lid + WG, ... of each row's chunk (adjacent threads read adjacent x), one store each
-  const stage = (ch: string) => {
+  const stage = (ch: KExpr) => {
     const out: string[] = [];
     for (let i = 0; i < MB; i++)
       out.push(
         ...e.stridedLoop('lid', C / 4, unrolled(C / 4), (v) => {
           const k = e.bound(e.fresh('k'), K - 4);
-          e.line(`let ${k} = ${ch === '0u' ? '' : `${ch} * ${C}u + `}${v} * 4u;`);
-          const xs = [0, 1, 2, 3].map((j) => e.value(x, [...q.rowIdx(q.plan.matmuls[0]!, i), e.ix.add(k, `${j}u`)]));
+          e.line(`let ${k} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(v, 4))};`);
+          const xs = [0, 1, 2, 3].map((j) => e.value(x, [...q.rowIdx(q.plan.matmuls[0]!, i), e.ix.add(k, e.ix.lit(j))]));
           e.line(`mv_x[${stagedAt(C, i, v)}] = vec4<f32>(${xs.join(', ')});`);
         }),
       );
     return [...out, 'workgroupBarrier();'];
   };
   // the trip's vec4s are contiguous in mv_x: U / 4 (4 or 8) of them never straddle a padding vec4
-  const xAt = (pp: string) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
+  const xAt = (pp: KExpr) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
   const stride = unrolled(C / U);
   if (chunks === 1 && stride !== undefined) {
     // trips written out: every trip's weight loads go first, in flight while x is staged and the barrier waits
     const trips = Math.ceil(C / U / stride);
-    const steps: { pp: string; loaded: Column[][] }[] = [];
+    const steps: { pp: KExpr; loaded: Column[][] }[] = [];
     const loads = e.nested(() => {
       for (let t = 0; t < trips; t++) {
         const pp = e.bound(e.fresh('k'), K / U - 1); // a partial last trip loads past the row (clamped reads), unused
@@ -103,17 +104,17 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
       const lines = e.nested(() => quantTrip(e, q, pp, xAt(pp), loaded));
       return (t + 1) * stride > C / U ? [`if (${pp} < ${C / U}u) {`, ...lines.map((l) => '  ' + l), '}'] : ['{', ...lines.map((l) => '  ' + l), '}'];
     });
-    return [...loads, ...stage('0u'), ...compute];
+    return [...loads, ...stage(e.ix.lit(0)), ...compute];
   }
-  const body = (ch: string) => [
+  const body = (ch: KExpr) => [
     ...stage(ch),
     ...e.stridedLoop('lid', C / U, stride, (pp) => {
-      const p = ch === '0u' ? pp : e.bound(e.fresh('k'), K / U - 1);
-      if (p !== pp) e.line(`let ${p} = ${ch} * ${C / U}u + ${pp};`);
+      const p = isLit(ch, 0) ? pp : e.bound(e.fresh('k'), K / U - 1);
+      if (p !== pp) e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / U), pp)};`);
       quantTrip(e, q, p, xAt(pp));
     }),
   ];
-  if (chunks === 1) return body('0u');
+  if (chunks === 1) return body(e.ix.lit(0));
   const ch = e.bound(e.fresh('k'), chunks - 1);
   // the barrier at the top: no thread overwrites a chunk another still reads
   const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
@@ -126,10 +127,10 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
  * per column its words and block constants are loaded and decoded once; per (row, column) the dot is
  * d * (sum (k x) v - sum o x) + m * sum x (MantissaWord). `loaded`: the columns' loads, made earlier (loadTrip).
  */
-function quantTrip(e: Emitter, q: QuantLoop, p: string, xAt?: (i: number) => string, loaded?: Column[][]): void {
+function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => string, loaded?: Column[][]): void {
   const { plan, K, MB, R, U } = q;
   const k0 = e.bound(e.ix.mul(p, U), K - U);
-  const ks = Array.from({ length: U }, (_, u) => e.ix.add(k0, `${u}u`));
+  const ks = Array.from({ length: U }, (_, u) => e.ix.add(k0, e.ix.lit(u)));
   // x of row i at the trip's elements: the emitter's values (memoized), or vec4s of the staged chunk
   const staged = new Map<number, string[]>();
   const xOf = (mm: Node, i: number): string[] => {
@@ -216,7 +217,7 @@ interface Column {
 }
 
 /** Loads column `c` of matmul `t`'s weight for trip `p`: its block's constants and its packed words. */
-function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: string): Column {
+function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KExpr): Column {
   const { K, U } = q;
   const w = q.plan.weights[t]!;
   const f = QUANT_FORMATS[storageOf(w)];
@@ -224,21 +225,21 @@ function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: string): 
   const col = q.colIdx[c]!;
   const words = U / f.perWord;
   // U divides a block (at most 32): one block's constants per trip
-  const cst = f.mantissa.constants(buf, `${col} * ${K / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${p} / ${QUANT_BLOCK / U}u` : p}`, numel(w.shape), (x) => e.fresh(x));
+  const cst = f.mantissa.constants(buf, `${e.ix.add(e.ix.mul(col, K / QUANT_BLOCK), e.ix.div(p, QUANT_BLOCK / U))}`, numel(w.shape), (x) => e.fresh(x));
   cst.lines.forEach((l) => e.line(l));
   // one u32 load a word, or whole u32x4 (staged: U a multiple of 4 words)
   const exprs: string[] = [];
   if (words % 4 === 0)
     for (let h = 0; h < words / 4; h++) {
       const v = e.fresh('qv');
-      e.line(`let ${v} = ${buf}[${col} * ${K / f.perWord / 4}u + ${p}${words > 4 ? ` * ${words / 4}u + ${h}u` : ''}];`);
+      e.line(`let ${v} = ${buf}[${e.ix.add(e.ix.mul(col, K / f.perWord / 4), words > 4 ? e.ix.add(e.ix.mul(p, words / 4), e.ix.lit(h)) : p)}];`);
       exprs.push(...[0, 1, 2, 3].map((j) => `${v}[${j}]`));
     }
-  else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, `${col} * ${K / f.perWord}u + ${p}${words > 1 ? ` * ${words}u + ${j}u` : ''}`));
+  else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, `${e.ix.add(e.ix.mul(col, K / f.perWord), e.ix.add(e.ix.mul(p, words), e.ix.lit(j)))}`));
   return { d: cst.d, ...(cst.m ? { m: cst.m } : {}), words: exprs };
 }
 
 /** Every column's loads for trip `p`. */
-function loadTrip(e: Emitter, q: QuantLoop, p: string): Column[][] {
+function loadTrip(e: Emitter, q: QuantLoop, p: KExpr): Column[][] {
   return q.plan.matmuls.map((_, t) => Array.from({ length: q.R }, (_, c) => loadColumn(e, q, t, c, p)));
 }

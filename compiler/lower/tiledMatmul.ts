@@ -2,6 +2,7 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { OPS } from '../ops.ts';
 import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
@@ -155,8 +156,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   e.line(`// tiled ${variant}: ${TM}x${TN} outputs, ${S} slices of K in steps of ${TK}, ${W} k per load`);
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  e.bound('gi', groups - 1);
-  const batch = delinearize(e.ix, `(gi / ${MB * NB}u)`, batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  const gi = e.bound('gi', groups - 1);
+  const batch = delinearize(e.ix, e.ix.div(gi, MB * NB), batchShape).map((s, d) => e.declareTop(`o${d}`, s));
   e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TM}u;`);
   e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
   e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
@@ -186,7 +187,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       }
       return;
     }
-    const q = e.bound(e.fresh('k'), count - 1);
+    const q = `${e.bound(e.fresh('k'), count - 1)}`;
     const lines = body(q);
     e.line(`${pad}for (var ${q}: u32 = 0u; ${q} < ${count}u; ${q}++) {`);
     lines.forEach((l) => e.line(`${pad}  ${l}`));
@@ -215,14 +216,14 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
         (q) =>
           e.nested(() => {
             const { row, kk } = place(q);
-            const [x, k] = [e.fresh('k'), e.fresh('k')];
+            const [x, k] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
             const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
             // clamped, so that the index arithmetic may fold with the bounds
             e.line(`let ${e.bound(x, extent - 1)} = min(${start} + ${row}, ${extent - 1}u);`);
             e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${kk}, ${K - W}u);`);
-            const ks = W === 2 ? [k, e.ix.add(k, '1u')] : [k];
+            const ks = W === 2 ? [k, e.ix.add(k, e.ix.lit(1))] : [k];
             const w = o === 0 ? undefined : direct[o - 1];
-            const values = w ? loadWeightRun(e, w, `${x} * ${K}u + ${k}`, 2) : ks.map((kv) => e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x]));
+            const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x]));
             const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
             values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = select(0.0, ${v}, ${inside});`));
           }),
@@ -288,11 +289,11 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   });
   repeat(outs, (q) => {
     const body = e.nested(() => {
-      const [m, n] = [e.fresh('k'), e.fresh('k')];
+      const [m, n] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
       e.line(`let ${m} = m0 + (lid + ${q} * ${WG_TILED}u) / ${TN}u;`);
       e.line(`let ${n} = n0 + (lid + ${q} * ${WG_TILED}u) % ${TN}u;`);
-      e.bound(m, MB * TM - 1);
-      e.bound(n, NB * TN - 1);
+      e.bound(m, M - 1); // within the guard below
+      e.bound(n, N - 1);
       const idx = [...batch, m, n];
       mms.forEach((mm, t) => e.seed(mm, idx, `s${t}[${q}]`));
       const v = e.value(root, idx);

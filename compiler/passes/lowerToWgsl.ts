@@ -135,10 +135,10 @@ function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
   e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
   e.line(`if (t >= ${n}u) { return; }`);
-  e.bound('t', n - 1);
-  const idx = delinearize(e.ix, 't', root.shape).map((s, d) => e.declareTop(`o${d}`, s));
+  const t = e.bound('t', n - 1);
+  const idx = delinearize(e.ix, t, root.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const v = e.value(root, idx);
-  e.line(e.store(root, 't', v));
+  e.line(e.store(root, t, v));
   return finish(e, 'map', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
 }
 
@@ -149,19 +149,20 @@ function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' |
   const groupShape = mode === 'row' ? root.shape.slice(0, -1) : root.shape;
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  e.bound('gi', groups - 1);
-  const outer = delinearize(e.ix, 'gi', groupShape).map((s, d) => e.declareTop(`o${d}`, s));
+  const gi = e.bound('gi', groups - 1);
+  const outer = delinearize(e.ix, gi, groupShape).map((s, d) => e.declareTop(`o${d}`, s));
   let main: string[];
   if (mode === 'row') {
     main = e.nested(() => {
-      const v = e.value(root, [...outer, 'j']);
-      e.line(e.store(root, `gi * ${rowLen}u + j`, v));
+      const j = e.bound('j', rowLen - 1); // the loop below runs j over the row
+      const v = e.value(root, [...outer, j]);
+      e.line(e.store(root, e.ix.add(e.ix.mul(gi, rowLen), j), v));
     });
     main = [`for (var j: u32 = lid; j < ${rowLen}u; j += WG) {`, ...main.map((l) => '  ' + l), '}'];
   } else {
     main = e.nested(() => {
       const v = e.value(root, outer);
-      e.line(`if (lid == 0u) { ${e.store(root, 'gi', v)} }`);
+      e.line(`if (lid == 0u) { ${e.store(root, gi, v)} }`);
     });
   }
   // read after the body is built: index names hoisted to the top block (indexVar) belong before the phases
@@ -175,13 +176,14 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const e = new Emitter(root, (n) => n === target || isMat(n), 'scatter');
   const n = numel(values.shape);
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(n)));
-  e.bound('t', n - 1);
-  const vIdx = delinearize(e.ix, 't', values.shape).map((s, d) => e.declareTop(`o${d}`, s));
+  const t = e.bound('t', n - 1);
+  const vIdx = delinearize(e.ix, t, values.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const k = indices.shape.length;
   const row = e.value(indices, vIdx.slice(0, k));
   e.line(`let row = u32(${row});`);
   const v = e.value(values, vIdx);
-  e.line(`if (row < ${target.shape[0]}u) { ${e.store(root, linearize(e.ix, ['row', ...vIdx.slice(k)], target.shape), v)} }`);
+  const guarded = e.bound('row', target.shape[0]! - 1); // within the guard below: rows out of range are not written
+  e.line(`if (row < ${target.shape[0]}u) { ${e.store(root, linearize(e.ix, [guarded, ...vIdx.slice(k)], target.shape), v)} }`);
   // the body is one element t's write: a kernel of its own guards t, a kernel that absorbs it loops over t
   const body = [...e.topLines()];
   const main = [`let t = (wid.x + wid.y * NX) * WG + lid;`, `if (t >= ${n}u) { return; }`, ...body];
@@ -198,15 +200,15 @@ function lowerScan(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const wg = Math.min(MAP_WG, Math.max(32, nextPow2(lines)));
   e.line(`let t = (wid.x + wid.y * NX) * WG + lid;`);
   e.line(`if (t >= ${lines}u) { return; }`);
-  e.bound('t', lines - 1);
-  const outer = delinearize(e.ix, 't', root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
+  const t = e.bound('t', lines - 1);
+  const outer = delinearize(e.ix, t, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   e.line(`var acc: ${wgslType(root.dtype)} = ${wgslLiteral(0, root.dtype)};`);
+  const ks = e.bound('ks', len - 1);
   const body = e.nested(() => {
-    const v = e.value(root.inputs[0]!, [...outer, 'ks']);
+    const v = e.value(root.inputs[0]!, [...outer, ks]);
     e.line(`acc = acc + ${v};`);
-    e.line(e.store(root, `t * ${len}u + ks`, 'acc'));
+    e.line(e.store(root, e.ix.add(e.ix.mul(t, len), ks), 'acc'));
   });
-  e.bound('ks', len - 1);
   e.line(`for (var ks: u32 = 0u; ks < ${len}u; ks++) {`);
   for (const l of body) e.line('  ' + l);
   e.line('}');

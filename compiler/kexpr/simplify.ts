@@ -34,8 +34,33 @@ function sum(a: Affine, b: Affine, sign: 1 | -1): Affine {
 }
 const scale = (a: Affine, k: number): Affine => ({ terms: new Map([...a.terms].map(([key, t]) => [key, { atom: t.atom, k: t.k * k }])), c: a.c * k });
 
+/** `y / a` as the div rule writes it: `(x / b) / a` is `x / (a * b)`. */
+function quotientKey(y: KExpr, a: number): string {
+  if (y.k === 'bin' && y.op === '/' && isLit(y.b)) return print(K.bin('/', y.a, K.u32(y.b.value * a)));
+  return print(K.bin('/', y, K.u32(a)));
+}
+
+/**
+ * Re-linearised coordinates fold back: `k * (y % a) + k * a * (y / a)` is `k * y` (a reshape of a reshape puts a
+ * delinearised index back together).
+ */
+function joinDivMod(f: Affine): Affine {
+  for (const [key, t] of f.terms) {
+    const m = t.atom;
+    if (m.k !== 'bin' || m.op !== '%' || !isLit(m.b) || t.k === 0) continue;
+    const q = f.terms.get(quotientKey(m.a, m.b.value));
+    if (!q || q.k !== t.k * m.b.value) continue;
+    const rest: Affine = { terms: new Map(f.terms), c: f.c };
+    rest.terms.delete(key);
+    rest.terms.delete(quotientKey(m.a, m.b.value));
+    return joinDivMod(sum(rest, scale(affineOf(m.a), t.k), 1));
+  }
+  return f;
+}
+
 /** The expression of an affine form, terms in the order they first appeared. */
-export function build(f: Affine): KExpr {
+export function build(form: Affine): KExpr {
+  const f = joinDivMod(form);
   let acc: KExpr | undefined;
   for (const { atom, k } of f.terms.values()) {
     if (k === 0) continue;
@@ -66,6 +91,19 @@ function common(f: Affine, c: number): { g: number; reduced: Affine } {
   return { g, reduced: { terms: new Map([...f.terms].map(([key, t]) => [key, { atom: t.atom, k: t.k / g }])), c: Math.floor(f.c / g) } };
 }
 
+/**
+ * A divisor d of c that is a term's coefficient and leaves a remainder below d: x / c is then (x / d) / (c / d) and
+ * x % c is (x / d % (c / d)) * d + x % d, where x / d and x % d fold (a coordinate split at a coarser stride).
+ */
+function innerStride(f: Affine, c: number, declared: Declared): { d: number; quotient: Affine; rest: Affine } | undefined {
+  for (const { k } of f.terms.values()) {
+    if (k <= 1 || k >= c || c % k !== 0) continue;
+    const { quotient, rest } = split(f, k);
+    if (maxOf(rest, declared) < k) return { d: k, quotient, rest };
+  }
+  return undefined;
+}
+
 const empty = (f: Affine) => f.c === 0 && [...f.terms.values()].every((t) => t.k === 0);
 const maxOf = (f: Affine, declared: Declared) => rangeOf(build(f), declared)[1];
 
@@ -79,7 +117,9 @@ export function div(x: KExpr, c: number, declared: Declared): KExpr {
   if (maxOf(rest, declared) < c) return build(quotient);
   if (empty(quotient)) {
     const { g, reduced } = common(rest, c);
-    return g > 1 ? div(build(reduced), c / g, declared) : K.bin('/', build(rest), K.u32(c));
+    if (g > 1) return div(build(reduced), c / g, declared);
+    const inner = innerStride(rest, c, declared);
+    return inner ? div(build(inner.quotient), c / inner.d, declared) : K.bin('/', build(rest), K.u32(c));
   }
   return add(build(quotient), div(build(rest), c, declared));
 }
@@ -95,6 +135,8 @@ export function mod(x: KExpr, c: number, declared: Declared): KExpr {
   const { g, reduced } = common(rest, c);
   // x = g * reduced + r with r < g: x % (g * c') = g * (reduced % c') + r
   if (g > 1) return add(mul(mod(build(reduced), c / g, declared), g), K.u32(rest.c % g));
+  const inner = innerStride(rest, c, declared);
+  if (inner) return add(mul(mod(build(inner.quotient), c / inner.d, declared), inner.d), build(inner.rest));
   return K.bin('%', build(rest), K.u32(c));
 }
 

@@ -7,6 +7,7 @@ export type Interval = readonly [lo: number, hi: number];
 /** Largest value declared for an expression (a name, or a sub-expression the template knows more about). */
 export type Declared = (key: string) => number | undefined;
 
+export const U32_MAX = 0xffffffff;
 const FULL: Interval = [0, Infinity];
 const UNKNOWN: Interval = [-Infinity, Infinity];
 
@@ -34,8 +35,8 @@ function structural(x: KExpr, declared: Declared): Interval {
       if (x.type === 'bool') return [0, 1];
       const [a, b] = [r(x.a), r(x.b)];
       const out = binary(x.op, a, b, x.b);
-      // u32 arithmetic wraps: a possibly negative difference can be anything
-      return x.type === 'u32' && out[0] < 0 ? FULL : out;
+      // u32 arithmetic wraps: a possibly negative or too large result can be anything
+      return x.type === 'u32' && (out[0] < 0 || out[1] > U32_MAX) ? FULL : out;
     }
   }
 }

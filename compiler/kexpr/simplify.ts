@@ -1,10 +1,10 @@
 // The simplifier: constant folding, identities (x * 1, x + 0), sums kept as affine forms so like terms merge, and
 // the div/mod chains that reshapes produce folded with ranges: `(x * C + y) / C` is `x + y / C`, `y / C` is 0 and
 // `y % C` is `y` when `y < C`, a common factor of C and every coefficient leaves the division, `(x / A) / B` is
-// `x / (A * B)`. Division rules assume, as buffer offsets guarantee, that u32 index sums do not wrap; a sum with a
-// negative constant (a difference) is left to the hardware.
+// `x / (A * B)`. Division rules hold for sums that provably do not wrap around 2^32 (by the ranges); any other
+// dividend, a difference among them, is left to the hardware.
 import { K, type KExpr, isLit, print } from './expr.ts';
-import { type Declared, rangeOf } from './range.ts';
+import { type Declared, U32_MAX, rangeOf } from './range.ts';
 
 /** An affine form over atoms (sub-expressions that are not sums or scalings): sum of k * atom, plus c. */
 export interface Affine {
@@ -104,6 +104,9 @@ function innerStride(f: Affine, c: number, declared: Declared): { d: number; quo
   return undefined;
 }
 
+/** Whether a form's u32 value is its integer value: no negative constant, no sum past 2^32. */
+const exact = (x: KExpr, f: Affine, declared: Declared) => f.c >= 0 && rangeOf(x, declared)[1] <= U32_MAX;
+
 const empty = (f: Affine) => f.c === 0 && [...f.terms.values()].every((t) => t.k === 0);
 const maxOf = (f: Affine, declared: Declared) => rangeOf(build(f), declared)[1];
 
@@ -112,7 +115,7 @@ export function div(x: KExpr, c: number, declared: Declared): KExpr {
   if (isLit(x)) return K.u32(Math.floor(x.value / c));
   if (x.k === 'bin' && x.op === '/' && isLit(x.b)) return div(x.a, x.b.value * c, declared);
   const f = affineOf(x);
-  if (f.c < 0) return K.bin('/', x, K.u32(c));
+  if (!exact(x, f, declared)) return K.bin('/', x, K.u32(c));
   const { quotient, rest } = split(f, c);
   if (maxOf(rest, declared) < c) return build(quotient);
   if (empty(quotient)) {
@@ -129,7 +132,7 @@ export function mod(x: KExpr, c: number, declared: Declared): KExpr {
   if (isLit(x)) return K.u32(x.value % c);
   if (x.k === 'bin' && x.op === '%' && isLit(x.b) && x.b.value % c === 0) return mod(x.a, c, declared);
   const f = affineOf(x);
-  if (f.c < 0) return K.bin('%', x, K.u32(c));
+  if (!exact(x, f, declared)) return K.bin('%', x, K.u32(c));
   const { rest } = split(f, c);
   if (maxOf(rest, declared) < c) return build(rest);
   const { g, reduced } = common(rest, c);

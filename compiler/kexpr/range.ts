@@ -41,12 +41,15 @@ function structural(x: KExpr, declared: Declared): Interval {
   }
 }
 
+/** A product of bounds where an unbounded factor times 0 is 0, not NaN. */
+const times = (x: number, y: number) => (x === 0 || y === 0 ? 0 : x * y);
+
 function binary(op: string, a: Interval, b: Interval, bx: KExpr): Interval {
   const nonNeg = a[0] >= 0 && b[0] >= 0;
   switch (op) {
     case '+': return [a[0] + b[0], a[1] + b[1]];
     case '-': return [a[0] - b[1], a[1] - b[0]];
-    case '*': return nonNeg ? [a[0] * b[0], a[1] * b[1]] : UNKNOWN;
+    case '*': return nonNeg ? [times(a[0], b[0]), times(a[1], b[1])] : UNKNOWN;
     case '/': return nonNeg && b[0] > 0 ? [Math.floor(a[0] / b[1]), Math.floor(a[1] / b[0])] : nonNeg ? [0, a[1]] : UNKNOWN;
     case '%': return !nonNeg || b[0] <= 0 ? UNKNOWN : a[1] < b[0] ? a : [0, Math.min(a[1], b[1] - 1)];
     case '&': return nonNeg ? [0, Math.min(a[1], b[1])] : UNKNOWN;

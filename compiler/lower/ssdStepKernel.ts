@@ -2,6 +2,7 @@
 // one head in one workgroup, and, when passes/absorbStateWrites.ts hands it the step's state scatters, the new
 // SSM state and the new conv ring slot written in place.
 import type { Node } from '../ir.ts';
+import type { KExpr } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { ssdStepDims } from '../ssdStep.ts';
 import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
@@ -49,11 +50,13 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
-  e.bound('gi', groups - 1);
-  const s = e.declareTop('o0', `gi / ${Hh * split}u`);
-  const h = e.declareTop('o1', `(gi / ${split}u) % ${Hh}u`);
-  const chunk = e.declareTop('o2', `gi % ${split}u`);
-  const g = e.declareTop('o3', `o1 / ${R}u`);
+  const gi = e.bound('gi', groups - 1);
+  const s = e.declareTop('o0', e.ix.div(gi, Hh * split));
+  const h = e.declareTop('o1', e.ix.mod(e.ix.div(gi, split), Hh));
+  const chunk = e.declareTop('o2', e.ix.mod(gi, split));
+  const g = e.declareTop('o3', e.ix.div(h, R));
+  /** Row p of this sequence's head in a [S, Hh, P, ...] result. */
+  const headRow = (p: KExpr) => e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, Hh), h), P), p);
   e.line(`let real = ${e.value(valid, [s])} > 0;`);
   e.line(`let at = u32(max(${e.value(pos, [s])}, 0)) % ${K}u;`);
   /** The state row a scatter writes for this sequence (past the target's rows: inactive, dropped). */
@@ -71,11 +74,11 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     const xRow = `${chunk} * ${RP}u + ${q}`;
     e.line(`let ${c} = select(select(${I + G * N}u + ${g} * ${N}u + ${q} - ${RP + N}u, ${I}u + ${g} * ${N}u + ${q} - ${RP}u, ${q} < ${RP + N}u), ${h} * ${P}u + min(${xRow}, ${P - 1}u), ${q} < ${RP}u);`);
     const input = e.value(xbc, [s, c]);
-    const terms = [`${e.value(convB, [c])}`, `${e.value(W, [c, `${K - 1}u`])} * ${input}`];
+    const terms = [`${e.value(convB, [c])}`, `${e.value(W, [c, e.ix.lit(K - 1)])} * ${input}`];
     for (let k = 0; k < K - 1; k++) {
       const slot = e.bound(e.fresh('k'), K - 1);
       e.line(`let ${slot} = (at + ${k + 1}u) % ${K}u;`);
-      terms.push(`${e.value(W, [c, `${k}u`])} * ${e.value(ring, [s, c, slot])}`);
+      terms.push(`${e.value(W, [c, e.ix.lit(k)])} * ${e.value(ring, [s, c, slot])}`);
     }
     e.line(`let conv = ${terms.join(' + ')};`);
     e.line(`ssd_ch[${q}] = conv * strata_sigmoid(conv);`);
@@ -85,7 +88,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     if (writes.conv) e.line(`if (owner && real && ${convRowOk}) { @B${writes.conv.id}@[(conv_row * ${C}u + ${c}) * ${K}u + at] = ${input}; }`);
     else {
       e.line(`if (owner) {`);
-      for (let k = 0; k < K; k++) e.line(`  ${e.store(root, `(${s} * ${C}u + ${c}) * ${K}u + ${k}u`, `select(${e.value(ring, [s, c, `${k}u`])}, ${input}, real && at == ${k}u)`)}`);
+      for (let k = 0; k < K; k++) e.line(`  ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, C), c), K), e.ix.lit(k)), `select(${e.value(ring, [s, c, e.ix.lit(k)])}, ${input}, real && at == ${k}u)`)}`);
       e.line(`}`);
     }
   });
@@ -120,7 +123,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       const update = e.nested(() => {
         e.line(`let hv = decay * ssd_h[${trip}] + dt * xv * ssd_ch[${RP}u + ${n}];`);
         if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[((ssm_row * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}] = hv; }`);
-        else if (ssmOut) e.line(e.store(root, `((${s} * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}`, 'hv'));
+        else if (ssmOut) e.line(e.store(root, e.ix.add(e.ix.mul(headRow(p), N), n), 'hv'));
         e.line(`acc = acc + ssd_ch[${RP + N}u + ${n}] * hv;`);
       });
       const index = N % L === 0 ? `lane + ${trip} * ${L}u` : `min(lane + ${trip} * ${L}u, ${N - 1}u)`; // past N: a repeat, not written
@@ -141,7 +144,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       e.line(`if (ok && lane == 0u) {`);
       e.line(`  var y = d_skip * xv;`);
       e.line(`  for (var j: u32 = 0u; j < ${L}u; j++) { y = y + ssd_red[lid + j]; }`);
-      e.line(`  ${e.store(root, `(${s} * ${Hh}u + ${h}) * ${P}u + ${p}`, 'y')}`);
+      e.line(`  ${e.store(root, headRow(p), 'y')}`);
       e.line(`}`);
       e.line(`workgroupBarrier();`);
     });

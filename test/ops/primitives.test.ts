@@ -52,6 +52,7 @@ type TestName = keyof typeof COVERAGE;
 /** Ops whose GPU-vs-CPU test lives in a file of its own (hand-written kernels tested against their composition). */
 const ELSEWHERE: Partial<Record<OpName, string>> = {
   attention: 'test/ops/attention.test.ts',
+  ssd_step: 'test/ops/ssdStep.test.ts',
 };
 
 const traced = new Map<TestName, Set<OpName>>();

@@ -41,6 +41,8 @@ export interface DeviceLimits {
    * conversions, the generic loop) where unset; the ops bench measures each.
    */
   quantMatvec?: QuantMatvec;
+  /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
+  packedDot?: boolean;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

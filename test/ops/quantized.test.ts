@@ -3,6 +3,7 @@
 // against their error bounds, and GGML block repacking against ggml's own dequantization formulas.
 import { describe, expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
+import type { Tensor } from '../../dsl/tensor.ts';
 import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
 import { QUANT_FORMATS } from '../../compiler/quantized.ts';
 import { dequantize, quantize, repackGgml } from '../../runtime/quantize.ts';
@@ -78,7 +79,8 @@ describe('kernels decode quantized weights where they read them', () => {
 
   // 'dot4' (matvecDot4.ts) rounds x to int8 per block, so its reference rounds x the same way (dot4Reference); the
   // kernels: q4 with q8 (x bytes in natural order, q4 nibbles spread), q4 alone (x bytes in the nibbles' order), q8
-  // alone on a longer K; at 1 KiB of workgroup memory that K (41 blocks) in chunks of one block.
+  // alone on a longer K; at 1 KiB of workgroup memory that K (41 blocks) in chunks of one block. At batch 8 only the
+  // first: lavapipe's LLVM takes minutes for a cold 8-row dot4 kernel (~130 s on a loaded 2-core machine).
   test.each([
     [8, 16384],
     [1, 16384],
@@ -86,10 +88,11 @@ describe('kernels decode quantized weights where they read them', () => {
   ] as const)('matvec dot4 at batch %d (workgroup memory %d): x quantized to int8 per block, against x so rounded', async (batch, storage) => {
     const K = 224;
     const r = await runBoth(
-      () => {
+      (): Record<string, Tensor> => {
         const x = input('x', [batch, K]);
         const n = rmsnorm(x, weight('g', [K]), 1e-5);
         const y = linear(n, weight('a', [37, K], 'q4')).add(linear(n, weight('b', [37, K], 'q8')));
+        if (batch === 8) return { y };
         const u = linear(n, weight('d', [5, K], 'q4'));
         const z = linear(input('h', [1, 1312]), weight('c', [5, 1312], 'q8'));
         return { y, u, z };
@@ -98,15 +101,16 @@ describe('kernels decode quantized weights where they read them', () => {
       (g) => randomData(g, 11),
       { limits: { quantMatvec: 'dot4', unroll: false, maxComputeWorkgroupStorageSize: storage } },
     );
-    expect(r.program.kernels.flatMap((k) => k.templates)).toEqual(['matvec', 'matvec', 'matvec']);
+    const full = batch !== 8;
+    expect(r.program.kernels.flatMap((k) => k.templates)).toEqual(full ? ['matvec', 'matvec', 'matvec'] : ['matvec']);
     const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
     // packed bytes multiplied: q4 nibbles spread to consecutive bytes beside q8, masked in place alone
-    expect(wgsl.match(/dot4I8Packed\(/g)?.length).toBeGreaterThanOrEqual(3);
+    expect(wgsl.match(/dot4I8Packed\(/g)?.length).toBeGreaterThanOrEqual(full ? 3 : 1);
     expect(wgsl).toMatch(/\(qv\d+\[\d\] >> 16u\)/);
-    expect(wgsl).toMatch(/\(\(qv\d+\[\d\] >> 4u\) & 0x0f0f0f0fu\)/);
+    if (full) expect(wgsl).toMatch(/\(\(qv\d+\[\d\] >> 4u\) & 0x0f0f0f0fu\)/);
     expect(wgsl.match(/\+\+\) \{\n\s*workgroupBarrier\(\);/g)?.length ?? 0).toBe(storage === 1024 ? 1 : 0);
     const host = randomData(r.graph, 11);
-    const [xs, gs, hs] = [host.inputs!.x!, host.weights!.g!, host.inputs!.h!].map((v) => Array.from(v as ArrayLike<number>, Number));
+    const [xs, gs] = [host.inputs!.x!, host.weights!.g!].map((v) => Array.from(v as ArrayLike<number>, Number));
     const rows = Array.from({ length: batch }, (_, i) => {
       const row = xs.slice(i * K, i * K + K);
       const rms = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / K + 1e-5);
@@ -115,8 +119,7 @@ describe('kernels decode quantized weights where they read them', () => {
     const w = (name: string, storage: 'q4' | 'q8') => ({ values: host.weights![name]! as ArrayLike<number>, storage });
     const want = {
       y: dot4Reference(rows, [w('a', 'q4'), w('b', 'q8')]),
-      u: dot4Reference(rows, [w('d', 'q4')]),
-      z: dot4Reference([hs], [w('c', 'q8')]),
+      ...(full ? { u: dot4Reference(rows, [w('d', 'q4')]), z: dot4Reference([Array.from(host.inputs!.h! as ArrayLike<number>, Number)], [w('c', 'q8')]) } : {}),
     };
     for (const [name, { value, slack }] of Object.entries(want))
       value.forEach((v, j) => expect(Math.abs(r.gpu.outputs[name]!.data[j]! - v), `${name}[${j}]`).toBeLessThanOrEqual(tol.atol + tol.rtol * Math.abs(v) + slack[j]!));

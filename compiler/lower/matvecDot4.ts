@@ -78,7 +78,7 @@ export function dot4Loop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
       out.push(
         ...e.stridedLoop('lid', blocks, unrolled(blocks), (b) => {
           const k0 = e.bound(e.fresh('k'), K - QUANT_BLOCK);
-          e.line(`let ${k0} = ${e.ix.mul(at(ch, C, b), QUANT_BLOCK)};`);
+          e.line(`let ${k0} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(b, QUANT_BLOCK))};`); // C: the chunk's elements
           const xs = Array.from({ length: QUANT_BLOCK }, (_, u) => e.value(x, [...q.rowIdx(mm0, i), e.ix.add(k0, e.ix.lit(u))]));
           // the block's 8 words of x, each a vec4 of its 4 elements in the kernel's order
           const vs = Array.from({ length: 8 }, (_, w) => {

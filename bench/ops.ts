@@ -89,8 +89,8 @@ const MATVEC_SHAPES: [number, number, number][] = [1, 8].flatMap((b): [number, n
 ]);
 
 /** The compile settings measured for a storage and batch: each quantized K loop; f16 batches at each rows budget. */
-function matvecSettings(storage: string, batch: number): { variant?: QuantMatvec; accumulators?: number }[] {
-  if (isQuantized(storage)) return QUANT_MATVECS.map((variant) => ({ variant }));
+function matvecSettings(storage: string, batch: number, variants: readonly QuantMatvec[] = QUANT_MATVECS): { variant?: QuantMatvec; accumulators?: number }[] {
+  if (isQuantized(storage)) return variants.map((variant) => ({ variant }));
   return storage === 'f16' && batch > 1 ? ROWS_BUDGETS.map((accumulators) => ({ accumulators })) : [{}];
 }
 
@@ -99,8 +99,11 @@ export function formatMatvec(m: OpsReport['matvec'][number]): string {
   return `${`${m.storage}${m.variant ? ` ${m.variant}` : ''}${m.accumulators === undefined ? '' : `/acc${m.accumulators}`}`.padEnd(10)} [${m.batch}x${m.cols}]x[${m.cols}x${m.rows}] ${m.GBps.toFixed(1).padStart(7)} GB/s ${(m.fractionOfCopy * 100).toFixed(0).padStart(4)}%`;
 }
 
-/** The ops figures; `log` gets each matvec line as it is measured (a run cut short still shows what it timed). */
-export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: string) => void = () => {}): Promise<OpsReport> {
+/**
+ * The ops figures; `log` gets each matvec line as it is measured (a run cut short still shows what it timed).
+ * `variants`: only the q8 and q4 matvecs, with these K loops (`bench ops --variants dot4,word`).
+ */
+export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: string) => void = () => {}, variants?: readonly QuantMatvec[]): Promise<OpsReport> {
   const iters = quick ? 5 : 50;
   const copyBytes = copyRooflineBytes(rt, quick);
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
@@ -109,8 +112,8 @@ export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: strin
   // every matvec dispatched 4x as often as the copy: a small one runs for microseconds, and the submission's own
   // cost would otherwise count
   for (const [batch, rows, cols] of quick ? [[1, 1024, 1024]] : MATVEC_SHAPES)
-    for (const storage of ['f32', 'f16', 'q8', 'q4'] as const)
-      for (const setting of matvecSettings(storage, batch)) {
+    for (const storage of variants ? (['q8', 'q4'] as const) : (['f32', 'f16', 'q8', 'q4'] as const))
+      for (const setting of matvecSettings(storage, batch, variants)) {
         const fn = () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) });
         const { variant, accumulators } = setting;
         const limits = { ...(variant ? { quantMatvec: variant } : {}), ...(accumulators === undefined ? {} : { matvecAccumulators: accumulators }) };

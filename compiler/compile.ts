@@ -46,6 +46,8 @@ export interface DeviceLimits {
   quantMatvec?: QuantMatvec;
   /** The tiled (prefill) matmul's variant (compiler/lower/tiledMatmul.ts): DEFAULT_TILED_VARIANT where unset; the ops bench measures each. */
   tiledMatmul?: TiledVariant;
+  /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
+  packedDot?: boolean;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

@@ -17,8 +17,11 @@ import { numel } from './ir.ts';
 export type QuantStorage = 'q8' | 'q4';
 export const QUANT_BLOCK = 32;
 
-/** The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts). */
-export const QUANT_MATVECS = ['word', 'lanes', 'staged'] as const;
+/**
+ * The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts, 'dot4' in
+ * matvecDot4.ts: 'lanes' where the adapter lacks WGSL's packed_4x8_integer_dot_product, DeviceLimits.packedDot).
+ */
+export const QUANT_MATVECS = ['word', 'lanes', 'staged', 'dot4'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
 /** The variant a GPU adapter compiles (STRATA_QUANT_MATVEC overrides it; a software adapter takes 'word'). */
 export const GPU_QUANT_MATVEC: QuantMatvec = 'lanes';

@@ -28,6 +28,8 @@ export interface StrataDevice {
   features: string[];
   /** Every numeric limit of the device (equal to the adapter's: they are requested explicitly). */
   limits: Record<string, number>;
+  /** WGSL language features of the implementation (`wgslLanguageFeatures`), sorted. */
+  wgslFeatures?: string[];
   /** True for a software adapter (lavapipe, SwiftShader, WARP). */
   isFallback?: boolean;
   /** Errors no error scope caught, oldest first; drain with `takeUncapturedErrors`. */
@@ -163,6 +165,7 @@ export async function acquireDevice(options: { powerPreference?: GPUPowerPrefere
     },
     features: [...device.features].sort(),
     limits,
+    wgslFeatures: [...(gpu.wgslLanguageFeatures ?? [])].sort(),
     // `info.isFallbackAdapter` is the current spec; `adapter.isFallbackAdapter` the older one.
     isFallback: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
     uncapturedErrors,
@@ -262,6 +265,8 @@ export interface AdapterProfile {
   name?: string;
   limits: Record<string, number>;
   features: string[];
+  /** WGSL language features (packed_4x8_integer_dot_product: the quantized matvec's 'dot4'). */
+  wgslFeatures?: string[];
   isFallback?: boolean;
 }
 
@@ -271,6 +276,7 @@ export function adapterProfile(device: StrataDevice): AdapterProfile {
     name: [vendor, architecture || name].filter(Boolean).join(' ') || 'adapter',
     limits: { ...device.limits },
     features: [...device.features],
+    ...(device.wgslFeatures ? { wgslFeatures: [...device.wgslFeatures] } : {}),
     ...(device.isFallback !== undefined ? { isFallback: device.isFallback } : {}),
   };
 }
@@ -289,7 +295,7 @@ function quantMatvecOf(software: boolean): QuantMatvec {
  * The limits the compiler schedules against on an adapter: what the traced path compiles for on it, and what an AOT
  * variant for it is compiled against (so both give the same kernels). STRATA_NO_SUBGROUPS=1 (Node) turns subgroups off.
  */
-export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'features' | 'isFallback'>): Required<DeviceLimits> {
+export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'features' | 'wgslFeatures' | 'isFallback'>): Required<DeviceLimits> {
   const l = profile.limits;
   return {
     maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
@@ -302,6 +308,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     tiledMatmul: tiledMatmulOf(),
+    packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
   };
 }
 

@@ -7,6 +7,7 @@ import { OPS } from '../ops.ts';
 import { QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
+import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
 const ROW_BLOCK = 8;
@@ -147,8 +148,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));
   const quantR = Math.min(N, Math.max(1, Math.min(16, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
   const R = quant ? quantR : rowsPath ? Math.max(1, rowsR) : genericR;
-  // staged x (one variant of the quantized loop): every matmul reads the same x
-  const stagedVariant = quant && variant === 'staged' && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
+  // x in workgroup memory (variants staged, and dot4 quantized to int8): every matmul reads the same x
+  const sharedX = quant && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
+  const stagedVariant = sharedX && (variant === 'staged' || variant === 'dot4');
+  const chunkOf = variant === 'dot4' ? dot4Chunk : stagedChunk;
   // k values per thread and step: the quantized loop's (matvecQuant.ts), else one packed word of the most tightly
   // packed weight (2 halves, 4 int8, 8 int4); odd K steps one element at a time
   const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
@@ -170,7 +173,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // fewer threads when that leaves too little; a chunk of K takes as many threads as it has steps
   let staged: ReturnType<typeof stagedChunk>;
   for (let w = wg; stagedVariant && !staged && w >= 32; w /= 2) {
-    staged = stagedChunk(K, MB, workgroupStorage - 4 * accumulators * partsPerAcc(w) - 8 * w);
+    staged = chunkOf(K, MB, workgroupStorage - 4 * accumulators * partsPerAcc(w) - 8 * w);
     if (staged) wg = Math.max(Math.min(w, nextPow2(staged.chunk / U)), 32, nextPow2(outputsPerGroup));
   }
 
@@ -235,7 +238,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         }
       });
     };
-    if (quant) quantLoop(e, { plan, K, MB, R, wg, U, unroll, rowIdx, colIdx, acc }, staged).forEach((l) => e.line(l));
+    const loop = { plan, K, MB, R, wg, U, unroll, rowIdx, colIdx, acc };
+    if (quant) (staged && variant === 'dot4' ? dot4Loop(e, loop, staged) : quantLoop(e, loop, staged)).forEach((l) => e.line(l));
     else e.stridedLoop('lid', pairs, stride, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
@@ -292,7 +296,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // the rows path's norm statistics reduce together, through mv_part (read only after they are done)
   const phases = rowsPath ? e.mergedPhases('mv_part', wg) : { lines: e.phases, phases: 0 };
   const shared = [`var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg), e.mergedFloats(phases.phases, wg))}>;`];
-  if (staged) shared.push(`var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(staged.chunk)}>;`);
+  if (staged && variant === 'dot4') shared.push(...dot4Shared(staged.chunk, MB));
+  else if (staged) shared.push(`var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(staged.chunk)}>;`);
   return finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, shared), groups);
 }
 

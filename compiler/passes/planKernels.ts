@@ -136,7 +136,9 @@ function bindingRule(k: LoweredKernel, isMat: (n: Node) => boolean, limits: Devi
 /** Plans every kernel of `g`, starting from `mat` (fuse's choice; grown in place), to a fixpoint of the rules. */
 export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, steps: PlanStep[] = []): KernelPlan {
   const isMat = (n: Node) => mat.has(n.id);
-  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, quantMatvec: limits.quantMatvec, tiledMatmul: limits.tiledMatmul };
+  // 'dot4' needs WGSL's packed integer dot product: without it, the GPU default's K loop
+  const quantMatvec = limits.quantMatvec === 'dot4' && !limits.packedDot ? 'lanes' : limits.quantMatvec;
+  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, quantMatvec, tiledMatmul: limits.tiledMatmul };
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */
   const accepted = new Map<number, LoweredKernel>();

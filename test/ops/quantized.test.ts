@@ -3,6 +3,7 @@
 // against their error bounds, and GGML block repacking against ggml's own dequantization formulas.
 import { describe, expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
+import type { Tensor } from '../../dsl/tensor.ts';
 import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
 import { QUANT_FORMATS } from '../../compiler/quantized.ts';
 import { dequantize, quantize, repackGgml } from '../../runtime/quantize.ts';
@@ -46,8 +47,11 @@ describe('kernels decode quantized weights where they read them', () => {
   // the staging; lavapipe takes 20-50 s a case cold).
   test.each([
     ['word', 8, 16384, false],
+    ['word', 1, 16384, false],
     ['lanes', 8, 16384, true],
+    ['lanes', 1, 16384, false],
     ['staged', 8, 16384, true],
+    ['staged', 1, 16384, false],
     ['staged', 2, 1024, false],
   ] as const)('matvec %s at batch %d (workgroup memory %d, unroll %s): odd columns and block counts, a norm prologue shared by q4 and q8', async (quantMatvec, batch, storage, unroll) => {
     const r = await runBoth(
@@ -71,6 +75,55 @@ describe('kernels decode quantized weights where they read them', () => {
     // chunks of K: a loop over them in each matvec, each trip starting at a barrier
     expect(wgsl.match(/\+\+\) \{\n\s*workgroupBarrier\(\);/g)?.length ?? 0).toBe(storage === 1024 ? 2 : 0);
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+  });
+
+  // 'dot4' (matvecDot4.ts) rounds x to int8 per block, so its reference rounds x the same way (dot4Reference); the
+  // kernels: q4 with q8 (x bytes in natural order, q4 nibbles spread), q4 alone (x bytes in the nibbles' order), q8
+  // alone on a longer K; at 1 KiB of workgroup memory that K (41 blocks) in chunks of one block. At 3 rows only the
+  // first: lavapipe's LLVM compile of a dot4 kernel grows with its rows (cold, loaded 2-core machine: ~9 s at 1 row,
+  // ~100 s at 4, ~270 s at 8), so the many-row case is 3 rows (odd), not 8: the suite has a 15-minute budget.
+  test.each([
+    [3, 16384],
+    [1, 16384],
+    [2, 1024],
+  ] as const)('matvec dot4 at batch %d (workgroup memory %d): x quantized to int8 per block, against x so rounded', async (batch, storage) => {
+    const K = 224;
+    const r = await runBoth(
+      (): Record<string, Tensor> => {
+        const x = input('x', [batch, K]);
+        const n = rmsnorm(x, weight('g', [K]), 1e-5);
+        const y = linear(n, weight('a', [37, K], 'q4')).add(linear(n, weight('b', [37, K], 'q8')));
+        if (batch === 3) return { y };
+        const u = linear(n, weight('d', [5, K], 'q4'));
+        const z = linear(input('h', [1, 1312]), weight('c', [5, 1312], 'q8'));
+        return { y, u, z };
+      },
+      {},
+      (g) => randomData(g, 11),
+      { limits: { quantMatvec: 'dot4', unroll: false, maxComputeWorkgroupStorageSize: storage } },
+    );
+    const full = batch !== 3;
+    expect(r.program.kernels.flatMap((k) => k.templates)).toEqual(full ? ['matvec', 'matvec', 'matvec'] : ['matvec']);
+    const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
+    // packed bytes multiplied: q4 nibbles spread to consecutive bytes beside q8, masked in place alone
+    expect(wgsl.match(/dot4I8Packed\(/g)?.length).toBeGreaterThanOrEqual(full ? 3 : 1);
+    expect(wgsl).toMatch(/\(qv\d+\[\d\] >> 16u\)/);
+    if (full) expect(wgsl).toMatch(/\(\(qv\d+\[\d\] >> 4u\) & 0x0f0f0f0fu\)/);
+    expect(wgsl.match(/\+\+\) \{\n\s*workgroupBarrier\(\);/g)?.length ?? 0).toBe(storage === 1024 ? 1 : 0);
+    const host = randomData(r.graph, 11);
+    const [xs, gs] = [host.inputs!.x!, host.weights!.g!].map((v) => Array.from(v as ArrayLike<number>, Number));
+    const rows = Array.from({ length: batch }, (_, i) => {
+      const row = xs.slice(i * K, i * K + K);
+      const rms = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / K + 1e-5);
+      return row.map((v, k) => v * rms * gs[k]!);
+    });
+    const w = (name: string, storage: 'q4' | 'q8') => ({ values: host.weights![name]! as ArrayLike<number>, storage });
+    const want = {
+      y: dot4Reference(rows, [w('a', 'q4'), w('b', 'q8')]),
+      ...(full ? { u: dot4Reference(rows, [w('d', 'q4')]), z: dot4Reference([Array.from(host.inputs!.h! as ArrayLike<number>, Number)], [w('c', 'q8')]) } : {}),
+    };
+    for (const [name, { value, slack }] of Object.entries(want))
+      value.forEach((v, j) => expect(Math.abs(r.gpu.outputs[name]!.data[j]! - v), `${name}[${j}]`).toBeLessThanOrEqual(tol.atol + tol.rtol * Math.abs(v) + slack[j]!));
   });
 
   test('tiled matmul reads a q4 weight, and a q8 embedding is gathered', async () => {
@@ -168,3 +221,38 @@ describe('host encoding', () => {
     for (let i = 0; i < count; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThanOrEqual(atol);
   });
 });
+
+/**
+ * `rows @ W.T` summed over weights as the dot4 kernel computes it: x rounded to int8 per 32-element block (d =
+ * max|x| / 127), q4's block minimum times the block's exact sum of x; the weights as stored. `slack` per output: the
+ * change of one code for elements whose x / d lies within 1e-3 of a rounding tie (the GPU's x differs in float ulps).
+ */
+function dot4Reference(rows: number[][], weights: { values: ArrayLike<number>; storage: 'q4' | 'q8' }[]): { value: number[]; slack: number[] } {
+  const K = rows[0]!.length;
+  const value: number[] = [];
+  const slack: number[] = [];
+  const decoded = weights.map(({ values, storage }) => {
+    const upload = quantize(values, storage);
+    return { storage, w: dequantize(upload, values.length, storage), min: (blk: number) => f16BitsToF32(upload[values.length / 8 + blk]! >>> 16) };
+  });
+  for (const x of rows) {
+    const d = Array.from({ length: K / 32 }, (_, b) => Math.max(...x.slice(b * 32, b * 32 + 32).map(Math.abs)) / 127);
+    const q = x.map((v, k) => (d[k >> 5]! ? Math.round(v / d[k >> 5]!) : 0));
+    const tie = x.map((v, k) => d[k >> 5]! > 0 && Math.abs(Math.abs(v / d[k >> 5]! - Math.trunc(v / d[k >> 5]!)) - 0.5) < 1e-3);
+    const N = weights[0]!.values.length / K;
+    for (let c = 0; c < N; c++) {
+      let [sum, loose] = [0, 0];
+      for (const { storage, w, min } of decoded)
+        for (let k = 0; k < K; k++) {
+          const wk = w[c * K + k]!;
+          sum += wk * q[k]! * d[k >> 5]!;
+          if (tie[k]) loose += Math.abs(wk) * d[k >> 5]!;
+          // w = scale * code + min: the min term meets x's exact sum, not its rounded one
+          if (storage === 'q4') sum += min((c * K + k) >> 5) * (x[k]! - q[k]! * d[k >> 5]!);
+        }
+      value.push(sum);
+      slack.push(loose);
+    }
+  }
+  return { value, slack };
+}

@@ -1,0 +1,166 @@
+// The quantized matvec's K loop with WGSL's packed integer dot product (variant 'dot4' of DeviceLimits.quantMatvec,
+// where the adapter has the language feature packed_4x8_integer_dot_product), the way llama.cpp's CUDA mmvq
+// reaches bandwidth: the workgroup's rows of x are quantized once to int8 per 32-element block (like Q8_1: scale
+// d_x = max|x| / 127 and the block's sum of x) into workgroup memory, then every weight block is a few dot4I8Packed
+// of its packed bytes with x's: q8 d_w d_x sum(q_w q_x); q4 (w = d_w q + m) d_w d_x sum(q q_x) + m sum(x). No
+// float decode at all: 4 weight elements a dot4I8Packed, one int-to-float conversion per trip and row.
+// x's quantization adds an error like llama.cpp's (at most half of d_x per element, against the weight).
+import { type Node, numel } from '../ir.ts';
+import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
+import { type KExpr, isLit } from '../kexpr/expr.ts';
+import type { Emitter } from './emitter.ts';
+import type { QuantLoop } from './matvecQuant.ts';
+
+const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
+
+/** Workgroup bytes of one row's quantized x block: 32 int8 (mv_q) and vec2(d_x, sum x) (mv_d). */
+const BLOCK_BYTES = QUANT_BLOCK + 8;
+
+/**
+ * The chunk of K (whole blocks) whose quantized x for all MB rows fits in `bytes` of workgroup memory, and how many
+ * chunks K takes; undefined when not even one block per row fits.
+ */
+export function dot4Chunk(K: number, MB: number, bytes: number): { chunk: number; chunks: number } | undefined {
+  const blocks = K / QUANT_BLOCK;
+  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && (blocks / chunks) * MB * BLOCK_BYTES <= bytes) return { chunk: K / chunks, chunks };
+  return undefined;
+}
+
+/** The workgroup arrays of a chunk of C elements of MB rows: x's packed int8 (vec4<u32>: 16 elements) and block (d, sum). */
+export function dot4Shared(C: number, MB: number): string[] {
+  return [`var<workgroup> mv_q: array<vec4<u32>, ${(MB * C) / 16}>;`, `var<workgroup> mv_d: array<vec2<f32>, ${(MB * C) / QUANT_BLOCK}>;`];
+}
+
+/**
+ * How x's 8 words of a group of 8 elements hold their bytes. 'natural' (q8's order): word 2g+h holds elements
+ * 8g+4h .. 8g+4h+3. 'pairs' (kernels of q4 weights only): word 2g holds the even elements 8g, 8g+2, 8g+4, 8g+6 and
+ * word 2g+1 the odd ones, the order of a q4 word's low and high nibbles of each byte (one mask and one shift apart).
+ */
+type XOrder = 'natural' | 'pairs';
+const elementOf = (order: XOrder, word: number, byte: number) => (order === 'natural' ? 4 * word + byte : 8 * (word >> 1) + 2 * byte + (word & 1));
+
+/**
+ * A weight's packed words of one trip as int8 words in x's order (`order`), each paired with x's word index: q8's
+ * words are x's own (natural order); q4's nibbles, unsigned 0..15, become bytes by a mask and a shift ('pairs'), or
+ * are spread into consecutive bytes (natural order, when q8 weights share the kernel's x).
+ */
+function int8Words(e: Emitter, storage: QuantStorage, words: string[], order: XOrder): string[] {
+  if (storage === 'q8') return words;
+  return words.flatMap((w) => {
+    if (order === 'pairs') return [`(${w} & 0x0f0f0f0fu)`, `((${w} >> 4u) & 0x0f0f0f0fu)`];
+    // nibbles 0..3 (low half) and 4..7 (high half) spread to bytes: 16 bits to two 8-bit halves, then to nibbles
+    return [`(${w} & 0xffffu)`, `(${w} >> 16u)`].map((half) => {
+      const t = e.fresh('qs');
+      e.line(`let ${t} = (${half} | (${half} << 8u)) & 0x00ff00ffu;`);
+      return `((${t} | (${t} << 4u)) & 0x0f0f0f0fu)`;
+    });
+  });
+}
+
+/**
+ * The K loop's lines, per chunk of C elements: (1) one thread per (row, block) evaluates the block's 32 x (the
+ * prologue once per element), takes max|x| and sum x, and stores the int8 codes and (d_x, sum) to mv_q / mv_d;
+ * (2) after a barrier, each thread reads one u32x4 of every column per trip (16 q8 elements, or 32 when a q4
+ * weight is in the kernel) and its x words as vec4<u32>.
+ */
+export function dot4Loop(e: Emitter, q: QuantLoop, chunking: { chunk: number; chunks: number }): string[] {
+  const { K, MB, U, wg, plan } = q;
+  const { chunk: C, chunks } = chunking;
+  const blocks = C / QUANT_BLOCK;
+  const order: XOrder = plan.weights.every((w) => storageOf(w!) === 'q4') ? 'pairs' : 'natural';
+  const mm0 = plan.matmuls[0]!;
+  const x = mm0.inputs[0]!;
+  const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
+  const at = (ch: KExpr, C: number, local: KExpr) => e.ix.add(e.ix.mul(ch, C), local);
+  const body = (ch: KExpr) => {
+    const out: string[] = [];
+    for (let i = 0; i < MB; i++)
+      out.push(
+        ...e.stridedLoop('lid', blocks, unrolled(blocks), (b) => {
+          const k0 = e.bound(e.fresh('k'), K - QUANT_BLOCK);
+          e.line(`let ${k0} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(b, QUANT_BLOCK))};`); // C: the chunk's elements
+          const xs = Array.from({ length: QUANT_BLOCK }, (_, u) => e.value(x, [...q.rowIdx(mm0, i), e.ix.add(k0, e.ix.lit(u))]));
+          // the block's 8 words of x, each a vec4 of its 4 elements in the kernel's order
+          const vs = Array.from({ length: 8 }, (_, w) => {
+            const v = e.fresh('xv');
+            e.line(`let ${v} = vec4<f32>(${[0, 1, 2, 3].map((byte) => xs[elementOf(order, w, byte)]).join(', ')});`);
+            return v;
+          });
+          const [amax4, amax, sum, inv] = [e.fresh('xa'), e.fresh('xa'), e.fresh('xs'), e.fresh('xi')];
+          const tree = (xs: string[], f: (a: string, b: string) => string): string => (xs.length === 1 ? xs[0]! : f(tree(xs.slice(0, xs.length / 2), f), tree(xs.slice(xs.length / 2), f)));
+          e.line(`let ${amax4} = ${tree(vs.map((v) => `abs(${v})`), (a, b) => `max(${a}, ${b})`)};`);
+          e.line(`let ${amax} = max(max(${amax4}.x, ${amax4}.y), max(${amax4}.z, ${amax4}.w));`);
+          e.line(`let ${sum} = dot(${tree(vs, (a, b) => `(${a} + ${b})`)}, vec4<f32>(1.0));`);
+          e.line(`let ${inv} = select(0.0, 127.0 / ${amax}, ${amax} > 0.0);`);
+          const q8 = (v: string) => `pack4xI8(vec4<i32>(round(${v} * ${inv})))`;
+          const slot = `${(i * C) / 16}u + ${b} * 2u`;
+          e.line(`mv_q[${slot}] = vec4<u32>(${vs.slice(0, 4).map(q8).join(', ')});`);
+          e.line(`mv_q[${slot} + 1u] = vec4<u32>(${vs.slice(4).map(q8).join(', ')});`);
+          e.line(`mv_d[${i * blocks}u + ${b}] = vec2<f32>(${amax} / 127.0, ${sum});`);
+        }),
+      );
+    out.push('workgroupBarrier();');
+    out.push(
+      ...e.stridedLoop('lid', C / U, unrolled(C / U), (pp) => {
+        const p = isLit(ch, 0) ? pp : e.bound(e.fresh('k'), K / U - 1);
+        if (p !== pp) e.line(`let ${p} = ${at(ch, C / U, pp)};`);
+        dot4Trip(e, q, order, p, pp, C);
+      }),
+    );
+    return out;
+  };
+  if (chunks === 1) return body(e.ix.lit(0));
+  const ch = e.bound(e.fresh('k'), chunks - 1);
+  // the barrier at the top: no thread overwrites a chunk another still reads
+  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
+  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
+}
+
+/**
+ * One trip: step `p` of K (elements p*U .. p*U+U-1; `pp` within the chunk of C) for every (matmul, row, column):
+ * per row x's U/4 words and its block's (d_x, sum x), per column its words and block constants, per (row, column)
+ * one integer sum of dot4I8Packed and one conversion.
+ */
+function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, C: number): void {
+  const { plan, K, MB, R, U } = q;
+  const rows = Array.from({ length: MB }, (_, i) => {
+    const words = Array.from({ length: U / 16 }, (_, g) => {
+      const v = e.fresh('xq');
+      e.line(`let ${v} = mv_q[${(i * C) / 16}u + ${pp}${U > 16 ? ` * ${U / 16}u + ${g}u` : ''}];`);
+      return [0, 1, 2, 3].map((j) => `${v}[${j}]`);
+    });
+    const d = e.fresh('xd');
+    e.line(`let ${d} = mv_d[${(i * C) / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${pp} / ${QUANT_BLOCK / U}u` : pp}];`);
+    return { words: words.flat(), d };
+  });
+  plan.matmuls.forEach((_, t) => {
+    const w = plan.weights[t]!;
+    const storage = storageOf(w);
+    const f = QUANT_FORMATS[storage];
+    const buf = e.buffer(w);
+    const n = numel(w.shape);
+    const vec4s = U / f.perWord / 4;
+    for (let c = 0; c < R; c++) {
+      const col = q.colIdx[c]!;
+      const cst = f.mantissa.constants(buf, `${col} * ${K / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${p} / ${QUANT_BLOCK / U}u` : p}`, n, (x) => e.fresh(x));
+      cst.lines.forEach((l) => e.line(l));
+      const words: string[] = [];
+      for (let h = 0; h < vec4s; h++) {
+        const v = e.fresh('qv');
+        e.line(`let ${v} = ${buf}[${col} * ${K / f.perWord / 4}u + ${p}${vec4s > 1 ? ` * ${vec4s}u + ${h}u` : ''}];`);
+        words.push(...[0, 1, 2, 3].map((j) => `${v}[${j}]`));
+      }
+      const ints = int8Words(e, storage, words, order).map((word) => {
+        const v = e.fresh('qw');
+        e.line(`let ${v} = ${word};`);
+        return v;
+      });
+      for (let i = 0; i < MB; i++) {
+        const { words: xw, d } = rows[i]!;
+        const a = q.acc(t, i, c);
+        const dot = ints.map((wi, j) => `dot4I8Packed(${wi}, ${xw[j]})`).join(' + ');
+        e.line(`${a} = ${a} + ${cst.d} * ${d}.x * f32(${dot})${cst.m ? ` + ${cst.m} * ${d}.y` : ''};`);
+      }
+    }
+  });
+}

@@ -105,7 +105,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
         try {
           const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
           report.models.push(r);
-          log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}${c.kvPolicy ? ` ${r.kvPolicy}` : ''}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step: host records one in ${r.hostEncodeMs.toFixed(2)}, the GPU runs one in ${r.gpuStepMs.toFixed(2)}; ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
+          log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}${c.kvPolicy ? ` ${r.kvPolicy}` : ''}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step, median of ${r.decodeStepMsRuns.map((x) => x.toFixed(2)).join(' ')}: host records one in ${r.hostEncodeMs.toFixed(2)}, the GPU runs one in ${r.gpuStepMs.toFixed(2)}; ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
           if (r.kernelProfile) log(indent(formatKernelProfile(r.kernelProfile, 10)));
           // written after every case, so that a run cut short by a time limit still leaves its figures
           if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));

@@ -25,6 +25,8 @@ export interface ModelBenchCase {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
   decodeStepMs: number;
+  /** The step time of each repetition of the decode run (decodeStepMs is their median). */
+  decodeStepMsRuns: number[];
   /** Host time to record one decode step, and GPU time of one with the recording done beforehand. */
   hostEncodeMs: number;
   gpuStepMs: number;
@@ -41,6 +43,11 @@ export interface ModelBenchCase {
   /** The decode step's per-kernel profile (per kernel and per template, bytes, fraction of the copy roofline). */
   kernelProfile?: KernelProfile;
 }
+
+/** Timed decode runs of each case (their median is reported). */
+const DECODE_REPEATS = 5;
+
+const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export interface ModelBenchOptions {
   name: string;
@@ -100,21 +107,36 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   for (let i = 0; i < 3 || performance.now() < warmUntil; i++) await runPrefill();
   const prefillRuns: number[] = [];
   for (let i = 0; i < 9; i++) prefillRuns.push(await runPrefill());
-  const prefillSeconds = prefillRuns.sort((a, b) => a - b)[4]!; // the median of nine, each from an empty cache
-  decode.writeInput('tokens', new Int32Array(o.batch).fill(17));
-  decode.writeInput('slot_ids', slots);
-  decode.writeInput('valid', new Int32Array(o.batch).fill(1));
+  const prefillSeconds = median(prefillRuns); // each from an empty cache
+  const decodeInputs = () => {
+    decode.writeInput('tokens', new Int32Array(o.batch).fill(17));
+    decode.writeInput('slot_ids', slots);
+    decode.writeInput('valid', new Int32Array(o.batch).fill(1));
+  };
+  decodeInputs();
   const submitsBefore = rt.counters.submits;
   const readbacksBefore = rt.counters.readbacks;
   const submissions = Math.ceil(o.newTokens / o.stepsPerSubmit);
   // steady state, as the generator runs: the next submission is recorded while the GPU runs the last
   const steps = submissions * o.stepsPerSubmit;
-  const decodeSeconds = (await timePipelined(rt, (pass) => decode.encode(pass), o.stepsPerSubmit, submissions)) * steps;
+  // Five repetitions, each from the same prefilled prompt, and their median (llama-bench repeats five times too): a
+  // single 128-token run of a small model lasts ~100 ms, within which the GPU's clocks still move (jamba-small at
+  // batch 1 read 721, 1,240 and 1,566 tok/s in three calls of the same code).
+  const stepRuns: number[] = [];
+  let counted = { submits: 0, readbacks: 0 }; // over the first repetition (the others run a prefill first)
+  for (let r = 0; r < DECODE_REPEATS; r++) {
+    if (r > 0) {
+      await runPrefill();
+      decodeInputs();
+    }
+    stepRuns.push(await timePipelined(rt, (pass) => decode.encode(pass), o.stepsPerSubmit, submissions));
+    if (r === 0) counted = { submits: rt.counters.submits - submitsBefore - 1, readbacks: rt.counters.readbacks - readbacksBefore }; // less the warm-up submission
+  }
+  const decodeSeconds = median(stepRuns) * steps;
   // where a step's time goes: the host recording it, and the GPU running it with the recording done beforehand
   const hostEncodeMs = hostEncodeSeconds(rt, (pass) => decode.encode(pass), o.stepsPerSubmit) * 1e3;
   const gpuStepMs = (await timeGpu(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions)) * 1e3;
-  const submits = rt.counters.submits - submitsBefore - 3; // less the warm-up submission and the two of timeGpu
-  const readbacks = rt.counters.readbacks - readbacksBefore; // before profiling, which reads timestamps back
+  const { submits, readbacks } = counted;
   const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
   const stepSeconds = decodeSeconds / steps;
   let topKernels: ModelBenchCase['topKernels'];
@@ -141,6 +163,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     prefillTokensPerSecond: (o.batch * o.promptTokens) / prefillSeconds,
     decodeTokensPerSecond: (o.batch * steps) / decodeSeconds,
     decodeStepMs: stepSeconds * 1e3,
+    decodeStepMsRuns: stepRuns.map((x) => x * 1e3),
     hostEncodeMs,
     gpuStepMs,
     dispatchesPerDecodeStep: decode.program.kernels.length,

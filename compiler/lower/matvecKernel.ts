@@ -28,6 +28,9 @@ const UNROLL_ROW_TRIPS = 16;
 export const ROWS_ACCUMULATORS = 32;
 /** Trips of the rows path's K loop up to which all their weight words are loaded ahead of the phases (registers). */
 const PRELOAD_TRIPS = 8;
+/** Matmuls of one kernel at most: q/k/v (3), gate/up of two experts (4), or the down projections of four experts summed
+ * by their router weights (Jamba's MoE with 4 experts, else a one-thread-per-output element kernel: 33 us at batch 1). */
+const MAX_MATMULS = 4;
 /** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
 export const MATVEC_MAX_ROWS = 32;
 
@@ -93,7 +96,7 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
     found.set(core.id, core);
   } else walk(core);
   const matmuls = [...found.values()];
-  if (other || matmuls.length === 0 || matmuls.length > 3) return undefined;
+  if (other || matmuls.length === 0 || matmuls.length > MAX_MATMULS) return undefined;
   const K = reduceLength(matmuls[0]!);
   if (matmuls.some((m) => reduceLength(m) !== K)) return undefined;
   const weights = matmuls.map((m) => transposedWeight(m.inputs[1]!, isMat));

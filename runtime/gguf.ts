@@ -2,9 +2,9 @@
 // tokenizer rebuilt in Hugging Face form from the metadata, and the tensors served under their HF names in HF
 // layout (TensorSource), undoing what llama.cpp's converter changed (per architecture in runtime/ggufLayouts.ts:
 // reversed dims, Q/K rows permuted for its RoPE, A stored as -exp(A_log), gate and up split, squeezed conv weights,
-// Mamba-2's A/D/norm reshaped, experts stacked into one 3-D tensor). Quantized tensors keep their blocks:
-// Q8_0/Q4_0/Q4_1/Q4_K are repacked for the GPU by runtime/quantize.ts; Q5_0 (exact) and Q6_K (requantized) become
-// Q8_0, the types llama-quantize falls back to for rows that are no multiple of 256.
+// Mamba-2's A/D/norm reshaped, experts or AltUp projections stacked into one 3-D tensor). Quantized tensors keep
+// their blocks: Q8_0/Q4_0/Q4_1/Q4_K are repacked for the GPU by runtime/quantize.ts; Q5_0 (exact) and Q6_K
+// (requantized) become Q8_0, the types llama-quantize falls back to for rows that are no multiple of 256.
 import { gguf } from '@huggingface/gguf';
 import { elide } from '../base/errors.ts';
 import { describeReadFailure, openRegularFile } from '../base/files.ts';
@@ -77,9 +77,10 @@ export async function openGguf(file: string): Promise<GgufModel> {
     parts.set(t.name, { gguf: t.name, type: type.name, shape: [...dims].reverse(), offset: base + Number(t.offset), bytes: (count / type.elements) * type.bytes });
   }
   const has = (name: string) => parts.has(name);
+  const shape = (name: string) => parts.get(name)?.shape;
   const tokens = meta['tokenizer.ggml.tokens'];
   const vocab = opt(meta, `${arch}.vocab_size`, Array.isArray(tokens) ? tokens.length : 0);
-  const config = def.config(meta, arch, has, vocab);
+  const config = def.config(meta, arch, has, vocab, shape);
   if (Array.isArray(tokens) && meta['tokenizer.ggml.bos_token_id'] !== undefined) config.bos_token_id = num(meta, 'tokenizer.ggml.bos_token_id');
   if (meta['tokenizer.ggml.eos_token_id'] !== undefined) config.eos_token_id = num(meta, 'tokenizer.ggml.eos_token_id');
 
@@ -90,9 +91,21 @@ export async function openGguf(file: string): Promise<GgufModel> {
   };
   const concatenated = new Set((def.concat ?? []).flatMap(([names]) => names));
   const flat = new Set(def.flat ?? []);
+  const squeezed = new Set(def.squeezed ?? []);
+  /** [E, out, in]: slice e is the e-th run of out rows (whole rows, so whole quantized blocks). */
+  const unstack = (part: Part, hfName: (e: number) => string) => {
+    const [count, ...shape] = part.shape;
+    for (let e = 0; e < count!; e++)
+      tensors.set(hfName(e), { parts: [{ ...part, gguf: `${part.gguf}[${e}]`, shape, offset: part.offset + (e * part.bytes) / count!, bytes: part.bytes / count! }], shape });
+  };
   for (const part of parts.values()) {
     const m = /^blk\.(\d+)\.(.+)$/.exec(part.gguf);
     if (!m) {
+      const stacked = def.stacked?.[part.gguf];
+      if (stacked) {
+        unstack(part, (e) => stacked.replace('{e}', String(e)));
+        continue;
+      }
       const hf = def.top[part.gguf];
       if (!hf) throw new GgufError(`${file}: tensor ${part.gguf} has no mapping for architecture ${arch}`);
       tensors.set(hf, { parts: [part], shape: part.shape });
@@ -102,12 +115,9 @@ export async function openGguf(file: string): Promise<GgufModel> {
     const local = m[2]!;
     const prefix = `${def.layers}${layer}.`;
     if (concatenated.has(local)) continue;
-    const expert = def.experts?.[local];
-    if (expert) {
-      // [E, out, in]: expert e is the e-th run of out rows (whole rows, so whole quantized blocks)
-      const [count, ...shape] = part.shape;
-      for (let e = 0; e < count!; e++)
-        tensors.set(prefix + expert.replace('{e}', String(e)), { parts: [{ ...part, gguf: `${part.gguf}[${e}]`, shape, offset: part.offset + (e * part.bytes) / count!, bytes: part.bytes / count! }], shape });
+    const stacked = def.stacked?.[local];
+    if (stacked) {
+      unstack(part, (e) => prefix + stacked.replace('{e}', String(e)));
       continue;
     }
     const hfLocal = def.block[local];
@@ -117,8 +127,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
     if (def.permutedQK && local === 'attn_k.weight') mapped.unpermuteHeads = kvHeads(layer);
     if (local === 'ssm_a') mapped.negExpLog = true;
     if (flat.has(local)) mapped.shape = [part.shape.reduce((x, y) => x * y, 1)];
-    // squeezed from [C, 1, K]
-    if (local === 'ssm_conv1d.weight') mapped.shape = [part.shape[0]!, 1, part.shape[1]!];
+    if (squeezed.has(local)) mapped.shape = [part.shape[0]!, 1, part.shape[1]!];
     tensors.set(prefix + hfLocal, mapped);
   }
   for (const [names, hfLocal] of def.concat ?? []) {

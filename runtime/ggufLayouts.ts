@@ -3,6 +3,7 @@
 // metadata, and the GGUF tensor names to HF names with what the converter changed in them (runtime/gguf.ts undoes
 // it). Each entry names the converter class it inverts.
 import { StrataUserError } from '../base/errors.ts';
+import { sparsityStdMultiplier } from '../models/families/gemma3n_text.ts';
 
 export class GgufError extends StrataUserError {
   override name = 'GgufError';
@@ -13,7 +14,8 @@ export type Meta = Record<string, unknown>;
 /** How one architecture's GGUF tensors become HF tensors. */
 export interface GgufLayout {
   modelType: string;
-  config(meta: Meta, arch: string, has: (name: string) => boolean, vocab: number): Record<string, unknown>;
+  /** `shape` gives a GGUF tensor's dims in HF order (outermost first), undefined when absent. */
+  config(meta: Meta, arch: string, has: (name: string) => boolean, vocab: number, shape: (name: string) => number[] | undefined): Record<string, unknown>;
   /** HF prefix of layer N's tensors (N and a dot follow). */
   layers: string;
   /** HF name for a GGUF tensor name within a block (`blk.N.` stripped) or at the top level. */
@@ -21,8 +23,13 @@ export interface GgufLayout {
   top: Record<string, string>;
   /** GGUF block tensors concatenated along rows into one HF tensor: [gguf names] -> HF name. */
   concat?: [string[], string][];
-  /** 3-D GGUF tensors of experts stacked on the outer dim -> the HF name of one expert, `{e}` its index. */
-  experts?: Record<string, string>;
+  /**
+   * 3-D GGUF tensors the converter stacked on a new outer dim (Jamba's experts, Gemma 3n's AltUp projections) -> the
+   * HF name of one slice, `{e}` its index: block-local names within a block, full names at the top level.
+   */
+  stacked?: Record<string, string>;
+  /** GGUF block tensors the converter squeezed from [C, 1, K] to [C, K] (conv weights). */
+  squeezed?: string[];
   /** attn_q/attn_k rows were permuted for llama.cpp's RoPE (LlamaModel.permute). */
   permutedQK?: boolean;
   /** GGUF block tensors the converter gave a trailing dim or split into groups, whose HF form is 1-D. */
@@ -41,6 +48,52 @@ const f32Decimal = (x: number): number => Number(Math.fround(x).toPrecision(7));
 export const metaOptional = (meta: Meta, key: string, fallback: number): number => (meta[key] === undefined ? fallback : num(meta, key));
 const opt = metaOptional;
 const eps = (meta: Meta, a: string) => f32Decimal(num(meta, `${a}.attention.layer_norm_rms_epsilon`));
+
+/**
+ * rope_parameters from a theta key and the scaling TextModel.set_gguf_parameters wrote: none, or linear with its
+ * factor; the other types need more than their keys (llama3's rope_freqs tensor, yarn's attention factor) and are
+ * refused by name.
+ */
+function ropeParameters(meta: Meta, a: string, thetaKey = `${a}.rope.freq_base`): Record<string, unknown> {
+  const theta = opt(meta, thetaKey, 10000);
+  const type = meta[`${a}.rope.scaling.type`];
+  if (type === undefined || type === 'none') return { rope_theta: theta, rope_type: 'default' };
+  if (type === 'linear') return { rope_theta: theta, rope_type: 'linear', factor: f32Decimal(num(meta, `${a}.rope.scaling.factor`)) };
+  throw new GgufError(`GGUF ${a}: rope.scaling.type "${String(type).slice(0, 40)}" is not mapped (none, linear)`);
+}
+
+/** A metadata array (per-layer values), refused when missing. */
+function metaArray(meta: Meta, key: string): unknown[] {
+  const v = meta[key];
+  if (!Array.isArray(v)) throw new GgufError(`GGUF metadata ${key}: missing (expected an array)`);
+  return v;
+}
+
+/**
+ * Gemma3NModel stores activation_sparsity_pattern s as the f32 std multiplier Φ⁻¹(s) (-inf for 0). Back to s: the
+ * shortest decimal whose multiplier, as Strata computes it (models/families/gemma3n_text.ts), is the stored one
+ * (torch and Strata's f32 quantiles may differ by an ulp: then the nearest one Strata reaches).
+ */
+export function sparsityFromStdMultiplier(scale: number): number {
+  if (scale === -Infinity) return 0;
+  const target = Math.fround(scale);
+  if (!Number.isFinite(target)) throw new GgufError(`GGUF activation_sparsity_scale ${scale}: not the multiplier of a sparsity in [0, 1)`);
+  // the multiplier grows with s: bisect for the smallest s reaching the target
+  let [low, high] = [1e-9, 1 - 1e-9];
+  for (let i = 0; i < 60; i++) {
+    const mid = (low + high) / 2;
+    if (sparsityStdMultiplier(mid) < target) low = mid;
+    else high = mid;
+  }
+  const reached = [low, high].map(sparsityStdMultiplier).reduce((x, y) => (Math.abs(y - target) < Math.abs(x - target) ? y : x));
+  if (Math.abs(reached - target) > 4e-7 * Math.max(1, Math.abs(target))) throw new GgufError(`GGUF activation_sparsity_scale ${scale}: no sparsity in (0, 1) gives it`);
+  for (let digits = 1; digits <= 17; digits++)
+    for (const bound of [high, low]) {
+      const s = Number(bound.toPrecision(digits));
+      if (s > 0 && s < 1 && sparsityStdMultiplier(s) === reached) return s;
+    }
+  return high;
+}
 
 /** attention.head_count_kv per layer (an array in hybrids: 0 for a layer without attention). */
 function kvPerLayer(meta: Meta, a: string): number[] {
@@ -99,6 +152,7 @@ const mamba2Mixer = (p: string) => ({
   'ssm_out.bias': `${p}out_proj.bias`,
 });
 const MAMBA2_FLAT = ['ssm_a', 'ssm_d', 'ssm_norm.weight'];
+const SQUEEZED_SSM_CONV = ['ssm_conv1d.weight'];
 const BACKBONE_TOP = { 'token_embd.weight': 'backbone.embeddings.weight', 'output_norm.weight': 'backbone.norm_f.weight', 'output.weight': 'lm_head.weight' };
 /** The SSM metadata every Mamba-style converter writes (MambaModel.set_gguf_parameters and its kin). */
 const ssm = (meta: Meta, a: string) => ({
@@ -129,7 +183,7 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
       head_dim: opt(meta, `${a}.attention.key_length`, num(meta, `${a}.embedding_length`) / num(meta, `${a}.attention.head_count`)),
       rms_norm_eps: eps(meta, a),
       max_position_embeddings: num(meta, `${a}.context_length`),
-      rope_parameters: { rope_theta: opt(meta, `${a}.rope.freq_base`, 10000), rope_type: 'default' },
+      rope_parameters: ropeParameters(meta, a),
       vocab_size: vocab,
       tie_word_embeddings: !has('output.weight'),
       attention_bias: has('blk.0.attn_q.bias'),
@@ -144,6 +198,7 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
     top: TOP,
     permutedQK: true,
     flat: MAMBA2_FLAT,
+    squeezed: SQUEEZED_SSM_CONV,
     concat: [[['ffn_gate.weight', 'ffn_up.weight'], 'shared_mlp.input_linear.weight']],
     config: (meta, a, has, vocab) => {
       const kv = kvPerLayer(meta, a);
@@ -163,7 +218,7 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
         max_position_embeddings: num(meta, `${a}.context_length`),
         // the converter records position_embedding_type == "rope" as rope.scaling.finetuned (llama.cpp reads it so)
         position_embedding_type: meta[`${a}.rope.scaling.finetuned`] === true ? 'rope' : 'nope',
-        rope_parameters: { rope_theta: opt(meta, `${a}.rope.freq_base`, 10000), rope_type: 'default' },
+        rope_parameters: ropeParameters(meta, a),
         attention_multiplier: opt(meta, `${a}.attention.scale`, 1),
         embedding_multiplier: opt(meta, `${a}.embedding_scale`, 1),
         residual_multiplier: opt(meta, `${a}.residual_scale`, 1),
@@ -193,6 +248,7 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
     layers: 'backbone.layers.',
     block: { 'attn_norm.weight': 'norm.weight', ...mamba1Mixer('mixer.') },
     top: BACKBONE_TOP,
+    squeezed: SQUEEZED_SSM_CONV,
     config: (meta, a, has, vocab) => {
       if (meta[`${a}.ssm.dt_b_c_rms`] === true) throw new GgufError(`GGUF ${a} with ssm.dt_b_c_rms (FalconMamba's dt/B/C norms): not a Strata family`);
       const { hidden, inner, state, conv, dtRank } = ssm(meta, a);
@@ -222,6 +278,7 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
     block: { 'attn_norm.weight': 'norm.weight', ...mamba2Mixer('mixer.') },
     top: BACKBONE_TOP,
     flat: MAMBA2_FLAT,
+    squeezed: SQUEEZED_SSM_CONV,
     config: (meta, a, has, vocab) => {
       const { hidden, inner, state, conv, dtRank: heads } = ssm(meta, a);
       const layers = num(meta, `${a}.block_count`);
@@ -266,12 +323,13 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
       'ffn_up.weight': 'feed_forward.up_proj.weight',
       'ffn_down.weight': 'feed_forward.down_proj.weight',
     },
-    experts: {
+    stacked: {
       'ffn_gate_exps.weight': 'feed_forward.experts.{e}.gate_proj.weight',
       'ffn_up_exps.weight': 'feed_forward.experts.{e}.up_proj.weight',
       'ffn_down_exps.weight': 'feed_forward.experts.{e}.down_proj.weight',
     },
     top: { ...TOP, 'output_norm.weight': 'model.final_layernorm.weight' },
+    squeezed: SQUEEZED_SSM_CONV,
     config: (meta, a, has, vocab) => {
       const kv = kvPerLayer(meta, a);
       const layers = kv.length;
@@ -302,6 +360,138 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
         max_position_embeddings: num(meta, `${a}.context_length`),
         hidden_act: 'silu',
         vocab_size: vocab,
+        tie_word_embeddings: !has('output.weight'),
+      };
+    },
+  },
+  // LFM2Model (TextModel: no Q/K permutation): the final norm is model.embedding_norm (token_embd_norm), the short
+  // conv weight [C, 1, K] squeezed to [C, K], layers' kinds known only from head_count_kv, and feed_forward_length
+  // the MLP width after HF's block_auto_adjust_ff_dim arithmetic (so written back with the adjustment off). Conv
+  // biases are not mapped: the converter's squeeze(1) fails on them.
+  lfm2: {
+    modelType: 'lfm2',
+    layers: 'model.layers.',
+    block: {
+      'attn_norm.weight': 'operator_norm.weight',
+      'ffn_norm.weight': 'ffn_norm.weight',
+      'attn_q.weight': 'self_attn.q_proj.weight',
+      'attn_k.weight': 'self_attn.k_proj.weight',
+      'attn_v.weight': 'self_attn.v_proj.weight',
+      'attn_output.weight': 'self_attn.out_proj.weight',
+      'attn_q_norm.weight': 'self_attn.q_layernorm.weight',
+      'attn_k_norm.weight': 'self_attn.k_layernorm.weight',
+      'shortconv.conv.weight': 'conv.conv.weight',
+      'shortconv.in_proj.weight': 'conv.in_proj.weight',
+      'shortconv.out_proj.weight': 'conv.out_proj.weight',
+      'ffn_gate.weight': 'feed_forward.w1.weight',
+      'ffn_up.weight': 'feed_forward.w3.weight',
+      'ffn_down.weight': 'feed_forward.w2.weight',
+    },
+    top: { 'token_embd.weight': 'model.embed_tokens.weight', 'token_embd_norm.weight': 'model.embedding_norm.weight', 'output.weight': 'lm_head.weight' },
+    squeezed: ['shortconv.conv.weight'],
+    config: (meta, a, has, vocab) => {
+      const kv = kvPerLayer(meta, a);
+      return {
+        model_type: 'lfm2',
+        hidden_size: num(meta, `${a}.embedding_length`),
+        intermediate_size: num(meta, `${a}.feed_forward_length`),
+        block_auto_adjust_ff_dim: false,
+        num_hidden_layers: kv.length,
+        layer_types: kv.map((n) => (n > 0 ? 'full_attention' : 'conv')),
+        num_attention_heads: num(meta, `${a}.attention.head_count`),
+        num_key_value_heads: Math.max(...kv) || num(meta, `${a}.attention.head_count`),
+        norm_eps: eps(meta, a),
+        conv_L_cache: num(meta, `${a}.shortconv.l_cache`),
+        conv_bias: false,
+        max_position_embeddings: num(meta, `${a}.context_length`),
+        rope_parameters: ropeParameters(meta, a),
+        vocab_size: vocab,
+        tie_word_embeddings: !has('output.weight'),
+      };
+    },
+  },
+  // Gemma3NModel (Gemma3Model with norm_shift 0, so norms as stored; TextModel: no Q/K permutation): AltUp's
+  // projections stacked [3, H, H], `_scale` tensors given a `.weight`, the KV-sharing layers without k/v (HF has
+  // none either), activation_sparsity_pattern stored as Φ⁻¹(s). Not recorded, so taken as HF's defaults / llama.cpp's
+  // behaviour: hidden_activation gelu_pytorch_tanh (llama.cpp's only one), altup_coef_clip 120 (HF's default, the
+  // clamp of the correction coefficients; llama.cpp applies none), and vocab_size_per_layer_input = the rows of
+  // the per-layer table, which the converter pads with zero rows up to vocab_size: ids past HF's per-layer
+  // vocabulary (Gemma 3n's 256 multimodal ids) then read a zero row where HF reads row 0, as llama.cpp does.
+  gemma3n: {
+    modelType: 'gemma3n_text',
+    layers: 'model.layers.',
+    block: {
+      'attn_norm.weight': 'input_layernorm.weight',
+      'attn_q.weight': 'self_attn.q_proj.weight',
+      'attn_k.weight': 'self_attn.k_proj.weight',
+      'attn_v.weight': 'self_attn.v_proj.weight',
+      'attn_output.weight': 'self_attn.o_proj.weight',
+      'attn_q.bias': 'self_attn.q_proj.bias',
+      'attn_k.bias': 'self_attn.k_proj.bias',
+      'attn_v.bias': 'self_attn.v_proj.bias',
+      'attn_output.bias': 'self_attn.o_proj.bias',
+      'attn_q_norm.weight': 'self_attn.q_norm.weight',
+      'attn_k_norm.weight': 'self_attn.k_norm.weight',
+      'post_attention_norm.weight': 'post_attention_layernorm.weight',
+      'ffn_norm.weight': 'pre_feedforward_layernorm.weight',
+      'post_ffw_norm.weight': 'post_feedforward_layernorm.weight',
+      'ffn_gate.weight': 'mlp.gate_proj.weight',
+      'ffn_up.weight': 'mlp.up_proj.weight',
+      'ffn_down.weight': 'mlp.down_proj.weight',
+      'altup_correct_coef.weight': 'altup.correction_coefs.weight',
+      'altup_correct_scale.weight': 'altup.correct_output_scale',
+      'altup_predict_coef.weight': 'altup.prediction_coefs.weight',
+      'altup_router.weight': 'altup.modality_router.weight',
+      'altup_router_norm.weight': 'altup.router_norm.weight',
+      'laurel_l.weight': 'laurel.linear_left.weight',
+      'laurel_r.weight': 'laurel.linear_right.weight',
+      'laurel_post_norm.weight': 'laurel.post_laurel_norm.weight',
+      'inp_gate.weight': 'per_layer_input_gate.weight',
+      'proj.weight': 'per_layer_projection.weight',
+      'post_norm.weight': 'post_per_layer_input_norm.weight',
+    },
+    top: {
+      ...TOP,
+      'per_layer_token_embd.weight': 'model.embed_tokens_per_layer.weight',
+      'per_layer_model_proj.weight': 'model.per_layer_model_projection.weight',
+      'per_layer_proj_norm.weight': 'model.per_layer_projection_norm.weight',
+    },
+    stacked: { 'altup_proj.weight': 'model.altup_projections.{e}.weight', 'altup_unembd_proj.weight': 'model.altup_unembed_projections.{e}.weight' },
+    config: (meta, a, has, vocab, shape) => {
+      const ffn = meta[`${a}.feed_forward_length`];
+      const perLayer = shape('per_layer_token_embd.weight');
+      const laurel = shape('blk.0.laurel_l.weight');
+      if (!perLayer || !laurel) throw new GgufError(`GGUF ${a}: ${perLayer ? 'blk.0.laurel_l' : 'per_layer_token_embd'}.weight is missing`);
+      const softcap = meta[`${a}.final_logit_softcapping`];
+      return {
+        model_type: 'gemma3n_text',
+        hidden_size: num(meta, `${a}.embedding_length`),
+        intermediate_size: Array.isArray(ffn) ? ffn.map(Number) : num(meta, `${a}.feed_forward_length`),
+        num_hidden_layers: num(meta, `${a}.block_count`),
+        layer_types: metaArray(meta, `${a}.attention.sliding_window_pattern`).map((swa) => (swa === true ? 'sliding_attention' : 'full_attention')),
+        num_attention_heads: num(meta, `${a}.attention.head_count`),
+        num_key_value_heads: num(meta, `${a}.attention.head_count_kv`),
+        head_dim: num(meta, `${a}.attention.key_length`),
+        num_kv_shared_layers: num(meta, `${a}.attention.shared_kv_layers`),
+        sliding_window: num(meta, `${a}.attention.sliding_window`),
+        hidden_activation: 'gelu_pytorch_tanh',
+        rms_norm_eps: eps(meta, a),
+        max_position_embeddings: num(meta, `${a}.context_length`),
+        rope_parameters: {
+          full_attention: ropeParameters(meta, a),
+          sliding_attention: { rope_theta: num(meta, `${a}.rope.freq_base_swa`), rope_type: 'default' },
+        },
+        final_logit_softcapping: softcap === undefined ? null : f32Decimal(num(meta, `${a}.final_logit_softcapping`)),
+        attention_bias: has('blk.0.attn_q.bias'),
+        vocab_size: vocab,
+        vocab_size_per_layer_input: perLayer[0],
+        hidden_size_per_layer_input: num(meta, `${a}.embedding_length_per_layer_input`),
+        altup_active_idx: num(meta, `${a}.altup.active_idx`),
+        altup_num_inputs: num(meta, `${a}.altup.num_inputs`),
+        altup_correct_scale: has('blk.0.altup_correct_scale.weight'),
+        altup_coef_clip: 120,
+        laurel_rank: laurel[0],
+        activation_sparsity_pattern: metaArray(meta, `${a}.activation_sparsity_scale`).map((x) => sparsityFromStdMultiplier(Number(x))),
         tie_word_embeddings: !has('output.weight'),
       };
     },

@@ -14,7 +14,10 @@ export const GGUF_FAMILIES = {
   jamba: ['model.embed_tokens.weight', 'lm_head.weight'],
   mamba: ['backbone.embeddings.weight'],
   mamba2: ['backbone.embeddings.weight'],
-} as const;
+  lfm2: ['model.embed_tokens.weight'],
+  // also layers 1-3's MLP (the same renames are checked at layers 0, 4 and 5): keeps the fixtures under 2.5 MB
+  gemma3n: ['model.embed_tokens.weight', 'model.embed_tokens_per_layer.weight', ...[1, 2, 3].flatMap((l) => ['gate', 'up', 'down'].map((p) => `model.layers.${l}.mlp.${p}_proj.weight`))],
+} as const satisfies Record<string, readonly string[]>;
 export type GgufFamily = keyof typeof GGUF_FAMILIES;
 
 export interface GgufReference {

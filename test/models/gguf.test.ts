@@ -74,7 +74,7 @@ test('a Q4_K GGUF (llama-quantize: Q4_K, with Q5_0 / Q6_K / Q8_0 where rows are 
   expect(diff).toBeLessThan(0.25);
 }, 900_000);
 
-test.each(['jamba', 'mamba', 'mamba2'] as GgufFamily[])('a %s GGUF (f16, llama.cpp converter) gives the logits and greedy tokens of its reference folder', async (family) => {
+test.each(['jamba', 'mamba', 'mamba2', 'lfm2', 'gemma3n'] as GgufFamily[])('a %s GGUF (f16, llama.cpp converter) gives the logits and greedy tokens of its reference folder', async (family) => {
   // the folder holds the same values (test/unit/gguf-layouts.test.ts), so the models must agree exactly
   const reference = await openGgufReference(family);
   const st = await prefillLogits(reference.folder, reference.checkpoint);

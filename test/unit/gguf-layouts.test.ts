@@ -1,13 +1,18 @@
-// GGUF files written by llama.cpp's converter (test/fixtures/gguf/README.md) for Jamba, Mamba and Mamba-2, read
-// on the host against their reference folders: every HF tensor is served under its HF name, in its HF shape, with
-// the folder's exact values (what the converter changed, undone: A = -exp(A_log), squeezed conv weights, Mamba-2's
-// A/D/norm reshapes, Jamba's stacked experts), and the config rebuilt from the metadata parses to the folder's.
+// GGUF files written by llama.cpp's converter (test/fixtures/gguf/README.md) for Jamba, Mamba, Mamba-2, LFM2 and
+// Gemma 3n, read on the host against their reference folders: every HF tensor is served under its HF name, in its
+// HF shape, with the folder's exact values (what the converter changed, undone: A = -exp(A_log), squeezed conv
+// weights, Mamba-2's A/D/norm reshapes, Jamba's stacked experts and Gemma 3n's stacked AltUp projections), and the
+// config rebuilt from the metadata parses to the folder's.
 // Also a llama-quantize Q4_0 file: its blocks decode to the same weights within Q4_0's error. The models run from
 // both in test/models/gguf.test.ts.
+import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { gguf } from '@huggingface/gguf';
 import { openSafetensors, toFloat32 } from '../../base/safetensors.ts';
 import { loadConfig, parseConfig } from '../../models/config.ts';
-import { GGUF_FAMILIES, type GgufFamily, hostValues, openGgufReference } from '../helpers/ggufReference.ts';
+import { GGUF_FAMILIES, GGUF_FIXTURES, type GgufFamily, hostValues, openGgufReference } from '../helpers/ggufReference.ts';
+import { GGUF_LAYOUTS, GgufError, type Meta, sparsityFromStdMultiplier } from '../../runtime/ggufLayouts.ts';
+import { sparsityStdMultiplier } from '../../models/families/gemma3n_text.ts';
 
 describe.each(Object.keys(GGUF_FAMILIES) as GgufFamily[])('%s GGUF (f16, llama.cpp converter)', (family) => {
   test('every tensor of the folder, same name, shape, dtype and values', async () => {
@@ -58,4 +63,22 @@ test('a Mamba-2 Q4_0 GGUF (llama-quantize) serves Q4_0 / Q8_0 blocks of the same
     'backbone.layers.1.mixer.in_proj.weight': 'Q4_0 0.09',
     'backbone.layers.1.mixer.out_proj.weight': 'Q4_0 0.07',
   });
+});
+
+test("Gemma 3n's activation sparsity comes back from the converter's std multiplier Φ⁻¹(s)", () => {
+  expect(sparsityFromStdMultiplier(-Infinity)).toBe(0); // Φ⁻¹(0), what the fixture holds
+  // torch's f32 Normal(0, 1).icdf(0.95), one ulp above Strata's own f32 multiplier of 0.95
+  expect(sparsityFromStdMultiplier(Math.fround(1.6448536269514722))).toBe(0.95);
+  for (const s of [0.01, 0.5, 0.75, 0.95, 0.99]) expect(sparsityFromStdMultiplier(sparsityStdMultiplier(s))).toBe(s);
+  expect(() => sparsityFromStdMultiplier(Number.NaN)).toThrow(GgufError);
+});
+
+test('RoPE scaling: linear is mapped, the types the converter records only in part are refused by name', async () => {
+  const { metadata } = await gguf(path.join(GGUF_FIXTURES, 'lfm2-gguf-f16.gguf'), { allowLocalFile: true });
+  const config = (type: string) => {
+    const meta = { ...metadata, 'lfm2.rope.scaling.type': type, 'lfm2.rope.scaling.factor': 4 } as Meta;
+    return GGUF_LAYOUTS.lfm2!.config(meta, 'lfm2', () => false, 2048, () => undefined);
+  };
+  expect(config('linear').rope_parameters).toEqual({ rope_theta: 1e6, rope_type: 'linear', factor: 4 });
+  expect(() => config('yarn')).toThrow(new GgufError('GGUF lfm2: rope.scaling.type "yarn" is not mapped (none, linear)'));
 });

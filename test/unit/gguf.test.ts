@@ -39,6 +39,6 @@ describe('GGUF files that are refused', () => {
   test('an architecture with no mapping to a Strata family', async () => {
     const file = path.join(tmp, 'gpt2.gguf');
     fs.writeFileSync(file, header({ 'general.architecture': 'gpt2' }));
-    expect((await refusal(file)).message).toBe(`${file}: GGUF architecture "gpt2" is not mapped to a Strata family (mapped: llama, granitehybrid, mamba, mamba2, jamba)`);
+    expect((await refusal(file)).message).toBe(`${file}: GGUF architecture "gpt2" is not mapped to a Strata family (mapped: llama, granitehybrid, mamba, mamba2, jamba, lfm2, gemma3n)`);
   });
 });

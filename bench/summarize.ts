@@ -6,6 +6,10 @@ import * as fs from 'node:fs';
 import type { ModelBenchCase } from './models.ts';
 import type { BenchReport } from './main.ts';
 import { type LlamaCppFigures, readLlamaCpp } from './llamacpp.ts';
+import { gunzipSync } from 'node:zlib';
+
+/** A results file, gzipped (`.json.gz`: committed results are kept small, the device call carries the tree) or not. */
+const readJson = (file: string) => (file.endsWith('.gz') ? gunzipSync(fs.readFileSync(file)).toString('utf8') : fs.readFileSync(file, 'utf8'));
 
 interface TorchRow { config: string; dtype: string; batch: number; mode?: string; prefillTokensPerSecond?: number; decodeTokensPerSecond?: number; error?: string }
 
@@ -17,9 +21,9 @@ if (!files.length) {
   process.exit(2);
 }
 // PyTorch reports hold `results`; several Strata reports (one run split over calls) are merged, the first one's ops kept
-const reports = files.map((file) => JSON.parse(fs.readFileSync(file, 'utf8')) as BenchReport & { results?: TorchRow[] });
+const reports = files.map((file) => JSON.parse(readJson(file)) as BenchReport & { results?: TorchRow[] });
 const torchFile = value('--torch');
-const torch: TorchRow[] = torchFile ? JSON.parse(fs.readFileSync(torchFile, 'utf8')).results : reports.flatMap((r) => r.results ?? []);
+const torch: TorchRow[] = torchFile ? JSON.parse(readJson(torchFile)).results : reports.flatMap((r) => r.results ?? []);
 const strataReports = reports.filter((r) => !r.results);
 const strata = strataReports[0]!;
 const llamaDir = value('--llamacpp');

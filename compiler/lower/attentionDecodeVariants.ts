@@ -56,3 +56,6 @@ export function parseAttentionDecode(spec: string, source = 'STRATA_ATTN_DECODE'
   if (variant.lanes > variant.wg) throw fail(`lanes above wg`);
   return variant;
 }
+
+/** `lanes=8,loads=128,wg=256,order=blocked`: a variant in STRATA_ATTN_DECODE's key=value syntax, for reports. */
+export const formatAttentionDecode = (v: AttentionDecodeVariant): string => `lanes=${v.lanes},loads=${v.loads},wg=${v.wg},order=${v.order}`;

@@ -118,7 +118,8 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     });
     const kcs = keys.map((key) => {
       const kc = e.bound(e.fresh('k'), E - 1);
-      e.line(`let ${kc} = min(${key}, ${E - 1}u);`);
+      // inside the loop 0 < lim <= E (the bound above holds either way)
+      e.line(`let ${kc} = min(${key}, ${variant.clamp === 'limit' ? 'lim - 1u' : `${E - 1}u`});`);
       return kc;
     });
     // every load of the trip first

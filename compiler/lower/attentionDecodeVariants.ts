@@ -15,6 +15,11 @@ export interface AttentionDecodeVariant {
    * `blocked` (lane * J + j: each lane a contiguous run of its row, which a GPU compiler may merge into wide loads).
    */
   order: 'strided' | 'blocked';
+  /**
+   * Where a trip's keys past the row's limit read: `capacity` (the cache's last row, a row of their own) or `limit`
+   * (the last attended key's row, already being read: no memory traffic for the trip's unused keys).
+   */
+  clamp: 'capacity' | 'limit';
 }
 
 /**
@@ -23,11 +28,12 @@ export interface AttentionDecodeVariant {
  * sector (the other half by the next load). 'sector': 8 lanes a key, strided: a load reads whole sectors of 4 keys,
  * 16 loads a thread per key pair instead of 32. 'vec': 8 lanes a key, each holding a contiguous run of 8 elements
  * (two aligned 16-byte runs of its key and of its value row), loads a GPU compiler may merge into wide ones.
+ * Both read the last attended key where a trip runs past the limit (192 positions fill 3/4 of a 256-key trip).
  */
 export const ATTENTION_DECODE_VARIANTS = {
-  lanes: { lanes: 4, loads: 128, wg: 256, order: 'strided' },
-  sector: { lanes: 8, loads: 128, wg: 256, order: 'strided' },
-  vec: { lanes: 8, loads: 128, wg: 256, order: 'blocked' },
+  lanes: { lanes: 4, loads: 128, wg: 256, order: 'strided', clamp: 'capacity' },
+  sector: { lanes: 8, loads: 128, wg: 256, order: 'strided', clamp: 'limit' },
+  vec: { lanes: 8, loads: 128, wg: 256, order: 'blocked', clamp: 'limit' },
 } as const satisfies Record<string, AttentionDecodeVariant>;
 
 export type AttentionDecodeName = keyof typeof ATTENTION_DECODE_VARIANTS;
@@ -36,10 +42,10 @@ export const DEFAULT_ATTENTION_DECODE: AttentionDecodeVariant = ATTENTION_DECODE
 const POW2 = (lo: number, hi: number) => (x: number) => Number.isInteger(x) && x >= lo && x <= hi && (x & (x - 1)) === 0;
 const NUMERIC: Record<'lanes' | 'loads' | 'wg', (x: number) => boolean> = { lanes: POW2(1, 32), loads: POW2(8, 256), wg: POW2(64, 512) };
 
-/** `name` or `name:key=value,...` (keys lanes, loads, wg, order) -> the variant; a StrataUserError of one line otherwise. */
+/** `name` or `name:key=value,...` (keys lanes, loads, wg, order, clamp) -> the variant; a StrataUserError of one line otherwise. */
 export function parseAttentionDecode(spec: string, source = 'STRATA_ATTN_DECODE'): AttentionDecodeVariant {
   const [name = '', rest] = spec.split(':', 2);
-  const fail = (why: string) => new StrataUserError(`${source} must be one of ${Object.keys(ATTENTION_DECODE_VARIANTS).join(', ')}, optionally with :lanes=1..32,loads=8..256,wg=64..512 (powers of two),order=strided|blocked; ${why} in '${spec}'`);
+  const fail = (why: string) => new StrataUserError(`${source} must be one of ${Object.keys(ATTENTION_DECODE_VARIANTS).join(', ')}, optionally with :lanes=1..32,loads=8..256,wg=64..512 (powers of two),order=strided|blocked,clamp=capacity|limit; ${why} in '${spec}'`);
   if (!(name in ATTENTION_DECODE_VARIANTS)) throw fail(`unknown variant '${name}'`);
   const variant: AttentionDecodeVariant = { ...ATTENTION_DECODE_VARIANTS[name as AttentionDecodeName] };
   for (const part of rest ? rest.split(',') : []) {
@@ -47,6 +53,9 @@ export function parseAttentionDecode(spec: string, source = 'STRATA_ATTN_DECODE'
     if (key === 'order') {
       if (value !== 'strided' && value !== 'blocked') throw fail(`order '${value}'`);
       variant.order = value;
+    } else if (key === 'clamp') {
+      if (value !== 'capacity' && value !== 'limit') throw fail(`clamp '${value}'`);
+      variant.clamp = value;
     } else if (key === 'lanes' || key === 'loads' || key === 'wg') {
       const n = Number(value);
       if (!NUMERIC[key](n)) throw fail(`${key} '${value}'`);
@@ -57,5 +66,5 @@ export function parseAttentionDecode(spec: string, source = 'STRATA_ATTN_DECODE'
   return variant;
 }
 
-/** `lanes=8,loads=128,wg=256,order=blocked`: a variant in STRATA_ATTN_DECODE's key=value syntax, for reports. */
-export const formatAttentionDecode = (v: AttentionDecodeVariant): string => `lanes=${v.lanes},loads=${v.loads},wg=${v.wg},order=${v.order}`;
+/** `lanes=8,loads=128,wg=256,order=blocked,clamp=limit`: a variant in STRATA_ATTN_DECODE's key=value syntax, for reports. */
+export const formatAttentionDecode = (v: AttentionDecodeVariant): string => `lanes=${v.lanes},loads=${v.loads},wg=${v.wg},order=${v.order},clamp=${v.clamp}`;

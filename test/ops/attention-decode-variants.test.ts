@@ -54,9 +54,9 @@ afterEach(() => {
 
 test('STRATA_ATTN_DECODE picks the variant and its constants; anything else is one line', () => {
   const profile = { limits: {}, features: [] };
-  expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 4, loads: 128, wg: 256, order: 'strided' });
-  process.env.STRATA_ATTN_DECODE = 'lanes:loads=64,order=blocked';
-  expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 4, loads: 64, wg: 256, order: 'blocked' });
+  expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 4, loads: 128, wg: 256, order: 'strided', clamp: 'capacity' });
+  process.env.STRATA_ATTN_DECODE = 'lanes:loads=64,order=blocked,clamp=limit';
+  expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 4, loads: 64, wg: 256, order: 'blocked', clamp: 'limit' });
   process.env.STRATA_ATTN_DECODE = 'fast';
   expect(() => compileLimitsOf(profile)).toThrow(/^STRATA_ATTN_DECODE must be one of lanes, sector, vec, optionally with :lanes=1\.\.32,.*; unknown variant 'fast' in 'fast'$/);
   process.env.STRATA_ATTN_DECODE = 'vec:lanes=3';

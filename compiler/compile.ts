@@ -6,6 +6,7 @@ import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
 import { type QuantMatvec, isQuantized } from './quantized.ts';
 import type { TiledVariant } from './lower/tiledMatmul.ts';
+import type { AttentionDecodeVariant } from './lower/attentionDecodeVariants.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -46,6 +47,11 @@ export interface DeviceLimits {
   quantMatvec?: QuantMatvec;
   /** The tiled (prefill) matmul's variant (compiler/lower/tiledMatmul.ts): DEFAULT_TILED_VARIANT where unset; the ops bench measures each. */
   tiledMatmul?: TiledVariant;
+  /**
+   * The decode attention kernel's variant (compiler/lower/attentionDecodeVariants.ts): DEFAULT_ATTENTION_DECODE
+   * ('lanes') where unset; STRATA_ATTN_DECODE sets it on an adapter.
+   */
+  attentionDecode?: AttentionDecodeVariant;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
 }

@@ -5,6 +5,7 @@ import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import { type AttentionDecodeVariant, DEFAULT_ATTENTION_DECODE, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
 
 export interface StrataAdapterInfo {
@@ -308,6 +309,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     tiledMatmul: tiledMatmulOf(),
+    attentionDecode: attentionDecodeOf(),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
   };
 }
@@ -317,6 +319,12 @@ function tiledMatmulOf(): TiledVariant {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_TILED;
   if (env !== undefined && !(env in TILED_VARIANTS)) throw new StrataUserError(`STRATA_TILED must be one of ${Object.keys(TILED_VARIANTS).join(', ')}, got '${env}'`);
   return (env as TiledVariant | undefined) ?? DEFAULT_TILED_VARIANT;
+}
+
+/** The decode attention kernel's variant: STRATA_ATTN_DECODE (Node, `name[:key=value,...]`) where set, else the default. */
+function attentionDecodeOf(): AttentionDecodeVariant {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_DECODE;
+  return env === undefined ? DEFAULT_ATTENTION_DECODE : parseAttentionDecode(env);
 }
 
 /**

@@ -6,47 +6,55 @@ import { delinearize } from '../indexAlgebra.ts';
 import { K } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
+import { type AttentionDecodeVariant, DEFAULT_ATTENTION_DECODE } from './attentionDecodeVariants.ts';
 
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
 export const DECODE_MAX_ROWS = 15;
 /**
- * Head dimensions up to which it is used: each lane holds a quarter of the value row and its trip's loads, so the
+ * Head dimensions up to which it is used: each lane holds a share of the value row and its trip's loads, so the
  * kernel grows with the head: at 128 (Bamba) 55 KB of WGSL and 14 s of lavapipe compile, at 256 (Gemma 3n,
  * Qwen3-Next) 190 KB and 100 s. Larger heads keep the one-row kernel until this one has a compact form.
  */
 export const DECODE_MAX_HEAD_DIM = 64;
-/** Threads of a workgroup. */
-const WG = 256;
-/** Threads that share one key, each holding every LANES-th element of the query, key and value rows. A subgroup
- * has at least 4 lanes (WebGPU's minimum), so their dot product is reduced with two subgroup shuffles. */
-const LANES = 4;
-/** Key groups of a workgroup: they walk disjoint keys at once. */
-const GROUPS = WG / LANES;
-/** Loads a thread issues together per trip (key and value elements of its keys): enough in flight to hide the
- * memory latency, few enough for registers. Without unrolling (a software adapter, where a load has no latency to
- * hide and lavapipe's compile time grows with the body) a quarter of that. */
-const LOADS_PER_TRIP = 128;
-/** Floats of the shared array through which the groups' value accumulators are added. */
+/** Most keys a group takes per trip (registers: each key's loads and score). */
+const MAX_KEYS = 16;
+/** Floats of the shared arrays through which the groups' value accumulators (and, without subgroups, the lanes'
+ * partial dot products) are added: 8 KB each, within WebGPU's default 16 KiB of workgroup memory. */
 const COMBINE_FLOATS = 2048;
+/** Lanes of the smallest subgroup WebGPU allows: up to this many lanes a key add their partial dot products by
+ * shuffles unconditionally; more lanes check the subgroup's size at run time. */
+const MIN_SUBGROUP = 4;
+
+export interface DecodeOptions {
+  subgroups?: boolean;
+  unroll?: boolean;
+  variant?: AttentionDecodeVariant;
+  /** Bytes of workgroup memory the kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
+  workgroupStorage?: number;
+}
 
 /**
- * One workgroup per query row. Its threads form GROUPS groups of LANES; per trip a group takes KEYS keys below the
- * row's limit (read from the device), and for each of them every lane loads its share of the key and value rows,
- * all loads of the trip written before their first use so that they are in flight together (the value loads do not
- * wait for the scores). The lanes' partial dot products are added by subgroup shuffles (through shared memory
- * without subgroups), and each group keeps a running max, sum and value accumulators over its keys (online
- * softmax); no barrier runs per trip on the subgroup path. At the end the groups' partials are rescaled to the
- * row's maximum and added through shared memory.
+ * One workgroup per query row. Its threads form GROUPS groups of LANES (the variant's `wg` and `lanes`,
+ * compiler/lower/attentionDecodeVariants.ts); per trip a group takes KEYS keys below the row's limit (read from
+ * the device), and for each of them every lane loads its share of the key and value rows, all loads of the trip
+ * written before their first use so that they are in flight together (the value loads do not wait for the
+ * scores). The lanes' partial dot products are added by subgroup shuffles (through shared memory without
+ * subgroups, or in subgroups smaller than a group), and each group keeps a running max, sum and value accumulators
+ * over its keys (online softmax); no barrier runs per trip on the subgroup path. At the end the groups' partials
+ * are rescaled to the row's maximum and added through shared memory.
  *
  * Why: the row kernel (attentionKernel.ts) walks 128-key tiles one after another, each a chain of dependent load
  * rounds and workgroup reductions: 26 us per llama-400m decode call at 200 positions on an H200. A decode call
  * reads ~100 KB per query head, so its cost is the number of dependent memory round trips, which this kernel
  * keeps to one or two.
  */
-export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, subgroups = false, unroll = true): LoweredKernel {
+export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, options: DecodeOptions = {}): LoweredKernel {
+  const { subgroups = false, unroll = true, variant = DEFAULT_ATTENTION_DECODE, workgroupStorage = 16384 } = options;
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
   const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
+  const { lanes: LANES, wg: WG, order } = variant;
+  const GROUPS = WG / LANES; // key groups of a workgroup: they walk disjoint keys at once
   const e = new Emitter(root, isMat, 'attention', subgroups);
   e.workgroupSize = WG;
   const r = root.shape.length;
@@ -58,9 +66,18 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
   const out = `@B${root.id}@`;
   const JK = Math.ceil(D / LANES); // key elements per lane
   const JV = Math.ceil(Dv / LANES); // value elements per lane
-  const KEYS = Math.max(1, Math.min(4, Math.floor((unroll ? LOADS_PER_TRIP : LOADS_PER_TRIP / 4) / (JK + JV)))); // keys per group and trip
-  const JC = Math.min(JV, COMBINE_FLOATS / (GROUPS * LANES)); // value elements per lane added in one combine pass
-  const C = JC * LANES; // value dimensions per combine pass
+  // the lanes' dot products go through shared memory without subgroups, and where a group may span subgroups
+  const sharedDots = !subgroups || LANES > MIN_SUBGROUP;
+  // loads in flight per thread and trip: enough to hide the memory latency, few enough for registers; without
+  // unrolling (a software adapter: a load has no latency to hide, lavapipe's compile time grows with the body) a quarter
+  const loads = unroll ? variant.loads : variant.loads / 4;
+  const JC = Math.min(JV, COMBINE_FLOATS / WG); // value elements per lane added in one combine pass
+  // shared floats left for the lanes' dot products: the adapter's workgroup storage less the combine's arrays and
+  // a reduction array of WG (declared beside them)
+  const left = Math.floor(workgroupStorage / 4) - WG * JC - 2 * GROUPS - WG - 64;
+  const dotsCap = sharedDots ? Math.min(COMBINE_FLOATS, left) / WG : MAX_KEYS;
+  const KEYS = Math.max(1, Math.floor(Math.min(MAX_KEYS, loads / (JK + JV), dotsCap))); // keys per group and trip
+  const C = JC * LANES; // value slots per combine pass (at most 64 <= WG: heads up to 64, lanes a power of two)
   const f = (x: number) => wgslLiteral(x, 'f32');
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -72,15 +89,17 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
   const m = outer[outer.length - 1]!;
   const lane = e.bound(e.declareTop('lane', e.ix.mod(K.v('lid'), LANES)), LANES - 1);
   e.bound(e.declareTop('grp', e.ix.div(K.v('lid'), LANES)), GROUPS - 1);
-  // element j of a lane's share of a row of n: lane + j * LANES, clamped (the clamped ones weigh 0 or are not written)
-  const dim = (j: number, n: number) =>
-    j * LANES + LANES - 1 < n ? e.ix.add(lane, e.ix.lit(j * LANES)) : e.ix.min(e.ix.add(lane, e.ix.lit(j * LANES)), n - 1);
+  // element j of a lane's share (J elements) of a row of n: strided lane + j * LANES, blocked lane * J + j
+  const at = (j: number, J: number) => (order === 'strided' ? e.ix.add(lane, e.ix.lit(j * LANES)) : e.ix.add(e.ix.mul(lane, J), e.ix.lit(j)));
+  const always = (j: number, J: number, n: number) => (order === 'strided' ? j * LANES + LANES - 1 : (LANES - 1) * J + j) < n;
+  // clamped where some lane's element j lies past the row (those weigh 0 or are not written)
+  const dim = (j: number, J: number, n: number) => (always(j, J, n) ? at(j, J) : e.ix.min(at(j, J), n - 1));
   // this lane's share of the query row, in registers (its prologue, e.g. RoPE, runs once per element)
   const qs = range(JK).map((j) => {
-    const x = e.value(q, [...batch, m, dim(j, D)]);
-    if (j * LANES + LANES - 1 < D) return x;
+    const x = e.value(q, [...batch, m, dim(j, JK, D)]);
+    if (always(j, JK, D)) return x;
     const w = e.fresh('v');
-    e.line(`let ${w} = select(0.0, ${x}, lane + ${j * LANES}u < ${D}u);`);
+    e.line(`let ${w} = select(0.0, ${x}, ${at(j, JK)} < ${D}u);`);
     return w;
   });
   const lim = e.value(limit, [...batch, m]);
@@ -99,21 +118,33 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
     });
     const kcs = keys.map((key) => {
       const kc = e.bound(e.fresh('k'), E - 1);
-      e.line(`let ${kc} = min(${key}, ${E - 1}u);`);
+      // inside the loop 0 < lim <= E (the bound above holds either way)
+      e.line(`let ${kc} = min(${key}, ${variant.clamp === 'limit' ? 'lim - 1u' : `${E - 1}u`});`);
       return kc;
     });
     // every load of the trip first
-    const ks = kcs.map((kc) => range(JK).map((j) => e.value(kT, [...batch, dim(j, D), kc])));
-    const vs = kcs.map((kc) => range(JV).map((j) => e.value(v, [...batch, kc, dim(j, Dv)])));
+    const ks = kcs.map((kc) => range(JK).map((j) => e.value(kT, [...batch, dim(j, JK, D), kc])));
+    const vs = kcs.map((kc) => range(JV).map((j) => e.value(v, [...batch, kc, dim(j, JV, Dv)])));
     const oks = kcs.map((kc, u) => `(${keys[u]} < lim && ${e.value(mask, [...batch, m, kc])})`);
     range(KEYS).forEach((u) => e.line(`var dot${u}: f32 = ${ks[u]!.map((k, j) => `${qs[j]} * ${k}`).join(' + ')};`));
-    if (subgroups) {
-      for (const x of [1, 2]) range(KEYS).forEach((u) => e.line(`dot${u} = dot${u} + subgroupShuffleXor(dot${u}, ${x}u);`));
-    } else {
-      range(KEYS).forEach((u) => e.line(`att_s[lid * ${KEYS}u + ${u}u] = dot${u};`));
-      e.line(`workgroupBarrier();`);
-      range(KEYS).forEach((u) => e.line(`dot${u} = ${range(LANES).map((l) => `att_s[(grp * ${LANES}u + ${l}u) * ${KEYS}u + ${u}u]`).join(' + ')};`));
-      e.line(`workgroupBarrier();`);
+    const shuffled: string[] = [];
+    for (let x = 1; x < LANES; x <<= 1) range(KEYS).forEach((u) => shuffled.push(`dot${u} = dot${u} + subgroupShuffleXor(dot${u}, ${x}u);`));
+    const shared = [
+      ...range(KEYS).map((u) => `att_s[lid * ${KEYS}u + ${u}u] = dot${u};`),
+      `workgroupBarrier();`,
+      ...range(KEYS).map((u) => `dot${u} = ${range(LANES).map((l) => `att_s[(grp * ${LANES}u + ${l}u) * ${KEYS}u + ${u}u]`).join(' + ')};`),
+      `workgroupBarrier();`,
+    ];
+    if (!sharedDots) shuffled.forEach((l) => e.line(l));
+    else if (!subgroups) shared.forEach((l) => e.line(l));
+    else {
+      // a group wider than the smallest subgroup: shuffles where the subgroup holds it (subgroup_size is uniform,
+      // so the barriers of the other branch stay legal)
+      e.line(`if (sg_size >= ${LANES}u) {`);
+      shuffled.forEach((l) => e.line('  ' + l));
+      e.line(`} else {`);
+      shared.forEach((l) => e.line('  ' + l));
+      e.line(`}`);
     }
     range(KEYS).forEach((u) => {
       e.line(`let ok${u} = ${oks[u]};`);
@@ -136,7 +167,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
   e.line(`}`);
   // the groups' partials, rescaled to the row's maximum and added: first the groups of a subgroup by shuffles
   // (each lane pairs with the same lane of another group), then one partial a subgroup (a group without
-  // subgroups) through shared memory, C value dimensions a pass
+  // subgroups, or where a group spans subgroups) through shared memory, C value slots a pass
   if (subgroups) {
     e.line(`for (var x: u32 = ${LANES}u; x < sg_size; x <<= 1u) {`);
     e.line(`  let other_max = subgroupShuffleXor(run_max, x);`);
@@ -163,8 +194,14 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
   e.line(`if (writer && lane == 0u) { att_l[part] = run_sum * weight; }`);
   e.line(`var inv: f32 = 0.0;`);
   for (let j0 = 0; j0 < JV; j0 += JC) {
+    const jn = Math.min(JC, JV - j0); // accumulators of this pass
+    // a pass's slot of accumulator j, and the value dimension (and whether it exists) of slot lid
+    const slot = (j: number) => (order === 'strided' ? `lane + ${(j - j0) * LANES}u` : `lane * ${JC}u + ${j - j0}u`);
+    const [dimOfLid, holds] = order === 'strided'
+      ? [`${j0 * LANES}u + lid`, `lid < ${Math.min(C, Dv - j0 * LANES)}u`]
+      : [`(lid / ${JC}u) * ${JV}u + ${j0}u + lid % ${JC}u`, `lid < ${C}u && lid % ${JC}u < ${jn}u && (lid / ${JC}u) * ${JV}u + ${j0}u + lid % ${JC}u < ${Dv}u`];
     e.line(`if (writer) {`);
-    for (let j = j0; j < Math.min(JV, j0 + JC); j++) e.line(`  att_acc[part * ${C}u + lane + ${(j - j0) * LANES}u] = acc${j} * weight;`);
+    for (let j = j0; j < j0 + jn; j++) e.line(`  att_acc[part * ${C}u + ${slot(j)}] = acc${j} * weight;`);
     e.line(`}`);
     e.line(`workgroupBarrier();`);
     if (j0 === 0) {
@@ -172,11 +209,10 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
       e.line(`for (var s: u32 = 0u; s < parts; s++) { total = total + att_l[s]; }`);
       e.line(`inv = select(0.0, 1.0 / total, total > 0.0);`);
     }
-    const cover = Math.min(C, Dv - j0 * LANES);
-    e.line(`if (lid < ${cover}u) {`);
+    e.line(`if (${holds}) {`);
     e.line(`  var sum: f32 = 0.0;`);
     e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = sum + att_acc[s * ${C}u + lid]; }`);
-    e.line(`  ${out}[gi * ${W}u + ${j0 * LANES}u + lid] = sum * inv;`);
+    e.line(`  ${out}[gi * ${W}u + ${dimOfLid}] = sum * inv;`);
     e.line(`}`);
     if (j0 + JC < JV) e.line(`workgroupBarrier();`);
   }
@@ -197,7 +233,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, su
     `var<workgroup> att_m: array<f32, ${GROUPS}>;`,
     `var<workgroup> att_l: array<f32, ${GROUPS}>;`,
     `var<workgroup> att_acc: array<f32, ${GROUPS * C}>;`,
-    ...(subgroups ? [] : [`var<workgroup> att_s: array<f32, ${WG * KEYS}>;`]),
+    ...(sharedDots ? [`var<workgroup> att_s: array<f32, ${WG * KEYS}>;`] : []),
   ];
   if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins
   // every workgroup may write the rows this step scatters into the caches it reads first (passes/absorbScatters.ts)

@@ -19,6 +19,7 @@ import { OPS, wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
+import type { AttentionDecodeVariant } from '../lower/attentionDecodeVariants.ts';
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { type TiledVariant, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
@@ -54,6 +55,8 @@ export interface LowerOptions {
   quantMatvec?: QuantMatvec;
   /** The tiled matmul's variant (DeviceLimits.tiledMatmul). */
   tiledMatmul?: TiledVariant;
+  /** The decode attention kernel's variant (DeviceLimits.attentionDecode). */
+  attentionDecode?: AttentionDecodeVariant;
 }
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -123,7 +126,7 @@ function attentionVariant(root: Node, o: LowerOptions): AttentionVariant {
 function lowerAttentionKernel(root: Node, variant: AttentionVariant, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
-  const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, o.subgroups ?? false, o.unroll ?? true)
+  const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, workgroupStorage: o.workgroupStorage ?? 16384, ...(o.attentionDecode ? { variant: o.attentionDecode } : {}) })
     : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!)
     : lowerAttention(root, isMat, o.subgroups ?? false);
   return { ...lowered, variant };

@@ -7,6 +7,7 @@ import { OPS, wgslType } from './ops.ts';
 import { type QuantMatvec, isQuantized } from './quantized.ts';
 import type { TiledVariant } from './lower/tiledMatmul.ts';
 import type { AttentionDecodeVariant } from './lower/attentionDecodeVariants.ts';
+import type { MatvecRowsVariant } from './lower/matvecRows.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -40,6 +41,11 @@ export interface DeviceLimits {
    * compile time grows with it); 0 turns the rows path off (the generic loop). The ops bench measures several.
    */
   matvecAccumulators?: number;
+  /**
+   * The rows path's variant (compiler/lower/matvecRows.ts): 'direct' (x read by every thread from global memory)
+   * where unset; 'staged' variants stage x in workgroup memory and read u32x4 weight vectors. The ops bench measures each.
+   */
+  matvecRows?: MatvecRowsVariant;
   /**
    * The matvec's K loop for block-quantized weights (compiler/lower/matvecQuant.ts): 'word' (int-to-float
    * conversions, the generic loop) where unset; the ops bench measures each.
@@ -76,6 +82,11 @@ function elementType(n: Node): string {
   return n.dtype === 'bool' ? 'u32' : wgslType(n.dtype);
 }
 
+/** The element type of a weight read as vectors (`@V<id>@`, LoweredKernel.vectorReads): whole u32x4 or vec4<f32>. */
+function vectorType(n: Node): string {
+  return (n as Node<'weight'>).attrs.storage === 'f32' ? 'vec4<f32>' : 'vec4<u32>';
+}
+
 /**
  * Binds a group of kernels (usually one) to buffers: one WGSL module whose `main` runs each kernel's body for its
  * own range of workgroups.
@@ -101,14 +112,17 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
     for (const r of k.reads) {
       const b = bufferOf.get(r.id)!;
       if (!slots.includes(b)) slots.push(b);
-      if (!types.has(b)) types.set(b, elementType(r));
+      if (!types.has(b)) types.set(b, k.vectorReads?.includes(r.id) ? vectorType(r) : elementType(r));
     }
+  const vectored = group.flatMap((k) => k.vectorReads ?? []);
+  for (const id of vectored)
+    if (group.some((k) => k.text.main.some((l) => l.includes(`@B${id}@`)))) throw new CompileError(`kernel for %${group[0]!.root.id}: weight %${id} is read both as vectors and as scalars`);
   const decls = slots.map((b, i) => `@group(0) @binding(${i}) var<storage, ${writes.includes(b) ? 'read_write' : 'read'}> buf${i}: array<${types.get(b)}>;`);
   const groups = group.reduce((a, k) => a + k.groups, 0);
   const x = Math.min(groups, limits.maxComputeWorkgroupsPerDimension);
   const y = Math.ceil(groups / x);
   if (y > limits.maxComputeWorkgroupsPerDimension) throw new CompileError(`kernel for %${group[0]!.root.id} needs ${groups} workgroups`);
-  const bind = (line: string) => line.replace(/@B(\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`);
+  const bind = (line: string) => line.replace(/@[BV](\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`);
   let main: string[];
   if (group.length === 1) main = group[0]!.text.main.map(bind);
   else {

@@ -4,6 +4,7 @@
 import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
+import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import { type AttentionDecodeVariant, DEFAULT_ATTENTION_DECODE, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
@@ -307,6 +308,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     // a software adapter (lavapipe, SwiftShader) compiles unrolled kernels slowly and runs them no faster
     unroll: profile.isFallback !== true,
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
+    matvecRows: matvecRowsOf(),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     tiledMatmul: tiledMatmulOf(),
     attentionDecode: attentionDecodeOf(),
@@ -325,6 +327,13 @@ function tiledMatmulOf(): TiledVariant {
 function attentionDecodeOf(): AttentionDecodeVariant {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_DECODE;
   return env === undefined ? DEFAULT_ATTENTION_DECODE : parseAttentionDecode(env);
+}
+
+/** The matvec rows path's variant: STRATA_MATVEC_ROWS (Node) where set, else DEFAULT_MATVEC_ROWS. */
+function matvecRowsOf(): MatvecRowsVariant {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_MATVEC_ROWS;
+  if (env !== undefined && !Object.hasOwn(MATVEC_ROWS_VARIANTS, env)) throw new StrataUserError(`STRATA_MATVEC_ROWS must be one of ${Object.keys(MATVEC_ROWS_VARIANTS).join(', ')}, got '${env}'`);
+  return (env as MatvecRowsVariant | undefined) ?? DEFAULT_MATVEC_ROWS;
 }
 
 /**

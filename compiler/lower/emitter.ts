@@ -41,6 +41,8 @@ export interface LoweredKernel {
   scatter?: { elements: number; body: string[] };
   /** The kernel may run scatters of what it reads at its start (see passes/absorbScatters.ts). */
   absorbsScatters?: boolean;
+  /** Weights the text reads as vectors (`@V<id>@`: array<vec4<u32>> for 16-bit storage, array<vec4<f32>> for f32). */
+  vectorReads?: number[];
   /** Set when the template could not hold the inlined expression: the text is unusable, the planner acts on it. */
   refusal?: Refusal;
 }

@@ -8,6 +8,7 @@ import { QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
 import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
+import { type MatvecRowsVariant, lowerStagedRows } from './matvecRows.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
 const ROW_BLOCK = 8;
@@ -43,6 +44,8 @@ export interface MatvecOptions {
   quantMatvec?: QuantMatvec;
   /** Accumulators per thread at most on the rows path (DeviceLimits.matvecAccumulators; 0: no rows path). */
   matvecAccumulators?: number;
+  /** The rows path's variant (DeviceLimits.matvecRows; matvecRows.ts). */
+  matvecRows?: MatvecRowsVariant;
 }
 
 export interface MatvecPlan {
@@ -144,6 +147,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // of one size share dispatches (passes/groupKernels.ts).
   const rowsBudget = o.matvecAccumulators ?? (unroll ? ROWS_ACCUMULATORS : MAX_ACCUMULATORS);
   const rowsPath = MB > 1 && direct && rowsBudget > 0 && weights.every((w) => !isQuantized(storageOf(w!)));
+  if (rowsPath && o.matvecRows && o.matvecRows !== 'direct') {
+    const staged = lowerStagedRows(root, plan, isMat, { subgroups, unroll, workgroupStorage, accumulators: rowsBudget, variant: o.matvecRows });
+    if (staged) return staged;
+  }
   const genericBudget = unroll ? MAX_ACCUMULATORS : CPU_ACCUMULATORS;
   const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(genericBudget / (T * MB)))));
   // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic;

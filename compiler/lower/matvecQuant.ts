@@ -44,10 +44,10 @@ export function quantStep(plan: MatvecPlan, staged: boolean): number {
  * reads (lanes 16 or 32 elements apart) fall in distinct banks.
  */
 export function stagedRow(C: number): number {
-  return C / 4 + C / 32;
+  return C / 4 + Math.ceil(C / 32);
 }
 /** Where element vec4 `v` (a WGSL expression) of row `i`'s chunk lies in mv_x. */
-const stagedAt = (C: number, i: number, v: KExpr | string) => `${i * stagedRow(C)}u + ${v} + ((${v}) >> 3u)`;
+export const stagedAt = (C: number, i: number, v: KExpr | string) => `${i * stagedRow(C)}u + ${v} + ((${v}) >> 3u)`;
 
 /**
  * Workgroup memory of the staged x: `chunk` elements of K for each of the MB rows (K in `chunks` chunks of whole

@@ -23,6 +23,7 @@ import type { AttentionDecodeVariant } from '../lower/attentionDecodeVariants.ts
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { type TiledVariant, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
+import type { MatvecRowsVariant } from '../lower/matvecRows.ts';
 import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 
 export { SEQ_MAX, isReduction, reduceLength };
@@ -51,6 +52,8 @@ export interface LowerOptions {
   workgroupStorage?: number;
   /** Accumulators per thread at most on the matvec's rows path (DeviceLimits.matvecAccumulators). */
   matvecAccumulators?: number;
+  /** The matvec rows path's variant (DeviceLimits.matvecRows). */
+  matvecRows?: MatvecRowsVariant;
   /** The matvec's K loop for block-quantized weights (DeviceLimits.quantMatvec). */
   quantMatvec?: QuantMatvec;
   /** The tiled matmul's variant (DeviceLimits.tiledMatmul). */

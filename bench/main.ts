@@ -1,6 +1,7 @@
 // The bench run: `npm run bench -- [ops|models|tiled] [--quick] [--json] [--config NAME] [--out FILE]` (entry: bench/cli.ts;
 // also `npx strata bench`). Figures, not pass/fail. Every figure comes from this run on this adapter, the roofline included.
 import { QUANT_MATVECS, type QuantMatvec, type QuantStorage } from '../compiler/quantized.ts';
+import { MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,6 +28,8 @@ export interface BenchArgs {
   quantizedOnly?: boolean;
   /** Ops: only the quantized matvecs, with these K loops (DeviceLimits.quantMatvec). */
   variants?: QuantMatvec[];
+  /** Ops: only the f32 and f16 matvecs at batch 8, the default rows path and these variants (DeviceLimits.matvecRows). */
+  rows?: MatvecRowsVariant[];
   /** Exactly these cases (`storage:batch[:unfused|:h2o]`), in place of the default list and `weights`. */
   cases?: BenchCase[];
   log?: (line: string) => void;
@@ -85,7 +88,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
     if (args.json) console.log(text);
     return report;
   }
-  const ops = await opsBench(rt, args.quick, log, args.variants);
+  const ops = await opsBench(rt, args.quick, log, args.variants, args.rows);
   report.ops = ops;
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
   log(`elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
@@ -130,7 +133,7 @@ function parseCase(text: string): BenchCase {
   return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused', ...(mode === 'h2o' ? { kvPolicy: H2O_CASE } : {}) };
 }
 
-/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...] [--variants word,dot4]`, as the README documents. */
+/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...] [--variants word,dot4] [--rows staged,staged-wide]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models', 'tiled'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
@@ -141,5 +144,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const cases = value('--cases')?.split(',').map(parseCase);
   const variants = value('--variants')?.split(',');
   if (variants && !variants.every((v): v is QuantMatvec => (QUANT_MATVECS as readonly string[]).includes(v))) throw new Error(`[bench] --variants takes some of ${QUANT_MATVECS.join(',')}, got '${variants.join(',')}'`);
-  return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}) };
+  const rows = value('--rows')?.split(',');
+  if (rows && !rows.every((v): v is MatvecRowsVariant => Object.hasOwn(MATVEC_ROWS_VARIANTS, v))) throw new Error(`[bench] --rows takes some of ${Object.keys(MATVEC_ROWS_VARIANTS).join(',')}, got '${rows.join(',')}'`);
+  return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), ...(rows ? { rows } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}) };
 }

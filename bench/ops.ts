@@ -5,6 +5,7 @@ import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { type TiledRow, tiledBench } from './tiledBench.ts';
 import { timeGpu } from './timing.ts';
 
@@ -65,9 +66,10 @@ export interface OpsReport {
   /**
    * `x [batch, cols] @ W.T` for W [rows, cols]: bytes actually read (packed values and block constants, x) and
    * written; q8/q4 once per K loop of the quantized matvec (`variant`, DeviceLimits.quantMatvec); `accumulators`:
-   * the rows path's budget (DeviceLimits.matvecAccumulators; 0: the generic loop) where varied.
+   * the rows path's budget (DeviceLimits.matvecAccumulators; 0: the generic loop) where varied; `matvecRows`: the
+   * rows path's variant (DeviceLimits.matvecRows) where not the default.
    */
-  matvec: { storage: string; variant?: QuantMatvec; accumulators?: number; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
+  matvec: { storage: string; variant?: QuantMatvec; accumulators?: number; matvecRows?: MatvecRowsVariant; batch: number; rows: number; cols: number; GBps: number; fractionOfCopy: number }[];
   elementwiseChain: { elements: number; ops: number; fusedMs: number; unfusedMs: number; fusedKernels: number; unfusedKernels: number; speedup: number };
   /** The tiled matmul's variants at prefill shapes (bench/tiledBench.ts). */
   tiled: TiledRow[];
@@ -88,35 +90,56 @@ const MATVEC_SHAPES: [number, number, number][] = [1, 8].flatMap((b): [number, n
   [b, 32000, 1024],
 ]);
 
-/** The compile settings measured for a storage and batch: each quantized K loop; f16 batches at each rows budget. */
-function matvecSettings(storage: string, batch: number, variants: readonly QuantMatvec[] = QUANT_MATVECS): { variant?: QuantMatvec; accumulators?: number }[] {
+/** The rows path's staged variants (matvecRows.ts), measured at batch 8 at these budgets (R = budget / 8 columns a thread). */
+const STAGED_ROWS = (Object.keys(MATVEC_ROWS_VARIANTS) as MatvecRowsVariant[]).filter((v) => MATVEC_ROWS_VARIANTS[v].staged);
+const STAGED_BUDGETS = [32, 64];
+
+type MatvecSetting = { variant?: QuantMatvec; accumulators?: number; matvecRows?: MatvecRowsVariant };
+
+/**
+ * The compile settings measured for a storage and batch: each quantized K loop; f16 batches at each rows budget; f32
+ * and f16 batches with each staged rows variant. `rows`: only the batched 16/32-bit matvecs, the default and these
+ * rows variants.
+ */
+function matvecSettings(storage: string, batch: number, variants: readonly QuantMatvec[] = QUANT_MATVECS, rows?: readonly MatvecRowsVariant[]): MatvecSetting[] {
   if (isQuantized(storage)) return variants.map((variant) => ({ variant }));
-  return storage === 'f16' && batch > 1 ? ROWS_BUDGETS.map((accumulators) => ({ accumulators })) : [{}];
+  if (batch === 1) return [{}];
+  const staged = (rows ?? STAGED_ROWS).flatMap((r) => (MATVEC_ROWS_VARIANTS[r].staged ? STAGED_BUDGETS.map((accumulators) => ({ accumulators, matvecRows: r })) : []));
+  if (rows) return [{}, ...staged];
+  return [...(storage === 'f16' ? ROWS_BUDGETS.map((accumulators) => ({ accumulators })) : [{}]), ...staged];
 }
 
 /** One matvec figure as the bench prints it. */
 export function formatMatvec(m: OpsReport['matvec'][number]): string {
-  return `${`${m.storage}${m.variant ? ` ${m.variant}` : ''}${m.accumulators === undefined ? '' : `/acc${m.accumulators}`}`.padEnd(10)} [${m.batch}x${m.cols}]x[${m.cols}x${m.rows}] ${m.GBps.toFixed(1).padStart(7)} GB/s ${(m.fractionOfCopy * 100).toFixed(0).padStart(4)}%`;
+  return `${`${m.storage}${m.variant ? ` ${m.variant}` : ''}${m.accumulators === undefined ? '' : `/acc${m.accumulators}`}${m.matvecRows ? `/${m.matvecRows}` : ''}`.padEnd(10)} [${m.batch}x${m.cols}]x[${m.cols}x${m.rows}] ${m.GBps.toFixed(1).padStart(7)} GB/s ${(m.fractionOfCopy * 100).toFixed(0).padStart(4)}%`;
 }
 
 /**
  * The ops figures; `log` gets each matvec line as it is measured (a run cut short still shows what it timed).
- * `variants`: only the q8 and q4 matvecs, with these K loops (`bench ops --variants dot4,word`).
+ * `variants`: only the q8 and q4 matvecs, with these K loops (`bench ops --variants dot4,word`); `rows`: only the f32 and
+ * f16 matvecs at batch 8, the default rows path and these variants (`bench ops --rows staged,staged-wide`).
  */
-export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: string) => void = () => {}, variants?: readonly QuantMatvec[]): Promise<OpsReport> {
+export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: string) => void = () => {}, variants?: readonly QuantMatvec[], rows?: readonly MatvecRowsVariant[]): Promise<OpsReport> {
   const iters = quick ? 5 : 50;
+  const rowsOnly = rows;
   const copyBytes = copyRooflineBytes(rt, quick);
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
   log(`copy roofline ${copyGBps.toFixed(1)} GB/s; matvec, % of it in bytes read:`);
   const matvec: OpsReport['matvec'] = [];
   // every matvec dispatched 4x as often as the copy: a small one runs for microseconds, and the submission's own
   // cost would otherwise count
-  for (const [batch, rows, cols] of quick ? [[1, 1024, 1024]] : MATVEC_SHAPES)
-    for (const storage of variants ? (['q8', 'q4'] as const) : (['f32', 'f16', 'q8', 'q4'] as const))
-      for (const setting of matvecSettings(storage, batch, variants)) {
+  const shapes = quick ? [[rowsOnly ? 8 : 1, 1024, 1024]] : MATVEC_SHAPES.filter(([batch]) => !rowsOnly || batch > 1);
+  const storages = variants ? (['q8', 'q4'] as const) : rowsOnly ? (['f32', 'f16'] as const) : (['f32', 'f16', 'q8', 'q4'] as const);
+  for (const [batch, rows, cols] of shapes)
+    for (const storage of storages)
+      for (const setting of matvecSettings(storage, batch, variants, rowsOnly)) {
         const fn = () => ({ y: input('x', [batch, cols]).matmul(weight(`w_${storage}`, [rows, cols], storage).T) });
-        const { variant, accumulators } = setting;
-        const limits = { ...(variant ? { quantMatvec: variant } : {}), ...(accumulators === undefined ? {} : { matvecAccumulators: accumulators }) };
+        const { variant, accumulators, matvecRows } = setting;
+        const limits = {
+          ...(variant ? { quantMatvec: variant } : {}),
+          ...(accumulators === undefined ? {} : { matvecAccumulators: accumulators }),
+          ...(matvecRows ? { matvecRows } : {}),
+        };
         const seconds = await timeMatvec(rt, fn, 4 * iters, limits);
         // bytes actually read: packed values and their block constants (not the buffer's padding), x; and y written
         const weightBytes = isQuantized(storage) ? QUANT_FORMATS[storage].readBytes(rows * cols) : rows * cols * (storage === 'f32' ? 4 : 2);

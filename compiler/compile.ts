@@ -47,6 +47,12 @@ export interface DeviceLimits {
    */
   matvecRows?: MatvecRowsVariant;
   /**
+   * The one-row matvec (decode at batch 1) over 16/32-bit weights loads every trip's weight words ahead of the norm
+   * phases, as the rows path does, so their latency overlaps the norm's reduction (when its K loop is written out).
+   * Off where unset; STRATA_MATVEC_PRELOAD=1 sets it on an adapter.
+   */
+  matvecPreload?: boolean;
+  /**
    * The matvec's K loop for block-quantized weights (compiler/lower/matvecQuant.ts): 'word' (int-to-float
    * conversions, the generic loop) where unset; the ops bench measures each.
    */

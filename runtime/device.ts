@@ -309,6 +309,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     unroll: profile.isFallback !== true,
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     matvecRows: matvecRowsOf(),
+    matvecPreload: flagOf('STRATA_MATVEC_PRELOAD'),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     tiledMatmul: tiledMatmulOf(),
     attentionDecode: attentionDecodeOf(),
@@ -327,6 +328,13 @@ function tiledMatmulOf(): TiledVariant {
 function attentionDecodeOf(): AttentionDecodeVariant {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_DECODE;
   return env === undefined ? DEFAULT_ATTENTION_DECODE : parseAttentionDecode(env);
+}
+
+/** A switch read from the environment (Node): '1' on, '0' or unset off. */
+function flagOf(name: string): boolean {
+  const env = typeof process === 'undefined' ? undefined : process.env?.[name];
+  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`${name} must be 0 or 1, got '${env}'`);
+  return env === '1';
 }
 
 /** The matvec rows path's variant: STRATA_MATVEC_ROWS (Node) where set, else DEFAULT_MATVEC_ROWS. */

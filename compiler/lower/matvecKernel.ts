@@ -46,6 +46,8 @@ export interface MatvecOptions {
   matvecAccumulators?: number;
   /** The rows path's variant (DeviceLimits.matvecRows; matvecRows.ts). */
   matvecRows?: MatvecRowsVariant;
+  /** One row over 16/32-bit weights loads its trips' weight words ahead of the norm phases (DeviceLimits.matvecPreload). */
+  matvecPreload?: boolean;
 }
 
 export interface MatvecPlan {
@@ -211,7 +213,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // norm statistics), so that their latency overlaps the phases'; a partial last trip loads a clamped index
   const trips = stride === undefined ? Infinity : Math.ceil(pairs / stride);
   const preloaded: string[][][][] = [];
-  const preload = !(rowsPath && trips <= PRELOAD_TRIPS) ? [] : e.nested(() => {
+  // one row (decode at batch 1) may do the same (matvecPreload), its K loop written out as the rows path's is
+  const preloadOne = o.matvecPreload === true && M === 1 && direct && !quant;
+  const preload = !((rowsPath || preloadOne) && trips <= PRELOAD_TRIPS) ? [] : e.nested(() => {
     for (let trip = 0; trip < trips; trip++) {
       const p = e.bound(e.fresh('k'), pairs - 1);
       const start = trip === 0 ? 'lid' : `lid + ${trip * wg}u`;

@@ -54,6 +54,8 @@ export interface LowerOptions {
   matvecAccumulators?: number;
   /** The matvec rows path's variant (DeviceLimits.matvecRows). */
   matvecRows?: MatvecRowsVariant;
+  /** The one-row matvec loads its weights ahead of the norm phases (DeviceLimits.matvecPreload). */
+  matvecPreload?: boolean;
   /** The matvec's K loop for block-quantized weights (DeviceLimits.quantMatvec). */
   quantMatvec?: QuantMatvec;
   /** The tiled matmul's variant (DeviceLimits.tiledMatmul). */

@@ -138,7 +138,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   const isMat = (n: Node) => mat.has(n.id);
   // 'dot4' needs WGSL's packed integer dot product: without it, the GPU default's K loop
   const quantMatvec = limits.quantMatvec === 'dot4' && !limits.packedDot ? 'lanes' : limits.quantMatvec;
-  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, quantMatvec, tiledMatmul: limits.tiledMatmul, attentionDecode: limits.attentionDecode };
+  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, quantMatvec, tiledMatmul: limits.tiledMatmul, attentionDecode: limits.attentionDecode };
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */
   const accepted = new Map<number, LoweredKernel>();

@@ -51,6 +51,23 @@ test('matvec rows variant staged: bf16 and f32 weights, x in chunks, a residual'
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
+// batch 1 with matvecPreload (STRATA_MATVEC_PRELOAD=1): the weight words of every trip are loaded before the norm phase
+test('one row with preloaded weights: f16 behind an RMSNorm, a residual', async () => {
+  const r = await runBoth(
+    () => {
+      const h = input('h', [1, 96]);
+      return { y: h.add(linear(rmsnorm(h, weight('g', [96]), 1e-5), weight('w', [96, 96], 'f16'))) };
+    },
+    {},
+    (g) => randomData(g, 9),
+    { limits: { unroll: true, matvecPreload: true } },
+  );
+  const wgsl = r.program.kernels[0]!.wgsl;
+  expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec']);
+  expect(wgsl.indexOf('unpack2x16float')).toBeLessThan(wgsl.indexOf('// reduce'));
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});
+
 test('an unknown STRATA_MATVEC_ROWS is one line naming the variants', () => {
   process.env.STRATA_MATVEC_ROWS = 'fast';
   try {

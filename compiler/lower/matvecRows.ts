@@ -20,11 +20,15 @@ import type { MatvecPlan } from './matvecKernel.ts';
  *   direct       the loop of matvecKernel.ts: x read from global memory by every thread on every trip (the default).
  *   staged       x staged in workgroup memory as f32, u32x4 weight loads, column groups sized for ~256 workgroups.
  *   staged-wide  staged with twice the columns per workgroup (~128 workgroups): half the staging of x, fewer lanes.
+ *   staged-h     staged with x rounded to f16 in workgroup memory (`mv_xh`, 8 halves a u32x4): half the workgroup
+ *                memory (llama-400m's down projection, K = 2816, in one chunk within 48 KiB) and one vec4 read per
+ *                row and trip, at f16's precision for x (relative error ~5e-4).
  */
 export const MATVEC_ROWS_VARIANTS = {
-  direct: { staged: false, groups: 0 },
-  staged: { staged: true, groups: 256 },
-  'staged-wide': { staged: true, groups: 128 },
+  direct: { staged: false, groups: 0, half: false },
+  staged: { staged: true, groups: 256, half: false },
+  'staged-wide': { staged: true, groups: 128, half: false },
+  'staged-h': { staged: true, groups: 256, half: true },
 } as const;
 export type MatvecRowsVariant = keyof typeof MATVEC_ROWS_VARIANTS;
 export const DEFAULT_MATVEC_ROWS: MatvecRowsVariant = 'direct';
@@ -78,11 +82,15 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   // workgroup memory: x's chunk of C elements per row, then the partials (B accumulators of every thread at a time,
   // at least one output's T) and the rows' merged norm phases in `mv_part`, and the emitter's `red_f32`
   const reserve = 4 * Math.max(e.mergedFloats(MB, WG), (T + 1) * WG) + 4 * WG;
-  let C = Math.min(K, Math.floor((o.workgroupStorage - reserve) / (4.5 * MB) / STEP) * STEP); // 4.5 bytes an element (padding)
-  while (C >= STEP && MB * stagedRow(C) * 16 + reserve > o.workgroupStorage) C -= STEP;
+  const half = MATVEC_ROWS_VARIANTS[o.variant].half;
+  // bytes of a row's chunk of C: f32 vec4s with a padding vec4 after every 8; or u32x4s of 8 halves, unpadded (lanes
+  // read adjacent u32x4s)
+  const rowBytes = (C: number) => (half ? 2 * C : 16 * stagedRow(C));
+  let C = Math.min(K, Math.floor((o.workgroupStorage - reserve) / ((half ? 2 : 4.5) * MB) / STEP) * STEP);
+  while (C >= STEP && MB * rowBytes(C) + reserve > o.workgroupStorage) C -= STEP;
   if (C < STEP) return undefined;
   const chunks = Math.ceil(K / C);
-  const xBytes = MB * stagedRow(C) * 16;
+  const xBytes = MB * rowBytes(C);
   const B = T * Math.max(1, Math.floor(Math.min(A, Math.floor((o.workgroupStorage - xBytes - 4 * WG) / (4 * WG)) - 1) / T));
 
   if (o.unroll) e.workgroupSize = WG; // the phases (the rows' norm statistics) unroll their loops too
@@ -111,25 +119,34 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
     return [halves(e, v, 'xy', storageOf(w)), halves(e, v, 'zw', storageOf(w))];
   };
   const loadTrip = (p: KExpr) => matmuls.map((_, t) => Array.from({ length: R }, (_, c) => load(t, c, p)));
-  // the multiply-adds of one trip at vec4 `v2` (even) of the staged chunk: each row's two x vec4s serve every column
-  const compute = (v2: KExpr, loaded: [string, string][][]) => {
+  // row i's x at trip p of the staged chunk as two vec4<f32>
+  const xAt = (i: number, p: KExpr): string[] => {
+    if (!half) return [0, 1].map((h) => bindLine(e, `mv_x[${stagedAt(C, i, `${e.ix.mul(p, 2)}`)}${h ? ' + 1u' : ''}]`));
+    const h = bindLine(e, `mv_xh[${e.ix.add(e.ix.lit((i * C) / STEP), p)}]`);
+    return ['xy', 'zw'].map(([a, b]) => bindLine(e, `vec4<f32>(unpack2x16float(${h}.${a}), unpack2x16float(${h}.${b}))`));
+  };
+  // the multiply-adds of one trip p of the staged chunk: each row's x serves every column
+  const compute = (p: KExpr, loaded: [string, string][][]) => {
     for (let i = 0; i < MB; i++) {
-      const xs = [0, 1].map((h) => bindLine(e, `mv_x[${stagedAt(C, i, `${v2}`)}${h ? ' + 1u' : ''}]`));
+      const xs = xAt(i, p);
       for (let t = 0; t < T; t++)
         for (let c = 0; c < R; c++) e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + dot(${xs[0]}, ${loaded[t]![c]![0]}) + dot(${xs[1]}, ${loaded[t]![c]![1]});`);
     }
   };
-  // stages vec4s [0, count) of every row's chunk `ch`: adjacent threads at adjacent elements
+  // stages vectors [0, count) of every row's chunk `ch` (vec4s, or u32x4s of 8 halves): adjacent threads at adjacent
+  // elements
+  const width = half ? 8 : 4;
   const stage = (ch: KExpr, count: number | string): string[] =>
     Array.from({ length: MB }, (_, i) => {
       const body = (v: KExpr) => {
-        const k = e.bound(e.fresh('k'), K - 4);
-        e.line(`let ${k} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(v, 4))};`);
-        const xs = [0, 1, 2, 3].map((j) => e.value(x, [...rowIdx(i), e.ix.add(k, e.ix.lit(j))]));
-        e.line(`mv_x[${stagedAt(C, i, `${v}`)}] = vec4<f32>(${xs.join(', ')});`);
+        const k = e.bound(e.fresh('k'), K - width);
+        e.line(`let ${k} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(v, width))};`);
+        const xs = Array.from({ length: width }, (_, j) => e.value(x, [...rowIdx(i), e.ix.add(k, e.ix.lit(j))]));
+        if (!half) e.line(`mv_x[${stagedAt(C, i, `${v}`)}] = vec4<f32>(${xs.join(', ')});`);
+        else e.line(`mv_xh[${e.ix.add(e.ix.lit((i * C) / STEP), v)}] = vec4<u32>(${[0, 2, 4, 6].map((j) => `pack2x16float(vec2<f32>(${xs[j]}, ${xs[j + 1]}))`).join(', ')});`);
       };
       if (typeof count === 'number') return e.stridedLoop('lid', count, o.unroll ? WG : undefined, body);
-      const v = e.bound(e.fresh('k'), C / 4 - 1);
+      const v = e.bound(e.fresh('k'), C / width - 1);
       const lines = e.nested(() => body(v));
       return [`for (var ${v}: u32 = lid; ${v} < ${count}; ${v} += WG) {`, ...lines.map((l) => '  ' + l), '}'];
     }).flat();
@@ -150,10 +167,10 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
           steps.push({ p, loaded: loadTrip(p) });
         }
       });
-      stage(e.ix.lit(0), K / 4).forEach((l) => e.line(l));
+      stage(e.ix.lit(0), K / width).forEach((l) => e.line(l));
       e.line('workgroupBarrier();');
       steps.forEach(({ p, loaded }, trip) => {
-        const lines = e.nested(() => compute(e.ix.mul(p, 2), loaded));
+        const lines = e.nested(() => compute(p, loaded));
         const partial = (trip + 1) * G > V;
         e.line(partial ? `if (${lane} + ${trip * G}u < ${V}u) {` : '{');
         lines.forEach((l) => e.line('  ' + l));
@@ -164,13 +181,13 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
       const ch = chunks > 1 ? e.bound(e.fresh('k'), chunks - 1) : e.ix.lit(0);
       const body = e.nested(() => {
         if (chunks > 1) e.line('workgroupBarrier();'); // no thread overwrites x another still reads
-        stage(ch, chunks > 1 ? `min(${C / 4}u, ${K / 4}u - ${ch} * ${C / 4}u)` : K / 4).forEach((l) => e.line(l));
+        stage(ch, chunks > 1 ? `min(${C / width}u, ${K / width}u - ${ch} * ${C / width}u)` : K / width).forEach((l) => e.line(l));
         e.line('workgroupBarrier();');
         const pc = e.bound(e.fresh('k'), C / STEP - 1);
         const p = e.bound(e.fresh('k'), V - 1);
         const trip = e.nested(() => {
           e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / STEP), pc)};`);
-          compute(e.ix.mul(pc, 2), loadTrip(p));
+          compute(pc, loadTrip(p));
         });
         const end = chunks > 1 ? `min(${C / STEP}u, ${V}u - ${ch} * ${C / STEP}u)` : `${V}u`;
         e.line(`for (var ${pc}: u32 = ${lane}; ${pc} < ${end}; ${pc} += ${G}u) {`);
@@ -190,7 +207,8 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   const head = [...e.topLines()];
   const phases = e.mergedPhases('mv_part', WG);
   const partFloats = Math.max(1, (B + 1) * WG, e.mergedFloats(phases.phases, WG));
-  const shared = [`var<workgroup> mv_part: array<f32, ${partFloats}>;`, `var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(C)}>;`];
+  const xDecl = half ? `var<workgroup> mv_xh: array<vec4<u32>, ${(MB * C) / STEP}>;` : `var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(C)}>;`;
+  const shared = [`var<workgroup> mv_part: array<f32, ${partFloats}>;`, xDecl];
   const k = finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], WG, shared), groups);
   return { ...k, variant: o.variant, vectorReads: weights.map((w) => w.id) };
 }

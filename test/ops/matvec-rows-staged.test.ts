@@ -9,7 +9,10 @@ import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 // the CPU reference sums in another order
 const tol = { atol: 1e-4, rtol: 1e-4 };
 
-describe.each(['staged', 'staged-wide'] as const)('matvec rows variant %s', (matvecRows) => {
+// staged-h rounds x to f16 in workgroup memory (relative error 2^-11 per element, amplified by SwiGLU)
+const halfTol = { atol: 5e-3, rtol: 5e-3 };
+
+describe.each(['staged', 'staged-wide', 'staged-h'] as const)('matvec rows variant %s', (matvecRows) => {
   // as on a GPU (trips written out, every weight vector loaded ahead of the norm phase and the staging): 8 rows,
   // K = 96 (12 vectors a row over column groups of 16 lanes, the last trip partial), 37 columns of gate and up
   test('SwiGLU pair over f16 weights behind an RMSNorm, 8 rows', async () => {
@@ -26,7 +29,7 @@ describe.each(['staged', 'staged-wide'] as const)('matvec rows variant %s', (mat
     expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual([`matvec/${matvecRows}`]);
     expect(wgsl[0]).toMatch(/var<storage, read> buf\d+: array<vec4<u32>>/);
     expect(wgsl[0]).toContain('// reduce 8 phases together');
-    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+    expectClose(r.gpu.outputs, r.cpu.outputs, matvecRows === 'staged-h' ? halfTol : tol);
   });
 });
 
@@ -71,7 +74,7 @@ test('one row with preloaded weights: f16 behind an RMSNorm, a residual', async 
 test('an unknown STRATA_MATVEC_ROWS is one line naming the variants', () => {
   process.env.STRATA_MATVEC_ROWS = 'fast';
   try {
-    expect(() => compileLimitsOf({ limits: {}, features: [] })).toThrow(/^STRATA_MATVEC_ROWS must be one of direct, staged, staged-wide, got 'fast'$/);
+    expect(() => compileLimitsOf({ limits: {}, features: [] })).toThrow(/^STRATA_MATVEC_ROWS must be one of direct, staged, staged-wide, staged-h, got 'fast'$/);
   } finally {
     delete process.env.STRATA_MATVEC_ROWS;
   }

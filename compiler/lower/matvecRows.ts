@@ -102,7 +102,8 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   const lane = e.declareTop('o1', e.ix.mod(lid, G));
   const group = e.declareTop('o2', e.ix.div(lid, G));
   const colIdx = Array.from({ length: R }, (_, c) => e.declareTop(`o${3 + c}`, e.ix.min(e.ix.add(n0, e.ix.add(e.ix.mul(group, R), e.ix.lit(c))), N - 1)));
-  const rowIdx = (i: number) => delinearize(e.ix, e.ix.lit(i), rowShape).map((s) => e.indexVar(s));
+  // x is indexed in its matmuls' shape (a matmul may be a reshape of the core's: same linear positions)
+  const rowIdx = (i: number) => delinearize(e.ix, e.ix.lit(i), matmuls[0]!.shape.slice(0, -1)).map((s) => e.indexVar(s));
   const acc = (t: number, i: number, c: number) => `acc${t}_${i}_${c}`;
   const vecs = weights.map((w) => `@V${w.id}@`);
   weights.forEach((w) => e.buffer(w));

@@ -54,9 +54,23 @@ const stagedAt = (C: number, i: number, v: KExpr | string) => `${i * stagedRow(C
  * blocks), or undefined when not even one block per row fits in `bytes`.
  */
 export function stagedChunk(K: number, MB: number, bytes: number): { chunk: number; chunks: number } | undefined {
+  return chunkFitting(K, (C) => stagedRow(C) * MB * 16 <= bytes);
+}
+
+/** The fewest equal chunks of whole blocks that K splits into with `fits(chunk)`, or undefined when not even one block fits. */
+export function chunkFitting(K: number, fits: (chunk: number) => boolean): { chunk: number; chunks: number } | undefined {
   const blocks = K / QUANT_BLOCK;
-  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && stagedRow(K / chunks) * MB * 16 <= bytes) return { chunk: K / chunks, chunks };
+  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && fits(K / chunks)) return { chunk: K / chunks, chunks };
   return undefined;
+}
+
+/** A staged K loop's lines: `body` of chunk 0 when K is one chunk, else a loop over the chunks. */
+export function overChunks(e: Emitter, chunks: number, body: (ch: KExpr) => string[]): string[] {
+  if (chunks === 1) return body(e.ix.lit(0));
+  const ch = e.bound(e.fresh('k'), chunks - 1);
+  // the barrier at the top: no thread overwrites a chunk another still reads
+  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
+  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
 }
 
 /**
@@ -114,11 +128,7 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
       quantTrip(e, q, p, xAt(pp));
     }),
   ];
-  if (chunks === 1) return body(e.ix.lit(0));
-  const ch = e.bound(e.fresh('k'), chunks - 1);
-  // the barrier at the top: no thread overwrites a chunk another still reads
-  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
-  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
+  return overChunks(e, chunks, body);
 }
 
 /**
@@ -217,7 +227,7 @@ interface Column {
 }
 
 /** Loads column `c` of matmul `t`'s weight for trip `p`: its block's constants and its packed words. */
-function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KExpr): Column {
+export function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KExpr): Column {
   const { K, U } = q;
   const w = q.plan.weights[t]!;
   const f = QUANT_FORMATS[storageOf(w)];

@@ -16,7 +16,7 @@ import type { Node } from '../ir.ts';
 import { QUANT_BLOCK, type QuantStorage } from '../quantized.ts';
 import { type KExpr, isLit } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
-import { type QuantLoop, chunkFitting, loadColumn, overChunks } from './matvecQuant.ts';
+import { type Column, type QuantLoop, chunkFitting, loadColumn, overChunks, preloadedTrips } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -62,7 +62,8 @@ function codeWords(e: Emitter, storage: QuantStorage, word: string, order: XOrde
 /**
  * The K loop's lines, per chunk of C elements: (1) one thread per (row, block) evaluates the block's 32 x (the
  * prologue once per element), takes s and sum x, and stores the f16 pairs of x / s and (s, sum x); (2) after a
- * barrier, each thread takes one block of every column per trip.
+ * barrier, each thread takes one block of every column per trip (written out: every trip's weight loads first,
+ * ahead of the staging).
  */
 export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; chunks: number }): string[] {
   const { K, MB, U, wg, plan } = q;
@@ -71,7 +72,7 @@ export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
   const order: XOrder = plan.weights.every((w) => storageOf(w!) === 'q4') ? 'q4' : 'q8';
   const mm0 = plan.matmuls[0]!;
   const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
-  const body = (ch: KExpr) => {
+  const stage = (ch: KExpr) => {
     const out: string[] = [];
     for (let i = 0; i < MB; i++)
       out.push(
@@ -100,16 +101,21 @@ export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
           e.line(`mv_s[${i * blocks}u + ${b}] = vec2<f32>(${scale}, ${sum});`);
         }),
       );
-    out.push('workgroupBarrier();');
-    out.push(
-      ...e.stridedLoop('lid', C / U, unrolled(C / U), (pp) => {
-        const p = isLit(ch, 0) ? pp : e.bound(e.fresh('k'), K / U - 1);
-        if (p !== pp) e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / U), pp)};`);
-        halfTrip(e, q, order, p, pp, C);
-      }),
-    );
-    return out;
+    return [...out, 'workgroupBarrier();'];
   };
+  const stride = unrolled(C / U);
+  if (chunks === 1 && stride !== undefined) {
+    const { loads, compute } = preloadedTrips(e, q, C, stride, (pp, loaded) => halfTrip(e, q, order, pp, pp, C, loaded));
+    return [...loads, ...stage(e.ix.lit(0)), ...compute];
+  }
+  const body = (ch: KExpr) => [
+    ...stage(ch),
+    ...e.stridedLoop('lid', C / U, stride, (pp) => {
+      const p = isLit(ch, 0) ? pp : e.bound(e.fresh('k'), K / U - 1);
+      if (p !== pp) e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / U), pp)};`);
+      halfTrip(e, q, order, p, pp, C);
+    }),
+  ];
   return overChunks(e, chunks, body);
 }
 
@@ -118,7 +124,7 @@ export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
  * its (s, sum x), per column its block constants and 16 code pairs, per (row, column) one vec2<f16> sum of 16
  * multiply-adds and its conversion.
  */
-function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, C: number): void {
+function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, C: number, loaded?: Column[][]): void {
   const { plan, MB, R } = q;
   const rows = Array.from({ length: MB }, (_, i) => {
     const pairs = Array.from({ length: 4 }, (_, g) => {
@@ -138,7 +144,7 @@ function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
     const storage = storageOf(plan.weights[t]!);
     const offset = storage === 'q8' ? '1152.0h' : '1024.0h';
     for (let c = 0; c < R; c++) {
-      const { d, m, words } = loadColumn(e, q, t, c, p);
+      const { d, m, words } = loaded?.[t]![c] ?? loadColumn(e, q, t, c, p);
       const codes = words.flatMap((w) => {
         const word = e.fresh('qw');
         e.line(`let ${word} = ${w};`);

@@ -104,20 +104,7 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
   const xAt = (pp: KExpr) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
   const stride = unrolled(C / U);
   if (chunks === 1 && stride !== undefined) {
-    // trips written out: every trip's weight loads go first, in flight while x is staged and the barrier waits
-    const trips = Math.ceil(C / U / stride);
-    const steps: { pp: KExpr; loaded: Column[][] }[] = [];
-    const loads = e.nested(() => {
-      for (let t = 0; t < trips; t++) {
-        const pp = e.bound(e.fresh('k'), K / U - 1); // a partial last trip loads past the row (clamped reads), unused
-        e.line(`let ${pp} = lid${t ? ` + ${t * stride}u` : ''};`);
-        steps.push({ pp, loaded: loadTrip(e, q, pp) });
-      }
-    });
-    const compute = steps.flatMap(({ pp, loaded }, t) => {
-      const lines = e.nested(() => quantTrip(e, q, pp, xAt(pp), loaded));
-      return (t + 1) * stride > C / U ? [`if (${pp} < ${C / U}u) {`, ...lines.map((l) => '  ' + l), '}'] : ['{', ...lines.map((l) => '  ' + l), '}'];
-    });
+    const { loads, compute } = preloadedTrips(e, q, C, stride, (pp, loaded) => quantTrip(e, q, pp, xAt(pp), loaded));
     return [...loads, ...stage(e.ix.lit(0)), ...compute];
   }
   const body = (ch: KExpr) => [
@@ -129,6 +116,28 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
     }),
   ];
   return overChunks(e, chunks, body);
+}
+
+/**
+ * The trips of K as one chunk of C elements written out (`stride` apart), every trip's weight loads first: they go
+ * before the staging of x, in flight while it is copied and the barrier waits; then each trip's `compute`.
+ */
+export function preloadedTrips(e: Emitter, q: QuantLoop, C: number, stride: number, trip: (pp: KExpr, loaded: Column[][]) => void): { loads: string[]; compute: string[] } {
+  const { K, U } = q;
+  const trips = Math.ceil(C / U / stride);
+  const steps: { pp: KExpr; loaded: Column[][] }[] = [];
+  const loads = e.nested(() => {
+    for (let t = 0; t < trips; t++) {
+      const pp = e.bound(e.fresh('k'), K / U - 1); // a partial last trip loads past the row (clamped reads), unused
+      e.line(`let ${pp} = lid${t ? ` + ${t * stride}u` : ''};`);
+      steps.push({ pp, loaded: q.plan.matmuls.map((_, m) => Array.from({ length: q.R }, (_, c) => loadColumn(e, q, m, c, pp))) });
+    }
+  });
+  const compute = steps.flatMap(({ pp, loaded }, t) => {
+    const lines = e.nested(() => trip(pp, loaded));
+    return (t + 1) * stride > C / U ? [`if (${pp} < ${C / U}u) {`, ...lines.map((l) => '  ' + l), '}'] : ['{', ...lines.map((l) => '  ' + l), '}'];
+  });
+  return { loads, compute };
 }
 
 /**
@@ -220,7 +229,7 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
 }
 
 /** A column's block constants and packed words (WGSL expressions) for one trip. */
-interface Column {
+export interface Column {
   d: string;
   m?: string;
   words: string[];
@@ -247,9 +256,4 @@ export function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KE
     }
   else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, `${e.ix.add(e.ix.mul(col, K / f.perWord), e.ix.add(e.ix.mul(p, words), e.ix.lit(j)))}`));
   return { d: cst.d, ...(cst.m ? { m: cst.m } : {}), words: exprs };
-}
-
-/** Every column's loads for trip `p`. */
-function loadTrip(e: Emitter, q: QuantLoop, p: KExpr): Column[][] {
-  return q.plan.matmuls.map((_, t) => Array.from({ length: q.R }, (_, c) => loadColumn(e, q, t, c, p)));
 }

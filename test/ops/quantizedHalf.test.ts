@@ -53,8 +53,9 @@ function magnitudes(rows: number[][], weights: { values: ArrayLike<number>; stor
 }
 
 describe("matvec 'half'", () => {
-  // one row: q4 with q8 over a norm (x paired as q8 bytes are, q4 nibbles masked apart; the prologue evaluated in
-  // the staging), and q8 alone over 41 blocks (more trips than threads; a block of 1e4, one of 1e-6). Three rows:
+  // one row, trips written out as on a GPU: q4 with q8 over a norm (x paired as q8 bytes are, q4 nibbles masked
+  // apart; the prologue evaluated in the staging), and q8 alone over 41 blocks (a partial trip; a block of 1e4, one
+  // of 1e-6). Three rows:
   // q4 alone (x paired as its nibbles) at 1 KiB of workgroup memory, K in chunks of one block. Each kernel is small:
   // lavapipe's compile of this loop grows fast with rows, the more so with a norm (cold, 2 loaded cores: 2 rows of
   // q4 beside q8 over a norm ~25 s, without it ~10 s).
@@ -75,7 +76,7 @@ describe("matvec 'half'", () => {
       },
       {},
       realistic,
-      { limits: { quantMatvec: 'half', shaderF16: true, unroll: false, maxComputeWorkgroupStorageSize: storage } },
+      { limits: { quantMatvec: 'half', shaderF16: true, unroll: one, maxComputeWorkgroupStorageSize: storage } },
     );
     expect(r.program.kernels.flatMap((k) => k.templates)).toEqual(one ? ['matvec', 'matvec'] : ['matvec']);
     const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
@@ -83,6 +84,8 @@ describe("matvec 'half'", () => {
     if (one) expect(wgsl).toMatch(/\(\(qw\d+ >> 4u\) & 0xfu\) \| \(\(qw\d+ << 4u\) & 0xf0000u\)/); // q4 beside q8: nibbles u and u + 2 masked apart
     else expect(wgsl).toMatch(/\(\(qw\d+ >> 12u\) & 0x000f000fu\)/); // q4 alone: nibbles u and u + 4, one shift
     expect(wgsl.match(/\+\+\) \{\n\s*workgroupBarrier\(\);/g)?.length ?? 0).toBe(one ? 0 : 1);
+    // trips written out (one row, as on a GPU): every weight load before the staging
+    if (one) for (const k of r.program.kernels) expect(k.wgsl.indexOf('let qv') < k.wgsl.indexOf('mv_h[')).toBe(true);
     // x as the matmuls see it: normalized on the host, or raw
     const host = realistic(r.graph);
     const xs = Array.from(host.inputs!.x! as ArrayLike<number>, Number);

@@ -4,10 +4,11 @@
 //
 // The workgroup's rows of x are staged in workgroup memory per 32-element block as f16 pairs, divided by a power of
 // two s >= max|x| of the block (no f16 overflow, no subnormals), beside (s, sum x) in f32. Each thread takes one
-// block of every column per trip: a word's codes become vec2<f16> exactly with the magic number 1024
-// (bitcast<vec2<f16>>((w & 0x000F000F) | 0x64006400) - 1024: codes 0..15 in the mantissa of 1024; q8's int8 bytes
-// flipped to 0..255 and less 1152), multiply-add with x's pairs into one vec2<f16> over the block, and the block's
-// sum goes to the f32 accumulator as d * s * sum (+ m * sum x for q4; the x sum shared by every column).
+// block of every column per trip: a word's codes become vec2<f16> exactly with the magic number 1024, as in
+// Marlin's dequantization (bitcast<vec2<f16>>((w & 0x000F000F) | 0x64006400) - 1024: codes 0..15 in the mantissa
+// of 1024; q8's int8 bytes flipped to 0..255 and less 1152), multiply-add with x's pairs into one vec2<f16> over the
+// block, and the block's sum goes to the f32 accumulator as d * s * sum (+ m * sum x for q4; the x sum shared by
+// every column).
 //
 // Error: |x/s| <= 1 and |q| <= 15 (q4) or 128 (q8), so partial sums stay below 240 or 2048, far from f16's 65504.
 // Each of the 16 products a lane accumulates and each partial sum is rounded to f16 (u = 2^-11), and x/s once:
@@ -43,20 +44,25 @@ export function halfShared(C: number, MB: number): string[] {
 }
 
 /**
- * The u32 words whose f16 halves hold one weight word's codes (bits 0.. and 16..), in x's pair order: q4 in 'q4'
- * order one shift and mask a pair; in 'q8' order nibbles u and u + 2 masked apart and joined; q8 one shift and mask
- * a pair of bytes, after the sign flip that makes them unsigned (0..255: code + 128).
+ * The u32 words whose f16 halves hold one weight word's codes (bits 0.. and 16.., or 4.. and 20..: `sixteenths`),
+ * in x's pair order: q4 in 'q4' order one mask a pair, a shift every other (Marlin's: nibbles 1 and 5 stay at bits 4
+ * and 20, f16 1024 + 16 q); in 'q8' order nibbles u and u + 2 masked apart and joined; q8 one shift and mask a pair of
+ * bytes, after the sign flip that makes them unsigned (0..255: code + 128).
  */
-function codeWords(e: Emitter, storage: QuantStorage, word: string, order: XOrder): string[] {
+function codeWords(e: Emitter, storage: QuantStorage, word: string, order: XOrder): { bits: string; sixteenths?: boolean }[] {
   if (storage === 'q8') {
     const u = e.fresh('qu');
     e.line(`let ${u} = ${word} ^ 0x80808080u;`);
-    return [`(${u} & 0x00ff00ffu)`, `((${u} >> 8u) & 0x00ff00ffu)`];
+    return [{ bits: `(${u} & 0x00ff00ffu)` }, { bits: `((${u} >> 8u) & 0x00ff00ffu)` }];
   }
-  if (order === 'q4') return [`(${word} & 0x000f000fu)`, ...[4, 8, 12].map((b) => `((${word} >> ${b}u) & 0x000f000fu)`)];
+  if (order === 'q4') {
+    const high = e.fresh('qs');
+    e.line(`let ${high} = ${word} >> 8u;`);
+    return [word, high].flatMap((w) => [{ bits: `(${w} & 0x000f000fu)` }, { bits: `(${w} & 0x00f000f0u)`, sixteenths: true }]);
+  }
   // nibble u's shift to bit 0, nibble u + 2's to bit 16 (a negative one: left)
   const shift = (b: number) => (b === 0 ? word : b > 0 ? `(${word} >> ${b}u)` : `(${word} << ${-b}u)`);
-  return [0, 1, 4, 5].map((u) => `((${shift(4 * u)} & 0xfu) | (${shift(4 * u + 8 - 16)} & 0xf0000u))`);
+  return [0, 1, 4, 5].map((u) => ({ bits: `((${shift(4 * u)} & 0xfu) | (${shift(4 * u + 8 - 16)} & 0xf0000u))` }));
 }
 
 /**
@@ -142,15 +148,16 @@ function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
   });
   plan.matmuls.forEach((_, t) => {
     const storage = storageOf(plan.weights[t]!);
-    const offset = storage === 'q8' ? '1152.0h' : '1024.0h';
+    const offset = storage === 'q8' ? 1152 : 1024;
     for (let c = 0; c < R; c++) {
       const { d, m, words } = loaded?.[t]![c] ?? loadColumn(e, q, t, c, p);
       const codes = words.flatMap((w) => {
         const word = e.fresh('qw');
         e.line(`let ${word} = ${w};`);
-        return codeWords(e, storage, word, order).map((cw) => {
-          const v = e.fresh('qh');
-          e.line(`let ${v} = bitcast<vec2<f16>>(${cw} | 0x64006400u) - vec2<f16>(${offset});`);
+        return codeWords(e, storage, word, order).map(({ bits, sixteenths }) => {
+          const [v, f] = [e.fresh('qh'), `bitcast<vec2<f16>>(${bits} | 0x64006400u)`];
+          // exact: 1024 + q (or 1024 + 16 q) less 1024 (or divided by 16 less 64, one multiply-add)
+          e.line(`let ${v} = ${sixteenths ? `fma(${f}, vec2<f16>(0.0625h), vec2<f16>(${-offset / 16}.0h))` : `${f} - vec2<f16>(${offset}.0h)`};`);
           return v;
         });
       });

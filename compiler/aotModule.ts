@@ -70,6 +70,7 @@ export function limitsShortfall(
     if (want !== undefined && (device[key] ?? 0) < want) return `${key} is ${device[key] ?? 0} on this device, ${want} needed`;
   }
   if (needed.subgroups && !features.includes('subgroups')) return "subgroup operations are needed and this device lacks the 'subgroups' feature";
+  if (needed.quantMatvec === 'half' && needed.shaderF16 && !features.includes('shader-f16')) return "f16 arithmetic is needed and this device lacks the 'shader-f16' feature";
   return null;
 }
 

@@ -66,6 +66,8 @@ export interface DeviceLimits {
   attentionDecode?: AttentionDecodeVariant;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
+  /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */
+  shaderF16?: boolean;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {
@@ -145,7 +147,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
   }
   const helpers = [...new Set(group.flatMap((k) => k.text.decls.filter((d) => !d.startsWith('var<workgroup>'))))];
   const shared = [...workgroupVars(group.flatMap((k) => k.text.decls)).values()].map((v) => v.decl);
-  const text = { decls: [...shared, ...helpers], main, wg: group[0]!.workgroupSize, subgroups: group.some((k) => k.text.subgroups) };
+  const text = { decls: [...shared, ...helpers], main, wg: group[0]!.workgroupSize, subgroups: group.some((k) => k.text.subgroups), f16: group.some((k) => k.text.f16) };
   const wgsl = renderKernel(text, decls.join('\n')).replace(/\bNX\b/g, `${x}u`);
   const name = group.length === 1 ? `${group[0]!.mode}_${group[0]!.root.op}` : `${group.map((k) => k.mode).join('+')}_${group.map((k) => k.root.op).join('+')}`;
   return {

@@ -19,9 +19,10 @@ export const QUANT_BLOCK = 32;
 
 /**
  * The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts, 'dot4' in
- * matvecDot4.ts: 'lanes' where the adapter lacks WGSL's packed_4x8_integer_dot_product, DeviceLimits.packedDot).
+ * matvecDot4.ts: 'lanes' where the adapter lacks WGSL's packed_4x8_integer_dot_product, DeviceLimits.packedDot;
+ * 'half' in matvecHalf.ts: 'lanes' where the adapter lacks 'shader-f16', DeviceLimits.shaderF16).
  */
-export const QUANT_MATVECS = ['word', 'lanes', 'staged', 'dot4'] as const;
+export const QUANT_MATVECS = ['word', 'lanes', 'staged', 'dot4', 'half'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
 /** The variant a GPU adapter compiles (STRATA_QUANT_MATVEC overrides it; a software adapter takes 'word'). */
 export const GPU_QUANT_MATVEC: QuantMatvec = 'lanes';

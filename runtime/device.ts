@@ -314,6 +314,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     tiledMatmul: tiledMatmulOf(),
     attentionDecode: attentionDecodeOf(),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
+    shaderF16: profile.features.includes('shader-f16'),
   };
 }
 

@@ -57,6 +57,8 @@ export interface KernelText {
   wg: number;
   /** The body uses the subgroup builtins `sg_lane` and `sg_size`. */
   subgroups: boolean;
+  /** The body uses f16 (WGSL `enable f16`, the device feature 'shader-f16'). */
+  f16?: boolean;
 }
 
 export function reduceLength(n: Node): number {
@@ -531,6 +533,7 @@ export function renderKernel(t: KernelText, bindings: string): string {
     '}',
   ];
   return [
+    ...(t.f16 ? ['enable f16;'] : []),
     ...(t.subgroups ? ['enable subgroups;'] : []),
     bindings,
     // only the helpers this kernel calls: every declared function is parsed and compiled by the adapter

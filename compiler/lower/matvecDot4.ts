@@ -9,7 +9,7 @@ import { type Node, numel } from '../ir.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
 import { type KExpr, isLit } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
-import type { QuantLoop } from './matvecQuant.ts';
+import { type QuantLoop, chunkFitting, overChunks } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -21,9 +21,7 @@ const BLOCK_BYTES = QUANT_BLOCK + 8;
  * chunks K takes; undefined when not even one block per row fits.
  */
 export function dot4Chunk(K: number, MB: number, bytes: number): { chunk: number; chunks: number } | undefined {
-  const blocks = K / QUANT_BLOCK;
-  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && (blocks / chunks) * MB * BLOCK_BYTES <= bytes) return { chunk: K / chunks, chunks };
-  return undefined;
+  return chunkFitting(K, (C) => (C / QUANT_BLOCK) * MB * BLOCK_BYTES <= bytes);
 }
 
 /** The workgroup arrays of a chunk of C elements of MB rows: x's packed int8 (vec4<u32>: 16 elements) and block (d, sum). */
@@ -109,11 +107,7 @@ export function dot4Loop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
     );
     return out;
   };
-  if (chunks === 1) return body(e.ix.lit(0));
-  const ch = e.bound(e.fresh('k'), chunks - 1);
-  // the barrier at the top: no thread overwrites a chunk another still reads
-  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
-  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
+  return overChunks(e, chunks, body);
 }
 
 /**

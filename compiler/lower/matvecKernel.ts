@@ -4,11 +4,12 @@ import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { OPS } from '../ops.ts';
-import { QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
+import { QUANT_BLOCK, QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
 import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
 import { type MatvecRowsVariant, lowerStagedRows } from './matvecRows.ts';
+import { halfChunk, halfLoop, halfShared } from './matvecHalf.ts';
 
 /** Rows (all leading output coordinates together) one workgroup computes; more rows get more workgroups. */
 const ROW_BLOCK = 8;
@@ -160,14 +161,15 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));
   const quantR = Math.min(N, Math.max(1, Math.min(16, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
   const R = quant ? quantR : rowsPath ? Math.max(1, rowsR) : genericR;
-  // x in workgroup memory (variants staged, and dot4 quantized to int8): every matmul reads the same x
+  // x in workgroup memory (variants staged, dot4 quantized to int8, half as f16 pairs): every matmul reads the same x
   const sharedX = quant && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
-  const stagedVariant = sharedX && (variant === 'staged' || variant === 'dot4');
-  const chunkOf = variant === 'dot4' ? dot4Chunk : stagedChunk;
+  const stagedVariant = sharedX && (variant === 'staged' || variant === 'dot4' || variant === 'half');
+  const chunkOf = variant === 'dot4' ? dot4Chunk : variant === 'half' ? halfChunk : stagedChunk;
   // k values per thread and step: the quantized loop's (matvecQuant.ts), else one packed word of the most tightly
   // packed weight (2 halves, 4 int8, 8 int4); odd K steps one element at a time
   const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
-  const U = quant ? quantStep(plan, stagedVariant) : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
+  // (half: one whole block a trip, its f16 sum scaled once)
+  const U = quant ? (stagedVariant && variant === 'half' ? QUANT_BLOCK : quantStep(plan, stagedVariant)) : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
   const mChunks = Math.ceil(M / MB);
@@ -253,7 +255,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
       });
     };
     const loop = { plan, K, MB, R, wg, U, unroll, rowIdx, colIdx, acc };
-    if (quant) (staged && variant === 'dot4' ? dot4Loop(e, loop, staged) : quantLoop(e, loop, staged)).forEach((l) => e.line(l));
+    if (quant) (staged && variant === 'dot4' ? dot4Loop(e, loop, staged) : staged && variant === 'half' ? halfLoop(e, loop, staged) : quantLoop(e, loop, staged)).forEach((l) => e.line(l));
     else e.stridedLoop('lid', pairs, stride, (p) => step(e.bound(e.ix.mul(p, U), K - U))).forEach((l) => e.line(l));
     // reduce each accumulator over the workgroup into mv_part[j * parts]
     const all = [];
@@ -311,8 +313,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const phases = rowsPath ? e.mergedPhases('mv_part', wg) : { lines: e.phases, phases: 0 };
   const shared = [`var<workgroup> mv_part: array<f32, ${Math.max(1, accumulators * partsPerAcc(wg), e.mergedFloats(phases.phases, wg))}>;`];
   if (staged && variant === 'dot4') shared.push(...dot4Shared(staged.chunk, MB));
+  else if (staged && variant === 'half') shared.push(...halfShared(staged.chunk, MB));
   else if (staged) shared.push(`var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(staged.chunk)}>;`);
-  return finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, shared), groups);
+  const text = assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, shared);
+  return finish(e, 'matvec', { ...text, ...(staged && variant === 'half' ? { f16: true } : {}) }, groups);
 }
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;

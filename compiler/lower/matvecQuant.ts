@@ -54,9 +54,23 @@ export const stagedAt = (C: number, i: number, v: KExpr | string) => `${i * stag
  * blocks), or undefined when not even one block per row fits in `bytes`.
  */
 export function stagedChunk(K: number, MB: number, bytes: number): { chunk: number; chunks: number } | undefined {
+  return chunkFitting(K, (C) => stagedRow(C) * MB * 16 <= bytes);
+}
+
+/** The fewest equal chunks of whole blocks that K splits into with `fits(chunk)`, or undefined when not even one block fits. */
+export function chunkFitting(K: number, fits: (chunk: number) => boolean): { chunk: number; chunks: number } | undefined {
   const blocks = K / QUANT_BLOCK;
-  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && stagedRow(K / chunks) * MB * 16 <= bytes) return { chunk: K / chunks, chunks };
+  for (let chunks = 1; chunks <= blocks; chunks++) if (blocks % chunks === 0 && fits(K / chunks)) return { chunk: K / chunks, chunks };
   return undefined;
+}
+
+/** A staged K loop's lines: `body` of chunk 0 when K is one chunk, else a loop over the chunks. */
+export function overChunks(e: Emitter, chunks: number, body: (ch: KExpr) => string[]): string[] {
+  if (chunks === 1) return body(e.ix.lit(0));
+  const ch = e.bound(e.fresh('k'), chunks - 1);
+  // the barrier at the top: no thread overwrites a chunk another still reads
+  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
+  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
 }
 
 /**
@@ -90,20 +104,7 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
   const xAt = (pp: KExpr) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
   const stride = unrolled(C / U);
   if (chunks === 1 && stride !== undefined) {
-    // trips written out: every trip's weight loads go first, in flight while x is staged and the barrier waits
-    const trips = Math.ceil(C / U / stride);
-    const steps: { pp: KExpr; loaded: Column[][] }[] = [];
-    const loads = e.nested(() => {
-      for (let t = 0; t < trips; t++) {
-        const pp = e.bound(e.fresh('k'), K / U - 1); // a partial last trip loads past the row (clamped reads), unused
-        e.line(`let ${pp} = lid${t ? ` + ${t * stride}u` : ''};`);
-        steps.push({ pp, loaded: loadTrip(e, q, pp) });
-      }
-    });
-    const compute = steps.flatMap(({ pp, loaded }, t) => {
-      const lines = e.nested(() => quantTrip(e, q, pp, xAt(pp), loaded));
-      return (t + 1) * stride > C / U ? [`if (${pp} < ${C / U}u) {`, ...lines.map((l) => '  ' + l), '}'] : ['{', ...lines.map((l) => '  ' + l), '}'];
-    });
+    const { loads, compute } = preloadedTrips(e, q, C, stride, (pp, loaded) => quantTrip(e, q, pp, xAt(pp), loaded));
     return [...loads, ...stage(e.ix.lit(0)), ...compute];
   }
   const body = (ch: KExpr) => [
@@ -114,11 +115,29 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
       quantTrip(e, q, p, xAt(pp));
     }),
   ];
-  if (chunks === 1) return body(e.ix.lit(0));
-  const ch = e.bound(e.fresh('k'), chunks - 1);
-  // the barrier at the top: no thread overwrites a chunk another still reads
-  const lines = e.nested(() => body(ch).forEach((l) => e.line(l)));
-  return [`for (var ${ch}: u32 = 0u; ${ch} < ${chunks}u; ${ch}++) {`, '  workgroupBarrier();', ...lines.map((l) => '  ' + l), '}'];
+  return overChunks(e, chunks, body);
+}
+
+/**
+ * The trips of K as one chunk of C elements written out (`stride` apart), every trip's weight loads first: they go
+ * before the staging of x, in flight while it is copied and the barrier waits; then each trip's `compute`.
+ */
+export function preloadedTrips(e: Emitter, q: QuantLoop, C: number, stride: number, trip: (pp: KExpr, loaded: Column[][]) => void): { loads: string[]; compute: string[] } {
+  const { K, U } = q;
+  const trips = Math.ceil(C / U / stride);
+  const steps: { pp: KExpr; loaded: Column[][] }[] = [];
+  const loads = e.nested(() => {
+    for (let t = 0; t < trips; t++) {
+      const pp = e.bound(e.fresh('k'), K / U - 1); // a partial last trip loads past the row (clamped reads), unused
+      e.line(`let ${pp} = lid${t ? ` + ${t * stride}u` : ''};`);
+      steps.push({ pp, loaded: q.plan.matmuls.map((_, m) => Array.from({ length: q.R }, (_, c) => loadColumn(e, q, m, c, pp))) });
+    }
+  });
+  const compute = steps.flatMap(({ pp, loaded }, t) => {
+    const lines = e.nested(() => trip(pp, loaded));
+    return (t + 1) * stride > C / U ? [`if (${pp} < ${C / U}u) {`, ...lines.map((l) => '  ' + l), '}'] : ['{', ...lines.map((l) => '  ' + l), '}'];
+  });
+  return { loads, compute };
 }
 
 /**
@@ -210,14 +229,14 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
 }
 
 /** A column's block constants and packed words (WGSL expressions) for one trip. */
-interface Column {
+export interface Column {
   d: string;
   m?: string;
   words: string[];
 }
 
 /** Loads column `c` of matmul `t`'s weight for trip `p`: its block's constants and its packed words. */
-function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KExpr): Column {
+export function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KExpr): Column {
   const { K, U } = q;
   const w = q.plan.weights[t]!;
   const f = QUANT_FORMATS[storageOf(w)];
@@ -237,9 +256,4 @@ function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KExpr): C
     }
   else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, `${e.ix.add(e.ix.mul(col, K / f.perWord), e.ix.add(e.ix.mul(p, words), e.ix.lit(j)))}`));
   return { d: cst.d, ...(cst.m ? { m: cst.m } : {}), words: exprs };
-}
-
-/** Every column's loads for trip `p`. */
-function loadTrip(e: Emitter, q: QuantLoop, p: KExpr): Column[][] {
-  return q.plan.matmuls.map((_, t) => Array.from({ length: q.R }, (_, c) => loadColumn(e, q, t, c, p)));
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On the GPU machine, after `source .device/start.sh`: A/B measurements of the kernel variants in one call, each
+# against the default in the same process or the same call (attention alone; quantized and batch-8 matvecs alone;
+# and whole decode steps per variant). Output in OUT_DIR (<= 7 files).
+# Usage: bash bench/device/variants.sh OUT_DIR   (BUDGET s, default 420)
+set -u
+out=$1; mkdir -p "$out"
+start=$(date +%s); budget=${BUDGET:-420}
+left() { echo $((budget - ($(date +%s) - start))); }
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv,noheader -lms 500 > "$out/gpu.csv" 2>&1 &
+clocks=$!
+step() { # LOG TIMEOUT CMD...
+  local log=$1 t=$2; shift 2
+  [ "$(left)" -gt 20 ] || { echo "skipped (budget): $*" >> "$out/$log"; return; }
+  echo "== $*" >> "$out/$log"
+  timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
+}
+step attn.txt 90 node dist/bench.mjs attn --variants 'lanes lanes:loads=64 lanes:loads=32 sector vec sector:loads=64 vec:loads=64 sector:lanes=16 sector:wg=128 lanes:clamp=limit'
+step ops.txt 150 node dist/bench.mjs ops --variants half,staged,lanes,dot4
+step ops.txt 90 node dist/bench.mjs ops --rows staged,staged-wide,staged-h
+for env in "X=0" "STRATA_MATVEC_PRELOAD=1" "STRATA_ATTN_DECODE=sector" "STRATA_ATTN_DECODE=lanes:loads=32"; do
+  step profile.txt 45 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 8
+done
+for env in "X=0" "STRATA_MATVEC_ROWS=staged" "STRATA_MATVEC_ROWS=staged-h"; do
+  step profile.txt 45 $env node dist/bench.mjs profile llama-400m --storage f16 --rows 8 --context 192 --top 8
+done
+kill $clocks 2>/dev/null
+echo "variants.sh: done in $(($(date +%s) - start)) s"

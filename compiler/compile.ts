@@ -60,8 +60,8 @@ export interface DeviceLimits {
   /** The tiled (prefill) matmul's variant (compiler/lower/tiledMatmul.ts): DEFAULT_TILED_VARIANT where unset; the ops bench measures each. */
   tiledMatmul?: TiledVariant;
   /**
-   * The decode attention kernel's variant (compiler/lower/attentionDecodeVariants.ts): DEFAULT_ATTENTION_DECODE
-   * ('lanes') where unset; STRATA_ATTN_DECODE sets it on an adapter.
+   * The decode attention kernel's variant (compiler/lower/attentionDecodeVariants.ts): defaultAttentionDecode
+   * (GPU 'sector', software 'lanes') where unset; STRATA_ATTN_DECODE sets it on an adapter.
    */
   attentionDecode?: AttentionDecodeVariant;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */

@@ -6,7 +6,7 @@ import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
-import { type AttentionDecodeVariant, DEFAULT_ATTENTION_DECODE, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
+import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
 
 export interface StrataAdapterInfo {
@@ -312,7 +312,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     matvecPreload: flagOf('STRATA_MATVEC_PRELOAD'),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     tiledMatmul: tiledMatmulOf(),
-    attentionDecode: attentionDecodeOf(),
+    attentionDecode: attentionDecodeOf(profile.isFallback === true),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
   };
@@ -325,10 +325,10 @@ function tiledMatmulOf(): TiledVariant {
   return (env as TiledVariant | undefined) ?? DEFAULT_TILED_VARIANT;
 }
 
-/** The decode attention kernel's variant: STRATA_ATTN_DECODE (Node, `name[:key=value,...]`) where set, else the default. */
-function attentionDecodeOf(): AttentionDecodeVariant {
+/** The decode attention kernel's variant: STRATA_ATTN_DECODE (Node, `name[:key=value,...]`) where set, else the default (GPU or software adapter). */
+function attentionDecodeOf(software: boolean): AttentionDecodeVariant {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_DECODE;
-  return env === undefined ? DEFAULT_ATTENTION_DECODE : parseAttentionDecode(env);
+  return env === undefined ? defaultAttentionDecode(software) : parseAttentionDecode(env);
 }
 
 /** A switch read from the environment (Node): '1' on, '0' or unset off. */

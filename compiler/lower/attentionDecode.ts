@@ -6,7 +6,7 @@ import { delinearize } from '../indexAlgebra.ts';
 import { K } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
-import { type AttentionDecodeVariant, DEFAULT_ATTENTION_DECODE } from './attentionDecodeVariants.ts';
+import { type AttentionDecodeVariant, defaultAttentionDecode } from './attentionDecodeVariants.ts';
 
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
@@ -50,7 +50,7 @@ export interface DecodeOptions {
  * keeps to one or two.
  */
 export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, options: DecodeOptions = {}): LoweredKernel {
-  const { subgroups = false, unroll = true, variant = DEFAULT_ATTENTION_DECODE, workgroupStorage = 16384 } = options;
+  const { subgroups = false, unroll = true, variant = defaultAttentionDecode(!unroll), workgroupStorage = 16384 } = options;
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
   const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
   const { lanes: LANES, wg: WG, order } = variant;

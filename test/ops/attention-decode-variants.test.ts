@@ -54,7 +54,9 @@ afterEach(() => {
 
 test('STRATA_ATTN_DECODE picks the variant and its constants; anything else is one line', () => {
   const profile = { limits: {}, features: [] };
-  expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 4, loads: 128, wg: 256, order: 'strided', clamp: 'capacity' });
+  // unset: 'sector' on a GPU, 'lanes' on a software adapter
+  expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 8, loads: 128, wg: 256, order: 'strided', clamp: 'limit' });
+  expect(compileLimitsOf({ ...profile, isFallback: true }).attentionDecode).toEqual({ lanes: 4, loads: 128, wg: 256, order: 'strided', clamp: 'capacity' });
   process.env.STRATA_ATTN_DECODE = 'lanes:loads=64,order=blocked,clamp=limit';
   expect(compileLimitsOf(profile).attentionDecode).toEqual({ lanes: 4, loads: 64, wg: 256, order: 'blocked', clamp: 'limit' });
   process.env.STRATA_ATTN_DECODE = 'fast';

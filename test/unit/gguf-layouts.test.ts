@@ -7,6 +7,7 @@
 // Also a llama-quantize Q4_0 file: its blocks decode to the same weights within Q4_0's error. The models run from
 // both in test/models/gguf.test.ts.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { gguf } from '@huggingface/gguf';
@@ -14,6 +15,7 @@ import { openSafetensors, toFloat32 } from '../../base/safetensors.ts';
 import { loadConfig, parseConfig } from '../../models/config.ts';
 import { GGUF_FAMILIES, GGUF_FIXTURES, type GgufFamily, falconH1Folded, hostValues, openGgufReference } from '../helpers/ggufReference.ts';
 import { GGUF_LAYOUTS, GgufError, type Meta, sparsityFromStdMultiplier } from '../../runtime/ggufLayouts.ts';
+import { openGguf } from '../../runtime/gguf.ts';
 import { sparsityStdMultiplier } from '../../models/families/gemma3n_text.ts';
 
 describe.each(Object.keys(GGUF_FAMILIES) as GgufFamily[])('%s GGUF (f16, llama.cpp converter)', (family) => {
@@ -101,4 +103,22 @@ test('RoPE scaling: linear is mapped, the types the converter records only in pa
   };
   expect(config('linear').rope_parameters).toEqual({ rope_theta: 1e6, rope_type: 'linear', factor: 4 });
   expect(() => config('yarn')).toThrow(new GgufError('GGUF lfm2: rope.scaling.type "yarn" is not mapped (none, linear)'));
+});
+
+test("Qwen3-Next's norms, stored as w + 1, come back as weights whose 1 + w is the stored value (the fixture's are 0)", async () => {
+  const file = path.join(GGUF_FIXTURES, 'qwen3_next-gguf-f16.gguf');
+  const parsed = await gguf(file, { allowLocalFile: true });
+  const info = parsed.tensorInfos.find((t) => t.name === 'output_norm.weight')!;
+  const bytes = fs.readFileSync(file);
+  // random w + 1 the converter could have written, over [0.5, 2) and its edges
+  const stored = Float32Array.from({ length: Number(info.shape[0]) }, (_, i) => Math.fround(1 + (i === 0 ? -0.5 : i === 1 ? 0.9999999 : Math.sin(i * 12.9898) * 0.49)));
+  bytes.set(new Uint8Array(stored.buffer), Number(parsed.tensorDataOffset) + Number(info.offset));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-gguf-norm-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'shifted.gguf'), bytes);
+    const w = await hostValues((await openGguf(path.join(dir, 'shifted.gguf'))).checkpoint, 'model.norm.weight');
+    expect(Array.from(w, (x) => Math.fround(1 + x))).toEqual(Array.from(stored));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

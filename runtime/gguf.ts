@@ -2,7 +2,8 @@
 // tokenizer rebuilt in Hugging Face form from the metadata, and the tensors served under their HF names in HF
 // layout (TensorSource), undoing what llama.cpp's converter changed (per architecture in runtime/ggufLayouts.ts:
 // reversed dims, Q/K rows permuted for its RoPE, A stored as -exp(A_log), gate and up split, squeezed conv weights,
-// Mamba-2's A/D/norm reshaped, experts or AltUp projections stacked into one 3-D tensor). Quantized tensors keep
+// Mamba-2's A/D/norm reshaped, experts or AltUp projections stacked into one 3-D tensor, zero-centred norms stored
+// as w + 1, Qwen3-Next's q/k/v/z rows regrouped). Quantized tensors keep
 // their blocks: Q8_0/Q4_0/Q4_1/Q4_K are repacked for the GPU by runtime/quantize.ts; Q5_0 (exact) and Q6_K
 // (requantized) become Q8_0, the types llama-quantize falls back to for rows that are no multiple of 256.
 import { gguf } from '@huggingface/gguf';
@@ -42,6 +43,10 @@ interface Mapped {
   unpermuteHeads?: number;
   /** ssm_a holds -exp(A_log). */
   negExpLog?: boolean;
+  /** A zero-centred norm's weight stored as w + 1. */
+  minusOne?: boolean;
+  /** HF row i is row rowOrder[i] of the parts' concatenation (the converter reordered rows). */
+  rowOrder?: number[];
 }
 
 export { GgufError };
@@ -92,6 +97,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
   const concatenated = new Set((def.concat ?? []).flatMap(([names]) => names));
   const flat = new Set(def.flat ?? []);
   const squeezed = new Set(def.squeezed ?? []);
+  const shifted = new Set(def.shiftedNorms ?? []);
   /** [E, out, in]: slice e is the e-th run of out rows (whole rows, so whole quantized blocks). */
   const unstack = (part: Part, hfName: (e: number) => string) => {
     const [count, ...shape] = part.shape;
@@ -108,7 +114,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
       }
       const hf = def.top[part.gguf];
       if (!hf) throw new GgufError(`${file}: tensor ${part.gguf} has no mapping for architecture ${arch}`);
-      tensors.set(hf, { parts: [part], shape: part.shape });
+      tensors.set(hf, { parts: [part], shape: part.shape, ...(shifted.has(part.gguf) ? { minusOne: true } : {}) });
       continue;
     }
     const layer = Number(m[1]);
@@ -126,18 +132,22 @@ export async function openGguf(file: string): Promise<GgufModel> {
     if (def.permutedQK && local === 'attn_q.weight') mapped.unpermuteHeads = num(meta, `${arch}.attention.head_count`);
     if (def.permutedQK && local === 'attn_k.weight') mapped.unpermuteHeads = kvHeads(layer);
     if (local === 'ssm_a') mapped.negExpLog = true;
+    if (shifted.has(local)) mapped.minusOne = true;
     if (flat.has(local)) mapped.shape = [part.shape.reduce((x, y) => x * y, 1)];
     if (squeezed.has(local)) mapped.shape = [part.shape[0]!, 1, part.shape[1]!];
     tensors.set(prefix + hfLocal, mapped);
   }
-  for (const [names, hfLocal] of def.concat ?? []) {
+  for (const [names, hfLocal, rows] of def.concat ?? []) {
     for (let layer = 0; parts.has(`blk.${layer}.attn_norm.weight`); layer++) {
       const found = names.map((n) => parts.get(`blk.${layer}.${n}`));
       if (found.every((p) => !p)) continue;
       const missing = names.find((_, i) => !found[i]);
       if (missing) throw new GgufError(`${file}: blk.${layer}.${missing} is missing (needed with ${names.join(', ')})`);
       const ps = found as Part[];
-      tensors.set(`${def.layers}${layer}.${hfLocal}`, { parts: ps, shape: [ps.reduce((x, p) => x + p.shape[0]!, 0), ...ps[0]!.shape.slice(1)] });
+      const shape = [ps.reduce((x, p) => x + p.shape[0]!, 0), ...ps[0]!.shape.slice(1)];
+      const rowOrder = rows?.(meta, arch);
+      if (rowOrder && rowOrder.length !== shape[0]) throw new GgufError(`${file}: blk.${layer}.${names.join(' + ')} hold ${shape[0]} rows, the layout orders ${rowOrder.length}`);
+      tensors.set(`${def.layers}${layer}.${hfLocal}`, { parts: ps, shape, ...(rowOrder ? { rowOrder } : {}) });
     }
   }
   return { config, tokenizer: tokenizerFiles(meta, file), checkpoint: new GgufSource(file, tensors) };
@@ -146,7 +156,7 @@ export async function openGguf(file: string): Promise<GgufModel> {
 /** The dtype a mapped tensor is served as: its parts' common type, Q5_0/Q6_K as Q8_0, F32 where parts differ or values change. */
 function servedDtype(t: Mapped): TensorDtype {
   const types = new Set(t.parts.map((p) => (p.type === 'Q5_0' || p.type === 'Q6_K' ? 'Q8_0' : p.type)));
-  if (types.size > 1 || t.negExpLog) return 'F32';
+  if (types.size > 1 || t.negExpLog || t.minusOne) return 'F32';
   return [...types][0] as TensorDtype;
 }
 
@@ -182,11 +192,13 @@ class GgufSource implements TensorSource {
     const bytes = new Uint8Array(pieces.reduce((x, p) => x + p.byteLength, 0));
     let at = 0;
     for (const p of pieces) (bytes.set(p, at), (at += p.byteLength));
-    if (t.negExpLog) {
+    if (t.negExpLog || t.minusOne) {
       const values = new Float32Array(bytes.buffer);
-      for (let i = 0; i < values.length; i++) values[i] = Math.log(-values[i]!);
+      // stored - 1 is exact in f32 for stored >= 0.5 (and below, where the converter's w + 1 was exact), so the
+      // model's 1 + w is the stored value again
+      for (let i = 0; i < values.length; i++) values[i] = t.negExpLog ? Math.log(-values[i]!) : values[i]! - 1;
     }
-    return { dtype, shape: t.shape, bytes };
+    return { dtype, shape: t.shape, bytes: t.rowOrder ? reorderRows(bytes, t.rowOrder) : bytes };
   }
 
   private async readPart(part: Part): Promise<Uint8Array<ArrayBuffer>> {
@@ -207,6 +219,14 @@ class GgufSource implements TensorSource {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Whole rows (quantized rows are whole blocks) moved so that row i of the result is row order[i] of bytes. */
+function reorderRows(bytes: Uint8Array<ArrayBuffer>, order: number[]): Uint8Array<ArrayBuffer> {
+  const rowBytes = bytes.byteLength / order.length;
+  const out = new Uint8Array(bytes.byteLength);
+  order.forEach((from, i) => out.set(bytes.subarray(from * rowBytes, (from + 1) * rowBytes), i * rowBytes));
+  return out;
 }
 
 /** Undoes LlamaModel.permute: HF rows [h, c, i] (c in 0..1, i < half) were stored at [h, i, c]. Whole rows move. */

@@ -21,8 +21,11 @@ export interface GgufLayout {
   /** HF name for a GGUF tensor name within a block (`blk.N.` stripped) or at the top level. */
   block: Record<string, string>;
   top: Record<string, string>;
-  /** GGUF block tensors concatenated along rows into one HF tensor: [gguf names] -> HF name. */
-  concat?: [string[], string][];
+  /**
+   * GGUF block tensors concatenated along rows into one HF tensor: [gguf names] -> HF name, with the HF row order
+   * when the converter also moved rows (`rows(meta, arch)[i]` is the concatenation's row that HF row i is).
+   */
+  concat?: [string[], string, ((meta: Meta, arch: string) => number[])?][];
   /**
    * 3-D GGUF tensors the converter stacked on a new outer dim (Jamba's experts, Gemma 3n's AltUp projections) -> the
    * HF name of one slice, `{e}` its index: block-local names within a block, full names at the top level.
@@ -34,6 +37,8 @@ export interface GgufLayout {
   permutedQK?: boolean;
   /** GGUF block tensors the converter gave a trailing dim or split into groups, whose HF form is 1-D. */
   flat?: string[];
+  /** Norm weights (block-local or top-level GGUF names) the converter stored as w + 1 (zero-centred RMSNorms). */
+  shiftedNorms?: string[];
 }
 
 export const metaNumber = (meta: Meta, key: string): number => {
@@ -164,6 +169,31 @@ const ssm = (meta: Meta, a: string) => ({
 });
 /** Layer index of the first block holding this GGUF tensor, for "has a bias" questions. */
 const firstWith = (has: (name: string) => boolean, layers: number, local: string) => Array.from({ length: layers }, (_, i) => has(`blk.${i}.${local}`)).includes(true);
+
+const FALCON_H1_UNIT_MULTIPLIERS = {
+  embedding_multiplier: 1,
+  lm_head_multiplier: 1,
+  attention_in_multiplier: 1,
+  attention_out_multiplier: 1,
+  key_multiplier: 1,
+  ssm_in_multiplier: 1,
+  ssm_out_multiplier: 1,
+  ssm_multipliers: [1, 1, 1, 1, 1],
+  mlp_multipliers: [1, 1],
+};
+
+/**
+ * Qwen3NextModel's in_proj_qkvz: HF rows are per key head h [q_h (dk), k_h (dk), v_h (r dv), z_h (r dv)], r value
+ * heads per key head; the converter wrote [q_0..q_H, k_0..k_H, v_0..v_H] (attn_qkv) then [z_0..z_H] (attn_gate).
+ */
+function qkvzRows(meta: Meta, a: string): number[] {
+  const keyHeads = num(meta, `${a}.ssm.group_count`);
+  const dk = num(meta, `${a}.ssm.state_size`);
+  const vPerKeyHead = num(meta, `${a}.ssm.inner_size`) / keyHeads;
+  const sizes = [dk, dk, vPerKeyHead, vPerKeyHead];
+  const starts = sizes.map((_, s) => sizes.slice(0, s).reduce((x, y) => x + y * keyHeads, 0));
+  return Array.from({ length: keyHeads }, (_, h) => sizes.flatMap((size, s) => Array.from({ length: size }, (_, j) => starts[s]! + h * size + j))).flat();
+}
 
 export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
   // LlamaModel
@@ -492,6 +522,148 @@ export const GGUF_LAYOUTS: Record<string, GgufLayout> = {
         altup_coef_clip: 120,
         laurel_rank: laurel[0],
         activation_sparsity_pattern: metaArray(meta, `${a}.activation_sparsity_scale`).map((x) => sparsityFromStdMultiplier(Number(x))),
+        tie_word_embeddings: !has('output.weight'),
+      };
+    },
+  },
+  // FalconH1Model (Mamba2Model; LlamaModel's permute unused: llama.cpp's falcon-h1 RoPE is NeoX, HF's order): every
+  // muP multiplier folded into a weight and not recorded, so the config says 1 and the weights carry them:
+  // embedding and lm_head times embedding / lm_head_multiplier, q/v times attention_in, k times key * attention_in,
+  // o times attention_out, gate times mlp_multipliers[0], down times [1], in_proj times ssm_in and its row segments
+  // [z, x, B, C, dt] times ssm_multipliers, out_proj times ssm_out. Equal in exact arithmetic (each multiplier
+  // scales a linear map's input or output); the f16 file rounds w * m where HF rounds nothing, about 2^-11 relative
+  // per weight. Biases are scaled too, which matches HF only for o/out_proj/gate/down (q/k/v and in_proj biases
+  // get the input multiplier HF applies before them: Strata then computes what llama.cpp does). Not recorded,
+  // taken as llama.cpp's behaviour: a grouped norm after the gate (mamba_norm_before_gate false), no dt clamp.
+  'falcon-h1': {
+    modelType: 'falcon_h1',
+    layers: 'model.layers.',
+    block: {
+      'attn_norm.weight': 'input_layernorm.weight',
+      // the converter matches pre_ff_layernorm.weight whole (FFN_PRE_NORM), so no .weight suffix
+      ffn_norm: 'pre_ff_layernorm.weight',
+      'ffn_norm.weight': 'pre_ff_layernorm.weight',
+      ...Object.fromEntries(['q', 'k', 'v'].flatMap((x) => ['weight', 'bias'].map((t) => [`attn_${x}.${t}`, `self_attn.${x}_proj.${t}`]))),
+      'attn_output.weight': 'self_attn.o_proj.weight',
+      'attn_output.bias': 'self_attn.o_proj.bias',
+      ...Object.fromEntries(['gate', 'up', 'down'].flatMap((x) => ['weight', 'bias'].map((t) => [`ffn_${x}.${t}`, `feed_forward.${x}_proj.${t}`]))),
+      ...mamba2Mixer('mamba.'),
+    },
+    top: { ...TOP, 'output_norm.weight': 'model.final_layernorm.weight' },
+    flat: MAMBA2_FLAT,
+    squeezed: SQUEEZED_SSM_CONV,
+    config: (meta, a, has, vocab) => {
+      const { hidden, inner, state, conv, dtRank: heads } = ssm(meta, a);
+      const layers = num(meta, `${a}.block_count`);
+      return {
+        model_type: 'falcon_h1',
+        hidden_size: hidden,
+        intermediate_size: num(meta, `${a}.feed_forward_length`),
+        num_hidden_layers: layers,
+        num_attention_heads: num(meta, `${a}.attention.head_count`),
+        num_key_value_heads: num(meta, `${a}.attention.head_count_kv`),
+        head_dim: num(meta, `${a}.attention.key_length`),
+        rms_norm_eps: eps(meta, a),
+        max_position_embeddings: num(meta, `${a}.context_length`),
+        rope_parameters: ropeParameters(meta, a),
+        attention_bias: firstWith(has, layers, 'attn_q.bias'),
+        mlp_bias: firstWith(has, layers, 'ffn_gate.bias'),
+        projectors_bias: firstWith(has, layers, 'ssm_out.bias'),
+        mamba_d_ssm: inner,
+        mamba_n_heads: heads,
+        mamba_d_head: inner / heads,
+        mamba_n_groups: num(meta, `${a}.ssm.group_count`),
+        mamba_d_state: state,
+        mamba_d_conv: conv,
+        // not recorded; any chunk length gives the same result up to rounding, and Strata runs at most 64
+        mamba_chunk_size: 64,
+        mamba_conv_bias: firstWith(has, layers, 'ssm_conv1d.bias'),
+        mamba_proj_bias: firstWith(has, layers, 'ssm_in.bias'),
+        mamba_rms_norm: firstWith(has, layers, 'ssm_norm.weight'),
+        mamba_norm_before_gate: false,
+        time_step_limit: [0, Infinity],
+        ...FALCON_H1_UNIT_MULTIPLIERS,
+        hidden_act: 'silu',
+        vocab_size: vocab,
+        tie_word_embeddings: !has('output.weight'),
+      };
+    },
+  },
+  // Qwen3NextModel (Qwen2MoeModel, TextModel: no Q/K permutation): experts stacked [E, out, in] per projection,
+  // in_proj_qkvz's per-key-head [q k v z] groups regrouped as all q, all k, all v (attn_qkv) and all z (attn_gate),
+  // zero-centred norms stored as w + 1 (not the gated DeltaNet norm), A = -exp(A_log), dt_bias renamed, conv1d
+  // squeezed, attention layers known from which blocks have attn_q and dense MLP layers from which lack a router.
+  // Not recorded, taken as llama.cpp's behaviour: top-k weights renormalised (norm_topk_prob). Files with MTP
+  // layers (converted without --no-mtp) are refused: Strata has no MTP head.
+  qwen3next: {
+    modelType: 'qwen3_next',
+    layers: 'model.layers.',
+    block: {
+      'attn_norm.weight': 'input_layernorm.weight',
+      'post_attention_norm.weight': 'post_attention_layernorm.weight',
+      ...Object.fromEntries(['q', 'k', 'v'].flatMap((x) => ['weight', 'bias'].map((t) => [`attn_${x}.${t}`, `self_attn.${x}_proj.${t}`]))),
+      'attn_output.weight': 'self_attn.o_proj.weight',
+      'attn_output.bias': 'self_attn.o_proj.bias',
+      'attn_q_norm.weight': 'self_attn.q_norm.weight',
+      'attn_k_norm.weight': 'self_attn.k_norm.weight',
+      'ssm_conv1d.weight': 'linear_attn.conv1d.weight',
+      'ssm_dt.bias': 'linear_attn.dt_bias',
+      ssm_a: 'linear_attn.A_log',
+      'ssm_ba.weight': 'linear_attn.in_proj_ba.weight',
+      'ssm_norm.weight': 'linear_attn.norm.weight',
+      'ssm_out.weight': 'linear_attn.out_proj.weight',
+      'ffn_gate_inp.weight': 'mlp.gate.weight',
+      'ffn_gate_shexp.weight': 'mlp.shared_expert.gate_proj.weight',
+      'ffn_up_shexp.weight': 'mlp.shared_expert.up_proj.weight',
+      'ffn_down_shexp.weight': 'mlp.shared_expert.down_proj.weight',
+      'ffn_gate_inp_shexp.weight': 'mlp.shared_expert_gate.weight',
+      'ffn_gate.weight': 'mlp.gate_proj.weight',
+      'ffn_up.weight': 'mlp.up_proj.weight',
+      'ffn_down.weight': 'mlp.down_proj.weight',
+    },
+    stacked: {
+      'ffn_gate_exps.weight': 'mlp.experts.{e}.gate_proj.weight',
+      'ffn_up_exps.weight': 'mlp.experts.{e}.up_proj.weight',
+      'ffn_down_exps.weight': 'mlp.experts.{e}.down_proj.weight',
+    },
+    concat: [[['attn_qkv.weight', 'attn_gate.weight'], 'linear_attn.in_proj_qkvz.weight', qkvzRows]],
+    top: TOP,
+    squeezed: SQUEEZED_SSM_CONV,
+    shiftedNorms: ['attn_norm.weight', 'post_attention_norm.weight', 'attn_q_norm.weight', 'attn_k_norm.weight', 'output_norm.weight'],
+    config: (meta, a, has, vocab) => {
+      const mtp = opt(meta, `${a}.nextn_predict_layers`, 0);
+      if (mtp > 0) throw new GgufError(`GGUF ${a} with ${mtp} MTP layers: not mapped (convert with --no-mtp)`);
+      const layers = num(meta, `${a}.block_count`);
+      const { inner, state, conv, dtRank: valueHeads } = ssm(meta, a);
+      const headDim = num(meta, `${a}.attention.key_length`);
+      const all = Array.from({ length: layers }, (_, i) => i);
+      return {
+        model_type: 'qwen3_next',
+        hidden_size: num(meta, `${a}.embedding_length`),
+        intermediate_size: num(meta, `${a}.feed_forward_length`),
+        num_hidden_layers: layers,
+        layer_types: all.map((i) => (has(`blk.${i}.attn_q.weight`) ? 'full_attention' : 'linear_attention')),
+        num_attention_heads: num(meta, `${a}.attention.head_count`),
+        num_key_value_heads: num(meta, `${a}.attention.head_count_kv`),
+        head_dim: headDim,
+        rms_norm_eps: eps(meta, a),
+        max_position_embeddings: num(meta, `${a}.context_length`),
+        rope_parameters: { ...ropeParameters(meta, a), partial_rotary_factor: num(meta, `${a}.rope.dimension_count`) / headDim },
+        attention_bias: firstWith(has, layers, 'attn_q.bias'),
+        linear_conv_kernel_dim: conv,
+        linear_key_head_dim: state,
+        linear_num_key_heads: num(meta, `${a}.ssm.group_count`),
+        linear_num_value_heads: valueHeads,
+        linear_value_head_dim: inner / valueHeads,
+        num_experts: opt(meta, `${a}.expert_count`, 0),
+        num_experts_per_tok: opt(meta, `${a}.expert_used_count`, 0),
+        moe_intermediate_size: opt(meta, `${a}.expert_feed_forward_length`, 0) || 1,
+        shared_expert_intermediate_size: opt(meta, `${a}.expert_shared_feed_forward_length`, 0) || 1,
+        norm_topk_prob: true,
+        decoder_sparse_step: 1,
+        mlp_only_layers: all.filter((i) => !has(`blk.${i}.ffn_gate_inp.weight`)),
+        hidden_act: 'silu',
+        vocab_size: vocab,
         tie_word_embeddings: !has('output.weight'),
       };
     },

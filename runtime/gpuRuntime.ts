@@ -1,4 +1,4 @@
-// The WebGPU runtime: named device buffers shared across programs, pipelines cached by WGSL text, and
+// The WebGPU runtime: named device buffers shared across programs, pipelines cached by WGSL text (per device), and
 // executables whose pipelines and bind groups are made once and replayed. It is the one executor: every
 // submission and readback goes through `submitWork` / `submitAndRead` and everything it creates or reads back
 // is counted, so tests can assert that a warm decode loop creates nothing and reads once per K steps.
@@ -8,6 +8,7 @@ import type { DType } from '../compiler/ir.ts';
 import type { BufferSpec, Program } from '../compiler/program.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { type StrataDevice, compileLimitsOf } from './device.ts';
+import { sharedPipeline } from './pipelineCache.ts';
 import { type NDArray, type TypedArray, allocArray } from './ndarray.ts';
 
 export interface Counters {
@@ -38,7 +39,6 @@ export class GpuRuntime implements DeviceMemory {
   readonly device: GPUDevice;
   readonly counters: Counters = { shaderModules: 0, pipelines: 0, bindGroups: 0, buffers: 0, submits: 0, readbacks: 0, dispatches: 0 };
   private readonly named = new Map<string, GPUBuffer>();
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly owned: GPUBuffer[] = [];
 
   constructor(readonly strata: StrataDevice) {
@@ -95,10 +95,15 @@ export class GpuRuntime implements DeviceMemory {
     this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
   }
 
-  /** A pipeline for a WGSL source, compiled once per distinct text; compile errors carry line:column and the source. */
-  async pipeline(wgsl: string, label: string): Promise<GPUComputePipeline> {
-    const hit = this.pipelines.get(wgsl);
-    if (hit) return hit;
+  /**
+   * A pipeline for a WGSL source, compiled once per distinct text on the device (shared with other runtimes there:
+   * runtime/pipelineCache.ts); compile errors carry line:column and the source.
+   */
+  pipeline(wgsl: string, label: string): Promise<GPUComputePipeline> {
+    return sharedPipeline(this.device, wgsl, () => this.createPipeline(wgsl, label));
+  }
+
+  private async createPipeline(wgsl: string, label: string): Promise<GPUComputePipeline> {
     this.device.pushErrorScope('validation');
     this.counters.shaderModules++;
     const module = this.device.createShaderModule({ code: wgsl, label });
@@ -114,7 +119,6 @@ export class GpuRuntime implements DeviceMemory {
     const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label });
     const err = await this.device.popErrorScope();
     if (err) throw new ShaderCompileError(`pipeline '${label}': ${err.message}\n--- shader ---\n${wgsl}`);
-    this.pipelines.set(wgsl, pipeline);
     return pipeline;
   }
 

@@ -9,6 +9,11 @@ import { type Continuation, FIXTURES, firstRegistered, greedy, maxAbs, openFixtu
 
 // Hybrids first: a recurrent model for the tests that need one.
 const RECURRENT = firstRegistered('jamba', 'falcon_h1', 'bamba', 'granitemoehybrid', 'lfm2', 'mamba', 'mamba2', 'qwen3_next');
+// Slot count and capacity are baked into the kernels, so each other pair compiles the model's programs again (tens
+// of seconds a program on lavapipe). Every runner that runs programs takes one of two pairs, the ones
+// memory-save.test.ts uses, so that in a suite run the shader cache serves one file's kernels to the other.
+const SHAPE = { slots: 2, capacity: 40 };
+const THREE_SLOTS = { slots: 3, capacity: 24 };
 const FAMILIES = ['llama', 'mamba', 'mamba2', 'jamba', 'bamba', 'falcon_h1', 'granitemoehybrid', 'lfm2', 'qwen3_next', 'gemma3n_text'].filter(registered);
 
 describe('allocation', () => {
@@ -26,7 +31,7 @@ describe('allocation', () => {
   });
 
   test('programs use the memory\'s buffers and allocate no cache of their own', async () => {
-    const runner = await openFixture(RECURRENT ?? 'llama', { slots: 2, capacity: 32 });
+    const runner = await openFixture(RECURRENT ?? 'llama', SHAPE);
     const before = new Set(runner.runtime.namedKeys());
     await runner.prefill(0, prompt(6, 1));
     const added = runner.runtime.namedKeys().filter((k) => !before.has(k));
@@ -37,7 +42,7 @@ describe('allocation', () => {
 describe('clear', () => {
   test('a cleared slot reads zero state at position 0, and continues like a fresh one', async () => {
     const family = RECURRENT ?? 'llama';
-    const runner = await openFixture(family, { slots: 1, capacity: 32 });
+    const runner = await openFixture(family, SHAPE);
     const fresh = await runner.prefill(0, prompt(5, 2));
     await runner.prefill(0, prompt(7, 3));
     const readbacks = runner.runtime.counters.readbacks;
@@ -52,7 +57,7 @@ describe('clear', () => {
 
 /** Two prompts sharing a prefix, run fresh and from a fork; returns the largest logit difference. */
 async function forkAgainstFresh(family: string): Promise<number> {
-  const runner = await openFixture(family, { slots: 3, capacity: 48 });
+  const runner = await openFixture(family, THREE_SLOTS);
   const prefix = prompt(7, 4);
   const tails = [prompt(3, 5), prompt(5, 6)];
   const fresh: { last: Float32Array; more: Continuation }[] = [];
@@ -88,7 +93,7 @@ describe('fork', () => {
   });
 
   test('keep clears every other slot', async () => {
-    const runner = await openFixture(RECURRENT ?? 'llama', { slots: 3, capacity: 16 });
+    const runner = await openFixture(RECURRENT ?? 'llama', THREE_SLOTS);
     for (const slot of [0, 1, 2]) await runner.prefill(slot, prompt(3 + slot, slot));
     const kept = await runner.caches.readSlot(1);
     runner.caches.keep(1);
@@ -101,7 +106,7 @@ describe('fork', () => {
 
 describe('rollback and removal', () => {
   test.runIf(RECURRENT)(`${RECURRENT}: generate, roll back to a snapshot, generate again: identical to the run that never went past it`, async () => {
-    const runner = await openFixture(RECURRENT!, { slots: 1, capacity: 48, snapshots: { perSlot: 3, every: 4 } });
+    const runner = await openFixture(RECURRENT!, { ...SHAPE, snapshots: { perSlot: 3, every: 4 } });
     const memory = runner.caches;
     const last = await runner.prefill(0, prompt(8, 7)); // chunks 4 + 4: snapshots at 4 and 8
     expect(memory.snapshotsOf(0)).toEqual([4, 8]);
@@ -117,7 +122,7 @@ describe('rollback and removal', () => {
   });
 
   test.runIf(RECURRENT)(`${RECURRENT}: removal past the last snapshot is refused, names the restorable positions, and changes nothing`, async () => {
-    const runner = await openFixture(RECURRENT!, { slots: 1, capacity: 48, snapshots: { perSlot: 2, every: 4 } });
+    const runner = await openFixture(RECURRENT!, { ...SHAPE, snapshots: { perSlot: 2, every: 4 } });
     const memory = runner.caches;
     const last = await runner.prefill(0, prompt(8, 8));
     const run = await greedy(runner, 0, last, 3); // length 11, snapshots at 4, 8
@@ -132,21 +137,21 @@ describe('rollback and removal', () => {
     expect(memory.snapshotsOf(0)).toEqual([4, 8]);
     expect(await memory.readSlot(0)).toEqual(before);
     // and it continues exactly as if nothing had been asked
-    const control = await openFixture(RECURRENT!, { slots: 1, capacity: 48 });
+    const control = await openFixture(RECURRENT!, SHAPE);
     const controlRun = await greedy(control, 0, await control.prefill(0, prompt(8, 8)), 5);
     const rest = await greedy(runner, 0, run.logits[2]!, 2);
     expect(rest.logits[1]).toEqual(controlRun.logits[4]);
   });
 
   test('llama: a suffix goes back to any position without snapshots and matches a fresh run', async () => {
-    const runner = await openFixture('llama', { slots: 1, capacity: 32 });
+    const runner = await openFixture('llama', SHAPE);
     expect(runner.caches.snapshotsPerSlot).toBe(0);
     const tokens = prompt(12, 9);
     await runner.prefill(0, tokens);
     await runner.caches.removeRange(0, 5);
     expect(runner.lengths[0]).toBe(5);
     const after = await runner.prefill(0, [17, 23]);
-    const fresh = await openFixture('llama', { slots: 1, capacity: 32 });
+    const fresh = await openFixture('llama', SHAPE);
     expect(maxAbs(after, await fresh.prefill(0, [...tokens.slice(0, 5), 17, 23]))).toBeLessThan(1e-5);
   });
 
@@ -154,7 +159,7 @@ describe('rollback and removal', () => {
     const config = await loadConfig(path.join(FIXTURES, 'llama'));
     const rope = config.modelType === 'llama' ? config.attention.rope! : undefined;
     const keyShift = { kind: 'rope' as const, layer: () => ({ invFreq: ropeInvFreq(rope!.rotaryDim, rope!.theta), rotaryDim: rope!.rotaryDim }) };
-    const runner = await openFixture('llama', { slots: 2, capacity: 32, keyShift });
+    const runner = await openFixture('llama', { ...SHAPE, keyShift });
     const tokens = prompt(14, 10);
     await runner.prefill(1, tokens);
     const before = await runner.caches.readSlot(1);
@@ -167,7 +172,7 @@ describe('rollback and removal', () => {
     const v0 = before.get('L0.v')!;
     expect(after.get('L0.v')).toEqual(new Uint8Array([...v0.subarray(0, 3 * row), ...v0.subarray(8 * row, 14 * row)]));
     // layer 0's keys depend only on token and position: equal to a fresh run of the prompt without 3..7
-    const fresh = await openFixture('llama', { slots: 1, capacity: 32 });
+    const fresh = await openFixture('llama', SHAPE);
     await fresh.prefill(0, [...tokens.slice(0, 3), ...tokens.slice(8)]);
     const want = new Float32Array((await fresh.caches.readSlot(0)).get('L0.k')!.buffer);
     const got = new Float32Array(after.get('L0.k')!.buffer);
@@ -176,7 +181,7 @@ describe('rollback and removal', () => {
   });
 
   test('without a key shift, a middle range is refused for rotary attention and nothing changes', async () => {
-    const runner = await openFixture('llama', { slots: 1, capacity: 16 });
+    const runner = await openFixture('llama', SHAPE);
     await runner.prefill(0, prompt(6, 11));
     const before = await runner.caches.readSlot(0);
     await expect(runner.caches.removeRange(0, 1, 3)).rejects.toThrow(/moving them down needs a keyShift/);

@@ -33,6 +33,12 @@ export interface DeviceLimits {
    * lavapipe gains nothing from it and its LLVM takes seconds per unrolled kernel (test suite 4x slower).
    */
   unroll?: boolean;
+  /**
+   * Bound short sequential loops by a value the shader compiler cannot fold, so that it keeps them loops: on for
+   * software adapters, whose compiler writes constant-trip loops out and spends seconds on the result
+   * (compiler/lower/opaqueLoops.ts). STRATA_OPAQUE_LOOPS=0/1 (Node) overrides the adapter's default.
+   */
+  opaqueLoops?: boolean;
   /** Bytes of workgroup memory a kernel may declare (WebGPU's default is 16 KiB). */
   maxComputeWorkgroupStorageSize?: number;
   /**
@@ -148,7 +154,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
   const helpers = [...new Set(group.flatMap((k) => k.text.decls.filter((d) => !d.startsWith('var<workgroup>'))))];
   const shared = [...workgroupVars(group.flatMap((k) => k.text.decls)).values()].map((v) => v.decl);
   const text = { decls: [...shared, ...helpers], main, wg: group[0]!.workgroupSize, subgroups: group.some((k) => k.text.subgroups), f16: group.some((k) => k.text.f16) };
-  const wgsl = renderKernel(text, decls.join('\n')).replace(/\bNX\b/g, `${x}u`);
+  const wgsl = renderKernel(text, decls.join('\n'), limits.opaqueLoops ?? false).replace(/\bNX\b/g, `${x}u`);
   const name = group.length === 1 ? `${group[0]!.mode}_${group[0]!.root.op}` : `${group.map((k) => k.mode).join('+')}_${group.map((k) => k.root.op).join('+')}`;
   return {
     name: `k${index}_${name}`,

@@ -307,6 +307,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     subgroups: profile.features.includes('subgroups') && (typeof process === 'undefined' || process.env?.STRATA_NO_SUBGROUPS !== '1'),
     // a software adapter (lavapipe, SwiftShader) compiles unrolled kernels slowly and runs them no faster
     unroll: profile.isFallback !== true,
+    opaqueLoops: opaqueLoopsOf(profile.isFallback === true),
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     matvecRows: matvecRowsOf(),
     matvecPreload: flagOf('STRATA_MATVEC_PRELOAD'),
@@ -316,6 +317,13 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
   };
+}
+
+/** Opaque sequential loop bounds (DeviceLimits.opaqueLoops): STRATA_OPAQUE_LOOPS=0/1 (Node) where set, else on a software adapter. */
+function opaqueLoopsOf(software: boolean): boolean {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_OPAQUE_LOOPS;
+  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`STRATA_OPAQUE_LOOPS must be 0 or 1, got '${env}'`);
+  return env === undefined ? software : env === '1';
 }
 
 /** The tiled matmul's variant: STRATA_TILED (Node) where set, else DEFAULT_TILED_VARIANT. */

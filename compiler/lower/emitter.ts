@@ -8,6 +8,7 @@ import { linearize } from '../indexAlgebra.ts';
 import { K, type KExpr, names, print } from '../kexpr/expr.ts';
 import { KernelIndex } from '../kexpr/kernelIndex.ts';
 import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
+import { opaqueLoopBounds } from './opaqueLoops.ts';
 
 /** Longest reduction inlined as a sequential loop; longer ones are computed cooperatively by a workgroup. */
 export const SEQ_MAX = 16;
@@ -524,12 +525,16 @@ export function assemble(e: Emitter, mainLines: string[], wg: number, decls: str
   return { decls: [...shared, ...decls], main: mainLines, wg, subgroups: e.subgroups && e.redTypes.size > 0 };
 }
 
-/** The WGSL module of a kernel text, its buffers declared by `bindings` (the `@BINDINGS@` of older callers). */
-export function renderKernel(t: KernelText, bindings: string): string {
+/**
+ * The WGSL module of a kernel text, its buffers declared by `bindings` (the `@BINDINGS@` of older callers);
+ * `opaqueLoops` bounds its sequential loops by a value the shader compiler cannot fold (opaqueLoops.ts).
+ */
+export function renderKernel(t: KernelText, bindings: string, opaqueLoops = false): string {
+  const opaque = opaqueLoops ? opaqueLoopBounds(t.main) : undefined;
   const main = [
     `@compute @workgroup_size(${t.wg})`,
-    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${t.subgroups ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}) {`,
-    ...t.main.map((l) => '  ' + l.replace(/\n/g, '\n  ')),
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${t.subgroups ? ', @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32' : ''}${opaque?.parameter ?? ''}) {`,
+    ...(opaque?.main ?? t.main).map((l) => '  ' + l.replace(/\n/g, '\n  ')),
     '}',
   ];
   return [

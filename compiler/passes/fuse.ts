@@ -45,6 +45,28 @@ function reductionDepth(n: Node, isMat: (n: Node) => boolean, memo = new Map<num
   return depth;
 }
 
+/** Walks view ops down to the node they look at (gathers and concats read by position: not looked through). */
+function underViews(n: Node): Node {
+  while (OPS[n.op].kind === 'view' && n.op !== 'gather' && n.op !== 'concat') n = n.inputs[0]!;
+  return n;
+}
+
+/** Whether a gather from a weight split into pieces (splitWeights: a concat of the pieces) is inlined under `n`. */
+function gathersSplitWeight(n: Node, isMat: (n: Node) => boolean): boolean {
+  const isPiece = (p: Node) => p.op === 'weight' && (p as Node<'weight'>).attrs.piece !== undefined;
+  const stack = [n];
+  const seen = new Set<number>();
+  while (stack.length) {
+    const cur = stack.pop()!;
+    if (seen.has(cur.id)) continue;
+    seen.add(cur.id);
+    const table = cur.op === 'gather' ? underViews(cur.inputs[0]!) : undefined;
+    if (table?.op === 'concat' && table.inputs.every((p) => isPiece(underViews(p)))) return true;
+    for (const i of cur.inputs) if (!isMat(i)) stack.push(i);
+  }
+  return false;
+}
+
 export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number> {
   const mat = new Set<number>();
   const isMat = (n: Node) => mat.has(n.id);
@@ -69,15 +91,16 @@ export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number>
   }
   // A matmul reads each operand element once per output along the other free axis, so whatever is inlined in an
   // operand is recomputed that many times. Affordable for elementwise work and a row statistic (a norm), not for
-  // an inlined matmul or a reduction nested in another (an SSM scan behind out_proj ran 64 times over).
+  // an inlined matmul or a reduction nested in another (an SSM scan behind out_proj ran 64 times over), nor for
+  // a gather from a split weight, which selects among every piece at each read (Gemma 3n's 9-piece embedding
+  // behind its per-layer projection made a 47 KB kernel that lavapipe took 18 s to compile).
   if (opts.fuse) {
     for (const n of g.nodes) {
       if (n.op !== 'matmul') continue;
       for (const operand of n.inputs) {
-        let c = operand;
-        while (OPS[c.op].kind === 'view' && c.op !== 'gather' && c.op !== 'concat') c = c.inputs[0]!;
+        const c = underViews(operand);
         if (mat.has(c.id) || OPS[c.op].kind === 'source' || c.op === 'iota') continue;
-        if (inlinedCost(c, isMat).matmuls || reductionDepth(c, isMat) >= 2) mat.add(c.id);
+        if (inlinedCost(c, isMat).matmuls || reductionDepth(c, isMat) >= 2 || gathersSplitWeight(c, isMat)) mat.add(c.id);
       }
     }
   }
@@ -86,8 +109,7 @@ export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number>
   for (const n of g.nodes) {
     if (n.op !== 'concat') continue;
     for (const part of n.inputs) {
-      let c = part;
-      while (OPS[c.op].kind === 'view' && c.op !== 'gather' && c.op !== 'concat') c = c.inputs[0]!;
+      const c = underViews(part);
       if (c.op === 'matmul') mat.add(c.id);
     }
   }

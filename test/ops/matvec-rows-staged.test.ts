@@ -50,7 +50,7 @@ test('matvec rows variant staged: bf16 and f32 weights, x in chunks, a residual'
   const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
   expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['matvec/staged', 'matvec/staged']);
   expect(wgsl).toMatch(/array<vec4<f32>>/); // the f32 weight read as vectors
-  expect(wgsl).toMatch(/< 3u; k\d+\+\+/); // 3 chunks of x
+  expect(wgsl).toMatch(/< 3u( \+ seq_zero)?; k\d+\+\+/); // 3 chunks of x (a bound lavapipe cannot fold on software adapters: opaqueLoops)
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 

@@ -16,9 +16,9 @@
 // under 2^-14 s (f16 subnormals) within 2^-25 s each; f32 does the rest.
 import type { Node } from '../ir.ts';
 import { QUANT_BLOCK, type QuantStorage } from '../quantized.ts';
-import { type KExpr, isLit } from '../kexpr/expr.ts';
+import type { KExpr } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
-import { type Column, type QuantLoop, chunkFitting, loadColumn, overChunks, preloadedTrips } from './matvecQuant.ts';
+import { type Column, type QuantLoop, chunkFitting, loadColumn, stagedTrips } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -74,7 +74,7 @@ function codeWords(e: Emitter, storage: QuantStorage, word: string, order: XOrde
  */
 export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; chunks: number }): string[] {
   const { K, MB, U, wg, plan } = q;
-  const { chunk: C, chunks } = chunking;
+  const C = chunking.chunk;
   const blocks = C / QUANT_BLOCK;
   const order: XOrder = plan.weights.every((w) => storageOf(w!) === 'q4') ? 'q4' : 'q8';
   const mm0 = plan.matmuls[0]!;
@@ -110,20 +110,7 @@ export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
       );
     return [...out, 'workgroupBarrier();'];
   };
-  const stride = unrolled(C / U);
-  if (chunks === 1 && stride !== undefined) {
-    const { loads, compute } = preloadedTrips(e, q, C, stride, (pp, loaded) => halfTrip(e, q, order, pp, pp, C, loaded));
-    return [...loads, ...stage(e.ix.lit(0)), ...compute];
-  }
-  const body = (ch: KExpr) => [
-    ...stage(ch),
-    ...e.stridedLoop('lid', C / U, stride, (pp) => {
-      const p = isLit(ch, 0) ? pp : e.bound(e.fresh('k'), K / U - 1);
-      if (p !== pp) e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / U), pp)};`);
-      halfTrip(e, q, order, p, pp, C);
-    }),
-  ];
-  return overChunks(e, chunks, body);
+  return stagedTrips(e, q, chunking, unrolled(C / U), stage, (p, pp, loaded) => halfTrip(e, q, order, p, pp, C, loaded));
 }
 
 /**

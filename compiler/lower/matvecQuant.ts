@@ -84,7 +84,7 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
   const U = q.U;
   const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
   if (!staged) return e.stridedLoop('lid', K / U, unrolled(K / U), (p) => quantTrip(e, q, p));
-  const { chunk: C, chunks } = staged;
+  const C = staged.chunk;
   const x = q.plan.matmuls[0]!.inputs[0]!;
   // every thread copies vec4s lid, lid + WG, ... of each row's chunk (adjacent threads read adjacent x), one store each
   const stage = (ch: KExpr) => {
@@ -102,9 +102,25 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
   };
   // the trip's vec4s are contiguous in mv_x: U / 4 (4 or 8) of them never straddle a padding vec4
   const xAt = (pp: KExpr) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
-  const stride = unrolled(C / U);
+  return stagedTrips(e, q, staged, unrolled(C / U), stage, (p, pp, loaded) => quantTrip(e, q, p, xAt(pp), loaded));
+}
+
+/**
+ * A staged K loop ('staged' here, 'half' in matvecHalf.ts): K as one chunk written out trip by trip (`stride`
+ * apart) loads every trip's weights before `stage` copies x (preloadedTrips); otherwise each chunk is staged, then
+ * its trips run. `trip` gets block `p` of K, `pp` within the chunk, and the preloaded columns where there are any.
+ */
+export function stagedTrips(
+  e: Emitter,
+  q: QuantLoop,
+  { chunk: C, chunks }: { chunk: number; chunks: number },
+  stride: number | undefined,
+  stage: (ch: KExpr) => string[],
+  trip: (p: KExpr, pp: KExpr, loaded?: Column[][]) => void,
+): string[] {
+  const { K, U } = q;
   if (chunks === 1 && stride !== undefined) {
-    const { loads, compute } = preloadedTrips(e, q, C, stride, (pp, loaded) => quantTrip(e, q, pp, xAt(pp), loaded));
+    const { loads, compute } = preloadedTrips(e, q, C, stride, (pp, loaded) => trip(pp, pp, loaded));
     return [...loads, ...stage(e.ix.lit(0)), ...compute];
   }
   const body = (ch: KExpr) => [
@@ -112,7 +128,7 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
     ...e.stridedLoop('lid', C / U, stride, (pp) => {
       const p = isLit(ch, 0) ? pp : e.bound(e.fresh('k'), K / U - 1);
       if (p !== pp) e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / U), pp)};`);
-      quantTrip(e, q, p, xAt(pp));
+      trip(p, pp);
     }),
   ];
   return overChunks(e, chunks, body);

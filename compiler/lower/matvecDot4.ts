@@ -9,7 +9,7 @@ import { type Node, numel } from '../ir.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
 import { type KExpr, isLit } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
-import { type QuantLoop, chunkFitting, overChunks } from './matvecQuant.ts';
+import { type QuantLoop, chunkFitting, overChunks, unrolledStride } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -62,13 +62,13 @@ function int8Words(e: Emitter, storage: QuantStorage, words: string[], order: XO
  * weight is in the kernel) and its x words as vec4<u32>.
  */
 export function dot4Loop(e: Emitter, q: QuantLoop, chunking: { chunk: number; chunks: number }): string[] {
-  const { K, MB, U, wg, plan } = q;
+  const { K, MB, U, plan } = q;
   const { chunk: C, chunks } = chunking;
   const blocks = C / QUANT_BLOCK;
   const order: XOrder = plan.weights.every((w) => storageOf(w!) === 'q4') ? 'pairs' : 'natural';
   const mm0 = plan.matmuls[0]!;
   const x = mm0.inputs[0]!;
-  const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
+  const unrolled = (len: number) => unrolledStride(q, len);
   const at = (ch: KExpr, C: number, local: KExpr) => e.ix.add(e.ix.mul(ch, C), local);
   const body = (ch: KExpr) => {
     const out: string[] = [];

@@ -18,7 +18,7 @@ import type { Node } from '../ir.ts';
 import { QUANT_BLOCK, type QuantStorage } from '../quantized.ts';
 import type { KExpr } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
-import { type Column, type QuantLoop, chunkFitting, loadColumn, stagedTrips } from './matvecQuant.ts';
+import { type Column, type QuantLoop, chunkFitting, loadColumn, stagedTrips, unrolledStride } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -73,12 +73,12 @@ function codeWords(e: Emitter, storage: QuantStorage, word: string, order: XOrde
  * ahead of the staging).
  */
 export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; chunks: number }): string[] {
-  const { K, MB, U, wg, plan } = q;
+  const { K, MB, U, plan } = q;
   const C = chunking.chunk;
   const blocks = C / QUANT_BLOCK;
   const order: XOrder = plan.weights.every((w) => storageOf(w!) === 'q4') ? 'q4' : 'q8';
   const mm0 = plan.matmuls[0]!;
-  const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
+  const unrolled = (len: number) => unrolledStride(q, len);
   const stage = (ch: KExpr) => {
     const out: string[] = [];
     for (let i = 0; i < MB; i++)

@@ -64,6 +64,12 @@ export function chunkFitting(K: number, fits: (chunk: number) => boolean): { chu
   return undefined;
 }
 
+/** The stride of a strided loop of `len` steps written out trip by trip (a workgroup's width), or undefined for a
+ * loop: on GPUs while trips x rows stay at 16 or fewer (every trip repeats each row's code). */
+export function unrolledStride(q: QuantLoop, len: number): number | undefined {
+  return q.unroll && Math.ceil(len / q.wg) * q.MB <= 16 ? q.wg : undefined;
+}
+
 /** A staged K loop's lines: `body` of chunk 0 when K is one chunk, else a loop over the chunks. */
 export function overChunks(e: Emitter, chunks: number, body: (ch: KExpr) => string[]): string[] {
   if (chunks === 1) return body(e.ix.lit(0));
@@ -80,9 +86,9 @@ export function overChunks(e: Emitter, chunks: number, body: (ch: KExpr) => stri
  * with WebGPU's 16 KiB) the staged step reads x where it needs it.
  */
 export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chunks: number } | undefined): string[] {
-  const { K, MB, wg } = q;
+  const { K, MB } = q;
   const U = q.U;
-  const unrolled = (len: number) => (q.unroll && Math.ceil(len / wg) * MB <= 16 ? wg : undefined);
+  const unrolled = (len: number) => unrolledStride(q, len);
   if (!staged) return e.stridedLoop('lid', K / U, unrolled(K / U), (p) => quantTrip(e, q, p));
   const C = staged.chunk;
   const x = q.plan.matmuls[0]!.inputs[0]!;
@@ -219,7 +225,6 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
     const f = QUANT_FORMATS[storage];
     for (let i = 0; i < MB; i++) prepare(mm, i, storage);
     for (let c = 0; c < R; c++) {
-      const col = q.colIdx[c]!;
       const fresh = (x: string) => e.fresh(x);
       const { d, m, words: wordExprs } = loaded?.[t]![c] ?? loadColumn(e, q, t, c, p);
       const vs: string[] = [];

@@ -77,6 +77,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   const before = { ...rt.counters };
   kernelOptions.fusedAttention = o.fused;
   kernelOptions.fusedSsdStep = o.fused;
+  kernelOptions.fusedSelectiveStep = o.fused;
   const t0 = performance.now();
   let prefill, decode;
   try {
@@ -85,6 +86,7 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   } finally {
     kernelOptions.fusedAttention = true;
     kernelOptions.fusedSsdStep = true;
+    kernelOptions.fusedSelectiveStep = true;
   }
   const compileSeconds = (performance.now() - t0) / 1000;
   const pipelines = rt.counters.pipelines - before.pipelines;

@@ -34,7 +34,7 @@ export interface AttendOptions {
 }
 
 /** Trace-wide switch: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). */
-export const kernelOptions = { fusedAttention: true, fusedSsdStep: true };
+export const kernelOptions = { fusedAttention: true, fusedSsdStep: true, fusedSelectiveStep: true };
 
 /** A traced state from its table entry (name, shape and dtype are the table's). */
 export const stateOf = (e: StateEntry): Tensor => state(e.name, e.shape, e.dtype);

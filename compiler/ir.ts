@@ -59,6 +59,9 @@ export interface OpAttrs {
   // the SSM state update and its read-out; `part` says which of its three results the node is (y, the new SSM
   // state, the new conv ring), so the state writes are ordinary scatters of the last two
   ssd_step: { part: 'y' | 'ssm' | 'conv'; dtMin: number; dtMax: number };
+  // one decode step of a Mamba-1 mixer after its conv and x_proj (compiler/selectiveStep.ts): dt_proj + softplus,
+  // the SSM state update and its gated read-out; `part` says which result the node is (y or the new SSM state)
+  selective_step: { part: 'y' | 'ssm'; eps: number };
 }
 
 export type OpName = keyof OpAttrs;

@@ -1,41 +1,55 @@
-// absorbStateWrites: the Mamba-2 decode step (`ssd_step`) is three nodes of one op, its output y and the new SSM
-// state and conv ring that the step scatters back into its states. Planned alone, each part is a kernel and each
-// scatter another; here, when a part is read by nothing but a scatter into the state version the step itself
-// reads, at the rows it reads (the slot ids of its gathers), the y kernel writes that state in place instead
-// (lower/ssdStepKernel.ts: each element is written by one workgroup, and none reads a ring slot being written),
-// and the part's kernel and its scatter go. One dispatch per layer instead of three.
+// absorbStateWrites: a recurrent decode step (`ssd_step`, Mamba-2; `selective_step`, Mamba-1) is several nodes of
+// one op, its output y and the new states (SSM state, Mamba-2's conv ring) that the step scatters back. Planned
+// alone, each part is a kernel and each scatter another; here, when a part is read by nothing but a scatter into
+// the state version the step itself reads, at the rows it reads (the slot ids of its gathers), the y kernel writes
+// that state in place instead (lower/ssdStepKernel.ts, lower/selectiveStepKernel.ts: each element is written by
+// one workgroup, and none reads an element another writes), and the part's kernel and its scatter go. One dispatch
+// per layer instead of three.
 import type { Node } from '../ir.ts';
-import { type SsdStepWrites, lowerSsdStep } from '../lower/ssdStepKernel.ts';
+import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';
+import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
 
-/** Input of the step that gathers the rows a part's scatter writes back: the ring (2) for conv, h0 (3) for ssm. */
-const GATHERED = { ssm: 3, conv: 2 } as const;
+type StepOp = 'ssd_step' | 'selective_step';
+type Part = 'ssm' | 'conv';
 
+/** Per step op: the input that gathers the rows each state part's scatter writes back, and the merged lowering. */
+const STEPS: { [K in StepOp]: { gathered: Partial<Record<Part, number>>; lower(root: Node, isMat: (n: Node) => boolean, writes: Partial<Record<Part, Node>>): LoweredKernel } } = {
+  ssd_step: { gathered: { ssm: 3, conv: 2 }, lower: lowerSsdStep },
+  selective_step: { gathered: { ssm: 5 }, lower: lowerSelectiveStep },
+};
+
+const isStep = (n: Node): n is Node<StepOp> => n.op in STEPS;
+const partOf = (n: Node): string => (n.attrs as { part: string }).part;
+
+/** The same step: same op, inputs and attributes but the part. */
 const sameStep = (a: Node, b: Node): boolean => {
-  const [x, y] = [(a as Node<'ssd_step'>).attrs, (b as Node<'ssd_step'>).attrs];
-  return x.dtMin === y.dtMin && x.dtMax === y.dtMax && a.inputs.every((n, i) => n === b.inputs[i]);
+  const { part: _a, ...x } = a.attrs as Record<string, unknown>;
+  const { part: _b, ...y } = b.attrs as Record<string, unknown>;
+  return a.op === b.op && Object.keys(x).every((k) => x[k] === y[k]) && a.inputs.length === b.inputs.length && a.inputs.every((n, i) => n === b.inputs[i]);
 };
 
 export function absorbStateWrites(kernels: LoweredKernel[], isMat: (n: Node) => boolean): LoweredKernel[] {
   let out = [...kernels];
   for (const k of kernels) {
-    if (k.root.op !== 'ssd_step' || (k.root as Node<'ssd_step'>).attrs.part !== 'y') continue;
-    const writes: SsdStepWrites = {};
+    if (!isStep(k.root) || partOf(k.root) !== 'y') continue;
+    const step = STEPS[k.root.op];
+    const writes: Partial<Record<Part, Node>> = {};
     const gone = new Set<LoweredKernel>();
-    for (const part of ['ssm', 'conv'] as const) {
-      const pk = out.find((o) => o.root.op === 'ssd_step' && (o.root as Node<'ssd_step'>).attrs.part === part && sameStep(o.root, k.root));
+    for (const [part, input] of Object.entries(step.gathered) as [Part, number][]) {
+      const pk = out.find((o) => partOf(o.root) === part && sameStep(o.root, k.root));
       if (!pk) continue;
       const readers = out.filter((o) => o.reads.includes(pk.root));
       const sk = readers[0];
       if (readers.length !== 1 || sk!.root.op !== 'scatter' || sk!.root.inputs[2] !== pk.root || sk!.alsoWrites) continue;
-      const gathered = k.root.inputs[GATHERED[part]]!;
+      const gathered = k.root.inputs[input]!;
       const [target, rows] = sk!.root.inputs as [Node, Node];
       if (gathered.op !== 'gather' || gathered.inputs[0] !== target || gathered.inputs[1] !== rows) continue;
       writes[part] = sk!.root;
       gone.add(pk).add(sk!);
     }
     if (!gone.size) continue;
-    const merged = lowerSsdStep(k.root, isMat, writes);
+    const merged = step.lower(k.root, isMat, writes);
     out = out.filter((o) => !gone.has(o)).map((o) => (o === k ? merged : o));
   }
   return out;

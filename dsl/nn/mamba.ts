@@ -1,8 +1,8 @@
 // Mamba-1 selective scan and mixer (hybrid-architectures.md §2, Jamba additions §5.4) as pure functions: the
 // caller passes the previous conv and SSM states in and gets the new ones back.
-import { ShapeError } from '../../compiler/ops.ts';
+import { OPS, ShapeError } from '../../compiler/ops.ts';
 import { Tensor } from '../tensor.ts';
-import { iota } from '../trace.ts';
+import { composer, iota } from '../trace.ts';
 import { activate, linear, rmsnorm } from './basic.ts';
 import { causalConv1d, validMask } from './conv.ts';
 
@@ -124,18 +124,45 @@ export interface MambaState {
   ssm: Tensor; // [B, I, N]
 }
 
+/** The inputs of one decode step, after the conv and x_proj (rank 2: one token per sequence). */
+export interface SelectiveStepArgs {
+  x: Tensor; // [S,D] the conv output after silu
+  z: Tensor; // [S,D] the gate, before silu
+  dtLow: Tensor; // [S,R]
+  Bm: Tensor; // [S,N]
+  Cm: Tensor; // [S,N]
+  h0: Tensor; // [S,D,N]
+  valid: Tensor; // [S] i32
+}
+
+/**
+ * One decode step as the selective_step op (compiler/selectiveStep.ts): dt = softplus(dt_proj(norm(dtLow))), the
+ * state update with norm(B), y = (norm(C) . h + D x) silu(z) -> y [S,D], hT [S,D,N]; the norms are Jamba's when
+ * the weights carry them. `fused` false emits the op's composition instead of its kernel.
+ */
+export function selectiveStep(a: SelectiveStepArgs, w: Pick<MambaWeights, 'dtProjWeight' | 'dtProjBias' | 'ALog' | 'D' | 'dtNorm' | 'bNorm' | 'cNorm'>, eps: number, fused: boolean): { y: Tensor; hT: Tensor } {
+  const norms = w.dtNorm && w.bNorm && w.cNorm ? [w.dtNorm, w.bNorm, w.cNorm] : [];
+  const inputs = [a.x, a.z, a.dtLow, a.Bm, a.Cm, a.h0, w.dtProjWeight, w.dtProjBias, w.ALog.exp().neg(), w.D, a.valid, ...norms].map((t) => t.node);
+  const part = (p: 'y' | 'ssm') => new Tensor(fused ? composer.emit('selective_step', inputs, { part: p, eps }) : OPS.selective_step.decompose(composer, inputs, { part: p, eps }));
+  return { y: part('y'), hT: part('ssm') };
+}
+
 export interface MambaConfig {
   /** eps of Jamba's dt/B/C RMSNorms (rms_norm_eps). */
   rmsNormEps?: number;
   /** hidden_act: the conv and gate activation (silu for every released checkpoint). */
   activation?: string;
   chunkSize?: number;
+  /** false: a one-token step emits the selective_step composition instead of its fused kernel. */
+  fusedStep?: boolean;
 }
 
 /**
  * The Mamba-1 mixer (MambaMixer / JambaMambaMixer slow_forward): in_proj -> [x; z], causal conv + act on x,
  * x_proj -> [dt_r; B; C] (Jamba: RMSNorm each), dt = softplus(dt_proj(dt_r)), selective scan, y * act(z),
- * out_proj. hidden [B,T,H], valid [B] i32 -> out [B,T,H] and the new state.
+ * out_proj. hidden [B,T,H], valid [B] i32 -> out [B,T,H] and the new state. A one-token step (decode) after the
+ * conv and x_proj is the selective_step op (compiler/selectiveStep.ts): one kernel for dt_proj, the state update
+ * (written in place) and the gated read-out.
  */
 export function mambaMixer(hidden: Tensor, w: MambaWeights, state: MambaState, valid: Tensor, config: MambaConfig = {}): { out: Tensor; state: MambaState } {
   const act = config.activation ?? 'silu';
@@ -148,6 +175,12 @@ export function mambaMixer(hidden: Tensor, w: MambaWeights, state: MambaState, v
   const v = activate(conv.y, act);
   let [dtLow, Bm, Cm] = linear(v, w.xProj).split(-1, [R, N, N]) as [Tensor, Tensor, Tensor];
   const eps = config.rmsNormEps ?? 1e-6;
+  const [B, T] = hidden.shape as [number, number, number];
+  if (T === 1 && act === 'silu') {
+    const flat = (t: Tensor) => t.reshape(B, t.shape[2]!);
+    const step = selectiveStep({ x: flat(v), z: flat(z), dtLow: flat(dtLow), Bm: flat(Bm), Cm: flat(Cm), h0: state.ssm, valid }, w, eps, config.fusedStep ?? true);
+    return { out: linear(step.y.reshape(B, 1, I), w.outProj, w.outProjBias), state: { conv: conv.newState, ssm: step.hT } };
+  }
   if (w.dtNorm) dtLow = rmsnorm(dtLow, w.dtNorm, eps);
   if (w.bNorm) Bm = rmsnorm(Bm, w.bNorm, eps);
   if (w.cNorm) Cm = rmsnorm(Cm, w.cNorm, eps);

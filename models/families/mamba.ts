@@ -14,7 +14,7 @@ import {
 import { BACKBONE_NAMES, decoderStack } from '../decoderStack.ts';
 import type { ModelDef } from '../model.ts';
 import type { RecurrentStateSpec } from '../../caches/spec.ts';
-import type { StepContext } from '../../caches/stepContext.ts';
+import { type StepContext, kernelOptions } from '../../caches/stepContext.ts';
 import { type MambaWeights, mambaMixer } from '../../dsl/nn/mamba.ts';
 import type { Tensor } from '../../dsl/tensor.ts';
 
@@ -96,7 +96,7 @@ export function mamba1Layer(ctx: StepContext, layer: number, cfg: Mamba1MixerCon
       : {}),
   };
   const state = { conv: ctx.readState(layer, 'conv'), ssm: ctx.readState(layer, 'ssm') };
-  const mixed = mambaMixer(x, weights, state, ctx.valid, { activation: opts.activation, rmsNormEps: opts.normEps });
+  const mixed = mambaMixer(x, weights, state, ctx.valid, { activation: opts.activation, rmsNormEps: opts.normEps, fusedStep: kernelOptions.fusedSelectiveStep });
   ctx.writeState(layer, 'conv', mixed.state.conv);
   ctx.writeState(layer, 'ssm', mixed.state.ssm);
   return mixed.out;

@@ -53,6 +53,7 @@ type TestName = keyof typeof COVERAGE;
 const ELSEWHERE: Partial<Record<OpName, string>> = {
   attention: 'test/ops/attention.test.ts',
   ssd_step: 'test/ops/ssdStep.test.ts',
+  selective_step: 'test/ops/selectiveStep.test.ts',
 };
 
 const traced = new Map<TestName, Set<OpName>>();

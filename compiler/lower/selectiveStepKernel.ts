@@ -1,0 +1,113 @@
+// The Mamba-1 decode step kernel (the `selective_step` op, compiler/selectiveStep.ts): dt_proj, the SSM update and
+// the gated read-out of a few channels per workgroup, and, when passes/absorbStateWrites.ts hands it the step's
+// state scatter, the new SSM state written in place.
+import type { Node } from '../ir.ts';
+import { wgslLiteral } from '../ops.ts';
+import { selectiveStepDims } from '../selectiveStep.ts';
+import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
+
+/** Threads of a workgroup (16 channels of 8 lanes, or 8 of 16 at Mamba's N = 16). */
+const WG = 128;
+
+/** The state version the kernel writes in place (a scatter of this step's `ssm` part at the slot ids). */
+export interface SelectiveStepWrites {
+  ssm?: Node;
+}
+
+/**
+ * One workgroup per (sequence, CW channels), L = nextPow2(N) lanes per channel, lane n owning state element n.
+ * Round 1: each lane adds its strided share of channel d's dt_proj dot product (lanes read adjacent weights) and of
+ * the squares that Jamba's dt/B/C norms need, and the L partial sums of each meet in workgroup memory (every lane
+ * then sums its channel's L entries itself: no second barrier). Then each lane updates its state element (read and
+ * written by the same thread) and round 2 sums C . h, which lane 0 finishes into y = (C . h + D x) silu(z).
+ * The norms are recomputed per channel from sums of R + 2N values: cheaper than a workgroup-wide round.
+ */
+export function lowerSelectiveStep(root: Node, isMat: (n: Node) => boolean, writes: SelectiveStepWrites = {}): LoweredKernel {
+  const [x, z, dtLow, Bm, Cm, h0, dtW, dtBias, A, Dskip, valid, dtNorm, bNorm, cNorm] = root.inputs as Node[];
+  const { part, eps } = (root as Node<'selective_step'>).attrs;
+  const { S, D, R, N, normed } = selectiveStepDims(root.inputs);
+  const e = new Emitter(root, isMat, 'selstep');
+  const f = (v: number) => wgslLiteral(v, 'f32');
+  const L = Math.min(WG, nextPow2(N));
+  const CW = WG / L; // channels a workgroup
+  const perSeq = Math.ceil(D / CW);
+  const groups = S * perSeq;
+  e.workgroupSize = WG;
+  const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
+
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  const gi = e.bound('gi', groups - 1);
+  const s = e.declareTop('o0', e.ix.div(gi, perSeq));
+  const first = e.declareTop('o1', e.ix.mul(e.ix.mod(gi, perSeq), CW));
+  e.line(`let lane = lid % ${L}u;`);
+  e.line(`let ok_ch = ${first} + lid / ${L}u < ${D}u;`);
+  const d = e.bound('ch', D - 1);
+  e.line(`let ch = min(${first} + lid / ${L}u, ${D - 1}u);`);
+  const n = e.bound('sn', N - 1);
+  e.line(`let sn = min(lane, ${N - 1}u);`);
+  e.line(`let ok_n = lane < ${N}u;`);
+
+  // this lane's loads first, so that they are in flight with round 1's (a barrier would hold them back)
+  e.line(`let real = ${e.value(valid, [s])} > 0;`);
+  e.line(`let xv = select(0.0, ${e.value(x, [s, d])}, real);`);
+  e.line(`let dt_bias = ${e.value(dtBias, [d])};`);
+  e.line(`let a_dn = ${e.value(A, [d, n])};`);
+  e.line(`let h_old = ${e.value(h0, [s, d, n])};`);
+  const normOf = (w: Node | undefined) => (w ? ` * ${e.value(w, [n])}` : '');
+  e.line(`let bw = 1.0${normOf(bNorm)};`);
+  e.line(`let cw = 1.0${normOf(cNorm)};`);
+
+  // round 1: dt_proj's dot product and the squares of dtLow, B and C, in strided shares of the lanes
+  const trip = e.fresh('k');
+  const r = e.bound('sr', R - 1);
+  const share = e.nested(() => {
+    e.line(`let u = ${e.value(dtLow, [s, r])};`);
+    e.line(`dt_dot = dt_dot + ${e.value(dtW, [d, r])} * ${normed ? `${e.value(dtNorm!, [r])} * u` : 'u'};`);
+    e.line(`dt_sq = dt_sq + u * u;`);
+  });
+  e.line(`var dt_dot: f32 = 0.0;`);
+  e.line(`var dt_sq: f32 = 0.0;`);
+  e.line(`for (var ${trip}: u32 = 0u; ${trip} < ${Math.ceil(R / L)}u; ${trip}++) {`);
+  e.line(`  let sr = lane + ${trip} * ${L}u;`);
+  e.line(`  if (sr >= ${R}u) { break; }`);
+  share.forEach((l) => e.line('  ' + l));
+  e.line(`}`);
+  e.line(`let bv = select(0.0, ${e.value(Bm, [s, n])}, ok_n);`);
+  e.line(`let cv = select(0.0, ${e.value(Cm, [s, n])}, ok_n);`);
+  e.line(`sel_red4[lid] = vec4<f32>(dt_dot, dt_sq, bv * bv, cv * cv);`);
+  e.line(`workgroupBarrier();`);
+  e.line(`var tot = vec4<f32>(0.0);`);
+  const j = e.fresh('k');
+  e.line(`for (var ${j}: u32 = 0u; ${j} < ${L}u; ${j}++) { tot = tot + sel_red4[lid - lane + ${j}]; }`);
+
+  // the state element of this lane
+  const rms = (sum: string, width: number) => (normed ? ` * inverseSqrt(${sum} / ${f(width)} + ${f(eps)})` : '');
+  e.line(`let dt = select(0.0, strata_softplus(tot.x${rms('tot.y', R)} + dt_bias), real);`);
+  e.line(`let bn = bv${rms('tot.z', N)} * bw;`);
+  e.line(`let cn = cv${rms('tot.w', N)} * cw;`);
+  e.line(`let hv = exp(dt * a_dn) * h_old + dt * xv * bn;`);
+  if (writes.ssm) {
+    e.line(`let ssm_row = u32(${e.value(writes.ssm.inputs[1]!, [s])});`);
+    e.line(`if (ok_ch && ok_n && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[(ssm_row * ${D}u + ch) * ${N}u + sn] = hv; }`);
+  } else if (ssmOut) e.line(`if (ok_ch && ok_n) { ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, D), d), N), n), 'hv')} }`);
+
+  // round 2: y = C . h + D x, gated, by lane 0 of each channel
+  if (part === 'y') {
+    e.line(`sel_red[lid] = select(0.0, cn * hv, ok_n);`);
+    e.line(`workgroupBarrier();`);
+    const k = e.fresh('k');
+    const out = e.nested(() => {
+      e.line(`var y = ${e.value(Dskip, [d])} * xv;`);
+      e.line(`for (var ${k}: u32 = 0u; ${k} < ${L}u; ${k}++) { y = y + sel_red[lid + ${k}]; }`);
+      e.line(`let zv = ${e.value(z, [s, d])};`);
+      e.line(e.store(root, e.ix.add(e.ix.mul(s, D), d), 'y * zv * strata_sigmoid(zv)'));
+    });
+    e.line(`if (ok_ch && lane == 0u) {`);
+    out.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+  }
+  const shared = [`var<workgroup> sel_red4: array<vec4<f32>, ${WG}>;`, ...(part === 'y' ? [`var<workgroup> sel_red: array<f32, ${WG}>;`] : [])];
+  const k = finish(e, 'selstep', assemble(e, e.topLines(), WG, shared), groups);
+  return writes.ssm ? { ...k, alsoWrites: [writes.ssm] } : k;
+}

@@ -58,6 +58,28 @@ export function route(logits: Tensor, topk: number, mode: RoutingMode, normTopkP
 }
 
 /**
+ * Each expert's routing weight under softmax-then-topk without renormalisation (Jamba), as E columns [N,1]: the
+ * probability where fewer than k experts beat it (a higher probability, or an equal one at a lower index: topK's
+ * order), else 0. One length-E count per expert instead of topK's k rounds of max and first index, and columns
+ * rather than one [N,E] tensor: a shared [N,E] selection gets a buffer (two single-workgroup kernels at decode),
+ * while each column inlines into the kernel that scales its expert's output.
+ */
+export function topkProbabilityColumns(logits: Tensor, k: number): Tensor[] {
+  const [N, E] = logits.shape as [number, number];
+  if (k < 1 || k > E) throw new ShapeError(`[topkProbabilityColumns] k=${k} must be in 1..${E} for logits (${N},${E})`);
+  const probs = softmax(logits); // [N,E]
+  const expert = iota([N, E], 1);
+  return Array.from({ length: E }, (_, e) => {
+    const p = probs.slice(1, e, e + 1); // [N,1]
+    const beats = probs.gt(p).or(probs.eq(p).and(expert.lt(e))); // [N,E]
+    const rank = Tensor.where(beats, 1, 0).sum(-1, true); // [N,1]
+    // p first (a product, not a where, whose condition a kernel evaluates first): the row's softmax max and sum are
+    // then computed once, outside the rank's loop, which reuses them
+    return p.mul(Tensor.where(rank.lt(k), 1, 0));
+  });
+}
+
+/**
  * Expert weights stacked along a leading expert axis (HF layout per expert, [out, in]). The loader stacks the hub's
  * per-expert tensors (`experts.{e}.gate_proj.weight`, ...) into one buffer: one binding however many experts.
  *   gateUp: [E, 2I, H] with the gate (activated) half first (Granite input_linear, HF v5 gate_up_proj)

@@ -23,7 +23,7 @@ import { attentionKv, attentionLayer } from '../attention.ts';
 import { checkpointGatedMlp, decoderStack } from '../decoderStack.ts';
 import { mamba1Layer, mamba1States } from './mamba.ts';
 import { linear } from '../../dsl/nn/basic.ts';
-import { route } from '../../dsl/nn/moe.ts';
+import { topkProbabilityColumns } from '../../dsl/nn/moe.ts';
 import type { Tensor } from '../../dsl/tensor.ts';
 
 export interface JambaConfig extends BaseModelConfig<'jamba'> {
@@ -121,11 +121,12 @@ export function jamba(config: JambaConfig): ModelDef {
       const ff = `${p}feed_forward.`;
       if (config.ffnKinds[l] !== 'moe') return h.add(mlp(y, ff));
       const tokens = y.reshape(S * T, Hd);
-      const { dense } = route(linear(tokens, weight('feed_forward.router.weight', [E, Hd])), moe.numExpertsPerTok, 'softmax-then-topk'); // [S*T,E]
+      const chosen = topkProbabilityColumns(linear(tokens, weight('feed_forward.router.weight', [E, Hd])), moe.numExpertsPerTok); // E x [S*T,1]
       // Every expert runs on every token, unselected ones weighted 0: the checkpoint keeps one tensor per expert
-      // and dsl/nn/moe.ts's gather strategy wants them stacked [E, out, in].
-      let experts = mlp(tokens, `${ff}experts.0.`).mul(dense.slice(1, 0, 1));
-      for (let e = 1; e < E; e++) experts = experts.add(mlp(tokens, `${ff}experts.${e}.`).mul(dense.slice(1, e, e + 1)));
+      // and dsl/nn/moe.ts's gather strategy wants them stacked [E, out, in]. The routing weights inline into the
+      // down projections' kernel, so the router logits' matvec shares a dispatch with the experts' gate/up.
+      let experts = mlp(tokens, `${ff}experts.0.`).mul(chosen[0]!);
+      for (let e = 1; e < E; e++) experts = experts.add(mlp(tokens, `${ff}experts.${e}.`).mul(chosen[e]!));
       return h.add(experts.reshape(S, T, Hd));
     },
   });

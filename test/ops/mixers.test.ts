@@ -2,14 +2,14 @@
 // loop references written from the math in docs/hybrid-architectures.md, on the CPU backend; then each once on
 // WebGPU against the CPU. Padding (valid < T) must leave states as if only the real tokens had been fed.
 import { describe, expect, it } from 'vitest';
-import type { Tensor } from '../../dsl/tensor.ts';
+import { Tensor } from '../../dsl/tensor.ts';
 import { type Dims, input, trace } from '../../dsl/trace.ts';
 import type { NDArray } from '../../runtime/ndarray.ts';
 import { causalConv1d } from '../../dsl/nn/conv.ts';
 import { type MambaWeights, mambaMixer, selectiveScan } from '../../dsl/nn/mamba.ts';
 import { type Mamba2Config, type SsdArgs, gatedRmsNorm, mamba2Mixer, ssdChunked, ssdScan, ssdSequential, ssdStep } from '../../dsl/nn/mamba2.ts';
 import { type DeltaRuleArgs, gatedDeltaRule, gatedDeltaRuleChunked } from '../../dsl/nn/deltaRule.ts';
-import { type RoutingMode, moe } from '../../dsl/nn/moe.ts';
+import { type RoutingMode, moe, route, topkProbabilityColumns } from '../../dsl/nn/moe.ts';
 import { compile } from '../../compiler/compile.ts';
 import { type RunData, expectBothClose, rng, runCpuRef, uniform } from '../helpers/gpu.ts';
 
@@ -721,6 +721,14 @@ describe('moe', () => {
     const ref = moeRef(d, [N, H, E, I], k, 'softmax-then-topk', { norm: true, shared: true });
     expectNear(out.dense!, ref);
     expectNear(out.gather!, ref);
+  });
+
+  it("Jamba's routing columns (a rank count per expert) equal route's dense weights, ties to the lower expert", () => {
+    // rows 0-2 random; row 3 ties experts 1, 4 and 6 at the top; row 4 ties every expert
+    const logits = [...rand(3 * E), ...[0, 2, 1, -1, 2, 0.5, 2], ...new Array<number>(E).fill(0.25)];
+    const out = cpu({ logits: [N, E] }, { logits }, (t) => ({ dense: route(t.logits!, k, 'softmax-then-topk').dense, columns: Tensor.concat(topkProbabilityColumns(t.logits!, k), 1) }));
+    expect(Array.from(out.columns!.data)).toEqual(Array.from(out.dense!.data));
+    expect(Array.from(out.columns!.data.slice(3 * E, 4 * E)).map((v) => v > 0)).toEqual([false, true, false, false, true, false, true]);
   });
 });
 

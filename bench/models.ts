@@ -75,18 +75,17 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   const capacity = o.promptTokens + 2 * (o.newTokens + o.stepsPerSubmit) + 8; // room for the warm-up submissions and the GPU-only timing
   const runner = new ModelRunner(rt, model, checkpoint, { slots: o.batch, capacity, chunks: [1, o.promptTokens], fuse: o.fused, ...(quantized ? { weights: quantized } : {}), ...(o.kvPolicy ? { kvPolicy: o.kvPolicy } : {}) });
   const before = { ...rt.counters };
+  const options = { ...kernelOptions };
   kernelOptions.fusedAttention = o.fused;
   kernelOptions.fusedSsdStep = o.fused;
-  kernelOptions.fusedSelectiveStep = o.fused;
+  kernelOptions.fusedSelectiveStep &&= o.fused;
   const t0 = performance.now();
   let prefill, decode;
   try {
     prefill = await runner.program(o.batch, o.promptTokens, 'last');
     decode = await runner.program(o.batch, 1, 'last');
   } finally {
-    kernelOptions.fusedAttention = true;
-    kernelOptions.fusedSsdStep = true;
-    kernelOptions.fusedSelectiveStep = true;
+    Object.assign(kernelOptions, options);
   }
   const compileSeconds = (performance.now() - t0) / 1000;
   const pipelines = rt.counters.pipelines - before.pipelines;

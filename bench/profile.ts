@@ -3,6 +3,7 @@
 // by time, with totals per template. A model folder runs its checkpoint; a bench configuration random weights.
 import { isQuantized } from '../compiler/quantized.ts';
 import { formatAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
+import { kernelOptions } from '../caches/stepContext.ts';
 import * as fs from 'node:fs';
 import type { StorageDType } from '../compiler/ir.ts';
 import { loadConfig, parseConfig } from '../models/config.ts';
@@ -129,6 +130,8 @@ export async function profileMain(argv: string[]): Promise<void> {
   console.log(`${source}: bucket ${a.rows} rows x ${a.tokens} tokens after ${warmRuns * a.tokens} positions, ${a.fuse ? 'fused' : 'fusion off'}, on ${adapter}`);
   // the variants environment variables select (runtime/device.ts compileLimitsOf)
   console.log(`decode attention ${formatAttentionDecode(rt.limits.attentionDecode)} (STRATA_ATTN_DECODE), tiled ${rt.limits.tiledMatmul}, quantized matvec ${rt.limits.quantMatvec}`);
+  // and the trace-time switches (caches/stepContext.ts kernelOptions)
+  console.log(`Mamba-1 decode step ${kernelOptions.fusedSelectiveStep ? 'fused' : 'composed'} (STRATA_SELECTIVE_STEP), Jamba routing ${kernelOptions.rankRouting ? 'rank columns' : 'topk'} (STRATA_JAMBA_ROUTING)`);
   console.log(`compile + load ${compileSeconds.toFixed(1)} s; first run ${firstRunMs.toFixed(1)} ms; warm run ${programMs.toFixed(3)} ms (${multi ? `median of ${timedRuns} submissions, each from the same context` : `${timedRuns} runs in one submission`}, all kernels in one pass)`);
   console.log(formatKernelProfile(profile, a.top));
   if (a.json) {

@@ -33,8 +33,21 @@ export interface AttendOptions {
   softcap?: number;
 }
 
-/** Trace-wide switch: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). */
-export const kernelOptions = { fusedAttention: true, fusedSsdStep: true, fusedSelectiveStep: true };
+const env = (name: string): string | undefined => (typeof process === 'undefined' ? undefined : process.env?.[name]);
+
+/**
+ * Trace-wide switches: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). From the
+ * environment (Node), for measuring the paths they replaced: STRATA_SELECTIVE_STEP=0 traces the Mamba-1 decode
+ * step as its composition (6 dispatches a layer, not 4), STRATA_JAMBA_ROUTING=topk Jamba's expert selection as
+ * topK's rounds (2 single-workgroup kernels of their own, not inlined into the experts' down projections).
+ */
+export const kernelOptions = {
+  fusedAttention: true,
+  fusedSsdStep: true,
+  fusedSelectiveStep: env('STRATA_SELECTIVE_STEP') !== '0',
+  /** Jamba's top-k as per-expert rank columns (dsl/nn/moe.ts topkProbabilityColumns) rather than route()'s dense. */
+  rankRouting: env('STRATA_JAMBA_ROUTING') !== 'topk',
+};
 
 /** A traced state from its table entry (name, shape and dtype are the table's). */
 export const stateOf = (e: StateEntry): Tensor => state(e.name, e.shape, e.dtype);

@@ -23,7 +23,8 @@ import { attentionKv, attentionLayer } from '../attention.ts';
 import { checkpointGatedMlp, decoderStack } from '../decoderStack.ts';
 import { mamba1Layer, mamba1States } from './mamba.ts';
 import { linear } from '../../dsl/nn/basic.ts';
-import { topkProbabilityColumns } from '../../dsl/nn/moe.ts';
+import { route, topkProbabilityColumns } from '../../dsl/nn/moe.ts';
+import { kernelOptions } from '../../caches/stepContext.ts';
 import type { Tensor } from '../../dsl/tensor.ts';
 
 export interface JambaConfig extends BaseModelConfig<'jamba'> {
@@ -121,7 +122,9 @@ export function jamba(config: JambaConfig): ModelDef {
       const ff = `${p}feed_forward.`;
       if (config.ffnKinds[l] !== 'moe') return h.add(mlp(y, ff));
       const tokens = y.reshape(S * T, Hd);
-      const chosen = topkProbabilityColumns(linear(tokens, weight('feed_forward.router.weight', [E, Hd])), moe.numExpertsPerTok); // E x [S*T,1]
+      const logits = linear(tokens, weight('feed_forward.router.weight', [E, Hd])); // [S*T,E]
+      const dense = kernelOptions.rankRouting ? undefined : route(logits, moe.numExpertsPerTok, 'softmax-then-topk').dense;
+      const chosen = dense ? Array.from({ length: E }, (_, e) => dense.slice(1, e, e + 1)) : topkProbabilityColumns(logits, moe.numExpertsPerTok); // E x [S*T,1]
       // Every expert runs on every token, unselected ones weighted 0: the checkpoint keeps one tensor per expert
       // and dsl/nn/moe.ts's gather strategy wants them stacked [E, out, in]. The routing weights inline into the
       // down projections' kernel, so the router logits' matvec shares a dispatch with the experts' gate/up.

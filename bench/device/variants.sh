@@ -15,14 +15,15 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
-step attn.txt 90 node dist/bench.mjs attn --variants 'lanes lanes:loads=64 lanes:loads=32 sector vec sector:loads=64 vec:loads=64 sector:lanes=16 sector:wg=128 lanes:clamp=limit'
+# this stop's A/B: Jamba's fused Mamba-1 step and inlined top-2 routing against the paths they replaced
+for env in "X=0" "STRATA_SELECTIVE_STEP=0" "STRATA_JAMBA_ROUTING=topk" "STRATA_SELECTIVE_STEP=0 STRATA_JAMBA_ROUTING=topk"; do
+  step profile.txt 45 $env node dist/bench.mjs profile jamba-small --storage f16 --context 192 --top 10
+done
+for env in "X=0" "STRATA_SELECTIVE_STEP=0 STRATA_JAMBA_ROUTING=topk"; do
+  step profile.txt 45 $env node dist/bench.mjs profile jamba-small --storage f16 --rows 8 --context 192 --top 6
+done
+# earlier stops' variants, while the budget lasts
+step attn.txt 60 node dist/bench.mjs attn --variants 'lanes sector vec'
 step ops.txt 150 node dist/bench.mjs ops --variants half,staged,lanes,dot4
-step ops.txt 90 node dist/bench.mjs ops --rows staged,staged-wide,staged-h
-for env in "X=0" "STRATA_MATVEC_PRELOAD=1" "STRATA_ATTN_DECODE=sector" "STRATA_ATTN_DECODE=lanes:loads=32"; do
-  step profile.txt 45 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 8
-done
-for env in "X=0" "STRATA_MATVEC_ROWS=staged" "STRATA_MATVEC_ROWS=staged-h"; do
-  step profile.txt 45 $env node dist/bench.mjs profile llama-400m --storage f16 --rows 8 --context 192 --top 8
-done
 kill $clocks 2>/dev/null
 echo "variants.sh: done in $(($(date +%s) - start)) s"

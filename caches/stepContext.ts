@@ -38,13 +38,15 @@ const env = (name: string): string | undefined => (typeof process === 'undefined
 /**
  * Trace-wide switches: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). From the
  * environment (Node), for measuring the paths they replaced: STRATA_SELECTIVE_STEP=0 traces the Mamba-1 decode
- * step as its composition (6 dispatches a layer, not 4), STRATA_JAMBA_ROUTING=topk Jamba's expert selection as
+ * step as its composition (6 dispatches a layer, not 4), STRATA_SELECTIVE_SCAN=0 its prefill scan as the chunked
+ * composition (7 kernels per 16 tokens, not one), STRATA_JAMBA_ROUTING=topk Jamba's expert selection as
  * topK's rounds (2 single-workgroup kernels of their own, not inlined into the experts' down projections).
  */
 export const kernelOptions = {
   fusedAttention: true,
   fusedSsdStep: true,
   fusedSelectiveStep: env('STRATA_SELECTIVE_STEP') !== '0',
+  fusedSelectiveScan: env('STRATA_SELECTIVE_SCAN') !== '0',
   /** Jamba's top-k as per-expert rank columns (dsl/nn/moe.ts topkProbabilityColumns) rather than route()'s dense. */
   rankRouting: env('STRATA_JAMBA_ROUTING') !== 'topk',
 };

@@ -62,6 +62,9 @@ export interface OpAttrs {
   // one decode step of a Mamba-1 mixer after its conv and x_proj (compiler/selectiveStep.ts): dt_proj + softplus,
   // the SSM state update and its gated read-out; `part` says which result the node is (y or the new SSM state)
   selective_step: { part: 'y' | 'ssm'; eps: number };
+  // the Mamba-1 selective scan over T > 1 tokens (compiler/selectiveScan.ts): the recurrence token by token, y or
+  // the final SSM state by `part`; chunkSize is its composition's (the unfused fallback's) chunk length
+  selective_scan: { part: 'y' | 'ssm'; chunkSize: number };
 }
 
 export type OpName = keyof OpAttrs;

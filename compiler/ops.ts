@@ -17,6 +17,7 @@ import {
 } from './references.ts';
 import { ssdStepComposition, ssdStepReference, ssdStepRule } from './ssdStep.ts';
 import { selectiveStepComposition, selectiveStepReference, selectiveStepRule } from './selectiveStep.ts';
+import { selectiveScanComposition, selectiveScanReference, selectiveScanRule } from './selectiveScan.ts';
 
 export class ShapeError extends Error {
   override name = 'ShapeError';
@@ -263,7 +264,7 @@ const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
 
-export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selective_step' ? KernelDef<K> : OpDef<K> } = {
+export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selective_step' | 'selective_scan' ? KernelDef<K> : OpDef<K> } = {
   input: { kind: 'source', infer: source, reference: sourceReference },
   weight: { kind: 'source', infer: source, reference: sourceReference },
   state: { kind: 'source', infer: source, reference: sourceReference },
@@ -523,6 +524,7 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
   attention: { kind: 'kernel', infer: attentionRule, template: 'attention', reference: attentionReference, decompose: attentionComposition },
   ssd_step: { kind: 'kernel', infer: ssdStepRule, template: 'ssdstep', reference: ssdStepReference, decompose: ssdStepComposition },
   selective_step: { kind: 'kernel', infer: selectiveStepRule, template: 'selstep', reference: selectiveStepReference, decompose: selectiveStepComposition },
+  selective_scan: { kind: 'kernel', infer: selectiveScanRule, template: 'selscan', reference: selectiveScanReference, decompose: selectiveScanComposition },
 
   cumsum: {
     kind: 'scan',

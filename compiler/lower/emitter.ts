@@ -22,7 +22,7 @@ const UNROLL = 8;
  */
 export type Refusal = { kind: 'materialize'; node: Node; reason: string } | { kind: 'row'; node: Node; reason: string };
 
-export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled' | 'ssdstep' | 'selstep';
+export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled' | 'ssdstep' | 'selstep' | 'selscan';
 
 export interface LoweredKernel {
   root: Node;

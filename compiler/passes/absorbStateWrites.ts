@@ -1,4 +1,5 @@
-// absorbStateWrites: a recurrent decode step (`ssd_step`, Mamba-2; `selective_step`, Mamba-1) is several nodes of
+// absorbStateWrites: a recurrent decode step (`ssd_step`, Mamba-2; `selective_step`, Mamba-1) or scan
+// (`selective_scan`, Mamba-1 prefill) is several nodes of
 // one op, its output y and the new states (SSM state, Mamba-2's conv ring) that the step scatters back. Planned
 // alone, each part is a kernel and each scatter another; here, when a part is read by nothing but a scatter into
 // the state version the step itself reads, at the rows it reads (the slot ids of its gathers), the y kernel writes
@@ -6,17 +7,19 @@
 // one workgroup, and none reads an element another writes), and the part's kernel and its scatter go. One dispatch
 // per layer instead of three.
 import type { Node } from '../ir.ts';
+import { lowerSelectiveScan } from '../lower/selectiveScanKernel.ts';
 import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';
 import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
 
-type StepOp = 'ssd_step' | 'selective_step';
+type StepOp = 'ssd_step' | 'selective_step' | 'selective_scan';
 type Part = 'ssm' | 'conv';
 
 /** Per step op: the input that gathers the rows each state part's scatter writes back, and the merged lowering. */
 const STEPS: { [K in StepOp]: { gathered: Partial<Record<Part, number>>; lower(root: Node, isMat: (n: Node) => boolean, writes: Partial<Record<Part, Node>>): LoweredKernel } } = {
   ssd_step: { gathered: { ssm: 3, conv: 2 }, lower: lowerSsdStep },
   selective_step: { gathered: { ssm: 5 }, lower: lowerSelectiveStep },
+  selective_scan: { gathered: { ssm: 6 }, lower: lowerSelectiveScan },
 };
 
 const isStep = (n: Node): n is Node<StepOp> => n.op in STEPS;

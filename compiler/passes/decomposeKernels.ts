@@ -1,4 +1,4 @@
-// decomposeKernels: a hand-fused kernel op (ssd_step, selective_step) whose inputs read more buffers than the adapter binds in one
+// decomposeKernels: a hand-fused kernel op (ssd_step, selective_step, selective_scan) whose inputs read more buffers than the adapter binds in one
 // kernel is replaced by its composition (the op table's `decompose`, also its test oracle), which the planner
 // then splits like any other expression. A portable target of 8 storage buffers gets the unfused Mamba-1/2 steps
 // rather than an error; an adapter with 16 (H200, lavapipe) keeps the kernel.
@@ -26,7 +26,7 @@ function bindingsOf(n: Node): number {
 }
 
 export function decomposeKernels(g: Graph, maxStorageBuffers: number): Graph {
-  const over = (n: Node) => (n.op === 'ssd_step' || n.op === 'selective_step') && bindingsOf(n) > maxStorageBuffers;
+  const over = (n: Node) => (n.op === 'ssd_step' || n.op === 'selective_step' || n.op === 'selective_scan') && bindingsOf(n) > maxStorageBuffers;
   if (!g.nodes.some(over)) return g;
   const nodes: Node[] = [];
   const make = (op: OpName, inputs: Node[], attrs: object, shape: readonly number[], dtype: DType): Node => {

@@ -8,8 +8,8 @@
 //   element  one workgroup per output element: phases are the reductions themselves (matvec, dot products)
 //   scatter  one thread per value written into a state
 //   scan     one thread per line of a running sum
-//   attention / tiled / ssdstep / selstep  hand-written templates (compiler/lower/attentionKernel.ts,
-//            attentionDecode.ts, tiledMatmul.ts, ssdStepKernel.ts, selectiveStepKernel.ts)
+//   attention / tiled / ssdstep / selstep / selscan  hand-written templates (compiler/lower/attentionKernel.ts,
+//            attentionDecode.ts, tiledMatmul.ts, ssdStepKernel.ts, selectiveStepKernel.ts, selectiveScanKernel.ts)
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
@@ -26,6 +26,7 @@ import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKerne
 import type { MatvecRowsVariant } from '../lower/matvecRows.ts';
 import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';
+import { lowerSelectiveScan } from '../lower/selectiveScanKernel.ts';
 
 export { SEQ_MAX, isReduction, reduceLength };
 export type { KernelMode, LoweredKernel, Refusal };
@@ -108,6 +109,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   scan: (root, _c, isMat) => lowerScan(root, isMat),
   ssdstep: (root, _c, isMat) => lowerSsdStep(root, isMat),
   selstep: (root, _c, isMat) => lowerSelectiveStep(root, isMat),
+  selscan: (root, _c, isMat) => lowerSelectiveScan(root, isMat),
 };
 
 /** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */

@@ -7,7 +7,7 @@
 // The rules, in the order they are checked for each kernel root (graph order, as dispatch order is derived):
 //   template     chooseTemplate: the op's own template, tiled / matvec / map / row / element; a many-row matmul
 //                read through views gets its own tiled kernel
-//   inlining     templates without cooperative phases (scatter, scan, attention, tiled, ssdstep, selstep) cannot hold a long
+//   inlining     templates without cooperative phases (scatter, scan, attention, tiled, ssdstep, selstep, selscan) cannot hold a long
 //                reduction: the first one their emitter would reach gets a buffer
 //   in place     a scatter writes its state in place: values or indices that read that state get a buffer
 //   emission     the emitter's refusal (a cooperative reduction whose index varies inside an enclosing loop, or
@@ -87,7 +87,8 @@ function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; 
     case 'scatter': return { starts: [root.inputs[1]!, root.inputs[2]!] };
     case 'scan': return { starts: [root.inputs[0]!] };
     case 'ssdstep':
-    case 'selstep': return { starts: [...root.inputs] };
+    case 'selstep':
+    case 'selscan': return { starts: [...root.inputs] };
     case 'attention': { const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node]; return { starts: [q, limit, mask, kT, v] }; }
     case 'tiled': return { starts: [choice.matmuls[0]!.inputs[0]!, ...choice.matmuls.map((m) => m.inputs[1]!), root], skip: new Set(choice.matmuls.map((m) => m.id)) };
     default: return undefined;

@@ -1,8 +1,9 @@
 // Mamba-1 selective scan and mixer (hybrid-architectures.md §2, Jamba additions §5.4) as pure functions: the
 // caller passes the previous conv and SSM states in and gets the new ones back.
 import { OPS, ShapeError } from '../../compiler/ops.ts';
+import { selectiveScanChunked } from '../../compiler/selectiveScan.ts';
 import { Tensor } from '../tensor.ts';
-import { composer, iota } from '../trace.ts';
+import { composer } from '../trace.ts';
 import { activate, linear, rmsnorm } from './basic.ts';
 import { causalConv1d, validMask } from './conv.ts';
 
@@ -15,19 +16,17 @@ export interface SelectiveScanArgs {
   Dskip: Tensor; // [D]
   h0: Tensor; // [B,D,N]
   valid: Tensor; // [B] i32: tokens t >= valid[b] are padding and leave the state unchanged
-  /** Tokens per chunk of the quadratic form (default 16: its sums over tokens stay inline loops). */
+  /** Tokens per chunk of the composition's quadratic form (default 16: its sums over tokens stay inline loops). */
   chunkSize?: number;
+  /** false: T > 1 emits the selective_scan composition (the chunked form) instead of its fused kernel. */
+  fused?: boolean;
 }
 
 /**
  * h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t;  y_t = C_t . h_t + D x_t   (per channel d and state n).
  *
- * Within a chunk the scan is the cumulative-sum form: with L_t = sum_{j<=t} dt_j A,
- *   h_t = exp(L_t) h_in + sum_{s<=t} exp(L_t - L_s) dt_s B_s x_s,
- * so a chunk is a few fused kernels instead of T dependent steps. Mamba-1's decay depends on (d, n), so the
- * quadratic term is [B,Q,Q,D,N] (never materialised: its sums are inline loops in the kernel computing y) and
- * chunks pass the state along sequentially. Differences L_t - L_s stay small within a chunk, which keeps the
- * f32 cancellation error low. T = 1 (decode) takes the plain recurrence.
+ * T > 1 is the selective_scan op (compiler/selectiveScan.ts): one kernel running the recurrence token by token,
+ * or, with `fused` false, its composition (the chunked cumulative-sum form). T = 1 takes the plain recurrence.
  */
 export function selectiveScan(args: SelectiveScanArgs): { y: Tensor; hT: Tensor } {
   const { A, Dskip, h0, valid } = args;
@@ -44,61 +43,27 @@ export function selectiveScan(args: SelectiveScanArgs): { y: Tensor; hT: Tensor 
   ] as const)
     if (t.shape.join() !== want.join()) throw new ShapeError(`[selectiveScan] ${name} (${t.shape.join(',')}) must be (${want.join(',')}) for x (${B},${T},${D})`);
 
-  // Padded steps: dt = 0 gives decay exp(0) = 1 and no input, so the state passes through unchanged. `where`
-  // rather than a multiply, so garbage (even NaN) in padded rows cannot leak into the state.
-  const real = validMask(valid, B, T).reshape(B, T, 1);
-  const dt = Tensor.where(real, args.dt, 0);
-  const x = Tensor.where(real, args.x, 0);
-  const u = dt.mul(x); // [B,T,D] dt_t x_t
-
   if (T === 1) {
+    // Padded steps: dt = 0 gives decay exp(0) = 1 and no input, so the state passes through unchanged. `where`
+    // rather than a multiply, so garbage (even NaN) in padded rows cannot leak into the state.
+    const real = validMask(valid, B, T).reshape(B, T, 1);
+    const dt = Tensor.where(real, args.dt, 0);
+    const x = Tensor.where(real, args.x, 0);
+    const u = dt.mul(x); // [B,T,D] dt_t x_t
     const h = dt.reshape(B, D, 1).mul(A).exp().mul(h0).add(u.reshape(B, D, 1).mul(args.Bm.reshape(B, 1, N))); // [B,D,N]
     const y = h.mul(args.Cm.reshape(B, 1, N)).sum(-1).add(x.reshape(B, D).mul(Dskip)).reshape(B, 1, D);
     return { y, hT: h };
   }
 
-  const Q = Math.max(1, Math.min(args.chunkSize ?? 16, T));
-  const ys: Tensor[] = [];
-  let h = h0;
-  for (let start = 0; start < T; start += Q) {
-    const end = Math.min(T, start + Q);
-    const out = scanChunk(
-      dt.slice(1, start, end),
-      x.slice(1, start, end),
-      u.slice(1, start, end),
-      A,
-      args.Bm.slice(1, start, end),
-      args.Cm.slice(1, start, end),
-      Dskip,
-      h,
-    );
-    ys.push(out.y);
-    h = out.hT;
+  // T > 1: the selective_scan op (compiler/selectiveScan.ts), its kernel or its chunked composition
+  const inputs = [args.x, args.dt, A, args.Bm, args.Cm, Dskip, h0, valid].map((t) => t.node);
+  const chunkSize = args.chunkSize ?? 16;
+  if (args.fused === false) {
+    const r = selectiveScanChunked(composer, inputs, chunkSize);
+    return { y: new Tensor(r.y), hT: new Tensor(r.hT) };
   }
-  return { y: Tensor.concat(ys, 1), hT: h };
-}
-
-/** One chunk of the cumulative-sum form; shapes as selectiveScan with Q tokens. */
-function scanChunk(dt: Tensor, x: Tensor, u: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, Dskip: Tensor, hIn: Tensor): { y: Tensor; hT: Tensor } {
-  const [B, Q, D] = dt.shape as [number, number, number];
-  const N = A.shape[1]!;
-  const L = dt.reshape(B, Q, D, 1).mul(A).cumsum(1); // [B,Q,D,N] running log-decay (<= 0, decreasing)
-
-  // Quadratic term: y_diag[t,d] = sum_{s<=t} u_s[d] sum_n C_t[n] B_s[n] exp(L_t[d,n] - L_s[d,n]).
-  // Masking the exponent (not the product) keeps exp(L_t - L_s) for s > t from overflowing.
-  const causal = iota([Q, Q], 1).le(iota([Q, Q], 0)).reshape(1, Q, Q, 1, 1); // [t,s]: s <= t
-  const decay = Tensor.where(causal, L.reshape(B, Q, 1, D, N).sub(L.reshape(B, 1, Q, D, N)), -Infinity).exp(); // [B,t,s,D,N]
-  const cb = Cm.reshape(B, Q, 1, 1, N).mul(Bm.reshape(B, 1, Q, 1, N)); // [B,t,s,1,N]
-  const yDiag = decay.mul(cb).sum(-1).mul(u.reshape(B, 1, Q, D)).sum(2); // [B,Q,D]
-  // Carried-in state: y_off[t,d] = sum_n C_t[n] exp(L_t[d,n]) h_in[d,n].
-  const yOff = L.exp().mul(hIn.reshape(B, 1, D, N)).mul(Cm.reshape(B, Q, 1, N)).sum(-1); // [B,Q,D]
-  const y = yDiag.add(yOff).add(x.mul(Dskip));
-
-  // State at the chunk's end: exp(L_last) h_in + sum_s exp(L_last - L_s) B_s u_s.
-  const last = L.slice(1, Q - 1); // [B,1,D,N]
-  const inflow = last.sub(L).exp().mul(Bm.reshape(B, Q, 1, N)).mul(u.reshape(B, Q, D, 1)).sum(1); // [B,D,N]
-  const hT = last.reshape(B, D, N).exp().mul(hIn).add(inflow);
-  return { y, hT };
+  const part = (p: 'y' | 'ssm') => new Tensor(composer.emit('selective_scan', inputs, { part: p, chunkSize }));
+  return { y: part('y'), hT: part('ssm') };
 }
 
 export interface MambaWeights {
@@ -155,6 +120,8 @@ export interface MambaConfig {
   chunkSize?: number;
   /** false: a one-token step emits the selective_step composition instead of its fused kernel. */
   fusedStep?: boolean;
+  /** false: a scan of T > 1 tokens emits the selective_scan composition (chunked) instead of its fused kernel. */
+  fusedScan?: boolean;
 }
 
 /**
@@ -186,7 +153,7 @@ export function mambaMixer(hidden: Tensor, w: MambaWeights, state: MambaState, v
   if (w.cNorm) Cm = rmsnorm(Cm, w.cNorm, eps);
   const dt = linear(dtLow, w.dtProjWeight, w.dtProjBias).softplus();
   const A = w.ALog.exp().neg();
-  const scan = selectiveScan({ x: v, dt, A, Bm, Cm, Dskip: w.D, h0: state.ssm, valid, chunkSize: config.chunkSize });
+  const scan = selectiveScan({ x: v, dt, A, Bm, Cm, Dskip: w.D, h0: state.ssm, valid, chunkSize: config.chunkSize, fused: config.fusedScan });
   const out = linear(scan.y.mul(activate(z, act)), w.outProj, w.outProjBias);
   return { out, state: { conv: conv.newState, ssm: scan.hT } };
 }

@@ -96,7 +96,7 @@ export function mamba1Layer(ctx: StepContext, layer: number, cfg: Mamba1MixerCon
       : {}),
   };
   const state = { conv: ctx.readState(layer, 'conv'), ssm: ctx.readState(layer, 'ssm') };
-  const mixed = mambaMixer(x, weights, state, ctx.valid, { activation: opts.activation, rmsNormEps: opts.normEps, fusedStep: kernelOptions.fusedSelectiveStep });
+  const mixed = mambaMixer(x, weights, state, ctx.valid, { activation: opts.activation, rmsNormEps: opts.normEps, fusedStep: kernelOptions.fusedSelectiveStep, fusedScan: kernelOptions.fusedSelectiveScan });
   ctx.writeState(layer, 'conv', mixed.state.conv);
   ctx.writeState(layer, 'ssm', mixed.state.ssm);
   return mixed.out;

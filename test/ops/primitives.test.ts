@@ -54,6 +54,7 @@ const ELSEWHERE: Partial<Record<OpName, string>> = {
   attention: 'test/ops/attention.test.ts',
   ssd_step: 'test/ops/ssdStep.test.ts',
   selective_step: 'test/ops/selectiveStep.test.ts',
+  selective_scan: 'test/ops/selectiveScan.test.ts',
 };
 
 const traced = new Map<TestName, Set<OpName>>();

@@ -180,13 +180,14 @@ function scanData(B: number, T: number, D: number, N: number, valid: number[]): 
 
 describe('selectiveScan (Mamba-1)', () => {
   const scanSpec = (B: number, T: number, D: number, N: number) => ({ x: [B, T, D], dt: [B, T, D], A: [D, N], Bm: [B, T, N], Cm: [B, T, N], Dskip: [D], h0: [B, D, N], valid: [B] });
+  // a chunk size asks for the composition (chunked); without one, T > 1 is the fused selective_scan op
   const scan = (chunkSize?: number) => (t: Record<string, Tensor>) => {
-    const r = selectiveScan({ x: t.x!, dt: t.dt!, A: t.A!, Bm: t.Bm!, Cm: t.Cm!, Dskip: t.Dskip!, h0: t.h0!, valid: t.valid!, chunkSize });
+    const r = selectiveScan({ x: t.x!, dt: t.dt!, A: t.A!, Bm: t.Bm!, Cm: t.Cm!, Dskip: t.Dskip!, h0: t.h0!, valid: t.valid!, chunkSize, fused: chunkSize === undefined });
     return { y: r.y, h: r.hT };
   };
 
-  for (const chunkSize of [1, 4, 16])
-    it(`matches the recurrence over 9 tokens in chunks of ${chunkSize}, padded rows leaving the state alone`, () => {
+  for (const chunkSize of [undefined, 1, 4, 16])
+    it(`matches the recurrence over 9 tokens ${chunkSize ? `in chunks of ${chunkSize}` : 'fused'}, padded rows leaving the state alone`, () => {
       const [B, T, D, N] = [3, 9, 5, 4];
       const data = scanData(B, T, D, N, [9, 5, 0]);
       const out = cpu(scanSpec(B, T, D, N), data, scan(chunkSize));

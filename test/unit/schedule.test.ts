@@ -30,6 +30,15 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
     });
 });
 
+test('jamba-small prefill (1 row, 128 tokens): one selective_scan kernel per Mamba-1 layer', () => {
+  // 7 Mamba-1 layers: each scan is one selscan kernel writing the SSM state in place; with the chunked
+  // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 221 kernels
+  const model = buildModel(parseConfig(BENCH_CONFIGS['jamba-small']!, 'jamba-small.json'));
+  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: LIMITS }).kernels;
+  expect(kernels.filter((k) => k.templates.includes('selscan'))).toHaveLength(7);
+  expect(kernels).toHaveLength(104);
+});
+
 test('strata inspect --kernels: the decode schedule of the llama fixture', async () => {
   const text = await kernelSchedule('test/fixtures/hf/llama', { rows: 1, tokens: 1, capacity: 256, limits: LIMITS });
   expect(text).toMatchInlineSnapshot(`

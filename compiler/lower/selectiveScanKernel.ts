@@ -15,11 +15,13 @@ export interface SelectiveScanWrites {
 
 /**
  * One workgroup per (sequence, CW channels), L = nextPow2(N) lanes per channel, lane n owning state element n in a
- * register for the whole scan. Tokens go in rounds of TC = WG / CW: each step of a round updates h and leaves
- * C_t[n] h[n] in workgroup memory; after the round one barrier, then every thread sums the L lanes of one
- * (token, channel) into y = C . h + D x (TC x CW = WG outputs, one a thread), and a second barrier before the next
- * round reuses the memory. Two barriers per TC tokens instead of a reduction per token. Rows of the products are
- * padded to L + 1 floats so that neither the lanes' writes nor the summing threads' reads share banks.
+ * register for the whole scan. Tokens go in rounds of TC = WG / CW (16 at N = 16): the round's dt, x, B and C are
+ * staged in workgroup memory; after a barrier each step updates h and leaves C_t[n] h[n] in workgroup memory; after
+ * a second barrier every thread sums the L lanes of one (token, channel) into y = C . h + D x (TC x CW = WG
+ * outputs, one a thread). The next round's staging cannot overwrite what a slower thread still reads: a thread
+ * reads back only its own staged x, and the steps' products are read before the next round's first barrier. Rows
+ * of the products are padded to L + 1 floats so that neither the lanes' writes nor the summing threads' reads share
+ * banks. Workgroup memory grows as N^2 (about 12 KB at N = 16): meant for Mamba's N = 16.
  */
 export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writes: SelectiveScanWrites = {}): LoweredKernel {
   const [x, dt, A, Bm, Cm, Dskip, h0, valid] = root.inputs as Node[];
@@ -52,43 +54,59 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   e.line(`let a_dn = ${e.value(A, [d, n])};`);
   e.line(`var h = ${e.value(h0, [b, d, n])};`);
 
-  // one step: padded tokens (t >= valid) have dt = 0 and x = 0, so h passes through
+  // a round's inputs, staged in workgroup memory by all threads at once (one memory latency a round, not one a
+  // token, and inlined producers such as the conv or Jamba's B/C norms evaluated once an element, not per lane):
+  // dt and x of (token lid / CW, channel lid % CW), B and C of (token e / N, state e % N) in strided trips
   const round = e.fresh('k');
-  const j = e.fresh('k');
-  const t = e.bound('tok', T - 1);
-  const step = e.nested(() => {
-    e.line(`let real = i32(tok) < n_valid;`);
-    e.line(`let dtv = select(0.0, ${e.value(dt, [b, t, d])}, real);`);
-    e.line(`let xv = select(0.0, ${e.value(x, [b, t, d])}, real);`);
-    e.line(`h = exp(dtv * a_dn) * h + dtv * xv * ${e.value(Bm, [b, t, n])};`);
-    if (part === 'y') e.line(`sel_ch[${j} * ${CW * row}u + (lid / ${L}u) * ${row}u + lane] = select(0.0, ${e.value(Cm, [b, t, n])} * h, ok_n);`);
+  const ot = e.bound('in_tok', T - 1);
+  const oc = e.bound('in_ch', D - 1);
+  const stageDx = e.nested(() => {
+    e.line(`let in_real = i32(in_tok) < n_valid;`);
+    e.line(`sel_dt[lid] = select(0.0, ${e.value(dt, [b, ot, oc])}, in_real);`);
+    e.line(`sel_x[lid] = select(0.0, ${e.value(x, [b, ot, oc])}, in_real);`);
+  });
+  const bcTrip = e.fresh('k');
+  const bt = e.bound('bc_tok', T - 1);
+  const bn = e.bound('bc_n', N - 1);
+  const stageBc = e.nested(() => {
+    e.line(`sel_b[bc_at] = ${e.value(Bm, [b, bt, bn])};`);
+    if (part === 'y') e.line(`sel_c[bc_at] = ${e.value(Cm, [b, bt, bn])};`);
   });
   // after a round: thread lid finishes token lid / CW of channel lid % CW
   const tk = e.fresh('k');
-  const ot = e.bound('out_tok', T - 1);
-  const oc = e.bound('out_ch', D - 1);
   const out = part !== 'y' ? [] : e.nested(() => {
-    e.line(`let out_real = i32(out_tok) < n_valid;`);
-    e.line(`var y = ${e.value(Dskip, [oc])} * select(0.0, ${e.value(x, [b, ot, oc])}, out_real);`);
+    e.line(`var y = ${e.value(Dskip, [oc])} * sel_x[lid];`);
     e.line(`for (var ${tk}: u32 = 0u; ${tk} < ${L}u; ${tk}++) { y = y + sel_ch[(lid / ${CW}u) * ${CW * row}u + (lid % ${CW}u) * ${row}u + ${tk}]; }`);
     e.line(e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, T), ot), D), oc), 'y'));
   });
 
+  const j = e.fresh('k');
+  e.line(`let cw = lid / ${L}u;`);
   e.line(`for (var ${round}: u32 = 0u; ${round} < ${rounds}u; ${round}++) {`);
-  e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
-  e.line(`    let tok = ${round} * ${TC}u + ${j};`);
-  e.line(`    if (tok >= ${T}u) { break; }`);
-  step.forEach((l) => e.line('    ' + l));
+  e.line(`  let in_at = ${round} * ${TC}u + lid / ${CW}u;`);
+  e.line(`  let in_tok = min(in_at, ${T - 1}u);`);
+  e.line(`  let in_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`);
+  stageDx.forEach((l) => e.line('  ' + l));
+  e.line(`  for (var ${bcTrip}: u32 = 0u; ${bcTrip} < ${Math.ceil((TC * N) / WG)}u; ${bcTrip}++) {`);
+  e.line(`    let bc_at = lid + ${bcTrip} * ${WG}u;`);
+  e.line(`    if (bc_at >= ${TC * N}u) { break; }`);
+  e.line(`    let bc_tok = min(${round} * ${TC}u + bc_at / ${N}u, ${T - 1}u);`);
+  e.line(`    let bc_n = bc_at % ${N}u;`);
+  stageBc.forEach((l) => e.line('    ' + l));
   e.line(`  }`);
+  e.line(`  workgroupBarrier();`);
+  // the round's steps: padded tokens were staged with dt = 0 and x = 0, so h passes through them
+  e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
+  e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
+  e.line(`    let dtv = sel_dt[${j} * ${CW}u + cw];`);
+  e.line(`    h = exp(dtv * a_dn) * h + dtv * sel_x[${j} * ${CW}u + cw] * sel_b[${j} * ${N}u + sn];`);
+  if (part === 'y') e.line(`    sel_ch[${j} * ${CW * row}u + cw * ${row}u + lane] = select(0.0, sel_c[${j} * ${N}u + sn] * h, ok_n);`);
+  e.line(`  }`);
+  e.line(`  workgroupBarrier();`);
   if (part === 'y') {
-    e.line(`  workgroupBarrier();`);
-    e.line(`  let out_at = ${round} * ${TC}u + lid / ${CW}u;`);
-    e.line(`  let out_tok = min(out_at, ${T - 1}u);`);
-    e.line(`  let out_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`);
-    e.line(`  if (out_at < ${T}u && ${first} + lid % ${CW}u < ${D}u) {`);
+    e.line(`  if (in_at < ${T}u && ${first} + lid % ${CW}u < ${D}u) {`);
     out.forEach((l) => e.line('    ' + l));
     e.line(`  }`);
-    e.line(`  workgroupBarrier();`);
   }
   e.line(`}`);
 
@@ -97,7 +115,12 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
     e.line(`if (ok_ch && ok_n && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[(ssm_row * ${D}u + ch) * ${N}u + sn] = h; }`);
   } else if (ssmOut) e.line(`if (ok_ch && ok_n) { ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, D), d), N), n), 'h')} }`);
 
-  const shared = part === 'y' ? [`var<workgroup> sel_ch: array<f32, ${TC * CW * row}>;`] : [];
+  const shared = [
+    `var<workgroup> sel_dt: array<f32, ${WG}>;`,
+    `var<workgroup> sel_x: array<f32, ${WG}>;`,
+    `var<workgroup> sel_b: array<f32, ${TC * N}>;`,
+    ...(part === 'y' ? [`var<workgroup> sel_c: array<f32, ${TC * N}>;`, `var<workgroup> sel_ch: array<f32, ${TC * CW * row}>;`] : []),
+  ];
   const k = finish(e, 'selscan', assemble(e, e.topLines(), WG, shared), groups);
   return writes.ssm ? { ...k, alsoWrites: [writes.ssm] } : k;
 }

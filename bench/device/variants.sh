@@ -15,12 +15,13 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
-# this stop's A/B: Jamba's fused Mamba-1 step and inlined top-2 routing against the paths they replaced
-for env in "X=0" "STRATA_SELECTIVE_STEP=0" "STRATA_JAMBA_ROUTING=topk" "STRATA_SELECTIVE_STEP=0 STRATA_JAMBA_ROUTING=topk"; do
-  step profile.txt 45 $env node dist/bench.mjs profile jamba-small --storage f16 --context 192 --top 10
+# this stop's A/B: the Mamba-1 prefill scan as one kernel (selscan) against the chunked composition it replaced
+for env in "X=0" "STRATA_SELECTIVE_SCAN=0"; do
+  step profile.txt 60 $env node dist/bench.mjs profile jamba-small --storage f16 --tokens 128 --top 10
 done
+# and the decode step's (measured at 8db011c: variants/ of bench/results/2026-12-02-h200-8db011c)
 for env in "X=0" "STRATA_SELECTIVE_STEP=0 STRATA_JAMBA_ROUTING=topk"; do
-  step profile.txt 45 $env node dist/bench.mjs profile jamba-small --storage f16 --rows 8 --context 192 --top 6
+  step profile.txt 45 $env node dist/bench.mjs profile jamba-small --storage f16 --context 192 --top 6
 done
 # earlier stops' variants, while the budget lasts
 step attn.txt 60 node dist/bench.mjs attn --variants 'lanes sector vec'

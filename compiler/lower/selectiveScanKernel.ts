@@ -3,10 +3,11 @@
 // passes/absorbStateWrites.ts hands it the scan's state scatter, the final state written in place.
 import type { Node } from '../ir.ts';
 import { selectiveScanDims } from '../selectiveScan.ts';
-import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
+import { CHANNEL_LANES_WG, channelLanes } from './channelLanes.ts';
+import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
 /** Threads of a workgroup (8 channels of 16 lanes at Mamba's N = 16). */
-const WG = 128;
+const WG = CHANNEL_LANES_WG;
 
 /** The state version the kernel writes in place (a scatter of the scan's `ssm` part at the slot ids). */
 export interface SelectiveScanWrites {
@@ -28,28 +29,11 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { B, T, D, N } = selectiveScanDims(root.inputs);
   const e = new Emitter(root, isMat, 'selscan');
-  const L = Math.min(WG, nextPow2(N));
-  const CW = WG / L; // channels a workgroup
+  const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
+  const { L, CW, groups, seq: b, first, d, n } = channelLanes(e, B, D, N);
   const TC = WG / CW; // tokens a round
   const row = L + 1; // padded row of one channel's products
-  const perSeq = Math.ceil(D / CW);
-  const groups = B * perSeq;
   const rounds = Math.ceil(T / TC);
-  e.workgroupSize = WG;
-  const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
-
-  e.line(`let gi = wid.x + wid.y * NX;`);
-  e.line(`if (gi >= ${groups}u) { return; }`);
-  const gi = e.bound('gi', groups - 1);
-  const b = e.declareTop('o0', e.ix.div(gi, perSeq));
-  const first = e.declareTop('o1', e.ix.mul(e.ix.mod(gi, perSeq), CW));
-  e.line(`let lane = lid % ${L}u;`);
-  e.line(`let ok_ch = ${first} + lid / ${L}u < ${D}u;`);
-  const d = e.bound('ch', D - 1);
-  e.line(`let ch = min(${first} + lid / ${L}u, ${D - 1}u);`);
-  const n = e.bound('sn', N - 1);
-  e.line(`let sn = min(lane, ${N - 1}u);`);
-  e.line(`let ok_n = lane < ${N}u;`);
   e.line(`let n_valid = ${e.value(valid, [b])};`);
   e.line(`let a_dn = ${e.value(A, [d, n])};`);
   e.line(`var h = ${e.value(h0, [b, d, n])};`);

@@ -4,10 +4,11 @@
 import type { Node } from '../ir.ts';
 import { wgslLiteral } from '../ops.ts';
 import { selectiveStepDims } from '../selectiveStep.ts';
-import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
+import { CHANNEL_LANES_WG, channelLanes } from './channelLanes.ts';
+import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
 /** Threads of a workgroup (16 channels of 8 lanes, or 8 of 16 at Mamba's N = 16). */
-const WG = 128;
+const WG = CHANNEL_LANES_WG;
 
 /** The state version the kernel writes in place (a scatter of this step's `ssm` part at the slot ids). */
 export interface SelectiveStepWrites {
@@ -28,25 +29,8 @@ export function lowerSelectiveStep(root: Node, isMat: (n: Node) => boolean, writ
   const { S, D, R, N, normed } = selectiveStepDims(root.inputs);
   const e = new Emitter(root, isMat, 'selstep');
   const f = (v: number) => wgslLiteral(v, 'f32');
-  const L = Math.min(WG, nextPow2(N));
-  const CW = WG / L; // channels a workgroup
-  const perSeq = Math.ceil(D / CW);
-  const groups = S * perSeq;
-  e.workgroupSize = WG;
   const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
-
-  e.line(`let gi = wid.x + wid.y * NX;`);
-  e.line(`if (gi >= ${groups}u) { return; }`);
-  const gi = e.bound('gi', groups - 1);
-  const s = e.declareTop('o0', e.ix.div(gi, perSeq));
-  const first = e.declareTop('o1', e.ix.mul(e.ix.mod(gi, perSeq), CW));
-  e.line(`let lane = lid % ${L}u;`);
-  e.line(`let ok_ch = ${first} + lid / ${L}u < ${D}u;`);
-  const d = e.bound('ch', D - 1);
-  e.line(`let ch = min(${first} + lid / ${L}u, ${D - 1}u);`);
-  const n = e.bound('sn', N - 1);
-  e.line(`let sn = min(lane, ${N - 1}u);`);
-  e.line(`let ok_n = lane < ${N}u;`);
+  const { L, CW, groups, seq: s, first, d, n } = channelLanes(e, S, D, N);
 
   // this lane's loads first, so that they are in flight with round 1's (a barrier would hold them back)
   e.line(`let real = ${e.value(valid, [s])} > 0;`);

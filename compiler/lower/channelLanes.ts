@@ -1,0 +1,42 @@
+// The thread layout the Mamba-1 step and scan kernels share: one workgroup per (sequence, CW channels), L =
+// nextPow2(N) lanes per channel, lane n owning state element n (clamped, with ok flags for the lanes and channels
+// past the ends).
+import type { KExpr } from '../kexpr/expr.ts';
+import { type Emitter, nextPow2 } from './emitter.ts';
+
+/** Threads a workgroup. */
+export const CHANNEL_LANES_WG = 128;
+
+export interface ChannelLanes {
+  /** Lanes a channel, channels a workgroup, workgroups in all. */
+  L: number;
+  CW: number;
+  groups: number;
+  /** The workgroup's sequence, its first channel, this thread's channel and state element (clamped). */
+  seq: KExpr;
+  first: KExpr;
+  d: KExpr;
+  n: KExpr;
+}
+
+/** Emits the layout's lines (`lane`, `ch`, `sn`, `ok_ch`, `ok_n`; threads of workgroups past the end return). */
+export function channelLanes(e: Emitter, sequences: number, D: number, N: number): ChannelLanes {
+  const L = Math.min(CHANNEL_LANES_WG, nextPow2(N));
+  const CW = CHANNEL_LANES_WG / L;
+  const perSeq = Math.ceil(D / CW);
+  const groups = sequences * perSeq;
+  e.workgroupSize = CHANNEL_LANES_WG;
+  e.line(`let gi = wid.x + wid.y * NX;`);
+  e.line(`if (gi >= ${groups}u) { return; }`);
+  const gi = e.bound('gi', groups - 1);
+  const seq = e.declareTop('o0', e.ix.div(gi, perSeq));
+  const first = e.declareTop('o1', e.ix.mul(e.ix.mod(gi, perSeq), CW));
+  e.line(`let lane = lid % ${L}u;`);
+  e.line(`let ok_ch = ${first} + lid / ${L}u < ${D}u;`);
+  const d = e.bound('ch', D - 1);
+  e.line(`let ch = min(${first} + lid / ${L}u, ${D - 1}u);`);
+  const n = e.bound('sn', N - 1);
+  e.line(`let sn = min(lane, ${N - 1}u);`);
+  e.line(`let ok_n = lane < ${N}u;`);
+  return { L, CW, groups, seq, first, d, n };
+}

@@ -51,7 +51,7 @@ async function timeProgram(rt: GpuRuntime, fn: () => Record<string, Tensor>, fus
  * Seconds per run of a matvec compiled with these limits: the better of two timings (the first also brings the
  * GPU's clocks back up after the compile before it); its buffers are released after.
  */
-async function timeMatvec(rt: GpuRuntime, fn: () => Record<string, Tensor>, iters: number, limits: Partial<DeviceLimits>): Promise<number> {
+export async function timeMatvec(rt: GpuRuntime, fn: () => Record<string, Tensor>, iters: number, limits: Partial<DeviceLimits>): Promise<number> {
   const program = compile(trace(fn), { limits: { ...rt.limits, ...limits } });
   const namespace = `bench-matvec-${Math.random()}/`;
   const exe = await rt.load(program, { namespace });

@@ -4,7 +4,7 @@
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
-import { type QuantMatvec, isQuantized } from './quantized.ts';
+import { type QuantMatvec, type QuantShape, isQuantized } from './quantized.ts';
 import type { TiledVariant } from './lower/tiledMatmul.ts';
 import type { AttentionDecodeVariant } from './lower/attentionDecodeVariants.ts';
 import type { MatvecRowsVariant } from './lower/matvecRows.ts';
@@ -63,6 +63,11 @@ export interface DeviceLimits {
    * conversions, the generic loop) where unset; the ops bench measures each.
    */
   quantMatvec?: QuantMatvec;
+  /**
+   * The quantized matvec's shape where set (0: the planner's choice): columns (weight rows) a workgroup computes and
+   * its threads. STRATA_QUANT_SHAPE=cols=N,threads=N sets it on an adapter; `bench ops --quant-sweep` measures a grid.
+   */
+  quantShape?: QuantShape;
   /** The tiled (prefill) matmul's variant (compiler/lower/tiledMatmul.ts): DEFAULT_TILED_VARIANT where unset; the ops bench measures each. */
   tiledMatmul?: TiledVariant;
   /**

@@ -24,6 +24,12 @@ export const QUANT_BLOCK = 32;
  */
 export const QUANT_MATVECS = ['word', 'lanes', 'staged', 'dot4', 'half'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
+/** The quantized matvec's shape (DeviceLimits.quantShape): columns a workgroup and threads; 0 leaves one to the planner. */
+export interface QuantShape {
+  cols: number;
+  threads: number;
+}
+
 /** The variant a GPU adapter compiles (STRATA_QUANT_MATVEC overrides it; a software adapter takes 'word'). */
 export const GPU_QUANT_MATVEC: QuantMatvec = 'lanes';
 

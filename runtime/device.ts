@@ -7,7 +7,7 @@ import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
-import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
+import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec, type QuantShape } from '../compiler/quantized.ts';
 
 export interface StrataAdapterInfo {
   vendor: string;
@@ -293,6 +293,19 @@ function quantMatvecOf(software: boolean): QuantMatvec {
   return (env as QuantMatvec | undefined) ?? (software ? 'word' : GPU_QUANT_MATVEC);
 }
 
+/** The quantized matvec's shape: STRATA_QUANT_SHAPE=cols=N,threads=N (Node; either may be left out) where set, else the planner's. */
+function quantShapeOf(): QuantShape {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_QUANT_SHAPE;
+  const shape = { cols: 0, threads: 0 };
+  for (const part of env ? env.split(',') : []) {
+    const m = /^(cols|threads)=(\d+)$/.exec(part);
+    const v = m ? Number(m[2]) : 0;
+    if (!m || v < 1 || (v & (v - 1)) !== 0 || v > 256) throw new StrataUserError(`STRATA_QUANT_SHAPE must be cols=N,threads=N with powers of two up to 256, got '${env}'`);
+    shape[m[1] as 'cols' | 'threads'] = v;
+  }
+  return shape;
+}
+
 /**
  * The limits the compiler schedules against on an adapter: what the traced path compiles for on it, and what an AOT
  * variant for it is compiled against (so both give the same kernels). STRATA_NO_SUBGROUPS=1 (Node) turns subgroups off.
@@ -312,6 +325,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     matvecRows: matvecRowsOf(),
     matvecPreload: flagOf('STRATA_MATVEC_PRELOAD'),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
+    quantShape: quantShapeOf(),
     tiledMatmul: tiledMatmulOf(),
     attentionDecode: attentionDecodeOf(profile.isFallback === true),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,

@@ -4,7 +4,7 @@ import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { OPS } from '../ops.ts';
-import { QUANT_BLOCK, QUANT_FORMATS, type QuantMatvec, isQuantized } from '../quantized.ts';
+import { QUANT_BLOCK, QUANT_FORMATS, type QuantMatvec, type QuantShape, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
 import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
@@ -43,6 +43,8 @@ export interface MatvecOptions {
   workgroupStorage?: number;
   /** The K loop for block-quantized weights (DeviceLimits.quantMatvec). */
   quantMatvec?: QuantMatvec;
+  /** The quantized K loop's columns a workgroup and threads where set (DeviceLimits.quantShape; 0: chosen here). */
+  quantShape?: QuantShape;
   /** Accumulators per thread at most on the rows path (DeviceLimits.matvecAccumulators; 0: no rows path). */
   matvecAccumulators?: number;
   /** The rows path's variant (DeviceLimits.matvecRows; matvecRows.ts). */
@@ -159,7 +161,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic;
   // the quantized loop shares each trip's x (and its sums) by as many columns as keep ~256 workgroups, up to 16
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));
-  const quantR = Math.min(N, Math.max(1, Math.min(16, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
+  const forced = quant ? o.quantShape : undefined;
+  const quantR = forced?.cols ? Math.min(N, forced.cols) : Math.min(N, Math.max(1, Math.min(16, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
   const R = quant ? quantR : rowsPath ? Math.max(1, rowsR) : genericR;
   // x in workgroup memory (variants staged, dot4 quantized to int8, half as f16 pairs): every matmul reads the same x
   const sharedX = quant && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
@@ -177,7 +180,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const groups = numel(batchShape) * mChunks * nGroups;
   // Enough threads that each takes several steps along K (the quantized loop: about 2, more warps in flight and half
   // the code of its 16 columns written out; staged: one); shared memory for the partials stays under 16 KiB.
-  let wg = Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * (stagedVariant ? 1 : quant ? 2 : 4))))));
+  let wg = forced?.threads || Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * (stagedVariant ? 1 : quant ? 2 : 4))))));
   const partsPerAcc = (size: number) => (subgroups ? size / 4 : size); // subgroups hold at least 4 lanes
   // the rows path: the partials and a phase's reduction array (wg floats) within the adapter's workgroup storage
   const over = (size: number) => 4 * accumulators * partsPerAcc(size) + (rowsPath ? 4 * size : 0) > (rowsPath ? workgroupStorage : 16384);
@@ -188,7 +191,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   let staged: ReturnType<typeof stagedChunk>;
   for (let w = wg; stagedVariant && !staged && w >= 32; w /= 2) {
     staged = chunkOf(K, MB, workgroupStorage - 4 * accumulators * partsPerAcc(w) - 8 * w);
-    if (staged) wg = Math.max(Math.min(w, nextPow2(staged.chunk / U)), 32, nextPow2(outputsPerGroup));
+    if (staged) wg = Math.max(forced?.threads ? w : Math.min(w, nextPow2(staged.chunk / U)), 32, nextPow2(outputsPerGroup));
   }
 
   e.line(`let gi = wid.x + wid.y * NX;`);

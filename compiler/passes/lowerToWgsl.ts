@@ -13,7 +13,7 @@
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
-import type { QuantMatvec } from '../quantized.ts';
+import type { QuantMatvec, QuantShape } from '../quantized.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS, wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
@@ -60,6 +60,8 @@ export interface LowerOptions {
   matvecPreload?: boolean;
   /** The matvec's K loop for block-quantized weights (DeviceLimits.quantMatvec). */
   quantMatvec?: QuantMatvec;
+  /** The quantized matvec's columns and threads where set (DeviceLimits.quantShape). */
+  quantShape?: QuantShape;
   /** The tiled matmul's variant (DeviceLimits.tiledMatmul). */
   tiledMatmul?: TiledVariant;
   /** The decode attention kernel's variant (DeviceLimits.attentionDecode). */

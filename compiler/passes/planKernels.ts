@@ -142,7 +142,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   // 'dot4' needs WGSL's packed integer dot product, 'half' the feature shader-f16: without them, the GPU default's K loop
   const unsupported = (limits.quantMatvec === 'dot4' && !limits.packedDot) || (limits.quantMatvec === 'half' && !limits.shaderF16);
   const quantMatvec = unsupported ? GPU_QUANT_MATVEC : limits.quantMatvec;
-  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, quantMatvec, tiledMatmul: limits.tiledMatmul, attentionDecode: limits.attentionDecode };
+  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, quantMatvec, quantShape: limits.quantShape, tiledMatmul: limits.tiledMatmul, attentionDecode: limits.attentionDecode };
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */
   const accepted = new Map<number, LoweredKernel>();

@@ -77,6 +77,28 @@ describe('kernels decode quantized weights where they read them', () => {
     expectClose(r.gpu.outputs, r.cpu.outputs, tol);
   });
 
+  // a forced shape (DeviceLimits.quantShape, what `bench quant-sweep` varies): fewer or more columns a workgroup and
+  // threads than the planner picks, so threads take several trips or some have none; outputs as the reference
+  test.each([
+    ['lanes', 2, 32],
+    ['staged', 8, 64],
+  ] as const)('matvec %s with %d columns a workgroup and %d threads', async (quantMatvec, cols, threads) => {
+    const r = await runBoth(
+      () => {
+        const x = input('x', [1, 224]);
+        const n = rmsnorm(x, weight('g', [224]), 1e-5);
+        return { y: linear(n, weight('a', [37, 224], 'q4')).add(linear(n, weight('b', [37, 224], 'q8'))) };
+      },
+      {},
+      (g) => randomData(g, 11),
+      { limits: { unroll: false, quantMatvec, quantShape: { cols, threads } } },
+    );
+    const [k] = r.program.kernels;
+    expect(k!.wgsl).toContain(`@workgroup_size(${threads})`);
+    expect(k!.workgroups[0]).toBe(Math.ceil(37 / cols));
+    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+  });
+
   // 'dot4' (matvecDot4.ts) rounds x to int8 per block, so its reference rounds x the same way (dot4Reference); the
   // kernels: q4 with q8 (x bytes in natural order, q4 nibbles spread), q4 alone (x bytes in the nibbles' order), q8
   // alone on a longer K; at 1 KiB of workgroup memory that K (41 blocks) in chunks of one block. At 3 rows only the

@@ -1,0 +1,85 @@
+// `bench quant-sweep`: the quantized matvec's K loops at a grid of shapes (DeviceLimits.quantShape: columns a
+// workgroup, threads), q8 and q4, at the ops bench's headline matrix and llama-400m's decode shapes, batch 1, in
+// bytes actually read as a fraction of the copy roofline measured first; each setting's output checked against the
+// first's. `--quick`: one small matrix. Prints one line a setting, best per
+// (format, matrix) last; `--json FILE` writes the rows.
+import { writeFileSync } from 'node:fs';
+import { QUANT_FORMATS, type QuantMatvec } from '../compiler/quantized.ts';
+import { compile } from '../compiler/compile.ts';
+import { input, trace, weight } from '../dsl/trace.ts';
+import { getSharedDevice } from '../runtime/device.ts';
+import { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { copyRoofline, copyRooflineBytes } from './ops.ts';
+import { timeGpu } from './timing.ts';
+
+const HEADLINE: [number, number] = [8192, 4096];
+const DECODE: [number, number][] = [[3072, 1024], [5632, 1024], [1024, 2816], [32000, 1024]];
+
+export interface SweepRow { storage: 'q8' | 'q4'; variant: QuantMatvec; cols: number; threads: number; rows: number; k: number; us: number; GBps: number; fractionOfCopy: number }
+
+export async function quantSweepMain(argv: string[]): Promise<void> {
+  const rt = new GpuRuntime(await getSharedDevice());
+  const copy = (await copyRoofline(rt, copyRooflineBytes(rt, false), 50)) / 1e9;
+  console.log(`copy roofline ${copy.toFixed(1)} GB/s`);
+  const variants: QuantMatvec[] = rt.limits.packedDot ? ['lanes', 'staged', 'dot4'] : ['lanes', 'staged'];
+  const grid = (full: boolean) => (full ? [0, 2, 4, 8, 16] : [0, 4, 16]).flatMap((cols) => [0, 64, 128, 256].map((threads) => ({ cols, threads })));
+  const rows: SweepRow[] = [];
+  const matrices = argv.includes('--quick') ? [[64, 256] as [number, number]] : [HEADLINE, ...DECODE];
+  for (const [n, k] of matrices)
+    for (const storage of ['q8', 'q4'] as const) {
+      const fn = () => ({ y: input('x', [1, k]).matmul(weight(`w_${storage}`, [n, k], storage).T) });
+      const bytes = QUANT_FORMATS[storage].readBytes(n * k) + 4 * (k + n);
+      let reference: Float32Array | undefined;
+      for (const variant of variants)
+        for (const { cols, threads } of grid(n === HEADLINE[0] || matrices.length === 1)) {
+          const namespace = `quant-sweep-${storage}-${n}x${k}-${variant}-${cols}-${threads}/`;
+          const exe = await rt.load(compile(trace(fn), { limits: { ...rt.limits, quantMatvec: variant, quantShape: { cols, threads } } }), { namespace });
+          // the same random x and weight bytes for every setting (bytes <= 0x3b: finite f16 block constants); each
+          // setting's y must match the first's (dot4 rounds x to int8: a looser bound)
+          fill(rt, exe.buffer('weight', `w_${storage}`)!, 1);
+          exe.writeInput('x', Float32Array.from(random(k, 2), (b) => b / 255 - 0.1));
+          exe.run();
+          const y = (await exe.readOutput('y')).data as Float32Array;
+          reference ??= y;
+          const err = maxRelative(y, reference);
+          if (err > (variant === 'dot4' ? 2e-2 : 1e-3)) throw new Error(`[quant-sweep] ${storage} ${variant} cols ${cols} threads ${threads}: y differs from the first setting's by ${err.toExponential(2)} (relative)`);
+          const a = await timeGpu(rt, (pass) => exe.encode(pass), 200);
+          const seconds = Math.min(a, await timeGpu(rt, (pass) => exe.encode(pass), 200));
+          rt.releaseNamed(namespace);
+          const GBps = bytes / seconds / 1e9;
+          rows.push({ storage, variant, cols, threads, rows: n, k, us: seconds * 1e6, GBps, fractionOfCopy: GBps / copy });
+          console.log(`${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}] ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
+        }
+    }
+  console.log('best per format and matrix (cols/threads "-": the planner\'s choice):');
+  for (const [n, k] of matrices)
+    for (const storage of ['q8', 'q4'] as const) {
+      const mine = rows.filter((r) => r.rows === n && r.k === k && r.storage === storage);
+      const best = mine.reduce((a, b) => (b.GBps > a.GBps ? b : a));
+      const base = mine.find((r) => r.variant === 'lanes' && r.cols === 0 && r.threads === 0)!;
+      console.log(`  ${storage} [${k}x${n}]: ${best.variant} cols ${best.cols || '-'} threads ${best.threads || '-'} ${(100 * best.fractionOfCopy).toFixed(0)}% (default lanes ${(100 * base.fractionOfCopy).toFixed(0)}%)`);
+    }
+  const out = argv[argv.indexOf('--json') + 1];
+  if (argv.includes('--json') && out) writeFileSync(out, JSON.stringify({ copyGBps: copy, rows }, null, 1));
+}
+
+/** `n` pseudo-random bytes (0..0x3b) from `seed`. */
+function random(n: number, seed: number): Uint8Array {
+  let state = seed >>> 0;
+  return Uint8Array.from({ length: n }, () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) >>> 24) % 0x3c);
+}
+
+function fill(rt: GpuRuntime, buffer: GPUBuffer, seed: number): void {
+  rt.write(buffer, random(buffer.size, seed));
+}
+
+/** Largest |a - b| over the largest |b|. */
+function maxRelative(a: Float32Array, b: Float32Array): number {
+  let err = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    err = Math.max(err, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return err / Math.max(scale, 1e-30);
+}

@@ -8,7 +8,7 @@ import { QUANT_FORMATS, type QuantMatvec } from '../compiler/quantized.ts';
 import { compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import { getSharedDevice } from '../runtime/device.ts';
-import { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { type Executable, GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { copyRoofline, copyRooflineBytes } from './ops.ts';
 import { timeGpu } from './timing.ts';
 
@@ -30,11 +30,15 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
     for (const storage of ['q8', 'q4'] as const) {
       const fn = () => ({ y: input('x', [1, k]).matmul(weight(`w_${storage}`, [n, k], storage).T) });
       const bytes = QUANT_FORMATS[storage].readBytes(n * k) + 4 * (k + n);
+      // compile, load and check every setting first (host work, the GPU idle), then time them back to back after
+      // a second of load: an H200 idles at 345 MHz and needs ~0.5 s of load to reach 1,980 MHz; with compiles
+      // between timings the first sweep measured at 345 MHz throughout
+      const loaded: { variant: QuantMatvec; cols: number; threads: number; exe: Executable }[] = [];
       let reference: Float32Array | undefined;
+      const namespace = `quant-sweep-${storage}-${n}x${k}/`;
       for (const variant of variants)
         for (const { cols, threads } of grid(n === HEADLINE[0] || matrices.length === 1)) {
-          const namespace = `quant-sweep-${storage}-${n}x${k}-${variant}-${cols}-${threads}/`;
-          const exe = await rt.load(compile(trace(fn), { limits: { ...rt.limits, quantMatvec: variant, quantShape: { cols, threads } } }), { namespace });
+          const exe = await rt.load(compile(trace(fn), { limits: { ...rt.limits, quantMatvec: variant, quantShape: { cols, threads } } }), { namespace: `${namespace}${variant}-${cols}-${threads}/` });
           // the same random x and weight bytes for every setting (bytes <= 0x3b: finite f16 block constants); each
           // setting's y must match the first's (dot4 rounds x to int8: a looser bound)
           fill(rt, exe.buffer('weight', `w_${storage}`)!, 1);
@@ -44,14 +48,30 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
           reference ??= y;
           const err = maxRelative(y, reference);
           if (err > (variant === 'dot4' ? 2e-2 : 1e-3)) throw new Error(`[quant-sweep] ${storage} ${variant} cols ${cols} threads ${threads}: y differs from the first setting's by ${err.toExponential(2)} (relative)`);
-          const seconds = await timeWarm(rt, (pass) => exe.encode(pass));
-          rt.releaseNamed(namespace);
-          const GBps = bytes / seconds / 1e9;
-          rows.push({ storage, variant, cols, threads, rows: n, k, us: seconds * 1e6, GBps, fractionOfCopy: GBps / copy });
-          if (out) writeFileSync(out, JSON.stringify({ copyGBps: copy, rows }, null, 1)); // a run cut short keeps what it timed
-          console.log(`${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}] ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
+          loaded.push({ variant, cols, threads, exe });
         }
+      await loadFor(rt, loaded[0]!.exe, 1.0);
+      for (const { variant, cols, threads, exe } of loaded) {
+        const seconds = await timeWarm(rt, (pass) => exe.encode(pass));
+        const GBps = bytes / seconds / 1e9;
+        rows.push({ storage, variant, cols, threads, rows: n, k, us: seconds * 1e6, GBps, fractionOfCopy: GBps / copy });
+        if (out) writeFileSync(out, JSON.stringify({ copyGBps: copy, rows }, null, 1)); // a run cut short keeps what it timed
+        console.log(`${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}] ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
+      }
+      rt.releaseNamed(namespace);
     }
+  // the 16-bit matvec at the headline matrix beside them, random weights as here and all-zero weights as the ops
+  // bench has them (a GPU may compress constant data: bandwidth that random weights do not get)
+  for (const zero of [false, true]) {
+    const [n, k] = matrices[0]!;
+    const exe = await rt.load(compile(trace(() => ({ y: input('x', [1, k]).matmul(weight('w', [n, k], 'f16').T) })), { limits: rt.limits }), { namespace: 'quant-sweep-f16/' });
+    if (!zero) fill(rt, exe.buffer('weight', 'w')!, 1);
+    await loadFor(rt, exe, 1.0);
+    const seconds = await timeWarm(rt, (pass) => exe.encode(pass));
+    const GBps = (2 * n * k + 4 * (k + n)) / seconds / 1e9;
+    console.log(`f16 ${zero ? 'zero  ' : 'random'} weights [1x${k}]x[${k}x${n}] ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
+    rt.releaseNamed('quant-sweep-f16/');
+  }
   console.log('best per format and matrix (cols/threads "-": the planner\'s choice):');
   for (const [n, k] of matrices)
     for (const storage of ['q8', 'q4'] as const) {
@@ -83,11 +103,13 @@ function maxRelative(a: Float32Array, b: Float32Array): number {
   return err / Math.max(scale, 1e-30);
 }
 
-/**
- * Seconds per run, the better of two timings of ~20 ms each after ~20 ms of warm-up: an H200 left idle while the
- * host compiles drops its clocks within milliseconds, and a 3 ms timing then measures the ramp (the first sweep's
- * settings after the first ran 4-5x slower).
- */
+/** Seconds per run, the better of two timings of ~20 ms each after ~20 ms of runs (the setting's own warm-up). */
+/** Runs `exe` for about `seconds` (the GPU's clocks up). */
+async function loadFor(rt: GpuRuntime, exe: Executable, seconds: number): Promise<void> {
+  const probe = await timeGpu(rt, (pass) => exe.encode(pass), 50);
+  await timeGpu(rt, (pass) => exe.encode(pass), Math.min(200000, Math.ceil(seconds / probe)));
+}
+
 async function timeWarm(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void): Promise<number> {
   const probe = await timeGpu(rt, encode, 50);
   const iters = Math.min(20000, Math.max(50, Math.ceil(0.02 / probe)));

@@ -9,8 +9,10 @@ import { buildModel } from '../models/registry.ts';
 import { BENCH_CONFIGS } from '../bench/configs.ts';
 const out = process.argv[2]!;
 mkdirSync(out, { recursive: true });
-const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16 };
-const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false };
+// STRATA_ONE_GROUP_FUSION=0 dumps the programs without one-workgroup fusion (DeviceLimits.oneGroupFusion), to diff against
+const oneGroupFusion = process.env.STRATA_ONE_GROUP_FUSION !== '0';
+const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion };
+const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion };
 function dump(tag: string, p: Program) {
   const text = [printProgram(p), printSchedule(p), ...p.kernels.map((k) => `// ---- ${k.name}\n${k.wgsl}`)].join('\n');
   writeFileSync(`${out}/${tag}.txt`, text);

@@ -13,7 +13,7 @@ import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
 import type { LoweredKernel } from './passes/lowerToWgsl.ts';
 import { CompileError, type KernelPlan, type PlanStep, planKernels, templateName } from './passes/planKernels.ts';
-import { groupKernels, workgroupVars } from './passes/groupKernels.ts';
+import { groupKernels, groupWorkgroupSize, workgroupVars } from './passes/groupKernels.ts';
 import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { absorbScatters } from './passes/absorbScatters.ts';
@@ -75,6 +75,13 @@ export interface DeviceLimits {
    * (GPU 'sector', software 'lanes') where unset; STRATA_ATTN_DECODE sets it on an adapter.
    */
   attentionDecode?: AttentionDecodeVariant;
+  /**
+   * Kernels of one workgroup fuse further: a scatter reads the rows it overwrites (every thread reads, a barrier,
+   * then the writes: the position update pos[slot] += valid is one kernel, not a map and a scatter), and a
+   * one-workgroup map or scatter shares a dispatch with kernels of a larger workgroup size. On where unset;
+   * STRATA_ONE_GROUP_FUSION=0 turns it off on an adapter (the A/B: two more dispatches a decode step).
+   */
+  oneGroupFusion?: boolean;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */
@@ -158,7 +165,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
   }
   const helpers = [...new Set(group.flatMap((k) => k.text.decls.filter((d) => !d.startsWith('var<workgroup>'))))];
   const shared = [...workgroupVars(group.flatMap((k) => k.text.decls)).values()].map((v) => v.decl);
-  const text = { decls: [...shared, ...helpers], main, wg: group[0]!.workgroupSize, subgroups: group.some((k) => k.text.subgroups), f16: group.some((k) => k.text.f16) };
+  const text = { decls: [...shared, ...helpers], main, wg: groupWorkgroupSize(group)!, subgroups: group.some((k) => k.text.subgroups), f16: group.some((k) => k.text.f16) };
   const wgsl = renderKernel(text, decls.join('\n'), limits.opaqueLoops ?? false).replace(/\bNX\b/g, `${x}u`);
   const name = group.length === 1 ? `${group[0]!.mode}_${group[0]!.root.op}` : `${group.map((k) => k.mode).join('+')}_${group.map((k) => k.root.op).join('+')}`;
   return {

@@ -330,6 +330,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     attentionDecode: attentionDecodeOf(profile.isFallback === true),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
+    oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
   };
 }
 
@@ -353,11 +354,11 @@ function attentionDecodeOf(software: boolean): AttentionDecodeVariant {
   return env === undefined ? defaultAttentionDecode(software) : parseAttentionDecode(env);
 }
 
-/** A switch read from the environment (Node): '1' on, '0' or unset off. */
-function flagOf(name: string): boolean {
+/** A switch read from the environment (Node): '1' on, '0' off, unset `fallback`. */
+function flagOf(name: string, fallback = false): boolean {
   const env = typeof process === 'undefined' ? undefined : process.env?.[name];
   if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`${name} must be 0 or 1, got '${env}'`);
-  return env === '1';
+  return env === undefined ? fallback : env === '1';
 }
 
 /** The matvec rows path's variant: STRATA_MATVEC_ROWS (Node) where set, else DEFAULT_MATVEC_ROWS. */

@@ -40,6 +40,11 @@ export interface LoweredKernel {
   alsoWrites?: Node[];
   /** A scatter's body, one element `t`'s write with no guard, for a kernel that absorbs the scatter. */
   scatter?: { elements: number; body: string[] };
+  /**
+   * One workgroup whose threads index by `lid` and guard their own range, with no barrier outside uniform control
+   * flow: the text is correct in any larger workgroup, so passes/groupKernels.ts may run it in one.
+   */
+  anyLargerWorkgroup?: boolean;
   /** The kernel may run scatters of what it reads at its start (see passes/absorbScatters.ts). */
   absorbsScatters?: boolean;
   /** Weights the text reads as vectors (`@V<id>@`: array<vec4<u32>> for 16-bit storage, array<vec4<f32>> for f32). */

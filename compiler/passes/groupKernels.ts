@@ -1,6 +1,7 @@
 // groupKernels: kernels next to each other in dispatch order that do not touch each other's buffers and share a
 // workgroup size become one dispatch (horizontal fusion): each keeps its own workgroups, told apart by the
-// workgroup index, so q/k/v projections or two KV scatters cost one dispatch and one barrier instead of three.
+// workgroup index, so q/k/v projections or two KV scatters cost one dispatch and one barrier instead of three. A
+// one-workgroup map or scatter joins kernels of a larger size with its spare threads idle (groupWorkgroupSize).
 // Decode on a fast GPU is bound by dispatches, not bytes (README, benchmarks).
 import type { DeviceLimits } from '../compile.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
@@ -22,6 +23,17 @@ export function workgroupVars(decls: readonly string[]): Map<string, { decl: str
   return vars;
 }
 
+/**
+ * The workgroup size a group of kernels runs with: the parts' common size, or the largest where every smaller part
+ * runs correctly in a larger workgroup (one workgroup of a map or scatter, its spare threads idle: the position
+ * update beside the LM head's matvec). Undefined when the parts cannot share one.
+ */
+export function groupWorkgroupSize(parts: readonly LoweredKernel[], mixed = true): number | undefined {
+  const size = Math.max(...parts.map((k) => k.workgroupSize));
+  const fits = (k: LoweredKernel) => k.workgroupSize === size || (mixed && k.anyLargerWorkgroup === true);
+  return parts.every(fits) ? size : undefined;
+}
+
 export function groupKernels(kernels: LoweredKernel[], bufferOf: Map<number, number>, limits: DeviceLimits): LoweredKernel[][] {
   const writes = (k: LoweredKernel) => [k.write, ...(k.alsoWrites ?? [])].map((w) => bufferOf.get(w.id)!);
   const reads = (k: LoweredKernel) => k.reads.map((r) => bufferOf.get(r.id)!);
@@ -31,7 +43,7 @@ export function groupKernels(kernels: LoweredKernel[], bufferOf: Map<number, num
   let touched = new Set<number>();
   const fits = (k: LoweredKernel): boolean => {
     if (current.length === 0) return true;
-    if (current.length >= MAX_GROUP || k.workgroupSize !== current[0]!.workgroupSize) return false;
+    if (current.length >= MAX_GROUP || groupWorkgroupSize([...current, k], limits.oneGroupFusion ?? true) === undefined) return false;
     if (writes(k).some((b) => touched.has(b)) || reads(k).some((b) => written.has(b))) return false;
     const buffers = new Set([...touched, ...writes(k), ...reads(k)]);
     if (buffers.size > limits.maxStorageBuffersPerShaderStage) return false;

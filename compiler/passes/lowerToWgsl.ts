@@ -153,7 +153,9 @@ function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const idx = delinearize(e.ix, t, root.shape).map((s, d) => e.declareTop(`o${d}`, s));
   const v = e.value(root, idx);
   e.line(e.store(root, t, v));
-  return finish(e, 'map', assemble(e, e.topLines(), wg), Math.ceil(n / wg));
+  const groups = Math.ceil(n / wg);
+  // one workgroup: t is lid, guarded by n, so the kernel is correct in any larger workgroup
+  return { ...finish(e, 'map', assemble(e, e.topLines(), wg), groups), ...(groups === 1 ? { anyLargerWorkgroup: true } : {}) };
 }
 
 function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' | 'element', options: LowerOptions): LoweredKernel {
@@ -185,6 +187,14 @@ function lowerCooperative(root: Node, isMat: (n: Node) => boolean, mode: 'row' |
   return finish(e, mode, assemble(e, [...head, ...e.phases, ...main], wg), groups);
 }
 
+/**
+ * Whether a scatter may read the state version it overwrites (values or indices inlined over it): its elements
+ * fit one workgroup, so every thread reads before a barrier and writes after it (lowerScatter).
+ */
+export function scatterReadsInPlace(root: Node): boolean {
+  return numel(root.inputs[2]!.shape) <= MAP_WG;
+}
+
 function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   const [target, indices, values] = root.inputs as [Node, Node, Node];
   const e = new Emitter(root, (n) => n === target || isMat(n), 'scatter');
@@ -197,11 +207,25 @@ function lowerScatter(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   e.line(`let row = u32(${row});`);
   const v = e.value(values, vIdx);
   const guarded = e.bound('row', target.shape[0]! - 1); // within the guard below: rows out of range are not written
-  e.line(`if (row < ${target.shape[0]}u) { ${e.store(root, linearize(e.ix, [guarded, ...vIdx.slice(k)], target.shape), v)} }`);
+  const offset = linearize(e.ix, [guarded, ...vIdx.slice(k)], target.shape);
+  if (e.reads.has(target.id)) {
+    e.line(`let val = ${v};`);
+    const store = e.store(root, offset, 'val');
+    // The values read the rows being written (positions: pos[slot] + valid). One workgroup: every thread reads its
+    // value, a barrier, then the writes, so duplicated rows see the old state as two kernels would. No early
+    // return before the barrier (uniform control flow): spare threads evaluate the last element and write nothing.
+    e.line(`storageBarrier(); // every thread has read the old rows`);
+    e.line(`if (lid < ${n}u && row < ${target.shape[0]}u) { ${store} }`);
+    // the target stays among the reads (ordering, binding: the written buffer, read_write); not absorbable (its
+    // body needs the barrier); correct in any larger workgroup
+    return { ...finish(e, 'scatter', assemble(e, [`let t = min(lid, ${n - 1}u);`, ...e.topLines()], wg), 1), anyLargerWorkgroup: true };
+  }
+  e.line(`if (row < ${target.shape[0]}u) { ${e.store(root, offset, v)} }`);
   // the body is one element t's write: a kernel of its own guards t, a kernel that absorbs it loops over t
   const body = [...e.topLines()];
   const main = [`let t = (wid.x + wid.y * NX) * WG + lid;`, `if (t >= ${n}u) { return; }`, ...body];
-  const lowered = { ...finish(e, 'scatter', assemble(e, main, wg), Math.ceil(n / wg)), scatter: { elements: n, body } };
+  const groups = Math.ceil(n / wg);
+  const lowered = { ...finish(e, 'scatter', assemble(e, main, wg), groups), scatter: { elements: n, body }, ...(groups === 1 ? { anyLargerWorkgroup: true } : {}) };
   // the target is bound as the written buffer; the planner has given any reader of that version a buffer of its own
   lowered.reads = lowered.reads.filter((r) => r !== target);
   return lowered;

@@ -9,7 +9,8 @@
 //                read through views gets its own tiled kernel
 //   inlining     templates without cooperative phases (scatter, scan, attention, tiled, ssdstep, selstep, selscan) cannot hold a long
 //                reduction: the first one their emitter would reach gets a buffer
-//   in place     a scatter writes its state in place: values or indices that read that state get a buffer
+//   in place     a scatter writes its state in place: values or indices that read that state get a buffer, unless
+//                it fits one workgroup (reads, a barrier, then writes) and they read the very version it overwrites
 //   emission     the emitter's refusal (a cooperative reduction whose index varies inside an enclosing loop, or
 //                along the row of a row kernel: element template instead)
 //   bindings     a kernel reading more buffers than the adapter binds splits off the inlined subtree that reads most
@@ -19,7 +20,7 @@ import { type Graph, type Node, fmtShape, stateRoot } from '../ir.ts';
 import type { DeviceLimits } from '../compile.ts';
 import { OPS } from '../ops.ts';
 import { GPU_QUANT_MATVEC } from '../quantized.ts';
-import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength } from './lowerToWgsl.ts';
+import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength, scatterReadsInPlace } from './lowerToWgsl.ts';
 
 /** A graph the compiler cannot schedule for the adapter (re-exported by compile.ts). */
 export class CompileError extends Error {
@@ -96,7 +97,7 @@ function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; 
 }
 
 /** The rules that need no lowering: a node to materialise, or undefined when the kernel may be lowered as chosen. */
-function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean): PlanStep | undefined {
+function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, readsInPlace: boolean): PlanStep | undefined {
   const phaseFree = phaseFreeStarts(root, choice);
   if (phaseFree) {
     const target = root.op === 'scatter' ? root.inputs[0]! : undefined;
@@ -106,11 +107,13 @@ function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => 
   }
   if (root.op === 'scatter') {
     // Rows of the target are written in place: values (or indices) that read that same version would race with
-    // the writes, and the target has no binding of its own there.
+    // the writes, unless the scatter fits one workgroup (every thread reads before a barrier, then writes:
+    // lowerScatter). Another version of the state shares the target's buffer: never readable here.
     const [target, indices, values] = root.inputs as [Node, Node, Node];
     const reads = readsFrom([indices, values], (n) => n === target || isMat(n));
-    if (reads.includes(target)) return { node: isMat(values) ? indices : values, rule: 'in place', reason: 'scatter values read the state being written' };
-    if (reads.some((r) => stateRoot(r) === stateRoot(root))) return { node: values, rule: 'in place', reason: 'scatter values read the state being written' };
+    const inPlace = readsInPlace && scatterReadsInPlace(root);
+    if (reads.includes(target) && !inPlace) return { node: isMat(values) ? indices : values, rule: 'in place', reason: 'scatter values read the state being written' };
+    if (reads.some((r) => r !== target && stateRoot(r) === stateRoot(root))) return { node: values, rule: 'in place', reason: 'scatter values read the state being written' };
   }
   return undefined;
 }
@@ -163,7 +166,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       let choice = chooseTemplate(n, isMat, options);
       if ('materialize' in choice) return { node: choice.materialize, rule: 'template', reason: choice.reason };
       if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
-      const structural = structuralRule(n, choice, isMat);
+      const structural = structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
       if (structural) return structural;
       const k = lowerKernel(n, choice, isMat, options);
       if (k.refusal?.kind === 'row') {

@@ -17,9 +17,10 @@ test('every op has a CPU reference in the table; the ops that always get a kerne
 });
 
 test('a long reduction under a scatter gets a buffer by the inlining rule; values read from the state by the in-place rule', () => {
+  // rows of 300: the second scatter's 300 values do not fit one workgroup (256), so its values get a buffer
   const g = trace(() => {
-    const cache = state('cache', [8, 4]);
-    const written = cache.scatter(input('idx', [2], 'i32'), input('x', [2, 4, 64]).sum(-1));
+    const cache = state('cache', [8, 300]);
+    const written = cache.scatter(input('idx', [2], 'i32'), input('x', [2, 300, 64]).sum(-1));
     written.scatter(input('pos', [1], 'i32'), written.slice(0, 0, 1).neg());
   });
   const { plan, steps } = compileWithPlan(g);
@@ -30,6 +31,31 @@ test('a long reduction under a scatter gets a buffer by the inlining rule; value
   expect(plan.kernels.map((k) => k.mode)).toEqual(['element', 'scatter', 'map', 'scatter']);
   expect(plan.kernels.every((k) => !k.refusal)).toBe(true);
   expect(printKernelPlan(plan, steps)).toContain('rule in place: %');
+});
+
+test('a scatter of one workgroup inlines values that read the rows it writes (reads, a barrier, then the writes)', () => {
+  const positions = (limits: { oneGroupFusion?: boolean } = {}) =>
+    compileWithPlan(trace(() => {
+      const pos = state('pos', [4], 'i32');
+      const slots = input('slots', [2], 'i32');
+      pos.scatter(slots, pos.gather(slots).add(input('valid', [2], 'i32')));
+    }), { limits });
+  const { plan, steps, program } = positions();
+  expect(steps).toEqual([]);
+  expect(plan.kernels.map((k) => k.mode)).toEqual(['scatter']);
+  expect(program.kernels[0]!.wgsl).toContain('storageBarrier(); // every thread has read the old rows');
+  // off: the values get a buffer, a map and a scatter as before
+  const off = positions({ oneGroupFusion: false });
+  expect(off.steps.map((s) => s.rule)).toEqual(['in place']);
+  expect(off.plan.kernels.map((k) => k.mode)).toEqual(['map', 'scatter']);
+  // another version of the state shares the buffer being written: its reader always gets a buffer
+  const older = compileWithPlan(trace(() => {
+    const pos = state('pos', [4], 'i32');
+    const slots = input('slots', [2], 'i32');
+    const once = pos.scatter(slots, input('valid', [2], 'i32'));
+    once.scatter(slots, pos.gather(slots).add(1));
+  }));
+  expect(older.steps.map((s) => s.rule)).toEqual(['in place']);
 });
 
 test('a row kernel whose reduction is indexed along the row gets the element template', () => {

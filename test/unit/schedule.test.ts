@@ -12,15 +12,17 @@ const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16 };
 
 describe('decode dispatches per step of the bench configurations (16-bit weights, 264 positions as in the bench)', () => {
   // Measured with this schedule; issue 15 asks for <= 110 (llama-400m) and <= 140 (granite4h-350m-like) at batch 1.
+  // The position update (pos[slot] += valid) is one scatter sharing the LM head's dispatch: no dispatch of its own
+  // (2 without one-workgroup fusion, DeviceLimits.oneGroupFusion).
   const PINNED: Record<string, [number, number]> = {
-    'llama-400m': [123, 123],
-    'granite4h-350m-like': [163, 163],
+    'llama-400m': [121, 121],
+    'granite4h-350m-like': [161, 161],
     // jamba-small, 8 layers: 7 Mamba-1 layers of 4 dispatches (in_proj with the embedding and norm; conv + x_proj;
     // selective_step, writing the SSM state in place; the conv state's scatter grouped with out_proj + residual: 6
     // before the fused step), 4 SwiGLU MLPs of 2, 4 MoE layers of 2 (router logits grouped with the experts'
     // gate/up; the top-2 selection inlined into the down projections + residual: 5 when the selection had 2
-    // kernels of its own), 1 attention layer of 3, the final norm + LM head, 2 for the position update: 50
-    'jamba-small': [50, 50],
+    // kernels of its own), 1 attention layer of 3, the final norm + LM head with the position update: 48
+    'jamba-small': [48, 48],
   };
   for (const [name, [one, eight]] of Object.entries(PINNED))
     test(name, () => {
@@ -32,20 +34,19 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
 
 test('jamba-small prefill (1 row, 128 tokens): one selective_scan kernel per Mamba-1 layer', () => {
   // 7 Mamba-1 layers: each scan is one selscan kernel writing the SSM state in place; with the chunked
-  // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 221 kernels
+  // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 219 kernels
   const model = buildModel(parseConfig(BENCH_CONFIGS['jamba-small']!, 'jamba-small.json'));
   const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: LIMITS }).kernels;
   expect(kernels.filter((k) => k.templates.includes('selscan'))).toHaveLength(7);
-  expect(kernels).toHaveLength(104);
+  expect(kernels).toHaveLength(102);
 });
 
 test('strata inspect --kernels: the decode schedule of the llama fixture', async () => {
   const text = await kernelSchedule('test/fixtures/hf/llama', { rows: 1, tokens: 1, capacity: 256, limits: LIMITS });
   expect(text).toMatchInlineSnapshot(`
-    "plan kernels=17 buffers-chosen=51
+    "plan kernels=16 buffers-chosen=50
       rule inlining: %37 matmul(1,1,32) gets a buffer (a reduction of 64 in a scatter kernel)
       rule inlining: %168 matmul(1,1,32) gets a buffer (a reduction of 64 in a scatter kernel)
-      rule in place: %256 add(1) gets a buffer (scatter values read the state being written)
         %28 reshape(1,1,4,16) matvec grid 4 wg 32 inlines 12 reads [%24 %0 %10 %12]
         %33 reshape(1,1,2,16) matvec grid 2 wg 32 inlines 12 reads [%29 %0 %10 %12]
         %37 matmul(1,1,32) matvec grid 2 wg 32 inlines 11 reads [%34 %0 %10 %12]
@@ -61,9 +62,8 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
        %232 mul(1,1,128) matvec grid 16 wg 32 inlines 13 reads [%222 %211 %212 %223]
        %236 add(1,1,64) matvec grid 4 wg 32 inlines 1 reads [%224 %232 %211]
        %255 matmul(1,256) matvec grid 16 wg 32 inlines 16 reads [%253 %2 %236 %237]
-       %256 add(1) map grid 1 wg 32 inlines 1 reads [%1 %3 %2]
-       %257 scatter(1) scatter grid 1 wg 32 inlines 0 reads [%1 %256]
-    schedule bucket={"rows":1,"tokens":1} dispatches=12
+       %257 scatter(1) scatter grid 1 wg 32 inlines 2 reads [%1 %3 %2]
+    schedule bucket={"rows":1,"tokens":1} dispatches=11
         0 matvec+matvec+matvec   grid 8       wg 32  read  96.3KiB write     512B  matmul*3 mul*9 rsqrt*3 add*3 mean*3
         1 attention/decode       grid 4       wg 256 read     556B write  64.3KiB  attention add*8 mul*12 cos*2 cast*2 iota*4 sin*2 sub*2 and*3 le ge scatter*2 where*2 lt*4
         2 matvec                 grid 4       wg 32  read  80.3KiB write     256B  add matmul
@@ -74,9 +74,8 @@ test('strata inspect --kernels: the decode schedule of the llama fixture', async
         7 matvec                 grid 4       wg 32  read  16.8KiB write     256B  add matmul
         8 matvec                 grid 16      wg 32  read  64.5KiB write     512B  mul*4 matmul*2 rsqrt add mean silu
         9 matvec                 grid 4       wg 32  read  32.8KiB write     256B  add matmul
-       10 matvec+map             grid 17      wg 32  read  64.5KiB write   1.1KiB  matmul add*3 sub iota mul*3 rsqrt mean
-       11 scatter                grid 1       wg 32  read     132B write       4B  scatter
-      total read 486.0KiB, written 132.9KiB; 9 distinct kernels (pipelines to compile)"
+       10 matvec+scatter         grid 17      wg 32  read  64.5KiB write   1.0KiB  matmul add*3 sub iota mul*3 rsqrt mean scatter
+      total read 485.9KiB, written 132.8KiB; 8 distinct kernels (pipelines to compile)"
   `);
 });
 
@@ -88,17 +87,18 @@ test('an h2o layer takes its scores from the attention kernel: decode dispatches
   const H2O = { kind: 'h2o', recent: 3, heavy: 4 } as const;
   const program = (kvPolicy?: typeof H2O) => compileBucket(model, () => 'f32', { rows: 1, tokens: 1, capacity: 64, limits: LIMITS, ...(kvPolicy ? { kvPolicy } : {}) });
   const [dense, h2o] = [program(), program(H2O)];
-  // two h2o layers: eviction (ranking, moves of K/V rows, positions) and the score update cost 10 dispatches (16 with the
-  // traced softmax and the K and V moves, positions and scores written one dispatch apiece)
-  expect([dense.kernels.length, h2o.kernels.length]).toEqual([12, 22]);
-  // each layer moves its K and V rows in one dispatch
-  expect(h2o.kernels.filter((k) => k.templates.join('+') === 'scatter+scatter')).toHaveLength(2);
+  // two h2o layers: eviction (ranking, moves of K/V rows, positions) and the score update cost 6 dispatches (10 with
+  // the moved rows gathered by kernels of their own and the one-workgroup scatters in dispatches of their own; 16 with
+  // the traced softmax and the K and V moves, positions and scores written one dispatch apiece)
+  expect([dense.kernels.length, h2o.kernels.length]).toEqual([11, 17]);
+  // each layer moves its K and V rows in one dispatch, reading the rows it moves from the caches it writes
+  expect(h2o.kernels.filter((k) => k.templates.filter((t) => t === 'scatter').length === 2)).toHaveLength(2);
   const attention = h2o.kernels.filter((k) => k.templates.includes('attention/decode'));
   expect(attention).toHaveLength(2);
   // each writes rows of head dim 16 + 7 entries' probabilities, the probabilities after the output
   for (const k of attention) expect(k.wgsl).toMatch(/\[gi \* 23u \+ 16u \+ /);
   // no score is computed anywhere else: no q.k product and no exp outside the projections and the attention kernels
   const others = h2o.kernels.filter((k) => k.templates.every((t) => !t.startsWith('attention') && t !== 'matvec'));
-  expect(others.length).toBeGreaterThan(10);
+  expect(others.length).toBeGreaterThan(5);
   for (const k of others) expect(k.ops).not.toMatch(/\b(matmul|exp)\b/);
 });

@@ -20,7 +20,7 @@ export type KExpr =
   | { readonly k: 'var'; readonly type: KType; readonly name: string }
   | { readonly k: 'bin'; readonly type: KType; readonly op: BinOp; readonly a: KExpr; readonly b: KExpr }
   | { readonly k: 'un'; readonly type: KType; readonly op: UnOp; readonly a: KExpr }
-  /** min/max/select/clamp, builtins, casts (`fn` is the type), bitcasts and the op table's helpers (strata_sigmoid). */
+  /** min/max/select/clamp, builtins, casts (`fn` is the type) and the op table's helpers (strata_sigmoid). */
   | { readonly k: 'call'; readonly type: KType; readonly fn: string; readonly args: readonly KExpr[] }
   /** Element `index` of a buffer of `length` elements: the range check proves the index below the length. */
   | { readonly k: 'load'; readonly type: KType; readonly buffer: string; readonly index: KExpr; readonly length: number }

@@ -61,8 +61,6 @@ export const V = {
   },
   /** A value conversion (`f32(x)`, `u32(x)`). */
   cast: (to: KType, a: KExpr): KExpr => K.cast(to, a),
-  /** The same bits read as another type of 32 bits. */
-  bitcast: (to: KType, a: KExpr): KExpr => K.call(`bitcast<${to}>`, [a], to),
   /** A constant written with its type's constructor (`f32(0.500000000)`). */
   constant(value: number, type: KType): KExpr {
     return type === 'bool' ? K.typed(Boolean(value), 'bool') : K.typed(value, type);

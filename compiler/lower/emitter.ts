@@ -9,7 +9,7 @@ import { linearize } from '../indexAlgebra.ts';
 import { K, type KExpr, type KType, names, print } from '../kexpr/expr.ts';
 import { KernelIndex } from '../kexpr/kernelIndex.ts';
 import { render } from '../kexpr/render.ts';
-import { V } from '../kexpr/value.ts';
+import { KTypeError, V } from '../kexpr/value.ts';
 import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
 import { opaqueLoopBounds } from './opaqueLoops.ts';
 
@@ -164,19 +164,20 @@ export class Emitter {
   }
   /** Names a value with a `let` of its node's dtype; returns the name, typed so. */
   private bind(key: string, type: DType, expr: KExpr): KExpr {
-    if (expr.type !== type) throw new Error(`kernel %${this.root.id}: a ${type} value computed as ${expr.type}: ${expr}`);
+    if (expr.type !== type) throw new KTypeError(`kernel %${this.root.id}: a ${type} value computed as ${expr.type}: ${expr}`);
     const name = this.fresh('v');
     const v = K.v(name, type);
+    const text = render(expr);
     // loop-invariant code motion: a value of the output coordinates alone (a gathered slot id, a position) is
     // computed once at the top, not in every iteration of the loops it was first needed in
-    if (this.mode !== 'map' && this.onlyHeadNames(render(expr))) {
-      this.topBlock.push(`let ${name}: ${wgslType(type)} = ${expr};`);
+    if (this.mode !== 'map' && this.onlyHeadNames(text)) {
+      this.topBlock.push(`let ${name}: ${wgslType(type)} = ${text};`);
       this.top.set(key, v);
       this.topVisible.add(name);
       this.headNames.add(name);
       return v;
     }
-    this.line(`let ${name}: ${wgslType(type)} = ${expr};`);
+    this.line(`let ${name}: ${wgslType(type)} = ${text};`);
     this.scopes[this.scopes.length - 1]!.set(key, v);
     return v;
   }

@@ -6,6 +6,8 @@
 import { type DType, type Node, type OpAttrs, type OpName, fmtShape, numel } from './ir.ts';
 import { type IndexAlgebra, delinearize, linearize } from './indexAlgebra.ts';
 import type { KernelMode } from './lower/emitter.ts';
+import type { KExpr, KType } from './kexpr/expr.ts';
+import { V } from './kexpr/value.ts';
 import {
   type Reference,
   attentionReference,
@@ -62,8 +64,8 @@ interface ElementwiseDef<K extends OpName> extends Common<K> {
   kind: 'elementwise';
   /** CPU reference on scalars (JS numbers; stored back as the result dtype). */
   cpu(args: Scalar[], attrs: OpAttrs[K], inputs: readonly Node[]): Scalar;
-  /** WGSL expression from argument expressions already typed as the input dtypes. */
-  wgsl(args: string[], attrs: OpAttrs[K], inputs: readonly Node[], out: DType): string;
+  /** The value's expression from argument expressions typed as the input dtypes (rendered to WGSL by the kernel). */
+  wgsl(args: KExpr[], attrs: OpAttrs[K], inputs: readonly Node[], out: DType): KExpr;
   /** An op without inputs takes coordinates of its output index as its arguments (iota: the one along its axis). */
   indexArgs?<T>(out: readonly T[], attrs: OpAttrs[K]): T[];
 }
@@ -88,11 +90,11 @@ interface ReduceDef<K extends OpName> extends Common<K> {
    */
   operands?<T>(out: readonly T[], k: T): { input: number; index: T[] }[];
   identity: number;
-  combine: { cpu(a: number, b: number): number; wgsl(a: string, b: string): string };
+  combine: { cpu(a: number, b: number): number; wgsl(a: KExpr, b: KExpr): KExpr };
   /** The WGSL subgroup builtin that combines across lanes. */
   subgroup: 'subgroupAdd' | 'subgroupMax';
   /** Applied once to the combined value; `size` is the reduced length. */
-  finish?: { cpu(acc: number, size: number): number; wgsl(acc: string, size: number): string };
+  finish?: { cpu(acc: number, size: number): number; wgsl(acc: KExpr, size: number): KExpr };
 }
 
 interface OtherDef<K extends OpName> extends Common<K> {
@@ -182,8 +184,6 @@ function erfCpu(x: number): number {
   const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
   return x >= 0 ? 1 - r : r - 1;
 }
-const ERF_WGSL = (x: string) =>
-  `strata_erf(${x})`;
 /** WGSL functions the op table's lowerings call, by name; a kernel declares only those it calls (wgslHelpersFor). */
 const WGSL_HELPERS: Record<string, string> = {
   strata_erf: `fn strata_erf(x: f32) -> f32 {
@@ -204,6 +204,7 @@ fn strata_tanh(x: f32) -> f32 {
 };
 
 /** The helper functions a kernel's text calls, in declaration order (helpers call none of each other). */
+// A scan of the text, not of the nodes: hand templates call helpers in their fixed text too (ssdStepKernel.ts).
 export function wgslHelpersFor(text: string): string[] {
   return Object.entries(WGSL_HELPERS)
     .filter(([name]) => text.includes(`${name}(`))
@@ -214,21 +215,12 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 const softplus = (x: number) => (x > 20 ? x : Math.log1p(Math.exp(x)));
 const GELU_TANH_C = Math.sqrt(2 / Math.PI);
 
-function lit(v: number, dt: DType): string {
-  if (dt === 'bool') return v ? 'true' : 'false';
-  if (dt === 'i32') return `i32(${Math.trunc(v)})`;
-  if (dt === 'u32') return `${Math.trunc(v) >>> 0}u`;
-  if (Number.isNaN(v)) return 'bitcast<f32>(0x7fc00000u)';
-  // WGSL constant evaluation rejects infinities: the largest finite f32 stands in (exp of it still underflows to 0).
-  if (v === Infinity || v >= 3.4028234e38) return 'bitcast<f32>(0x7f7fffffu)';
-  if (v === -Infinity || v <= -3.4028234e38) return 'bitcast<f32>(0xff7fffffu)';
-  const s = Math.fround(v).toPrecision(9);
-  return `f32(${s})`;
-}
+/** A constant of a dtype (`f32(0.500000000)`, `i32(3)`; infinities as the largest finite f32, kexpr/render.ts). */
+const lit = (v: number, dt: DType): KExpr => V.constant(v, dt);
 export { lit as wgslLiteral };
 
-export function wgslType(dt: DType): string {
-  return dt === 'bool' ? 'bool' : dt;
+export function wgslType(dt: DType): KType {
+  return dt;
 }
 
 // ---------------------------------------------------------------- elementwise helpers
@@ -236,27 +228,31 @@ export function wgslType(dt: DType): string {
 type ElemCpu<K extends OpName> = ElementwiseDef<K>['cpu'];
 type ElemWgsl<K extends OpName> = ElementwiseDef<K>['wgsl'];
 
-function unary<K extends OpName>(op: K, cpu: (x: number) => number, wgsl: (x: string) => string): ElementwiseDef<K> {
-  return { kind: 'elementwise', infer: unaryFloat(op), cpu: ((a: number[]) => cpu(a[0]!)) as ElemCpu<K>, wgsl: ((a: string[]) => wgsl(a[0]!)) as ElemWgsl<K> };
+function unary<K extends OpName>(op: K, cpu: (x: number) => number, wgsl: (x: KExpr) => KExpr): ElementwiseDef<K> {
+  return { kind: 'elementwise', infer: unaryFloat(op), cpu: ((a: number[]) => cpu(a[0]!)) as ElemCpu<K>, wgsl: ((a: KExpr[]) => wgsl(a[0]!)) as ElemWgsl<K> };
 }
+/** A unary op that is one WGSL builtin or helper function. */
+const unaryFn = <K extends OpName>(op: K, cpu: (x: number) => number, fn: string) => unary(op, cpu, (x) => V.fn(fn, [x]));
 
-function binary<K extends OpName>(op: K, cpu: (a: number, b: number, dt: DType) => number, wgsl: (a: string, b: string, dt: DType) => string): ElementwiseDef<K> {
+function binary<K extends OpName>(op: K, cpu: (a: number, b: number, dt: DType) => number, wgsl: (a: KExpr, b: KExpr, dt: DType) => KExpr): ElementwiseDef<K> {
   return {
     kind: 'elementwise',
     infer: binarySame(op),
     cpu: ((a: number[], _attrs: unknown, inputs: readonly Node[]) => cpu(a[0]!, a[1]!, inputs[0]!.dtype)) as ElemCpu<K>,
-    wgsl: ((a: string[], _attrs: unknown, inputs: readonly Node[]) => wgsl(a[0]!, a[1]!, inputs[0]!.dtype)) as ElemWgsl<K>,
+    wgsl: ((a: KExpr[], _attrs: unknown, inputs: readonly Node[]) => wgsl(a[0]!, a[1]!, inputs[0]!.dtype)) as ElemWgsl<K>,
   };
 }
 
-function comparison<K extends OpName>(op: K, cpu: (a: number, b: number) => boolean, sym: string): ElementwiseDef<K> {
+function comparison<K extends OpName>(op: K, cpu: (a: number, b: number) => boolean, sym: '<' | '<=' | '>' | '>=' | '==' | '!='): ElementwiseDef<K> {
   return {
     kind: 'elementwise',
     infer: compare(op),
     cpu: ((a: number[]) => (cpu(a[0]!, a[1]!) ? 1 : 0)) as ElemCpu<K>,
-    wgsl: ((a: string[]) => `(${a[0]} ${sym} ${a[1]})`) as ElemWgsl<K>,
+    wgsl: ((a: KExpr[]) => V.compare(sym, a[0]!, a[1]!)) as ElemWgsl<K>,
   };
 }
+
+const f32 = (v: number) => V.lit(v, 'f32');
 
 // WGSL integer division by zero yields the dividend; remainder by zero yields zero.
 const intDiv = (a: number, b: number) => (b === 0 ? a : Math.trunc(a / b));
@@ -274,7 +270,7 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
     infer: source,
     indexArgs: (out, attrs) => [out[attrs.axis]!],
     cpu: (a) => a[0]!,
-    wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : `${wgslType(out)}(${a[0]})`),
+    wgsl: (a, _attrs, _inputs, out) => (out === 'u32' ? a[0]! : V.cast(wgslType(out), a[0]!)),
   },
 
   neg: {
@@ -284,7 +280,7 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
       return { shape: [...i[0]!.shape], dtype: i[0]!.dtype };
     },
     cpu: (a) => -a[0]!,
-    wgsl: (a) => `(-${a[0]})`,
+    wgsl: (a) => V.neg(a[0]!),
   },
   abs: {
     kind: 'elementwise',
@@ -293,24 +289,32 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
       return { shape: [...i[0]!.shape], dtype: i[0]!.dtype };
     },
     cpu: (a) => Math.abs(a[0]!),
-    wgsl: (a) => `abs(${a[0]})`,
+    wgsl: (a) => V.fn('abs', [a[0]!]),
   },
-  exp: unary('exp', Math.exp, (x) => `exp(${x})`),
-  log: unary('log', Math.log, (x) => `log(${x})`),
-  sqrt: unary('sqrt', Math.sqrt, (x) => `sqrt(${x})`),
-  rsqrt: unary('rsqrt', (x) => 1 / Math.sqrt(x), (x) => `inverseSqrt(${x})`),
-  sin: unary('sin', Math.sin, (x) => `sin(${x})`),
-  cos: unary('cos', Math.cos, (x) => `cos(${x})`),
-  floor: unary('floor', Math.floor, (x) => `floor(${x})`),
-  sigmoid: unary('sigmoid', sigmoid, (x) => `strata_sigmoid(${x})`),
-  silu: unary('silu', (x) => x * sigmoid(x), (x) => `(${x} * strata_sigmoid(${x}))`),
-  softplus: unary('softplus', softplus, (x) => `strata_softplus(${x})`),
-  tanh: unary('tanh', Math.tanh, (x) => `strata_tanh(${x})`),
-  gelu: unary('gelu', (x) => 0.5 * x * (1 + erfCpu(x / Math.SQRT2)), (x) => `(0.5 * ${x} * (1.0 + ${ERF_WGSL(`${x} * 0.70710678118`)}))`),
+  exp: unaryFn('exp', Math.exp, 'exp'),
+  log: unaryFn('log', Math.log, 'log'),
+  sqrt: unaryFn('sqrt', Math.sqrt, 'sqrt'),
+  rsqrt: unaryFn('rsqrt', (x) => 1 / Math.sqrt(x), 'inverseSqrt'),
+  sin: unaryFn('sin', Math.sin, 'sin'),
+  cos: unaryFn('cos', Math.cos, 'cos'),
+  floor: unaryFn('floor', Math.floor, 'floor'),
+  sigmoid: unaryFn('sigmoid', sigmoid, 'strata_sigmoid'),
+  silu: unary('silu', (x) => x * sigmoid(x), (x) => V.arith('*', x, V.fn('strata_sigmoid', [x]))),
+  softplus: unaryFn('softplus', softplus, 'strata_softplus'),
+  tanh: unaryFn('tanh', Math.tanh, 'strata_tanh'),
+  gelu: unary(
+    'gelu',
+    (x) => 0.5 * x * (1 + erfCpu(x / Math.SQRT2)),
+    (x) => V.arith('*', V.arith('*', f32(0.5), x), V.arith('+', f32(1), V.fn('strata_erf', [V.arith('*', x, f32(0.70710678118))]))),
+  ),
   gelu_tanh: unary(
     'gelu_tanh',
     (x) => 0.5 * x * (1 + Math.tanh(GELU_TANH_C * (x + 0.044715 * x * x * x))),
-    (x) => `(0.5 * ${x} * (1.0 + strata_tanh(0.7978845608 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`,
+    (x) => {
+      const cube = V.arith('*', V.arith('*', V.arith('*', f32(0.044715), x), x), x);
+      const inner = V.arith('*', f32(0.7978845608), V.arith('+', x, cube));
+      return V.arith('*', V.arith('*', f32(0.5), x), V.arith('+', f32(1), V.fn('strata_tanh', [inner])));
+    },
   ),
   cast: {
     kind: 'elementwise',
@@ -326,35 +330,37 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
     wgsl: (a, attrs, inputs) => {
       const from = inputs[0]!.dtype;
       if (from === attrs.to) return a[0]!;
-      if (attrs.to === 'bool') return `(${a[0]} != ${lit(0, from)})`;
-      if (from === 'bool') return `select(${lit(0, attrs.to)}, ${lit(1, attrs.to)}, ${a[0]})`;
-      return `${wgslType(attrs.to)}(${a[0]})`;
+      if (attrs.to === 'bool') return V.compare('!=', a[0]!, lit(0, from));
+      if (from === 'bool') return V.select(lit(0, attrs.to), lit(1, attrs.to), a[0]!);
+      return V.cast(wgslType(attrs.to), a[0]!);
     },
   },
 
-  add: binary('add', (a, b) => a + b, (a, b) => `(${a} + ${b})`),
-  sub: binary('sub', (a, b) => a - b, (a, b) => `(${a} - ${b})`),
+  add: binary('add', (a, b) => a + b, (a, b) => V.arith('+', a, b)),
+  sub: binary('sub', (a, b) => a - b, (a, b) => V.arith('-', a, b)),
   // integer products wrap modulo 2^32 as on the GPU (a double would lose the low bits first)
-  mul: binary('mul', (a, b, dt) => (dt === 'f32' ? a * b : Math.imul(a, b)), (a, b) => `(${a} * ${b})`),
-  div: binary('div', (a, b, dt) => (dt === 'f32' ? a / b : intDiv(a, b)), (a, b) => `(${a} / ${b})`),
-  mod: binary('mod', (a, b, dt) => (dt === 'f32' ? a - b * Math.floor(a / b) : intMod(a, b)), (a, b, dt) => (dt === 'f32' ? `(${a} - ${b} * floor(${a} / ${b}))` : `(${a} % ${b})`)),
-  pow: { ...binary('pow', (a, b) => Math.pow(a, b), (a, b) => `pow(${a}, ${b})`), infer: floatSameShape('pow') },
-  max: binary('max', (a, b) => Math.max(a, b), (a, b) => `max(${a}, ${b})`),
-  min: binary('min', (a, b) => Math.min(a, b), (a, b) => `min(${a}, ${b})`),
+  mul: binary('mul', (a, b, dt) => (dt === 'f32' ? a * b : Math.imul(a, b)), (a, b) => V.arith('*', a, b)),
+  div: binary('div', (a, b, dt) => (dt === 'f32' ? a / b : intDiv(a, b)), (a, b) => V.arith('/', a, b)),
+  // floored on f32 (the sign of the divisor), truncated on integers: WGSL's % on f32 would truncate
+  mod: binary('mod', (a, b, dt) => (dt === 'f32' ? a - b * Math.floor(a / b) : intMod(a, b)), (a, b, dt) =>
+    dt === 'f32' ? V.arith('-', a, V.arith('*', b, V.fn('floor', [V.arith('/', a, b)]))) : V.arith('%', a, b)),
+  pow: { ...binary('pow', (a, b) => Math.pow(a, b), (a, b) => V.fn('pow', [a, b])), infer: floatSameShape('pow') },
+  max: binary('max', (a, b) => Math.max(a, b), (a, b) => V.fn('max', [a, b])),
+  min: binary('min', (a, b) => Math.min(a, b), (a, b) => V.fn('min', [a, b])),
   lt: comparison('lt', (a, b) => a < b, '<'),
   le: comparison('le', (a, b) => a <= b, '<='),
   gt: comparison('gt', (a, b) => a > b, '>'),
   ge: comparison('ge', (a, b) => a >= b, '>='),
   eq: comparison('eq', (a, b) => a === b, '=='),
   ne: comparison('ne', (a, b) => a !== b, '!='),
-  and: { kind: 'elementwise', infer: logical('and'), cpu: (a) => (a[0] && a[1] ? 1 : 0), wgsl: (a) => `(${a[0]} && ${a[1]})` },
-  or: { kind: 'elementwise', infer: logical('or'), cpu: (a) => (a[0] || a[1] ? 1 : 0), wgsl: (a) => `(${a[0]} || ${a[1]})` },
+  and: { kind: 'elementwise', infer: logical('and'), cpu: (a) => (a[0] && a[1] ? 1 : 0), wgsl: (a) => V.logic('&&', a[0]!, a[1]!) },
+  or: { kind: 'elementwise', infer: logical('or'), cpu: (a) => (a[0] || a[1] ? 1 : 0), wgsl: (a) => V.logic('||', a[0]!, a[1]!) },
 
   // Bit ops on the 32-bit pattern. WGSL shifts take a u32 count and use only its low 5 bits, as JS's do;
   // shr is logical on u32 and arithmetic on i32 in both.
-  xor: { ...binary('xor', (a, b) => a ^ b, (a, b) => `(${a} ^ ${b})`), infer: integerSame('xor') },
-  shl: { ...binary('shl', (a, b) => a << b, (a, b, dt) => `(${a} << ${dt === 'u32' ? b : `u32(${b})`})`), infer: integerSame('shl') },
-  shr: { ...binary('shr', (a, b, dt) => (dt === 'u32' ? a >>> b : a >> b), (a, b, dt) => `(${a} >> ${dt === 'u32' ? b : `u32(${b})`})`), infer: integerSame('shr') },
+  xor: { ...binary('xor', (a, b) => a ^ b, (a, b) => V.bits('^', a, b)), infer: integerSame('xor') },
+  shl: { ...binary('shl', (a, b) => a << b, (a, b, dt) => V.shift('<<', a, dt === 'u32' ? b : V.cast('u32', b))), infer: integerSame('shl') },
+  shr: { ...binary('shr', (a, b, dt) => (dt === 'u32' ? a >>> b : a >> b), (a, b, dt) => V.shift('>>', a, dt === 'u32' ? b : V.cast('u32', b))), infer: integerSame('shr') },
 
   where: {
     kind: 'elementwise',
@@ -364,18 +370,18 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
       return { shape, dtype: sameDtype('where', inputs.slice(1)) };
     },
     cpu: (a) => (a[0] ? a[1]! : a[2]!),
-    wgsl: (a) => `select(${a[2]}, ${a[1]}, ${a[0]})`,
+    wgsl: (a) => V.select(a[2]!, a[1]!, a[0]!),
   },
 
-  sum: { kind: 'reduce', infer: reduceRule('sum'), subgroup: 'subgroupAdd', identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` } },
-  rmax: { kind: 'reduce', infer: reduceRule('rmax'), subgroup: 'subgroupMax', identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => `max(${a}, ${b})` } },
+  sum: { kind: 'reduce', infer: reduceRule('sum'), subgroup: 'subgroupAdd', identity: 0, combine: { cpu: (a, b) => a + b, wgsl: (a, b) => V.arith('+', a, b) } },
+  rmax: { kind: 'reduce', infer: reduceRule('rmax'), subgroup: 'subgroupMax', identity: -Infinity, combine: { cpu: (a, b) => Math.max(a, b), wgsl: (a, b) => V.fn('max', [a, b]) } },
   mean: {
     kind: 'reduce',
     infer: reduceRule('mean'),
     subgroup: 'subgroupAdd',
     identity: 0,
-    combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
-    finish: { cpu: (acc, n) => acc / n, wgsl: (acc, n) => `(${acc} * ${lit(1 / n, 'f32')})` },
+    combine: { cpu: (a, b) => a + b, wgsl: (a, b) => V.arith('+', a, b) },
+    finish: { cpu: (acc, n) => acc / n, wgsl: (acc, n) => V.arith('*', acc, lit(1 / n, 'f32')) },
   },
 
   // matmul is a reduction: the compiler sees it as sum over k of a[..., m, k] * b[..., k, n].
@@ -388,7 +394,7 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
     ],
     subgroup: 'subgroupAdd',
     identity: 0,
-    combine: { cpu: (a, b) => a + b, wgsl: (a, b) => `(${a} + ${b})` },
+    combine: { cpu: (a, b) => a + b, wgsl: (a, b) => V.arith('+', a, b) },
     infer: (inputs) => {
       const [a, b] = inputs as [Node, Node];
       if (a.shape.length < 2 || b.shape.length < 2)

@@ -1,5 +1,5 @@
 // What a kernel expression means, on numbers: WGSL's u32 arithmetic (wrapping) for the integer index math, so the
-// simplifier and the range analysis can be checked against it. Values the emitter wrote as WGSL are not evaluated.
+// simplifier and the range analysis can be checked against it. Float values and fixed template text are not evaluated.
 import type { KExpr } from './expr.ts';
 
 const U32: Record<string, (a: number, b: number) => number> = {

@@ -1,6 +1,7 @@
-// The kernel-expression IR: typed nodes for the index and value arithmetic of a kernel, built by the emitter and
-// the templates, simplified (simplify.ts) with ranges (range.ts), range-checked where they address a buffer and
-// rendered to WGSL (render.ts) last. Nodes are immutable; `print` is their text form.
+// The kernel-expression IR: typed nodes for the index and value arithmetic of a kernel, built by the emitter, the
+// op table's lowerings (value.ts checks their types) and the templates, simplified (simplify.ts) with ranges
+// (range.ts), range-checked where they address a buffer and rendered to WGSL (render.ts) last. Nodes are
+// immutable; `print` is their text form.
 import { render } from './render.ts';
 
 export type Scalar = 'u32' | 'i32' | 'f32' | 'f16' | 'bool';
@@ -10,18 +11,22 @@ export type BinOp = '+' | '-' | '*' | '/' | '%' | '&' | '|' | '^' | '<<' | '>>' 
 export type UnOp = '-' | '!' | '~';
 
 export type KExpr =
-  | { readonly k: 'lit'; readonly type: KType; readonly value: number | boolean }
+  /**
+   * A literal. `typed` ones are written with their type's constructor (`f32(0.500000000)`, `i32(3)`), as the op
+   * table's constants are; others as WGSL abstract literals (`0.5`) that take the type of what they meet.
+   */
+  | { readonly k: 'lit'; readonly type: KType; readonly value: number | boolean; readonly typed?: true }
   /** A named value: a builtin (lid), a loop index, an output coordinate or a value the kernel declared. */
   | { readonly k: 'var'; readonly type: KType; readonly name: string }
   | { readonly k: 'bin'; readonly type: KType; readonly op: BinOp; readonly a: KExpr; readonly b: KExpr }
   | { readonly k: 'un'; readonly type: KType; readonly op: UnOp; readonly a: KExpr }
-  /** min/max/select/clamp, casts (`fn` is the type) and the kernel's helpers. */
+  /** min/max/select/clamp, builtins, casts (`fn` is the type) and the op table's helpers (strata_sigmoid). */
   | { readonly k: 'call'; readonly type: KType; readonly fn: string; readonly args: readonly KExpr[] }
   /** Element `index` of a buffer of `length` elements: the range check proves the index below the length. */
   | { readonly k: 'load'; readonly type: KType; readonly buffer: string; readonly index: KExpr; readonly length: number }
   /** A component of a vector value. */
   | { readonly k: 'at'; readonly type: KType; readonly a: KExpr; readonly i: KExpr }
-  /** A value the emitter already wrote as WGSL (an elementwise op's expression); opaque to the simplifier. */
+  /** Fixed template text (a workgroup array's element, a storage format's decoder); opaque to the simplifier. */
   | { readonly k: 'wgsl'; readonly type: KType; readonly text: string };
 
 // Interpolating a node into a template line renders it (`let ${name} = ${expr};`), so fixed template bodies keep
@@ -32,6 +37,8 @@ const make = <T extends KExpr>(fields: T): T => Object.freeze(Object.assign(Obje
 export const K = {
   u32: (value: number): KExpr => make({ k: 'lit', type: 'u32', value }),
   lit: (value: number | boolean, type: KType): KExpr => make({ k: 'lit', type, value }),
+  /** A constant written with its type's constructor (see the 'lit' node). */
+  typed: (value: number | boolean, type: KType): KExpr => make({ k: 'lit', type, value, typed: true }),
   v: (name: string, type: KType = 'u32'): KExpr => make({ k: 'var', type, name }),
   bin: (op: BinOp, a: KExpr, b: KExpr, type: KType = COMPARISON.has(op) ? 'bool' : a.type): KExpr => make({ k: 'bin', type, op, a, b }),
   un: (op: UnOp, a: KExpr): KExpr => make({ k: 'un', type: op === '!' ? 'bool' : a.type, op, a }),

@@ -52,7 +52,7 @@ export class KernelIndex implements IndexAlgebra<KExpr> {
   mod = (a: KExpr, c: number): KExpr => mod(a, c, this.declared);
   min = (a: KExpr, c: number): KExpr => simplifyNode(K.call('min', [a, K.u32(c)]), this.declared);
   /** A u32 of a value (a gathered row id). */
-  u32 = (value: string, type: 'f32' | 'i32' | 'u32' | 'bool'): KExpr => simplifyNode(K.cast('u32', K.wgsl(value, type)), this.declared);
+  u32 = (value: KExpr): KExpr => simplifyNode(K.cast('u32', value), this.declared);
 
   /** Throws unless `index` provably stays below `length` (guards the template took are declared as ranges). */
   check(index: KExpr, length: number, what: () => string): void {

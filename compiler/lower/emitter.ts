@@ -1,12 +1,15 @@
-// The kernel emitter: evaluates inlined nodes as WGSL expressions of an output index (memoised per scope),
+// The kernel emitter: evaluates inlined nodes as typed value expressions (kexpr) of an output index, each bound to
+// a `let` when its line is written (memoised per scope),
 // loads materialised ones through buffer placeholders `@B<nodeId>@`, turns reductions into sequential loops or
 // workgroup-cooperative phases, and assembles a kernel's text. The kernel templates in lowerToWgsl.ts,
 // attentionKernel.ts and tiledMatmul.ts drive it.
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
 import { linearize } from '../indexAlgebra.ts';
-import { K, type KExpr, names, print } from '../kexpr/expr.ts';
+import { K, type KExpr, type KType, names, print } from '../kexpr/expr.ts';
 import { KernelIndex } from '../kexpr/kernelIndex.ts';
+import { render } from '../kexpr/render.ts';
+import { KTypeError, V } from '../kexpr/value.ts';
 import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
 import { opaqueLoopBounds } from './opaqueLoops.ts';
 
@@ -85,7 +88,7 @@ const keyOf = (idx: readonly KExpr[]) => idx.map(print).join(',');
 
 export class Emitter {
   private blocks: string[][] = [[]];
-  private scopes: Map<string, string>[] = [new Map()];
+  private scopes: Map<string, KExpr>[] = [new Map()];
   private readonly top = this.scopes[0]!;
   /** The kernel's top-level block, kept even while a cooperative phase swaps `blocks`. */
   private readonly topBlock = this.blocks[0]!;
@@ -147,40 +150,48 @@ export class Emitter {
   }
 
   /** Nodes whose value is one expression at whatever index they are read (a matvec thread's one output). */
-  private readonly seededAll = new Map<number, string>();
-  seedAll(n: Node, expr: string): void {
+  private readonly seededAll = new Map<number, KExpr>();
+  seedAll(n: Node, expr: KExpr): void {
     this.seededAll.set(n.id, expr);
   }
 
   /** Makes value(n, idx) return `expr` in the current scope (a tiled kernel's accumulator for its matmul). */
-  seed(n: Node, idx: readonly KExpr[], expr: string): void {
+  seed(n: Node, idx: readonly KExpr[], expr: KExpr): void {
     this.scopes[this.scopes.length - 1]!.set(`${n.id}|${keyOf(idx)}`, expr);
   }
 
-  private memoGet(key: string): string | undefined {
+  private memoGet(key: string): KExpr | undefined {
     for (let i = this.scopes.length - 1; i >= 0; i--) {
       const v = this.scopes[i]!.get(key);
       if (v !== undefined) return v;
     }
     return undefined;
   }
-  private bind(key: string, type: DType, expr: string): string {
-    const v = this.fresh('v');
+  /** Names a value with a `let` of its node's dtype; returns the name, typed so. */
+  private bind(key: string, type: DType, expr: KExpr): KExpr {
+    if (expr.type !== type) throw new KTypeError(`kernel %${this.root.id}: a ${type} value computed as ${expr.type}: ${expr}`);
+    const name = this.fresh('v');
+    const v = K.v(name, type);
+    const text = render(expr);
     // loop-invariant code motion: a value of the output coordinates alone (a gathered slot id, a position) is
     // computed once at the top, not in every iteration of the loops it was first needed in
-    if (this.mode !== 'map' && this.onlyHeadNames(expr)) {
-      this.topBlock.push(`let ${v}: ${wgslType(type)} = ${expr};`);
+    if (this.mode !== 'map' && this.onlyHeadNames(text)) {
+      this.topBlock.push(`let ${name}: ${wgslType(type)} = ${text};`);
       this.top.set(key, v);
-      this.topVisible.add(v);
-      this.headNames.add(v);
+      this.topVisible.add(name);
+      this.headNames.add(name);
       return v;
     }
-    this.line(`let ${v}: ${wgslType(type)} = ${expr};`);
+    this.line(`let ${name}: ${wgslType(type)} = ${text};`);
     this.scopes[this.scopes.length - 1]!.set(key, v);
     return v;
   }
 
-  /** Whether every name an expression reads (buffers and function names aside) is declared in the head. */
+  /**
+   * Whether every name an expression's text reads (buffers and function names aside) is declared in the head. Read
+   * from the text, as before values were nodes: a `bitcast<f32>` constant (an infinity) counts `f32` as a name
+   * and keeps its value where it is, which the generated WGSL depends on.
+   */
   private onlyHeadNames(expr: string): boolean {
     const names = expr.replace(/@B\d+@/g, '').matchAll(/(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()(?!<[^=])/g);
     for (const m of names) if (!this.headNames.has(m[1]!) && !/^(true|false)$/.test(m[1]!)) return false;
@@ -213,7 +224,7 @@ export class Emitter {
   }
 
   /** Records a refusal (the first one counts) and returns a stand-in value so emission can finish. */
-  private refuse(r: Refusal, type: DType): string {
+  private refuse(r: Refusal, type: DType): KExpr {
     this.refusal ??= r;
     return wgslLiteral(0, type);
   }
@@ -233,20 +244,20 @@ export class Emitter {
     if (`${expr}`.length <= 32) return expr;
     const key = `I|${print(expr)}`;
     const hit = this.memoGet(key);
-    if (hit) return K.v(hit);
+    if (hit) return hit;
     const name = this.fresh('ix');
-    this.ix.define(name, expr);
+    const named = this.ix.define(name, expr);
     if (generated(expr).every((m) => this.headNames.has(m))) {
       this.topBlock.push(`let ${name} = ${expr};`);
-      this.top.set(key, name);
+      this.top.set(key, named);
       this.topVisible.add(name);
       this.headNames.add(name);
     } else {
       this.line(`let ${name} = ${expr};`);
-      this.scopes[this.scopes.length - 1]!.set(key, name);
+      this.scopes[this.scopes.length - 1]!.set(key, named);
       if (this.mentionsRow(expr)) this.rowNames.add(name);
     }
-    return K.v(name);
+    return named;
   }
 
   /** Whether an index expression, with named indices expanded, mentions the row loop index j. */
@@ -271,7 +282,7 @@ export class Emitter {
   }
 
   /** Loads a materialised node's value at a multi-index. */
-  load(n: Node, idx: readonly KExpr[]): string {
+  load(n: Node, idx: readonly KExpr[]): KExpr {
     const key = `L${n.id}|${keyOf(idx)}`;
     const hit = this.memoGet(key);
     if (hit) return hit;
@@ -280,10 +291,11 @@ export class Emitter {
     this.offsets.push({ index: off, length: numel(n.shape), what: `read of %${n.id}` });
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
+    // decoders of the storage formats are fixed text (quantized.ts), over the element's offset named once
     if (isQuantized(storage)) {
       const i = this.fresh('ix');
       this.line(`let ${i} = ${off};`);
-      return this.bind(key, 'f32', QUANT_FORMATS[storage].element(buf, i, numel(n.shape)));
+      return this.bind(key, 'f32', K.wgsl(QUANT_FORMATS[storage].element(buf, i, numel(n.shape)), 'f32'));
     }
     if (storage === 'f16' || storage === 'bf16') {
       const i = this.fresh('ix');
@@ -292,13 +304,15 @@ export class Emitter {
         storage === 'f16'
           ? `unpack2x16float(${buf}[${i} >> 1u])[${i} & 1u]`
           : `bitcast<f32>(select(${buf}[${i} >> 1u] << 16u, ${buf}[${i} >> 1u] & 0xffff0000u, (${i} & 1u) == 1u))`;
-      return this.bind(key, 'f32', expr);
+      return this.bind(key, 'f32', K.wgsl(expr, 'f32'));
     }
-    return this.bind(key, n.dtype, n.dtype === 'bool' ? `(${buf}[${off}] != 0u)` : `${buf}[${off}]`);
+    // bools are stored as u32
+    const element = K.load(buf, off, numel(n.shape), n.dtype === 'bool' ? 'u32' : wgslType(n.dtype));
+    return this.bind(key, n.dtype, n.dtype === 'bool' ? V.compare('!=', element, K.u32(0)) : element);
   }
 
-  /** The WGSL value of node n at a multi-index of its shape. */
-  value(n: Node, idx: readonly KExpr[]): string {
+  /** The value of node n at a multi-index of its shape, typed by its dtype. */
+  value(n: Node, idx: readonly KExpr[]): KExpr {
     if (n.op === 'const') return wgslLiteral((n as Node<'const'>).attrs.value, n.dtype);
     const seeded = this.seededAll.get(n.id);
     if (seeded !== undefined) return seeded;
@@ -310,7 +324,7 @@ export class Emitter {
     const def = OPS[n.op];
     switch (def.kind) {
       case 'elementwise': {
-        const args = def.indexArgs ? def.indexArgs(idx, n.attrs as never).map(String) : n.inputs.map((i) => this.value(i, idx));
+        const args = def.indexArgs ? def.indexArgs(idx, n.attrs as never) : n.inputs.map((i) => this.value(i, idx));
         return this.bind(key, n.dtype, def.wgsl(args, n.attrs as never, n.inputs, n.dtype));
       }
       case 'view': {
@@ -320,13 +334,13 @@ export class Emitter {
           const row = this.value(ids, at.index);
           const table = n.inputs[rest.input]!;
           // out-of-range rows read the last row (the CPU reference does the same)
-          return this.value(table, [this.ix.min(this.ix.u32(row, ids.dtype), table.shape[0]! - 1), ...rest.index]);
+          return this.value(table, [this.ix.min(this.ix.u32(row), table.shape[0]! - 1), ...rest.index]);
         }
         const cands = def.index(this.ix, [...idx], n.attrs as never, n.inputs, n).map((c) => ({ ...c, index: c.index.map((s) => this.indexVar(s)) }));
         if (cands.length === 1) return this.value(n.inputs[cands[0]!.input]!, cands[0]!.index);
         // concat: read every part at a clamped index, select by position along the axis
         const axis = (n as Node<'concat'>).attrs.axis;
-        let acc = '';
+        let acc: KExpr | undefined;
         let offset = 0;
         const offsets = n.inputs.map((x) => ((offset += x.shape[axis]!), offset - x.shape[axis]!));
         for (let c = cands.length - 1; c >= 0; c--) {
@@ -334,9 +348,9 @@ export class Emitter {
           const index = [...cands[c]!.index];
           index[axis] = this.ix.min(index[axis]!, part.shape[axis]! - 1);
           const v = this.value(part, index);
-          acc = c === cands.length - 1 ? v : `select(${acc}, ${v}, ${idx[axis]} < ${offsets[c + 1]}u)`;
+          acc = acc ? V.select(acc, v, V.compare('<', idx[axis]!, K.u32(offsets[c + 1]!))) : v;
         }
-        return this.bind(key, n.dtype, acc);
+        return this.bind(key, n.dtype, acc!);
       }
       case 'reduce':
         return this.reduction(n, idx, key);
@@ -346,32 +360,35 @@ export class Emitter {
   }
 
   /** Value of the reduced term at output index idx and reduction index k: the product of the table entry's operands. */
-  private reduceOperand(n: Node, idx: readonly KExpr[], k: KExpr): string {
+  private reduceOperand(n: Node, idx: readonly KExpr[], k: KExpr): KExpr {
     const def = OPS[n.op];
     const operands = def.kind === 'reduce' && def.operands ? def.operands(idx, k) : [{ input: 0, index: [...idx, k] }];
     const values = operands.map((o) => this.value(n.inputs[o.input]!, o.index));
-    return values.length === 1 ? values[0]! : `(${values.join(' * ')})`;
+    return values.reduce((a, b) => V.arith('*', a, b));
   }
 
-  private reduction(n: Node, idx: readonly KExpr[], key: string): string {
+  private reduction(n: Node, idx: readonly KExpr[], key: string): KExpr {
     const def = OPS[n.op];
     if (def.kind !== 'reduce') throw new Error('unreachable');
     const len = reduceLength(n);
     const type = wgslType(n.dtype);
     const init = wgslLiteral(def.identity === -Infinity && n.dtype !== 'f32' ? (n.dtype === 'i32' ? -2147483648 : 0) : def.identity, n.dtype);
-    const finish = (acc: string) => (def.finish ? def.finish.wgsl(acc, len) : acc);
+    const finish = (acc: KExpr) => (def.finish ? def.finish.wgsl(acc, len) : acc);
+    // workgroup arrays and accumulators the template text names
+    const named = (text: string) => K.wgsl(text, type);
+    const combine = (a: KExpr, b: KExpr) => def.combine.wgsl(a, b);
     if (len <= SEQ_MAX) {
       const acc = this.fresh('a');
       const k = this.bound(this.fresh('k'), len - 1);
       this.line(`var ${acc}: ${type} = ${init};`);
       const body = this.nested(() => {
         const v = this.reduceOperand(n, idx, k);
-        this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
+        this.line(`${acc} = ${combine(K.v(acc, type), v)};`);
       });
       this.line(`for (var ${k}: u32 = 0u; ${k} < ${len}u; ${k}++) {`);
       for (const l of body) this.line('  ' + l);
       this.line('}');
-      return this.bind(key, n.dtype, finish(acc));
+      return this.bind(key, n.dtype, finish(K.v(acc, type)));
     }
     if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') return this.refuse({ kind: 'materialize', node: n, reason: `a reduction of ${len} in a ${this.mode} kernel` }, n.dtype);
     if (!this.hoistable(idx)) {
@@ -389,24 +406,24 @@ export class Emitter {
       const acc = this.fresh('a');
       const loop = this.stridedLoop('lid', len, this.workgroupSize, (k) => {
         const v = this.reduceOperand(n, idx, k);
-        this.line(`${acc} = ${def.combine.wgsl(acc, v)};`);
+        this.line(`${acc} = ${combine(K.v(acc, type), v)};`);
       });
       const red = `red_${n.dtype}`;
-      this.phaseParts.push({ dtype: n.dtype, acc, init, loop, result, op: def.subgroup, combine: (a, b) => def.combine.wgsl(a, b), finish });
+      this.phaseParts.push({ dtype: n.dtype, acc, init, loop, result, op: def.subgroup, combine, finish });
       this.phases.push(
         [
           `// reduce: ${n.op} over ${len}`,
           `var ${acc}: ${type} = ${init};`,
           ...loop,
-          ...(this.subgroups ? this.subgroupCombine(def.subgroup, acc, red, type, init, (a, b) => def.combine.wgsl(a, b)) : [
+          ...(this.subgroups ? this.subgroupCombine(def.subgroup, acc, red, type, init, combine) : [
           `${red}[lid] = ${acc};`,
           `workgroupBarrier();`,
           `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`,
-          `  if (lid < s) { ${red}[lid] = ${def.combine.wgsl(`${red}[lid]`, `${red}[lid + s]`)}; }`,
+          `  if (lid < s) { ${red}[lid] = ${combine(named(`${red}[lid]`), named(`${red}[lid + s]`))}; }`,
           `  workgroupBarrier();`,
           `}`,
           ]),
-          `let ${result}: ${type} = ${finish(`${red}[0]`)};`,
+          `let ${result}: ${type} = ${finish(named(`${red}[0]`))};`,
           `workgroupBarrier();`,
         ].join('\n'),
       );
@@ -414,20 +431,22 @@ export class Emitter {
       this.blocks = saved.blocks;
       this.scopes = saved.scopes;
     }
-    this.top.set(key, result);
+    const value = K.v(result, type);
+    this.top.set(key, value);
     this.topVisible.add(result);
-    return result;
+    return value;
   }
 
   /** Each subgroup combines its lanes, lane 0 posts the partial, then every thread folds the partials into red[0]'s place. */
-  private subgroupCombine(op: string, acc: string, red: string, type: string, init: string, combine: (a: string, b: string) => string): string[] {
+  private subgroupCombine(op: string, acc: string, red: string, type: KType, init: KExpr, combine: (a: KExpr, b: KExpr) => KExpr): string[] {
     const part = this.fresh('a');
+    const named = (text: string) => K.wgsl(text, type);
     return [
       `let ${part} = ${op}(${acc});`,
       `if (sg_lane == 0u) { ${red}[lid / sg_size] = ${part}; }`,
       `workgroupBarrier();`,
       `var ${acc}_all: ${type} = ${init};`,
-      `for (var s: u32 = 0u; s < (WG + sg_size - 1u) / sg_size; s++) { ${acc}_all = ${combine(`${acc}_all`, `${red}[s]`)}; }`,
+      `for (var s: u32 = 0u; s < (WG + sg_size - 1u) / sg_size; s++) { ${acc}_all = ${combine(named(`${acc}_all`), named(`${red}[s]`))}; }`,
       `workgroupBarrier();`,
       `${red}[0] = ${acc}_all;`,
     ];
@@ -466,6 +485,7 @@ export class Emitter {
 
   private mergedRound(parts: PhaseParts[], shared: string, wg: number): string[] {
     const slots = this.mergedFloats(1, wg);
+    const named = (text: string) => K.wgsl(text, 'f32');
     const out = [`// reduce ${parts.length} phases together`];
     for (const p of parts) out.push(`var ${p.acc}: f32 = ${p.init};`);
     out.push(...mergeLoops(parts.map((p) => p.loop)));
@@ -474,23 +494,25 @@ export class Emitter {
       out.push(`if (sg_lane == 0u) {`, ...parts.map((p, j) => `  ${shared}[${j * slots}u + lid / sg_size] = ${p.acc}_sg;`), `}`, `workgroupBarrier();`);
       for (const [j, p] of parts.entries()) {
         out.push(`var ${p.acc}_all: f32 = ${p.init};`);
-        out.push(`for (var s: u32 = 0u; s < (WG + sg_size - 1u) / sg_size; s++) { ${p.acc}_all = ${p.combine(`${p.acc}_all`, `${shared}[${j * slots}u + s]`)}; }`);
+        out.push(`for (var s: u32 = 0u; s < (WG + sg_size - 1u) / sg_size; s++) { ${p.acc}_all = ${p.combine(named(`${p.acc}_all`), named(`${shared}[${j * slots}u + s]`))}; }`);
       }
     } else {
       parts.forEach((p, j) => out.push(`${shared}[${j * slots}u + lid] = ${p.acc};`));
       out.push(`workgroupBarrier();`, `for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`, `  if (lid < s) {`);
-      parts.forEach((p, j) => out.push(`    ${shared}[${j * slots}u + lid] = ${p.combine(`${shared}[${j * slots}u + lid]`, `${shared}[${j * slots}u + lid + s]`)};`));
+      parts.forEach((p, j) => out.push(`    ${shared}[${j * slots}u + lid] = ${p.combine(named(`${shared}[${j * slots}u + lid]`), named(`${shared}[${j * slots}u + lid + s]`))};`));
       out.push(`  }`, `  workgroupBarrier();`, `}`);
       parts.forEach((p, j) => out.push(`let ${p.acc}_all = ${shared}[${j * slots}u];`));
     }
-    for (const p of parts) out.push(`let ${p.result}: f32 = ${p.finish(`${p.acc}_all`)};`);
+    for (const p of parts) out.push(`let ${p.result}: f32 = ${p.finish(named(`${p.acc}_all`))};`);
     out.push(`workgroupBarrier();`); // the shared array is read again by the next round or the template
     return out;
   }
 
-  store(n: Node, off: KExpr, value: string): string {
+  /** The line writing a value (or a name the template's text declared) at an offset of n's buffer. */
+  store(n: Node, off: KExpr, value: KExpr | string): string {
     this.offsets.push({ index: off, length: numel(n.shape), what: `write of %${n.id}` });
-    return `@B${n.id}@[${off}] = ${n.dtype === 'bool' ? `select(0u, 1u, ${value})` : value};`;
+    const v = typeof value === 'string' ? K.wgsl(value, wgslType(n.dtype)) : value;
+    return `@B${n.id}@[${off}] = ${n.dtype === 'bool' ? V.select(K.u32(0), K.u32(1), v) : v};`;
   }
 
   topLines(): string[] {
@@ -517,12 +539,12 @@ function mergeLoops(loops: string[][]): string[] {
 interface PhaseParts {
   dtype: DType;
   acc: string;
-  init: string;
+  init: KExpr;
   loop: string[];
   result: string;
   op: string;
-  combine: (a: string, b: string) => string;
-  finish: (acc: string) => string;
+  combine: (a: KExpr, b: KExpr) => KExpr;
+  finish: (acc: KExpr) => KExpr;
 }
 
 export function assemble(e: Emitter, mainLines: string[], wg: number, decls: string[] = []): KernelText {

@@ -244,7 +244,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
       const load = (mm: Node, t: number): string[][] =>
         Array.from({ length: R }, (_, c) => {
           const w = weights[t];
-          if (!w) return ks.map((k) => e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!]));
+          if (!w) return ks.map((k) => `${e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!])}`);
           return loadWeightRun(e, w, e.ix.add(e.ix.mul(colIdx[c]!, K), kk), U);
         });
       const loaded = preloaded.shift() ?? (rowsPath ? matmuls.map(load) : []);
@@ -297,7 +297,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
             e.line(`var ${tot}: f32 = 0.0;`);
             e.line(`for (var s: u32 = 0u; s < WG / sg_size; s++) { ${tot} = ${tot} + mv_part[(${t * outputsPerGroup}u + ${local}) * ${parts}u + s]; }`);
           } else e.line(`let ${tot} = mv_part[(${t * outputsPerGroup}u + ${local}) * ${parts}u];`);
-          e.seedAll(mm, tot); // this thread's one output: every read of the matmul is at its position
+          e.seedAll(mm, Kx.v(tot, 'f32')); // this thread's one output: every read of the matmul is at its position
         });
         const v = e.value(core, idx);
         e.line(e.store(root, linearize(e.ix, idx, shape), v));

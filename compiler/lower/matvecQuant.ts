@@ -175,7 +175,7 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
   // x of row i at the trip's elements: the emitter's values (memoized), or vec4s of the staged chunk
   const staged = new Map<number, string[]>();
   const xOf = (mm: Node, i: number): string[] => {
-    if (!xAt) return ks.map((k) => e.value(mm.inputs[0]!, [...q.rowIdx(mm, i), k]));
+    if (!xAt) return ks.map((k) => `${e.value(mm.inputs[0]!, [...q.rowIdx(mm, i), k])}`);
     let xs = staged.get(i);
     if (!xs) {
       const vs = Array.from({ length: U / 4 }, (_, g) => {

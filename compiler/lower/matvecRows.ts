@@ -10,7 +10,7 @@
 // through workgroup memory in batches, then one thread per output evaluates the epilogue.
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
-import type { KExpr } from '../kexpr/expr.ts';
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { Emitter, type LoweredKernel, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { stagedAt, stagedRow } from './matvecQuant.ts';
 import type { MatvecPlan } from './matvecKernel.ts';
@@ -292,7 +292,7 @@ function reduceAndStore(e: Emitter, r: Reduction): void {
           const tot = `tot${t}`;
           e.line(`var ${tot}: f32 = 0.0;`);
           e.line(`for (var s: u32 = 0u; s < ${parts}; s++) { ${tot} = ${tot} + mv_part[(${group} * ${G}u + s) * ${stride}u + ${slot} * ${T}u + ${t}u]; }`);
-          e.seedAll(mm, tot);
+          e.seedAll(mm, Kx.v(tot, 'f32'));
         });
         const idx = [...delinearize(e.ix, row, r.rowShape).map((s) => e.indexVar(s)), col];
         e.line(e.store(r.root, linearize(e.ix, idx, r.core.shape), e.value(r.core, idx)));

@@ -295,7 +295,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       e.bound(m, M - 1); // within the guard below
       e.bound(n, N - 1);
       const idx = [...batch, m, n];
-      mms.forEach((mm, t) => e.seed(mm, idx, `s${t}[${q}]`));
+      mms.forEach((mm, t) => e.seed(mm, idx, Kx.wgsl(`s${t}[${q}]`, 'f32')));
       const v = e.value(root, idx);
       e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
     });

@@ -1,0 +1,70 @@
+// Typed builders of value expressions, for the op table's lowerings and the emitter's reductions: each checks its
+// operands as WGSL would, so that a lowering mixing f32 with i32 fails when the kernel is built, naming the
+// operation and the types, not when the adapter compiles the shader.
+import { K, type KExpr, type KType } from './expr.ts';
+
+/** A value expression whose operand types WGSL rejects: a compiler bug (the tracer checked the user's dtypes). */
+export class KTypeError extends Error {
+  override name = 'KTypeError';
+}
+
+const NUMERIC: ReadonlySet<KType> = new Set(['f32', 'f16', 'i32', 'u32']);
+const INTEGER: ReadonlySet<KType> = new Set(['i32', 'u32']);
+
+function need(ok: boolean, op: string, operands: readonly KExpr[], rule: string): void {
+  if (!ok) throw new KTypeError(`[${op}] ${operands.map((o) => `${o} : ${o.type}`).join(', ')}: ${rule}`);
+}
+const same = (op: string, a: KExpr, b: KExpr) => need(a.type === b.type, op, [a, b], 'operands must have one type');
+
+export const V = {
+  /** `a op b` on two numbers of one type. */
+  arith(op: '+' | '-' | '*' | '/' | '%', a: KExpr, b: KExpr): KExpr {
+    same(op, a, b);
+    need(NUMERIC.has(a.type), op, [a, b], 'needs numbers');
+    return K.bin(op, a, b);
+  },
+  /** A comparison of two values of one type (ordering only on numbers). */
+  compare(op: '<' | '<=' | '>' | '>=' | '==' | '!=', a: KExpr, b: KExpr): KExpr {
+    same(op, a, b);
+    need(op === '==' || op === '!=' || NUMERIC.has(a.type), op, [a, b], 'orders numbers only');
+    return K.bin(op, a, b, 'bool');
+  },
+  logic(op: '&&' | '||', a: KExpr, b: KExpr): KExpr {
+    need(a.type === 'bool' && b.type === 'bool', op, [a, b], 'needs bools');
+    return K.bin(op, a, b, 'bool');
+  },
+  /** Bitwise `^`, `&`, `|` on integers of one type. */
+  bits(op: '^' | '&' | '|', a: KExpr, b: KExpr): KExpr {
+    same(op, a, b);
+    need(INTEGER.has(a.type), op, [a, b], 'needs integers');
+    return K.bin(op, a, b);
+  },
+  /** A shift of an integer by a u32 count. */
+  shift(op: '<<' | '>>', a: KExpr, count: KExpr): KExpr {
+    need(INTEGER.has(a.type) && count.type === 'u32', op, [a, count], 'shifts an integer by a u32');
+    return K.bin(op, a, count);
+  },
+  neg(a: KExpr): KExpr {
+    need(a.type === 'f32' || a.type === 'f16' || a.type === 'i32', 'neg', [a], 'needs a signed number');
+    return K.un('-', a);
+  },
+  /** A builtin or helper function whose arguments and result share one type (exp, max, pow, strata_sigmoid). */
+  fn(name: string, args: readonly KExpr[]): KExpr {
+    for (const x of args.slice(1)) same(name, args[0]!, x);
+    return K.call(name, args, args[0]!.type);
+  },
+  /** `t` where cond holds, else `f` (WGSL's argument order). */
+  select(f: KExpr, t: KExpr, cond: KExpr): KExpr {
+    same('select', f, t);
+    need(cond.type === 'bool', 'select', [cond], 'the condition must be bool');
+    return K.call('select', [f, t, cond], f.type);
+  },
+  /** A value conversion (`f32(x)`, `u32(x)`). */
+  cast: (to: KType, a: KExpr): KExpr => K.cast(to, a),
+  /** A constant written with its type's constructor (`f32(0.500000000)`). */
+  constant(value: number, type: KType): KExpr {
+    return type === 'bool' ? K.typed(Boolean(value), 'bool') : K.typed(value, type);
+  },
+  /** An abstract literal in an expression of that type (`0.5`). */
+  lit: (value: number, type: KType): KExpr => K.lit(value, type),
+};

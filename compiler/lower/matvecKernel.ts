@@ -33,6 +33,9 @@ const PRELOAD_TRIPS = 8;
 /** Matmuls of one kernel at most: q/k/v (3), gate/up of two experts (4), or the down projections of four experts summed
  * by their router weights (Jamba's MoE with 4 experts, else a one-thread-per-output element kernel: 33 us at batch 1). */
 const MAX_MATMULS = 4;
+/** The quantized matvec over a K this short takes at most QUANT_SHORT_COLS columns a workgroup (lowerMatvec). */
+const QUANT_SHORT_K = 2048;
+const QUANT_SHORT_COLS = 4;
 /** Matmuls with at least this many rows use the tiled kernel (compiler/lower/tiledMatmul.ts). */
 export const MATVEC_MAX_ROWS = 32;
 
@@ -162,7 +165,11 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // the quantized loop shares each trip's x (and its sums) by as many columns as keep ~256 workgroups, up to 16
   const rowsR = Math.min(N, 16, floorPow2(rowsBudget / (T * MB)), Math.max(genericR, floorPow2(N / 256)));
   const forced = quant ? o.quantShape : undefined;
-  const quantR = forced?.cols ? Math.min(N, forced.cols) : Math.min(N, Math.max(1, Math.min(16, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
+  // Over a short K (decode's projections, K <= 2048) 4 columns: the workgroups are small (64-128 threads), and 16
+  // columns leave too few threads to hide the decode's latency (H200, `bench quant-sweep`, 2026-12-02: K = 1024,
+  // 3072 and 5632 rows, 5.3 vs 6.5-6.7 us and 6.5 vs 7.6-9.6 us; at K = 4096 16 columns stay best)
+  const quantCap = K <= QUANT_SHORT_K ? QUANT_SHORT_COLS : 16;
+  const quantR = forced?.cols ? Math.min(N, forced.cols) : Math.min(N, Math.max(1, Math.min(quantCap, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
   const R = quant ? quantR : rowsPath ? Math.max(1, rowsR) : genericR;
   // x in workgroup memory (variants staged, dot4 quantized to int8, half as f16 pairs): every matmul reads the same x
   const sharedX = quant && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);

@@ -24,10 +24,15 @@ export const QUANT_BLOCK = 32;
  */
 export const QUANT_MATVECS = ['word', 'lanes', 'staged', 'dot4', 'half'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
-/** The quantized matvec's shape (DeviceLimits.quantShape): columns a workgroup and threads; 0 leaves one to the planner. */
+/**
+ * The quantized matvec's shape (DeviceLimits.quantShape): columns a workgroup and threads (0 leaves one to the
+ * planner), and the planner's cap on columns over a K of 2048 or less (`short`, 0: QUANT_SHORT_COLS; 16 gives the
+ * rule before the cap).
+ */
 export interface QuantShape {
   cols: number;
   threads: number;
+  short?: number;
 }
 
 /** The variant a GPU adapter compiles (STRATA_QUANT_MATVEC overrides it; a software adapter takes 'word'). */

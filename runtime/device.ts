@@ -293,15 +293,18 @@ function quantMatvecOf(software: boolean): QuantMatvec {
   return (env as QuantMatvec | undefined) ?? (software ? 'word' : GPU_QUANT_MATVEC);
 }
 
-/** The quantized matvec's shape: STRATA_QUANT_SHAPE=cols=N,threads=N (Node; either may be left out) where set, else the planner's. */
+/**
+ * The quantized matvec's shape: STRATA_QUANT_SHAPE=cols=N,threads=N,short=N (Node; any may be left out) where set,
+ * else the planner's (short: its column cap over short K; short=16 is the rule before that cap).
+ */
 function quantShapeOf(): QuantShape {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_QUANT_SHAPE;
-  const shape = { cols: 0, threads: 0 };
+  const shape: QuantShape = { cols: 0, threads: 0 };
   for (const part of env ? env.split(',') : []) {
-    const m = /^(cols|threads)=(\d+)$/.exec(part);
+    const m = /^(cols|threads|short)=(\d+)$/.exec(part);
     const v = m ? Number(m[2]) : 0;
-    if (!m || v < 1 || (v & (v - 1)) !== 0 || v > 256) throw new StrataUserError(`STRATA_QUANT_SHAPE must be cols=N,threads=N with powers of two up to 256, got '${env}'`);
-    shape[m[1] as 'cols' | 'threads'] = v;
+    if (!m || v < 1 || (v & (v - 1)) !== 0 || v > 256) throw new StrataUserError(`STRATA_QUANT_SHAPE must be cols=N,threads=N (and short=N) with powers of two up to 256, got '${env}'`);
+    shape[m[1] as 'cols' | 'threads' | 'short'] = v;
   }
   return shape;
 }

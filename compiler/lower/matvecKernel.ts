@@ -168,7 +168,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // Over a short K (decode's projections, K <= 2048) 4 columns: the workgroups are small (64-128 threads), and 16
   // columns leave too few threads to hide the decode's latency (H200, `bench quant-sweep`, 2026-12-02: K = 1024,
   // 3072 and 5632 rows, 5.3 vs 6.5-6.7 us and 6.5 vs 7.6-9.6 us; at K = 4096 16 columns stay best)
-  const quantCap = K <= QUANT_SHORT_K ? QUANT_SHORT_COLS : 16;
+  const quantCap = K <= QUANT_SHORT_K ? o.quantShape?.short || QUANT_SHORT_COLS : 16;
   const quantR = forced?.cols ? Math.min(N, forced.cols) : Math.min(N, Math.max(1, Math.min(quantCap, floorPow2(N / 256), floorPow2((2 * MAX_ACCUMULATORS) / (T * MB)))));
   const R = quant ? quantR : rowsPath ? Math.max(1, rowsR) : genericR;
   // x in workgroup memory (variants staged, dot4 quantized to int8, half as f16 pairs): every matmul reads the same x

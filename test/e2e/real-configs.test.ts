@@ -32,6 +32,7 @@ interface Case {
 
 const cases: Case[] = [
   { file: 'granite-4.0-h-350m.json', params: [330e6, 350e6] },
+  { file: 'granite-4.0-h-1b.json', params: [1.40e9, 1.52e9], reduce: (c) => ({ ...c, num_hidden_layers: 2, layer_types: ['mamba', 'attention'] }) },
   { file: 'lfm2-350m.json', params: [340e6, 360e6], reduce: (c) => ({ ...c, num_hidden_layers: 2, layer_types: ['conv', 'full_attention'], full_attn_idxs: [1] }) },
   { file: 'mamba-130m-hf.json', params: [125e6, 135e6], reduce: (c) => ({ ...c, num_hidden_layers: 1 }) },
   { file: 'mamba2-130m.json', params: [125e6, 135e6], reduce: (c) => ({ ...c, num_hidden_layers: 1 }) },

@@ -82,6 +82,12 @@ export interface DeviceLimits {
    * STRATA_ONE_GROUP_FUSION=0 turns it off on an adapter (the A/B: two more dispatches a decode step).
    */
   oneGroupFusion?: boolean;
+  /**
+   * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
+   * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's
+   * dispatch goes (llama-400m decode 121 -> 97). Off where unset; STRATA_ATTN_PROJECTION=1 sets it on an adapter.
+   */
+  attentionProjection?: boolean;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */

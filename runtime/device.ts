@@ -334,6 +334,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
+    attentionProjection: flagOf('STRATA_ATTN_PROJECTION'),
   };
 }
 

@@ -7,6 +7,8 @@ import { K } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode } from './attentionDecodeVariants.ts';
+import type { AttentionProjection } from '../passes/planProjections.ts';
+import { emitProjection, projectionFloats } from './attentionProjection.ts';
 
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
@@ -32,6 +34,8 @@ export interface DecodeOptions {
   variant?: AttentionDecodeVariant;
   /** Bytes of workgroup memory the kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
   workgroupStorage?: number;
+  /** The q/k/v projection the kernel computes itself (planProjections.ts, DeviceLimits.attentionProjection). */
+  projection?: AttentionProjection;
 }
 
 /**
@@ -50,10 +54,12 @@ export interface DecodeOptions {
  * keeps to one or two.
  */
 export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, options: DecodeOptions = {}): LoweredKernel {
-  const { subgroups = false, unroll = true, variant = defaultAttentionDecode(!unroll), workgroupStorage = 16384 } = options;
+  const { subgroups = false, unroll = true, variant = defaultAttentionDecode(!unroll), projection } = options;
+  const { lanes: LANES, wg: WG, order } = variant;
+  // the projection's arrays come out of what the attention's own arrays may use
+  const workgroupStorage = (options.workgroupStorage ?? 16384) - (projection ? 4 * projectionFloats(projection, WG) : 0);
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
   const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
-  const { lanes: LANES, wg: WG, order } = variant;
   const GROUPS = WG / LANES; // key groups of a workgroup: they walk disjoint keys at once
   const e = new Emitter(root, isMat, 'attention', subgroups);
   e.workgroupSize = WG;
@@ -84,6 +90,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
   const gi = e.bound('gi', rows - 1);
+  const projected = projection ? emitProjection(e, projection, gi, WG, subgroups) : [];
   const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   const batch = outer.slice(0, -1);
   const m = outer[outer.length - 1]!;
@@ -234,8 +241,15 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     `var<workgroup> att_l: array<f32, ${GROUPS}>;`,
     `var<workgroup> att_acc: array<f32, ${GROUPS * C}>;`,
     ...(sharedDots ? [`var<workgroup> att_s: array<f32, ${WG * KEYS}>;`] : []),
+    ...projected,
   ];
   if (subgroups) e.redTypes.add('f32'); // declares the subgroup builtins
+  const lowered = finish(e, 'attention', assemble(e, e.topLines(), WG, shared), rows);
+  if (projection) {
+    // the kernel writes the cache rows itself and computes the matmuls (no other kernel absorbs into it)
+    const nodes = [...projection.nodes, ...projection.matmuls.map((m) => m.node.id), ...projection.scatters.map((s) => s.node.id)];
+    return { ...lowered, alsoWrites: projection.scatters.map((s) => s.node), nodes: [...new Set([...lowered.nodes, ...nodes])] };
+  }
   // every workgroup may write the rows this step scatters into the caches it reads first (passes/absorbScatters.ts)
-  return { ...finish(e, 'attention', assemble(e, e.topLines(), WG, shared), rows), absorbsScatters: true };
+  return { ...lowered, absorbsScatters: true };
 }

@@ -108,6 +108,8 @@ export class Emitter {
   /** The first thing this kernel's template cannot hold (see Refusal); emission goes on with a stand-in value. */
   refusal: Refusal | undefined;
   private counter = 0;
+  /** A template of another mode whose text places the phases itself (the decode attention's projection prologue). */
+  cooperative = false;
   /** The workgroup size when the template fixes it before emitting (cooperative loops are then unrolled). */
   workgroupSize: number | undefined;
   /** Index arithmetic of this kernel, simplified with the bounds of its coordinates and loop indices. */
@@ -153,6 +155,12 @@ export class Emitter {
   private readonly seededAll = new Map<number, KExpr>();
   seedAll(n: Node, expr: KExpr): void {
     this.seededAll.set(n.id, expr);
+  }
+
+  /** Nodes a template computed into workgroup memory itself (a decode attention's q/k/v projection): value(n, idx) reads there. */
+  private readonly mapped = new Map<number, (idx: readonly KExpr[]) => KExpr>();
+  mapValue(n: Node, read: (idx: readonly KExpr[]) => KExpr): void {
+    this.mapped.set(n.id, read);
   }
 
   /** Makes value(n, idx) return `expr` in the current scope (a tiled kernel's accumulator for its matmul). */
@@ -316,6 +324,8 @@ export class Emitter {
     if (n.op === 'const') return wgslLiteral((n as Node<'const'>).attrs.value, n.dtype);
     const seeded = this.seededAll.get(n.id);
     if (seeded !== undefined) return seeded;
+    const mapped = this.mapped.get(n.id);
+    if (mapped) return mapped(idx);
     if (n !== this.root && this.isMat(n)) return this.load(n, idx);
     const key = `${n.id}|${keyOf(idx)}`;
     const hit = this.memoGet(key);
@@ -390,7 +400,7 @@ export class Emitter {
       this.line('}');
       return this.bind(key, n.dtype, finish(K.v(acc, type)));
     }
-    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec') return this.refuse({ kind: 'materialize', node: n, reason: `a reduction of ${len} in a ${this.mode} kernel` }, n.dtype);
+    if (this.mode !== 'row' && this.mode !== 'element' && this.mode !== 'matvec' && !this.cooperative) return this.refuse({ kind: 'materialize', node: n, reason: `a reduction of ${len} in a ${this.mode} kernel` }, n.dtype);
     if (!this.hoistable(idx)) {
       if (this.mode === 'row' && idx.some((s) => this.mentionsRow(s))) return this.refuse({ kind: 'row', node: n, reason: 'its index varies along the row' }, n.dtype);
       return this.refuse({ kind: 'materialize', node: n, reason: 'its index varies inside an enclosing loop' }, n.dtype);

@@ -20,6 +20,7 @@ import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, as
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
 import type { AttentionDecodeVariant } from '../lower/attentionDecodeVariants.ts';
+import type { AttentionProjection } from './planProjections.ts';
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
 import { type TiledVariant, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
@@ -71,7 +72,7 @@ export interface LowerOptions {
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
 export type TemplateChoice =
   | { template: Exclude<KernelMode, 'tiled' | 'matvec' | 'attention'> }
-  | { template: 'attention'; variant: AttentionVariant }
+  | { template: 'attention'; variant: AttentionVariant; projection?: AttentionProjection }
   | { template: 'tiled'; matmuls: Node[] }
   | { template: 'matvec'; plan: MatvecPlan };
 
@@ -106,7 +107,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
   tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true, o.workgroupStorage, o.tiledMatmul),
-  attention: (root, c, isMat, o) => lowerAttentionKernel(root, (c as { variant: AttentionVariant }).variant, isMat, o),
+  attention: (root, c, isMat, o) => lowerAttentionKernel(root, c as { variant: AttentionVariant; projection?: AttentionProjection }, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),
   ssdstep: (root, _c, isMat) => lowerSsdStep(root, isMat),
@@ -134,13 +135,14 @@ function attentionVariant(root: Node, o: LowerOptions): AttentionVariant {
   return rows >= TILED_MIN_ROWS && prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) ? 'tiles' : 'row';
 }
 
-function lowerAttentionKernel(root: Node, variant: AttentionVariant, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
+function lowerAttentionKernel(root: Node, { variant, projection }: { variant: AttentionVariant; projection?: AttentionProjection }, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
-  const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, workgroupStorage: o.workgroupStorage ?? 16384, ...(o.attentionDecode ? { variant: o.attentionDecode } : {}) })
+  const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, workgroupStorage: o.workgroupStorage ?? 16384, ...(o.attentionDecode ? { variant: o.attentionDecode } : {}), ...(projection ? { projection } : {}) })
     : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!)
     : lowerAttention(root, isMat, o.subgroups ?? false);
-  return { ...lowered, variant };
+  // printed as attention/decode+qkv where the kernel projects its q, k and v
+  return { ...lowered, variant: projection ? `${variant}+qkv` : variant };
 }
 
 function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {

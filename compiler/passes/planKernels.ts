@@ -20,6 +20,7 @@ import { type Graph, type Node, fmtShape, stateRoot } from '../ir.ts';
 import type { DeviceLimits } from '../compile.ts';
 import { OPS } from '../ops.ts';
 import { GPU_QUANT_MATVEC } from '../quantized.ts';
+import { type AttentionProjection, planProjection } from './planProjections.ts';
 import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength, scatterReadsInPlace } from './lowerToWgsl.ts';
 
 /** A graph the compiler cannot schedule for the adapter (re-exported by compile.ts). */
@@ -101,7 +102,9 @@ function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => 
   const phaseFree = phaseFreeStarts(root, choice);
   if (phaseFree) {
     const target = root.op === 'scatter' ? root.inputs[0]! : undefined;
-    const boundary = (n: Node) => n === target || isMat(n);
+    // a projecting attention computes its matmuls in its own prologue
+    const projected = new Set(choice.template === 'attention' ? (choice.projection?.matmuls ?? []).map((m) => m.node.id) : []);
+    const boundary = (n: Node) => n === target || isMat(n) || projected.has(n.id);
     const long = firstLongReduction(phaseFree.starts, boundary, phaseFree.skip);
     if (long) return { node: long, rule: 'inlining', reason: `a reduction of ${reduceLength(long)} in a ${choice.template} kernel` };
   }
@@ -151,8 +154,35 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   const accepted = new Map<number, LoweredKernel>();
   /** Roots whose row template refused, with what it inlined: they use the element template until one of those gets a buffer. */
   const elementOnly = new Map<number, number[]>();
-  const roots = () => g.nodes.filter((n) => mat.has(n.id) && OPS[n.op].kind !== 'source');
+  // decode attentions that compute their q/k/v rows and write their cache rows themselves (planProjections.ts):
+  // the matmuls get no buffer, the scatters no kernel
+  const projections = new Map<number, AttentionProjection>();
+  if (limits.attentionProjection) {
+    const consumers = new Map<number, Node[]>();
+    for (const n of g.nodes) for (const i of n.inputs) consumers.set(i.id, [...(consumers.get(i.id) ?? []), n]);
+    for (const n of g.nodes) {
+      if (n.op !== 'attention' || !mat.has(n.id)) continue;
+      const choice = chooseTemplate(n, isMat, options);
+      if (!('template' in choice) || choice.template !== 'attention' || choice.variant !== 'decode') continue;
+      const p = planProjection(n, isMat, consumers);
+      if (!p) continue;
+      projections.set(n.id, p);
+      for (const id of p.unbuffered) mat.delete(id);
+      steps.push({ node: n, rule: 'template', reason: `projects %${p.matmuls.map((m) => m.node.id).join(' %')} and writes %${p.scatters.map((x) => x.node.id).join(' %')} itself` });
+    }
+  }
+  const absorbed = () => new Set([...projections.values()].flatMap((p) => p.scatters.map((x) => x.node.id)));
+  const roots = () => {
+    const skip = absorbed();
+    return g.nodes.filter((n) => mat.has(n.id) && OPS[n.op].kind !== 'source' && !skip.has(n.id));
+  };
   const materialize = (step: PlanStep): void => {
+    // a rule that needs a buffer for a node the projection keeps in workgroup memory: the attention projects no more
+    for (const [id, p] of projections) {
+      if (!p.nodes.includes(step.node.id) && !p.matmuls.some((m) => m.node === step.node)) continue;
+      projections.delete(id);
+      accepted.delete(id);
+    }
     if (mat.has(step.node.id)) throw new CompileError(`cannot lower %${step.node.id} (${step.node.op}${fmtShape(step.node.shape)}): ${step.reason}`);
     mat.add(step.node.id);
     steps.push(step);
@@ -166,6 +196,8 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       let choice = chooseTemplate(n, isMat, options);
       if ('materialize' in choice) return { node: choice.materialize, rule: 'template', reason: choice.reason };
       if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
+      const projection = projections.get(n.id);
+      if (choice.template === 'attention' && projection) choice = { ...choice, projection };
       const structural = structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
       if (structural) return structural;
       const k = lowerKernel(n, choice, isMat, options);

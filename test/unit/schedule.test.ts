@@ -32,6 +32,15 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
     });
 });
 
+test('llama-400m decode with the attention projection (DeviceLimits.attentionProjection): 24 dispatches fewer', () => {
+  // each layer's q/k/v matvec is computed inside its attention kernel (attention/decode+qkv), which also writes
+  // the layer's KV cache rows: 5 -> 4 dispatches a layer, 121 -> 97 a step
+  const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
+  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true } }).kernels;
+  expect(kernels).toHaveLength(97);
+  expect(kernels.filter((k) => k.templates.includes('attention/decode+qkv'))).toHaveLength(24);
+});
+
 test('jamba-small prefill (1 row, 128 tokens): one selective_scan kernel per Mamba-1 layer', () => {
   // 7 Mamba-1 layers: each scan is one selscan kernel writing the SSM state in place; with the chunked
   // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 219 kernels

@@ -129,7 +129,7 @@ export async function profileMain(argv: string[]): Promise<void> {
   const adapter = `${strata.adapterInfo.vendor} ${strata.adapterInfo.device || strata.adapterInfo.description}`;
   console.log(`${source}: bucket ${a.rows} rows x ${a.tokens} tokens after ${warmRuns * a.tokens} positions, ${a.fuse ? 'fused' : 'fusion off'}, on ${adapter}`);
   // the variants environment variables select (runtime/device.ts compileLimitsOf)
-  console.log(`decode attention ${formatAttentionDecode(rt.limits.attentionDecode)} (STRATA_ATTN_DECODE), tiled ${rt.limits.tiledMatmul}, quantized matvec ${rt.limits.quantMatvec}, one-workgroup fusion ${rt.limits.oneGroupFusion ? 'on' : 'off'} (STRATA_ONE_GROUP_FUSION)`);
+  console.log(`decode attention ${formatAttentionDecode(rt.limits.attentionDecode)} (STRATA_ATTN_DECODE), tiled ${rt.limits.tiledMatmul}, quantized matvec ${rt.limits.quantMatvec}, one-workgroup fusion ${rt.limits.oneGroupFusion ? 'on' : 'off'} (STRATA_ONE_GROUP_FUSION), attention projection ${rt.limits.attentionProjection ? 'on' : 'off'} (STRATA_ATTN_PROJECTION)`);
   // and the trace-time switches (caches/stepContext.ts kernelOptions)
   console.log(`Mamba-1 decode step ${kernelOptions.fusedSelectiveStep ? 'fused' : 'composed'} (STRATA_SELECTIVE_STEP), prefill scan ${kernelOptions.fusedSelectiveScan ? 'fused' : 'chunked'} (STRATA_SELECTIVE_SCAN), Jamba routing ${kernelOptions.rankRouting ? 'rank columns' : 'topk'} (STRATA_JAMBA_ROUTING)`);
   console.log(`compile + load ${compileSeconds.toFixed(1)} s; first run ${firstRunMs.toFixed(1)} ms; warm run ${programMs.toFixed(3)} ms (${multi ? `median of ${timedRuns} submissions, each from the same context` : `${timedRuns} runs in one submission`}, all kernels in one pass)`);

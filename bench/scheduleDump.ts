@@ -11,8 +11,10 @@ const out = process.argv[2]!;
 mkdirSync(out, { recursive: true });
 // STRATA_ONE_GROUP_FUSION=0 dumps the programs without one-workgroup fusion (DeviceLimits.oneGroupFusion), to diff against
 const oneGroupFusion = process.env.STRATA_ONE_GROUP_FUSION !== '0';
-const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion };
-const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion };
+// STRATA_ATTN_PROJECTION=1: decode attentions that compute their q/k/v (DeviceLimits.attentionProjection)
+const attentionProjection = process.env.STRATA_ATTN_PROJECTION === '1';
+const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion, attentionProjection };
+const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion, attentionProjection };
 function dump(tag: string, p: Program) {
   const text = [printProgram(p), printSchedule(p), ...p.kernels.map((k) => `// ---- ${k.name}\n${k.wgsl}`)].join('\n');
   writeFileSync(`${out}/${tag}.txt`, text);

@@ -15,7 +15,15 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
-# this stop's A/B: the position update in the LM head's dispatch (one-workgroup fusion) against a map and a scatter
+# this stop's A/B: the decode attention projecting its own q/k/v (no q/k/v matvec dispatch: 97 against 121), as a
+# profile (per-kernel times: the attention/decode+qkv kernels against the matvec + attention pairs) and whole steps
+for env in "X=0" "STRATA_ATTN_PROJECTION=1"; do
+  step profile.txt 60 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
+done
+for env in "X=0" "STRATA_ATTN_PROJECTION=1"; do
+  step models.txt 120 $env node dist/bench.mjs models --config llama-400m --cases f16:1,f16:8
+done
+# the previous stop's A/B: the position update in the LM head's dispatch (one-workgroup fusion) against a map and a scatter
 # of their own (decode: 121 against 123 dispatches); then the h2o case, where the K/V moves fuse too (241 against 339)
 for env in "X=0" "STRATA_ONE_GROUP_FUSION=0"; do
   step profile.txt 60 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6

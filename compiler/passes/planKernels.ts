@@ -37,7 +37,7 @@ export interface KernelPlan {
 /** Where a materialisation came from, for the plan's text form and for tests. */
 export interface PlanStep {
   node: Node;
-  rule: 'template' | 'inlining' | 'in place' | 'emission' | 'bindings';
+  rule: 'template' | 'inlining' | 'in place' | 'emission' | 'bindings' | 'projection';
   reason: string;
 }
 
@@ -168,7 +168,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       if (!p) continue;
       projections.set(n.id, p);
       for (const id of p.unbuffered) mat.delete(id);
-      steps.push({ node: n, rule: 'template', reason: `projects %${p.matmuls.map((m) => m.node.id).join(' %')} and writes %${p.scatters.map((x) => x.node.id).join(' %')} itself` });
+      steps.push({ node: n, rule: 'projection', reason: `computes %${p.matmuls.map((m) => m.node.id).join(' %')} (no buffers) and writes %${p.scatters.map((x) => x.node.id).join(' %')} (no kernels)` });
     }
   }
   const absorbed = () => new Set([...projections.values()].flatMap((p) => p.scatters.map((x) => x.node.id)));
@@ -228,7 +228,7 @@ export const templateName = (k: LoweredKernel) => (k.variant ? `${k.mode}/${k.va
 export function printKernelPlan(plan: KernelPlan, steps: readonly PlanStep[] = []): string {
   const node = (n: Node) => `%${n.id}`;
   const lines = [`plan kernels=${plan.kernels.length} buffers-chosen=${plan.materialized.size}`];
-  for (const s of steps) lines.push(`  rule ${s.rule}: %${s.node.id} ${s.node.op}${fmtShape(s.node.shape)} gets a buffer (${s.reason})`);
+  for (const s of steps) lines.push(`  rule ${s.rule}: %${s.node.id} ${s.node.op}${fmtShape(s.node.shape)} ${s.rule === 'projection' ? s.reason : `gets a buffer (${s.reason})`}`);
   for (const k of plan.kernels) {
     const inlined = k.nodes.slice(1).length;
     lines.push(`  ${node(k.root).padStart(5)} ${k.root.op}${fmtShape(k.root.shape)} ${templateName(k)} grid ${k.groups} wg ${k.workgroupSize} inlines ${inlined} reads [${k.reads.map(node).join(' ')}]`);

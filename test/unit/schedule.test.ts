@@ -41,6 +41,12 @@ test('llama-400m decode with the attention projection (DeviceLimits.attentionPro
   expect(kernels.filter((k) => k.templates.includes('attention/decode+qkv'))).toHaveLength(24);
 });
 
+test('strata inspect --kernels --attention-projection: the plan says what the attention computes and writes', async () => {
+  const text = await kernelSchedule('test/fixtures/hf/llama', { rows: 1, tokens: 1, capacity: 256, limits: { ...LIMITS, attentionProjection: true } });
+  expect(text).toContain('rule projection: %111 attention(1,2,2,16) computes %27 %32 %37 (no buffers) and writes %80 %81 (no kernels)');
+  expect(text).toContain('dispatches=9');
+});
+
 test('jamba-small prefill (1 row, 128 tokens): one selective_scan kernel per Mamba-1 layer', () => {
   // 7 Mamba-1 layers: each scan is one selscan kernel writing the SSM state in place; with the chunked
   // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 219 kernels

@@ -13,7 +13,7 @@ mkdirSync(out, { recursive: true });
 const oneGroupFusion = process.env.STRATA_ONE_GROUP_FUSION !== '0';
 // STRATA_ATTN_PROJECTION=1: decode attentions that compute their q/k/v (DeviceLimits.attentionProjection)
 const attentionProjection = process.env.STRATA_ATTN_PROJECTION === '1';
-const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion, attentionProjection };
+const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion, attentionProjection, ...(attentionProjection ? { maxComputeWorkgroupStorageSize: 32768 } : {}) };
 const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion, attentionProjection };
 function dump(tag: string, p: Program) {
   const text = [printProgram(p), printSchedule(p), ...p.kernels.map((k) => `// ---- ${k.name}\n${k.wgsl}`)].join('\n');

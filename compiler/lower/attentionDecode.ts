@@ -57,7 +57,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const { subgroups = false, unroll = true, variant = defaultAttentionDecode(!unroll), projection } = options;
   const { lanes: LANES, wg: WG, order } = variant;
   // the projection's arrays come out of what the attention's own arrays may use
-  const workgroupStorage = (options.workgroupStorage ?? 16384) - (projection ? 4 * projectionFloats(projection, WG) : 0);
+  const workgroupStorage = (options.workgroupStorage ?? 16384) - (projection ? 4 * projectionFloats(projection) : 0);
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
   const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
   const GROUPS = WG / LANES; // key groups of a workgroup: they walk disjoint keys at once
@@ -90,7 +90,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
   const gi = e.bound('gi', rows - 1);
-  const projected = projection ? emitProjection(e, projection, gi, WG, subgroups) : [];
+  const projected = projection ? emitProjection(e, projection, gi, WG, subgroups, unroll) : [];
   const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
   const batch = outer.slice(0, -1);
   const m = outer[outer.length - 1]!;

@@ -21,6 +21,7 @@ import type { DeviceLimits } from '../compile.ts';
 import { OPS } from '../ops.ts';
 import { GPU_QUANT_MATVEC } from '../quantized.ts';
 import { type AttentionProjection, planProjection } from './planProjections.ts';
+import { projectionFloats } from '../lower/attentionProjection.ts';
 import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength, scatterReadsInPlace } from './lowerToWgsl.ts';
 
 /** A graph the compiler cannot schedule for the adapter (re-exported by compile.ts). */
@@ -165,7 +166,9 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       const choice = chooseTemplate(n, isMat, options);
       if (!('template' in choice) || choice.template !== 'attention' || choice.variant !== 'decode') continue;
       const p = planProjection(n, isMat, consumers);
-      if (!p) continue;
+      // its arrays come out of the attention's workgroup memory: at most a quarter of it (WebGPU's default 16 KiB
+      // would leave a llama-400m attention one key per trip)
+      if (!p || 4 * projectionFloats(p) > (options.workgroupStorage ?? 16384) / 4) continue;
       projections.set(n.id, p);
       for (const id of p.unbuffered) mat.delete(id);
       steps.push({ node: n, rule: 'projection', reason: `computes %${p.matmuls.map((m) => m.node.id).join(' %')} (no buffers) and writes %${p.scatters.map((x) => x.node.id).join(' %')} (no kernels)` });

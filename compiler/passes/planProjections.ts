@@ -43,10 +43,10 @@ export interface AttentionProjection {
 }
 
 /** Visits what `start` at `idx` reads, down to `stop` nodes (given their index) and other buffers; false where an op has no static index map. */
-function walk(start: Node, idx: number[], stop: (n: Node) => boolean, isMat: (n: Node) => boolean, found: (n: Node, idx: number[]) => void, seen: Map<number, Node>): boolean {
+function walk(start: Node, idx: number[], stop: (n: Node) => boolean, isMat: (n: Node) => boolean, found: (n: Node, idx: number[]) => void, seen: Map<number, Node>, reaches: (n: Node) => boolean): boolean {
   const visit = (n: Node, at: number[]): boolean => {
     if (stop(n)) return found(n, at), true;
-    if (n.op === 'const' || isMat(n)) return true;
+    if (n.op === 'const' || isMat(n) || !reaches(n)) return true;
     seen.set(n.id, n);
     const def = OPS[n.op];
     if (def.kind === 'elementwise') return def.indexArgs ? true : n.inputs.every((i) => visit(i, at));
@@ -69,7 +69,7 @@ function walk(start: Node, idx: number[], stop: (n: Node) => boolean, isMat: (n:
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The one node `stop` selects that `start` reads over `indices`, with the indices it is read at; undefined otherwise. */
-function readsOne(start: Node, indices: number[][], stop: (n: Node) => boolean, isMat: (n: Node) => boolean, seen: Map<number, Node>): { node: Node; at: number[][] } | undefined {
+function readsOne(start: Node, indices: number[][], stop: (n: Node) => boolean, isMat: (n: Node) => boolean, seen: Map<number, Node>, reaches: (n: Node) => boolean): { node: Node; at: number[][] } | undefined {
   let node: Node | undefined;
   const at: number[][] = [];
   let ok = true;
@@ -78,7 +78,7 @@ function readsOne(start: Node, indices: number[][], stop: (n: Node) => boolean, 
       if (node && node !== n) ok = false;
       node = n;
       at.push(i);
-    }, seen);
+    }, seen, reaches);
   }
   return ok && node ? { node, at } : undefined;
 }
@@ -102,13 +102,24 @@ export function planProjection(attn: Node, isMat: (n: Node) => boolean, consumer
   const outer = isMat;
   isMat = (n) => outer(n) && !viewOfMatmul(n);
   const seen = new Map<number, Node>();
+  // whether a node's inlined subtree holds a matmul or a cache write at all: the position arithmetic under RoPE
+  // and the masks hold neither, and are not walked element by element
+  const memo = new Map<number, boolean>();
+  const reaches = (n: Node): boolean => {
+    let hit = memo.get(n.id);
+    if (hit === undefined) {
+      hit = isLongMatmul(n) || n.op === 'scatter' || (!isMat(n) && n.inputs.some(reaches));
+      memo.set(n.id, hit);
+    }
+    return hit;
+  };
   const perGroup = range(rows).map((gi) => {
     const outer = delinearize(numberIndex, gi, attn.shape.slice(0, -1));
     const batch = outer.slice(0, -1);
-    const qm = readsOne(q, range(D).map((d) => [...outer, d]), isLongMatmul, isMat, seen);
+    const qm = readsOne(q, range(D).map((d) => [...outer, d]), isLongMatmul, isMat, seen, reaches);
     // the caches as the kernel reads them (key 0 stands for every key: a key's columns do not depend on it)
-    const kc = readsOne(kT, range(D).map((d) => [...batch, d, 0]), (n) => n.op === 'scatter', isMat, seen);
-    const vc = readsOne(v, range(v.shape[r - 1]!).map((d) => [...batch, 0, d]), (n) => n.op === 'scatter', isMat, seen);
+    const kc = readsOne(kT, range(D).map((d) => [...batch, d, 0]), (n) => n.op === 'scatter', isMat, seen, reaches);
+    const vc = readsOne(v, range(v.shape[r - 1]!).map((d) => [...batch, 0, d]), (n) => n.op === 'scatter', isMat, seen, reaches);
     return { qm, caches: [kc, vc] };
   });
   const first = perGroup[0]!;
@@ -129,7 +140,7 @@ export function planProjection(attn: Node, isMat: (n: Node) => boolean, consumer
       const ok = walk(values, vIdx, isLongMatmul, isMat, (m, i) => {
         if ((cacheMatmuls[si] ??= m) !== m) ok2 = false;
         at.push({ row: linearize(numberIndex, i.slice(0, -1), m.shape.slice(0, -1)), col: i[i.length - 1]! });
-      }, seen) && walk(indices, vIdx.slice(0, indices.shape.length), () => false, isMat, () => {}, seen);
+      }, seen, reaches) && walk(indices, vIdx.slice(0, indices.shape.length), () => false, isMat, () => {}, seen, reaches);
       if (!ok || !ok2) return undefined;
       reads.push(at);
     }
@@ -145,6 +156,17 @@ export function planProjection(attn: Node, isMat: (n: Node) => boolean, consumer
   if (weights.some((w) => !w)) return undefined;
   // nothing else reads the matmuls: their values exist only in the kernel's workgroup memory
   if (matmuls.some((m) => (consumers.get(m.id) ?? []).some((c) => !seen.has(c.id) && !scatters.includes(c)))) return undefined;
+  // each scatter element's cache column, and its x row (-1 where its values read several)
+  const elements = scatters.map((scatter, s) => {
+    const target = scatter.inputs[0]!;
+    const values = scatter.inputs[2]!;
+    const k = scatter.inputs[1]!.shape.length;
+    return elementReads[s]!.map((reads, t) => {
+      const vIdx = delinearize(numberIndex, t, values.shape);
+      const rows = new Set(reads.map((x) => x.row));
+      return { col: linearize(numberIndex, vIdx.slice(k), target.shape.slice(1)), row: rows.size === 1 ? [...rows][0]! : -1 };
+    });
+  });
   // per workgroup: its x row, the columns of each matmul it needs, the scatter elements writing what it reads
   const table: number[][] = [];
   for (const p of perGroup) {
@@ -155,12 +177,10 @@ export function planProjection(attn: Node, isMat: (n: Node) => boolean, consumer
     const starts: number[] = [];
     for (const [s, scatter] of scatters.entries()) {
       const target = scatter.inputs[0]!;
-      const values = scatter.inputs[2]!;
-      const k = scatter.inputs[1]!.shape.length;
       const readCols = new Set(p.caches[s]!.at.map((i) => linearize(numberIndex, i.slice(1), target.shape.slice(1))));
-      const mine = range(numel(values.shape)).filter((t) => {
-        const vIdx = delinearize(numberIndex, t, values.shape);
-        return readCols.has(linearize(numberIndex, vIdx.slice(k), target.shape.slice(1))) && elementReads[s]![t]!.every((x) => x.row === row);
+      const mine: number[] = [];
+      elements[s]!.forEach((el, t) => {
+        if (el.row === row && readCols.has(el.col)) mine.push(t);
       });
       if (mine.length === 0 || mine[mine.length - 1]! - mine[0]! + 1 !== mine.length) return undefined;
       starts.push(mine[0]!, mine.length);

@@ -28,8 +28,9 @@ async function decodeStep(storage: StorageDType) {
 }
 
 describe('decode attention with its q/k/v projection', () => {
-  for (const [storage, subgroups] of [['f16', true], ['bf16', false]] as const)
-    test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}: logits and KV caches match the CPU reference`, async () => {
+  // unroll: the GPU's K loop (4 steps a trip) as well as the software adapter's
+  for (const [storage, subgroups, unroll] of [['f16', true, false], ['bf16', false, false], ['f16', true, true]] as const)
+    test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}${unroll ? ', unrolled' : ''}: logits and KV caches match the CPU reference`, async () => {
       const graph = await decodeStep(storage);
       const r = await runGraphBoth(graph, (g) => {
         const data = randomData(g, 7, { intHi: SLOTS });
@@ -37,7 +38,7 @@ describe('decode attention with its q/k/v projection', () => {
         data.inputs = { ...data.inputs, tokens: [17, 201], slot_ids: [2, 0], valid: [1, 1] };
         data.states = { ...data.states, pos: [11, 0, 5] };
         return data;
-      }, { limits: { attentionProjection: true, subgroups } });
+      }, { limits: { attentionProjection: true, subgroups, unroll } });
       // each layer's attention computes its projections: q/k/v matvecs and cache scatters have no kernel of their own
       expect(r.program.kernels.filter((k) => k.templates.includes('attention/decode+qkv'))).toHaveLength(2);
       // f32 arithmetic on both sides over the same rounded weights: only the order of the K sums differs

@@ -36,7 +36,7 @@ test('llama-400m decode with the attention projection (DeviceLimits.attentionPro
   // each layer's q/k/v matvec is computed inside its attention kernel (attention/decode+qkv), which also writes
   // the layer's KV cache rows: 5 -> 4 dispatches a layer, 121 -> 97 a step
   const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
-  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true } }).kernels;
+  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, maxComputeWorkgroupStorageSize: 32768, attentionProjection: true } }).kernels;
   expect(kernels).toHaveLength(97);
   expect(kernels.filter((k) => k.templates.includes('attention/decode+qkv'))).toHaveLength(24);
 });

@@ -11,20 +11,18 @@
 //   attention / tiled / ssdstep / selstep / selscan  hand-written templates (compiler/lower/attentionKernel.ts,
 //            attentionDecode.ts, tiledMatmul.ts, ssdStepKernel.ts, selectiveStepKernel.ts, selectiveScanKernel.ts)
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
+import type { DeviceLimits } from '../compile.ts';
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
-import type { QuantMatvec, QuantShape } from '../quantized.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { OPS, wgslLiteral, wgslType } from '../ops.ts';
 import { Emitter, type KernelMode, type LoweredKernel, type Refusal, SEQ_MAX, assemble, finish, isReduction, nextPow2, reduceLength } from '../lower/emitter.ts';
 import { lowerAttention } from '../lower/attentionKernel.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
-import type { AttentionDecodeVariant } from '../lower/attentionDecodeVariants.ts';
 import type { AttentionProjection } from './planProjections.ts';
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
-import { type TiledVariant, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
+import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
-import type { MatvecRowsVariant } from '../lower/matvecRows.ts';
 import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';
 import { lowerSelectiveScan } from '../lower/selectiveScanKernel.ts';
@@ -46,28 +44,14 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
   return false;
 }
 
-export interface LowerOptions {
-  /** The device has subgroup operations (WGSL `enable subgroups`). */
-  subgroups?: boolean;
-  /** Loops with a known trip count may be written out trip by trip (see DeviceLimits.unroll). */
-  unroll?: boolean;
-  /** Bytes of workgroup memory a kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize). */
-  workgroupStorage?: number;
-  /** Accumulators per thread at most on the matvec's rows path (DeviceLimits.matvecAccumulators). */
-  matvecAccumulators?: number;
-  /** The matvec rows path's variant (DeviceLimits.matvecRows). */
-  matvecRows?: MatvecRowsVariant;
-  /** The one-row matvec loads its weights ahead of the norm phases (DeviceLimits.matvecPreload). */
-  matvecPreload?: boolean;
-  /** The matvec's K loop for block-quantized weights (DeviceLimits.quantMatvec). */
-  quantMatvec?: QuantMatvec;
-  /** The quantized matvec's columns and threads where set (DeviceLimits.quantShape). */
-  quantShape?: QuantShape;
-  /** The tiled matmul's variant (DeviceLimits.tiledMatmul). */
-  tiledMatmul?: TiledVariant;
-  /** The decode attention kernel's variant (DeviceLimits.attentionDecode). */
-  attentionDecode?: AttentionDecodeVariant;
-}
+/**
+ * What the lowering takes from DeviceLimits (each field documented there): subgroups, unrolling and the kernel
+ * variants, plus the workgroup memory a kernel may declare (DeviceLimits.maxComputeWorkgroupStorageSize).
+ */
+export type LowerOptions = Pick<
+  DeviceLimits,
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'attentionDecode'
+> & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
 export type TemplateChoice =

@@ -1,0 +1,94 @@
+// Rows of a matmul computed inside another kernel's workgroup (a projection prologue: lower/attentionProjection.ts,
+// lower/ssdStepKernel.ts): the left operand's row staged in workgroup memory, then chosen weight rows dotted with it.
+import type { Node } from '../ir.ts';
+import type { KExpr } from '../kexpr/expr.ts';
+import type { Emitter } from './emitter.ts';
+
+/** Lanes that share one projected row's K loop (a warp reads 4 rows' 32-byte runs of 16-bit weights at once). */
+export const LANES = 8;
+
+/**
+ * Stages `left` at `lead` (its leading indices) in `proj_x` (Kd floats, declared by the caller): its reductions
+ * (the norm's mean) become the emitter's phases, placed before the staging loop; a barrier follows.
+ */
+export function stageRow(e: Emitter, left: Node, lead: KExpr[], Kd: number): void {
+  e.cooperative = true;
+  const kx = e.bound('pk', Kd - 1);
+  const staging = e.nested(() => e.line(`proj_x[pk] = ${e.value(left, [...lead, kx])};`));
+  e.cooperative = false;
+  e.phases.forEach((l) => e.line(l));
+  e.line(`for (var pk: u32 = lid; pk < ${Kd}u; pk += WG) {`);
+  staging.forEach((l) => e.line('  ' + l));
+  e.line(`}`);
+  e.line(`workgroupBarrier();`);
+}
+
+/** `width` rows of one [N, Kd] weight: `row(r)` is local row r's weight row, `store(r, v)` a statement keeping its dot. */
+export interface RowSet {
+  weight: Node;
+  width: number;
+  row: (r: string) => string;
+  store: (r: string, v: string) => string;
+}
+
+/**
+ * The dots of every set's rows with proj_x. Thread (row, lane) takes rows row, row + WG / LANES, ... of every set at
+ * once: all its accumulators' weight loads of a K step are in flight together, and one reduction round serves them
+ * all. Lane 0 of a row stores its dot; no barrier follows.
+ */
+export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, subgroups: boolean, unroll: boolean): void {
+  const rowsAtOnce = wg / LANES;
+  e.redTypes.add('f32'); // red_f32 (WG floats) carries the lanes' sums without subgroups; the phases are done with it
+  e.line(`let pj_lane = lid % ${LANES}u;`);
+  e.line(`let pj_row = lid / ${LANES}u;`);
+  const accs = sets.flatMap((m, j) => Array.from({ length: Math.ceil(m.width / rowsAtOnce) }, (_, i) => ({ m, i, acc: `pa${j}_${i}`, row: `pn${j}_${i}` })));
+  for (const a of accs) {
+    e.line(`let ${a.row} = ${a.m.row(`min(pj_row + ${a.i * rowsAtOnce}u, ${a.m.width - 1}u)`)};`);
+    e.line(`var ${a.acc}: f32 = 0.0;`);
+  }
+  // K steps of 2 LANES elements (a packed 16-bit word a lane); several steps a trip where loops are written out
+  const steps = Kd / (2 * LANES);
+  const trip = unroll && Number.isInteger(steps) && steps % 4 === 0 ? 4 : 1;
+  const body = e.nested(() => {
+    for (let u = 0; u < trip; u++) {
+      const pq = e.bound(`pq${u}`, Kd - 2);
+      e.line(`let pq${u} = pq + ${u * 2 * LANES}u;`);
+      e.line(`let px${u} = proj_x[pq${u}];`);
+      e.line(`let py${u} = proj_x[pq${u} + 1u];`);
+      for (const a of accs) {
+        const w = a.m.weight;
+        const storage = w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32';
+        const n = e.bound(a.row, w.shape[0]! - 1);
+        let pair: [KExpr | string, KExpr | string];
+        if (storage === 'f16') {
+          const word = e.fresh('pw');
+          e.line(`let ${word} = unpack2x16float(${e.buffer(w)}[(${a.row} * ${Kd}u + pq${u}) >> 1u]);`);
+          pair = [`${word}.x`, `${word}.y`];
+        } else pair = [e.load(w, [n, pq]), e.load(w, [n, e.ix.add(pq, e.ix.lit(1))])];
+        e.line(`${a.acc} = ${a.acc} + px${u} * ${pair[0]} + py${u} * ${pair[1]};`);
+      }
+    }
+  });
+  e.line(`for (var pq: u32 = pj_lane * 2u; pq < ${Kd}u; pq += ${2 * LANES * trip}u) {`);
+  body.forEach((l) => e.line('  ' + l));
+  e.line(`}`);
+  const shuffles = accs.flatMap((a) => [1, 2, 4].map((x) => `${a.acc} = ${a.acc} + subgroupShuffleXor(${a.acc}, ${x}u);`));
+  const sum = () => [...Array(LANES).keys()].map((l) => `red_f32[pj_row * ${LANES}u + ${l}u]`).join(' + ');
+  const shared = accs.flatMap((a) => [`red_f32[lid] = ${a.acc};`, `workgroupBarrier();`, `${a.acc} = ${sum()};`, `workgroupBarrier();`]);
+  if (!subgroups) shared.forEach((l) => e.line(l));
+  else {
+    // subgroup_size is uniform: the barriers of the other branch stay legal
+    e.line(`if (sg_size >= ${LANES}u) {`);
+    shuffles.forEach((l) => e.line('  ' + l));
+    e.line(`} else {`);
+    shared.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+  }
+  e.line(`if (pj_lane == 0u) {`);
+  for (const a of accs) {
+    const r = `pj_row + ${a.i * rowsAtOnce}u`;
+    e.line(`  if (${r} < ${a.m.width}u) { ${a.m.store(r, a.acc)} }`);
+  }
+  e.line(`}`);
+}
+

@@ -18,6 +18,7 @@ import { renderKernel } from './lower/emitter.ts';
 import { orderKernels } from './passes/orderKernels.ts';
 import { absorbScatters } from './passes/absorbScatters.ts';
 import { absorbStateWrites } from './passes/absorbStateWrites.ts';
+import { projectSsdInputs } from './passes/projectSsdInputs.ts';
 import { decomposeKernels } from './passes/decomposeKernels.ts';
 import { planMemory } from './passes/planMemory.ts';
 import { splitWeights } from './passes/splitWeights.ts';
@@ -88,6 +89,12 @@ export interface DeviceLimits {
    * dispatch goes (llama-400m decode 121 -> 97). Off where unset; STRATA_ATTN_PROJECTION=1 sets it on an adapter.
    */
   attentionProjection?: boolean;
+  /**
+   * A Mamba-2 decode step kernel computes the in_proj rows it reads itself (its head's x rows, its group's B and C
+   * rows, its dt row) and its share of the z columns (passes/projectSsdInputs.ts): in_proj's matvec dispatch goes
+   * (granite4h-350m-like decode 161 -> 133). Off where unset; STRATA_SSD_PROJECTION=1 sets it on an adapter.
+   */
+  ssdProjection?: boolean;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */
@@ -231,7 +238,8 @@ export function compileWithPlan(graph: Graph, options: CompileOptions = {}): Com
   const fuse = options.fuse ?? true;
   const steps: PlanStep[] = [];
   const kernelPlan = planKernels(g, mat, limits, steps);
-  const planned = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
+  const absorbed = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
+  const planned = fuse && limits.ssdProjection ? projectSsdInputs(absorbed, g, (n) => mat.has(n.id), limits) : absorbed;
   const ordered = orderKernels(planned);
   const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;
   const plan = planMemory(g, kernels);

@@ -335,6 +335,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     shaderF16: profile.features.includes('shader-f16'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     attentionProjection: flagOf('STRATA_ATTN_PROJECTION'),
+    ssdProjection: flagOf('STRATA_SSD_PROJECTION'),
   };
 }
 

@@ -6,6 +6,9 @@ import type { KExpr } from '../kexpr/expr.ts';
 import { wgslLiteral } from '../ops.ts';
 import { ssdStepDims } from '../ssdStep.ts';
 import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
+import { delinearize } from '../indexAlgebra.ts';
+import type { SsdProjection } from '../passes/projectSsdInputs.ts';
+import { type RowSet, emitRowDots, stageRow } from './projectRows.ts';
 
 /** Threads of a workgroup at most. */
 const WG_MAX = 256;
@@ -16,6 +19,13 @@ const ELEMENTS_PER_THREAD = 8;
 export interface SsdStepWrites {
   ssm?: Node;
   conv?: Node;
+}
+
+export interface SsdStepOptions {
+  /** The in_proj rows the workgroup computes itself (passes/projectSsdInputs.ts, DeviceLimits.ssdProjection). */
+  projection?: SsdProjection;
+  subgroups?: boolean;
+  unroll?: boolean;
 }
 
 const prevPow2 = (n: number) => 1 << Math.floor(Math.log2(Math.max(1, n)));
@@ -29,12 +39,13 @@ const prevPow2 = (n: number) => 1 << Math.floor(Math.log2(Math.max(1, n)));
  * adding C . h; the lanes' sums meet in workgroup memory and lane 0 writes y = C . h + D x.
  * Standalone (not merged with the scatters) the part named by the root is stored to its own buffer instead.
  */
-export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: SsdStepWrites = {}): LoweredKernel {
+export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: SsdStepWrites = {}, options: SsdStepOptions = {}): LoweredKernel {
+  const { projection } = options;
   const [xbc, dtRaw, ring, h0, W, convB, dtBias, A, D, pos, valid] = root.inputs as [Node, Node, Node, Node, Node, Node, Node, Node, Node, Node, Node];
   const { part, dtMin, dtMax } = (root as Node<'ssd_step'>).attrs;
   const { S, C, K, Hh, P, N, G, I } = ssdStepDims(root.inputs);
   const R = Hh / G;
-  const e = new Emitter(root, isMat, 'ssdstep');
+  const e = new Emitter(root, isMat, 'ssdstep', projection ? (options.subgroups ?? false) : false);
   const f = (x: number) => wgslLiteral(x, 'f32');
   const split = Math.ceil(P / Math.max(1, Math.min(P, Math.floor((WG_MAX * ELEMENTS_PER_THREAD) / N))));
   const RP = Math.ceil(P / split); // rows of a workgroup
@@ -56,6 +67,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   const chunk = e.declareTop('o2', e.ix.mod(gi, split));
   const g = e.declareTop('o3', e.ix.div(h, R));
   /** Row p of this sequence's head in a [S, Hh, P, ...] result. */
+  const projected = projection ? emitSsdProjection(e, projection, { s, h, chunk, g }, { RP, N, P, I, G, perSequence: Hh * split, split }, wg, options) : undefined;
   const headRow = (p: KExpr) => e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, Hh), h), P), p);
   e.line(`let real = ${e.value(valid, [s])} > 0;`);
   e.line(`let at = u32(max(${e.value(pos, [s])}, 0)) % ${K}u;`);
@@ -73,7 +85,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     const c = e.bound(e.fresh('k'), C - 1);
     const xRow = `${chunk} * ${RP}u + ${q}`;
     e.line(`let ${c} = select(select(${I + G * N}u + ${g} * ${N}u + ${q} - ${RP + N}u, ${I}u + ${g} * ${N}u + ${q} - ${RP}u, ${q} < ${RP + N}u), ${h} * ${P}u + min(${xRow}, ${P - 1}u), ${q} < ${RP}u);`);
-    const input = e.value(xbc, [s, c]);
+    const input = projected ? `ssd_in[${q}]` : e.value(xbc, [s, c]);
     const terms = [`${e.value(convB, [c])}`, `${e.value(W, [c, e.ix.lit(K - 1)])} * ${input}`];
     for (let k = 0; k < K - 1; k++) {
       const slot = e.bound(e.fresh('k'), K - 1);
@@ -98,7 +110,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
 
   if (ssmOut || storeY) {
     e.line(`workgroupBarrier();`);
-    e.line(`var dt = strata_softplus(${e.value(dtRaw, [s, h])} + ${e.value(dtBias, [h])});`);
+    e.line(`var dt = strata_softplus(${projected ? `ssd_in[${CH}u]` : e.value(dtRaw, [s, h])} + ${e.value(dtBias, [h])});`);
     if (dtMin > 0) e.line(`dt = max(dt, ${f(dtMin)});`);
     if (dtMax < Infinity) e.line(`dt = min(dt, ${f(dtMax)});`);
     e.line(`dt = select(0.0, dt, real);`);
@@ -152,8 +164,42 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     pass.forEach((l) => e.line('  ' + l));
     e.line(`}`);
   }
-  const shared = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : [])];
+  const shared = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : []), ...(projected ?? [])];
   const k = finish(e, 'ssdstep', assemble(e, e.topLines(), wg, shared), groups);
-  const also = [writes.ssm, writes.conv].filter((w) => w !== undefined);
-  return also.length ? { ...k, alsoWrites: also } : k;
+  const also = [writes.ssm, writes.conv, projection?.z ? projection.matmul : undefined].filter((w) => w !== undefined);
+  const merged = also.length ? { ...k, alsoWrites: also } : k;
+  // printed as ssdstep/in_proj: the kernel computes the in_proj matvec's rows (and writes its z columns)
+  return projection ? { ...merged, variant: 'in_proj', nodes: [...new Set([...k.nodes, ...projection.nodes])] } : merged;
+}
+
+/**
+ * The in_proj rows of the workgroup, after its coordinates are declared: the normed input row staged (its norm as
+ * phases), then its x rows, its group's B and C rows and its head's dt row into ssd_in ([x RP | B N | C N | dt],
+ * phase 1's channel order), and its share of the z columns (read by the gated norm after the step) stored to the
+ * matmul's buffer. Every workgroup of a group recomputes the group's B and C rows. Returns the workgroup arrays.
+ */
+function emitSsdProjection(e: Emitter, p: SsdProjection, at: Record<'s' | 'h' | 'chunk' | 'g', KExpr>, d: { RP: number; N: number; P: number; I: number; G: number; perSequence: number; split: number }, wg: number, options: SsdStepOptions): string[] {
+  const { s, h, chunk, g } = at;
+  const { RP, N, P, I, G, perSequence, split } = d;
+  const Kd = p.left.shape[p.left.shape.length - 1]!;
+  const cols = p.matmul.shape[p.matmul.shape.length - 1]!;
+  const lead = delinearize(e.ix, s, p.left.shape.slice(0, -1)).map((x, i) => e.declareTop(`pl${i}`, x));
+  stageRow(e, p.left, lead, Kd);
+  const into = (base: number) => (r: string, v: string) => `ssd_in[${base ? `${base}u + ` : ''}${r}] = ${v};`;
+  const sets: RowSet[] = [
+    { weight: p.weight, width: RP, row: (r) => `${p.xbc}u + ${h} * ${P}u + min(${chunk} * ${RP}u + ${r}, ${P - 1}u)`, store: into(0) },
+    { weight: p.weight, width: N, row: (r) => `${p.xbc + I}u + ${g} * ${N}u + ${r}`, store: into(RP) },
+    { weight: p.weight, width: N, row: (r) => `${p.xbc + I + G * N}u + ${g} * ${N}u + ${r}`, store: into(RP + N) },
+    { weight: p.weight, width: 1, row: () => `${p.dt}u + ${h}`, store: into(RP + 2 * N) },
+  ];
+  if (p.z) {
+    // a sequence's z columns dealt out evenly among its workgroups: the i-th computes columns i * width ..
+    const [first, Z] = p.z;
+    const width = Math.ceil(Z / perSequence);
+    const local = (r: string) => `(${h} * ${split}u + ${chunk}) * ${width}u + ${r}`;
+    sets.push({ weight: p.weight, width, row: (r) => `${first}u + min(${local(r)}, ${Z - 1}u)`, store: (r, v) => `if (${local(r)} < ${Z}u) { @B${p.matmul.id}@[${s} * ${cols}u + ${first}u + ${local(r)}] = ${v}; }` });
+  }
+  emitRowDots(e, Kd, sets, wg, options.subgroups ?? false, options.unroll ?? true);
+  e.line(`workgroupBarrier();`);
+  return [`var<workgroup> proj_x: array<f32, ${Kd}>;`, `var<workgroup> ssd_in: array<f32, ${RP + 2 * N + 1}>;`];
 }

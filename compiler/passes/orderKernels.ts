@@ -25,7 +25,8 @@ export function orderKernels(kernels: LoweredKernel[]): LoweredKernel[] {
       if (p && p !== k) d.add(p);
     }
     // the state versions it writes in place: its root when a scatter, and those it writes besides (ssd_step)
-    const inPlace = [...(k.root.op === 'scatter' ? [k.root] : []), ...(k.alsoWrites ?? [])];
+    // (a temp among alsoWrites, an SSD step's projected in_proj result, has no older version)
+    const inPlace = [...(k.root.op === 'scatter' ? [k.root] : []), ...(k.alsoWrites ?? []).filter((w) => w.op === 'scatter')];
     for (const w of inPlace) {
       const target = w.inputs[0]!;
       const prev = producer.get(target.id);

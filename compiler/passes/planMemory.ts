@@ -52,18 +52,21 @@ export function planMemory(g: Graph, kernels: LoweredKernel[]): MemoryPlan {
       const b = sourceBuffer(r);
       if (b !== undefined) bufferOf.set(r.id, b);
     }
-    for (const also of k.alsoWrites ?? []) bufferOf.set(also.id, sourceBuffer(also)!);
-    const w = k.write;
-    const src = sourceBuffer(w);
-    if (src !== undefined) bufferOf.set(w.id, src);
-    else if (outputs.has(w.id)) bufferOf.set(w.id, add({ role: 'output', name: outputs.get(w.id)!, bytes: nodeBytes(w), dtype: w.dtype, shape: [...w.shape] }));
-    else {
-      const need = nodeBytes(w);
-      let best = -1;
-      for (let f = 0; f < free.length; f++) if (buffers[free[f]!]!.bytes >= need && (best < 0 || buffers[free[f]!]!.bytes < buffers[free[best]!]!.bytes)) best = f;
-      const id = best >= 0 ? free.splice(best, 1)[0]! : add({ role: 'temp', bytes: need, dtype: w.dtype, shape: [...w.shape] });
-      bufferOf.set(w.id, id);
-    }
+    const place = (w: Node): void => {
+      const src = sourceBuffer(w);
+      if (src !== undefined) bufferOf.set(w.id, src);
+      else if (outputs.has(w.id)) bufferOf.set(w.id, add({ role: 'output', name: outputs.get(w.id)!, bytes: nodeBytes(w), dtype: w.dtype, shape: [...w.shape] }));
+      else {
+        const need = nodeBytes(w);
+        let best = -1;
+        for (let f = 0; f < free.length; f++) if (buffers[free[f]!]!.bytes >= need && (best < 0 || buffers[free[f]!]!.bytes < buffers[free[best]!]!.bytes)) best = f;
+        const id = best >= 0 ? free.splice(best, 1)[0]! : add({ role: 'temp', bytes: need, dtype: w.dtype, shape: [...w.shape] });
+        bufferOf.set(w.id, id);
+      }
+    };
+    // state versions written in place, or a temp (an SSD step's projected in_proj result: projectSsdInputs.ts)
+    for (const also of k.alsoWrites ?? []) place(also);
+    place(k.write);
     // temps read for the last time here become free for later kernels
     for (const r of k.reads) {
       const b = bufferOf.get(r.id)!;

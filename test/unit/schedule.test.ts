@@ -47,6 +47,22 @@ test('strata inspect --kernels --attention-projection: the plan says what the at
   expect(text).toContain('dispatches=9');
 });
 
+test('granite4h-350m-like decode with the in_proj projection (DeviceLimits.ssdProjection): 28 dispatches fewer', () => {
+  // each Mamba layer's in_proj matvec is computed inside its ssd_step kernel (ssdstep/in_proj), which also stores the
+  // z columns the gated norm reads: 5 -> 4 dispatches for each of the 28 Mamba layers, 161 -> 133 a step; with the
+  // attention projection too, the 4 attention layers' q/k/v matvecs go as well: 129
+  const model = buildModel(parseConfig(BENCH_CONFIGS['granite4h-350m-like']!, 'granite4h-350m-like.json'));
+  const kernels = (attentionProjection: boolean, rows: number) => compileBucket(model, () => 'f16', { rows, tokens: 1, capacity: 264, limits: { ...LIMITS, maxComputeWorkgroupStorageSize: 32768, ssdProjection: true, attentionProjection } }).kernels;
+  for (const rows of [1, 8]) {
+    const ssd = kernels(false, rows);
+    expect(ssd).toHaveLength(133);
+    expect(ssd.filter((k) => k.templates.includes('ssdstep/in_proj'))).toHaveLength(28);
+    const both = kernels(true, rows);
+    expect(both).toHaveLength(129);
+    expect(both.filter((k) => k.templates.includes('attention/decode+qkv'))).toHaveLength(4);
+  }
+});
+
 test('jamba-small prefill (1 row, 128 tokens): one selective_scan kernel per Mamba-1 layer', () => {
   // 7 Mamba-1 layers: each scan is one selscan kernel writing the SSM state in place; with the chunked
   // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 219 kernels

@@ -135,6 +135,7 @@ export function register(program: Command): void {
     .option('--tokens <n>', 'tokens per sequence of the bucket (with --kernels)', '1')
     .option('--subgroups', 'schedule for an adapter with subgroups (with --kernels)')
     .option('--attention-projection', 'decode attention computes its q/k/v rows itself, as STRATA_ATTN_PROJECTION=1 (with --kernels)')
+    .option('--ssd-projection', 'the Mamba-2 decode step computes its in_proj rows itself, as STRATA_SSD_PROJECTION=1 (with --kernels)')
     .option('--storage-buffers <n>', 'storage buffers per shader stage the adapter allows (with --kernels)', '8')
     .action(async (dir: string, options: Record<string, unknown>) => {
       if (options.kernels) {
@@ -146,7 +147,7 @@ export function register(program: Command): void {
         const rows = int('--rows', options.rows);
         const tokens = int('--tokens', options.tokens);
         const capacity = options.capacity === undefined ? 256 : int('--capacity', options.capacity);
-        const limits = { subgroups: options.subgroups === true, maxStorageBuffersPerShaderStage: int('--storage-buffers', options.storageBuffers), attentionProjection: options.attentionProjection === true };
+        const limits = { subgroups: options.subgroups === true, maxStorageBuffersPerShaderStage: int('--storage-buffers', options.storageBuffers), attentionProjection: options.attentionProjection === true, ssdProjection: options.ssdProjection === true };
         const kvPolicy = typeof options.kvPolicy === 'string' ? parseKvPolicy(options.kvPolicy) : undefined;
         console.log(await kernelSchedule(path.resolve(dir), { rows, tokens, capacity, limits, ...(kvPolicy ? { kvPolicy } : {}) }));
         return;

@@ -7,15 +7,20 @@ import { StepContext } from '../../caches/stepContext.ts';
 import { withKvPolicies } from '../../caches/spec.ts';
 import type { StorageDType } from '../../compiler/ir.ts';
 import { iota, output, trace } from '../../dsl/trace.ts';
-import { loadConfig } from '../../models/config.ts';
+import { readFileSync } from 'node:fs';
+import { parseConfig, parseConfigJson } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { expectClose, randomData, runGraphBoth } from '../helpers/gpu.ts';
 
 const SLOTS = 3;
 const CAPACITY = 16;
 
-async function decodeStep(storage: StorageDType) {
-  const model = buildModel(await loadConfig('test/fixtures/hf/granitemoehybrid'));
+const FIXTURE = parseConfigJson(readFileSync('test/fixtures/hf/granitemoehybrid/config.json', 'utf8'), 'config.json') as Record<string, unknown>;
+// heads of 32 x 128 state (granite4h's shape): a head's rows split over 2 workgroups (ssdStepKernel.ts ELEMENTS_PER_THREAD)
+const SPLIT_HEADS = { mamba_d_head: 32, mamba_n_heads: 4, mamba_d_state: 128 };
+
+function decodeStep(storage: StorageDType, overrides: Record<string, unknown> = {}) {
+  const model = buildModel(parseConfig({ ...FIXTURE, ...overrides }, 'granitemoehybrid.json'));
   const rows = 2;
   return trace(() => {
     const ctx = new StepContext(withKvPolicies(model.memory(), undefined), { slots: SLOTS, capacity: CAPACITY, maxChunk: 1 }, rows, 1, { storage: (name) => (name.includes('in_proj') ? storage : 'f32') });
@@ -26,22 +31,27 @@ async function decodeStep(storage: StorageDType) {
   });
 }
 
+/** Runs one decode step on both sides: sequences in slots 2 and 0, the second a padding row (its states stay). */
+async function check(graph: ReturnType<typeof decodeStep>, subgroups: boolean, unroll: boolean) {
+  const r = await runGraphBoth(graph, (g) => {
+    const data = randomData(g, 7, { intHi: SLOTS });
+    data.inputs = { ...data.inputs, tokens: [17, 201], slot_ids: [2, 0], valid: [1, 0] };
+    data.states = { ...data.states, pos: [11, 0, 5] };
+    return data;
+  }, { limits: { ssdProjection: true, subgroups, unroll } });
+  // each Mamba layer's step computes in_proj: its matvec has no kernel of its own
+  expect(r.program.kernels.filter((k) => k.templates.includes('ssdstep/in_proj'))).toHaveLength(3);
+  expect(r.program.kernels.filter((k) => k.templates.some((t) => t.startsWith('ssdstep')) && !k.templates.includes('ssdstep/in_proj'))).toHaveLength(0);
+  // f32 arithmetic on both sides over the same rounded weights: only the order of the K sums differs
+  expectClose(r.gpu.outputs, r.cpu.outputs, { atol: 1e-4, rtol: 1e-4 });
+  expectClose(r.gpu.states, r.cpu.states, { atol: 1e-4, rtol: 1e-4 });
+}
+
 describe('Mamba-2 decode step with its in_proj rows', () => {
-  for (const [storage, subgroups] of [['f16', true], ['bf16', false]] as const)
-    test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}: logits, conv rings and SSM states match the CPU reference`, async () => {
-      const graph = await decodeStep(storage);
-      const r = await runGraphBoth(graph, (g) => {
-        const data = randomData(g, 7, { intHi: SLOTS });
-        // sequences in slots 2 and 0, the second a padding row (its states stay as they were)
-        data.inputs = { ...data.inputs, tokens: [17, 201], slot_ids: [2, 0], valid: [1, 0] };
-        data.states = { ...data.states, pos: [11, 0, 5] };
-        return data;
-      }, { limits: { ssdProjection: true, subgroups, unroll: false } });
-      // each Mamba layer's step computes in_proj: its matvec has no kernel of its own
-      expect(r.program.kernels.filter((k) => k.templates.includes('ssdstep/in_proj'))).toHaveLength(3);
-      expect(r.program.kernels.filter((k) => k.templates.some((t) => t.startsWith('ssdstep')) && !k.templates.includes('ssdstep/in_proj'))).toHaveLength(0);
-      // f32 arithmetic on both sides over the same rounded weights: only the order of the K sums differs
-      expectClose(r.gpu.outputs, r.cpu.outputs, { atol: 1e-4, rtol: 1e-4 });
-      expectClose(r.gpu.states, r.cpu.states, { atol: 1e-4, rtol: 1e-4 });
+  // unroll: the GPU's K loop (4 steps a trip) as well as the software adapter's; split: granite4h's head shape
+  for (const [storage, subgroups, unroll, split] of [['f16', true, false, false], ['bf16', false, false, false], ['f16', true, false, true], ['f16', true, true, false]] as const)
+    test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}${unroll ? ', unrolled' : ''}${split ? ', heads split over workgroups' : ''}: logits, conv rings and SSM states match the CPU reference`, () => {
+      const graph = decodeStep(storage, split ? SPLIT_HEADS : {});
+      return check(graph, subgroups, unroll);
     });
 });

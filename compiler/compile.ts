@@ -239,7 +239,7 @@ export function compileWithPlan(graph: Graph, options: CompileOptions = {}): Com
   const steps: PlanStep[] = [];
   const kernelPlan = planKernels(g, mat, limits, steps);
   const absorbed = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
-  const planned = fuse && limits.ssdProjection ? projectSsdInputs(absorbed, g, (n) => mat.has(n.id), limits) : absorbed;
+  const planned = fuse && limits.ssdProjection ? projectSsdInputs(absorbed, g, (n) => mat.has(n.id), limits, steps) : absorbed;
   const ordered = orderKernels(planned);
   const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;
   const plan = planMemory(g, kernels);

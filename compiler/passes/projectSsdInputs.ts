@@ -14,6 +14,7 @@ import { transposedWeight } from '../lower/matvecKernel.ts';
 import { lowerSsdStep, type SsdStepWrites } from '../lower/ssdStepKernel.ts';
 import { ssdStepDims } from '../ssdStep.ts';
 import { type LoweredKernel, SEQ_MAX, reduceLength } from './lowerToWgsl.ts';
+import type { PlanStep } from './planKernels.ts';
 
 export interface SsdProjection {
   /** in_proj's result ([S, 1, cols]: one row a sequence), computed by the step kernel. */
@@ -110,7 +111,8 @@ function writesOf(k: LoweredKernel): SsdStepWrites {
 /** Storage buffers a kernel binds: what it writes and reads, a state's versions as one. */
 const bindings = (k: LoweredKernel) => new Set([k.write, ...(k.alsoWrites ?? []), ...k.reads].map((n) => stateRoot(n)?.id ?? n.id)).size;
 
-export function projectSsdInputs(kernels: LoweredKernel[], g: Graph, isMat: (n: Node) => boolean, limits: DeviceLimits): LoweredKernel[] {
+/** The kernels with each step that can project its in_proj rows merged with in_proj's matvec; `steps` records each merge. */
+export function projectSsdInputs(kernels: LoweredKernel[], g: Graph, isMat: (n: Node) => boolean, limits: DeviceLimits, steps: PlanStep[] = []): LoweredKernel[] {
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   let out = [...kernels];
   for (const k of kernels) {
@@ -120,6 +122,8 @@ export function projectSsdInputs(kernels: LoweredKernel[], g: Graph, isMat: (n: 
     const merged = lowerSsdStep(k.root, isMat, writesOf(k), { projection: plan.projection, subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true });
     if (merged.refusal || bindings(merged) > limits.maxStorageBuffersPerShaderStage) continue;
     out = out.filter((o) => o !== plan.matvec).map((o) => (o === k ? merged : o));
+    const { matmul, z } = plan.projection;
+    steps.push({ node: k.root, rule: 'projection', reason: `computes %${matmul.id}${z ? ` (its z columns ${z[0]}..${z[0] + z[1] - 1} stored, no kernel)` : ' (no kernel)'}` });
   }
   return out;
 }

@@ -88,7 +88,8 @@ function planSsdProjection(k: LoweredKernel, kernels: LoweredKernel[], nodeById:
     if (o === k || o === matvec || !o.reads.includes(m)) continue;
     for (const id of o.nodes) {
       const n = nodeById.get(id)!;
-      if (!n.inputs.includes(m) || seen.has(n.id)) continue;
+      // (a step part planned apart, reading xBC, declines it too: those columns are no longer stored)
+      if (!n.inputs.includes(m)) continue;
       for (let t = 0; t < numel(n.shape); t++) {
         const at = viewOf(n, delinearize(numberIndex, t, n.shape), m, new Set());
         const col = at?.[at.length - 1];

@@ -31,6 +31,17 @@ export interface RowSet {
   store: (r: string, v: string) => string;
 }
 
+/** One set of `a`'s rows then `b`'s (of the same weight): where their widths add up to fewer accumulators a thread. */
+export function concatRows(a: RowSet, b: RowSet): RowSet {
+  const inB = (r: string) => `(${r} - ${a.width}u)`;
+  return {
+    weight: a.weight,
+    width: a.width + b.width,
+    row: (r) => `select(${b.row(inB(r))}, ${a.row(r)}, ${r} < ${a.width}u)`,
+    store: (r, v) => `if (${r} < ${a.width}u) { ${a.store(r, v)} } else { ${b.store(inB(r), v)} }`,
+  };
+}
+
 /**
  * The dots of every set's rows with proj_x. Thread (row, lane) takes rows row, row + WG / LANES, ... of every set at
  * once: all its accumulators' weight loads of a K step are in flight together, and one reduction round serves them

@@ -8,7 +8,7 @@ import { ssdStepDims } from '../ssdStep.ts';
 import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
 import { delinearize } from '../indexAlgebra.ts';
 import type { SsdProjection } from '../passes/projectSsdInputs.ts';
-import { type RowSet, emitRowDots, stageRow } from './projectRows.ts';
+import { LANES, type RowSet, concatRows, emitRowDots, stageRow } from './projectRows.ts';
 
 /** Threads of a workgroup at most. */
 const WG_MAX = 256;
@@ -186,8 +186,8 @@ function emitSsdProjection(e: Emitter, p: SsdProjection, at: Record<'s' | 'h' | 
   const lead = delinearize(e.ix, s, p.left.shape.slice(0, -1)).map((x, i) => e.declareTop(`pl${i}`, x));
   stageRow(e, p.left, lead, Kd);
   const into = (base: number) => (r: string, v: string) => `ssd_in[${base ? `${base}u + ` : ''}${r}] = ${v};`;
+  const x: RowSet = { weight: p.weight, width: RP, row: (r) => `${p.xbc}u + ${h} * ${P}u + min(${chunk} * ${RP}u + ${r}, ${P - 1}u)`, store: into(0) };
   const sets: RowSet[] = [
-    { weight: p.weight, width: RP, row: (r) => `${p.xbc}u + ${h} * ${P}u + min(${chunk} * ${RP}u + ${r}, ${P - 1}u)`, store: into(0) },
     { weight: p.weight, width: N, row: (r) => `${p.xbc + I}u + ${g} * ${N}u + ${r}`, store: into(RP) },
     { weight: p.weight, width: N, row: (r) => `${p.xbc + I + G * N}u + ${g} * ${N}u + ${r}`, store: into(RP + N) },
     { weight: p.weight, width: 1, row: () => `${p.dt}u + ${h}`, store: into(RP + 2 * N) },
@@ -197,8 +197,12 @@ function emitSsdProjection(e: Emitter, p: SsdProjection, at: Record<'s' | 'h' | 
     const [first, Z] = p.z;
     const width = Math.ceil(Z / perSequence);
     const local = (r: string) => `(${h} * ${split}u + ${chunk}) * ${width}u + ${r}`;
-    sets.push({ weight: p.weight, width, row: (r) => `${first}u + min(${local(r)}, ${Z - 1}u)`, store: (r, v) => `if (${local(r)} < ${Z}u) { @B${p.matmul.id}@[${s} * ${cols}u + ${first}u + ${local(r)}] = ${v}; }` });
-  }
+    const z: RowSet = { weight: p.weight, width, row: (r) => `${first}u + min(${local(r)}, ${Z - 1}u)`, store: (r, v) => `if (${local(r)} < ${Z}u) { @B${p.matmul.id}@[${s} * ${cols}u + ${first}u + ${local(r)}] = ${v}; }` };
+    // x and z rows as one set where that takes fewer accumulators (granite4h: 16 + 16 rows, one of 32 row threads)
+    const rowsAtOnce = wg / LANES;
+    const apart = Math.ceil(RP / rowsAtOnce) + Math.ceil(width / rowsAtOnce);
+    sets.unshift(...(Math.ceil((RP + width) / rowsAtOnce) < apart ? [concatRows(x, z)] : [x, z]));
+  } else sets.unshift(x);
   emitRowDots(e, Kd, sets, wg, options.subgroups ?? false, options.unroll ?? true);
   e.line(`workgroupBarrier();`);
   return [`var<workgroup> proj_x: array<f32, ${Kd}>;`, `var<workgroup> ssd_in: array<f32, ${RP + 2 * N + 1}>;`];

@@ -13,8 +13,8 @@ mkdirSync(out, { recursive: true });
 const oneGroupFusion = process.env.STRATA_ONE_GROUP_FUSION !== '0';
 // STRATA_ATTN_PROJECTION=1: decode attentions that compute their q/k/v (DeviceLimits.attentionProjection)
 const attentionProjection = process.env.STRATA_ATTN_PROJECTION === '1';
-// STRATA_SSD_PROJECTION=1: Mamba-2 decode steps that compute their in_proj rows (DeviceLimits.ssdProjection)
-const ssdProjection = process.env.STRATA_SSD_PROJECTION === '1';
+// STRATA_SSD_PROJECTION=1 (or heads): Mamba-2 decode steps that compute their in_proj rows (DeviceLimits.ssdProjection)
+const ssdProjection: boolean | 'heads' = process.env.STRATA_SSD_PROJECTION === 'heads' ? 'heads' : process.env.STRATA_SSD_PROJECTION === '1';
 const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion, attentionProjection, ssdProjection, ...(attentionProjection ? { maxComputeWorkgroupStorageSize: 32768 } : {}) };
 const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion, attentionProjection, ssdProjection };
 function dump(tag: string, p: Program) {

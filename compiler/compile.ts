@@ -93,8 +93,10 @@ export interface DeviceLimits {
    * A Mamba-2 decode step kernel computes the in_proj rows it reads itself (its head's x rows, its group's B and C
    * rows, its dt row) and its share of the z columns (passes/projectSsdInputs.ts): in_proj's matvec dispatch goes
    * (granite4h-350m-like decode 161 -> 133). Off where unset; STRATA_SSD_PROJECTION=1 sets it on an adapter.
+   * 'heads' (STRATA_SSD_PROJECTION=heads): twice the state elements a thread, so that granite4h's heads are not
+   * split over 2 workgroups: 48 workgroups instead of 96 recompute the B and C rows.
    */
-  ssdProjection?: boolean;
+  ssdProjection?: boolean | 'heads';
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */

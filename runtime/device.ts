@@ -335,7 +335,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     shaderF16: profile.features.includes('shader-f16'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     attentionProjection: flagOf('STRATA_ATTN_PROJECTION'),
-    ssdProjection: flagOf('STRATA_SSD_PROJECTION'),
+    ssdProjection: ssdProjectionOf(),
   };
 }
 
@@ -364,6 +364,14 @@ function flagOf(name: string, fallback = false): boolean {
   const env = typeof process === 'undefined' ? undefined : process.env?.[name];
   if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`${name} must be 0 or 1, got '${env}'`);
   return env === undefined ? fallback : env === '1';
+}
+
+/** STRATA_SSD_PROJECTION (Node): 0 or unset off, 1 on, heads on with a head's state rows in one workgroup. */
+function ssdProjectionOf(): boolean | 'heads' {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_SSD_PROJECTION;
+  if (env === 'heads') return 'heads';
+  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`STRATA_SSD_PROJECTION must be 0, 1 or heads, got '${env}'`);
+  return env === '1';
 }
 
 /** The matvec rows path's variant: STRATA_MATVEC_ROWS (Node) where set, else DEFAULT_MATVEC_ROWS. */

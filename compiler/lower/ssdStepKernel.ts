@@ -13,7 +13,7 @@ import { LANES, type RowSet, concatRows, emitRowDots, stageRow } from './project
 /** Threads of a workgroup at most. */
 const WG_MAX = 256;
 /** SSM state elements per thread: a head whose P x N is larger is split across workgroups by rows. */
-const ELEMENTS_PER_THREAD = 8;
+export const ELEMENTS_PER_THREAD = 8;
 
 /** State versions the kernel writes in place (scatters of this step's `ssm` and `conv` parts at the slot ids). */
 export interface SsdStepWrites {
@@ -26,6 +26,8 @@ export interface SsdStepOptions {
   projection?: SsdProjection;
   subgroups?: boolean;
   unroll?: boolean;
+  /** SSM state elements a thread (ELEMENTS_PER_THREAD where unset): more, fewer workgroups a head. */
+  elementsPerThread?: number;
 }
 
 const prevPow2 = (n: number) => 1 << Math.floor(Math.log2(Math.max(1, n)));
@@ -47,7 +49,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   const R = Hh / G;
   const e = new Emitter(root, isMat, 'ssdstep', projection ? (options.subgroups ?? false) : false);
   const f = (x: number) => wgslLiteral(x, 'f32');
-  const split = Math.ceil(P / Math.max(1, Math.min(P, Math.floor((WG_MAX * ELEMENTS_PER_THREAD) / N))));
+  const split = Math.ceil(P / Math.max(1, Math.min(P, Math.floor((WG_MAX * (options.elementsPerThread ?? ELEMENTS_PER_THREAD)) / N))));
   const RP = Math.ceil(P / split); // rows of a workgroup
   const wg = Math.min(WG_MAX, Math.max(32, nextPow2(RP * N)));
   e.workgroupSize = wg;

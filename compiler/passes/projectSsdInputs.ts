@@ -11,7 +11,7 @@ import type { DeviceLimits } from '../compile.ts';
 import { delinearize, linearize, numberIndex } from '../indexAlgebra.ts';
 import { isQuantized } from '../quantized.ts';
 import { transposedWeight } from '../lower/matvecKernel.ts';
-import { lowerSsdStep, type SsdStepWrites } from '../lower/ssdStepKernel.ts';
+import { ELEMENTS_PER_THREAD, lowerSsdStep, type SsdStepWrites } from '../lower/ssdStepKernel.ts';
 import { ssdStepDims } from '../ssdStep.ts';
 import { type LoweredKernel, SEQ_MAX, reduceLength } from './lowerToWgsl.ts';
 import type { PlanStep } from './planKernels.ts';
@@ -120,7 +120,7 @@ export function projectSsdInputs(kernels: LoweredKernel[], g: Graph, isMat: (n: 
     if (k.mode !== 'ssdstep' || (k.root as Node<'ssd_step'>).attrs.part !== 'y') continue;
     const plan = planSsdProjection(k, out, nodeById, isMat);
     if (!plan) continue;
-    const merged = lowerSsdStep(k.root, isMat, writesOf(k), { projection: plan.projection, subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true });
+    const merged = lowerSsdStep(k.root, isMat, writesOf(k), { projection: plan.projection, subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, ...(limits.ssdProjection === 'heads' ? { elementsPerThread: 2 * ELEMENTS_PER_THREAD } : {}) });
     if (merged.refusal || bindings(merged) > limits.maxStorageBuffersPerShaderStage) continue;
     out = out.filter((o) => o !== plan.matvec).map((o) => (o === k ? merged : o));
     const { matmul, z } = plan.projection;

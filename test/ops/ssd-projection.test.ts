@@ -32,13 +32,13 @@ function decodeStep(storage: StorageDType, overrides: Record<string, unknown> = 
 }
 
 /** Runs one decode step on both sides: sequences in slots 2 and 0, the second a padding row (its states stay). */
-async function check(graph: ReturnType<typeof decodeStep>, subgroups: boolean, unroll: boolean) {
+async function check(graph: ReturnType<typeof decodeStep>, subgroups: boolean, unroll: boolean, ssdProjection: true | 'heads') {
   const r = await runGraphBoth(graph, (g) => {
     const data = randomData(g, 7, { intHi: SLOTS });
     data.inputs = { ...data.inputs, tokens: [17, 201], slot_ids: [2, 0], valid: [1, 0] };
     data.states = { ...data.states, pos: [11, 0, 5] };
     return data;
-  }, { limits: { ssdProjection: true, subgroups, unroll } });
+  }, { limits: { ssdProjection, subgroups, unroll } });
   // each Mamba layer's step computes in_proj: its matvec has no kernel of its own
   expect(r.program.kernels.filter((k) => k.templates.includes('ssdstep/in_proj'))).toHaveLength(3);
   expect(r.program.kernels.filter((k) => k.templates.some((t) => t.startsWith('ssdstep')) && !k.templates.includes('ssdstep/in_proj'))).toHaveLength(0);
@@ -49,9 +49,11 @@ async function check(graph: ReturnType<typeof decodeStep>, subgroups: boolean, u
 
 describe('Mamba-2 decode step with its in_proj rows', () => {
   // unroll: the GPU's K loop (4 steps a trip) as well as the software adapter's; split: granite4h's head shape
-  for (const [storage, subgroups, unroll, split] of [['f16', true, false, false], ['bf16', false, false, false], ['f16', true, false, true], ['f16', true, true, false]] as const)
-    test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}${unroll ? ', unrolled' : ''}${split ? ', heads split over workgroups' : ''}: logits, conv rings and SSM states match the CPU reference`, () => {
+  // 'heads' (STRATA_SSD_PROJECTION=heads): the same head shape in one workgroup a head
+  const cases = [['f16', true, false, false, true], ['bf16', false, false, false, true], ['f16', true, false, true, true], ['f16', true, true, false, true], ['f16', false, false, true, 'heads']] as const;
+  for (const [storage, subgroups, unroll, split, mode] of cases)
+    test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}${unroll ? ', unrolled' : ''}${split ? (mode === 'heads' ? ', whole heads of 32 x 128' : ', heads split over workgroups') : ''}: logits, conv rings and SSM states match the CPU reference`, () => {
       const graph = decodeStep(storage, split ? SPLIT_HEADS : {});
-      return check(graph, subgroups, unroll);
+      return check(graph, subgroups, unroll, mode);
     });
 });

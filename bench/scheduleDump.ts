@@ -1,12 +1,17 @@
 // Dumps every compiled Program (plan, schedule, WGSL) of the bench configurations (4 buckets) and the fixture models
 // (4 buckets, an H200-like and a lavapipe-like adapter) into a folder, so a compiler change can be diffed against the
-// programs it replaces: npx tsx bench/scheduleDump.ts <outDir> (ONLY=<name part> for a subset). Compile only, no GPU.
+// programs it replaces: npx tsx bench/scheduleDump.ts <outDir> (ONLY=<name part> for a subset, VARIANTS=1 for the
+// non-default kernels and storage formats too). Compile only, no GPU.
 import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import { compileBucket } from '../cli/kernelSchedule.ts';
 import { printProgram, printSchedule, type Program } from '../compiler/program.ts';
 import { loadConfig, parseConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
 import { BENCH_CONFIGS } from '../bench/configs.ts';
+import type { StorageDType } from '../compiler/ir.ts';
+import { QUANT_MATVECS } from '../compiler/quantized.ts';
+import { MATVEC_ROWS_VARIANTS } from '../compiler/lower/matvecRows.ts';
+import { TILED_VARIANTS } from '../compiler/lower/tiledMatmul.ts';
 const out = process.argv[2]!;
 mkdirSync(out, { recursive: true });
 // STRATA_ONE_GROUP_FUSION=0 dumps the programs without one-workgroup fusion (DeviceLimits.oneGroupFusion), to diff against
@@ -28,6 +33,25 @@ for (const name of Object.keys(BENCH_CONFIGS)) {
   const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, name));
   for (const [rows, tokens] of [[1, 1], [8, 1], [1, 128], [1, 16]] as const)
     dump(`${name}-r${rows}-t${tokens}`, compileBucket(model, () => 'f16', { rows, tokens, capacity: 264, limits: LIMITS }));
+}
+// VARIANTS=1 adds the storage formats and kernel variants the defaults above do not reach (bf16, q8, q4 weights with
+// every quantized matvec, the rows path's and the tiled matmul's variants, preloaded matvec weights), on the bench
+// configurations at decode (r1, r8) and prefill (t128)
+if (process.env.VARIANTS === '1') {
+  const variants: [string, StorageDType, Record<string, unknown>][] = [['bf16', 'bf16', {}], ['preload', 'f16', { matvecPreload: true }]];
+  for (const storage of ['q8', 'q4'] as const)
+    for (const quantMatvec of QUANT_MATVECS) variants.push([`${storage}-${quantMatvec}`, storage, { quantMatvec, packedDot: true, shaderF16: true }]);
+  for (const matvecRows of Object.keys(MATVEC_ROWS_VARIANTS)) for (const s of ['f16', 'bf16'] as const) variants.push([`rows-${matvecRows}-${s}`, s, { matvecRows }]);
+  for (const tiledMatmul of Object.keys(TILED_VARIANTS)) variants.push([`tiled-${tiledMatmul}`, 'f16', { tiledMatmul }]);
+  for (const name of Object.keys(BENCH_CONFIGS)) {
+    if (only && !name.includes(only)) continue;
+    const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, name));
+    for (const [tag, storage, limits] of variants) {
+      const buckets = tag.startsWith('tiled') ? [[1, 128]] : tag.startsWith('rows') ? [[8, 1]] : [[1, 1], [8, 1], [1, 128]];
+      for (const [rows, tokens] of buckets as [number, number][])
+        dump(`${name}-${tag}-r${rows}-t${tokens}`, compileBucket(model, () => storage, { rows, tokens, capacity: 264, limits: { ...LIMITS, ...limits } }));
+    }
+  }
 }
 const dirs = ['bamba', 'falcon_h1', 'gemma3n_text', 'granitemoehybrid', 'jamba', 'lfm2', 'llama', 'mamba', 'mamba2', 'qwen3_next'].map((d) => `test/fixtures/hf/${d}`);
 dirs.push('assets/models/tiny-granite-code');

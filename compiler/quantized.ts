@@ -13,6 +13,8 @@
 // scale d*sc and min -dmin*m, rounded to f16) both repack into it, and quantizing on load with min/max (as Q4_1)
 // loses less than a symmetric grid.
 import { numel } from './ir.ts';
+import { K, type KExpr } from './kexpr/expr.ts';
+import { V } from './kexpr/value.ts';
 
 export type QuantStorage = 'q8' | 'q4';
 export const QUANT_BLOCK = 32;
@@ -48,12 +50,12 @@ export const GPU_QUANT_MATVEC: QuantMatvec = 'lanes';
  */
 export interface MantissaWord {
   /** WGSL lines (shifted copies of the word) and each element's float v_u. */
-  decode(word: string, fresh: (p: string) => string): { lines: string[]; values: string[] };
+  decode(word: KExpr, fresh: (p: string) => string): { lines: string[]; values: KExpr[] };
   /** k_u and o_u of element u of a word. */
   k(u: number): number;
   o(u: number): number;
   /** Lines and expressions of block `blk`'s scale d and, where the format has one, minimum m. */
-  constants(buf: string, blk: string, count: number, fresh: (p: string) => string): { lines: string[]; d: string; m?: string };
+  constants(buf: string, blk: KExpr, count: number, fresh: (p: string) => string): { lines: string[]; d: KExpr; m?: KExpr };
 }
 
 export interface QuantFormat {
@@ -67,12 +69,12 @@ export interface QuantFormat {
   /** Bytes a kernel reads for every element of a weight of `count` elements: values and block constants. */
   readBytes(count: number): number;
   /** WGSL value of element `i` (a u32 expression) of buffer `buf` holding `count` elements. */
-  element(buf: string, i: string, count: number): string;
+  element(buf: string, i: KExpr, count: number): KExpr;
   /**
    * WGSL lines loading `perWord` elements starting at `i` (a multiple of perWord) from one word, and the
    * expressions of their values: one value word and one block-constant word per run.
    */
-  run(buf: string, i: string, count: number, fresh: (p: string) => string): { lines: string[]; values: string[] };
+  run(buf: string, i: KExpr, count: number, fresh: (p: string) => string): { lines: string[]; values: KExpr[] };
   /** The mantissa decode of a packed word (see MantissaWord). */
   mantissa: MantissaWord;
 }
@@ -86,18 +88,25 @@ export function quantizable(shape: readonly number[]): boolean {
   return shape.length >= 2 && shape[shape.length - 1]! % QUANT_BLOCK === 0;
 }
 
-/** The u32 word `w` of a buffer bound as array<vec4<u32>>. */
-export function quantWord(buf: string, w: string): string {
-  return `${buf}[(${w}) >> 2u][(${w}) & 3u]`;
+/** The u32 word `w` of a weight of `count` elements in `format`, its buffer bound as array<vec4<u32>>. */
+export function quantWord(buf: string, w: KExpr, count: number, format: QuantFormat): KExpr {
+  return V.at(K.load(buf, V.shift('>>', w, K.u32(2)), format.words(count) / 4, 'vec4<u32>'), V.bits('&', w, K.u32(3)));
 }
 
-/** Word `base + i` where `base` is a multiple of 4 (a region's start): the u32x4 index folds the base. */
-const wordAt = (buf: string, base: number, i: string) => `${buf}[${base / 4}u + ((${i}) >> 2u)][(${i}) & 3u]`;
 const pad4 = (words: number) => Math.ceil(words / 4) * 4;
 /** Bits of a float in [1, 2) whose mantissa's top bits are a code: 1.0's exponent. */
-const ONE = '0x3f800000u';
+const ONE = K.bits(0x3f800000);
 /** `word` shifted so that the bits at `from` land at `to`. */
-const shiftTo = (word: string, from: number, to: number) => (to === from ? word : to > from ? `(${word} << ${to - from}u)` : `(${word} >> ${from - to}u)`);
+const shiftTo = (word: KExpr, from: number, to: number) => (to === from ? word : V.shift(to > from ? '<<' : '>>', word, K.u32(Math.abs(to - from))));
+const u = K.u32;
+/** `a op c` on u32s. */
+const op = (o: '>>' | '<<', a: KExpr, c: number) => V.shift(o, a, u(c));
+const and = (a: KExpr, c: number) => V.bits('&', a, u(c));
+/** Word `base + i` where `base` is a multiple of 4 (a region's start): the u32x4 index folds the base. */
+const wordAt = (buf: string, base: number, i: KExpr, n: number, format: QuantFormat) =>
+  V.at(K.load(buf, V.arith('+', u(base / 4), op('>>', i, 2)), format.words(n) / 4, 'vec4<u32>'), and(i, 3));
+/** The f32 of a code's integer. */
+const float = (code: KExpr) => V.cast('f32', code);
 
 const q8: QuantFormat = {
   perWord: 4,
@@ -105,25 +114,30 @@ const q8: QuantFormat = {
   valueWords: (n) => n / 4,
   words: (n) => pad4(n / 4 + Math.ceil(n / 64)),
   readBytes: (n) => n + (n / QUANT_BLOCK) * 2,
-  element: (buf, i, n) =>
-    `(f32(extractBits(bitcast<i32>(${quantWord(buf, `(${i}) >> 2u`)}), ((${i}) & 3u) * 8u, 8u)) * unpack2x16float(${quantWord(buf, `${n / 4}u + ((${i}) >> 6u)`)})[((${i}) >> 5u) & 1u])`,
+  element: (buf, i, n) => {
+    const code = V.extractBits(V.bitcast('i32', quantWord(buf, op('>>', i, 2), n, q8)), V.arith('*', and(i, 3), u(8)), u(8));
+    const scale = V.at(V.unpack2x16float(quantWord(buf, V.arith('+', u(n / 4), op('>>', i, 6)), n, q8)), and(op('>>', i, 5), 1));
+    return V.arith('*', float(code), scale);
+  },
   run: (buf, i, n, fresh) => {
     const [w, s] = [fresh('v'), fresh('v')];
+    const scale = V.at(V.unpack2x16float(quantWord(buf, V.arith('+', u(n / 4), op('>>', i, 6)), n, q8)), and(op('>>', i, 5), 1));
     return {
-      lines: [`let ${w} = bitcast<i32>(${quantWord(buf, `(${i}) >> 2u`)});`, `let ${s} = unpack2x16float(${quantWord(buf, `${n / 4}u + ((${i}) >> 6u)`)})[((${i}) >> 5u) & 1u];`],
-      values: [0, 1, 2, 3].map((u) => `(f32(extractBits(${w}, ${u * 8}u, 8u)) * ${s})`),
+      lines: [`let ${w} = ${V.bitcast('i32', quantWord(buf, op('>>', i, 2), n, q8))};`, `let ${s} = ${scale};`],
+      values: [0, 1, 2, 3].map((b) => V.arith('*', float(V.extractBits(K.v(w, 'i32'), u(b * 8), u(8))), K.v(s, 'f32'))),
     };
   },
   // int8 q as the unsigned byte q + 128 (the sign bit flipped) in mantissa bits 15..22: v = 1.5 + q / 256, so
   // d * q = d * (256 v - 384); the flip and the exponent are one xor after the mask
   mantissa: {
-    decode: (word) => ({ lines: [], values: [0, 1, 2, 3].map((u) => `bitcast<f32>((${shiftTo(word, 8 * u, 15)} & 0x7f8000u) ^ 0x3fc00000u)`) }),
+    decode: (word) => ({ lines: [], values: [0, 1, 2, 3].map((b) => V.bitcast('f32', V.bits('^', V.bits('&', shiftTo(word, 8 * b, 15), K.bits(0x7f8000)), K.bits(0x3fc00000)))) }),
     k: () => 256,
     o: () => 384,
     constants: (buf, blk, n, fresh) => {
       const d = fresh('qd');
       // the block's half shifted down first: one f16 conversion, not two (conversions are eighth-rate on NVIDIA)
-      return { lines: [`let ${d} = unpack2x16float(${wordAt(buf, n / 4, `(${blk}) >> 1u`)} >> (((${blk}) & 1u) << 4u)).x;`], d };
+      const shifted = V.shift('>>', wordAt(buf, n / 4, op('>>', blk, 1), n, q8), V.shift('<<', and(blk, 1), u(4)));
+      return { lines: [`let ${d} = ${V.field(V.unpack2x16float(shifted), 'x')};`], d: K.v(d, 'f32') };
     },
   },
 };
@@ -135,14 +149,16 @@ const q4: QuantFormat = {
   words: (n) => pad4(n / 8 + n / 32),
   readBytes: (n) => n / 2 + (n / QUANT_BLOCK) * 4,
   element: (buf, i, n) => {
-    const sm = `unpack2x16float(${quantWord(buf, `${n / 8}u + ((${i}) >> 5u)`)})`;
-    return `(f32(extractBits(${quantWord(buf, `(${i}) >> 3u`)}, ((${i}) & 7u) * 4u, 4u)) * ${sm}.x + ${sm}.y)`;
+    const sm = V.unpack2x16float(quantWord(buf, V.arith('+', u(n / 8), op('>>', i, 5)), n, q4));
+    const code = V.extractBits(quantWord(buf, op('>>', i, 3), n, q4), V.arith('*', and(i, 7), u(4)), u(4));
+    return V.arith('+', V.arith('*', float(code), V.field(sm, 'x')), V.field(sm, 'y'));
   },
   run: (buf, i, n, fresh) => {
     const [w, sm] = [fresh('v'), fresh('v')];
+    const pair = K.v(sm, 'vec2<f32>');
     return {
-      lines: [`let ${w} = ${quantWord(buf, `(${i}) >> 3u`)};`, `let ${sm} = unpack2x16float(${quantWord(buf, `${n / 8}u + ((${i}) >> 5u)`)});`],
-      values: Array.from({ length: 8 }, (_, u) => `(f32(extractBits(${w}, ${u * 4}u, 4u)) * ${sm}.x + ${sm}.y)`),
+      lines: [`let ${w} = ${quantWord(buf, op('>>', i, 3), n, q4)};`, `let ${sm} = ${V.unpack2x16float(quantWord(buf, V.arith('+', u(n / 8), op('>>', i, 5)), n, q4))};`],
+      values: Array.from({ length: 8 }, (_, b) => V.arith('+', V.arith('*', float(V.extractBits(K.v(w), u(b * 4), u(4))), V.field(pair, 'x')), V.field(pair, 'y'))),
     };
   },
   // nibbles in pairs from one shift: the even one at mantissa bits 15..18 (v = 1 + u / 256, k = 256), the odd one
@@ -152,14 +168,15 @@ const q4: QuantFormat = {
       const shifted = [0, 1, 2, 3].map(() => fresh('qs'));
       return {
         lines: shifted.map((s, p) => `let ${s} = ${shiftTo(word, 8 * p, 15)};`),
-        values: Array.from({ length: 8 }, (_, u) => `bitcast<f32>((${shifted[u >> 1]} & ${u & 1 ? '0x780000u' : '0x78000u'}) | ${ONE})`),
+        values: Array.from({ length: 8 }, (_, b) => V.bitcast('f32', V.bits('|', V.bits('&', K.v(shifted[b >> 1]!), K.bits(b & 1 ? 0x780000 : 0x78000)), ONE))),
       };
     },
-    k: (u) => (u & 1 ? 16 : 256),
-    o: (u) => (u & 1 ? 16 : 256),
+    k: (b) => (b & 1 ? 16 : 256),
+    o: (b) => (b & 1 ? 16 : 256),
     constants: (buf, blk, n, fresh) => {
       const sm = fresh('qd');
-      return { lines: [`let ${sm} = unpack2x16float(${wordAt(buf, n / 8, blk)});`], d: `${sm}.x`, m: `${sm}.y` };
+      const pair = K.v(sm, 'vec2<f32>');
+      return { lines: [`let ${sm} = ${V.unpack2x16float(wordAt(buf, n / 8, blk, n, q4))};`], d: V.field(pair, 'x'), m: V.field(pair, 'y') };
     },
   },
 };

@@ -15,7 +15,7 @@ export type KExpr =
    * A literal. `typed` ones are written with their type's constructor (`f32(0.500000000)`, `i32(3)`), as the op
    * table's constants are; others as WGSL abstract literals (`0.5`) that take the type of what they meet.
    */
-  | { readonly k: 'lit'; readonly type: KType; readonly value: number | boolean; readonly typed?: true }
+  | { readonly k: 'lit'; readonly type: KType; readonly value: number | boolean; readonly typed?: true; readonly hex?: true }
   /** A named value: a builtin (lid), a loop index, an output coordinate or a value the kernel declared. */
   | { readonly k: 'var'; readonly type: KType; readonly name: string }
   | { readonly k: 'bin'; readonly type: KType; readonly op: BinOp; readonly a: KExpr; readonly b: KExpr }
@@ -26,6 +26,8 @@ export type KExpr =
   | { readonly k: 'load'; readonly type: KType; readonly buffer: string; readonly index: KExpr; readonly length: number }
   /** A component of a vector value. */
   | { readonly k: 'at'; readonly type: KType; readonly a: KExpr; readonly i: KExpr }
+  /** A named component of a vector value (`.x`). */
+  | { readonly k: 'field'; readonly type: KType; readonly a: KExpr; readonly name: 'x' | 'y' | 'z' | 'w' }
   /** Fixed template text (a workgroup array's element, a storage format's decoder); opaque to the simplifier. */
   | { readonly k: 'wgsl'; readonly type: KType; readonly text: string };
 
@@ -36,6 +38,8 @@ const make = <T extends KExpr>(fields: T): T => Object.freeze(Object.assign(Obje
 
 export const K = {
   u32: (value: number): KExpr => make({ k: 'lit', type: 'u32', value }),
+  /** A u32 bit pattern (a mask, a float's exponent bits), written in hex. */
+  bits: (value: number): KExpr => make({ k: 'lit', type: 'u32', value: value >>> 0, hex: true }),
   lit: (value: number | boolean, type: KType): KExpr => make({ k: 'lit', type, value }),
   /** A constant written with its type's constructor (see the 'lit' node). */
   typed: (value: number | boolean, type: KType): KExpr => make({ k: 'lit', type, value, typed: true }),
@@ -46,6 +50,7 @@ export const K = {
   cast: (type: KType, a: KExpr): KExpr => make({ k: 'call', type, fn: type, args: [a] }),
   load: (buffer: string, index: KExpr, length: number, type: KType): KExpr => make({ k: 'load', type, buffer, index, length }),
   at: (a: KExpr, i: KExpr, type: KType): KExpr => make({ k: 'at', type, a, i }),
+  field: (a: KExpr, name: 'x' | 'y' | 'z' | 'w', type: KType): KExpr => make({ k: 'field', type, a, name }),
   wgsl: (text: string, type: KType): KExpr => make({ k: 'wgsl', type, text }),
 };
 
@@ -61,6 +66,7 @@ export function children(x: KExpr): readonly KExpr[] {
     case 'call': return x.args;
     case 'load': return [x.index];
     case 'at': return [x.a, x.i];
+    case 'field': return [x.a];
     default: return [];
   }
 }
@@ -80,6 +86,7 @@ export function print(x: KExpr): string {
     case 'call': s = `(${x.fn} ${x.args.map(print).join(' ')})`; break;
     case 'load': s = `(load ${x.buffer}:${x.length} ${print(x.index)})`; break;
     case 'at': s = `(at ${print(x.a)} ${print(x.i)})`; break;
+    case 'field': s = `(.${x.name} ${print(x.a)})`; break;
   }
   printed.set(x, s);
   return s;

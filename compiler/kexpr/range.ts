@@ -22,7 +22,7 @@ function structural(x: KExpr, declared: Declared): Interval {
   const whole = x.type === 'u32' ? FULL : x.type === 'bool' ? ([0, 1] as const) : UNKNOWN;
   switch (x.k) {
     case 'lit': return typeof x.value === 'number' ? [x.value, x.value] : [Number(x.value), Number(x.value)];
-    case 'var': case 'wgsl': case 'load': case 'at': case 'un': return whole;
+    case 'var': case 'wgsl': case 'load': case 'at': case 'field': case 'un': return whole;
     case 'call': {
       const args = x.args.map(r);
       if (x.fn === 'min') return [Math.min(...args.map((a) => a[0])), Math.min(...args.map((a) => a[1]))];

@@ -48,7 +48,7 @@ function bare(x: KExpr): string {
 
 export function render(x: KExpr): string {
   switch (x.k) {
-    case 'lit': return x.typed ? typedLiteral(x.value, x.type) : literal(x.value, x.type);
+    case 'lit': return x.typed ? typedLiteral(x.value, x.type) : x.hex ? `0x${Number(x.value).toString(16)}u` : literal(x.value, x.type);
     case 'var': return x.name;
     case 'wgsl': return x.text;
     case 'bin': {
@@ -62,5 +62,6 @@ export function render(x: KExpr): string {
     case 'call': return `${x.fn}(${x.args.map(bare).join(', ')})`;
     case 'load': return `${x.buffer}[${render(x.index)}]`;
     case 'at': return `${render(x.a)}[${render(x.i)}]`;
+    case 'field': return `${render(x.a)}.${x.name}`;
   }
 }

@@ -194,6 +194,7 @@ export function simplify(x: KExpr, declared: Declared): KExpr {
     case 'call': return simplifyNode(K.call(x.fn, x.args.map(s), x.type), declared);
     case 'load': return K.load(x.buffer, s(x.index), x.length, x.type);
     case 'at': return K.at(s(x.a), s(x.i), x.type);
+    case 'field': return K.field(s(x.a), x.name, x.type);
     default: return x;
   }
 }

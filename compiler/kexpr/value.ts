@@ -14,6 +14,14 @@ const INTEGER: ReadonlySet<KType> = new Set(['i32', 'u32']);
 function need(ok: boolean, op: string, operands: readonly KExpr[], rule: string): void {
   if (!ok) throw new KTypeError(`[${op}] ${operands.map((o) => `${o} : ${o.type}`).join(', ')}: ${rule}`);
 }
+const WORD: ReadonlySet<KType> = new Set(['f32', 'i32', 'u32']);
+
+/** The component type of a vector operand. */
+function component(a: KExpr, op: string): KType {
+  const m = /^vec[234]<(\w+)>$/.exec(a.type);
+  need(m !== null, op, [a], 'needs a vector');
+  return m![1] as KType;
+}
 const same = (op: string, a: KExpr, b: KExpr) => need(a.type === b.type, op, [a, b], 'operands must have one type');
 
 export const V = {
@@ -65,6 +73,28 @@ export const V = {
   constant(value: number, type: KType): KExpr {
     return type === 'bool' ? K.typed(Boolean(value), 'bool') : K.typed(value, type);
   },
+  /** The same 32 bits read as another scalar type (`bitcast<f32>(w)`: a storage format's decoders). */
+  bitcast(to: 'f32' | 'i32' | 'u32', a: KExpr): KExpr {
+    need(WORD.has(a.type), `bitcast<${to}>`, [a], 'reinterprets a 32-bit scalar');
+    return K.call(`bitcast<${to}>`, [a], to);
+  },
+  /** The two f16 halves of a u32 as f32s (low half in .x). */
+  unpack2x16float(a: KExpr): KExpr {
+    need(a.type === 'u32', 'unpack2x16float', [a], 'unpacks a u32');
+    return K.call('unpack2x16float', [a], 'vec2<f32>');
+  },
+  /** `count` bits of an integer from bit `offset`, sign-extended for i32. */
+  extractBits(a: KExpr, offset: KExpr, count: KExpr): KExpr {
+    need(INTEGER.has(a.type) && offset.type === 'u32' && count.type === 'u32', 'extractBits', [a, offset, count], 'takes an integer and u32 offset and count');
+    return K.call('extractBits', [a, offset, count], a.type);
+  },
+  /** Component `i` (a u32) of a vector. */
+  at(a: KExpr, i: KExpr): KExpr {
+    need(i.type === 'u32', '[]', [a, i], 'indexes a vector by a u32');
+    return K.at(a, i, component(a, '[]'));
+  },
+  /** A named component (`.x`) of a vector. */
+  field: (a: KExpr, name: 'x' | 'y' | 'z' | 'w'): KExpr => K.field(a, name, component(a, `.${name}`)),
   /** An abstract literal in an expression of that type (`0.5`). */
   lit: (value: number, type: KType): KExpr => K.lit(value, type),
 };

@@ -5,6 +5,7 @@
 // attentionKernel.ts and tiledMatmul.ts drive it.
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
+import { halfElement } from '../halfStorage.ts';
 import { linearize } from '../indexAlgebra.ts';
 import { K, type KExpr, type KType, names, print } from '../kexpr/expr.ts';
 import { KernelIndex } from '../kexpr/kernelIndex.ts';
@@ -299,20 +300,13 @@ export class Emitter {
     this.offsets.push({ index: off, length: numel(n.shape), what: `read of %${n.id}` });
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
-    // decoders of the storage formats are fixed text (quantized.ts), over the element's offset named once
-    if (isQuantized(storage)) {
+    // the storage formats' decoders (quantized.ts, halfStorage.ts) read the element's offset named once
+    if (isQuantized(storage) || storage === 'f16' || storage === 'bf16') {
       const i = this.fresh('ix');
       this.line(`let ${i} = ${off};`);
-      return this.bind(key, 'f32', K.wgsl(QUANT_FORMATS[storage].element(buf, i, numel(n.shape)), 'f32'));
-    }
-    if (storage === 'f16' || storage === 'bf16') {
-      const i = this.fresh('ix');
-      this.line(`let ${i} = ${off};`);
-      const expr =
-        storage === 'f16'
-          ? `unpack2x16float(${buf}[${i} >> 1u])[${i} & 1u]`
-          : `bitcast<f32>(select(${buf}[${i} >> 1u] << 16u, ${buf}[${i} >> 1u] & 0xffff0000u, (${i} & 1u) == 1u))`;
-      return this.bind(key, 'f32', K.wgsl(expr, 'f32'));
+      const at = K.v(i);
+      const count = numel(n.shape);
+      return this.bind(key, 'f32', isQuantized(storage) ? QUANT_FORMATS[storage].element(buf, at, count) : halfElement(storage, buf, at, count));
     }
     // bools are stored as u32
     const element = K.load(buf, off, numel(n.shape), n.dtype === 'bool' ? 'u32' : wgslType(n.dtype));

@@ -7,7 +7,8 @@
 // x's quantization adds an error like llama.cpp's (at most half of d_x per element, against the weight).
 import { type Node, numel } from '../ir.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
-import { type KExpr, isLit } from '../kexpr/expr.ts';
+import { K as Kx, type KExpr, isLit } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
 import { type QuantLoop, chunkFitting, overChunks, unrolledStride } from './matvecQuant.ts';
 
@@ -136,7 +137,9 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
     const vec4s = U / f.perWord / 4;
     for (let c = 0; c < R; c++) {
       const col = q.colIdx[c]!;
-      const cst = f.mantissa.constants(buf, `${col} * ${K / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${p} / ${QUANT_BLOCK / U}u` : p}`, n, (x) => e.fresh(x));
+      // written as the loop's index stands, not simplified
+      const block = V.arith('+', V.arith('*', col, Kx.u32(K / QUANT_BLOCK)), U < QUANT_BLOCK ? V.arith('/', p, Kx.u32(QUANT_BLOCK / U)) : p);
+      const cst = f.mantissa.constants(buf, block, n, (x) => e.fresh(x));
       cst.lines.forEach((l) => e.line(l));
       const words: string[] = [];
       for (let h = 0; h < vec4s; h++) {

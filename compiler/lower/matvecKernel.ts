@@ -2,7 +2,9 @@
 // (norms, gathers, unpacking) and elementwise epilogues (residual add, SwiGLU gating).
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
+import { type HalfStorage, halfElement, halfPair, halfWord } from '../halfStorage.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantMatvec, type QuantShape, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
@@ -224,7 +226,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // the rows path with its K loop written out loads every trip's weight words first, ahead of the phases (the rows'
   // norm statistics), so that their latency overlaps the phases'; a partial last trip loads a clamped index
   const trips = stride === undefined ? Infinity : Math.ceil(pairs / stride);
-  const preloaded: string[][][][] = [];
+  const preloaded: KExpr[][][][] = [];
   // one row (decode at batch 1) may do the same (matvecPreload), its K loop written out as the rows path's is
   const preloadOne = o.matvecPreload === true && M === 1 && direct && !quant;
   const preload = !((rowsPath || preloadOne) && trips <= PRELOAD_TRIPS) ? [] : e.nested(() => {
@@ -234,11 +236,11 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
       e.line(`let ${p} = ${(trip + 1) * wg > pairs ? `min(${start}, ${pairs - 1}u)` : start};`);
       const kk = e.bound(e.ix.mul(p, U), K - U);
       // f32 words come back as buffer reads: loaded here too
-      const bind = (v: string) => {
-        if (/^[\w.]+$/.test(v)) return v;
+      const bind = (v: KExpr) => {
+        if (/^[\w.]+$/.test(`${v}`)) return v;
         const name = e.fresh('v');
         e.line(`let ${name} = ${v};`);
-        return name;
+        return Kx.v(name, 'f32');
       };
       preloaded.push(weights.map((w) => colIdx.map((col) => loadWeightRun(e, w!, e.ix.add(e.ix.mul(col, K), kk), U).map(bind))));
     }
@@ -248,10 +250,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     const step = (kk: KExpr) => {
       const ks = Array.from({ length: U }, (_, u) => e.ix.add(kk, e.ix.lit(u)));
       // the weight elements of each column at k..k+U-1 (the rows path: every matmul's loads before any use)
-      const load = (mm: Node, t: number): string[][] =>
+      const load = (mm: Node, t: number): KExpr[][] =>
         Array.from({ length: R }, (_, c) => {
           const w = weights[t];
-          if (!w) return ks.map((k) => `${e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!])}`);
+          if (!w) return ks.map((k) => e.value(mm.inputs[1]!, [...batch, k, colIdx[c]!]));
           return loadWeightRun(e, w, e.ix.add(e.ix.mul(colIdx[c]!, K), kk), U);
         });
       const loaded = preloaded.shift() ?? (rowsPath ? matmuls.map(load) : []);
@@ -342,34 +344,30 @@ function elementsPerWord(w: Node): number {
  * word at a time: count is 1, or a multiple of the elements per word (quantized: each word's block constants are
  * loaded with it, so adjacent threads of one block read the same constant word in one transaction).
  */
-export function loadWeightRun(e: Emitter, w: Node, off: KExpr, count: number): string[] {
+export function loadWeightRun(e: Emitter, w: Node, off: KExpr, count: number): KExpr[] {
   const storage = storageOf(w);
   const buf = e.buffer(w);
+  const n = numel(w.shape);
   const base = e.fresh('ix');
   e.line(`let ${base} = ${off};`);
-  if (storage === 'f32') return Array.from({ length: count }, (_, u) => `${buf}[${base}${u ? ` + ${u}u` : ''}]`);
+  const at = (u: number) => (u ? V.arith('+', Kx.v(base), Kx.u32(u)) : Kx.v(base));
+  if (storage === 'f32') return Array.from({ length: count }, (_, u) => Kx.load(buf, at(u), n, 'f32'));
   if (isQuantized(storage)) {
     const format = QUANT_FORMATS[storage];
-    const n = numel(w.shape);
-    const values: string[] = [];
-    for (let at = 0; at < count; at += format.perWord) {
-      const run = format.run(buf, at ? `${base} + ${at}u` : base, n, (p) => e.fresh(p));
+    const values: KExpr[] = [];
+    for (let u = 0; u < count; u += format.perWord) {
+      const run = format.run(buf, at(u), n, (p) => e.fresh(p));
       run.lines.forEach((l) => e.line(l));
       values.push(...run.values);
     }
     return values;
   }
+  const half = storage as HalfStorage;
   if (count > 2) return Array.from({ length: count / 2 }, (_, h) => loadWeightRun(e, w, e.ix.add(Kx.v(base), e.ix.lit(2 * h)), 2)).flat();
-  if (count === 1) {
-    const word = `${buf}[${base} >> 1u]`;
-    return [storage === 'f16' ? `unpack2x16float(${word})[${base} & 1u]` : `bitcast<f32>(select(${word} << 16u, ${word} & 0xffff0000u, (${base} & 1u) == 1u))`];
-  }
+  if (count === 1) return [halfElement(half, buf, Kx.v(base), n)];
   const word = e.fresh('v');
-  e.line(`let ${word} = ${buf}[${base} >> 1u];`);
-  if (storage === 'f16') {
-    const pair = e.fresh('v');
-    e.line(`let ${pair} = unpack2x16float(${word});`);
-    return [`${pair}.x`, `${pair}.y`];
-  }
-  return [`bitcast<f32>(${word} << 16u)`, `bitcast<f32>(${word} & 0xffff0000u)`];
+  e.line(`let ${word} = ${halfWord(buf, Kx.v(base), n)};`);
+  const pair = halfPair(half, Kx.v(word), (p) => e.fresh(p));
+  pair.lines.forEach((l) => e.line(l));
+  return pair.values;
 }

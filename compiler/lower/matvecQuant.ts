@@ -10,7 +10,7 @@
 // per element) and its x as vec4s, padded so that a quarter-warp's vec4s fall in distinct banks.
 import { type Node, numel } from '../ir.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, quantWord } from '../quantized.ts';
-import { type KExpr, isLit } from '../kexpr/expr.ts';
+import { K as Kx, type KExpr, isLit } from '../kexpr/expr.ts';
 import type { Emitter } from './emitter.ts';
 import type { MatvecPlan } from './matvecKernel.ts';
 
@@ -231,7 +231,7 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
       for (const expr of wordExprs) {
         const word = e.fresh('qw');
         e.line(`let ${word} = ${expr};`);
-        const dec = f.mantissa.decode(word, fresh);
+        const dec = f.mantissa.decode(Kx.v(word), fresh);
         dec.lines.forEach((l) => e.line(l));
         for (const v of dec.values) {
           const name = e.fresh('qf');
@@ -251,9 +251,9 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
 
 /** A column's block constants and packed words (WGSL expressions) for one trip. */
 export interface Column {
-  d: string;
-  m?: string;
-  words: string[];
+  d: KExpr;
+  m?: KExpr;
+  words: KExpr[];
 }
 
 /** Loads column `c` of matmul `t`'s weight for trip `p`: its block's constants and its packed words. */
@@ -265,16 +265,17 @@ export function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KE
   const col = q.colIdx[c]!;
   const words = U / f.perWord;
   // U divides a block (at most 32): one block's constants per trip
-  const cst = f.mantissa.constants(buf, `${e.ix.add(e.ix.mul(col, K / QUANT_BLOCK), e.ix.div(p, QUANT_BLOCK / U))}`, numel(w.shape), (x) => e.fresh(x));
+  const cst = f.mantissa.constants(buf, e.ix.add(e.ix.mul(col, K / QUANT_BLOCK), e.ix.div(p, QUANT_BLOCK / U)), numel(w.shape), (x) => e.fresh(x));
   cst.lines.forEach((l) => e.line(l));
   // one u32 load a word, or whole u32x4 (staged: U a multiple of 4 words)
-  const exprs: string[] = [];
+  const exprs: KExpr[] = [];
   if (words % 4 === 0)
     for (let h = 0; h < words / 4; h++) {
       const v = e.fresh('qv');
       e.line(`let ${v} = ${buf}[${e.ix.add(e.ix.mul(col, K / f.perWord / 4), words > 4 ? e.ix.add(e.ix.mul(p, words / 4), e.ix.lit(h)) : p)}];`);
-      exprs.push(...[0, 1, 2, 3].map((j) => `${v}[${j}]`));
+      // a named u32x4's components, written as they were (`qv3[0]`)
+      exprs.push(...[0, 1, 2, 3].map((j) => Kx.wgsl(`${v}[${j}]`, 'u32')));
     }
-  else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, `${e.ix.add(e.ix.mul(col, K / f.perWord), e.ix.add(e.ix.mul(p, words), e.ix.lit(j)))}`));
+  else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, e.ix.add(e.ix.mul(col, K / f.perWord), e.ix.add(e.ix.mul(p, words), e.ix.lit(j))), numel(w.shape), f));
   return { d: cst.d, ...(cst.m ? { m: cst.m } : {}), words: exprs };
 }

@@ -1,8 +1,9 @@
 // Compares two schedule dumps (bench/scheduleDump.ts) as WGSL expression trees: every expression is parsed with
 // WGSL's precedence and printed fully parenthesised, so a change that only adds or drops redundant parentheses
-// (a template's text rebuilt as kernel expressions) compares equal and any other difference is listed.
+// (a template's text rebuilt as kernel expressions) or writes an abstract integer as an i32 literal compares equal;
+// any other difference is listed.
 // npx tsx bench/sameWgsl.ts <beforeDir> <afterDir>
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 
 const KEYWORDS = new Set(['let', 'var', 'const', 'for', 'if', 'else', 'while', 'loop', 'return', 'break', 'continue', 'fn', 'struct', 'override', 'switch', 'case', 'default', 'enable', 'requires', 'diagnostic', 'continuing']);
 const GENERIC = /^(bitcast|vec[234]|array|ptr|atomic|mat[234]x[234])$/;
@@ -33,7 +34,8 @@ function tokens(line: string): string[] {
       continue;
     }
     const num = /^(0x[0-9a-fA-F]+[iu]?|(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[iufh]?)/.exec(rest);
-    if (num) { out.push(num[0]); i += num[0].length; continue; }
+    // an i32 literal is the abstract integer it replaces where it meets an i32 (`max(pos, 0i)`)
+    if (num) { out.push(num[0].replace(/^(\d+)i$/, '$1')); i += num[0].length; continue; }
     const op = /^(<<=|>>=|<<|>>|<=|>=|==|!=|&&|\|\||\+=|-=|\*=|\/=|\+\+|--|->|.)/.exec(rest)!;
     out.push(op[0]);
     i += op[0].length;
@@ -123,7 +125,8 @@ if (process.argv[1]?.endsWith('sameWgsl.ts')) {
   const [before, after] = process.argv.slice(2) as [string, string];
   let bad = 0;
   let paren = 0;
-  for (const file of readdirSync(before).sort()) {
+  const files = readdirSync(before).filter((f) => existsSync(`${after}/${f}`));
+  for (const file of files.sort()) {
     const [x, y] = [readFileSync(`${before}/${file}`, 'utf8'), readFileSync(`${after}/${file}`, 'utf8')];
     if (x === y) continue;
     const diffs = compare(x, y);
@@ -131,6 +134,6 @@ if (process.argv[1]?.endsWith('sameWgsl.ts')) {
     bad++;
     console.log(`== ${file}: ${diffs.length} lines differ\n${diffs.slice(0, 5).join('\n')}`);
   }
-  console.log(`${readdirSync(before).length} files: ${paren} differ only in parentheses, ${bad} otherwise`);
+  console.log(`${files.length} files in both: ${paren} differ only in parentheses, ${bad} otherwise`);
   process.exitCode = bad ? 1 : 0;
 }

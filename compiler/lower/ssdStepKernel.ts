@@ -2,7 +2,8 @@
 // one head in one workgroup, and, when passes/absorbStateWrites.ts hands it the step's state scatters, the new
 // SSM state and the new conv ring slot written in place.
 import type { Node } from '../ir.ts';
-import type { KExpr } from '../kexpr/expr.ts';
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { wgslLiteral } from '../ops.ts';
 import { ssdStepDims } from '../ssdStep.ts';
 import { Emitter, type LoweredKernel, assemble, finish, nextPow2 } from './emitter.ts';
@@ -71,38 +72,52 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   /** Row p of this sequence's head in a [S, Hh, P, ...] result. */
   const projected = projection ? emitSsdProjection(e, projection, { s, h, chunk, g }, { RP, N, P, I, G, perSequence: Hh * split, split }, wg, options) : undefined;
   const headRow = (p: KExpr) => e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, Hh), h), P), p);
-  e.line(`let real = ${e.value(valid, [s])} > 0;`);
-  e.line(`let at = u32(max(${e.value(pos, [s])}, 0)) % ${K}u;`);
+  const u = Kx.u32;
+  /** The kernel's named f32 values and elements of its workgroup arrays. */
+  const named = (name: string) => Kx.v(name, 'f32');
+  const shared = (name: string, i: KExpr, length: number) => Kx.load(name, i, length, 'f32');
+  /** An input the workgroup's in_proj rows computed (emitSsdProjection): [x RP | B N | C N | dt]. */
+  const inProj = (i: KExpr) => shared('ssd_in', i, RP + 2 * N + 1);
+  const validS = e.value(valid, [s]);
+  e.line(`let real = ${V.compare('>', validS, V.lit(0, validS.type))};`);
+  const posS = e.value(pos, [s]);
+  e.line(`let at = ${V.arith('%', V.cast('u32', V.fn('max', [posS, V.lit(0, posS.type)])), u(K))};`);
+  const [real, at] = [Kx.v('real', 'bool'), Kx.v('at')];
   /** The state row a scatter writes for this sequence (past the target's rows: inactive, dropped). */
-  const rowOf = (w: Node, name: string): string => {
-    e.line(`let ${name} = u32(${e.value(w.inputs[1]!, [s])});`);
-    return `${name} < ${w.shape[0]}u`;
+  const rowOf = (w: Node, name: string): KExpr => {
+    e.line(`let ${name} = ${V.cast('u32', e.value(w.inputs[1]!, [s]))};`);
+    return V.compare('<', Kx.v(name), u(w.shape[0]!));
   };
-  const convRowOk = writes.conv ? rowOf(writes.conv, 'conv_row') : '';
-  const ssmRowOk = writes.ssm ? rowOf(writes.ssm, 'ssm_row') : '';
+  const convRowOk = writes.conv ? rowOf(writes.conv, 'conv_row') : undefined;
+  const ssmRowOk = writes.ssm ? rowOf(writes.ssm, 'ssm_row') : undefined;
 
   // phase 1: the workgroup's conv channels
   const q = e.bound(e.fresh('k'), CH - 1);
   const channels = e.nested(() => {
     const c = e.bound(e.fresh('k'), C - 1);
-    const xRow = `${chunk} * ${RP}u + ${q}`;
-    e.line(`let ${c} = select(select(${I + G * N}u + ${g} * ${N}u + ${q} - ${RP + N}u, ${I}u + ${g} * ${N}u + ${q} - ${RP}u, ${q} < ${RP + N}u), ${h} * ${P}u + min(${xRow}, ${P - 1}u), ${q} < ${RP}u);`);
-    const input = projected ? `ssd_in[${q}]` : e.value(xbc, [s, c]);
-    const terms = [`${e.value(convB, [c])}`, `${e.value(W, [c, e.ix.lit(K - 1)])} * ${input}`];
+    // the channel's index written as the template states it (not simplified): B and C past the rows' x
+    const xRow = V.arith('+', V.arith('*', chunk, u(RP)), q);
+    const group = (start: number, skip: number) => V.arith('-', V.arith('+', V.arith('+', u(start), V.arith('*', g, u(N))), q), u(skip));
+    const inB = V.compare('<', q, u(RP + N));
+    const inX = V.compare('<', q, u(RP));
+    e.line(`let ${c} = ${V.select(V.select(group(I + G * N, RP + N), group(I, RP), inB), V.arith('+', V.arith('*', h, u(P)), V.fn('min', [xRow, u(P - 1)])), inX)};`);
+    const input = projected ? inProj(q) : e.value(xbc, [s, c]);
+    let conv = V.arith('+', e.value(convB, [c]), V.arith('*', e.value(W, [c, e.ix.lit(K - 1)]), input));
     for (let k = 0; k < K - 1; k++) {
       const slot = e.bound(e.fresh('k'), K - 1);
-      e.line(`let ${slot} = (at + ${k + 1}u) % ${K}u;`);
-      terms.push(`${e.value(W, [c, e.ix.lit(k)])} * ${e.value(ring, [s, c, slot])}`);
+      e.line(`let ${slot} = ${V.arith('%', V.arith('+', at, u(k + 1)), u(K))};`);
+      conv = V.arith('+', conv, V.arith('*', e.value(W, [c, e.ix.lit(k)]), e.value(ring, [s, c, slot])));
     }
-    e.line(`let conv = ${terms.join(' + ')};`);
-    e.line(`ssd_ch[${q}] = conv * strata_sigmoid(conv);`);
+    e.line(`let conv = ${conv};`);
+    e.line(`ssd_ch[${q}] = ${V.arith('*', named('conv'), V.fn('strata_sigmoid', [named('conv')]))};`);
     if (!convOut) return;
     // each channel has one owner: its head's workgroup (x), the group's first head at chunk 0 (B, C)
-    e.line(`let owner = select(${h} % ${R}u == 0u && ${chunk} == 0u, ${xRow} < ${P}u, ${q} < ${RP}u);`);
-    if (writes.conv) e.line(`if (owner && real && ${convRowOk}) { @B${writes.conv.id}@[(conv_row * ${C}u + ${c}) * ${K}u + at] = ${input}; }`);
+    const first = V.logic('&&', V.compare('==', V.arith('%', h, u(R)), u(0)), V.compare('==', chunk, u(0)));
+    e.line(`let owner = ${V.select(first, V.compare('<', xRow, u(P)), inX)};`);
+    if (writes.conv) e.line(`if (${V.logic('&&', V.logic('&&', Kx.v('owner', 'bool'), real), convRowOk!)}) { @B${writes.conv.id}@[(conv_row * ${C}u + ${c}) * ${K}u + at] = ${input}; }`);
     else {
       e.line(`if (owner) {`);
-      for (let k = 0; k < K; k++) e.line(`  ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, C), c), K), e.ix.lit(k)), `select(${e.value(ring, [s, c, e.ix.lit(k)])}, ${input}, real && at == ${k}u)`)}`);
+      for (let k = 0; k < K; k++) e.line(`  ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, C), c), K), e.ix.lit(k)), V.select(e.value(ring, [s, c, e.ix.lit(k)]), input, V.logic('&&', real, V.compare('==', at, u(k)))))}`);
       e.line(`}`);
     }
   });
@@ -112,11 +127,12 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
 
   if (ssmOut || storeY) {
     e.line(`workgroupBarrier();`);
-    e.line(`var dt = strata_softplus(${projected ? `ssd_in[${CH}u]` : e.value(dtRaw, [s, h])} + ${e.value(dtBias, [h])});`);
-    if (dtMin > 0) e.line(`dt = max(dt, ${f(dtMin)});`);
-    if (dtMax < Infinity) e.line(`dt = min(dt, ${f(dtMax)});`);
-    e.line(`dt = select(0.0, dt, real);`);
-    e.line(`let decay = exp(dt * ${e.value(A, [h])});`);
+    const dt = named('dt');
+    e.line(`var dt = ${V.fn('strata_softplus', [V.arith('+', projected ? inProj(u(CH)) : e.value(dtRaw, [s, h]), e.value(dtBias, [h]))])};`);
+    if (dtMin > 0) e.line(`dt = ${V.fn('max', [dt, f(dtMin)])};`);
+    if (dtMax < Infinity) e.line(`dt = ${V.fn('min', [dt, f(dtMax)])};`);
+    e.line(`dt = ${V.select(V.lit(0, 'f32'), dt, real)};`);
+    e.line(`let decay = ${V.fn('exp', [V.arith('*', dt, e.value(A, [h]))])};`);
     e.line(`let d_skip = ${e.value(D, [h])};`);
     e.line(`let lane = lid % ${L}u;`);
     const p0 = e.bound(e.fresh('k'), Math.max(0, RP - 1));
@@ -126,7 +142,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       const p = e.bound(e.fresh('k'), P - 1);
       e.line(`let ${p} = min(${chunk} * ${RP}u + ${pl}, ${P - 1}u);`);
       e.line(`let ok = ${pl} < ${RP}u && ${chunk} * ${RP}u + ${pl} < ${P}u;`);
-      e.line(`let xv = select(0.0, ssd_ch[min(${pl}, ${RP - 1}u)], real);`);
+      e.line(`let xv = ${V.select(V.lit(0, 'f32'), shared('ssd_ch', V.fn('min', [pl, u(RP - 1)]), CH), real)};`);
       e.line(`var acc: f32 = 0.0;`);
       // every state load of the thread first, then the updates: a store to the buffer the next load reads would
       // otherwise keep the compiler from issuing that load early (one memory round trip per element)
@@ -135,10 +151,11 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       const trip = e.bound(e.fresh('k'), trips - 1);
       const load = e.nested(() => e.line(`ssd_h[${trip}] = ${e.value(h0, [s, h, p, n])};`));
       const update = e.nested(() => {
-        e.line(`let hv = decay * ssd_h[${trip}] + dt * xv * ssd_ch[${RP}u + ${n}];`);
+        const [hv, xv] = [named('hv'), named('xv')];
+        e.line(`let hv = ${V.arith('+', V.arith('*', named('decay'), shared('ssd_h', trip, trips)), V.arith('*', V.arith('*', dt, xv), shared('ssd_ch', V.arith('+', u(RP), n), CH)))};`);
         if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[((ssm_row * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}] = hv; }`);
-        else if (ssmOut) e.line(e.store(root, e.ix.add(e.ix.mul(headRow(p), N), n), 'hv'));
-        e.line(`acc = acc + ssd_ch[${RP + N}u + ${n}] * hv;`);
+        else if (ssmOut) e.line(e.store(root, e.ix.add(e.ix.mul(headRow(p), N), n), hv));
+        e.line(`acc = ${V.arith('+', named('acc'), V.arith('*', shared('ssd_ch', V.arith('+', u(RP + N), n), CH), hv))};`);
       });
       const index = N % L === 0 ? `lane + ${trip} * ${L}u` : `min(lane + ${trip} * ${L}u, ${N - 1}u)`; // past N: a repeat, not written
       const loop = (body: string[], last: boolean) => [
@@ -156,9 +173,9 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       e.line(`ssd_red[lid] = acc;`);
       e.line(`workgroupBarrier();`);
       e.line(`if (ok && lane == 0u) {`);
-      e.line(`  var y = d_skip * xv;`);
-      e.line(`  for (var j: u32 = 0u; j < ${L}u; j++) { y = y + ssd_red[lid + j]; }`);
-      e.line(`  ${e.store(root, headRow(p), 'y')}`);
+      e.line(`  var y = ${V.arith('*', named('d_skip'), named('xv'))};`);
+      e.line(`  for (var j: u32 = 0u; j < ${L}u; j++) { y = ${V.arith('+', named('y'), shared('ssd_red', V.arith('+', Kx.v('lid'), Kx.v('j')), wg))}; }`);
+      e.line(`  ${e.store(root, headRow(p), named('y'))}`);
       e.line(`}`);
       e.line(`workgroupBarrier();`);
     });
@@ -166,8 +183,8 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     pass.forEach((l) => e.line('  ' + l));
     e.line(`}`);
   }
-  const shared = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : []), ...(projected ?? [])];
-  const k = finish(e, 'ssdstep', assemble(e, e.topLines(), wg, shared), groups);
+  const arrays = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : []), ...(projected ?? [])];
+  const k = finish(e, 'ssdstep', assemble(e, e.topLines(), wg, arrays), groups);
   const also = [writes.ssm, writes.conv, projection?.z ? projection.matmul : undefined].filter((w) => w !== undefined);
   const merged = also.length ? { ...k, alsoWrites: also } : k;
   // printed as ssdstep/in_proj: the kernel computes the in_proj matvec's rows (and writes its z columns)

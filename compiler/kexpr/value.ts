@@ -1,7 +1,7 @@
 // Typed builders of value expressions, for the op table's lowerings and the emitter's reductions: each checks its
 // operands as WGSL would, so that a lowering mixing f32 with i32 fails when the kernel is built, naming the
 // operation and the types, not when the adapter compiles the shader.
-import { K, type KExpr, type KType } from './expr.ts';
+import { K, type KExpr, type KType, type Scalar } from './expr.ts';
 
 /** A value expression whose operand types WGSL rejects: a compiler bug (the tracer checked the user's dtypes). */
 export class KTypeError extends Error {
@@ -25,10 +25,10 @@ function component(a: KExpr, op: string): KType {
 const same = (op: string, a: KExpr, b: KExpr) => need(a.type === b.type, op, [a, b], 'operands must have one type');
 
 export const V = {
-  /** `a op b` on two numbers of one type. */
+  /** `a op b` on two numbers (or vectors of numbers) of one type. */
   arith(op: '+' | '-' | '*' | '/' | '%', a: KExpr, b: KExpr): KExpr {
     same(op, a, b);
-    need(NUMERIC.has(a.type), op, [a, b], 'needs numbers');
+    need(NUMERIC.has(a.type) || NUMERIC.has(/^vec[234]<(\w+)>$/.exec(a.type)?.[1] as KType), op, [a, b], 'needs numbers');
     return K.bin(op, a, b);
   },
   /** A comparison of two values of one type (ordering only on numbers). */
@@ -92,6 +92,13 @@ export const V = {
   at(a: KExpr, i: KExpr): KExpr {
     need(i.type === 'u32', '[]', [a, i], 'indexes a vector by a u32');
     return K.at(a, i, component(a, '[]'));
+  },
+  /** A vector of 2 to 4 scalars of one type (`vec4<f32>(a, b, c, d)`). */
+  vector(args: readonly KExpr[]): KExpr {
+    for (const x of args.slice(1)) same('vec', args[0]!, x);
+    need(args.length >= 2 && args.length <= 4 && NUMERIC.has(args[0]!.type), 'vec', args, 'takes 2 to 4 numbers');
+    const type = `vec${args.length as 2 | 3 | 4}<${args[0]!.type as Scalar}>` as const;
+    return K.call(type, args, type);
   },
   /** A named component (`.x`) of a vector. */
   field: (a: KExpr, name: 'x' | 'y' | 'z' | 'w'): KExpr => K.field(a, name, component(a, `.${name}`)),

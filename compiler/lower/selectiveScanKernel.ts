@@ -2,6 +2,8 @@
 // token, as Mamba's CUDA selective_scan does, parallel over sequences, channels and state lanes; when
 // passes/absorbStateWrites.ts hands it the scan's state scatter, the final state written in place.
 import type { Node } from '../ir.ts';
+import { K, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { selectiveScanDims } from '../selectiveScan.ts';
 import { CHANNEL_LANES_WG, channelLanes } from './channelLanes.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
@@ -34,6 +36,10 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   const TC = WG / CW; // tokens a round
   const row = L + 1; // padded row of one channel's products
   const rounds = Math.ceil(T / TC);
+  /** The kernel's named f32 values and elements of its workgroup arrays. */
+  const named = (name: string) => K.v(name, 'f32');
+  const wgArray = (name: string, i: KExpr, length: number) => K.load(name, i, length, 'f32');
+  const [zero, lid, u] = [V.lit(0, 'f32'), K.v('lid'), K.u32];
   e.line(`let n_valid = ${e.value(valid, [b])};`);
   e.line(`let a_dn = ${e.value(A, [d, n])};`);
   e.line(`var h = ${e.value(h0, [b, d, n])};`);
@@ -45,9 +51,10 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   const ot = e.bound('in_tok', T - 1);
   const oc = e.bound('in_ch', D - 1);
   const stageDx = e.nested(() => {
-    e.line(`let in_real = i32(in_tok) < n_valid;`);
-    e.line(`sel_dt[lid] = select(0.0, ${e.value(dt, [b, ot, oc])}, in_real);`);
-    e.line(`sel_x[lid] = select(0.0, ${e.value(x, [b, ot, oc])}, in_real);`);
+    e.line(`let in_real = ${V.compare('<', V.cast('i32', ot), K.v('n_valid', 'i32'))};`);
+    const inReal = K.v('in_real', 'bool');
+    e.line(`sel_dt[lid] = ${V.select(zero, e.value(dt, [b, ot, oc]), inReal)};`);
+    e.line(`sel_x[lid] = ${V.select(zero, e.value(x, [b, ot, oc]), inReal)};`);
   });
   const bcTrip = e.fresh('k');
   const bt = e.bound('bc_tok', T - 1);
@@ -59,9 +66,10 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   // after a round: thread lid finishes token lid / CW of channel lid % CW
   const tk = e.fresh('k');
   const out = part !== 'y' ? [] : e.nested(() => {
-    e.line(`var y = ${e.value(Dskip, [oc])} * sel_x[lid];`);
-    e.line(`for (var ${tk}: u32 = 0u; ${tk} < ${L}u; ${tk}++) { y = y + sel_ch[(lid / ${CW}u) * ${CW * row}u + (lid % ${CW}u) * ${row}u + ${tk}]; }`);
-    e.line(e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, T), ot), D), oc), 'y'));
+    e.line(`var y = ${V.arith('*', e.value(Dskip, [oc]), wgArray('sel_x', lid, WG))};`);
+    const product = V.arith('+', V.arith('+', V.arith('*', V.arith('/', lid, u(CW)), u(CW * row)), V.arith('*', V.arith('%', lid, u(CW)), u(row))), K.v(tk));
+    e.line(`for (var ${tk}: u32 = 0u; ${tk} < ${L}u; ${tk}++) { y = ${V.arith('+', named('y'), wgArray('sel_ch', product, TC * CW * row))}; }`);
+    e.line(e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, T), ot), D), oc), named('y')));
   });
 
   const j = e.fresh('k');
@@ -82,9 +90,12 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   // the round's steps: padded tokens were staged with dt = 0 and x = 0, so h passes through them
   e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
   e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
-  e.line(`    let dtv = sel_dt[${j} * ${CW}u + cw];`);
-  e.line(`    h = exp(dtv * a_dn) * h + dtv * sel_x[${j} * ${CW}u + cw] * sel_b[${j} * ${N}u + sn];`);
-  if (part === 'y') e.line(`    sel_ch[${j} * ${CW * row}u + cw * ${row}u + lane] = select(0.0, sel_c[${j} * ${N}u + sn] * h, ok_n);`);
+  const [jv, cw, sn, h, dtv] = [K.v(j), K.v('cw'), K.v('sn'), named('h'), named('dtv')];
+  const stepAt = V.arith('+', V.arith('*', jv, u(CW)), cw);
+  const stateAt = V.arith('+', V.arith('*', jv, u(N)), sn);
+  e.line(`    let dtv = ${wgArray('sel_dt', stepAt, WG)};`);
+  e.line(`    h = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', dtv, named('a_dn'))]), h), V.arith('*', V.arith('*', dtv, wgArray('sel_x', stepAt, WG)), wgArray('sel_b', stateAt, TC * N)))};`);
+  if (part === 'y') e.line(`    sel_ch[${j} * ${CW * row}u + cw * ${row}u + lane] = ${V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v('ok_n', 'bool'))};`);
   e.line(`  }`);
   e.line(`  workgroupBarrier();`);
   if (part === 'y') {
@@ -97,7 +108,7 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   if (writes.ssm) {
     e.line(`let ssm_row = u32(${e.value(writes.ssm.inputs[1]!, [b])});`);
     e.line(`if (ok_ch && ok_n && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[(ssm_row * ${D}u + ch) * ${N}u + sn] = h; }`);
-  } else if (ssmOut) e.line(`if (ok_ch && ok_n) { ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, D), d), N), n), 'h')} }`);
+  } else if (ssmOut) e.line(`if (ok_ch && ok_n) { ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, D), d), N), n), named('h'))} }`);
 
   const shared = [
     `var<workgroup> sel_dt: array<f32, ${WG}>;`,

@@ -75,9 +75,9 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   const u = Kx.u32;
   /** The kernel's named f32 values and elements of its workgroup arrays. */
   const named = (name: string) => Kx.v(name, 'f32');
-  const shared = (name: string, i: KExpr, length: number) => Kx.load(name, i, length, 'f32');
+  const wgArray = (name: string, i: KExpr, length: number) => Kx.load(name, i, length, 'f32');
   /** An input the workgroup's in_proj rows computed (emitSsdProjection): [x RP | B N | C N | dt]. */
-  const inProj = (i: KExpr) => shared('ssd_in', i, RP + 2 * N + 1);
+  const inProj = (i: KExpr) => wgArray('ssd_in', i, RP + 2 * N + 1);
   const validS = e.value(valid, [s]);
   e.line(`let real = ${V.compare('>', validS, V.lit(0, validS.type))};`);
   const posS = e.value(pos, [s]);
@@ -142,7 +142,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       const p = e.bound(e.fresh('k'), P - 1);
       e.line(`let ${p} = min(${chunk} * ${RP}u + ${pl}, ${P - 1}u);`);
       e.line(`let ok = ${pl} < ${RP}u && ${chunk} * ${RP}u + ${pl} < ${P}u;`);
-      e.line(`let xv = ${V.select(V.lit(0, 'f32'), shared('ssd_ch', V.fn('min', [pl, u(RP - 1)]), CH), real)};`);
+      e.line(`let xv = ${V.select(V.lit(0, 'f32'), wgArray('ssd_ch', V.fn('min', [pl, u(RP - 1)]), CH), real)};`);
       e.line(`var acc: f32 = 0.0;`);
       // every state load of the thread first, then the updates: a store to the buffer the next load reads would
       // otherwise keep the compiler from issuing that load early (one memory round trip per element)
@@ -152,10 +152,10 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       const load = e.nested(() => e.line(`ssd_h[${trip}] = ${e.value(h0, [s, h, p, n])};`));
       const update = e.nested(() => {
         const [hv, xv] = [named('hv'), named('xv')];
-        e.line(`let hv = ${V.arith('+', V.arith('*', named('decay'), shared('ssd_h', trip, trips)), V.arith('*', V.arith('*', dt, xv), shared('ssd_ch', V.arith('+', u(RP), n), CH)))};`);
+        e.line(`let hv = ${V.arith('+', V.arith('*', named('decay'), wgArray('ssd_h', trip, trips)), V.arith('*', V.arith('*', dt, xv), wgArray('ssd_ch', V.arith('+', u(RP), n), CH)))};`);
         if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[((ssm_row * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}] = hv; }`);
         else if (ssmOut) e.line(e.store(root, e.ix.add(e.ix.mul(headRow(p), N), n), hv));
-        e.line(`acc = ${V.arith('+', named('acc'), V.arith('*', shared('ssd_ch', V.arith('+', u(RP + N), n), CH), hv))};`);
+        e.line(`acc = ${V.arith('+', named('acc'), V.arith('*', wgArray('ssd_ch', V.arith('+', u(RP + N), n), CH), hv))};`);
       });
       const index = N % L === 0 ? `lane + ${trip} * ${L}u` : `min(lane + ${trip} * ${L}u, ${N - 1}u)`; // past N: a repeat, not written
       const loop = (body: string[], last: boolean) => [
@@ -174,7 +174,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       e.line(`workgroupBarrier();`);
       e.line(`if (ok && lane == 0u) {`);
       e.line(`  var y = ${V.arith('*', named('d_skip'), named('xv'))};`);
-      e.line(`  for (var j: u32 = 0u; j < ${L}u; j++) { y = ${V.arith('+', named('y'), shared('ssd_red', V.arith('+', Kx.v('lid'), Kx.v('j')), wg))}; }`);
+      e.line(`  for (var j: u32 = 0u; j < ${L}u; j++) { y = ${V.arith('+', named('y'), wgArray('ssd_red', V.arith('+', Kx.v('lid'), Kx.v('j')), wg))}; }`);
       e.line(`  ${e.store(root, headRow(p), named('y'))}`);
       e.line(`}`);
       e.line(`workgroupBarrier();`);
@@ -183,8 +183,8 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     pass.forEach((l) => e.line('  ' + l));
     e.line(`}`);
   }
-  const arrays = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : []), ...(projected ?? [])];
-  const k = finish(e, 'ssdstep', assemble(e, e.topLines(), wg, arrays), groups);
+  const shared = [`var<workgroup> ssd_ch: array<f32, ${CH}>;`, ...(storeY ? [`var<workgroup> ssd_red: array<f32, ${wg}>;`] : []), ...(projected ?? [])];
+  const k = finish(e, 'ssdstep', assemble(e, e.topLines(), wg, shared), groups);
   const also = [writes.ssm, writes.conv, projection?.z ? projection.matmul : undefined].filter((w) => w !== undefined);
   const merged = also.length ? { ...k, alsoWrites: also } : k;
   // printed as ssdstep/in_proj: the kernel computes the in_proj matvec's rows (and writes its z columns)

@@ -6,6 +6,9 @@ import type { DType, Node, OpName } from '../../compiler/ir.ts';
 import { K, type KExpr } from '../../compiler/kexpr/expr.ts';
 import { KTypeError, V } from '../../compiler/kexpr/value.ts';
 import { OPS } from '../../compiler/ops.ts';
+import { halfElement, halfPair } from '../../compiler/halfStorage.ts';
+import { QUANT_FORMATS } from '../../compiler/quantized.ts';
+import { canonical } from '../../bench/sameWgsl.ts';
 import { compileFn } from '../../dsl/compileFn.ts';
 import { input } from '../../dsl/trace.ts';
 
@@ -65,5 +68,30 @@ describe('value expressions', () => {
     const gelu = wgsl(() => ({ y: input('x', [8]).gelu() }));
     expect(gelu).toContain('fn strata_erf(');
     expect(gelu).not.toContain('fn strata_sigmoid(');
+  });
+
+  it('storage decoders are typed nodes: their WGSL, and the types they check', () => {
+    const i = K.v('ix3');
+    expect(`${halfElement('f16', 'w', i, 8)}`).toBe('unpack2x16float(w[(ix3 >> 1u)])[(ix3 & 1u)]');
+    expect(`${halfElement('bf16', 'w', i, 8)}`).toBe('bitcast<f32>(select((w[(ix3 >> 1u)] << 16u), (w[(ix3 >> 1u)] & 0xffff0000u), (ix3 & 1u) == 1u))');
+    expect(halfPair('f16', K.v('v1'), () => 'v2')).toMatchObject({ lines: ['let v2 = unpack2x16float(v1);'] });
+    expect(halfPair('f16', K.v('v1'), () => 'v2').values.map(String)).toEqual(['v2.x', 'v2.y']);
+    expect(`${QUANT_FORMATS.q8.element('q', i, 64)}`).toBe(
+      '(f32(extractBits(bitcast<i32>(q[((ix3 >> 2u) >> 2u)][((ix3 >> 2u) & 3u)]), ((ix3 & 3u) * 8u), 8u)) * unpack2x16float(q[((16u + (ix3 >> 6u)) >> 2u)][((16u + (ix3 >> 6u)) & 3u)])[((ix3 >> 5u) & 1u)])',
+    );
+    const q4 = QUANT_FORMATS.q4.mantissa.decode(K.v('w'), (p) => `${p}0`);
+    expect(q4.values.map((v) => v.type)).toEqual(Array(8).fill('f32'));
+    expect(`${q4.values[1]}`).toBe('bitcast<f32>(((qs0 & 0x780000u) | 0x3f800000u))');
+    expect(() => V.bitcast('f32', K.v('p', 'vec2<f32>'))).toThrow('[bitcast<f32>] p : vec2<f32>: reinterprets a 32-bit scalar');
+    expect(() => V.unpack2x16float(n)).toThrow('unpacks a u32');
+    expect(() => V.field(x, 'y')).toThrow('[.y] x : f32: needs a vector');
+    expect(V.vector([x, y, x, y]).type).toBe('vec4<f32>');
+  });
+
+  it('dumps compare as expression trees: redundant parentheses and i32 literals for abstract ones pass, the rest does not', () => {
+    expect(canonical('let a = buf[(ix5) >> 1u] + x * y;')).toBe(canonical('let a = (buf[(ix5 >> 1u)] + (x * y));'));
+    expect(canonical('let at = u32(max(v2, 0)) % 4u;')).toBe(canonical('let at = (u32(max(v2, 0i)) % 4u);'));
+    expect(canonical('let a = x - (y - z);')).not.toBe(canonical('let a = x - y - z;'));
+    expect(canonical('let a = v[0];')).not.toBe(canonical('let a = v[0u];'));
   });
 });

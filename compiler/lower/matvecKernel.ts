@@ -8,7 +8,7 @@ import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantMatvec, type QuantShape, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
-import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
+import { quantLoop, quantStep, stagedChunk, stagedRow, sum } from './matvecQuant.ts';
 import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
 import { type MatvecRowsVariant, lowerStagedRows } from './matvecRows.ts';
 import { halfChunk, halfLoop, halfShared } from './matvecHalf.ts';
@@ -262,7 +262,10 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         for (let i = 0; i < MB; i++) {
           const rows = rowIdx(mm, i);
           const av = ks.map((k) => e.value(mm.inputs[0]!, [...batch, ...rows, k]));
-          for (let c = 0; c < R; c++) e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + ${av.map((a, u) => `${a} * ${wv[c]![u]}`).join(' + ')};`);
+          for (let c = 0; c < R; c++) {
+            const a = Kx.v(acc(t, i, c), 'f32');
+            e.line(`${a} = ${sum([a, ...av.map((x, u) => V.arith('*', x, wv[c]![u]!))])};`);
+          }
         }
       });
     };

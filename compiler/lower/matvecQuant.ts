@@ -11,6 +11,7 @@
 import { type Node, numel } from '../ir.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, quantWord } from '../quantized.ts';
 import { K as Kx, type KExpr, isLit } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
 import type { MatvecPlan } from './matvecKernel.ts';
 
@@ -28,6 +29,9 @@ export interface QuantLoop {
   colIdx: KExpr[];
   acc: (t: number, i: number, c: number) => string;
 }
+
+/** `a + b + ...`, left to right. */
+export const sum = (xs: readonly KExpr[]): KExpr => xs.reduce((a, b) => V.arith('+', a, b));
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -173,9 +177,9 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
   const k0 = e.bound(e.ix.mul(p, U), K - U);
   const ks = Array.from({ length: U }, (_, u) => e.ix.add(k0, e.ix.lit(u)));
   // x of row i at the trip's elements: the emitter's values (memoized), or vec4s of the staged chunk
-  const staged = new Map<number, string[]>();
-  const xOf = (mm: Node, i: number): string[] => {
-    if (!xAt) return ks.map((k) => `${e.value(mm.inputs[0]!, [...q.rowIdx(mm, i), k])}`);
+  const staged = new Map<number, KExpr[]>();
+  const xOf = (mm: Node, i: number): KExpr[] => {
+    if (!xAt) return ks.map((k) => e.value(mm.inputs[0]!, [...q.rowIdx(mm, i), k]));
     let xs = staged.get(i);
     if (!xs) {
       const vs = Array.from({ length: U / 4 }, (_, g) => {
@@ -183,39 +187,32 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
         e.line(`let ${v} = mv_x[${xAt(i)}${g ? ` + ${g}u` : ''}];`);
         return v;
       });
-      xs = ks.map((_, u) => `${vs[u >> 2]}.${'xyzw'[u & 3]}`);
+      xs = ks.map((_, u) => V.field(Kx.v(vs[u >> 2]!, 'vec4<f32>'), 'xyzw'[u & 3] as 'x'));
       staged.set(i, xs);
     }
     return xs;
   };
   // per (left operand, row, format): k_u x_u, sum o_u x_u, sum x_u
-  const prepared = new Map<string, { kx: string[]; ox: string; x: string }>();
+  const prepared = new Map<string, { kx: KExpr[]; ox: KExpr; x: KExpr }>();
   const prepare = (mm: Node, i: number, storage: QuantStorage) => {
     const key = `${mm.inputs[0]!.id}|${i}|${storage}`;
     const hit = prepared.get(key);
     if (hit) return hit;
     const f = QUANT_FORMATS[storage];
     const xs = xOf(mm, i);
-    const kx = xs.map((x, u) => {
-      const v = e.fresh('kx');
-      e.line(`let ${v} = ${f.mantissa.k(u % f.perWord)}.0 * ${x};`);
-      return v;
-    });
+    /** A value named with a `let`. */
+    const bind = (prefix: string, value: KExpr) => {
+      const v = e.fresh(prefix);
+      e.line(`let ${v} = ${value};`);
+      return Kx.v(v, 'f32');
+    };
+    const kx = xs.map((x, u) => bind('kx', V.arith('*', V.lit(f.mantissa.k(u % f.perWord), 'f32'), x)));
     // elements grouped by o_u: sum o x = sum over groups of o * (the group's x summed)
-    const groups = new Map<number, string[]>();
+    const groups = new Map<number, KExpr[]>();
     xs.forEach((x, u) => groups.set(f.mantissa.o(u % f.perWord), [...(groups.get(f.mantissa.o(u % f.perWord)) ?? []), x]));
-    const sums = [...groups].map(([o, g]) => {
-      const s = e.fresh('sx');
-      e.line(`let ${s} = ${g.join(' + ')};`);
-      return [o, s] as const;
-    });
-    const ox = e.fresh('sx');
-    e.line(`let ${ox} = ${sums.map(([o, s]) => `${o}.0 * ${s}`).join(' + ')};`);
-    let x = sums[0]![1];
-    if (sums.length > 1) {
-      x = e.fresh('sx');
-      e.line(`let ${x} = ${sums.map(([, s]) => s).join(' + ')};`);
-    }
+    const sums = [...groups].map(([o, g]) => [o, bind('sx', sum(g))] as const);
+    const ox = bind('sx', sum(sums.map(([o, s]) => V.arith('*', V.lit(o, 'f32'), s))));
+    const x = sums.length > 1 ? bind('sx', sum(sums.map(([, s]) => s))) : sums[0]![1];
     const r = { kx, ox, x };
     prepared.set(key, r);
     return r;
@@ -227,7 +224,7 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
     for (let c = 0; c < R; c++) {
       const fresh = (x: string) => e.fresh(x);
       const { d, m, words: wordExprs } = loaded?.[t]![c] ?? loadColumn(e, q, t, c, p);
-      const vs: string[] = [];
+      const vs: KExpr[] = [];
       for (const expr of wordExprs) {
         const word = e.fresh('qw');
         e.line(`let ${word} = ${expr};`);
@@ -236,14 +233,14 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
         for (const v of dec.values) {
           const name = e.fresh('qf');
           e.line(`let ${name} = ${v};`);
-          vs.push(name);
+          vs.push(Kx.v(name, 'f32'));
         }
       }
       for (let i = 0; i < MB; i++) {
         const { kx, ox, x } = prepare(mm, i, storage);
-        const a = q.acc(t, i, c);
-        const dot = `${d} * (${kx.map((k, u) => `${k} * ${vs[u]}`).join(' + ')} - ${ox})`;
-        e.line(`${a} = ${a} + ${dot}${m ? ` + ${m} * ${x}` : ''};`);
+        const a = Kx.v(q.acc(t, i, c), 'f32');
+        const dot = V.arith('+', a, V.arith('*', d, V.arith('-', sum(kx.map((k, u) => V.arith('*', k, vs[u]!))), ox)));
+        e.line(`${a} = ${m ? V.arith('+', dot, V.arith('*', m, x)) : dot};`);
       }
     }
   });

@@ -36,20 +36,24 @@ for (const name of Object.keys(BENCH_CONFIGS)) {
 }
 // VARIANTS=1 adds the storage formats and kernel variants the defaults above do not reach (bf16, q8, q4 weights with
 // every quantized matvec, the rows path's and the tiled matmul's variants, preloaded matvec weights), on the bench
-// configurations at decode (r1, r8) and prefill (t128)
+// configurations at decode (r1, r8) and prefill (t128); VARIANT=<tag part> for a subset
 if (process.env.VARIANTS === '1') {
-  const variants: [string, StorageDType, Record<string, unknown>][] = [['bf16', 'bf16', {}], ['preload', 'f16', { matvecPreload: true }]];
-  for (const storage of ['q8', 'q4'] as const)
-    for (const quantMatvec of QUANT_MATVECS) variants.push([`${storage}-${quantMatvec}`, storage, { quantMatvec, packedDot: true, shaderF16: true }]);
-  for (const matvecRows of Object.keys(MATVEC_ROWS_VARIANTS)) for (const s of ['f16', 'bf16'] as const) variants.push([`rows-${matvecRows}-${s}`, s, { matvecRows }]);
-  for (const tiledMatmul of Object.keys(TILED_VARIANTS)) variants.push([`tiled-${tiledMatmul}`, 'f16', { tiledMatmul }]);
+  type Storage = (name: string) => StorageDType;
+  const variants: [string, Storage, Record<string, unknown>][] = [['bf16', () => 'bf16', {}], ['preload', () => 'f16', { matvecPreload: true }]];
+  // q8 keys among q4 weights: one matvec meets both formats
+  const mixed: Storage = (name) => (/k_proj|in_proj/.test(name) ? 'q8' : 'q4');
+  for (const [tag, storage] of [['q8', () => 'q8'], ['q4', () => 'q4'], ['mixed', mixed]] as [string, Storage][])
+    for (const quantMatvec of QUANT_MATVECS) variants.push([`${tag}-${quantMatvec}`, storage, { quantMatvec, packedDot: true, shaderF16: true }]);
+  for (const matvecRows of Object.keys(MATVEC_ROWS_VARIANTS)) for (const s of ['f16', 'bf16'] as const) variants.push([`rows-${matvecRows}-${s}`, () => s, { matvecRows }]);
+  for (const tiledMatmul of Object.keys(TILED_VARIANTS)) variants.push([`tiled-${tiledMatmul}`, () => 'f16', { tiledMatmul }]);
   for (const name of Object.keys(BENCH_CONFIGS)) {
     if (only && !name.includes(only)) continue;
     const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, name));
     for (const [tag, storage, limits] of variants) {
+      if (process.env.VARIANT && !tag.includes(process.env.VARIANT)) continue;
       const buckets = tag.startsWith('tiled') ? [[1, 128]] : tag.startsWith('rows') ? [[8, 1]] : [[1, 1], [8, 1], [1, 128]];
       for (const [rows, tokens] of buckets as [number, number][])
-        dump(`${name}-${tag}-r${rows}-t${tokens}`, compileBucket(model, () => storage, { rows, tokens, capacity: 264, limits: { ...LIMITS, ...limits } }));
+        dump(`${name}-${tag}-r${rows}-t${tokens}`, compileBucket(model, storage, { rows, tokens, capacity: 264, limits: { ...LIMITS, ...limits } }));
     }
   }
 }

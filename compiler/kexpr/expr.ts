@@ -15,7 +15,7 @@ export type KExpr =
    * A literal. `typed` ones are written with their type's constructor (`f32(0.500000000)`, `i32(3)`), as the op
    * table's constants are; others as WGSL abstract literals (`0.5`) that take the type of what they meet.
    */
-  | { readonly k: 'lit'; readonly type: KType; readonly value: number | boolean; readonly typed?: true; readonly hex?: true }
+  | { readonly k: 'lit'; readonly type: KType; readonly value: number | boolean; readonly typed?: true; readonly hex?: number }
   /** A named value: a builtin (lid), a loop index, an output coordinate or a value the kernel declared. */
   | { readonly k: 'var'; readonly type: KType; readonly name: string }
   | { readonly k: 'bin'; readonly type: KType; readonly op: BinOp; readonly a: KExpr; readonly b: KExpr }
@@ -38,8 +38,8 @@ const make = <T extends KExpr>(fields: T): T => Object.freeze(Object.assign(Obje
 
 export const K = {
   u32: (value: number): KExpr => make({ k: 'lit', type: 'u32', value }),
-  /** A u32 bit pattern (a mask, a float's exponent bits), written in hex. */
-  bits: (value: number): KExpr => make({ k: 'lit', type: 'u32', value: value >>> 0, hex: true }),
+  /** A u32 bit pattern (a mask, a float's exponent bits), written in hex of at least `digits` digits (`0x00ff00ffu`). */
+  bits: (value: number, digits = 1): KExpr => make({ k: 'lit', type: 'u32', value: value >>> 0, hex: digits }),
   lit: (value: number | boolean, type: KType): KExpr => make({ k: 'lit', type, value }),
   /** A constant written with its type's constructor (see the 'lit' node). */
   typed: (value: number | boolean, type: KType): KExpr => make({ k: 'lit', type, value, typed: true }),

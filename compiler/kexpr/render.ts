@@ -48,7 +48,7 @@ function bare(x: KExpr): string {
 
 export function render(x: KExpr): string {
   switch (x.k) {
-    case 'lit': return x.typed ? typedLiteral(x.value, x.type) : x.hex ? `0x${Number(x.value).toString(16)}u` : literal(x.value, x.type);
+    case 'lit': return x.typed ? typedLiteral(x.value, x.type) : x.hex ? `0x${Number(x.value).toString(16).padStart(x.hex, '0')}u` : literal(x.value, x.type);
     case 'var': return x.name;
     case 'wgsl': return x.text;
     case 'bin': {

@@ -73,8 +73,8 @@ export const V = {
   constant(value: number, type: KType): KExpr {
     return type === 'bool' ? K.typed(Boolean(value), 'bool') : K.typed(value, type);
   },
-  /** The same 32 bits read as another scalar type (`bitcast<f32>(w)`: a storage format's decoders). */
-  bitcast(to: 'f32' | 'i32' | 'u32', a: KExpr): KExpr {
+  /** The same 32 bits read as another type (`bitcast<f32>(w)`, `bitcast<vec2<f16>>(w)`: storage decoders). */
+  bitcast(to: 'f32' | 'i32' | 'u32' | 'vec2<f16>', a: KExpr): KExpr {
     need(WORD.has(a.type), `bitcast<${to}>`, [a], 'reinterprets a 32-bit scalar');
     return K.call(`bitcast<${to}>`, [a], to);
   },
@@ -93,12 +93,23 @@ export const V = {
     need(i.type === 'u32', '[]', [a, i], 'indexes a vector by a u32');
     return K.at(a, i, component(a, '[]'));
   },
+  /** The dot product of two u32s' four signed bytes (WGSL's packed_4x8_integer_dot_product). */
+  dot4I8Packed(a: KExpr, b: KExpr): KExpr {
+    need(a.type === 'u32' && b.type === 'u32', 'dot4I8Packed', [a, b], 'takes two packed u32s');
+    return K.call('dot4I8Packed', [a, b], 'i32');
+  },
   /** A vector of 2 to 4 scalars of one type (`vec4<f32>(a, b, c, d)`). */
   vector(args: readonly KExpr[]): KExpr {
     for (const x of args.slice(1)) same('vec', args[0]!, x);
     need(args.length >= 2 && args.length <= 4 && NUMERIC.has(args[0]!.type), 'vec', args, 'takes 2 to 4 numbers');
     const type = `vec${args.length as 2 | 3 | 4}<${args[0]!.type as Scalar}>` as const;
     return K.call(type, args, type);
+  },
+  /** A vector of `width` copies of a scalar (`vec2<f16>(0.5h)`). */
+  splat(width: 2 | 3 | 4, a: KExpr): KExpr {
+    need(NUMERIC.has(a.type), 'vec', [a], 'takes a number');
+    const type = `vec${width}<${a.type as Scalar}>` as const;
+    return K.call(type, [a], type);
   },
   /** A named component (`.x`) of a vector. */
   field: (a: KExpr, name: 'x' | 'y' | 'z' | 'w'): KExpr => K.field(a, name, component(a, `.${name}`)),

@@ -10,7 +10,7 @@ import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
 import { K as Kx, type KExpr, isLit } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
-import { type QuantLoop, chunkFitting, overChunks, unrolledStride } from './matvecQuant.ts';
+import { type QuantLoop, chunkFitting, components, overChunks, sum, unrolledStride } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -43,15 +43,18 @@ const elementOf = (order: XOrder, word: number, byte: number) => (order === 'nat
  * words are x's own (natural order); q4's nibbles, unsigned 0..15, become bytes by a mask and a shift ('pairs'), or
  * are spread into consecutive bytes (natural order, when q8 weights share the kernel's x).
  */
-function int8Words(e: Emitter, storage: QuantStorage, words: string[], order: XOrder): string[] {
+function int8Words(e: Emitter, storage: QuantStorage, words: KExpr[], order: XOrder): KExpr[] {
   if (storage === 'q8') return words;
+  const nibbles = (w: KExpr) => V.bits('&', w, Kx.bits(0x0f0f0f0f, 8));
+  /** `w` or'd with itself shifted left. */
+  const spread = (w: KExpr, by: number) => V.bits('|', w, V.shift('<<', w, Kx.u32(by)));
   return words.flatMap((w) => {
-    if (order === 'pairs') return [`(${w} & 0x0f0f0f0fu)`, `((${w} >> 4u) & 0x0f0f0f0fu)`];
+    if (order === 'pairs') return [nibbles(w), nibbles(V.shift('>>', w, Kx.u32(4)))];
     // nibbles 0..3 (low half) and 4..7 (high half) spread to bytes: 16 bits to two 8-bit halves, then to nibbles
-    return [`(${w} & 0xffffu)`, `(${w} >> 16u)`].map((half) => {
+    return [V.bits('&', w, Kx.bits(0xffff)), V.shift('>>', w, Kx.u32(16))].map((half) => {
       const t = e.fresh('qs');
-      e.line(`let ${t} = (${half} | (${half} << 8u)) & 0x00ff00ffu;`);
-      return `((${t} | (${t} << 4u)) & 0x0f0f0f0fu)`;
+      e.line(`let ${t} = ${V.bits('&', spread(half, 8), Kx.bits(0x00ff00ff, 8))};`);
+      return nibbles(spread(Kx.v(t), 4));
     });
   });
 }
@@ -122,7 +125,7 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
     const words = Array.from({ length: U / 16 }, (_, g) => {
       const v = e.fresh('xq');
       e.line(`let ${v} = mv_q[${(i * C) / 16}u + ${pp}${U > 16 ? ` * ${U / 16}u + ${g}u` : ''}];`);
-      return [0, 1, 2, 3].map((j) => `${v}[${j}]`);
+      return components(v);
     });
     const d = e.fresh('xd');
     e.line(`let ${d} = mv_d[${(i * C) / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${pp} / ${QUANT_BLOCK / U}u` : pp}];`);
@@ -141,22 +144,24 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       const block = V.arith('+', V.arith('*', col, Kx.u32(K / QUANT_BLOCK)), U < QUANT_BLOCK ? V.arith('/', p, Kx.u32(QUANT_BLOCK / U)) : p);
       const cst = f.mantissa.constants(buf, block, n, (x) => e.fresh(x));
       cst.lines.forEach((l) => e.line(l));
-      const words: string[] = [];
+      const words: KExpr[] = [];
       for (let h = 0; h < vec4s; h++) {
         const v = e.fresh('qv');
         e.line(`let ${v} = ${buf}[${col} * ${K / f.perWord / 4}u + ${p}${vec4s > 1 ? ` * ${vec4s}u + ${h}u` : ''}];`);
-        words.push(...[0, 1, 2, 3].map((j) => `${v}[${j}]`));
+        words.push(...components(v));
       }
       const ints = int8Words(e, storage, words, order).map((word) => {
         const v = e.fresh('qw');
         e.line(`let ${v} = ${word};`);
-        return v;
+        return Kx.v(v);
       });
       for (let i = 0; i < MB; i++) {
         const { words: xw, d } = rows[i]!;
-        const a = q.acc(t, i, c);
-        const dot = ints.map((wi, j) => `dot4I8Packed(${wi}, ${xw[j]})`).join(' + ');
-        e.line(`${a} = ${a} + ${cst.d} * ${d}.x * f32(${dot})${cst.m ? ` + ${cst.m} * ${d}.y` : ''};`);
+        const a = Kx.v(q.acc(t, i, c), 'f32');
+        const xd = Kx.v(d, 'vec2<f32>');
+        const dot = sum(ints.map((wi, j) => V.dot4I8Packed(wi, xw[j]!)));
+        const scaled = V.arith('+', a, V.arith('*', V.arith('*', cst.d, V.field(xd, 'x')), V.cast('f32', dot)));
+        e.line(`${a} = ${cst.m ? V.arith('+', scaled, V.arith('*', cst.m, V.field(xd, 'y'))) : scaled};`);
       }
     }
   });

@@ -16,9 +16,10 @@
 // under 2^-14 s (f16 subnormals) within 2^-25 s each; f32 does the rest.
 import type { Node } from '../ir.ts';
 import { QUANT_BLOCK, type QuantStorage } from '../quantized.ts';
-import type { KExpr } from '../kexpr/expr.ts';
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
-import { type Column, type QuantLoop, chunkFitting, loadColumn, stagedTrips, unrolledStride } from './matvecQuant.ts';
+import { type Column, type QuantLoop, chunkFitting, loadColumn, stagedTrips, sum, unrolledStride } from './matvecQuant.ts';
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -50,20 +51,22 @@ export function halfShared(C: number, MB: number): string[] {
  * and 20, f16 1024 + 16 q); in 'q8' order nibbles u and u + 2 masked apart and joined; q8 one shift and mask a pair of
  * bytes, after the sign flip that makes them unsigned (0..255: code + 128).
  */
-function codeWords(e: Emitter, storage: QuantStorage, word: string, order: XOrder): { bits: string; sixteenths?: boolean }[] {
+function codeWords(e: Emitter, storage: QuantStorage, word: KExpr, order: XOrder): { bits: KExpr; sixteenths?: boolean }[] {
+  // a mask of both 16-bit halves, written with all 8 digits
+  const mask = (w: KExpr, m: number) => V.bits('&', w, Kx.bits(m, 8));
   if (storage === 'q8') {
     const u = e.fresh('qu');
-    e.line(`let ${u} = ${word} ^ 0x80808080u;`);
-    return [{ bits: `(${u} & 0x00ff00ffu)` }, { bits: `((${u} >> 8u) & 0x00ff00ffu)` }];
+    e.line(`let ${u} = ${V.bits('^', word, Kx.bits(0x80808080))};`);
+    return [{ bits: mask(Kx.v(u), 0x00ff00ff) }, { bits: mask(V.shift('>>', Kx.v(u), Kx.u32(8)), 0x00ff00ff) }];
   }
   if (order === 'q4') {
     const high = e.fresh('qs');
-    e.line(`let ${high} = ${word} >> 8u;`);
-    return [word, high].flatMap((w) => [{ bits: `(${w} & 0x000f000fu)` }, { bits: `(${w} & 0x00f000f0u)`, sixteenths: true }]);
+    e.line(`let ${high} = ${V.shift('>>', word, Kx.u32(8))};`);
+    return [word, Kx.v(high)].flatMap((w) => [{ bits: mask(w, 0x000f000f) }, { bits: mask(w, 0x00f000f0), sixteenths: true }]);
   }
   // nibble u's shift to bit 0, nibble u + 2's to bit 16 (a negative one: left)
-  const shift = (b: number) => (b === 0 ? word : b > 0 ? `(${word} >> ${b}u)` : `(${word} << ${-b}u)`);
-  return [0, 1, 4, 5].map((u) => ({ bits: `((${shift(4 * u)} & 0xfu) | (${shift(4 * u + 8 - 16)} & 0xf0000u))` }));
+  const shift = (b: number) => (b === 0 ? word : V.shift(b > 0 ? '>>' : '<<', word, Kx.u32(Math.abs(b))));
+  return [0, 1, 4, 5].map((u) => ({ bits: V.bits('|', V.bits('&', shift(4 * u), Kx.bits(0xf)), V.bits('&', shift(4 * u + 8 - 16), Kx.bits(0xf0000))) }));
 }
 
 /**
@@ -142,20 +145,22 @@ function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       const codes = words.flatMap((w) => {
         const word = e.fresh('qw');
         e.line(`let ${word} = ${w};`);
-        return codeWords(e, storage, word, order).map(({ bits, sixteenths }) => {
-          const [v, f] = [e.fresh('qh'), `bitcast<vec2<f16>>(${bits} | 0x64006400u)`];
+        return codeWords(e, storage, Kx.v(word), order).map(({ bits, sixteenths }) => {
+          const [v, f] = [e.fresh('qh'), V.bitcast('vec2<f16>', V.bits('|', bits, Kx.bits(0x64006400)))];
+          const half = (x: number) => V.splat(2, V.lit(x, 'f16'));
           // exact: 1024 + q (or 1024 + 16 q) less 1024 (or divided by 16 less 64, one multiply-add)
-          e.line(`let ${v} = ${sixteenths ? `fma(${f}, vec2<f16>(0.0625h), vec2<f16>(${-offset / 16}.0h))` : `${f} - vec2<f16>(${offset}.0h)`};`);
-          return v;
+          e.line(`let ${v} = ${sixteenths ? V.fn('fma', [f, half(0.0625), half(-offset / 16)]) : V.arith('-', f, half(offset))};`);
+          return Kx.v(v, 'vec2<f16>');
         });
       });
       for (let i = 0; i < MB; i++) {
         const { pairs, s } = rows[i]!;
         const [h, hf] = [e.fresh('qh'), e.fresh('qf')];
-        e.line(`let ${h} = ${codes.map((cv, j) => `${cv} * ${pairs[j]}`).join(' + ')};`);
-        e.line(`let ${hf} = vec2<f32>(${h});`);
-        const a = q.acc(t, i, c);
-        e.line(`${a} = ${a} + ${d} * ${s}.x * (${hf}.x + ${hf}.y)${m ? ` + ${m} * ${s}.y` : ''};`);
+        e.line(`let ${h} = ${sum(codes.map((cv, j) => V.arith('*', cv, Kx.v(pairs[j]!, 'vec2<f16>'))))};`);
+        e.line(`let ${hf} = ${V.cast('vec2<f32>', Kx.v(h, 'vec2<f16>'))};`);
+        const [a, sv, hv] = [Kx.v(q.acc(t, i, c), 'f32'), Kx.v(s, 'vec2<f32>'), Kx.v(hf, 'vec2<f32>')];
+        const scaled = V.arith('+', a, V.arith('*', V.arith('*', d, V.field(sv, 'x')), V.arith('+', V.field(hv, 'x'), V.field(hv, 'y'))));
+        e.line(`${a} = ${m ? V.arith('+', scaled, V.arith('*', m, V.field(sv, 'y'))) : scaled};`);
       }
     }
   });

@@ -30,6 +30,9 @@ export interface QuantLoop {
   acc: (t: number, i: number, c: number) => string;
 }
 
+/** The u32 components of a named u32x4, written as they were (`qv3[0]`, not `qv3[0u]`). */
+export const components = (v: string): KExpr[] => [0, 1, 2, 3].map((j) => Kx.wgsl(`${v}[${j}]`, 'u32'));
+
 /** `a + b + ...`, left to right. */
 export const sum = (xs: readonly KExpr[]): KExpr => xs.reduce((a, b) => V.arith('+', a, b));
 
@@ -270,8 +273,7 @@ export function loadColumn(e: Emitter, q: QuantLoop, t: number, c: number, p: KE
     for (let h = 0; h < words / 4; h++) {
       const v = e.fresh('qv');
       e.line(`let ${v} = ${buf}[${e.ix.add(e.ix.mul(col, K / f.perWord / 4), words > 4 ? e.ix.add(e.ix.mul(p, words / 4), e.ix.lit(h)) : p)}];`);
-      // a named u32x4's components, written as they were (`qv3[0]`)
-      exprs.push(...[0, 1, 2, 3].map((j) => Kx.wgsl(`${v}[${j}]`, 'u32')));
+      exprs.push(...components(v));
     }
   else for (let j = 0; j < words; j++) exprs.push(quantWord(buf, e.ix.add(e.ix.mul(col, K / f.perWord), e.ix.add(e.ix.mul(p, words), e.ix.lit(j))), numel(w.shape), f));
   return { d: cst.d, ...(cst.m ? { m: cst.m } : {}), words: exprs };

@@ -82,7 +82,7 @@ describe("matvec 'half'", () => {
     const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
     expect(wgsl).toContain('enable f16;');
     if (one) expect(wgsl).toMatch(/\(\(qw\d+ >> 4u\) & 0xfu\) \| \(\(qw\d+ << 4u\) & 0xf0000u\)/); // q4 beside q8: nibbles u and u + 2 masked apart
-    else expect(wgsl).toMatch(/fma\(bitcast<vec2<f16>>\(\(qs\d+ & 0x00f000f0u\) \| 0x64006400u\)/); // q4 alone: nibbles u and u + 4, Marlin's
+    else expect(wgsl).toMatch(/fma\(bitcast<vec2<f16>>\(\(\(qs\d+ & 0x00f000f0u\) \| 0x64006400u\)\)/); // q4 alone: nibbles u and u + 4, Marlin's
     expect(wgsl.match(/\+\+\) \{\n\s*workgroupBarrier\(\);/g)?.length ?? 0).toBe(one ? 0 : 1);
     // trips written out (one row, as on a GPU): every weight load before the staging
     if (one) for (const k of r.program.kernels) expect(k.wgsl.indexOf('let qv') < k.wgsl.indexOf('mv_h[')).toBe(true);

@@ -26,8 +26,8 @@ export type KExpr =
   | { readonly k: 'load'; readonly type: KType; readonly buffer: string; readonly index: KExpr; readonly length: number }
   /** A component of a vector value. */
   | { readonly k: 'at'; readonly type: KType; readonly a: KExpr; readonly i: KExpr }
-  /** A named component of a vector value (`.x`). */
-  | { readonly k: 'field'; readonly type: KType; readonly a: KExpr; readonly name: 'x' | 'y' | 'z' | 'w' }
+  /** Named components of a vector value (`.x`, `.xxyy`). */
+  | { readonly k: 'field'; readonly type: KType; readonly a: KExpr; readonly name: string }
   /** Fixed template text (a workgroup array's element, a storage format's decoder); opaque to the simplifier. */
   | { readonly k: 'wgsl'; readonly type: KType; readonly text: string };
 
@@ -50,7 +50,7 @@ export const K = {
   cast: (type: KType, a: KExpr): KExpr => make({ k: 'call', type, fn: type, args: [a] }),
   load: (buffer: string, index: KExpr, length: number, type: KType): KExpr => make({ k: 'load', type, buffer, index, length }),
   at: (a: KExpr, i: KExpr, type: KType): KExpr => make({ k: 'at', type, a, i }),
-  field: (a: KExpr, name: 'x' | 'y' | 'z' | 'w', type: KType): KExpr => make({ k: 'field', type, a, name }),
+  field: (a: KExpr, name: string, type: KType): KExpr => make({ k: 'field', type, a, name }),
   wgsl: (text: string, type: KType): KExpr => make({ k: 'wgsl', type, text }),
 };
 

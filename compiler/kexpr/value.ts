@@ -16,6 +16,9 @@ function need(ok: boolean, op: string, operands: readonly KExpr[], rule: string)
 }
 const WORD: ReadonlySet<KType> = new Set(['f32', 'i32', 'u32']);
 
+/** The scalar type of a scalar or a vector type. */
+const scalarOf = (t: KType): KType => (/^vec[234]<(\w+)>$/.exec(t)?.[1] as KType | undefined) ?? t;
+
 /** The component type of a vector operand. */
 function component(a: KExpr, op: string): KType {
   const m = /^vec[234]<(\w+)>$/.exec(a.type);
@@ -28,7 +31,7 @@ export const V = {
   /** `a op b` on two numbers (or vectors of numbers) of one type. */
   arith(op: '+' | '-' | '*' | '/' | '%', a: KExpr, b: KExpr): KExpr {
     same(op, a, b);
-    need(NUMERIC.has(a.type) || NUMERIC.has(/^vec[234]<(\w+)>$/.exec(a.type)?.[1] as KType), op, [a, b], 'needs numbers');
+    need(NUMERIC.has(scalarOf(a.type)), op, [a, b], 'needs numbers');
     return K.bin(op, a, b);
   },
   /** A comparison of two values of one type (ordering only on numbers). */
@@ -41,15 +44,16 @@ export const V = {
     need(a.type === 'bool' && b.type === 'bool', op, [a, b], 'needs bools');
     return K.bin(op, a, b, 'bool');
   },
-  /** Bitwise `^`, `&`, `|` on integers of one type. */
+  /** Bitwise `^`, `&`, `|` on integers (or integer vectors) of one type. */
   bits(op: '^' | '&' | '|', a: KExpr, b: KExpr): KExpr {
     same(op, a, b);
-    need(INTEGER.has(a.type), op, [a, b], 'needs integers');
+    need(INTEGER.has(scalarOf(a.type)), op, [a, b], 'needs integers');
     return K.bin(op, a, b);
   },
-  /** A shift of an integer by a u32 count. */
+  /** A shift of an integer by a u32 count (of integer vectors, componentwise by a u32 vector of their width). */
   shift(op: '<<' | '>>', a: KExpr, count: KExpr): KExpr {
-    need(INTEGER.has(a.type) && count.type === 'u32', op, [a, count], 'shifts an integer by a u32');
+    const ok = INTEGER.has(a.type) ? count.type === 'u32' : INTEGER.has(scalarOf(a.type)) && count.type === a.type.replace(/<\w+>/, '<u32>');
+    need(ok, op, [a, count], 'shifts an integer by a u32');
     return K.bin(op, a, count);
   },
   neg(a: KExpr): KExpr {
@@ -74,8 +78,9 @@ export const V = {
     return type === 'bool' ? K.typed(Boolean(value), 'bool') : K.typed(value, type);
   },
   /** The same 32 bits read as another type (`bitcast<f32>(w)`, `bitcast<vec2<f16>>(w)`: storage decoders). */
-  bitcast(to: 'f32' | 'i32' | 'u32' | 'vec2<f16>', a: KExpr): KExpr {
-    need(WORD.has(a.type), `bitcast<${to}>`, [a], 'reinterprets a 32-bit scalar');
+  bitcast(to: 'f32' | 'i32' | 'u32' | 'vec2<f16>' | 'vec4<f32>', a: KExpr): KExpr {
+    const ok = to === 'vec4<f32>' ? a.type === 'vec4<u32>' : WORD.has(a.type);
+    need(ok, `bitcast<${to}>`, [a], 'reinterprets a 32-bit scalar (or a u32x4 as a vec4<f32>)');
     return K.call(`bitcast<${to}>`, [a], to);
   },
   /** The two f16 halves of a u32 as f32s (low half in .x). */
@@ -98,12 +103,23 @@ export const V = {
     need(a.type === 'u32' && b.type === 'u32', 'dot4I8Packed', [a, b], 'takes two packed u32s');
     return K.call('dot4I8Packed', [a, b], 'i32');
   },
-  /** A vector of 2 to 4 scalars of one type (`vec4<f32>(a, b, c, d)`). */
+  /** A vector of 2 to 4 components of one type, from scalars and smaller vectors (`vec4<f32>(a, b, c, d)`). */
   vector(args: readonly KExpr[]): KExpr {
-    for (const x of args.slice(1)) same('vec', args[0]!, x);
-    need(args.length >= 2 && args.length <= 4 && NUMERIC.has(args[0]!.type), 'vec', args, 'takes 2 to 4 numbers');
-    const type = `vec${args.length as 2 | 3 | 4}<${args[0]!.type as Scalar}>` as const;
+    const scalar = scalarOf(args[0]!.type);
+    const width = args.reduce((n, x) => n + Number(/^vec(\d)/.exec(x.type)?.[1] ?? 1), 0);
+    need(args.every((x) => scalarOf(x.type) === scalar) && width >= 2 && width <= 4 && NUMERIC.has(scalar), 'vec', args, 'takes 2 to 4 components of one number type');
+    const type = `vec${width as 2 | 3 | 4}<${scalar as Scalar}>` as const;
     return K.call(type, args, type);
+  },
+  /** The dot product of two vectors of one type. */
+  dot(a: KExpr, b: KExpr): KExpr {
+    same('dot', a, b);
+    return K.call('dot', [a, b], component(a, 'dot'));
+  },
+  /** Two f32s as f16 halves of a u32 (.x in the low half). */
+  pack2x16float(a: KExpr): KExpr {
+    need(a.type === 'vec2<f32>', 'pack2x16float', [a], 'packs a vec2<f32>');
+    return K.call('pack2x16float', [a], 'u32');
   },
   /** A vector of `width` copies of a scalar (`vec2<f16>(0.5h)`). */
   splat(width: 2 | 3 | 4, a: KExpr): KExpr {
@@ -113,6 +129,11 @@ export const V = {
   },
   /** A named component (`.x`) of a vector. */
   field: (a: KExpr, name: 'x' | 'y' | 'z' | 'w'): KExpr => K.field(a, name, component(a, `.${name}`)),
+  /** Components of a vector by name, repeated or reordered (`.xxyy`). */
+  swizzle(a: KExpr, names: string): KExpr {
+    need(/^[xyzw]{2,4}$/.test(names), `.${names}`, [a], 'takes 2 to 4 of x, y, z, w');
+    return K.field(a, names, `vec${names.length as 2 | 3 | 4}<${component(a, `.${names}`) as Scalar}>`);
+  },
   /** An abstract literal in an expression of that type (`0.5`). */
   lit: (value: number, type: KType): KExpr => K.lit(value, type),
 };

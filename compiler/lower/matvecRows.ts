@@ -11,6 +11,7 @@
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
+import { V as Vx } from '../kexpr/value.ts';
 import { Emitter, type LoweredKernel, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { stagedAt, stagedRow } from './matvecQuant.ts';
 import type { MatvecPlan } from './matvecKernel.ts';
@@ -109,29 +110,36 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   weights.forEach((w) => e.buffer(w));
 
   // one trip's weights of column c of matmul t at vector step p (8 k values) as two vec4<f32>, loaded now
-  const load = (t: number, c: number, p: KExpr): [string, string] => {
+  const load = (t: number, c: number, p: KExpr): [KExpr, KExpr] => {
     const w = weights[t]!;
     const v = e.fresh('v');
+    // the weight read as vectors: length in vec4s (f32) or u32x4s (8 halves)
+    const vecsOf = (i: KExpr, type: 'vec4<f32>' | 'vec4<u32>') => Kx.load(vecs[t]!, i, numel(w.shape) / (type === 'vec4<f32>' ? 4 : 8), type);
     if (storageOf(w) === 'f32') {
       e.line(`let ${v} = ${e.ix.add(e.ix.mul(colIdx[c]!, K / 4), e.ix.mul(p, 2))};`);
-      return [`${vecs[t]}[${v}]`, `${vecs[t]}[${v} + 1u]`].map((s) => bindLine(e, s)) as [string, string];
+      return [Kx.v(v), Vx.arith('+', Kx.v(v), Kx.u32(1))].map((i) => bindLine(e, vecsOf(i, 'vec4<f32>'))) as [KExpr, KExpr];
     }
-    e.line(`let ${v} = ${vecs[t]}[${e.ix.add(e.ix.mul(colIdx[c]!, V), p)}];`);
-    return [halves(e, v, 'xy', storageOf(w)), halves(e, v, 'zw', storageOf(w))];
+    e.line(`let ${v} = ${vecsOf(e.ix.add(e.ix.mul(colIdx[c]!, V), p), 'vec4<u32>')};`);
+    const word = Kx.v(v, 'vec4<u32>');
+    return [halves(e, word, 'xy', storageOf(w)), halves(e, word, 'zw', storageOf(w))];
   };
   const loadTrip = (p: KExpr) => matmuls.map((_, t) => Array.from({ length: R }, (_, c) => load(t, c, p)));
   // row i's x at trip p of the staged chunk as two vec4<f32>
-  const xAt = (i: number, p: KExpr): string[] => {
-    if (!half) return [0, 1].map((h) => bindLine(e, `mv_x[${stagedAt(C, i, `${e.ix.mul(p, 2)}`)}${h ? ' + 1u' : ''}]`));
-    const h = bindLine(e, `mv_xh[${e.ix.add(e.ix.lit((i * C) / STEP), p)}]`);
-    return ['xy', 'zw'].map(([a, b]) => bindLine(e, `vec4<f32>(unpack2x16float(${h}.${a}), unpack2x16float(${h}.${b}))`));
+  const xAt = (i: number, p: KExpr): KExpr[] => {
+    // the staged vec4's index as stagedAt writes it
+    if (!half) return [0, 1].map((h) => bindLine(e, Kx.load('mv_x', Kx.wgsl(`${stagedAt(C, i, `${e.ix.mul(p, 2)}`)}${h ? ' + 1u' : ''}`, 'u32'), MB * stagedRow(C), 'vec4<f32>')));
+    const h = bindLine(e, Kx.load('mv_xh', e.ix.add(e.ix.lit((i * C) / STEP), p), (MB * C) / STEP, 'vec4<u32>'));
+    return (['xy', 'zw'] as const).map((part) => bindLine(e, unpackHalves(h, part)));
   };
   // the multiply-adds of one trip p of the staged chunk: each row's x serves every column
-  const compute = (p: KExpr, loaded: [string, string][][]) => {
+  const compute = (p: KExpr, loaded: [KExpr, KExpr][][]) => {
     for (let i = 0; i < MB; i++) {
       const xs = xAt(i, p);
       for (let t = 0; t < T; t++)
-        for (let c = 0; c < R; c++) e.line(`${acc(t, i, c)} = ${acc(t, i, c)} + dot(${xs[0]}, ${loaded[t]![c]![0]}) + dot(${xs[1]}, ${loaded[t]![c]![1]});`);
+        for (let c = 0; c < R; c++) {
+          const a = Kx.v(acc(t, i, c), 'f32');
+          e.line(`${a} = ${Vx.arith('+', Vx.arith('+', a, Vx.dot(xs[0]!, loaded[t]![c]![0])), Vx.dot(xs[1]!, loaded[t]![c]![1]))};`);
+        }
     }
   };
   // stages vectors [0, count) of every row's chunk `ch` (vec4s, or u32x4s of 8 halves): adjacent threads at adjacent
@@ -143,8 +151,8 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
         const k = e.bound(e.fresh('k'), K - width);
         e.line(`let ${k} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(v, width))};`);
         const xs = Array.from({ length: width }, (_, j) => e.value(x, [...rowIdx(i), e.ix.add(k, e.ix.lit(j))]));
-        if (!half) e.line(`mv_x[${stagedAt(C, i, `${v}`)}] = vec4<f32>(${xs.join(', ')});`);
-        else e.line(`mv_xh[${e.ix.add(e.ix.lit((i * C) / STEP), v)}] = vec4<u32>(${[0, 2, 4, 6].map((j) => `pack2x16float(vec2<f32>(${xs[j]}, ${xs[j + 1]}))`).join(', ')});`);
+        if (!half) e.line(`mv_x[${stagedAt(C, i, `${v}`)}] = ${Vx.vector(xs)};`);
+        else e.line(`mv_xh[${e.ix.add(e.ix.lit((i * C) / STEP), v)}] = ${Vx.vector([0, 2, 4, 6].map((j) => Vx.pack2x16float(Vx.vector([xs[j]!, xs[j + 1]!]))))};`);
       };
       if (typeof count === 'number') return e.stridedLoop('lid', count, o.unroll ? WG : undefined, body);
       const v = e.bound(e.fresh('k'), C / width - 1);
@@ -159,7 +167,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
     if (chunks === 1 && o.unroll) {
       // x whole, trips written out: every trip's weight vectors are loaded ahead of the norm phases and the staging,
       // in flight while they run; a partial last trip loads a clamped vector, unused
-      const steps: { p: KExpr; loaded: [string, string][][] }[] = [];
+      const steps: { p: KExpr; loaded: [KExpr, KExpr][][] }[] = [];
       preload = e.nested(() => {
         for (let trip = 0; trip < trips; trip++) {
           const p = e.bound(e.fresh('k'), V - 1);
@@ -215,18 +223,23 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
 }
 
 /** `let v = expr;` for a load; returns v. */
-function bindLine(e: Emitter, expr: string): string {
+function bindLine(e: Emitter, expr: KExpr): KExpr {
   const v = e.fresh('v');
   e.line(`let ${v} = ${expr};`);
-  return v;
+  return Kx.v(v, expr.type);
 }
 
+/** Four f16s of a u32x4's components `xy` or `zw` as a vec4<f32>. */
+const unpackHalves = (word: KExpr, [a, b]: 'xy' | 'zw') => Vx.vector([Vx.unpack2x16float(Vx.field(word, a as 'x')), Vx.unpack2x16float(Vx.field(word, b as 'y'))]);
+
 /** Four 16-bit weights of u32x4 `word`'s components `xy` or `zw` as a vec4<f32>. */
-function halves(e: Emitter, word: string, part: 'xy' | 'zw', storage: string): string {
+function halves(e: Emitter, word: KExpr, part: 'xy' | 'zw', storage: string): KExpr {
   const [a, b] = [...part];
-  if (storage === 'f16') return bindLine(e, `vec4<f32>(unpack2x16float(${word}.${a}), unpack2x16float(${word}.${b}))`);
+  if (storage === 'f16') return bindLine(e, unpackHalves(word, part));
   // bf16: the low half shifted up, the high half masked
-  return bindLine(e, `bitcast<vec4<f32>>((${word}.${a}${a}${b}${b} << vec4<u32>(16u, 0u, 16u, 0u)) & vec4<u32>(0xffff0000u))`);
+  const spread = Vx.swizzle(word, `${a}${a}${b}${b}`);
+  const shifts = Vx.vector([16, 0, 16, 0].map((n) => Kx.u32(n)));
+  return bindLine(e, Vx.bitcast('vec4<f32>', Vx.bits('&', Vx.shift('<<', spread, shifts), Vx.splat(4, Kx.bits(0xffff0000)))));
 }
 
 interface Reduction {

@@ -3,6 +3,7 @@ import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
 import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
@@ -225,19 +226,26 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
             const w = o === 0 ? undefined : direct[o - 1];
             const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x]));
             const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
-            values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = select(0.0, ${v}, ${inside});`));
+            // the guard is the template's index text; the value is typed (f32, as the tiles hold)
+            values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
           }),
         pad,
       ),
     );
   const multiply = (pad: string) => {
-    const comp = ['x', 'y', 'z', 'w'];
+    const comp = ['x', 'y', 'z', 'w'] as const;
+    const av = Kx.v('av', 'vec4<f32>');
     const [A, ...B] = ops;
     e.line(`${pad}for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
     e.line(`${pad}  let av = ${read4(`${A!.base}u + sl * ${A!.region}u + kk * ${A!.r4}u + ((kk & ${A!.r4 - 1}u) ^ ty)`)};`);
     B.forEach((b, t) => {
       e.line(`${pad}  let bv${t} = ${read4(`${b.base}u + sl * ${b.region}u + kk * ${b.r4}u + ((kk & ${b.r4 - 1}u) ^ tx)`)};`);
-      for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`${pad}  acc${t}_${i}_${j} = acc${t}_${i}_${j} + av.${comp[i]} * bv${t}.${comp[j]};`);
+      const bv = Kx.v(`bv${t}`, 'vec4<f32>');
+      for (let i = 0; i < 4; i++)
+        for (let j = 0; j < 4; j++) {
+          const acc = Kx.v(`acc${t}_${i}_${j}`, 'f32');
+          e.line(`${pad}  ${acc} = ${V.arith('+', acc, V.arith('*', V.field(av, comp[i]!), V.field(bv, comp[j]!)))};`);
+        }
     });
     e.line(`${pad}}`);
     e.line(`${pad}workgroupBarrier();`);

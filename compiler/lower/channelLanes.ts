@@ -1,7 +1,8 @@
 // The thread layout the Mamba-1 step and scan kernels share: one workgroup per (sequence, CW channels), L =
 // nextPow2(N) lanes per channel, lane n owning state element n (clamped, with ok flags for the lanes and channels
 // past the ends).
-import type { KExpr } from '../kexpr/expr.ts';
+import { K, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { type Emitter, nextPow2 } from './emitter.ts';
 
 /** Threads a workgroup. */
@@ -31,12 +32,15 @@ export function channelLanes(e: Emitter, sequences: number, D: number, N: number
   const gi = e.bound('gi', groups - 1);
   const seq = e.declareTop('o0', e.ix.div(gi, perSeq));
   const first = e.declareTop('o1', e.ix.mul(e.ix.mod(gi, perSeq), CW));
-  e.line(`let lane = lid % ${L}u;`);
-  e.line(`let ok_ch = ${first} + lid / ${L}u < ${D}u;`);
+  // written as they stand, not simplified: lid is below the workgroup size
+  const [lid, lane, u] = [K.v('lid'), K.v('lane'), K.u32];
+  const channel = V.arith('+', first, V.arith('/', lid, u(L)));
+  e.line(`let lane = ${V.arith('%', lid, u(L))};`);
+  e.line(`let ok_ch = ${V.compare('<', channel, u(D))};`);
   const d = e.bound('ch', D - 1);
-  e.line(`let ch = min(${first} + lid / ${L}u, ${D - 1}u);`);
+  e.line(`let ch = ${V.fn('min', [channel, u(D - 1)])};`);
   const n = e.bound('sn', N - 1);
-  e.line(`let sn = min(lane, ${N - 1}u);`);
-  e.line(`let ok_n = lane < ${N}u;`);
+  e.line(`let sn = ${V.fn('min', [lane, u(N - 1)])};`);
+  e.line(`let ok_n = ${V.compare('<', lane, u(N))};`);
   return { L, CW, groups, seq, first, d, n };
 }

@@ -134,6 +134,11 @@ export const V = {
     need(/^[xyzw]{2,4}$/.test(names), `.${names}`, [a], 'takes 2 to 4 of x, y, z, w');
     return K.field(a, names, `vec${names.length as 2 | 3 | 4}<${component(a, `.${names}`) as Scalar}>`);
   },
+  /** x's value in the subgroup's lane `lane ^ mask` (a u32). */
+  shuffleXor(x: KExpr, mask: KExpr): KExpr {
+    need(mask.type === 'u32', 'subgroupShuffleXor', [x, mask], 'takes a u32 lane mask');
+    return K.call('subgroupShuffleXor', [x, mask], x.type);
+  },
   /** An abstract literal in an expression of that type (`0.5`). */
   lit: (value: number, type: KType): KExpr => K.lit(value, type),
 };

@@ -3,7 +3,8 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
-import { K } from '../kexpr/expr.ts';
+import { K, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode } from './attentionDecodeVariants.ts';
@@ -86,6 +87,11 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const C = JC * LANES; // value slots per combine pass (at most 64 <= WG: heads up to 64, lanes a power of two)
   const f = (x: number) => wgslLiteral(x, 'f32');
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  // the template's f32 values by name; the online softmax's floor for a score no key has raised yet
+  const fv = (name: string) => K.v(name, 'f32');
+  const zero = V.lit(0, 'f32');
+  const lowest = K.wgsl('-3.0e38', 'f32');
+  const sumOf = (xs: KExpr[]) => xs.reduce((a, x) => V.arith('+', a, x));
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
@@ -106,8 +112,8 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     const x = e.value(q, [...batch, m, dim(j, JK, D)]);
     if (always(j, JK, D)) return x;
     const w = e.fresh('v');
-    e.line(`let ${w} = select(0.0, ${x}, ${at(j, JK)} < ${D}u);`);
-    return w;
+    e.line(`let ${w} = ${V.select(zero, x, V.compare('<', at(j, JK), K.u32(D)))};`);
+    return fv(w);
   });
   const lim = e.value(limit, [...batch, m]);
   // the trip loop holds subgroup shuffles or barriers: its bound must be uniform, which a value read through
@@ -132,14 +138,17 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     // every load of the trip first
     const ks = kcs.map((kc) => range(JK).map((j) => e.value(kT, [...batch, dim(j, JK, D), kc])));
     const vs = kcs.map((kc) => range(JV).map((j) => e.value(v, [...batch, kc, dim(j, JV, Dv)])));
-    const oks = kcs.map((kc, u) => `(${keys[u]} < lim && ${e.value(mask, [...batch, m, kc])})`);
-    range(KEYS).forEach((u) => e.line(`var dot${u}: f32 = ${ks[u]!.map((k, j) => `${qs[j]} * ${k}`).join(' + ')};`));
+    const oks = kcs.map((kc, u) => V.logic('&&', V.compare('<', K.v(keys[u]!), K.v('lim')), e.value(mask, [...batch, m, kc])));
+    const dot = (u: number) => fv(`dot${u}`);
+    range(KEYS).forEach((u) => e.line(`var dot${u}: f32 = ${sumOf(ks[u]!.map((k, j) => V.arith('*', qs[j]!, k)))};`));
     const shuffled: string[] = [];
-    for (let x = 1; x < LANES; x <<= 1) range(KEYS).forEach((u) => shuffled.push(`dot${u} = dot${u} + subgroupShuffleXor(dot${u}, ${x}u);`));
+    for (let x = 1; x < LANES; x <<= 1) range(KEYS).forEach((u) => shuffled.push(`dot${u} = ${V.arith('+', dot(u), V.shuffleXor(dot(u), K.u32(x)))};`));
+    // lane l's partial of key u: where the lanes stored it below
+    const partial = (l: number, u: number) => K.wgsl(`att_s[(grp * ${LANES}u + ${l}u) * ${KEYS}u + ${u}u]`, 'f32');
     const shared = [
       ...range(KEYS).map((u) => `att_s[lid * ${KEYS}u + ${u}u] = dot${u};`),
       `workgroupBarrier();`,
-      ...range(KEYS).map((u) => `dot${u} = ${range(LANES).map((l) => `att_s[(grp * ${LANES}u + ${l}u) * ${KEYS}u + ${u}u]`).join(' + ')};`),
+      ...range(KEYS).map((u) => `dot${u} = ${sumOf(range(LANES).map((l) => partial(l, u)))};`),
       `workgroupBarrier();`,
     ];
     if (!sharedDots) shuffled.forEach((l) => e.line(l));
@@ -154,20 +163,24 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
       e.line(`}`);
     }
     range(KEYS).forEach((u) => {
+      const sc = fv(`sc${u}`);
       e.line(`let ok${u} = ${oks[u]};`);
-      e.line(`var sc${u}: f32 = dot${u} * ${f(scale)};`);
-      if (softcap) e.line(`sc${u} = strata_tanh(sc${u} / ${f(softcap)}) * ${f(softcap)};`);
-      e.line(`sc${u} = select(-3.0e38, sc${u}, ok${u});`);
+      e.line(`var sc${u}: f32 = ${V.arith('*', dot(u), f(scale))};`);
+      if (softcap) e.line(`sc${u} = ${V.arith('*', V.fn('strata_tanh', [V.arith('/', sc, f(softcap))]), f(softcap))};`);
+      e.line(`sc${u} = ${V.select(lowest, sc, K.v(`ok${u}`, 'bool'))};`);
       // weights: the key's score, made a probability once the row's maximum and sum are known (below)
       if (weights) e.line(`if (lane == 0u && ${keys[u]} < lim) { ${out}[gi * ${W}u + ${Dv}u + ${keys[u]}] = sc${u}; }`);
     });
-    e.line(`let new_max = ${range(KEYS).reduce((a, u) => `max(${a}, sc${u})`, 'run_max')};`);
-    e.line(`let corr = exp(run_max - new_max);`);
-    range(KEYS).forEach((u) => e.line(`let p${u} = select(0.0, exp(sc${u} - new_max), ok${u});`));
-    e.line(`run_sum = run_sum * corr${range(KEYS).map((u) => ` + p${u}`).join('')};`);
+    const [runMax, runSum, newMax, corr] = ['run_max', 'run_sum', 'new_max', 'corr'].map(fv) as [KExpr, KExpr, KExpr, KExpr];
+    const ok = (u: number) => K.v(`ok${u}`, 'bool');
+    const p = (u: number) => fv(`p${u}`);
+    e.line(`let new_max = ${range(KEYS).reduce((a, u) => V.fn('max', [a, fv(`sc${u}`)]), runMax)};`);
+    e.line(`let corr = ${V.fn('exp', [V.arith('-', runMax, newMax)])};`);
+    range(KEYS).forEach((u) => e.line(`let p${u} = ${V.select(zero, V.fn('exp', [V.arith('-', fv(`sc${u}`), newMax)]), ok(u))};`));
+    e.line(`run_sum = ${sumOf([V.arith('*', runSum, corr), ...range(KEYS).map(p)])};`);
     e.line(`run_max = new_max;`);
     // a key that is not attended weighs 0 whatever its value row holds (rows past the limit are never written)
-    range(JV).forEach((j) => e.line(`acc${j} = acc${j} * corr${range(KEYS).map((u) => ` + select(0.0, p${u} * ${vs[u]![j]}, ok${u})`).join('')};`));
+    range(JV).forEach((j) => e.line(`acc${j} = ${sumOf([V.arith('*', fv(`acc${j}`), corr), ...range(KEYS).map((u) => V.select(zero, V.arith('*', p(u), vs[u]![j]!), ok(u)))])};`));
   });
   e.line(`for (var t0: u32 = 0u; t0 < lim; t0 += ${GROUPS * KEYS}u) {`);
   trip.forEach((l) => e.line('  ' + l));
@@ -177,12 +190,15 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   // subgroups, or where a group spans subgroups) through shared memory, C value slots a pass
   if (subgroups) {
     e.line(`for (var x: u32 = ${LANES}u; x < sg_size; x <<= 1u) {`);
-    e.line(`  let other_max = subgroupShuffleXor(run_max, x);`);
-    e.line(`  let both_max = max(run_max, other_max);`);
-    e.line(`  let mine = exp(run_max - both_max);`);
-    e.line(`  let theirs = exp(other_max - both_max);`);
-    e.line(`  run_sum = run_sum * mine + subgroupShuffleXor(run_sum, x) * theirs;`);
-    range(JV).forEach((j) => e.line(`  acc${j} = acc${j} * mine + subgroupShuffleXor(acc${j}, x) * theirs;`));
+    const [runMax, otherMax, bothMax, mine, theirs] = ['run_max', 'other_max', 'both_max', 'mine', 'theirs'].map(fv) as KExpr[];
+    // a partial (a sum or an accumulator) rescaled to both maxima, plus the other group's
+    const merged = (x: KExpr) => V.arith('+', V.arith('*', x, mine!), V.arith('*', V.shuffleXor(x, K.v('x')), theirs!));
+    e.line(`  let other_max = ${V.shuffleXor(runMax!, K.v('x'))};`);
+    e.line(`  let both_max = ${V.fn('max', [runMax!, otherMax!])};`);
+    e.line(`  let mine = ${V.fn('exp', [V.arith('-', runMax!, bothMax!)])};`);
+    e.line(`  let theirs = ${V.fn('exp', [V.arith('-', otherMax!, bothMax!)])};`);
+    e.line(`  run_sum = ${merged(fv('run_sum'))};`);
+    range(JV).forEach((j) => e.line(`  acc${j} = ${merged(fv(`acc${j}`))};`));
     e.line(`  run_max = both_max;`);
     e.line(`}`);
     e.line(`let part = lid / max(sg_size, ${LANES}u);`);

@@ -3,6 +3,7 @@ import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 
@@ -37,6 +38,9 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   const perThread = Math.ceil(Dv / wg); // value dimensions each thread owns (Dv > wg)
   const shares = Math.floor(wg / dvEff); // threads that split one tile's keys for the same dimension
   const f = (x: number) => wgslLiteral(x, 'f32');
+  const fv = (name: string) => K.v(name, 'f32');
+  const zero = V.lit(0, 'f32');
+  const [sc, runMax, runSum, newMax, corr, inv] = ['sc', 'run_max', 'run_sum', 'new_max', 'corr', 'inv'].map(fv) as KExpr[];
   const [kd, kc, kv] = [e.fresh('k'), e.fresh('k'), e.fresh('k')].map((k) => K.v(k)) as [KExpr, KExpr, KExpr];
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
@@ -72,16 +76,20 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     e.line(`  var dot: f32 = 0.0;`);
     const dot = e.nested(() => {
       const ks = Array.from({ length: chunk }, (_, u) => e.ix.add(kd0, e.ix.lit(u)));
-      const ok = (k: KExpr) => (D % chunk === 0 ? '' : ` * select(0.0, 1.0, ${k} < ${D}u)`);
       const clamp = (k: KExpr) => e.ix.min(k, D - 1); // a no-op, dropped, when chunks divide D
+      // a key element past the row (chunks not dividing D) weighs 0
+      const term = (k: KExpr, x: KExpr) => {
+        const qk = V.arith('*', K.load('att_q', clamp(k), D, 'f32'), x);
+        return D % chunk === 0 ? qk : V.arith('*', qk, V.select(zero, V.lit(1, 'f32'), V.compare('<', k, K.u32(D))));
+      };
       const keys = ks.map((k) => e.value(kT, [...batch, clamp(k), kc]));
-      e.line(`dot = dot${keys.map((x, u) => ` + att_q[${clamp(ks[u]!)}] * ${x}${ok(ks[u]!)}`).join('')};`);
+      e.line(`dot = ${keys.reduce((a, x, u) => V.arith('+', a, term(ks[u]!, x)), fv('dot'))};`);
     });
     e.line(`  for (var ${kd0}: u32 = 0u; ${kd0} < ${D}u; ${kd0} += ${chunk}u) {`);
     dot.forEach((l) => e.line('    ' + l));
     e.line(`  }`);
-    e.line(`  sc = dot * ${f(scale)};`);
-    if (softcap) e.line(`  sc = strata_tanh(sc / ${f(softcap)}) * ${f(softcap)};`);
+    e.line(`  sc = ${V.arith('*', fv('dot'), f(scale))};`);
+    if (softcap) e.line(`  sc = ${V.arith('*', V.fn('strata_tanh', [V.arith('/', sc!, f(softcap))]), f(softcap))};`);
     e.line(`}`);
   });
   // every block is built before the loop's lines are written: values hoisted while building them land above it
@@ -89,7 +97,7 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     e.nested(() => {
       const d = i === 0 ? 'dim' : `(dim + ${i * wg}u)`;
       e.line(`let ${kv} = min(${d}, ${Dv - 1}u);`);
-      e.line(`var part: f32 = acc[${i}] * corr;`);
+      e.line(`var part: f32 = ${V.arith('*', K.wgsl(`acc[${i}]`, 'f32'), corr!)};`);
       // UNROLL_KEYS keys a trip, their value loads in flight together; keys past the tile weigh 0
       const j0 = e.fresh('k');
       const inner = e.nested(() => {
@@ -97,9 +105,10 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
           const j = e.fresh('k');
           e.line(`let ${j} = ${j0} + ${u * shares}u;`);
           const key = e.ix.min(e.ix.add(K.v('t0'), K.v(j)), E - 1);
-          return `select(0.0, att_p[min(${j}, WG - 1u)], ${j} < tile_len) * ${e.value(v, [...batch, key, kv])}`;
+          const p = V.select(zero, K.wgsl(`att_p[min(${j}, WG - 1u)]`, 'f32'), V.compare('<', K.v(j), K.v('tile_len')));
+          return V.arith('*', p, e.value(v, [...batch, key, kv]));
         });
-        e.line(`part = part + ${terms.join(' + ')};`);
+        e.line(`part = ${terms.reduce((a, x) => V.arith('+', a, x), fv('part'))};`);
       });
       e.line(`for (var ${j0}: u32 = split; ${j0} < tile_len; ${j0} += ${shares * UNROLL_KEYS}u) {`);
       inner.forEach((l) => e.line('  ' + l));
@@ -114,12 +123,13 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   // weights: the key's score, made a probability at the end by the same thread
   if (weights) e.line(`  if (t0 + lid < lim) { ${out}[gi * ${W}u + ${Dv}u + t0 + lid] = sc; }`);
   e.line(`  let tile_max = ${reduce('max', 'sc', subgroups)};`);
-  e.line(`  let new_max = max(run_max, tile_max);`);
-  e.line(`  let p = select(0.0, exp(sc - new_max), sc > -1.0e38);`);
+  e.line(`  let new_max = ${V.fn('max', [runMax!, fv('tile_max')])};`);
+  // a key scored -3.0e38 (masked, or past the limit) weighs 0
+  e.line(`  let p = ${V.select(zero, V.fn('exp', [V.arith('-', sc!, newMax!)]), V.compare('>', sc!, K.wgsl('-1.0e38', 'f32')))};`);
   e.line(`  att_p[lid] = p;`);
   e.line(`  let tile_sum = ${reduce('sum', 'p', subgroups)};`); // its barriers also publish att_p
-  e.line(`  let corr = exp(run_max - new_max);`);
-  e.line(`  run_sum = run_sum * corr + tile_sum;`);
+  e.line(`  let corr = ${V.fn('exp', [V.arith('-', runMax!, newMax!)])};`);
+  e.line(`  run_sum = ${V.arith('+', V.arith('*', runSum!, corr!), fv('tile_sum'))};`);
   e.line(`  run_max = new_max;`);
   e.line(`  let tile_len = min(WG, lim - t0);`);
   pv.forEach((body) => {
@@ -130,14 +140,14 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  workgroupBarrier();`);
   e.line(`}`);
   // add the shares of each dimension
-  e.line(`let inv = select(0.0, 1.0 / run_sum, run_sum > 0.0);`);
+  e.line(`let inv = ${V.select(zero, V.arith('/', V.lit(1, 'f32'), runSum!), V.compare('>', runSum!, zero))};`);
   for (let i = 0; i < perThread; i++) {
     e.line(`if (split < ${shares}u) { att_p[split * ${dvEff}u + dim] = acc[${i}]; }`);
     e.line(`workgroupBarrier();`);
     e.line(`if (split == 0u && dim + ${i * wg}u < ${Dv}u) {`);
     e.line(`  var total: f32 = 0.0;`);
-    e.line(`  for (var s: u32 = 0u; s < ${shares}u; s++) { total = total + att_p[s * ${dvEff}u + dim]; }`);
-    e.line(`  ${out}[gi * ${W}u + dim + ${i * wg}u] = total * inv;`);
+    e.line(`  for (var s: u32 = 0u; s < ${shares}u; s++) { total = ${V.arith('+', fv('total'), K.wgsl(`att_p[s * ${dvEff}u + dim]`, 'f32'))}; }`);
+    e.line(`  ${out}[gi * ${W}u + dim + ${i * wg}u] = ${V.arith('*', fv('total'), inv!)};`);
     e.line(`}`);
     e.line(`workgroupBarrier();`);
   }
@@ -145,7 +155,7 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     e.line(`for (var k: u32 = lid; k < ${E}u; k += WG) {`);
     e.line(`  let at = gi * ${W}u + ${Dv}u + k;`);
     e.line(`  var p: f32 = 0.0;`);
-    e.line(`  if (k < lim) { p = exp(${out}[at] - run_max) * inv; }`);
+    e.line(`  if (k < lim) { p = ${V.arith('*', V.fn('exp', [V.arith('-', K.wgsl(`${out}[at]`, 'f32'), runMax!)]), inv!)}; }`);
     e.line(`  ${out}[at] = p;`);
     e.line(`}`);
   }
@@ -157,7 +167,10 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
 /** WGSL functions for a workgroup-wide max or sum of a per-thread value, every thread receiving it (they hold barriers). */
 function reducers(subgroups: boolean): string[] {
   return (['max', 'sum'] as const).map((op) => {
-    const combine = (a: string, b: string) => (op === 'max' ? `max(${a}, ${b})` : `(${a} + ${b})`);
+    const combine = (a: string, b: string) => {
+      const [x, y] = [a, b].map((t) => K.wgsl(t, 'f32')) as [KExpr, KExpr];
+      return `${op === 'max' ? V.fn('max', [x, y]) : V.arith('+', x, y)}`;
+    };
     const init = op === 'max' ? '-3.0e38' : '0.0';
     const body = subgroups
       ? [

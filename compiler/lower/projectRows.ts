@@ -1,7 +1,9 @@
 // Rows of a matmul computed inside another kernel's workgroup (a projection prologue: lower/attentionProjection.ts,
 // lower/ssdStepKernel.ts): the left operand's row staged in workgroup memory, then chosen weight rows dotted with it.
-import type { Node } from '../ir.ts';
-import type { KExpr } from '../kexpr/expr.ts';
+import { type Node, numel } from '../ir.ts';
+import { K, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
+import { halfPair, halfWord } from '../halfStorage.ts';
 import type { Emitter } from './emitter.ts';
 
 /** Lanes that share one projected row's K loop (a warp reads 4 rows' 32-byte runs of 16-bit weights at once). */
@@ -66,25 +68,31 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
       e.line(`let pq${u} = pq + ${u * 2 * LANES}u;`);
       e.line(`let px${u} = proj_x[pq${u}];`);
       e.line(`let py${u} = proj_x[pq${u} + 1u];`);
+      const [px, py] = [K.v(`px${u}`, 'f32'), K.v(`py${u}`, 'f32')];
       for (const a of accs) {
         const w = a.m.weight;
         const storage = w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32';
         const n = e.bound(a.row, w.shape[0]! - 1);
-        let pair: [KExpr | string, KExpr | string];
+        let pair: KExpr[];
         if (storage === 'f16') {
-          const word = e.fresh('pw');
-          e.line(`let ${word} = unpack2x16float(${e.buffer(w)}[(${a.row} * ${Kd}u + pq${u}) >> 1u]);`);
-          pair = [`${word}.x`, `${word}.y`];
+          // one unpacking of the word holding both elements (pq is even)
+          const word = halfWord(e.buffer(w), V.arith('+', V.arith('*', K.v(a.row), K.u32(Kd)), K.v(`pq${u}`)), numel(w.shape));
+          const half = halfPair('f16', word, () => e.fresh('pw'));
+          half.lines.forEach((l) => e.line(l));
+          pair = half.values;
         } else pair = [e.load(w, [n, pq]), e.load(w, [n, e.ix.add(pq, e.ix.lit(1))])];
-        e.line(`${a.acc} = ${a.acc} + px${u} * ${pair[0]} + py${u} * ${pair[1]};`);
+        const acc = K.v(a.acc, 'f32');
+        e.line(`${acc} = ${V.arith('+', V.arith('+', acc, V.arith('*', px, pair[0]!)), V.arith('*', py, pair[1]!))};`);
       }
     }
   });
   e.line(`for (var pq: u32 = pj_lane * 2u; pq < ${Kd}u; pq += ${2 * LANES * trip}u) {`);
   body.forEach((l) => e.line('  ' + l));
   e.line(`}`);
-  const shuffles = accs.flatMap((a) => [1, 2, 4].map((x) => `${a.acc} = ${a.acc} + subgroupShuffleXor(${a.acc}, ${x}u);`));
-  const sum = () => [...Array(LANES).keys()].map((l) => `red_f32[pj_row * ${LANES}u + ${l}u]`).join(' + ');
+  const accOf = (a: (typeof accs)[number]) => K.v(a.acc, 'f32');
+  const shuffles = accs.flatMap((a) => [1, 2, 4].map((x) => `${a.acc} = ${V.arith('+', accOf(a), V.shuffleXor(accOf(a), K.u32(x)))};`));
+  const lane = (l: number) => K.load('red_f32', V.arith('+', V.arith('*', K.v('pj_row'), K.u32(LANES)), K.u32(l)), wg, 'f32');
+  const sum = () => [...Array(LANES).keys()].map(lane).reduce((s, x) => V.arith('+', s, x));
   const shared = accs.flatMap((a) => [`red_f32[lid] = ${a.acc};`, `workgroupBarrier();`, `${a.acc} = ${sum()};`, `workgroupBarrier();`]);
   if (!subgroups) shared.forEach((l) => e.line(l));
   else {

@@ -5,11 +5,11 @@ import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
-import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode } from './attentionDecodeVariants.ts';
 import type { AttentionProjection } from '../passes/planProjections.ts';
 import { emitProjection, projectionFloats } from './attentionProjection.ts';
+import { LOWEST, ZERO, expDiff, fv, inverseOf, scaled, softcapped, sumOf } from './attentionValues.ts';
 
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
@@ -85,13 +85,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const dotsCap = sharedDots ? Math.min(COMBINE_FLOATS, left) / WG : MAX_KEYS;
   const KEYS = Math.max(1, Math.floor(Math.min(MAX_KEYS, loads / (JK + JV), dotsCap))); // keys per group and trip
   const C = JC * LANES; // value slots per combine pass (at most 64 <= WG: heads up to 64, lanes a power of two)
-  const f = (x: number) => wgslLiteral(x, 'f32');
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  // the template's f32 values by name; the online softmax's floor for a score no key has raised yet
-  const fv = (name: string) => K.v(name, 'f32');
-  const zero = V.lit(0, 'f32');
-  const lowest = K.wgsl('-3.0e38', 'f32');
-  const sumOf = (xs: KExpr[]) => xs.reduce((a, x) => V.arith('+', a, x));
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
@@ -112,7 +106,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     const x = e.value(q, [...batch, m, dim(j, JK, D)]);
     if (always(j, JK, D)) return x;
     const w = e.fresh('v');
-    e.line(`let ${w} = ${V.select(zero, x, V.compare('<', at(j, JK), K.u32(D)))};`);
+    e.line(`let ${w} = ${V.select(ZERO, x, V.compare('<', at(j, JK), K.u32(D)))};`);
     return fv(w);
   });
   const lim = e.value(limit, [...batch, m]);
@@ -165,9 +159,9 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     range(KEYS).forEach((u) => {
       const sc = fv(`sc${u}`);
       e.line(`let ok${u} = ${oks[u]};`);
-      e.line(`var sc${u}: f32 = ${V.arith('*', dot(u), f(scale))};`);
-      if (softcap) e.line(`sc${u} = ${V.arith('*', V.fn('strata_tanh', [V.arith('/', sc, f(softcap))]), f(softcap))};`);
-      e.line(`sc${u} = ${V.select(lowest, sc, K.v(`ok${u}`, 'bool'))};`);
+      e.line(`var sc${u}: f32 = ${scaled(dot(u), scale)};`);
+      if (softcap) e.line(`sc${u} = ${softcapped(sc, softcap)};`);
+      e.line(`sc${u} = ${V.select(LOWEST, sc, K.v(`ok${u}`, 'bool'))};`);
       // weights: the key's score, made a probability once the row's maximum and sum are known (below)
       if (weights) e.line(`if (lane == 0u && ${keys[u]} < lim) { ${out}[gi * ${W}u + ${Dv}u + ${keys[u]}] = sc${u}; }`);
     });
@@ -175,12 +169,12 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     const ok = (u: number) => K.v(`ok${u}`, 'bool');
     const p = (u: number) => fv(`p${u}`);
     e.line(`let new_max = ${range(KEYS).reduce((a, u) => V.fn('max', [a, fv(`sc${u}`)]), runMax)};`);
-    e.line(`let corr = ${V.fn('exp', [V.arith('-', runMax, newMax)])};`);
-    range(KEYS).forEach((u) => e.line(`let p${u} = ${V.select(zero, V.fn('exp', [V.arith('-', fv(`sc${u}`), newMax)]), ok(u))};`));
+    e.line(`let corr = ${expDiff(runMax, newMax)};`);
+    range(KEYS).forEach((u) => e.line(`let p${u} = ${V.select(ZERO, expDiff(fv(`sc${u}`), newMax), ok(u))};`));
     e.line(`run_sum = ${sumOf([V.arith('*', runSum, corr), ...range(KEYS).map(p)])};`);
     e.line(`run_max = new_max;`);
     // a key that is not attended weighs 0 whatever its value row holds (rows past the limit are never written)
-    range(JV).forEach((j) => e.line(`acc${j} = ${sumOf([V.arith('*', fv(`acc${j}`), corr), ...range(KEYS).map((u) => V.select(zero, V.arith('*', p(u), vs[u]![j]!), ok(u)))])};`));
+    range(JV).forEach((j) => e.line(`acc${j} = ${sumOf([V.arith('*', fv(`acc${j}`), corr), ...range(KEYS).map((u) => V.select(ZERO, V.arith('*', p(u), vs[u]![j]!), ok(u)))])};`));
   });
   e.line(`for (var t0: u32 = 0u; t0 < lim; t0 += ${GROUPS * KEYS}u) {`);
   trip.forEach((l) => e.line('  ' + l));
@@ -195,8 +189,8 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     const merged = (x: KExpr) => V.arith('+', V.arith('*', x, mine!), V.arith('*', V.shuffleXor(x, K.v('x')), theirs!));
     e.line(`  let other_max = ${V.shuffleXor(runMax!, K.v('x'))};`);
     e.line(`  let both_max = ${V.fn('max', [runMax!, otherMax!])};`);
-    e.line(`  let mine = ${V.fn('exp', [V.arith('-', runMax!, bothMax!)])};`);
-    e.line(`  let theirs = ${V.fn('exp', [V.arith('-', otherMax!, bothMax!)])};`);
+    e.line(`  let mine = ${expDiff(runMax!, bothMax!)};`);
+    e.line(`  let theirs = ${expDiff(otherMax!, bothMax!)};`);
     e.line(`  run_sum = ${merged(fv('run_sum'))};`);
     range(JV).forEach((j) => e.line(`  acc${j} = ${merged(fv(`acc${j}`))};`));
     e.line(`  run_max = both_max;`);
@@ -212,9 +206,10 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   e.line(`if (writer && lane == 0u) { att_m[part] = run_max; }`);
   e.line(`workgroupBarrier();`);
   e.line(`var row_max: f32 = -3.0e38;`);
-  e.line(`for (var s: u32 = 0u; s < parts; s++) { row_max = max(row_max, att_m[s]); }`);
-  e.line(`let weight = exp(run_max - row_max);`);
-  e.line(`if (writer && lane == 0u) { att_l[part] = run_sum * weight; }`);
+  const [rowMax, weight] = [fv('row_max'), fv('weight')];
+  e.line(`for (var s: u32 = 0u; s < parts; s++) { row_max = ${V.fn('max', [rowMax, K.wgsl('att_m[s]', 'f32')])}; }`);
+  e.line(`let weight = ${expDiff(fv('run_max'), rowMax)};`);
+  e.line(`if (writer && lane == 0u) { att_l[part] = ${V.arith('*', fv('run_sum'), weight)}; }`);
   e.line(`var inv: f32 = 0.0;`);
   for (let j0 = 0; j0 < JV; j0 += JC) {
     const jn = Math.min(JC, JV - j0); // accumulators of this pass
@@ -224,18 +219,18 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
       ? [`${j0 * LANES}u + lid`, `lid < ${Math.min(C, Dv - j0 * LANES)}u`]
       : [`(lid / ${JC}u) * ${JV}u + ${j0}u + lid % ${JC}u`, `lid < ${C}u && lid % ${JC}u < ${jn}u && (lid / ${JC}u) * ${JV}u + ${j0}u + lid % ${JC}u < ${Dv}u`];
     e.line(`if (writer) {`);
-    for (let j = j0; j < j0 + jn; j++) e.line(`  att_acc[part * ${C}u + ${slot(j)}] = acc${j} * weight;`);
+    for (let j = j0; j < j0 + jn; j++) e.line(`  att_acc[part * ${C}u + ${slot(j)}] = ${V.arith('*', fv(`acc${j}`), weight)};`);
     e.line(`}`);
     e.line(`workgroupBarrier();`);
     if (j0 === 0) {
       e.line(`var total: f32 = 0.0;`);
-      e.line(`for (var s: u32 = 0u; s < parts; s++) { total = total + att_l[s]; }`);
-      e.line(`inv = select(0.0, 1.0 / total, total > 0.0);`);
+      e.line(`for (var s: u32 = 0u; s < parts; s++) { total = ${V.arith('+', fv('total'), K.wgsl('att_l[s]', 'f32'))}; }`);
+      e.line(`inv = ${inverseOf(fv('total'))};`);
     }
     e.line(`if (${holds}) {`);
     e.line(`  var sum: f32 = 0.0;`);
-    e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = sum + att_acc[s * ${C}u + lid]; }`);
-    e.line(`  ${out}[gi * ${W}u + ${dimOfLid}] = sum * inv;`);
+    e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = ${V.arith('+', fv('sum'), K.wgsl(`att_acc[s * ${C}u + lid]`, 'f32'))}; }`);
+    e.line(`  ${out}[gi * ${W}u + ${dimOfLid}] = ${V.arith('*', fv('sum'), fv('inv'))};`);
     e.line(`}`);
     if (j0 + JC < JV) e.line(`workgroupBarrier();`);
   }
@@ -246,7 +241,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     e.line(`  for (var k: u32 = grp; k < ${E}u; k += ${GROUPS}u) {`);
     e.line(`    let at = gi * ${W}u + ${Dv}u + k;`);
     e.line(`    var p: f32 = 0.0;`);
-    e.line(`    if (k < lim) { p = exp(${out}[at] - row_max) * inv; }`);
+    e.line(`    if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[at]`, 'f32'), rowMax), fv('inv'))}; }`);
     e.line(`    ${out}[at] = p;`);
     e.line(`  }`);
     e.line(`}`);

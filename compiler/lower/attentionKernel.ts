@@ -4,8 +4,8 @@ import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
-import { wgslLiteral } from '../ops.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
+import { ZERO, expDiff, fv, inverseOf, scaled, softcapped, sumOf, weightOf } from './attentionValues.ts';
 
 /** Key elements whose loads are written out together in the score loop. */
 const UNROLL_D = 16;
@@ -37,9 +37,6 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   const dvEff = Math.min(Dv, wg); // value dimensions covered by one pass of the threads
   const perThread = Math.ceil(Dv / wg); // value dimensions each thread owns (Dv > wg)
   const shares = Math.floor(wg / dvEff); // threads that split one tile's keys for the same dimension
-  const f = (x: number) => wgslLiteral(x, 'f32');
-  const fv = (name: string) => K.v(name, 'f32');
-  const zero = V.lit(0, 'f32');
   const [sc, runMax, runSum, newMax, corr, inv] = ['sc', 'run_max', 'run_sum', 'new_max', 'corr', 'inv'].map(fv) as KExpr[];
   const [kd, kc, kv] = [e.fresh('k'), e.fresh('k'), e.fresh('k')].map((k) => K.v(k)) as [KExpr, KExpr, KExpr];
   e.line(`let gi = wid.x + wid.y * NX;`);
@@ -80,16 +77,16 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
       // a key element past the row (chunks not dividing D) weighs 0
       const term = (k: KExpr, x: KExpr) => {
         const qk = V.arith('*', K.load('att_q', clamp(k), D, 'f32'), x);
-        return D % chunk === 0 ? qk : V.arith('*', qk, V.select(zero, V.lit(1, 'f32'), V.compare('<', k, K.u32(D))));
+        return D % chunk === 0 ? qk : V.arith('*', qk, V.select(ZERO, V.lit(1, 'f32'), V.compare('<', k, K.u32(D))));
       };
       const keys = ks.map((k) => e.value(kT, [...batch, clamp(k), kc]));
-      e.line(`dot = ${keys.reduce((a, x, u) => V.arith('+', a, term(ks[u]!, x)), fv('dot'))};`);
+      e.line(`dot = ${sumOf([fv('dot'), ...keys.map((x, u) => term(ks[u]!, x))])};`);
     });
     e.line(`  for (var ${kd0}: u32 = 0u; ${kd0} < ${D}u; ${kd0} += ${chunk}u) {`);
     dot.forEach((l) => e.line('    ' + l));
     e.line(`  }`);
-    e.line(`  sc = ${V.arith('*', fv('dot'), f(scale))};`);
-    if (softcap) e.line(`  sc = ${V.arith('*', V.fn('strata_tanh', [V.arith('/', sc!, f(softcap))]), f(softcap))};`);
+    e.line(`  sc = ${scaled(fv('dot'), scale)};`);
+    if (softcap) e.line(`  sc = ${softcapped(sc!, softcap)};`);
     e.line(`}`);
   });
   // every block is built before the loop's lines are written: values hoisted while building them land above it
@@ -105,10 +102,10 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
           const j = e.fresh('k');
           e.line(`let ${j} = ${j0} + ${u * shares}u;`);
           const key = e.ix.min(e.ix.add(K.v('t0'), K.v(j)), E - 1);
-          const p = V.select(zero, K.wgsl(`att_p[min(${j}, WG - 1u)]`, 'f32'), V.compare('<', K.v(j), K.v('tile_len')));
+          const p = V.select(ZERO, K.wgsl(`att_p[min(${j}, WG - 1u)]`, 'f32'), V.compare('<', K.v(j), K.v('tile_len')));
           return V.arith('*', p, e.value(v, [...batch, key, kv]));
         });
-        e.line(`part = ${terms.reduce((a, x) => V.arith('+', a, x), fv('part'))};`);
+        e.line(`part = ${sumOf([fv('part'), ...terms])};`);
       });
       e.line(`for (var ${j0}: u32 = split; ${j0} < tile_len; ${j0} += ${shares * UNROLL_KEYS}u) {`);
       inner.forEach((l) => e.line('  ' + l));
@@ -125,10 +122,10 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  let tile_max = ${reduce('max', 'sc', subgroups)};`);
   e.line(`  let new_max = ${V.fn('max', [runMax!, fv('tile_max')])};`);
   // a key scored -3.0e38 (masked, or past the limit) weighs 0
-  e.line(`  let p = ${V.select(zero, V.fn('exp', [V.arith('-', sc!, newMax!)]), V.compare('>', sc!, K.wgsl('-1.0e38', 'f32')))};`);
+  e.line(`  let p = ${weightOf(sc!, newMax!)};`);
   e.line(`  att_p[lid] = p;`);
   e.line(`  let tile_sum = ${reduce('sum', 'p', subgroups)};`); // its barriers also publish att_p
-  e.line(`  let corr = ${V.fn('exp', [V.arith('-', runMax!, newMax!)])};`);
+  e.line(`  let corr = ${expDiff(runMax!, newMax!)};`);
   e.line(`  run_sum = ${V.arith('+', V.arith('*', runSum!, corr!), fv('tile_sum'))};`);
   e.line(`  run_max = new_max;`);
   e.line(`  let tile_len = min(WG, lim - t0);`);
@@ -140,7 +137,7 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  workgroupBarrier();`);
   e.line(`}`);
   // add the shares of each dimension
-  e.line(`let inv = ${V.select(zero, V.arith('/', V.lit(1, 'f32'), runSum!), V.compare('>', runSum!, zero))};`);
+  e.line(`let inv = ${inverseOf(runSum!)};`);
   for (let i = 0; i < perThread; i++) {
     e.line(`if (split < ${shares}u) { att_p[split * ${dvEff}u + dim] = acc[${i}]; }`);
     e.line(`workgroupBarrier();`);
@@ -155,7 +152,7 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
     e.line(`for (var k: u32 = lid; k < ${E}u; k += WG) {`);
     e.line(`  let at = gi * ${W}u + ${Dv}u + k;`);
     e.line(`  var p: f32 = 0.0;`);
-    e.line(`  if (k < lim) { p = ${V.arith('*', V.fn('exp', [V.arith('-', K.wgsl(`${out}[at]`, 'f32'), runMax!)]), inv!)}; }`);
+    e.line(`  if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[at]`, 'f32'), runMax!), inv!)}; }`);
     e.line(`  ${out}[at] = p;`);
     e.line(`}`);
   }

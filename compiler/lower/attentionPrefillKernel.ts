@@ -3,8 +3,9 @@ import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
-import { wgslLiteral } from '../ops.ts';
+import { V } from '../kexpr/value.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
+import { expDiff, fv, inverseOf, scaled, softcapped, weightOf } from './attentionValues.ts';
 
 /**
  * Query rows per sequence (the op's M: query heads of a KV group times tokens) from which the tiled template is
@@ -73,7 +74,8 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   const DPT = Math.ceil(Dv / TPR); // output elements each thread accumulates
   const NT = Math.ceil(M / BM);
   const groups = numel(batchShape) * NT;
-  const f = (x: number) => wgslLiteral(x, 'f32');
+  const [runMax, newMax, corr] = ['run_max', 'new_max', 'corr'].map(fv) as [KExpr, KExpr, KExpr];
+  const acc = (i: number) => fv(`acc_${i}`);
   const [QS, KS, PS] = [D + 1, BN + 1, BN + 1]; // padded strides: threads of a warp hit different banks
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
@@ -113,8 +115,8 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   const scoreBody = e.nested(() => {
     const ok = e.value(mask, [...batch, m, kk]);
     e.line(`if (t0 + c < lim && ${ok}) {`);
-    e.line(`  sc = att_p[pc] * ${f(scale)};`);
-    if (softcap) e.line(`  sc = strata_tanh(sc / ${f(softcap)}) * ${f(softcap)};`);
+    e.line(`  sc = ${scaled(K.wgsl('att_p[pc]', 'f32'), scale)};`);
+    if (softcap) e.line(`  sc = ${softcapped(fv('sc'), softcap)};`);
     e.line(`}`);
   });
   const limBody = e.nested(() => e.line(`let lim = select(0u, min(${E}u, u32(max(${e.value(limit, [...batch, m])}, 0))), row_ok);`));
@@ -141,7 +143,7 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   for (let j = 0; j < KPT; j++) e.line(`  var dot_${j}: f32 = 0.0;`);
   e.line(`  for (var d: u32 = 0u; d < ${D}u; d++) {`);
   e.line(`    let qv = att_q[row * ${QS}u + d];`);
-  for (let j = 0; j < KPT; j++) e.line(`    dot_${j} = dot_${j} + qv * att_kv[d * ${KS}u + lane + ${j * TPR}u];`);
+  for (let j = 0; j < KPT; j++) e.line(`    dot_${j} = ${V.arith('+', fv(`dot_${j}`), V.arith('*', fv('qv'), K.wgsl(`att_kv[d * ${KS}u + lane + ${j * TPR}u]`, 'f32')))};`);
   e.line(`  }`);
   for (let j = 0; j < KPT; j++) e.line(`  att_p[row * ${PS}u + lane + ${j * TPR}u] = dot_${j};`);
   e.line(`  var part_max: f32 = -3.0e38;`);
@@ -154,44 +156,47 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`    att_p[pc] = sc;`);
   // weights: the key's score, made a probability at the end by the same thread
   if (weights) e.line(`    if (row_ok && t0 + c < lim) { ${out}[row_base + ${Dv}u + t0 + c] = sc; }`);
-  e.line(`    part_max = max(part_max, sc);`);
+  e.line(`    part_max = ${V.fn('max', [fv('part_max'), fv('sc')])};`);
   e.line(`  }`);
   e.line(`  att_r[lid] = part_max;`);
   e.line(`  workgroupBarrier();`); // publishes the partial maxima; every key read is done
   vLoad.forEach((l) => e.line('  ' + l));
   e.line(`  var new_max = run_max;`);
-  e.line(`  for (var s: u32 = 0u; s < ${TPR}u; s++) { new_max = max(new_max, att_r[row * ${TPR}u + s]); }`);
+  e.line(`  for (var s: u32 = 0u; s < ${TPR}u; s++) { new_max = ${V.fn('max', [newMax, K.wgsl(`att_r[row * ${TPR}u + s]`, 'f32')])}; }`);
   e.line(`  for (var j: u32 = 0u; j < ${KPT}u; j++) {`);
   e.line(`    let c = row * ${PS}u + lane + j * ${TPR}u;`);
   e.line(`    let sc = att_p[c];`);
-  e.line(`    att_p[c] = select(0.0, exp(sc - new_max), sc > -1.0e38);`);
+  e.line(`    att_p[c] = ${weightOf(fv('sc'), newMax)};`);
   e.line(`  }`);
-  e.line(`  let corr = exp(run_max - new_max);`);
+  e.line(`  let corr = ${expDiff(runMax, newMax)};`);
   e.line(`  run_max = new_max;`);
   e.line(`  workgroupBarrier();`); // publishes the value tile and the probabilities
-  for (let i = 0; i < DPT; i++) e.line(`  acc_${i} = acc_${i} * corr;`);
+  for (let i = 0; i < DPT; i++) e.line(`  acc_${i} = ${V.arith('*', acc(i), corr)};`);
   e.line(`  var p_sum: f32 = 0.0;`);
   // keys past the tile limit weigh 0: they are left out, so no value read at an unwritten position can reach the sum
   e.line(`  let n_keys = min(${BN}u, tile_lim - t0);`);
   e.line(`  for (var c: u32 = 0u; c < n_keys; c++) {`);
   e.line(`    let p = att_p[row * ${PS}u + c];`);
-  e.line(`    p_sum = p_sum + p;`);
-  for (let i = 0; i < DPT; i++) e.line(`    acc_${i} = acc_${i} + p * att_kv[c * ${Dv}u + ${(i + 1) * TPR <= Dv ? `lane + ${i * TPR}u` : `min(lane + ${i * TPR}u, ${Dv - 1}u)`}];`);
+  e.line(`    p_sum = ${V.arith('+', fv('p_sum'), fv('p'))};`);
+  for (let i = 0; i < DPT; i++) {
+    const value = K.wgsl(`att_kv[c * ${Dv}u + ${(i + 1) * TPR <= Dv ? `lane + ${i * TPR}u` : `min(lane + ${i * TPR}u, ${Dv - 1}u)`}]`, 'f32');
+    e.line(`    acc_${i} = ${V.arith('+', acc(i), V.arith('*', fv('p'), value))};`);
+  }
   e.line(`  }`);
-  e.line(`  run_sum = run_sum * corr + p_sum;`);
+  e.line(`  run_sum = ${V.arith('+', V.arith('*', fv('run_sum'), corr), fv('p_sum'))};`);
   e.line(`  workgroupBarrier();`); // the next tile overwrites keys and probabilities
   e.line(`}`);
   e.line(`if (row_ok) {`);
-  e.line(`  let inv = select(0.0, 1.0 / run_sum, run_sum > 0.0);`);
+  e.line(`  let inv = ${inverseOf(fv('run_sum'))};`);
   for (let i = 0; i < DPT; i++) {
-    const store = `${out}[${rowBase} + lane + ${i * TPR}u] = acc_${i} * inv;`;
+    const store = `${out}[${rowBase} + lane + ${i * TPR}u] = ${V.arith('*', acc(i), fv('inv'))};`;
     e.line((i + 1) * TPR <= Dv ? `  ${store}` : `  if (lane + ${i * TPR}u < ${Dv}u) { ${store} }`);
   }
   if (weights) {
     // the keys lane, lane + 8, ... are the ones this thread scored in every tile
     e.line(`  for (var k: u32 = lane; k < ${E}u; k += ${TPR}u) {`);
     e.line(`    var p: f32 = 0.0;`);
-    e.line(`    if (k < lim) { p = exp(${out}[row_base + ${Dv}u + k] - run_max) * inv; }`);
+    e.line(`    if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[row_base + ${Dv}u + k]`, 'f32'), runMax), fv('inv'))}; }`);
     e.line(`    ${out}[row_base + ${Dv}u + k] = p;`);
     e.line(`  }`);
   }

@@ -9,6 +9,7 @@ import { OPS } from '../../compiler/ops.ts';
 import { halfElement, halfPair } from '../../compiler/halfStorage.ts';
 import { QUANT_FORMATS } from '../../compiler/quantized.ts';
 import { canonical } from '../../bench/sameWgsl.ts';
+import { expDiff, fv, inverseOf, scaled, softcapped, sumOf, weightOf } from '../../compiler/lower/attentionValues.ts';
 import { compileFn } from '../../dsl/compileFn.ts';
 import { input } from '../../dsl/trace.ts';
 
@@ -86,6 +87,16 @@ describe('value expressions', () => {
     expect(() => V.unpack2x16float(n)).toThrow('unpacks a u32');
     expect(() => V.field(x, 'y')).toThrow('[.y] x : f32: needs a vector');
     expect(V.vector([x, y, x, y]).type).toBe('vec4<f32>');
+  });
+
+  it("the attention templates' online softmax: scores, weights against a running maximum, rescales", () => {
+    const [sc, max, sum] = ['sc', 'run_max', 'run_sum'].map(fv) as [KExpr, KExpr, KExpr];
+    expect(`${softcapped(scaled(fv('dot'), 0.25), 30)}`).toBe('(strata_tanh((dot * f32(0.250000000)) / f32(30.0000000)) * f32(30.0000000))');
+    expect(`${weightOf(sc, max)}`).toBe('select(0.0, exp(sc - run_max), sc > -1.0e38)');
+    expect(`${sumOf([V.arith('*', sum, expDiff(max, fv('new_max'))), fv('p0'), fv('p1')])}`).toBe('((run_sum * exp(run_max - new_max)) + p0 + p1)');
+    expect(`${inverseOf(sum)}`).toBe('select(0.0, 1.0 / run_sum, run_sum > 0.0)');
+    expect(`${V.arith('+', sum, V.shuffleXor(sum, K.u32(2)))}`).toBe('(run_sum + subgroupShuffleXor(run_sum, 2u))');
+    expect(() => V.shuffleXor(sum, n)).toThrow('[subgroupShuffleXor] run_sum : f32, n : i32: takes a u32 lane mask');
   });
 
   it('dumps compare as expression trees: redundant parentheses and i32 literals for abstract ones pass, the rest does not', () => {

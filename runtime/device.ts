@@ -334,8 +334,9 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
-    attentionProjection: flagOf('STRATA_ATTN_PROJECTION'),
-    ssdProjection: ssdProjectionOf(),
+    // on GPUs (measured on the H200, bench/results/); software adapters keep the separate projections, unmeasured there
+    attentionProjection: flagOf('STRATA_ATTN_PROJECTION', profile.isFallback !== true),
+    ssdProjection: ssdProjectionOf(profile.isFallback !== true),
   };
 }
 
@@ -366,12 +367,12 @@ function flagOf(name: string, fallback = false): boolean {
   return env === undefined ? fallback : env === '1';
 }
 
-/** STRATA_SSD_PROJECTION (Node): 0 or unset off, 1 on, heads on with a head's state rows in one workgroup. */
-function ssdProjectionOf(): boolean | 'heads' {
+/** STRATA_SSD_PROJECTION (Node): 0 off, 1 on, heads on with a head's state rows in one workgroup; unset `fallback`. */
+function ssdProjectionOf(fallback: boolean): boolean | 'heads' {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_SSD_PROJECTION;
   if (env === 'heads') return 'heads';
   if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`STRATA_SSD_PROJECTION must be 0, 1 or heads, got '${env}'`);
-  return env === '1';
+  return env === undefined ? fallback : env === '1';
 }
 
 /** The matvec rows path's variant: STRATA_MATVEC_ROWS (Node) where set, else DEFAULT_MATVEC_ROWS. */

@@ -15,23 +15,20 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
-# this stop's A/Bs, unmeasured so far: the decode kernels that compute their own projections. Profiles first (per-kernel
-# times, cheap): the Mamba-2 step computing its in_proj rows (133 against 161 dispatches for granite4h-350m-like;
-# 129 with the attention projection too; 'heads': 48 step workgroups, not 96, each recomputing the B and C rows) and
-# the decode attention computing its q/k/v rows (97 against 121 for llama-400m); then whole steps (these take most of
-# the default BUDGET: raise it to reach the older A/Bs below)
-for env in "X=0" "STRATA_SSD_PROJECTION=1" "STRATA_SSD_PROJECTION=heads" "STRATA_SSD_PROJECTION=1 STRATA_ATTN_PROJECTION=1"; do
-  step profile.txt 60 $env node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
-done
-for env in "X=0" "STRATA_ATTN_PROJECTION=1"; do
+# this stop's A/Bs: the decode kernels that compute their own projections, on by default on GPUs since 60d400d, against
+# the separate matvecs (=0). Profiles first (per-kernel times, cheap): llama-400m's decode attention computing its
+# q/k/v rows (97 against 121 dispatches); granite4h-350m-like's Mamba-2 step computing its in_proj rows with and
+# without the attention's (129 / 133 against 161); then whole steps with both off (the defaults' tok/s come from
+# strata.sh in the same call); then 'heads' (48 step workgroups, not 96, each recomputing the B and C rows)
+for env in "X=0" "STRATA_ATTN_PROJECTION=0"; do
   step profile.txt 60 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
 done
-for env in "X=0" "STRATA_SSD_PROJECTION=1" "STRATA_SSD_PROJECTION=heads"; do
-  step models.txt 120 $env node dist/bench.mjs models --config granite4h-350m-like --cases f16:1,f16:8
+for env in "X=0" "STRATA_SSD_PROJECTION=0 STRATA_ATTN_PROJECTION=0" "STRATA_ATTN_PROJECTION=0"; do
+  step profile.txt 60 $env node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
 done
-for env in "X=0" "STRATA_ATTN_PROJECTION=1"; do
-  step models.txt 120 $env node dist/bench.mjs models --config llama-400m --cases f16:1,f16:8
-done
+step models.txt 120 STRATA_ATTN_PROJECTION=0 node dist/bench.mjs models --config llama-400m --cases f16:1,f16:8
+step models.txt 120 STRATA_SSD_PROJECTION=0 STRATA_ATTN_PROJECTION=0 node dist/bench.mjs models --config granite4h-350m-like --cases f16:1,f16:8
+step profile.txt 60 STRATA_SSD_PROJECTION=heads node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
 # this stop's A/B (measured at 0f2b24e, bench/results/2026-12-02-h200-0f2b24e/dispatch): the position update in the LM
 # head's dispatch (one-workgroup fusion) against a map and a scatter of their own (decode: 121 against 123 dispatches); then the h2o case, where the K/V moves fuse too (241 against 339)
 for env in "X=0" "STRATA_ONE_GROUP_FUSION=0"; do

@@ -1,7 +1,9 @@
 // `bench quant-sweep`: the quantized matvec's K loops at a grid of shapes (DeviceLimits.quantShape: columns a
 // workgroup, threads), q8 and q4, at the ops bench's headline matrix and llama-400m's decode shapes, batch 1, in
 // bytes actually read as a fraction of the copy roofline measured first; each setting's output checked against the
-// first's. `--quick`: one small matrix. Prints one line a setting, best per
+// first's. `--quick`: one small matrix. `--large`: two matrices large enough that a dispatch's fixed cost (~3.3 us
+// on the H200, `bench dispatch-cost`) no longer weighs: 32768x8192 and a real LM head (Granite-4.0-H-1B's
+// 100352x1536); at 8192x4096 that cost alone holds q4 (21 MB, ~6.6 us at the copy roofline) near 67%. Prints one line a setting, best per
 // (format, matrix) last; `--json FILE` writes the rows.
 import { writeFileSync } from 'node:fs';
 import { QUANT_FORMATS, type QuantMatvec } from '../compiler/quantized.ts';
@@ -14,6 +16,7 @@ import { timeGpu } from './timing.ts';
 
 const HEADLINE: [number, number] = [8192, 4096];
 const DECODE: [number, number][] = [[3072, 1024], [5632, 1024]];
+const LARGE: [number, number][] = [[32768, 8192], [100352, 1536]];
 
 export interface SweepRow { storage: 'q8' | 'q4'; variant: QuantMatvec; cols: number; threads: number; rows: number; k: number; us: number; GBps: number; fractionOfCopy: number }
 
@@ -23,9 +26,10 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
   const copy = (await copyRoofline(rt, copyRooflineBytes(rt, false), 50)) / 1e9;
   console.log(`copy roofline ${copy.toFixed(1)} GB/s`);
   const variants: QuantMatvec[] = rt.limits.packedDot ? ['lanes', 'staged', 'dot4'] : ['lanes', 'staged'];
-  const grid = (full: boolean) => (full ? [0, 4, 8, 16] : [0, 4, 16]).flatMap((cols) => (full ? [0, 64, 128, 256] : [0, 64]).map((threads) => ({ cols, threads })));
+  const large = argv.includes('--large');
+  const grid = (full: boolean) => (full ? [0, 4, 8, 16] : [0, 4, 16]).flatMap((cols) => (full ? [0, 64, 128, 256] : large ? [0, 128] : [0, 64]).map((threads) => ({ cols, threads })));
   const rows: SweepRow[] = [];
-  const matrices = argv.includes('--quick') ? [[64, 256] as [number, number]] : [HEADLINE, ...DECODE];
+  const matrices = argv.includes('--quick') ? [[64, 256] as [number, number]] : large ? LARGE : [HEADLINE, ...DECODE];
   for (const [n, k] of matrices)
     for (const storage of ['q8', 'q4'] as const) {
       const fn = () => ({ y: input('x', [1, k]).matmul(weight(`w_${storage}`, [n, k], storage).T) });
@@ -41,7 +45,7 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
           const exe = await rt.load(compile(trace(fn), { limits: { ...rt.limits, quantMatvec: variant, quantShape: { cols, threads } } }), { namespace: `${namespace}${variant}-${cols}-${threads}/` });
           // the same random x and weight bytes for every setting (bytes <= 0x3b: finite f16 block constants); each
           // setting's y must match the first's (dot4 rounds x to int8: a looser bound)
-          fill(rt, exe.buffer('weight', `w_${storage}`)!, 1);
+          fill(rt, exe.buffer('weight', `w_${storage}`)!);
           exe.writeInput('x', Float32Array.from(random(k, 2), (b) => b / 255 - 0.1));
           exe.run();
           const y = (await exe.readOutput('y')).data as Float32Array;
@@ -59,13 +63,14 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
         console.log(`${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}] ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
       }
       rt.releaseNamed(namespace);
+      filled.clear();
     }
   // the 16-bit matvec at the headline matrix beside them, random weights as here and all-zero weights as the ops
   // bench has them (a GPU may compress constant data: bandwidth that random weights do not get)
   for (const zero of [false, true]) {
     const [n, k] = matrices[0]!;
     const exe = await rt.load(compile(trace(() => ({ y: input('x', [1, k]).matmul(weight('w', [n, k], 'f16').T) })), { limits: rt.limits }), { namespace: 'quant-sweep-f16/' });
-    if (!zero) fill(rt, exe.buffer('weight', 'w')!, 1);
+    if (!zero) fill(rt, exe.buffer('weight', 'w')!);
     await loadFor(rt, exe, 1.0);
     const seconds = await timeWarm(rt, (pass) => exe.encode(pass));
     const GBps = (2 * n * k + 4 * (k + n)) / seconds / 1e9;
@@ -85,11 +90,17 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
 /** `n` pseudo-random bytes (0..0x3b) from `seed`. */
 function random(n: number, seed: number): Uint8Array {
   let state = seed >>> 0;
-  return Uint8Array.from({ length: n }, () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) >>> 24) % 0x3c);
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) >>> 24) % 0x3c;
+  return out;
 }
 
-function fill(rt: GpuRuntime, buffer: GPUBuffer, seed: number): void {
-  rt.write(buffer, random(buffer.size, seed));
+/** The same random bytes (seed 1) for every buffer of one size: made once, the large matrices' take a second. */
+const filled = new Map<number, Uint8Array>();
+function fill(rt: GpuRuntime, buffer: GPUBuffer): void {
+  let bytes = filled.get(buffer.size);
+  if (!bytes) filled.set(buffer.size, (bytes = random(buffer.size, 1)));
+  rt.write(buffer, bytes);
 }
 
 /** Largest |a - b| over the largest |b|. */

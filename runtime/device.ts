@@ -89,7 +89,10 @@ async function loadDawn(): Promise<GPU> {
   Object.assign(globalThis, dawn.globals);
   // Dawn rounds timestamp queries to ~65 us steps by default (a timing side-channel guard for the web);
   // per-kernel profiles need the raw values.
-  cache.dawnGpu = dawn.create(['disable-dawn-features=timestamp_quantization']);
+  // STRATA_DAWN_TOGGLES (Node, a measurement switch): more Dawn toggles to enable, e.g. disable_robustness (no
+  // clamped buffer indices; Strata's kernels index within their bindings, but a bug would read out of bounds)
+  const toggles = typeof process === 'undefined' ? undefined : process.env?.STRATA_DAWN_TOGGLES;
+  cache.dawnGpu = dawn.create(['disable-dawn-features=timestamp_quantization', ...(toggles ? [`enable-dawn-features=${toggles}`] : [])]);
   return cache.dawnGpu;
 }
 

@@ -29,6 +29,8 @@ done
 step models.txt 120 STRATA_ATTN_PROJECTION=0 node dist/bench.mjs models --config llama-400m --cases f16:1,f16:8
 step models.txt 120 STRATA_SSD_PROJECTION=0 STRATA_ATTN_PROJECTION=0 node dist/bench.mjs models --config granite4h-350m-like --cases f16:1,f16:8
 step profile.txt 60 STRATA_SSD_PROJECTION=heads node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
+# Dawn's robustness (clamped buffer indices in every kernel) off, a measurement only (STRATA_DAWN_TOGGLES)
+step profile.txt 60 STRATA_DAWN_TOGGLES=disable_robustness node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
 # this stop's A/B (measured at 0f2b24e, bench/results/2026-12-02-h200-0f2b24e/dispatch): the position update in the LM
 # head's dispatch (one-workgroup fusion) against a map and a scatter of their own (decode: 121 against 123 dispatches); then the h2o case, where the K/V moves fuse too (241 against 339)
 for env in "X=0" "STRATA_ONE_GROUP_FUSION=0"; do

@@ -86,13 +86,17 @@ export interface DeviceLimits {
   /**
    * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
    * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's
-   * dispatch goes (llama-400m decode 121 -> 97). Off where unset; STRATA_ATTN_PROJECTION=1 sets it on an adapter.
+   * dispatch goes (llama-400m decode 121 -> 97). 'batched': only in buckets of several sequences, where it pays
+   * (H200, 01c1461: llama-400m batch 8 3,995 against 3,659 tok/s; batch 1 866 against 987, its attention 0.79 ms
+   * against 0.64 with the q/k/v matvecs): the GPU default. Off where unset; STRATA_ATTN_PROJECTION=0|1|batched.
    */
-  attentionProjection?: boolean;
+  attentionProjection?: boolean | 'batched';
   /**
    * A Mamba-2 decode step kernel computes the in_proj rows it reads itself (its head's x rows, its group's B and C
    * rows, its dt row) and its share of the z columns (passes/projectSsdInputs.ts): in_proj's matvec dispatch goes
-   * (granite4h-350m-like decode 161 -> 133). Off where unset; STRATA_SSD_PROJECTION=1 sets it on an adapter.
+   * (granite4h-350m-like decode 161 -> 133). Off where unset, and by default: every workgroup recomputing the shared
+   * B and C rows made the step kernels 5.6x slower (H200, 01c1461: granite4h-350m-like batch 1 427 against 947
+   * tok/s, its 28 ssdstep kernels 1.67 ms against 0.30). STRATA_SSD_PROJECTION=1 sets it on an adapter.
    * 'heads' (STRATA_SSD_PROJECTION=heads): twice the state elements a thread, so that granite4h's heads are not
    * split over 2 workgroups: 48 workgroups instead of 96 recompute the B and C rows.
    */

@@ -337,9 +337,10 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
-    // on GPUs (measured on the H200, bench/results/); software adapters keep the separate projections, unmeasured there
-    attentionProjection: flagOf('STRATA_ATTN_PROJECTION', profile.isFallback !== true),
-    ssdProjection: ssdProjectionOf(profile.isFallback !== true),
+    // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
+    // (lavapipe: tiny-granite-code decode within its noise either way)
+    attentionProjection: attentionProjectionOf(profile.isFallback !== true ? 'batched' : false),
+    ssdProjection: ssdProjectionOf(false),
   };
 }
 
@@ -367,6 +368,14 @@ function attentionDecodeOf(software: boolean): AttentionDecodeVariant {
 function flagOf(name: string, fallback = false): boolean {
   const env = typeof process === 'undefined' ? undefined : process.env?.[name];
   if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`${name} must be 0 or 1, got '${env}'`);
+  return env === undefined ? fallback : env === '1';
+}
+
+/** STRATA_ATTN_PROJECTION (Node): 0 off, 1 on, batched on in buckets of several sequences; unset `fallback`. */
+function attentionProjectionOf(fallback: boolean | 'batched'): boolean | 'batched' {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_PROJECTION;
+  if (env === 'batched') return 'batched';
+  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`STRATA_ATTN_PROJECTION must be 0, 1 or batched, got '${env}'`);
   return env === undefined ? fallback : env === '1';
 }
 

@@ -339,8 +339,8 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)
-    attentionProjection: attentionProjectionOf(profile.isFallback !== true ? 'batched' : false),
-    ssdProjection: ssdProjectionOf(false),
+    attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true ? 'batched' : false),
+    ssdProjection: switchOf('STRATA_SSD_PROJECTION', 'heads', false),
   };
 }
 
@@ -371,19 +371,15 @@ function flagOf(name: string, fallback = false): boolean {
   return env === undefined ? fallback : env === '1';
 }
 
-/** STRATA_ATTN_PROJECTION (Node): 0 off, 1 on, batched on in buckets of several sequences; unset `fallback`. */
-function attentionProjectionOf(fallback: boolean | 'batched'): boolean | 'batched' {
-  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_PROJECTION;
-  if (env === 'batched') return 'batched';
-  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`STRATA_ATTN_PROJECTION must be 0, 1 or batched, got '${env}'`);
-  return env === undefined ? fallback : env === '1';
-}
-
-/** STRATA_SSD_PROJECTION (Node): 0 off, 1 on, heads on with a head's state rows in one workgroup; unset `fallback`. */
-function ssdProjectionOf(fallback: boolean): boolean | 'heads' {
-  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_SSD_PROJECTION;
-  if (env === 'heads') return 'heads';
-  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`STRATA_SSD_PROJECTION must be 0, 1 or heads, got '${env}'`);
+/**
+ * A switch with one named mode, read from the environment (Node): '0' off, '1' on, `mode` itself, unset `fallback`
+ * (STRATA_ATTN_PROJECTION=batched: buckets of several sequences; STRATA_SSD_PROJECTION=heads: a head's state rows
+ * in one workgroup).
+ */
+function switchOf<M extends string>(name: string, mode: M, fallback: boolean | M): boolean | M {
+  const env = typeof process === 'undefined' ? undefined : process.env?.[name];
+  if (env === mode) return mode;
+  if (env !== undefined && env !== '0' && env !== '1') throw new StrataUserError(`${name} must be 0, 1 or ${mode}, got '${env}'`);
   return env === undefined ? fallback : env === '1';
 }
 

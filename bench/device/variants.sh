@@ -15,20 +15,16 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
-# this stop's A/Bs: the decode kernels that compute their own projections, on by default on GPUs since 60d400d, against
-# the separate matvecs (=0). Profiles first (per-kernel times, cheap): llama-400m's decode attention computing its
-# q/k/v rows (97 against 121 dispatches); granite4h-350m-like's Mamba-2 step computing its in_proj rows with and
-# without the attention's (129 / 133 against 161); then whole steps with both off (the defaults' tok/s come from
-# strata.sh in the same call); then 'heads' (48 step workgroups, not 96, each recomputing the B and C rows)
-for env in "X=0" "STRATA_ATTN_PROJECTION=0"; do
-  step profile.txt 60 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
+# the decode kernels that compute their own projections (measured at 01c1461, bench/results/2026-12-03-h200-bf948cf/
+# ab-01c1461): the default (attention projection in batched buckets only, SSD projection off) against the attention's
+# everywhere (=1: llama-400m 97 dispatches at batch 1) and none (=0), and the Mamba-2 step's (133 against 161
+# dispatches for granite4h-350m-like; 'heads': 48 step workgroups, not 96, each recomputing the B and C rows)
+for env in "X=0" "STRATA_ATTN_PROJECTION=1" "STRATA_ATTN_PROJECTION=0"; do
+  step models.txt 120 $env node dist/bench.mjs models --config llama-400m --cases f16:1,f16:8
 done
-for env in "X=0" "STRATA_SSD_PROJECTION=0 STRATA_ATTN_PROJECTION=0" "STRATA_ATTN_PROJECTION=0"; do
+for env in "X=0" "STRATA_SSD_PROJECTION=1" "STRATA_SSD_PROJECTION=heads"; do
   step profile.txt 60 $env node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
 done
-step models.txt 120 STRATA_ATTN_PROJECTION=0 node dist/bench.mjs models --config llama-400m --cases f16:1,f16:8
-step models.txt 120 STRATA_SSD_PROJECTION=0 STRATA_ATTN_PROJECTION=0 node dist/bench.mjs models --config granite4h-350m-like --cases f16:1,f16:8
-step profile.txt 60 STRATA_SSD_PROJECTION=heads node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
 # Dawn's robustness (clamped buffer indices in every kernel) off, a measurement only (STRATA_DAWN_TOGGLES)
 step profile.txt 60 STRATA_DAWN_TOGGLES=disable_robustness node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
 # this stop's A/B (measured at 0f2b24e, bench/results/2026-12-02-h200-0f2b24e/dispatch): the position update in the LM

@@ -91,8 +91,12 @@ async function loadDawn(): Promise<GPU> {
   // per-kernel profiles need the raw values.
   // STRATA_DAWN_TOGGLES (Node, a measurement switch): more Dawn toggles to enable, e.g. disable_robustness (no
   // clamped buffer indices; Strata's kernels index within their bindings, but a bug would read out of bounds)
-  const toggles = typeof process === 'undefined' ? undefined : process.env?.STRATA_DAWN_TOGGLES;
-  cache.dawnGpu = dawn.create(['disable-dawn-features=timestamp_quantization', ...(toggles ? [`enable-dawn-features=${toggles}`] : [])]);
+  // Dawn withholds 'shader-f16' from NVIDIA's Vulkan driver (crbug.com/tint/2164: conformance crashes in f16 tests);
+  // vulkan_enable_f16_on_nvidia gives it back, as llama.cpp's WebGPU backend does outside browsers. Only the kernels
+  // that ask for f16 arithmetic use it (DeviceLimits.shaderF16: the quantized matvec's 'half' K loop), each checked
+  // against the f32 loops by the tests and the sweep. Other adapters ignore the toggle.
+  const toggles = ['vulkan_enable_f16_on_nvidia', ...(typeof process === 'undefined' ? [] : (process.env?.STRATA_DAWN_TOGGLES?.split(',').filter(Boolean) ?? []))];
+  cache.dawnGpu = dawn.create(['disable-dawn-features=timestamp_quantization', `enable-dawn-features=${toggles.join(',')}`]);
   return cache.dawnGpu;
 }
 

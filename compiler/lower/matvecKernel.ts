@@ -190,10 +190,6 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // Enough threads that each takes several steps along K (the quantized loop: about 2, more warps in flight and half
   // the code of its 16 columns written out; staged: one); shared memory for the partials stays under 16 KiB.
   let wg = forced?.threads || Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * (stagedVariant ? 1 : quant ? 2 : 4))))));
-  // the quantized lanes loop with a last trip that would leave over an eighth of its thread-steps idle: half the
-  // threads, whole trips (H200, quant-sweep --large at 0cd29b9: q8 at K = 1536, 384 steps, 59% of the copy roofline
-  // with 256 threads, 72% with 128)
-  if (quant && !stagedVariant && !forced?.threads && wg > 32 && idleSteps(K / U, wg) > 1 / 8) wg /= 2;
   const partsPerAcc = (size: number) => (subgroups ? size / 4 : size); // subgroups hold at least 4 lanes
   // the rows path: the partials and a phase's reduction array (wg floats) within the adapter's workgroup storage
   const over = (size: number) => 4 * accumulators * partsPerAcc(size) + (rowsPath ? 4 * size : 0) > (rowsPath ? workgroupStorage : 16384);
@@ -377,10 +373,4 @@ export function loadWeightRun(e: Emitter, w: Node, off: KExpr, count: number): K
   const pair = halfPair(half, Kx.v(word), (p) => e.fresh(p));
   pair.lines.forEach((l) => e.line(l));
   return pair.values;
-}
-
-/** The fraction of thread-steps left idle when `steps` steps go to `threads` threads trip by trip. */
-export function idleSteps(steps: number, threads: number): number {
-  const slots = Math.ceil(steps / threads) * threads;
-  return (slots - steps) / slots;
 }

@@ -20,11 +20,12 @@ export type QuantStorage = 'q8' | 'q4';
 export const QUANT_BLOCK = 32;
 
 /**
- * The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts, 'dot4' in
+ * The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts: 'lanes'
+ * one packed word a thread and trip, 'wide' a whole u32x4 with x read where needed, 'staged' a u32x4 with x staged; 'dot4' in
  * matvecDot4.ts: 'lanes' where the adapter lacks WGSL's packed_4x8_integer_dot_product, DeviceLimits.packedDot;
  * 'half' in matvecHalf.ts: 'lanes' where the adapter lacks 'shader-f16', DeviceLimits.shaderF16).
  */
-export const QUANT_MATVECS = ['word', 'lanes', 'staged', 'dot4', 'half'] as const;
+export const QUANT_MATVECS = ['word', 'lanes', 'wide', 'staged', 'dot4', 'half'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
 /**
  * The quantized matvec's shape (DeviceLimits.quantShape): columns a workgroup and threads (0 leaves one to the

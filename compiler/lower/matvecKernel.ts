@@ -181,7 +181,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // packed weight (2 halves, 4 int8, 8 int4); odd K steps one element at a time
   const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
   // (half: one whole block a trip, its f16 sum scaled once)
-  const U = quant ? (stagedVariant && variant === 'half' ? QUANT_BLOCK : quantStep(plan, stagedVariant)) : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
+  // ('wide': staged's u32x4 a column and trip, x read where needed as in lanes: a fourth of the load instructions
+  // and block constants of lanes, no staging copy)
+  const U = quant ? (stagedVariant && variant === 'half' ? QUANT_BLOCK : quantStep(plan, stagedVariant || variant === 'wide')) : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
   const mChunks = Math.ceil(M / MB);

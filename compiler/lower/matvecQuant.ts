@@ -1,9 +1,11 @@
-// The matvec's K loop when every weight is block-quantized and read directly (variants 'lanes' and 'staged' of
-// DeviceLimits.quantMatvec; 'word' keeps the generic loop of matvecKernel.ts). Both decode without int-to-float
+// The matvec's K loop when every weight is block-quantized and read directly (variants 'lanes', 'wide' and 'staged'
+// of DeviceLimits.quantMatvec; 'word' keeps the generic loop of matvecKernel.ts). All decode without int-to-float
 // conversions (MantissaWord) and share each trip's x, scaled and summed, by the workgroup's columns.
 //
 // 'lanes' (like llama.cpp's Vulkan mat-vec): adjacent threads read adjacent packed words (whole 128-byte lines
 // per warp load) and x where they need it, scalar loads 16 (q8) or 32 (q4) bytes apart across a warp.
+// 'wide': as lanes, but a thread reads one u32x4 of every column per trip (a whole q4 block, half a q8 one): a
+// fourth of lanes' weight loads and block constants per element, x read where needed (no staging copy).
 // 'staged': the workgroup's rows of x are first copied to workgroup memory (the prologue evaluated once per
 // element, adjacent threads at adjacent elements; in chunks of K when all of it does not fit), then each thread
 // reads one u32x4 of every column per trip (16 q8 or 32 q4 elements: one block's constants, few index operations

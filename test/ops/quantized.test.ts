@@ -50,6 +50,7 @@ describe('kernels decode quantized weights where they read them', () => {
     ['word', 1, 16384, false],
     ['lanes', 8, 16384, true],
     ['lanes', 1, 16384, false],
+    ['wide', 1, 16384, false],
     ['staged', 8, 16384, true],
     ['staged', 1, 16384, false],
     ['staged', 2, 1024, false],
@@ -70,6 +71,8 @@ describe('kernels decode quantized weights where they read them', () => {
     const wgsl = r.program.kernels.map((k) => k.wgsl).join('\n');
     expect(wgsl.includes('| 0x3f800000u)')).toBe(quantMatvec !== 'word'); // q4 codes placed in mantissas
     expect(wgsl.includes('mv_x')).toBe(quantMatvec === 'staged');
+    // wide and staged read a whole u32x4 of each column a trip (named qv), lanes and word one packed word
+    expect(wgsl.includes('let qv')).toBe(quantMatvec === 'wide' || quantMatvec === 'staged');
     // staged with trips written out and K whole: every weight load before the staging
     if (quantMatvec === 'staged') for (const k of r.program.kernels) expect(k.wgsl.indexOf('let qv') < k.wgsl.indexOf('mv_x[')).toBe(unroll);
     // chunks of K: a loop over them in each matvec, each trip starting at a barrier

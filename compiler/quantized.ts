@@ -21,12 +21,29 @@ export const QUANT_BLOCK = 32;
 
 /**
  * The matvec variants for block-quantized weights (DeviceLimits.quantMatvec; compiler/lower/matvecQuant.ts: 'lanes'
- * one packed word a thread and trip, 'wide' a whole u32x4 with x read where needed, 'staged' a u32x4 with x staged; 'dot4' in
- * matvecDot4.ts: 'lanes' where the adapter lacks WGSL's packed_4x8_integer_dot_product, DeviceLimits.packedDot;
- * 'half' in matvecHalf.ts: 'lanes' where the adapter lacks 'shader-f16', DeviceLimits.shaderF16).
+ * one packed word a thread and trip, 'wide' a whole u32x4 with x read where needed, 'staged' a u32x4 with x staged;
+ * 'dot4' in matvecDot4.ts: 'lanes' where the adapter lacks WGSL's packed_4x8_integer_dot_product, DeviceLimits.packedDot;
+ * 'half' in matvecHalf.ts: 'lanes' where the adapter lacks 'shader-f16', DeviceLimits.shaderF16; 'auto' picks one
+ * per matvec, autoQuantMatvec).
  */
-export const QUANT_MATVECS = ['word', 'lanes', 'wide', 'staged', 'dot4', 'half'] as const;
+export const QUANT_MATVECS = ['word', 'lanes', 'wide', 'staged', 'dot4', 'half', 'auto'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
+
+/** K from which 'auto' gives matvecs of q8 weights alone the 'wide' loop. */
+export const WIDE_MIN_K = 4096;
+
+/**
+ * The K loop 'auto' stands for: 'wide' for one row of x over q8 weights alone with K >= WIDE_MIN_K, else 'lanes'.
+ * Measured on the H200 (`bench quant-sweep` and `bench ops`, a1d2585, bench/results/2026-12-03-h200-0cd29b9/
+ * wide-a1d2585/): q8 at 8192x4096 71% of the copy roofline against lanes' 67%, at 32768x8192 104% against 96%;
+ * below that K wide loses (K = 1024: 19% vs 21%, 26% vs 29%), with 8 rows it collapses (8x4096x8192: 3% vs 17%:
+ * 8 rows of 16 x values a trip), and over q4 it loses everywhere (53% vs 59% at 32768x8192). Named variants pass
+ * through.
+ */
+export function autoQuantMatvec(variant: QuantMatvec, storages: readonly (string | undefined)[], K: number, rows: number): Exclude<QuantMatvec, 'auto'> {
+  if (variant !== 'auto') return variant;
+  return rows === 1 && K >= WIDE_MIN_K && storages.every((s) => s === 'q8') ? 'wide' : 'lanes';
+}
 /**
  * The quantized matvec's shape (DeviceLimits.quantShape): columns a workgroup and threads (0 leaves one to the
  * planner), and the planner's cap on columns over a K of 2048 or less (`short`, 0: QUANT_SHORT_COLS; 16 gives the
@@ -39,7 +56,7 @@ export interface QuantShape {
 }
 
 /** The variant a GPU adapter compiles (STRATA_QUANT_MATVEC overrides it; a software adapter takes 'word'). */
-export const GPU_QUANT_MATVEC: QuantMatvec = 'lanes';
+export const GPU_QUANT_MATVEC: QuantMatvec = 'auto';
 
 /**
  * One packed word decoded without int-to-float conversions (those run at an eighth of the FMA rate on NVIDIA and

@@ -6,7 +6,7 @@ import { type HalfStorage, halfElement, halfPair, halfWord } from '../halfStorag
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
-import { QUANT_BLOCK, QUANT_FORMATS, type QuantMatvec, type QuantShape, isQuantized } from '../quantized.ts';
+import { QUANT_BLOCK, QUANT_FORMATS, autoQuantMatvec, type QuantMatvec, type QuantShape, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
 import { quantLoop, quantStep, stagedChunk, stagedRow, sum } from './matvecQuant.ts';
 import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
@@ -129,7 +129,7 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
  * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
  */
 export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, o: MatvecOptions = {}): LoweredKernel {
-  const { subgroups = false, unroll = true, quantMatvec: variant = 'word', workgroupStorage = 16384 } = o;
+  const { subgroups = false, unroll = true, quantMatvec: requested = 'word', workgroupStorage = 16384 } = o;
   const { core, matmuls, weights } = plan;
   const e = new Emitter(root, isMat, 'matvec', subgroups);
   for (const mm of matmuls) e.inlined.add(mm.id);
@@ -149,6 +149,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
   // block-quantized weights read directly: the K loop of matvecQuant.ts (variant 'lanes' or 'staged'); 'word' (and
   // any other weight) takes the generic loop below, one packed word a step with int-to-float conversions
+  const variant = autoQuantMatvec(requested, weights.map((w) => (w ? storageOf(w) : undefined)), K, M);
   const quant = variant !== 'word' && direct && weights.every((w) => isQuantized(storageOf(w!)));
   // The rows path: batched rows (2-8) over 16/32-bit weights. Each thread keeps more columns (every x value it
   // evaluates, prologue and all, serves them all: x is read once per workgroup, and fewer workgroups read it), its K

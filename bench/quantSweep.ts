@@ -7,7 +7,7 @@
 // (format, matrix) last; `--json FILE` writes the rows; `--variants lanes,half` only these K loops (default: all the
 // adapter runs but 'word').
 import { writeFileSync } from 'node:fs';
-import { QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
+import { GPU_QUANT_MATVEC, QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
 import { StrataUserError } from '../base/errors.ts';
 import { compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
@@ -60,7 +60,7 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
           const err = maxRelative(y, reference);
           // a setting that computes something else is reported and left untimed; the sweep goes on (one device call)
           if (err > (variant === 'dot4' || variant === 'half' ? 2e-2 : 1e-3)) {
-            console.log(`${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}] WRONG: y differs from the first setting's by ${err.toExponential(2)} (relative), not timed`);
+            console.log(`${label(storage, variant, cols, threads, n, k)} WRONG: y differs from the first setting's by ${err.toExponential(2)} (relative), not timed`);
             continue;
           }
           loaded.push({ variant, cols, threads, exe });
@@ -71,7 +71,7 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
         const GBps = bytes / seconds / 1e9;
         rows.push({ storage, variant, cols, threads, rows: n, k, us: seconds * 1e6, GBps, fractionOfCopy: GBps / copy });
         if (out) writeFileSync(out, JSON.stringify({ copyGBps: copy, rows }, null, 1)); // a run cut short keeps what it timed
-        console.log(`${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}] ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
+        console.log(`${label(storage, variant, cols, threads, n, k)} ${(seconds * 1e6).toFixed(2).padStart(7)} us ${GBps.toFixed(0).padStart(5)} GB/s ${(100 * GBps / copy).toFixed(0).padStart(4)}%`);
       }
       rt.releaseNamed(namespace);
       filled.clear();
@@ -93,8 +93,10 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
     for (const storage of ['q8', 'q4'] as const) {
       const mine = rows.filter((r) => r.rows === n && r.k === k && r.storage === storage);
       const best = mine.reduce((a, b) => (b.GBps > a.GBps ? b : a));
-      const base = mine.find((r) => r.variant === 'lanes' && r.cols === 0 && r.threads === 0)!;
-      console.log(`  ${storage} [${k}x${n}]: ${best.variant} cols ${best.cols || '-'} threads ${best.threads || '-'} ${(100 * best.fractionOfCopy).toFixed(0)}% (default lanes ${(100 * base.fractionOfCopy).toFixed(0)}%)`);
+      // the GPU default's setting where the sweep ran it (--variants may leave it out)
+      const base = mine.find((r) => r.variant === GPU_QUANT_MATVEC && r.cols === 0 && r.threads === 0);
+      const defaults = base ? ` (default ${base.variant} ${(100 * base.fractionOfCopy).toFixed(0)}%)` : '';
+      console.log(`  ${storage} [${k}x${n}]: ${best.variant} cols ${best.cols || '-'} threads ${best.threads || '-'} ${(100 * best.fractionOfCopy).toFixed(0)}%${defaults}`);
     }
 }
 
@@ -115,6 +117,11 @@ function fill(rt: GpuRuntime, buffer: GPUBuffer): void {
 }
 
 /** Largest |a - b| over the largest |b|. */
+/** A setting as the sweep prints it: format, K loop, shape ("-": the planner's), matrix. */
+function label(storage: string, variant: QuantMatvec, cols: number, threads: number, n: number, k: number): string {
+  return `${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}]`;
+}
+
 function maxRelative(a: Float32Array, b: Float32Array): number {
   let err = 0;
   let scale = 0;

@@ -147,8 +147,9 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const MB = M <= ROW_BLOCK ? M : 1;
   const T = matmuls.length;
   const floorPow2 = (x: number) => 1 << Math.floor(Math.log2(Math.max(1, x)));
-  // block-quantized weights read directly: the K loop of matvecQuant.ts (variant 'lanes' or 'staged'); 'word' (and
-  // any other weight) takes the generic loop below, one packed word a step with int-to-float conversions
+  // block-quantized weights read directly: the K loop of matvecQuant.ts (variants 'lanes', 'wide', 'staged'; 'auto'
+  // resolves to one of them here); 'word' (and any other weight) takes the generic loop below, one packed word a step
+  // with int-to-float conversions
   const variant = autoQuantMatvec(requested, weights.map((w) => (w ? storageOf(w) : undefined)), K, M);
   const quant = variant !== 'word' && direct && weights.every((w) => isQuantized(storageOf(w!)));
   // The rows path: batched rows (2-8) over 16/32-bit weights. Each thread keeps more columns (every x value it
@@ -180,11 +181,11 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const chunkOf = variant === 'dot4' ? dot4Chunk : variant === 'half' ? halfChunk : stagedChunk;
   // k values per thread and step: the quantized loop's (matvecQuant.ts), else one packed word of the most tightly
   // packed weight (2 halves, 4 int8, 8 int4); odd K steps one element at a time
-  const wide = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
+  const packed = Math.max(2, ...weights.map((w) => (w ? elementsPerWord(w) : 1)));
   // (half: one whole block a trip, its f16 sum scaled once)
   // ('wide': staged's u32x4 a column and trip, x read where needed as in lanes: a fourth of the load instructions
   // and block constants of lanes, no staging copy)
-  const U = quant ? (stagedVariant && variant === 'half' ? QUANT_BLOCK : quantStep(plan, stagedVariant || variant === 'wide')) : K % wide === 0 ? wide : K % 2 === 0 ? 2 : 1;
+  const U = quant ? (stagedVariant && variant === 'half' ? QUANT_BLOCK : quantStep(plan, stagedVariant || variant === 'wide')) : K % packed === 0 ? packed : K % 2 === 0 ? 2 : 1;
   const outputsPerGroup = MB * R;
   const accumulators = T * outputsPerGroup;
   const mChunks = Math.ceil(M / MB);

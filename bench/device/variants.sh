@@ -15,6 +15,9 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
+# this stop's A/B (measured at a1d2585, bench/results/2026-12-03-h200-0cd29b9/wide-a1d2585): the quantized K loops
+# lanes and wide at the large matrices, beside the GPU default (auto: wide for one row of q8 over K >= 4096)
+step sweep.txt 90 node dist/bench.mjs quant-sweep --large --variants lanes,wide,auto
 # the decode kernels that compute their own projections (measured at 01c1461, bench/results/2026-12-03-h200-bf948cf/
 # ab-01c1461): the default (attention projection in batched buckets only, SSD projection off) against the attention's
 # everywhere (=1: llama-400m 97 dispatches at batch 1) and none (=0), and the Mamba-2 step's (133 against 161
@@ -25,7 +28,8 @@ done
 for env in "X=0" "STRATA_SSD_PROJECTION=1" "STRATA_SSD_PROJECTION=heads"; do
   step profile.txt 60 $env node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
 done
-# Dawn's robustness (clamped buffer indices in every kernel) off, a measurement only (STRATA_DAWN_TOGGLES)
+# Dawn's robustness (clamped buffer indices in every kernel) off, a measurement only (STRATA_DAWN_TOGGLES; ~3% of the
+# f16 decode kernels' summed time at 0cd29b9)
 step profile.txt 60 STRATA_DAWN_TOGGLES=disable_robustness node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
 # this stop's A/B (measured at 0f2b24e, bench/results/2026-12-02-h200-0f2b24e/dispatch): the position update in the LM
 # head's dispatch (one-workgroup fusion) against a map and a scatter of their own (decode: 121 against 123 dispatches); then the h2o case, where the K/V moves fuse too (241 against 339)
@@ -45,6 +49,6 @@ for env in "X=0" "STRATA_SELECTIVE_STEP=0 STRATA_JAMBA_ROUTING=topk"; do
 done
 # earlier stops' variants, while the budget lasts
 step attn.txt 60 node dist/bench.mjs attn --variants 'lanes sector vec'
-step ops.txt 150 node dist/bench.mjs ops --variants half,staged,lanes,dot4
+step ops.txt 150 node dist/bench.mjs ops --variants half,staged,lanes,wide,auto,dot4
 kill $clocks 2>/dev/null
 echo "variants.sh: done in $(($(date +%s) - start)) s"

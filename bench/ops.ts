@@ -1,6 +1,6 @@
 // Kernel-level figures on the adapter at hand: the copy roofline, matvec bandwidth as a fraction of it, and an
 // elementwise chain fused vs unfused.
-import { GPU_QUANT_MATVEC, QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec, isQuantized } from '../compiler/quantized.ts';
+import { GPU_QUANT_MATVEC, QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec, isQuantized, quantMatvecRuns } from '../compiler/quantized.ts';
 import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -126,8 +126,7 @@ export async function opsBench(rt: GpuRuntime, quick: boolean, log: (line: strin
   const copyGBps = (await copyRoofline(rt, copyBytes, iters)) / 1e9;
   log(`copy roofline ${copyGBps.toFixed(1)} GB/s; matvec, % of it in bytes read:`);
   // a variant the adapter cannot run compiles the GPU default (compiler/passes/planKernels.ts): say so
-  const runs = (v: QuantMatvec) => (v === 'dot4' ? rt.limits.packedDot : v === 'half' ? rt.limits.shaderF16 : true);
-  for (const v of variants ?? QUANT_MATVECS) if (!runs(v)) log(`  (${v}: not on this adapter, measured as ${GPU_QUANT_MATVEC})`);
+  for (const v of variants ?? QUANT_MATVECS) if (!quantMatvecRuns(v, rt.limits)) log(`  (${v}: not on this adapter, measured as ${GPU_QUANT_MATVEC})`);
   const matvec: OpsReport['matvec'] = [];
   // every matvec dispatched 4x as often as the copy: a small one runs for microseconds, and the submission's own
   // cost would otherwise count

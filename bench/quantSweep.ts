@@ -7,7 +7,7 @@
 // (format, matrix) last; `--json FILE` writes the rows; `--variants lanes,half` only these K loops (default: all the
 // adapter runs but 'word').
 import { writeFileSync } from 'node:fs';
-import { GPU_QUANT_MATVEC, QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec } from '../compiler/quantized.ts';
+import { GPU_QUANT_MATVEC, QUANT_FORMATS, QUANT_MATVECS, type QuantMatvec, quantMatvecRuns } from '../compiler/quantized.ts';
 import { StrataUserError } from '../base/errors.ts';
 import { compile } from '../compiler/compile.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
@@ -27,11 +27,10 @@ export async function quantSweepMain(argv: string[]): Promise<void> {
   const rt = new GpuRuntime(await getSharedDevice());
   const copy = (await copyRoofline(rt, copyRooflineBytes(rt, false), 50)) / 1e9;
   console.log(`copy roofline ${copy.toFixed(1)} GB/s`);
-  const runs = (v: QuantMatvec) => (v === 'dot4' ? rt.limits.packedDot : v === 'half' ? rt.limits.shaderF16 : v !== 'word');
   const asked = argv.includes('--variants') ? argv[argv.indexOf('--variants') + 1]!.split(',') : undefined;
   const unknown = asked?.filter((v) => !(QUANT_MATVECS as readonly string[]).includes(v));
   if (unknown?.length) throw new StrataUserError(`--variants takes ${QUANT_MATVECS.join(', ')}, got '${unknown.join(',')}'`);
-  const variants = ((asked ?? QUANT_MATVECS) as QuantMatvec[]).filter(runs);
+  const variants = ((asked ?? QUANT_MATVECS) as QuantMatvec[]).filter((v) => v !== 'word' && quantMatvecRuns(v, rt.limits));
   const large = argv.includes('--large');
   // large matrices also try 32 columns a workgroup: x's reads (every workgroup reads all of it) shared by more rows
   const grid = (full: boolean) => (full ? [0, 4, 8, 16] : large ? [0, 4, 16, 32] : [0, 4, 16]).flatMap((cols) => (full ? [0, 64, 128, 256] : large ? [0, 128] : [0, 64]).map((threads) => ({ cols, threads })));
@@ -116,12 +115,12 @@ function fill(rt: GpuRuntime, buffer: GPUBuffer): void {
   rt.write(buffer, bytes);
 }
 
-/** Largest |a - b| over the largest |b|. */
 /** A setting as the sweep prints it: format, K loop, shape ("-": the planner's), matrix. */
 function label(storage: string, variant: QuantMatvec, cols: number, threads: number, n: number, k: number): string {
   return `${storage} ${variant.padEnd(6)} cols ${String(cols || '-').padStart(2)} threads ${String(threads || '-').padStart(3)} [1x${k}]x[${k}x${n}]`;
 }
 
+/** Largest |a - b| over the largest |b|. */
 function maxRelative(a: Float32Array, b: Float32Array): number {
   let err = 0;
   let scale = 0;

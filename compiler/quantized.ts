@@ -29,6 +29,12 @@ export const QUANT_BLOCK = 32;
 export const QUANT_MATVECS = ['word', 'lanes', 'wide', 'staged', 'dot4', 'half', 'auto'] as const;
 export type QuantMatvec = (typeof QUANT_MATVECS)[number];
 
+/** Whether an adapter with these capabilities compiles `variant` as itself ('dot4' needs WGSL's packed integer dot
+ * product, 'half' the feature shader-f16; planKernels gives any other the GPU default instead). */
+export function quantMatvecRuns(variant: QuantMatvec, adapter: { packedDot?: boolean; shaderF16?: boolean }): boolean {
+  return variant === 'dot4' ? adapter.packedDot === true : variant === 'half' ? adapter.shaderF16 === true : true;
+}
+
 /** K from which 'auto' gives matvecs of q8 weights alone the 'wide' loop. */
 export const WIDE_MIN_K = 4096;
 

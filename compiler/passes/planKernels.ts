@@ -19,7 +19,7 @@
 import { type Graph, type Node, fmtShape, stateRoot } from '../ir.ts';
 import type { DeviceLimits } from '../compile.ts';
 import { OPS } from '../ops.ts';
-import { GPU_QUANT_MATVEC } from '../quantized.ts';
+import { GPU_QUANT_MATVEC, quantMatvecRuns } from '../quantized.ts';
 import { type AttentionProjection, planProjection } from './planProjections.ts';
 import { projectionFloats } from '../lower/attentionProjection.ts';
 import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength, scatterReadsInPlace } from './lowerToWgsl.ts';
@@ -146,9 +146,8 @@ function bindingRule(k: LoweredKernel, isMat: (n: Node) => boolean, limits: Devi
 /** Plans every kernel of `g`, starting from `mat` (fuse's choice; grown in place), to a fixpoint of the rules. */
 export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, steps: PlanStep[] = []): KernelPlan {
   const isMat = (n: Node) => mat.has(n.id);
-  // 'dot4' needs WGSL's packed integer dot product, 'half' the feature shader-f16: without them, the GPU default's K loop
-  const unsupported = (limits.quantMatvec === 'dot4' && !limits.packedDot) || (limits.quantMatvec === 'half' && !limits.shaderF16);
-  const quantMatvec = unsupported ? GPU_QUANT_MATVEC : limits.quantMatvec;
+  // a K loop the adapter cannot compile ('dot4' without packed integer dot products, 'half' without shader-f16): the GPU default's
+  const quantMatvec = limits.quantMatvec && !quantMatvecRuns(limits.quantMatvec, limits) ? GPU_QUANT_MATVEC : limits.quantMatvec;
   const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, quantMatvec, quantShape: limits.quantShape, tiledMatmul: limits.tiledMatmul, attentionDecode: limits.attentionDecode };
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */

@@ -60,6 +60,14 @@ export interface DeviceLimits {
    */
   matvecPreload?: boolean;
   /**
+   * The matvec's K loop reads its left operand's f32 and 16-bit buffers as vec4s: one load for 4 (8) consecutive
+   * elements where each thread read every element alone, 32 bytes apart across a warp (Emitter.vectorLoads). Off
+   * where unset; adapters turn it on, STRATA_VECTOR_LOADS=0 turns it off. H200 (bench/results/2026-12-03-h200-
+   * vector-loads/): q4 at 32768x8192 1,447 -> 2,271 GB/s (wide), llama-400m q4 decode kernels 1.72 -> 1.64 ms
+   * summed, its f16 ones unchanged (1.44 / 1.46 ms).
+   */
+  vectorLoads?: boolean;
+  /**
    * The matvec's K loop for block-quantized weights (compiler/lower/matvecQuant.ts): 'word' (int-to-float
    * conversions, the generic loop) where unset; the ops bench measures each.
    */
@@ -127,9 +135,28 @@ function elementType(n: Node): string {
   return n.dtype === 'bool' ? 'u32' : wgslType(n.dtype);
 }
 
-/** The element type of a weight read as vectors (`@V<id>@`, LoweredKernel.vectorReads): whole u32x4 or vec4<f32>. */
+/** The element type of a buffer read as vectors (`@V<id>@`, LoweredKernel.vectorReads): vec4<f32>, or u32x4 of packed weights. */
 function vectorType(n: Node): string {
-  return (n as Node<'weight'>).attrs.storage === 'f32' ? 'vec4<f32>' : 'vec4<u32>';
+  return n.op !== 'weight' || (n as Node<'weight'>).attrs.storage === 'f32' ? 'vec4<f32>' : 'vec4<u32>';
+}
+
+/**
+ * `@B<id>@[E]` of the buffers bound as vectors, rewritten to E's component (`bufN[(E) >> 2u][(E) & 3u]`): a kernel
+ * that reads some runs of a buffer as vec4s reads (and writes) its other elements through the same binding.
+ */
+function scalarAccessOfVectors(line: string, ids: ReadonlySet<number>): string {
+  let out = '';
+  let at = 0;
+  for (const m of line.matchAll(/@B(\d+)@\[/g)) {
+    if (!ids.has(Number(m[1])) || m.index! < at) continue;
+    let depth = 1;
+    let end = m.index! + m[0].length;
+    for (; depth > 0; end++) depth += line[end] === '[' ? 1 : line[end] === ']' ? -1 : 0;
+    const index = line.slice(m.index! + m[0].length, end - 1);
+    out += `${line.slice(at, m.index!)}@V${m[1]}@[(${index}) >> 2u][(${index}) & 3u]`;
+    at = end;
+  }
+  return out + line.slice(at);
 }
 
 /**
@@ -153,21 +180,25 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
   const writes = [...new Set(written.map((w) => bufferOf.get(w.id)!))];
   const slots: number[] = [...writes];
   const types = new Map<number, string>(written.map((w) => [bufferOf.get(w.id)!, elementType(w)]));
+  // a buffer read as vectors anywhere in the group is bound as vectors, and every other access of it goes through them
+  const vectoredBuffers = new Set(group.flatMap((k) => (k.vectorReads ?? []).map((id) => bufferOf.get(id)!)));
+  const vectoredIds = new Set<number>();
   for (const k of group)
     for (const r of k.reads) {
       const b = bufferOf.get(r.id)!;
       if (!slots.includes(b)) slots.push(b);
-      if (!types.has(b)) types.set(b, k.vectorReads?.includes(r.id) ? vectorType(r) : elementType(r));
+      if (vectoredBuffers.has(b)) {
+        types.set(b, vectorType(r));
+        vectoredIds.add(r.id);
+      } else if (!types.has(b)) types.set(b, elementType(r));
     }
-  const vectored = group.flatMap((k) => k.vectorReads ?? []);
-  for (const id of vectored)
-    if (group.some((k) => k.text.main.some((l) => l.includes(`@B${id}@`)))) throw new CompileError(`kernel for %${group[0]!.root.id}: weight %${id} is read both as vectors and as scalars`);
+  for (const w of written) if (vectoredBuffers.has(bufferOf.get(w.id)!)) vectoredIds.add(w.id);
   const decls = slots.map((b, i) => `@group(0) @binding(${i}) var<storage, ${writes.includes(b) ? 'read_write' : 'read'}> buf${i}: array<${types.get(b)}>;`);
   const groups = group.reduce((a, k) => a + k.groups, 0);
   const x = Math.min(groups, limits.maxComputeWorkgroupsPerDimension);
   const y = Math.ceil(groups / x);
   if (y > limits.maxComputeWorkgroupsPerDimension) throw new CompileError(`kernel for %${group[0]!.root.id} needs ${groups} workgroups`);
-  const bind = (line: string) => line.replace(/@[BV](\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`);
+  const bind = (line: string) => scalarAccessOfVectors(line, vectoredIds).replace(/@[BV](\d+)@/g, (_, id: string) => `buf${slots.indexOf(bufferOf.get(Number(id))!)}`);
   let main: string[];
   if (group.length === 1) main = group[0]!.text.main.map(bind);
   else {

@@ -334,6 +334,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     matvecRows: matvecRowsOf(),
     matvecPreload: flagOf('STRATA_MATVEC_PRELOAD'),
+    vectorLoads: flagOf('STRATA_VECTOR_LOADS', true),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     quantShape: quantShapeOf(),
     tiledMatmul: tiledMatmulOf(),

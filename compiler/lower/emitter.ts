@@ -5,10 +5,11 @@
 // attentionKernel.ts and tiledMatmul.ts drive it.
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
-import { halfElement } from '../halfStorage.ts';
+import { halfElement, halfPair } from '../halfStorage.ts';
 import { linearize } from '../indexAlgebra.ts';
 import { K, type KExpr, type KType, names, print } from '../kexpr/expr.ts';
 import { KernelIndex } from '../kexpr/kernelIndex.ts';
+import { affineOf, build } from '../kexpr/simplify.ts';
 import { render } from '../kexpr/render.ts';
 import { KTypeError, V } from '../kexpr/value.ts';
 import { OPS, wgslHelpersFor, wgslLiteral, wgslType } from '../ops.ts';
@@ -115,6 +116,15 @@ export class Emitter {
   workgroupSize: number | undefined;
   /** Index arithmetic of this kernel, simplified with the bounds of its coordinates and loop indices. */
   readonly ix = new KernelIndex();
+  /**
+   * Read f32 and 16-bit buffers as vec4s where an offset is a multiple of a vector's elements (plus a constant):
+   * one load for 4 f32 (8 16-bit) elements instead of one each, memoised per vector. Set by templates that read
+   * runs of consecutive elements (the matvec's K loop). Every other access of such a buffer is rewritten to its
+   * vector's component when the kernel is bound (compile.ts, bindKernels).
+   */
+  vectorLoads = false;
+  /** Nodes read as vectors (`@V<id>@`): the kernel binds their buffers as array<vec4<f32>> or array<vec4<u32>>. */
+  readonly vectorIds = new Set<number>();
   /** Buffer offsets this kernel reads and writes, range-checked once every bound is declared (`finish`). */
   private readonly offsets: { index: KExpr; length: number; what: string }[] = [];
 
@@ -179,19 +189,23 @@ export class Emitter {
   /** Names a value with a `let` of its node's dtype; returns the name, typed so. */
   private bind(key: string, type: DType, expr: KExpr): KExpr {
     if (expr.type !== type) throw new KTypeError(`kernel %${this.root.id}: a ${type} value computed as ${expr.type}: ${expr}`);
+    return this.bindAs(key, type, expr);
+  }
+  /** bind for any kernel-expression type (a vector load). */
+  private bindAs(key: string, type: KType, expr: KExpr): KExpr {
     const name = this.fresh('v');
     const v = K.v(name, type);
     const text = render(expr);
     // loop-invariant code motion: a value of the output coordinates alone (a gathered slot id, a position) is
     // computed once at the top, not in every iteration of the loops it was first needed in
     if (this.mode !== 'map' && this.onlyHeadNames(text)) {
-      this.topBlock.push(`let ${name}: ${wgslType(type)} = ${text};`);
+      this.topBlock.push(`let ${name}: ${type} = ${text};`);
       this.top.set(key, v);
       this.topVisible.add(name);
       this.headNames.add(name);
       return v;
     }
-    this.line(`let ${name}: ${wgslType(type)} = ${text};`);
+    this.line(`let ${name}: ${type} = ${text};`);
     this.scopes[this.scopes.length - 1]!.set(key, v);
     return v;
   }
@@ -202,7 +216,7 @@ export class Emitter {
    * and keeps its value where it is, which the generated WGSL depends on.
    */
   private onlyHeadNames(expr: string): boolean {
-    const names = expr.replace(/@B\d+@/g, '').matchAll(/(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()(?!<[^=])/g);
+    const names = expr.replace(/@[BV]\d+@/g, '').matchAll(/(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()(?!<[^=])/g);
     for (const m of names) if (!this.headNames.has(m[1]!) && !/^(true|false)$/.test(m[1]!)) return false;
     return true;
   }
@@ -300,6 +314,8 @@ export class Emitter {
     this.offsets.push({ index: off, length: numel(n.shape), what: `read of %${n.id}` });
     const buf = `@B${n.id}@`;
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
+    const vectored = this.vectorLoads ? this.vectorLoad(n, storage, off, key) : undefined;
+    if (vectored) return vectored;
     // the storage formats' decoders (quantized.ts, halfStorage.ts) read the element's offset named once
     if (isQuantized(storage) || storage === 'f16' || storage === 'bf16') {
       const i = this.fresh('ix');
@@ -311,6 +327,39 @@ export class Emitter {
     // bools are stored as u32
     const element = K.load(buf, off, numel(n.shape), n.dtype === 'bool' ? 'u32' : wgslType(n.dtype));
     return this.bind(key, n.dtype, n.dtype === 'bool' ? V.compare('!=', element, K.u32(0)) : element);
+  }
+
+  /**
+   * Element `off` of an f32 or 16-bit node as a component of a vec4 load (memoised per vector), or undefined where
+   * the offset is not a multiple of the vector's elements plus a constant, or the node's length not whole vectors.
+   * A node of whole vectors spans whole vectors of its buffer (a temporary's buffer may be longer, never shorter),
+   * so every element of it is reachable through the buffer bound as array<vec4<...>>, whose length is the buffer's
+   * size in whole vectors.
+   */
+  private vectorLoad(n: Node, storage: string, off: KExpr, key: string): KExpr | undefined {
+    const half = storage === 'f16' || storage === 'bf16';
+    if (!(half || (storage === 'f32' && n.dtype === 'f32'))) return undefined;
+    const per = half ? 8 : 4;
+    const count = numel(n.shape);
+    const f = affineOf(off);
+    if (count % per !== 0 || [...f.terms.values()].some((t) => t.k % per !== 0)) return undefined;
+    const lane = ((f.c % per) + per) % per;
+    const at = build({ terms: new Map([...f.terms].map(([k, t]) => [k, { atom: t.atom, k: t.k / per }])), c: (f.c - lane) / per });
+    const type: KType = half ? 'vec4<u32>' : 'vec4<f32>';
+    const vkey = `VL${n.id}|${print(at)}`;
+    let vec = this.memoGet(vkey);
+    if (!vec) {
+      vec = this.bindAs(vkey, type, K.load(`@V${n.id}@`, at, count / per, type));
+      this.vectorIds.add(n.id);
+    }
+    const comp = (i: number) => V.field(vec, 'xyzw'[i] as 'x');
+    if (!half) return this.bind(key, 'f32', comp(lane));
+    const word = comp(lane >> 1);
+    if (storage === 'bf16') return this.bind(key, 'f32', halfPair('bf16', word, (p) => this.fresh(p)).values[lane & 1]!);
+    // f16: one unpack2x16float for both elements of a word
+    const pkey = `VP${n.id}|${print(at)}|${lane >> 1}`;
+    const pair = this.memoGet(pkey) ?? this.bindAs(pkey, 'vec2<f32>', V.unpack2x16float(word));
+    return this.bind(key, 'f32', V.field(pair, lane & 1 ? 'y' : 'x'));
   }
 
   /** The value of node n at a multi-index of its shape, typed by its dtype. */
@@ -593,6 +642,7 @@ export function finish(e: Emitter, mode: KernelMode, text: KernelText, groups: n
     workgroupSize: text.wg,
     groups,
     nodes: [e.root.id, ...[...e.inlined].filter((id) => id !== e.root.id)],
+    ...(e.vectorIds.size ? { vectorReads: [...e.vectorIds] } : {}),
     ...(e.refusal ? { refusal: e.refusal } : {}),
   };
 }

@@ -56,6 +56,8 @@ export interface MatvecOptions {
   matvecRows?: MatvecRowsVariant;
   /** One row over 16/32-bit weights loads its trips' weight words ahead of the norm phases (DeviceLimits.matvecPreload). */
   matvecPreload?: boolean;
+  /** The K loop reads x's f32 and 16-bit buffers as vec4s (DeviceLimits.vectorLoads; Emitter.vectorLoads). */
+  vectorLoads?: boolean;
 }
 
 export interface MatvecPlan {
@@ -132,6 +134,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const { subgroups = false, unroll = true, quantMatvec: requested = 'word', workgroupStorage = 16384 } = o;
   const { core, matmuls, weights } = plan;
   const e = new Emitter(root, isMat, 'matvec', subgroups);
+  e.vectorLoads = o.vectorLoads ?? false;
   for (const mm of matmuls) e.inlined.add(mm.id);
   const shape = core.shape;
   const N = shape[shape.length - 1]!;

@@ -219,7 +219,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   const xDecl = half ? `var<workgroup> mv_xh: array<vec4<u32>, ${(MB * C) / STEP}>;` : `var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(C)}>;`;
   const shared = [`var<workgroup> mv_part: array<f32, ${partFloats}>;`, xDecl];
   const k = finish(e, 'matvec', assemble(e, [...head, ...preload, ...phases.lines, ...main], WG, shared), groups);
-  return { ...k, variant: o.variant, vectorReads: weights.map((w) => w.id) };
+  return { ...k, variant: o.variant, vectorReads: [...new Set([...(k.vectorReads ?? []), ...weights.map((w) => w.id)])] };
 }
 
 /** `let v = expr;` for a load; returns v. */

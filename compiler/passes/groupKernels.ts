@@ -47,15 +47,6 @@ export function groupKernels(kernels: LoweredKernel[], bufferOf: Map<number, num
     if (writes(k).some((b) => touched.has(b)) || reads(k).some((b) => written.has(b))) return false;
     const buffers = new Set([...touched, ...writes(k), ...reads(k)]);
     if (buffers.size > limits.maxStorageBuffersPerShaderStage) return false;
-    // one binding has one type: a weight read as vectors by one part and as scalars by another stays apart
-    const readAs = new Map<number, boolean>();
-    for (const c of [...current, k])
-      for (const r of c.reads) {
-        const b = bufferOf.get(r.id)!;
-        const vector = c.vectorReads?.includes(r.id) ?? false;
-        if (readAs.get(b) === !vector) return false;
-        readAs.set(b, vector);
-      }
     const vars = workgroupVars([...current, k].flatMap((c) => c.text.decls));
     const bytes = [...vars.values()].reduce((a, v) => a + v.bytes, 0);
     if (bytes > (limits.maxComputeWorkgroupStorageSize ?? 16384)) return false;

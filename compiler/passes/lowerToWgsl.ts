@@ -50,7 +50,7 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'attentionDecode'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'attentionDecode'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */

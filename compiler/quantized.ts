@@ -35,20 +35,21 @@ export function quantMatvecRuns(variant: QuantMatvec, adapter: { packedDot?: boo
   return variant === 'dot4' ? adapter.packedDot === true : variant === 'half' ? adapter.shaderF16 === true : true;
 }
 
-/** K from which 'auto' gives matvecs of q8 weights alone the 'wide' loop. */
+/** K from which 'auto' gives one row's matvec the 'wide' loop. */
 export const WIDE_MIN_K = 4096;
 
 /**
- * The K loop 'auto' stands for: 'wide' for one row of x over q8 weights alone with K >= WIDE_MIN_K, else 'lanes'.
- * Measured on the H200 (`bench quant-sweep` and `bench ops`, a1d2585, bench/results/2026-12-03-h200-0cd29b9/
- * wide-a1d2585/): q8 at 8192x4096 71% of the copy roofline against lanes' 67%, at 32768x8192 104% against 96%;
- * below that K wide loses (K = 1024: 19% vs 21%, 26% vs 29%), with 8 rows it collapses (8x4096x8192: 3% vs 17%:
- * 8 rows of 16 x values a trip), and over q4 it loses everywhere (53% vs 59% at 32768x8192). Named variants pass
- * through.
+ * The K loop 'auto' stands for: 'wide' for one row of x with K >= WIDE_MIN_K, else 'lanes'. Measured on the H200
+ * with x read as vec4s (DeviceLimits.vectorLoads; `bench quant-sweep --large`, bench/results/2026-12-03-h200-
+ * vector-loads/): at 32768x8192 wide reads q4 at 2,271 GB/s against lanes' 1,672 (q8: 3,224 against 2,355),
+ * and llama-400m's decode (K <= 2816) is faster with lanes (q4 kernels 1.64 against 1.88 ms summed, q8 1.48 against
+ * 1.89). With 8 rows wide collapses (8x4096x8192 q8: 3% of the copy roofline against 17%, at a1d2585: 8 rows of 16 x
+ * values a trip). Before vector loads wide lost over q4 everywhere (x's scalar loads, 32 a trip, each touching its own
+ * cache line across a warp). Named variants pass through.
  */
-export function autoQuantMatvec(variant: QuantMatvec, storages: readonly (string | undefined)[], K: number, rows: number): Exclude<QuantMatvec, 'auto'> {
+export function autoQuantMatvec(variant: QuantMatvec, K: number, rows: number): Exclude<QuantMatvec, 'auto'> {
   if (variant !== 'auto') return variant;
-  return rows === 1 && K >= WIDE_MIN_K && storages.every((s) => s === 'q8') ? 'wide' : 'lanes';
+  return rows === 1 && K >= WIDE_MIN_K ? 'wide' : 'lanes';
 }
 /**
  * The quantized matvec's shape (DeviceLimits.quantShape): columns a workgroup and threads (0 leaves one to the

@@ -153,7 +153,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // block-quantized weights read directly: the K loop of matvecQuant.ts (variants 'lanes', 'wide', 'staged'; 'auto'
   // resolves to one of them here); 'word' (and any other weight) takes the generic loop below, one packed word a step
   // with int-to-float conversions
-  const variant = autoQuantMatvec(requested, weights.map((w) => (w ? storageOf(w) : undefined)), K, M);
+  const variant = autoQuantMatvec(requested, K, M);
   const quant = variant !== 'word' && direct && weights.every((w) => isQuantized(storageOf(w!)));
   // The rows path: batched rows (2-8) over 16/32-bit weights. Each thread keeps more columns (every x value it
   // evaluates, prologue and all, serves them all: x is read once per workgroup, and fewer workgroups read it), its K

@@ -15,9 +15,26 @@ step() { # LOG TIMEOUT CMD...
   echo "== $*" >> "$out/$log"
   timeout $(( t < $(left) - 10 ? t : $(left) - 10 )) env "$@" 2>&1 | grep -v 'artificially reduced' >> "$out/$log"
 }
-# this stop's A/B (measured at a1d2585, bench/results/2026-12-03-h200-0cd29b9/wide-a1d2585): the quantized K loops
-# lanes and wide at the large matrices, beside the GPU default (auto: wide for one row of q8 over K >= 4096)
-step sweep.txt 90 node dist/bench.mjs quant-sweep --large --variants lanes,wide,auto
+# this stop's A/B: the matvec's K loop reading x as vec4s (Emitter.vectorLoads) against scalar loads
+# (STRATA_VECTOR_LOADS=0), in the sweep's large matrices and in whole decode steps (summed kernel time), and the
+# quantized K loops lanes and wide with vector loads
+step sweep.txt 100 node dist/bench.mjs quant-sweep --large --variants lanes,wide,auto
+for env in "X=0" "STRATA_VECTOR_LOADS=0"; do
+  step profile.txt 60 $env node dist/bench.mjs profile llama-400m --storage f16 --context 192 --top 6
+done
+for env in "X=0" "STRATA_VECTOR_LOADS=0" "STRATA_QUANT_MATVEC=wide" "STRATA_QUANT_MATVEC=lanes"; do
+  step profile.txt 75 $env node dist/bench.mjs profile llama-400m --storage q4 --context 192 --top 6
+done
+for env in "X=0" "STRATA_QUANT_MATVEC=wide"; do
+  step profile.txt 75 $env node dist/bench.mjs profile llama-400m --storage q8 --context 192 --top 6
+done
+for env in "X=0" "STRATA_VECTOR_LOADS=0"; do
+  step profile.txt 60 $env node dist/bench.mjs profile granite4h-350m-like --storage f16 --context 192 --top 6
+done
+# the previous stop's (measured at a1d2585, bench/results/2026-12-03-h200-0cd29b9/wide-a1d2585): the quantized K
+# loops lanes and wide at the large matrices, beside the GPU default (auto: wide for one row of q8 over K >= 4096),
+# before vector loads
+step sweep.txt 90 STRATA_VECTOR_LOADS=0 node dist/bench.mjs quant-sweep --large --variants lanes,wide,auto
 # the decode kernels that compute their own projections (measured at 01c1461, bench/results/2026-12-03-h200-bf948cf/
 # ab-01c1461): the default (attention projection in batched buckets only, SSD projection off) against the attention's
 # everywhere (=1: llama-400m 97 dispatches at batch 1) and none (=0), and the Mamba-2 step's (133 against 161

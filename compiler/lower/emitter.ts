@@ -56,6 +56,8 @@ export interface LoweredKernel {
   vectorReads?: number[];
   /** Set when the template could not hold the inlined expression: the text is unusable, the planner acts on it. */
   refusal?: Refusal;
+  /** The template's shape choices as printed by the plan (the matvec's: describeMatvecShape). */
+  shape?: string;
 }
 
 /**

@@ -121,29 +121,55 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
 }
 
 /**
- * Each workgroup computes up to ROW_BLOCK rows x COLS columns of every matmul in the plan. Its threads stride
- * over K (two elements at a time when the weights allow, so a packed 16-bit word is loaded once), each keeping
- * one accumulator per (matmul, row, column); the prologue of the left operand is evaluated once per row and k
- * and shared by every column, and each weight element is used for every row. Accumulators are reduced within
- * subgroups (or through shared memory without them); then one thread per output evaluates the epilogue.
- *
- * When every matmul reads a plain transposed weight, all leading output coordinates count as rows (batched
- * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
+ * A matvec kernel's shape, decided before any text is emitted: the K loop (`loop`: the quantized variant, 'rows'
+ * or 'generic'), k values a thread takes a trip (U), rows a workgroup (MB) and columns (R), threads (wg), the
+ * workgroups, and the staged chunk of K where x goes to workgroup memory. `describe` prints it (`strata inspect
+ * --kernels`).
  */
-export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, o: MatvecOptions = {}): LoweredKernel {
+export interface MatvecShape {
+  N: number;
+  K: number;
+  M: number;
+  MB: number;
+  T: number;
+  direct: boolean;
+  batchShape: number[];
+  rowShape: number[];
+  variant: Exclude<QuantMatvec, 'auto'>;
+  quant: boolean;
+  rowsPath: boolean;
+  rowsBudget: number;
+  stagedVariant: boolean;
+  R: number;
+  U: number;
+  wg: number;
+  outputsPerGroup: number;
+  accumulators: number;
+  mChunks: number;
+  nGroups: number;
+  groups: number;
+  staged: { chunk: number; chunks: number } | undefined;
+}
+
+/** `lanes U8 cols 4`, `rows-path U2 8 rows cols 16`, `staged U32 cols 16 chunk 4096`: a shape's choices beside its grid and threads. */
+export function describeMatvecShape(m: MatvecShape): string {
+  const loop = m.quant ? m.variant : m.rowsPath ? 'rows-path' : 'generic';
+  return `${loop} U${m.U}${m.MB > 1 ? ` ${m.MB} rows` : ''} cols ${m.R}${m.staged ? ` chunk ${m.staged.chunk}` : ''}`;
+}
+
+/** Partial sums a workgroup of `size` threads keeps per accumulator: one per subgroup (at least 4 lanes) or thread. */
+const partsOf = (subgroups: boolean) => (size: number) => (subgroups ? size / 4 : size);
+
+/** The shape lowerMatvec emits for `plan` under these options (MatvecShape). */
+export function matvecShape(plan: MatvecPlan, o: MatvecOptions = {}): MatvecShape {
   const { subgroups = false, unroll = true, quantMatvec: requested = 'word', workgroupStorage = 16384 } = o;
   const { core, matmuls, weights } = plan;
-  const e = new Emitter(root, isMat, 'matvec', subgroups);
-  e.vectorLoads = o.vectorLoads ?? false;
-  for (const mm of matmuls) e.inlined.add(mm.id);
   const shape = core.shape;
   const N = shape[shape.length - 1]!;
   const K = reduceLength(matmuls[0]!);
   const direct = weights.every((w) => w !== undefined);
   const batchShape = direct ? [] : shape.slice(0, -2);
   const rowShape = direct ? shape.slice(0, -1) : shape.slice(-2, -1);
-  // a matmul may be a reshape of the core's shape (same linear positions): its rows are indexed in its own shape
-  const mmRowShape = (mm: Node) => (direct ? mm.shape.slice(0, -1) : rowShape);
   const M = numel(rowShape);
   // more rows than one block (short prefill chunks) take one row per workgroup: a block of 8 rows' prologues and
   // norm phases is slow for lavapipe to compile (~2 s a kernel), and those buckets run once per prompt
@@ -162,10 +188,6 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // of one size share dispatches (passes/groupKernels.ts).
   const rowsBudget = o.matvecAccumulators ?? (unroll ? ROWS_ACCUMULATORS : MAX_ACCUMULATORS);
   const rowsPath = MB > 1 && direct && rowsBudget > 0 && weights.every((w) => !isQuantized(storageOf(w!)));
-  if (rowsPath && o.matvecRows && o.matvecRows !== 'direct') {
-    const staged = lowerStagedRows(root, plan, isMat, { subgroups, unroll, workgroupStorage, accumulators: rowsBudget, variant: o.matvecRows });
-    if (staged) return staged;
-  }
   const genericBudget = unroll ? MAX_ACCUMULATORS : CPU_ACCUMULATORS;
   const genericR = Math.min(N, Math.max(1, Math.min(16, Math.max(4, floorPow2(MIN_WORK / K)), floorPow2(genericBudget / (T * MB)))));
   // the rows path takes more columns while 256 workgroups remain (an H200 has 132 SMs), never fewer than the generic;
@@ -197,7 +219,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   // Enough threads that each takes several steps along K (the quantized loop: about 2, more warps in flight and half
   // the code of its 16 columns written out; staged: one); shared memory for the partials stays under 16 KiB.
   let wg = forced?.threads || Math.min(256, Math.max(32, nextPow2(Math.ceil(K / (U * (stagedVariant ? 1 : quant ? 2 : 4))))));
-  const partsPerAcc = (size: number) => (subgroups ? size / 4 : size); // subgroups hold at least 4 lanes
+  const partsPerAcc = partsOf(subgroups);
   // the rows path: the partials and a phase's reduction array (wg floats) within the adapter's workgroup storage
   const over = (size: number) => 4 * accumulators * partsPerAcc(size) + (rowsPath ? 4 * size : 0) > (rowsPath ? workgroupStorage : 16384);
   while (wg > 32 && over(wg)) wg /= 2;
@@ -209,6 +231,35 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     staged = chunkOf(K, MB, workgroupStorage - 4 * accumulators * partsPerAcc(w) - 8 * w);
     if (staged) wg = Math.max(forced?.threads ? w : Math.min(w, nextPow2(staged.chunk / U)), 32, nextPow2(outputsPerGroup));
   }
+  return { N, K, M, MB, T, direct, batchShape, rowShape, variant, quant, rowsPath, rowsBudget, stagedVariant, R, U, wg, outputsPerGroup, accumulators, mChunks, nGroups, groups, staged };
+}
+
+/**
+ * Each workgroup computes up to ROW_BLOCK rows x COLS columns of every matmul in the plan. Its threads stride
+ * over K (two elements at a time when the weights allow, so a packed 16-bit word is loaded once), each keeping
+ * one accumulator per (matmul, row, column); the prologue of the left operand is evaluated once per row and k
+ * and shared by every column, and each weight element is used for every row. Accumulators are reduced within
+ * subgroups (or through shared memory without them); then one thread per output evaluates the epilogue.
+ *
+ * When every matmul reads a plain transposed weight, all leading output coordinates count as rows (batched
+ * decode rows share the weight reads); otherwise the leading coordinates but the last are batch dims.
+ */
+export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => boolean, o: MatvecOptions = {}): LoweredKernel {
+  const { subgroups = false, unroll = true, workgroupStorage = 16384 } = o;
+  const { core, matmuls, weights } = plan;
+  const e = new Emitter(root, isMat, 'matvec', subgroups);
+  e.vectorLoads = o.vectorLoads ?? false;
+  for (const mm of matmuls) e.inlined.add(mm.id);
+  const shapeOf = matvecShape(plan, o);
+  const { N, K, M, MB, T, direct, batchShape, rowShape, variant, quant, rowsPath, rowsBudget, stagedVariant, R, U, wg, outputsPerGroup, accumulators, mChunks, nGroups, groups, staged } = shapeOf;
+  if (rowsPath && o.matvecRows && o.matvecRows !== 'direct') {
+    const stagedRows = lowerStagedRows(root, plan, isMat, { subgroups, unroll, workgroupStorage, accumulators: rowsBudget, variant: o.matvecRows });
+    if (stagedRows) return stagedRows;
+  }
+  const shape = core.shape;
+  // a matmul may be a reshape of the core's shape (same linear positions): its rows are indexed in its own shape
+  const mmRowShape = (mm: Node) => (direct ? mm.shape.slice(0, -1) : rowShape);
+  const partsPerAcc = partsOf(subgroups);
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
@@ -338,7 +389,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   else if (staged && variant === 'half') shared.push(...halfShared(staged.chunk, MB));
   else if (staged) shared.push(`var<workgroup> mv_x: array<vec4<f32>, ${MB * stagedRow(staged.chunk)}>;`);
   const text = assemble(e, [...head, ...preload, ...phases.lines, ...main], wg, shared);
-  return finish(e, 'matvec', { ...text, ...(staged && variant === 'half' ? { f16: true } : {}) }, groups);
+  return { ...finish(e, 'matvec', { ...text, ...(staged && variant === 'half' ? { f16: true } : {}) }, groups), shape: describeMatvecShape(shapeOf) };
 }
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage;

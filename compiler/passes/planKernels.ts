@@ -234,7 +234,7 @@ export function printKernelPlan(plan: KernelPlan, steps: readonly PlanStep[] = [
   for (const s of steps) lines.push(`  rule ${s.rule}: %${s.node.id} ${s.node.op}${fmtShape(s.node.shape)} ${s.rule === 'projection' ? s.reason : `gets a buffer (${s.reason})`}`);
   for (const k of plan.kernels) {
     const inlined = k.nodes.slice(1).length;
-    lines.push(`  ${node(k.root).padStart(5)} ${k.root.op}${fmtShape(k.root.shape)} ${templateName(k)} grid ${k.groups} wg ${k.workgroupSize} inlines ${inlined} reads [${k.reads.map(node).join(' ')}]`);
+    lines.push(`  ${node(k.root).padStart(5)} ${k.root.op}${fmtShape(k.root.shape)} ${templateName(k)}${k.shape ? ` (${k.shape})` : ''} grid ${k.groups} wg ${k.workgroupSize} inlines ${inlined} reads [${k.reads.map(node).join(' ')}]`);
   }
   return lines.join('\n');
 }

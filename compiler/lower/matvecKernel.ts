@@ -121,10 +121,10 @@ export function matvecPlanOf(root: Node, isMat: (n: Node) => boolean): MatvecPla
 }
 
 /**
- * A matvec kernel's shape, decided before any text is emitted: the K loop (`loop`: the quantized variant, 'rows'
- * or 'generic'), k values a thread takes a trip (U), rows a workgroup (MB) and columns (R), threads (wg), the
- * workgroups, and the staged chunk of K where x goes to workgroup memory. `describe` prints it (`strata inspect
- * --kernels`).
+ * A matvec kernel's shape, decided before any text is emitted: the K loop (the quantized `variant` where `quant`,
+ * else the rows path or the generic loop), k values a thread takes a trip (U), rows a workgroup (MB) and columns
+ * (R), threads (wg), the workgroups, and the staged chunk of K where x goes to workgroup memory.
+ * describeMatvecShape prints it (`strata inspect --kernels`).
  */
 export interface MatvecShape {
   N: number;

@@ -1,7 +1,8 @@
 // The tiled matmul's variants (compiler/lower/tiledMatmul.ts, DeviceLimits.tiledMatmul) at the prefill shapes of the bench
 // models: TFLOPS of each, and how far each variant's output is from the first one's on the same random data.
 import { compile } from '../compiler/compile.ts';
-import { TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import { type MatrixTile, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import type { DeviceLimits } from '../compiler/compile.ts';
 import { linear } from '../dsl/nn/basic.ts';
 import { input, trace, weight } from '../dsl/trace.ts';
 import type { Tensor } from '../dsl/tensor.ts';
@@ -35,7 +36,11 @@ export interface TiledRow {
   K: number;
   /** Output columns of all matmuls together (SwiGLU: 2 N). */
   N: number;
-  variant: TiledVariant;
+  /**
+   * A tiled variant, or 'matrix' (the subgroup matrix kernel, DeviceLimits.subgroupMatrix, where the adapter has it:
+   * its tiling by shape) and 'matrix tm/tn/slices/tk' (a fixed tiling, DeviceLimits.matrixTile).
+   */
+  variant: string;
   workgroups: number;
   us: number;
   tflops: number;
@@ -73,13 +78,18 @@ function fillInputs(rt: GpuRuntime, exe: Executable): void {
  * rounds that alternate the variants (clock changes hit all alike); a row keeps its best round.
  */
 export async function tiledBench(rt: GpuRuntime, quick: boolean): Promise<TiledRow[]> {
-  const variants = Object.keys(TILED_VARIANTS) as TiledVariant[];
+  const tiles: MatrixTile[] = [{ tm: 64, tn: 64, slices: 1, tk: 64 }, { tm: 32, tn: 64, slices: 2, tk: 32 }, { tm: 32, tn: 32, slices: 4, tk: 32 }, { tm: 16, tn: 32, slices: 8, tk: 32 }];
+  const limitsOf = new Map<string, Partial<DeviceLimits>>([
+    ...(Object.keys(TILED_VARIANTS) as TiledVariant[]).map((v) => [v, { tiledMatmul: v, subgroupMatrix: false }] as const),
+    ...(rt.limits.subgroupMatrix ? [['matrix', { matrixTile: false }] as const, ...tiles.map((t) => [`matrix ${t.tm}/${t.tn}/${t.slices}/${t.tk}`, { matrixTile: t }] as const)] : []),
+  ]);
+  const variants = [...limitsOf.keys()];
   const [iters, rounds] = quick ? [2, 1] : [100, 3];
   const rows: TiledRow[] = [];
   for (const s of quick ? QUICK_SHAPES : TILED_SHAPES) {
     const exes: Executable[] = [];
     for (const v of variants) {
-      const p = compile(trace(program(s)), { limits: { ...rt.limits, tiledMatmul: v } });
+      const p = compile(trace(program(s)), { limits: { ...rt.limits, ...limitsOf.get(v) } });
       const exe = await rt.load(p, { namespace: `tiled-bench-${s.name}-${v}/` });
       fillInputs(rt, exe);
       exes.push(exe);

@@ -5,7 +5,7 @@ import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
 import { type QuantMatvec, type QuantShape, isQuantized } from './quantized.ts';
-import type { TiledVariant } from './lower/tiledMatmul.ts';
+import type { MatrixTile, SubgroupMatrixConfig, TiledVariant } from './lower/tiledMatmul.ts';
 import type { AttentionDecodeVariant } from './lower/attentionDecodeVariants.ts';
 import type { MatvecRowsVariant } from './lower/matvecRows.ts';
 import { verify } from './passes/verify.ts';
@@ -113,6 +113,14 @@ export interface DeviceLimits {
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */
   shaderF16?: boolean;
+  /**
+   * The adapter's subgroup matrix (runtime/device.ts subgroupMatrixOf): the tiled matmul stages its operands as
+   * f16 and multiplies them with subgroup matrices (tensor cores) instead of f32 multiply-adds. Off where unset or
+   * false; on an adapter where it has the feature (STRATA_SUBGROUP_MATRIX=0 turns it off).
+   */
+  subgroupMatrix?: SubgroupMatrixConfig | false;
+  /** The subgroup matrix kernel's tiling where set (STRATA_MATRIX_TILE=tn,slices,tk on an adapter); else by shape. */
+  matrixTile?: MatrixTile | false;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {
@@ -215,7 +223,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
   }
   const helpers = [...new Set(group.flatMap((k) => k.text.decls.filter((d) => !d.startsWith('var<workgroup>'))))];
   const shared = [...workgroupVars(group.flatMap((k) => k.text.decls)).values()].map((v) => v.decl);
-  const text = { decls: [...shared, ...helpers], main, wg: groupWorkgroupSize(group)!, subgroups: group.some((k) => k.text.subgroups), f16: group.some((k) => k.text.f16) };
+  const text = { decls: [...shared, ...helpers], main, wg: groupWorkgroupSize(group)!, subgroups: group.some((k) => k.text.subgroups), f16: group.some((k) => k.text.f16), subgroupMatrix: group.some((k) => k.text.subgroupMatrix) };
   const wgsl = renderKernel(text, decls.join('\n'), limits.opaqueLoops ?? false).replace(/\bNX\b/g, `${x}u`);
   const name = group.length === 1 ? `${group[0]!.mode}_${group[0]!.root.op}` : `${group.map((k) => k.mode).join('+')}_${group.map((k) => k.root.op).join('+')}`;
   return {

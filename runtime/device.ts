@@ -5,7 +5,7 @@ import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
-import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import { DEFAULT_TILED_VARIANT, type MatrixTile, type SubgroupMatrixConfig, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec, type QuantShape } from '../compiler/quantized.ts';
 
@@ -34,12 +34,23 @@ export interface StrataDevice {
   wgslFeatures?: string[];
   /** True for a software adapter (lavapipe, SwiftShader, WARP). */
   isFallback?: boolean;
+  /** The adapter's f16 x f16 -> f32 subgroup matrix, where it has 'chromium-experimental-subgroup-matrix' and one subgroup size. */
+  subgroupMatrix?: SubgroupMatrixConfig;
   /** Errors no error scope caught, oldest first; drain with `takeUncapturedErrors`. */
   uncapturedErrors: UncapturedGpuError[];
 }
 
 /** Optional features Strata uses when the adapter has them; none is required. */
-export const OPTIONAL_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
+export const OPTIONAL_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16', 'chromium-experimental-subgroup-matrix'] as const;
+
+/** The largest f16 x f16 -> f32 config of an adapter that has the feature and a single subgroup size, else undefined. */
+export function subgroupMatrixOf(info: GPUAdapterInfo, features: ReadonlySet<string>): SubgroupMatrixConfig | undefined {
+  const sizes = info as { subgroupMinSize?: number; subgroupMaxSize?: number; subgroupMatrixConfigs?: Iterable<{ componentType: string; resultComponentType: string; M: number; N: number; K: number }> };
+  if (!features.has('chromium-experimental-subgroup-matrix') || !features.has('shader-f16') || !sizes.subgroupMaxSize || sizes.subgroupMinSize !== sizes.subgroupMaxSize) return undefined;
+  const configs = [...(sizes.subgroupMatrixConfigs ?? [])].filter((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M <= 32 && c.N <= 32 && c.K <= 32);
+  const best = configs.sort((a, b) => b.M * b.N - a.M * a.N)[0];
+  return best ? { m: best.M, n: best.N, k: best.K, size: sizes.subgroupMaxSize } : undefined;
+}
 
 /** No WebGPU adapter is available; the message names the cause and the fix. */
 export class NoAdapterError extends StrataUserError {
@@ -95,7 +106,10 @@ async function loadDawn(): Promise<GPU> {
   // vulkan_enable_f16_on_nvidia gives it back, as llama.cpp's WebGPU backend does outside browsers. Only the kernels
   // that ask for f16 arithmetic use it (DeviceLimits.shaderF16: the quantized matvec's 'half' K loop), each checked
   // against the f32 loops by the tests and the sweep. Other adapters ignore the toggle.
-  const toggles = ['vulkan_enable_f16_on_nvidia', ...(typeof process === 'undefined' ? [] : (process.env?.STRATA_DAWN_TOGGLES?.split(',').filter(Boolean) ?? []))];
+  // allow_unsafe_apis: Dawn offers experimental features (chromium-experimental-subgroup-matrix) only with it;
+  // use_vulkan_memory_model: Dawn's own subgroup matrix tests run Vulkan with it.
+  const matrix = typeof process === 'undefined' || process.env?.STRATA_SUBGROUP_MATRIX !== '0' ? ['allow_unsafe_apis', 'use_vulkan_memory_model'] : [];
+  const toggles = ['vulkan_enable_f16_on_nvidia', ...matrix, ...(typeof process === 'undefined' ? [] : (process.env?.STRATA_DAWN_TOGGLES?.split(',').filter(Boolean) ?? []))];
   cache.dawnGpu = dawn.create(['disable-dawn-features=timestamp_quantization', `enable-dawn-features=${toggles.join(',')}`]);
   return cache.dawnGpu;
 }
@@ -148,7 +162,8 @@ export async function acquireDevice(options: { powerPreference?: GPUPowerPrefere
     const value = (adapter.limits as unknown as Record<string, unknown>)[name];
     if (typeof value === 'number') requiredLimits[name] = value;
   }
-  const requiredFeatures = OPTIONAL_FEATURES.filter((feature) => adapter.features.has(feature));
+  // the experimental feature's name is not in @webgpu/types
+  const requiredFeatures = OPTIONAL_FEATURES.filter((feature) => adapter.features.has(feature)) as GPUFeatureName[];
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
 
   const uncapturedErrors: UncapturedGpuError[] = [];
@@ -177,6 +192,7 @@ export async function acquireDevice(options: { powerPreference?: GPUPowerPrefere
     wgslFeatures: [...(gpu.wgslLanguageFeatures ?? [])].sort(),
     // `info.isFallbackAdapter` is the current spec; `adapter.isFallbackAdapter` the older one.
     isFallback: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+    ...optional('subgroupMatrix', subgroupMatrixOf(info, device.features)),
     uncapturedErrors,
   };
 }
@@ -277,6 +293,8 @@ export interface AdapterProfile {
   /** WGSL language features (packed_4x8_integer_dot_product: the quantized matvec's 'dot4'). */
   wgslFeatures?: string[];
   isFallback?: boolean;
+  /** StrataDevice.subgroupMatrix: the tiled matmul multiplies with it. */
+  subgroupMatrix?: SubgroupMatrixConfig;
 }
 
 export function adapterProfile(device: StrataDevice): AdapterProfile {
@@ -287,8 +305,11 @@ export function adapterProfile(device: StrataDevice): AdapterProfile {
     features: [...device.features],
     ...(device.wgslFeatures ? { wgslFeatures: [...device.wgslFeatures] } : {}),
     ...(device.isFallback !== undefined ? { isFallback: device.isFallback } : {}),
+    ...optional('subgroupMatrix', device.subgroupMatrix),
   };
 }
+
+const optional = <K extends string, V>(key: K, value: V | undefined): { [k in K]?: V } => (value === undefined ? {} : ({ [key]: value } as { [k in K]: V }));
 
 /**
  * The quantized matvec's K loop: STRATA_QUANT_MATVEC (Node) where set, else 'word' on a software adapter (the
@@ -320,7 +341,7 @@ function quantShapeOf(): QuantShape {
  * The limits the compiler schedules against on an adapter: what the traced path compiles for on it, and what an AOT
  * variant for it is compiled against (so both give the same kernels). STRATA_NO_SUBGROUPS=1 (Node) turns subgroups off.
  */
-export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'features' | 'wgslFeatures' | 'isFallback'>): Required<DeviceLimits> {
+export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'features' | 'wgslFeatures' | 'isFallback' | 'subgroupMatrix'>): Required<DeviceLimits> {
   const l = profile.limits;
   return {
     maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
@@ -341,12 +362,24 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     attentionDecode: attentionDecodeOf(profile.isFallback === true),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
+    subgroupMatrix: flagOf('STRATA_SUBGROUP_MATRIX', true) && profile.subgroupMatrix !== undefined ? profile.subgroupMatrix : false,
+    matrixTile: matrixTileOf(),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)
     attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true ? 'batched' : false),
     ssdProjection: switchOf('STRATA_SSD_PROJECTION', 'heads', false),
   };
+}
+
+/** The subgroup matrix kernel's tiling: STRATA_MATRIX_TILE=tm,tn,slices,tk (Node, a measurement knob) where set, else by shape. */
+function matrixTileOf(): MatrixTile | false {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_MATRIX_TILE;
+  if (env === undefined) return false;
+  const [tm, tn, slices, tk] = env.split(',').map(Number);
+  const of = (v: number | undefined, options: number[]) => v !== undefined && options.includes(v);
+  if (!of(tm, [16, 32, 64]) || !of(tn, [16, 32, 64]) || !of(slices, [1, 2, 4, 8]) || !of(tk, [16, 32, 64])) throw new StrataUserError(`STRATA_MATRIX_TILE must be tm,tn,slices,tk with tm and tn 16|32|64, slices 1|2|4|8, tk 16|32|64, got '${env}'`);
+  return { tm, tn, slices, tk } as MatrixTile;
 }
 
 /** Opaque sequential loop bounds (DeviceLimits.opaqueLoops): STRATA_OPAQUE_LOOPS=0/1 (Node) where set, else on a software adapter. */

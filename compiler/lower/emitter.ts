@@ -72,6 +72,8 @@ export interface KernelText {
   subgroups: boolean;
   /** The body uses f16 (WGSL `enable f16`, the device feature 'shader-f16'). */
   f16?: boolean;
+  /** The body uses subgroup matrices (the device feature 'chromium-experimental-subgroup-matrix'); never grouped. */
+  subgroupMatrix?: boolean;
 }
 
 export function reduceLength(n: Node): number {
@@ -622,6 +624,8 @@ export function renderKernel(t: KernelText, bindings: string, opaqueLoops = fals
   return [
     ...(t.f16 ? ['enable f16;'] : []),
     ...(t.subgroups ? ['enable subgroups;'] : []),
+    // its loads sit under `if (k > 0u)` of a loop counter, uniform in fact though not by WGSL's analysis
+    ...(t.subgroupMatrix ? ['enable chromium_experimental_subgroup_matrix;', 'diagnostic(off, chromium.subgroup_matrix_uniformity);'] : []),
     bindings,
     // only the helpers this kernel calls: every declared function is parsed and compiled by the adapter
     ...wgslHelpersFor([...t.decls, ...main].join('\n')),

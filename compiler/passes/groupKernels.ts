@@ -16,7 +16,7 @@ export function workgroupVars(decls: readonly string[]): Map<string, { decl: str
     const m = /^var<workgroup> (\w+): (.+);$/.exec(d);
     if (!m) continue;
     const arr = /^array<(vec4<\w+>|\w+), (\d+)>$/.exec(m[2]!);
-    const bytes = arr ? (arr[1]!.startsWith('vec4') ? 16 : 4) * Number(arr[2]) : 4;
+    const bytes = arr ? (arr[1]!.startsWith('vec4') ? 16 : arr[1] === 'f16' ? 2 : 4) * Number(arr[2]) : 4;
     const have = vars.get(m[1]!);
     if (!have || have.bytes < bytes) vars.set(m[1]!, { decl: d, bytes });
   }

@@ -50,7 +50,7 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'attentionDecode'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'attentionDecode'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -90,7 +90,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   row: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'row', o),
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
-  tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true, o.workgroupStorage, o.tiledMatmul),
+  tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true, o.workgroupStorage, o.tiledMatmul, o.subgroupMatrix || undefined, o.matrixTile || undefined),
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, c as { variant: AttentionVariant; projection?: AttentionProjection }, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),

@@ -1,14 +1,18 @@
 // Matmuls with enough rows take the tiled kernel (tiles through shared memory, K split in slices): against the CPU reference
 // on awkward sizes, with batch dims, transposed and 16-bit operands, and fused prologues and epilogues.
 import { expect, test } from 'vitest';
-import { input, weight } from '../../dsl/trace.ts';
+import { input, trace, weight } from '../../dsl/trace.ts';
 import { linear } from '../../dsl/nn/basic.ts';
+import { type DeviceLimits, compile } from '../../compiler/compile.ts';
 import { TILED_VARIANTS, type TiledVariant } from '../../compiler/lower/tiledMatmul.ts';
 import { compileLimitsOf } from '../../runtime/device.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // f32 accumulation in a different order than the reference; sums of up to 301 products of values in [-1, 1].
 const tol = { atol: 2e-4, rtol: 1e-4 };
+// On an adapter with subgroup matrices a kernel of 16-bit weights rounds its activations to f16 (2^-11 relative):
+// sums of 33 such products stay within 5e-3.
+const matrixTol = { atol: 5e-3, rtol: 2e-3 };
 
 // unroll: loads and outputs written out one by one, as on a GPU (a software adapter gets loops)
 test.each([
@@ -43,7 +47,7 @@ test('tiled matmul with batch dims, an f16 weight and a plain (non-transposed) o
     (g) => randomData(g, 7),
   );
   expect(r.program.kernels.every((k) => k.name.includes('tiled'))).toBe(true);
-  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+  expectClose(r.gpu.outputs, r.cpu.outputs, r.program.kernels.some((k) => k.wgsl.includes('subgroup_matrix')) ? matrixTol : tol);
 });
 
 test('gate and up projections share one tiled kernel (SwiGLU)', async () => {
@@ -91,4 +95,26 @@ test('an unknown STRATA_TILED is one line naming the variants', () => {
   } finally {
     delete process.env.STRATA_TILED;
   }
+});
+
+// The subgroup matrix kernel (DeviceLimits.subgroupMatrix) is chosen by the weights' storage: a kernel whose weights
+// are all 16-bit (or quantized) stages f16 operands for the adapter's matrices; an f32 weight keeps f32 products.
+// Compiled only: lavapipe has no subgroup matrices, so its numbers are checked on a GPU that has them
+// (bench/device/matrix-check.sh: bench tiled's distance from base, and greedy tokens with the kernel on and off).
+test('16-bit weights take subgroup matrices where the adapter has them; f32 weights do not', () => {
+  const subgroupMatrix = { m: 16, n: 16, k: 16, size: 32 };
+  const kernels = (storage: 'f16' | 'bf16' | 'f32', limits: Partial<DeviceLimits>) =>
+    compile(trace(() => { const x = input('x', [64, 96]); return { y: linear(x, weight('g', [80, 96], storage)).silu().mul(linear(x, weight('u', [80, 96], storage))) }; }), {
+      limits: { unroll: true, maxComputeWorkgroupStorageSize: 49152, ...limits },
+    }).kernels;
+  const mma = (wgsl: string) => wgsl.match(/subgroupMatrixMultiplyAccumulate/g)?.length;
+  // a small grid: 32 x 32 outputs a workgroup of eight subgroups, four slices of K of two subgroups (1 x 2 fragments
+  // a matmul each), K steps of 32
+  for (const k of [...kernels('f16', { subgroupMatrix }), ...kernels('bf16', { subgroupMatrix })]) {
+    expect(k.wgsl).toContain('enable chromium_experimental_subgroup_matrix;');
+    expect([k.workgroupSize, k.workgroups[0] * k.workgroups[1], mma(k.wgsl)]).toEqual([256, 2 * 3, 2 * 2 * 2]);
+  }
+  // a fixed tiling: 32 x 64, one slice of 2 x 4 subgroups (one fragment each), K steps of 64
+  for (const k of kernels('f16', { subgroupMatrix, matrixTile: { tm: 32, tn: 64, slices: 1, tk: 64 } })) expect([k.workgroupSize, k.workgroups[0] * k.workgroups[1], mma(k.wgsl)]).toEqual([256, 2 * 2, 2 * 1 * 4]);
+  for (const k of [...kernels('f32', { subgroupMatrix }), ...kernels('f16', { subgroupMatrix: false })]) expect(k.wgsl).not.toContain('subgroup_matrix');
 });

@@ -25,6 +25,7 @@ const profileSchema = z.object({
   limits: z.record(z.string(), z.number()),
   features: z.array(z.string()),
   isFallback: z.boolean().optional(),
+  subgroupMatrix: z.object({ m: z.number().int().positive(), n: z.number().int().positive(), k: z.number().int().positive(), size: z.number().int().positive() }).optional(),
 });
 
 async function readTarget(value: string): Promise<CompileTarget> {

@@ -13,8 +13,8 @@ export function register(program: Command): void {
       const strataDevice = await acquireDevice();
       const diagnostics = await adapterDiagnostics();
       if (options.json) {
-        const { adapterInfo, isFallback, features, limits } = strataDevice;
-        console.log(JSON.stringify({ adapterInfo, isFallback, features, limits, diagnostics }, null, 2));
+        const { adapterInfo, isFallback, features, limits, subgroupMatrix } = strataDevice;
+        console.log(JSON.stringify({ adapterInfo, isFallback, features, limits, subgroupMatrix, diagnostics }, null, 2));
       } else {
         console.log(describeDevice(strataDevice));
         console.log(diagnostics.length === 0 ? 'adapter notes (none)' : ['adapter notes (from Dawn)', ...diagnostics.map((line) => `  ${line}`)].join('\n'));

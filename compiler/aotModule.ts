@@ -5,6 +5,7 @@
 // the device can run, so a module can carry a fast variant for known devices and a portable one for the rest.
 import type { DeviceLimits } from './compile.ts';
 import type { Program } from './program.ts';
+import type { SubgroupMatrixConfig } from './lower/tiledMatmul.ts';
 
 export const AOT_FORMAT = 'strata-aot/2';
 
@@ -64,6 +65,7 @@ export function limitsShortfall(
   device: Readonly<Record<string, number>>,
   features: readonly string[],
   keys: readonly (typeof REQUIRED_LIMITS)[number][] = REQUIRED_LIMITS,
+  subgroupMatrix?: SubgroupMatrixConfig,
 ): string | null {
   for (const key of keys) {
     const want = needed[key];
@@ -71,14 +73,18 @@ export function limitsShortfall(
   }
   if (needed.subgroups && !features.includes('subgroups')) return "subgroup operations are needed and this device lacks the 'subgroups' feature";
   if (needed.quantMatvec === 'half' && needed.shaderF16 && !features.includes('shader-f16')) return "f16 arithmetic is needed and this device lacks the 'shader-f16' feature";
+  // the kernels are written for one matrix shape and subgroup size
+  const m = needed.subgroupMatrix;
+  if (m && !(subgroupMatrix && m.m === subgroupMatrix.m && m.n === subgroupMatrix.n && m.k === subgroupMatrix.k && m.size === subgroupMatrix.size))
+    return `f16 subgroup matrices of ${m.m}x${m.n}x${m.k} on subgroups of ${m.size} are needed and this device has ${subgroupMatrix ? `${subgroupMatrix.m}x${subgroupMatrix.n}x${subgroupMatrix.k} on ${subgroupMatrix.size}` : 'none'}`;
   return null;
 }
 
 /** The first variant the device can run, or why none can (one reason per variant). */
-export function pickVariant(model: AotModel, device: Readonly<Record<string, number>>, features: readonly string[]): AotVariant | { refused: string } {
+export function pickVariant(model: AotModel, device: Readonly<Record<string, number>>, features: readonly string[], subgroupMatrix?: SubgroupMatrixConfig): AotVariant | { refused: string } {
   const reasons: string[] = [];
   for (const variant of model.variants) {
-    const shortfall = limitsShortfall(variant.limits, device, features);
+    const shortfall = limitsShortfall(variant.limits, device, features, REQUIRED_LIMITS, subgroupMatrix);
     if (!shortfall) return variant;
     reasons.push(`${variant.target}: ${shortfall}`);
   }

@@ -33,7 +33,7 @@ export async function compileModel(location: string | ModelSource, options: Comp
       const name = profile?.name ?? 'portable';
       if (variants.some((v) => JSON.stringify(v.limits) === JSON.stringify(limits))) continue; // same kernels
       // pipeline creation needs these of the device here; buffers over its binding size fail when they are made
-      const shortfall = limitsShortfall(limits, device.limits, device.features, ['maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize']);
+      const shortfall = limitsShortfall(limits, device.limits, device.features, ['maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize'], device.subgroupMatrix);
       if (shortfall) throw new CompileTargetError(`cannot compile for ${name} on this machine: ${shortfall}; compile on a machine whose adapter has as much`);
       const programs: Record<string, Program> = {};
       const session = await Session.load(location, { ...sessionOptions, device, warmUp: false, compileLimits: limits, onCompiled: (key, program) => (programs[key] = program) });

@@ -210,7 +210,7 @@ export class Session {
     checkMemoryFits(spec, { slots: slots + cacheEntries, capacity, maxChunk: Math.max(...chunks, 1) }, device.limits);
     // Refused rather than traced: the caller chose a module so as not to trace and compile, and a load that silently
     // takes many times longer would hide that the module does not fit.
-    const variant = aot ? pickVariant(aot, device.limits, device.features) : undefined;
+    const variant = aot ? pickVariant(aot, device.limits, device.features, device.subgroupMatrix) : undefined;
     if (variant && 'refused' in variant)
       throw new AotModuleError(`the AOT module has no variant this device can run (${variant.refused}): compile it with \`strata compile --target device\` on this device, add --target portable, or load without it to trace`);
     progress({ stage: 'weights', detail: 'opening the checkpoint' });

@@ -1,6 +1,8 @@
 // The real WebGPU adapter (lavapipe on machines without a GPU): limits requested, a compute shader round trip.
 import { describe, expect, it } from 'vitest';
-import { describeDevice, getSharedDevice, takeUncapturedErrors } from '../../runtime/device.ts';
+import { describeDevice, getSharedDevice, subgroupMatrixOf, takeUncapturedErrors } from '../../runtime/device.ts';
+import { limitsShortfall } from '../../compiler/aotModule.ts';
+import { DEFAULT_LIMITS } from '../../compiler/compile.ts';
 
 describe('acquireDevice', () => {
   it('returns a device with the adapter limits the compiler schedules against', async () => {
@@ -71,5 +73,31 @@ describe('acquireDevice', () => {
     await expect.poll(() => strataDevice.uncapturedErrors.length).toBeGreaterThan(0);
     const [first] = takeUncapturedErrors(strataDevice);
     expect(first?.kind).toBe('validation');
+  });
+});
+
+// The subgroup matrix config an adapter offers (runtime/device.ts subgroupMatrixOf), and an AOT variant compiled for
+// one: only a device with the same matrix shape and subgroup size runs it.
+describe('subgroup matrices', () => {
+  const info = (configs: { componentType: string; resultComponentType: string; M: number; N: number; K: number }[], min = 32, max = 32) =>
+    ({ subgroupMinSize: min, subgroupMaxSize: max, subgroupMatrixConfigs: configs }) as unknown as GPUAdapterInfo;
+  const features = new Set(['chromium-experimental-subgroup-matrix', 'shader-f16']);
+  const f16 = (M: number, N: number, K: number) => ({ componentType: 'f16', resultComponentType: 'f32', M, N, K });
+
+  it('takes the largest f16 x f16 -> f32 config of an adapter with one subgroup size, else none', () => {
+    const h200 = [{ componentType: 'f16', resultComponentType: 'f16', M: 16, N: 16, K: 16 }, f16(16, 8, 16), f16(16, 16, 16)];
+    expect(subgroupMatrixOf(info(h200), features)).toEqual({ m: 16, n: 16, k: 16, size: 32 });
+    expect(subgroupMatrixOf(info(h200, 8, 32), features)).toBeUndefined(); // subgroups of varying size
+    expect(subgroupMatrixOf(info(h200), new Set(['shader-f16']))).toBeUndefined(); // no feature
+    expect(subgroupMatrixOf(info([{ componentType: 'f32', resultComponentType: 'f32', M: 8, N: 8, K: 8 }]), features)).toBeUndefined();
+  });
+
+  it('an AOT variant with subgroup matrices runs only where the same config is', () => {
+    const m = { m: 16, n: 16, k: 16, size: 32 };
+    const needs = (subgroupMatrix: typeof m | false) => ({ ...DEFAULT_LIMITS, subgroupMatrix });
+    expect(limitsShortfall(needs(m), {}, [], [], m)).toBeNull();
+    expect(limitsShortfall(needs(m), {}, [], [])).toBe('f16 subgroup matrices of 16x16x16 on subgroups of 32 are needed and this device has none');
+    expect(limitsShortfall(needs(m), {}, [], [], { ...m, size: 64 })).toMatch(/this device has 16x16x16 on 64$/);
+    expect(limitsShortfall(needs(false), {}, [], [])).toBeNull();
   });
 });

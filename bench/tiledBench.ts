@@ -1,7 +1,8 @@
 // The tiled matmul's variants (compiler/lower/tiledMatmul.ts, DeviceLimits.tiledMatmul) at the prefill shapes of the bench
 // models: TFLOPS of each, and how far each variant's output is from the first one's on the same random data.
 import { compile } from '../compiler/compile.ts';
-import { type MatrixTile, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import { TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import type { MatrixTile } from '../compiler/lower/tiledMatrix.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { linear } from '../dsl/nn/basic.ts';
 import { input, trace, weight } from '../dsl/trace.ts';

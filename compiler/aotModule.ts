@@ -5,7 +5,7 @@
 // the device can run, so a module can carry a fast variant for known devices and a portable one for the rest.
 import type { DeviceLimits } from './compile.ts';
 import type { Program } from './program.ts';
-import type { SubgroupMatrixConfig } from './lower/tiledMatmul.ts';
+import type { SubgroupMatrixConfig } from './lower/tiledMatrix.ts';
 
 export const AOT_FORMAT = 'strata-aot/2';
 

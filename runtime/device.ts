@@ -5,7 +5,8 @@ import { StrataUserError, elide } from '../base/errors.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
 import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
-import { DEFAULT_TILED_VARIANT, type MatrixTile, type SubgroupMatrixConfig, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
+import type { MatrixTile, SubgroupMatrixConfig } from '../compiler/lower/tiledMatrix.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec, type QuantShape } from '../compiler/quantized.ts';
 

@@ -8,18 +8,8 @@ import { OPS } from '../ops.ts';
 import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
 import { loadWeightRun, transposedWeight } from './matvecKernel.ts';
+import { type MatrixShape, type MatrixTile, type SubgroupMatrixConfig, matrixPieces, matrixPlan } from './tiledMatrix.ts';
 
-/**
- * The subgroup matrix shape the tiled matmul multiplies with (lowerTiledMatmul): left m x k, right
- * k x n, result m x n, f16 operands and an f32 result, on subgroups of `size` invocations (the adapter's only size:
- * the kernel numbers its subgroups as local_invocation_index / size).
- */
-export interface SubgroupMatrixConfig {
-  m: number;
-  n: number;
-  k: number;
-  size: number;
-}
 
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
 const TILE_MIN_GROUPS = 256;
@@ -75,7 +65,7 @@ export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | 
  * output tile that walk interleaved parts of K and add their partial sums at the end (split-K inside the
  * workgroup, no second dispatch): S times fewer serial steps, S times the loads in flight per step.
  */
-interface TilePlan {
+export interface TilePlan {
   /** Outputs per workgroup along M and along N (each thread 4x4 of them). */
   tm: number;
   tn: number;
@@ -94,7 +84,7 @@ interface TilePlan {
    * Subgroup matrices (matrixPlan): the adapter's config, the f16 tiles' row stride, a slice's subgroups along m,
    * and the fragments (config-sized result matrices) each subgroup keeps along m and n.
    */
-  matrix?: { config: SubgroupMatrixConfig; stride: number; sgm: number; fm: number; fn: number };
+  matrix?: MatrixShape;
 }
 
 /**
@@ -142,57 +132,6 @@ function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K:
   return { tm, tn, threads, slices, tk, width, floats: Math.max(slices * tk * (tm + tn * matmuls), WG_TILED * 16), wg: WG_TILED };
 }
 
-/** A subgroup matrix tiling: outputs a workgroup (tm x tn), slices of K, K a slice's step. */
-export interface MatrixTile {
-  tm: 16 | 32 | 64;
-  tn: 16 | 32 | 64;
-  slices: 1 | 2 | 4 | 8;
-  tk: 16 | 32 | 64;
-}
-
-/** Subgroups a workgroup of the subgroup matrix kernel. */
-const MATRIX_SUBGROUPS = 8;
-
-/**
- * The subgroup matrix tiling (DeviceLimits.subgroupMatrix): tm x tn outputs a workgroup of eight subgroups, dealt
- * to `slices` slices of K that add their sums at the end (split-K inside the workgroup, as the f32 kernel's
- * slices), each slice's subgroups laid over the tile's fragments (config-sized result matrices). Operands are
- * staged as f16 rows padded by 8 halves (a row stride that is no multiple of 128 bytes); the results go through f32
- * workgroup memory to the epilogue. `tile` where given (DeviceLimits.matrixTile, a measurement knob), else
- * defaultMatrixTile. Undefined where the config does not divide the tile or workgroup memory is short.
- */
-function matrixPlan(config: SubgroupMatrixConfig, M: number, N: number, K: number, matmuls: number, workgroupBytes: number, tile?: MatrixTile): TilePlan | undefined {
-  const { tm, tn, slices, tk: tk0 } = tile ?? defaultMatrixTile(M, N);
-  const wg = MATRIX_SUBGROUPS * config.size;
-  const per = MATRIX_SUBGROUPS / slices; // subgroups a slice
-  const [gm, gn] = [tm / config.m, tn / config.n]; // fragments along m and n
-  let sgm = per;
-  while (sgm > 1 && (gm % sgm !== 0 || gn % (per / sgm) !== 0)) sgm /= 2;
-  const [fm, fn] = [gm / sgm, gn / (per / sgm)];
-  if (!Number.isInteger(fm) || !Number.isInteger(fn) || fm < 1 || fn < 1) return undefined;
-  const width = K % 2 === 0 ? 2 : 1;
-  const threads = wg / slices;
-  const bytes = (tk: number) => 2 * slices * (tk + 8) * (tm + tn * matmuls) + 4 * tm * tn;
-  const fits = (tk: number) => bytes(tk) <= workgroupBytes && tk % config.k === 0 && (tk * Math.min(tm, tn)) % (threads * width) === 0;
-  let tk: number = tk0;
-  while (tk > config.k && !fits(tk)) tk /= 2;
-  if (!fits(tk)) return undefined;
-  return { tm, tn, threads, slices, tk, width, floats: 0, wg, matrix: { config, stride: tk + 8, sgm, fm, fn } };
-}
-
-/**
- * 32 x 64 outputs and two slices of K where that gives 128 workgroups or more, else 32 x 32 and four slices (twice
- * the workgroups, half the serial steps). The loads and the prologues the operands fuse (a norm's scale, a gated
- * norm's silu) run on the workgroup's threads, so a 128-row prefill needs many workgroups in flight: measured on the
- * H200 in the 128-token prefills (bench/results/2026-12-03-h200-subgroup-matrix/, kernels timed in the model, weights
- * from memory, not L2), llama-400m's tiled kernels took 3.35 ms with 32 x 32 everywhere and 4.03 ms with 32 x 64
- * (its q/k/v/o of 64 workgroups or fewer were the slow ones), granite4h-350m-like's 5.09 and 4.55 ms; 64 x 64, and
- * 16 x 32 with eight slices, were slower in both (4.57-6.74 ms).
- */
-function defaultMatrixTile(M: number, N: number): MatrixTile {
-  return Math.ceil(M / 32) * Math.ceil(N / 64) >= 128 ? { tm: 32, tn: 64, slices: 2, tk: 32 } : { tm: 32, tn: 32, slices: 4, tk: 32 };
-}
-
 /**
  * An output tile of tm x tn per workgroup (plan above), operands staged through shared memory in steps of K with
  * the next step's loads in flight while a step is multiplied. Operands are read through the emitter, so prologues
@@ -217,6 +156,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   });
   const plan = (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, workgroupBytes, matrixTile) : undefined) ?? tilePlan(variant, numel(batchShape), M, N, K, mms.length, workgroupBytes);
   const { tm: TM, tn: TN, threads: PT, slices: S, tk: TK, width: W, floats, wg: WG, matrix: mx } = plan;
+  const mp = mx && matrixPieces(mx, { tm: TM, tn: TN, tk: TK, slices: S, matmuls: mms.length });
   const [MB, NB] = [Math.ceil(M / TM), Math.ceil(N / TN)];
   const groups = numel(batchShape) * MB * NB;
   const outs = (TM * TN) / WG; // outputs each thread writes in the epilogue
@@ -231,7 +171,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     return W === 2 && w && !isQuantized((w as Node<'weight'>).attrs.storage) ? w : undefined;
   });
   // the plan, for readers of the schedule's WGSL
-  if (mx) e.line(`// tiled matrix: ${TM}x${TN} outputs, ${mx.config.m}x${mx.config.n}x${mx.config.k} subgroup matrices (${mx.fm}x${mx.fn} a subgroup), ${S} slices of K in steps of ${TK}, ${W} k per load`);
+  if (mp) e.line(`// tiled matrix: ${mp.describe}, ${W} k per load`);
   else e.line(`// tiled ${variant}: ${TM}x${TN} outputs, ${S} slices of K in steps of ${TK}, ${W} k per load`);
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${groups}u) { return; }`);
@@ -243,15 +183,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   e.line(`let t = lid % ${PT}u;`);
   e.line(`let tx = t % ${TN / 4}u;`);
   e.line(`let ty = t / ${TN / 4}u;`);
-  if (mx) {
-    // subgroup sg's fragments: rows sm * fm * m.., columns sn * fn * n.. of the tile
-    e.line(`let sg = t / ${mx.config.size}u;`);
-    e.line(`let sm = sg % ${mx.sgm}u;`);
-    e.line(`let sn = sg / ${mx.sgm}u;`);
-    mms.forEach((_, t) => {
-      for (let i = 0; i < mx.fm; i++) for (let j = 0; j < mx.fn; j++) e.line(`var acc${t}_${i}_${j} = subgroup_matrix_result<f32, ${mx.config.n}, ${mx.config.m}>();`);
-    });
-  } else
+  if (mp) mp.setup().forEach((l) => e.line(l));
+  else
     mms.forEach((_, t) => {
       for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
     });
@@ -289,7 +222,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const slot = (o: number, row: string, kk: string) => {
     // subgroup matrices: rows of stride TK + 8 halves, k fastest (subgroupMatrixLoad's row-major left operand, and
     // column-major right operand: the weight's rows are the right operand's columns)
-    if (mx) return `tile_h[sl * ${mx.stride * (TM + TN * mms.length)}u + ${o === 0 ? 0 : mx.stride * (TM + (o - 1) * TN)}u + (${row}) * ${mx.stride}u + ${kk}]`;
+    if (mp) return mp.slot(o, row, kk);
     const { base, region, r4 } = ops[o]!;
     return at4(`${base}u + sl * ${region}u + (${kk}) * ${r4}u + ((${row} / 4u) ^ ((${kk}) & ${r4 - 1}u))`, `${row} % 4u`);
   };
@@ -322,20 +255,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
         pad,
       ),
     );
-  const multiplyMatrices = (pad: string, { config: c, stride, fm, fn }: NonNullable<TilePlan['matrix']>) => {
-    const region = `sl * ${stride * (TM + TN * mms.length)}u`; // this slice's tiles
-    for (let kk = 0; kk < TK; kk += c.k) {
-      for (let i = 0; i < fm; i++) e.line(`${pad}let l${kk}_${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${c.k}, ${c.m}>, row_major>(&tile_h, ${region} + (sm * ${fm * c.m}u + ${i * c.m}u) * ${stride}u + ${kk}u, ${stride}u);`);
-      mms.forEach((_, t) => {
-        const base = stride * (TM + t * TN);
-        for (let j = 0; j < fn; j++) e.line(`${pad}let r${kk}_${t}_${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${c.n}, ${c.k}>, col_major>(&tile_h, ${region} + ${base}u + (sn * ${fn * c.n}u + ${j * c.n}u) * ${stride}u + ${kk}u, ${stride}u);`);
-        for (let i = 0; i < fm; i++) for (let j = 0; j < fn; j++) e.line(`${pad}acc${t}_${i}_${j} = subgroupMatrixMultiplyAccumulate(l${kk}_${i}, r${kk}_${t}_${j}, acc${t}_${i}_${j});`);
-      });
-    }
-    e.line(`${pad}workgroupBarrier();`);
-  };
   const multiply = (pad: string) => {
-    if (mx) return multiplyMatrices(pad, mx);
+    if (mp) return mp.multiply().forEach((l) => e.line(pad + l));
     const comp = ['x', 'y', 'z', 'w'] as const;
     const av = Kx.v('av', 'vec4<f32>');
     const [A, ...B] = ops;
@@ -362,7 +283,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     ops.forEach(({ loads }, o) =>
       repeat(loads, (q) => {
         const { row, kk } = place(q);
-        return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mx ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
+        return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
       }, '    '),
     );
     e.line(`    workgroupBarrier();`);
@@ -384,15 +305,12 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   // The slices' partial sums meet in shared memory (one matmul at a time); every thread then sums `outs` outputs,
   // consecutive threads along n, and evaluates the epilogue there.
   const sliceSums = (TM * TN) / 4; // vec4s of one slice's partial sums
-  if (mx)
+  if (mp)
     mms.forEach((_, t) => {
       // the slices' sums meet in tile_c one slice at a time
-      const { config: c, fm, fn } = mx;
       e.line(`var s${t}: array<f32, ${outs}>;`);
       for (let sl = 0; sl < S; sl++) {
-        if (S > 1) e.line(`if (sl == ${sl}u) {`);
-        for (let i = 0; i < fm; i++) for (let j = 0; j < fn; j++) e.line(`${S > 1 ? '  ' : ''}subgroupMatrixStore<row_major>(&tile_c, (sm * ${fm * c.m}u + ${i * c.m}u) * ${TN}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${TN}u);`);
-        if (S > 1) e.line(`}`);
+        mp.store(t, sl).forEach((l) => e.line(l));
         e.line(`workgroupBarrier();`);
         repeat(outs, (q) => [`s${t}[${q}] ${sl ? '+' : ''}= tile_c[lid + ${q} * ${WG}u];`]);
         e.line(`workgroupBarrier();`);
@@ -426,10 +344,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     });
     return [`if (m0 + (lid + ${q} * ${WG}u) / ${TN}u < ${M}u && n0 + (lid + ${q} * ${WG}u) % ${TN}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
   });
-  if (mx) {
-    const decls = [`var<workgroup> tile_h: array<f16, ${S * mx.stride * (TM + TN * mms.length)}>;`, `var<workgroup> tile_c: array<f32, ${TM * TN}>;`];
-    const text = { ...assemble(e, e.topLines(), WG, decls), f16: true, subgroupMatrix: true };
-    return { ...finish(e, 'tiled', text, groups), shape: `matrix ${TM}x${TN} s${S} k${TK} ${mx.config.m}x${mx.config.n}x${mx.config.k}` };
+  if (mp) {
+    const text = { ...assemble(e, e.topLines(), WG, mp.decls), f16: true, subgroupMatrix: true };
+    return { ...finish(e, 'tiled', text, groups), shape: mp.shape };
   }
   const decl = vec ? `var<workgroup> ${smem}: array<vec4<f32>, ${floats / 4}>;` : `var<workgroup> ${smem}: array<f32, ${floats}>;`;
   return finish(e, 'tiled', assemble(e, e.topLines(), WG, [decl]), groups);

@@ -120,7 +120,7 @@ export interface DeviceLimits {
    * false; on an adapter where it has the feature (STRATA_SUBGROUP_MATRIX=0 turns it off).
    */
   subgroupMatrix?: SubgroupMatrixConfig | false;
-  /** The subgroup matrix kernel's tiling where set (STRATA_MATRIX_TILE=tn,slices,tk on an adapter); else by shape. */
+  /** The subgroup matrix kernel's tiling where set (STRATA_MATRIX_TILE=tm,tn,slices,tk on an adapter); else by shape. */
   matrixTile?: MatrixTile | false;
 }
 

@@ -72,7 +72,7 @@ export interface KernelText {
   subgroups: boolean;
   /** The body uses f16 (WGSL `enable f16`, the device feature 'shader-f16'). */
   f16?: boolean;
-  /** The body uses subgroup matrices (the device feature 'chromium-experimental-subgroup-matrix'); never grouped. */
+  /** The body uses subgroup matrices (the device feature 'chromium-experimental-subgroup-matrix'). */
   subgroupMatrix?: boolean;
 }
 

@@ -10,7 +10,6 @@ import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } 
 import { loadWeightRun, transposedWeight } from './matvecKernel.ts';
 import { type MatrixShape, type MatrixTile, type SubgroupMatrixConfig, matrixPieces, matrixPlan } from './tiledMatrix.ts';
 
-
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
 const TILE_MIN_GROUPS = 256;
 const TILE_MIN_ROWS = 32;
@@ -80,10 +79,7 @@ export interface TilePlan {
   floats: number;
   /** Threads per workgroup. */
   wg: number;
-  /**
-   * Subgroup matrices (matrixPlan): the adapter's config, the f16 tiles' row stride, a slice's subgroups along m,
-   * and the fragments (config-sized result matrices) each subgroup keeps along m and n.
-   */
+  /** The subgroup matrix form (lower/tiledMatrix.ts) where set. */
   matrix?: MatrixShape;
 }
 
@@ -150,10 +146,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const batchShape = root.shape.slice(0, -2);
   // f16 operands only where every weight is 16-bit or quantized already: an f32 weight (or an activation times an
   // activation) keeps f32 products
-  const sixteenBit = mms.every((mm) => {
-    const w = transposedWeight(mm.inputs[1]!, isMat) as Node<'weight'> | undefined;
-    return w !== undefined && w.attrs.storage !== 'f32';
-  });
+  const weights = mms.map((mm) => transposedWeight(mm.inputs[1]!, isMat) as Node<'weight'> | undefined);
+  const sixteenBit = weights.every((w) => w !== undefined && w.attrs.storage !== 'f32');
   const plan = (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, workgroupBytes, matrixTile) : undefined) ?? tilePlan(variant, numel(batchShape), M, N, K, mms.length, workgroupBytes);
   const { tm: TM, tn: TN, threads: PT, slices: S, tk: TK, width: W, floats, wg: WG, matrix: mx } = plan;
   const mp = mx && matrixPieces(mx, { tm: TM, tn: TN, tk: TK, slices: S, matmuls: mms.length });
@@ -166,10 +160,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     return { node, rows, r4: rows / 4, region: (TK * rows) / 4, base: o === 0 ? 0 : (S * TK * (TM + (o - 1) * TN)) / 4, loads: (TK * rows) / (PT * W) };
   });
   // f16, bf16 and f32 weights read as `x @ W.T`: a pair of k is one packed word (loadWeightRun)
-  const direct = mms.map((mm) => {
-    const w = transposedWeight(mm.inputs[1]!, isMat);
-    return W === 2 && w && !isQuantized((w as Node<'weight'>).attrs.storage) ? w : undefined;
-  });
+  const direct = weights.map((w) => (W === 2 && w && !isQuantized(w.attrs.storage) ? w : undefined));
   // the plan, for readers of the schedule's WGSL
   if (mp) e.line(`// tiled matrix: ${mp.describe}, ${W} k per load`);
   else e.line(`// tiled ${variant}: ${TM}x${TN} outputs, ${S} slices of K in steps of ${TK}, ${W} k per load`);
@@ -181,13 +172,15 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
   e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
   e.line(`let t = lid % ${PT}u;`);
-  e.line(`let tx = t % ${TN / 4}u;`);
-  e.line(`let ty = t / ${TN / 4}u;`);
   if (mp) mp.setup().forEach((l) => e.line(l));
-  else
+  else {
+    // this thread's 4 x 4 outputs of the tile
+    e.line(`let tx = t % ${TN / 4}u;`);
+    e.line(`let ty = t / ${TN / 4}u;`);
     mms.forEach((_, t) => {
       for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
     });
+  }
   // Shared memory as vec4s on a GPU (one 16-byte load per 4 rows); as scalars for a software adapter, whose
   // compiler turns a vec4 component stored at a run-time index into per-lane code (3x the compile time).
   const vec = unroll;
@@ -220,8 +213,6 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
   // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
   const slot = (o: number, row: string, kk: string) => {
-    // subgroup matrices: rows of stride TK + 8 halves, k fastest (subgroupMatrixLoad's row-major left operand, and
-    // column-major right operand: the weight's rows are the right operand's columns)
     if (mp) return mp.slot(o, row, kk);
     const { base, region, r4 } = ops[o]!;
     return at4(`${base}u + sl * ${region}u + (${kk}) * ${r4}u + ((${row} / 4u) ^ ((${kk}) & ${r4 - 1}u))`, `${row} % 4u`);

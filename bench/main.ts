@@ -12,7 +12,7 @@ import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { BENCH_CONFIGS, TINY_BENCH_CONFIG } from './configs.ts';
 import { type ModelBenchCase, benchModel } from './models.ts';
 import { formatKernelProfile } from './kernelProfile.ts';
-import { type OpsReport, opsBench } from './ops.ts';
+import { type OpsReport, copyRoofline, copyRooflineBytes, opsBench } from './ops.ts';
 import { type TiledRow, formatTiled, tiledBench } from './tiledBench.ts';
 
 export interface BenchArgs {
@@ -32,6 +32,8 @@ export interface BenchArgs {
   rows?: MatvecRowsVariant[];
   /** Exactly these cases (`storage:batch[:unfused|:h2o]`), in place of the default list and `weights`. */
   cases?: BenchCase[];
+  /** `models`: measure the copy roofline only, not the ops table (A/B runs of whole models within one device call). */
+  noOps?: boolean;
   log?: (line: string) => void;
 }
 
@@ -88,11 +90,18 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
     if (args.json) console.log(text);
     return report;
   }
-  const ops = await opsBench(rt, args.quick, log, args.variants, args.rows);
-  report.ops = ops;
-  if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
-  log(`elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
-  log(`tiled matmul variants:\n${indent(formatTiled(ops.tiled))}`);
+  let copyGBps: number;
+  if (args.noOps && args.what === 'models') {
+    copyGBps = (await copyRoofline(rt, copyRooflineBytes(rt, args.quick), args.quick ? 5 : 50)) / 1e9;
+    log(`copy roofline ${copyGBps.toFixed(1)} GB/s (ops table left out: --no-ops)`);
+  } else {
+    const ops = await opsBench(rt, args.quick, log, args.variants, args.rows);
+    report.ops = ops;
+    copyGBps = ops.copyGBps;
+    if (args.out) fs.writeFileSync(args.out, JSON.stringify(report, null, 2));
+    log(`elementwise chain fused ${ops.elementwiseChain.fusedMs.toFixed(3)} ms vs unfused ${ops.elementwiseChain.unfusedMs.toFixed(3)} ms`);
+    log(`tiled matmul variants:\n${indent(formatTiled(ops.tiled))}`);
+  }
   if (args.what !== 'ops') {
     const configs: [string, Record<string, unknown>][] = args.quick ? [['tiny-llama', TINY_BENCH_CONFIG]] : Object.entries(BENCH_CONFIGS).filter(([n]) => !args.configs || args.configs.includes(n));
     const [prompt, fresh] = args.quick ? [16, 16] : [128, 128];
@@ -106,7 +115,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
       if (!args.cases) for (const storage of args.weights ?? []) for (const batch of [1, 8]) cases.push({ storage, batch, fused: true });
       for (const c of cases) {
         try {
-          const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: ops.copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
+          const r = await benchModel(rt, { name, config, ...c, promptTokens: prompt, newTokens: fresh, stepsPerSubmit: 32, copyBytesPerSecond: copyGBps * 1e9, profile: c.fused, profileAloneIters: args.quick ? 3 : 20 });
           report.models.push(r);
           log(`${name} ${c.storage} batch ${c.batch}${c.fused ? '' : ' UNFUSED'}${c.kvPolicy ? ` ${r.kvPolicy}` : ''}: prefill ${r.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${r.decodeTokensPerSecond.toFixed(1)} tok/s (${r.decodeStepMs.toFixed(2)} ms/step, median of ${r.decodeStepMsRuns.map((x) => x.toFixed(2)).join(' ')}: host records one in ${r.hostEncodeMs.toFixed(2)}, the GPU runs one in ${r.gpuStepMs.toFixed(2)}; ${r.dispatchesPerDecodeStep} dispatches), ${(r.rooflineFraction * 100).toFixed(1)}% of copy roofline, compile ${r.compileSeconds.toFixed(1)} s`);
           if (r.kernelProfile) log(indent(formatKernelProfile(r.kernelProfile, 10)));
@@ -133,7 +142,7 @@ function parseCase(text: string): BenchCase {
   return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused', ...(mode === 'h2o' ? { kvPolicy: H2O_CASE } : {}) };
 }
 
-/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...] [--variants word,dot4] [--rows staged,staged-wide]`, as the README documents. */
+/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...] [--no-ops] [--variants word,dot4] [--rows staged,staged-wide]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models', 'tiled'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
@@ -146,5 +155,5 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   if (variants && !variants.every((v): v is QuantMatvec => (QUANT_MATVECS as readonly string[]).includes(v))) throw new Error(`[bench] --variants takes some of ${QUANT_MATVECS.join(',')}, got '${variants.join(',')}'`);
   const rows = value('--rows')?.split(',');
   if (rows && !rows.every((v): v is MatvecRowsVariant => Object.hasOwn(MATVEC_ROWS_VARIANTS, v))) throw new Error(`[bench] --rows takes some of ${Object.keys(MATVEC_ROWS_VARIANTS).join(',')}, got '${rows.join(',')}'`);
-  return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), ...(rows ? { rows } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}) };
+  return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), ...(rows ? { rows } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}), ...(argv.includes('--no-ops') ? { noOps: true } : {}) };
 }

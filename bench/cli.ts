@@ -1,5 +1,5 @@
 // Entry point of the bench (`npm run bench`, `node dist/bench.mjs` on a GPU machine): `bench [ops|models] ...` runs
-// the bench, `bench profile ...` the per-kernel profile of one bucket, `bench speculative ...` speculative decoding against plain, `bench serve-load ...` a loopback load run of strata serve, `bench dispatch-cost` the cost of one dispatch apart from its kernel, `bench attn` the decode attention kernel's variants, `bench quant-sweep` the quantized matvec's shapes. Nothing else imports this file.
+// the bench, `bench profile ...` the per-kernel profile of one bucket, `bench speculative ...` speculative decoding against plain, `bench serve-load ...` a loopback load run of strata serve, `bench dispatch-cost` the cost of one dispatch apart from its kernel, `bench attn` the decode attention kernel's variants, `bench quant-sweep` the quantized matvec's shapes, `bench greedy-batch` a model's reference generations decoded together. Nothing else imports this file.
 import { parseBenchArgs, runBench } from './main.ts';
 import { profileMain } from './profile.ts';
 import { attnBenchMain } from './attnBench.ts';
@@ -7,6 +7,7 @@ import { dispatchCostBench } from './dispatchCost.ts';
 import { serveLoadBench } from './serveLoad.ts';
 import { speculativeBench } from './speculative.ts';
 import { quantSweepMain } from './quantSweep.ts';
+import { greedyBatchMain } from './greedyBatch.ts';
 
 const argv = process.argv.slice(2);
 try {
@@ -14,6 +15,7 @@ try {
   else if (argv[0] === 'speculative') await speculativeBench(argv.slice(1));
   else if (argv[0] === 'attn') await attnBenchMain(argv.slice(1));
   else if (argv[0] === 'quant-sweep') await quantSweepMain(argv.slice(1));
+  else if (argv[0] === 'greedy-batch') await greedyBatchMain(argv.slice(1));
   else if (argv[0] === 'dispatch-cost') await dispatchCostBench();
   else if (argv[0] === 'serve-load') await serveLoadBench(argv.slice(1));
   else await runBench(parseBenchArgs(argv));

@@ -122,6 +122,14 @@ export interface DeviceLimits {
   subgroupMatrix?: SubgroupMatrixConfig | false;
   /** The subgroup matrix kernel's tiling where set (STRATA_MATRIX_TILE=tm,tn,slices,tk on an adapter); else by shape. */
   matrixTile?: MatrixTile | false;
+  /**
+   * Batched decode rows take the tiled kernel from this many rows (2-16: every leading coordinate a row, weights read
+   * directly and 16-bit), its rows' norms fused as cooperative phases as in the matvec: the products of up to 16
+   * rows are one subgroup matrix's, where the matvec does 8 multiply-adds per weight element on each thread. Where
+   * unset or false, the matvec. GPUs with subgroup matrices take 2; STRATA_TILED_ROWS=N sets it (0 off; on an
+   * adapter without them, the f32 tiled form: how the suite tests the kernel on lavapipe).
+   */
+  tiledRows?: number | false;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

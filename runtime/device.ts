@@ -365,6 +365,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     shaderF16: profile.features.includes('shader-f16'),
     subgroupMatrix: flagOf('STRATA_SUBGROUP_MATRIX', true) && profile.subgroupMatrix !== undefined ? profile.subgroupMatrix : false,
     matrixTile: matrixTileOf(),
+    tiledRows: tiledRowsOf(profile.subgroupMatrix !== undefined && flagOf('STRATA_SUBGROUP_MATRIX', true)),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)
@@ -381,6 +382,15 @@ function matrixTileOf(): MatrixTile | false {
   const of = (v: number | undefined, options: number[]) => v !== undefined && options.includes(v);
   if (!of(tm, [16, 32, 64]) || !of(tn, [16, 32, 64]) || !of(slices, [1, 2, 4, 8]) || !of(tk, [16, 32, 64])) throw new StrataUserError(`STRATA_MATRIX_TILE must be tm,tn,slices,tk with tm and tn 16|32|64, slices 1|2|4|8, tk 16|32|64, got '${env}'`);
   return { tm, tn, slices, tk } as MatrixTile;
+}
+
+/** Rows from which batched decode takes the tiled kernel (DeviceLimits.tiledRows): STRATA_TILED_ROWS=N (Node, 0 off) where set, else 2 with subgroup matrices. */
+function tiledRowsOf(matrices: boolean): number | false {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_TILED_ROWS;
+  if (env === undefined) return matrices ? 2 : false;
+  const n = Number(env);
+  if (!Number.isInteger(n) || n < 0 || n === 1 || n > 16) throw new StrataUserError(`STRATA_TILED_ROWS must be 0 (off) or a row count from 2 to 16, got '${env}'`);
+  return n === 0 ? false : n;
 }
 
 /** Opaque sequential loop bounds (DeviceLimits.opaqueLoops): STRATA_OPAQUE_LOOPS=0/1 (Node) where set, else on a software adapter. */

@@ -7,8 +7,11 @@ import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
 import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
-import { loadWeightRun, transposedWeight } from './matvecKernel.ts';
-import { type MatrixShape, type MatrixTile, type SubgroupMatrixConfig, matrixPieces, matrixPlan } from './tiledMatrix.ts';
+import { type MatvecPlan, loadWeightRun, transposedWeight } from './matvecKernel.ts';
+import { type MatrixShape, type MatrixTile, type SubgroupMatrixConfig, matrixPieces, matrixPlan, rowsMatrixTile } from './tiledMatrix.ts';
+
+/** Floats of every slice's sums of a batched-rows matrix kernel: 8 subgroups of one 16 x 16 fragment each. */
+const MATRIX_SLICE_SUMS = 8 * 256;
 
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
 const TILE_MIN_GROUPS = 256;
@@ -128,6 +131,36 @@ function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K:
   return { tm, tn, threads, slices, tk, width, floats: Math.max(slices * tk * (tm + tn * matmuls), WG_TILED * 16), wg: WG_TILED };
 }
 
+/** What lowerTiledMatmul takes from the lowering's options (LowerOptions). */
+export interface TiledOptions {
+  unroll?: boolean;
+  workgroupBytes?: number;
+  variant?: TiledVariant;
+  subgroupMatrix?: SubgroupMatrixConfig;
+  matrixTile?: MatrixTile;
+  /**
+   * Batched decode rows (DeviceLimits.tiledRows): the node under the root's reshapes whose leading coordinates are
+   * all rows (as the matvec's core), up to TILED_ROWS_MAX of them.
+   */
+  rows?: Node;
+}
+
+/** Rows of a batched decode kernel on tiles at most: one subgroup matrix's m, and the rows' norm statistics' workgroup memory. */
+export const TILED_ROWS_MAX = 16;
+
+/**
+ * Whether a batched decode matmul (a matvec plan) takes the tiled kernel (DeviceLimits.tiledRows): from `from` rows to
+ * TILED_ROWS_MAX, every weight 16-bit and read directly, one left operand, K in pairs.
+ */
+export function batchedRowsTiled(plan: MatvecPlan, from: number | false | undefined): boolean {
+  if (!from) return false;
+  const { core, matmuls, weights } = plan;
+  const M = numel(core.shape.slice(0, -1));
+  const N = core.shape[core.shape.length - 1]!;
+  const sixteenBit = weights.every((w) => w !== undefined && (w as Node<'weight'>).attrs.storage !== 'f32' && !isQuantized((w as Node<'weight'>).attrs.storage));
+  return sixteenBit && M >= from && M <= TILED_ROWS_MAX && N >= 16 && reduceLength(matmuls[0]!) % 2 === 0 && matmuls.length <= 3 && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
+}
+
 /**
  * An output tile of tm x tn per workgroup (plan above), operands staged through shared memory in steps of K with
  * the next step's loads in flight while a step is multiplied. Operands are read through the emitter, so prologues
@@ -136,28 +169,47 @@ function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K:
  * accumulator. `unroll` writes the per-thread loads and outputs out one by one (loads in flight together on a GPU);
  * off, they are loops (compact shaders for a software adapter).
  */
-export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, unroll = true, workgroupBytes = 16384, variant: TiledVariant = DEFAULT_TILED_VARIANT, subgroupMatrix?: SubgroupMatrixConfig, matrixTile?: MatrixTile): LoweredKernel {
+export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, o: TiledOptions = {}): LoweredKernel {
+  const { unroll = true, workgroupBytes = 16384, variant = DEFAULT_TILED_VARIANT, subgroupMatrix, matrixTile, rows: core } = o;
   const e = new Emitter(root, isMat, 'tiled');
   for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;
-  const r = root.shape.length;
-  const [M, N] = [root.shape[r - 2]!, root.shape[r - 1]!];
+  // Batched decode rows (`core`): every leading coordinate is a row, one tile of rows a workgroup, and the left
+  // operand is loaded a literal row at a time, so that its rows' norm statistics are cooperative phases before the K
+  // loop (hoistable, as in the matvec) and the norm stays fused.
+  const flat = core !== undefined;
+  if (flat) e.cooperative = true;
+  const outShape = core?.shape ?? root.shape;
+  const r = outShape.length;
+  const rowShape = flat ? outShape.slice(0, -1) : [outShape[r - 2]!];
+  const [M, N] = [numel(rowShape), outShape[r - 1]!];
   const K = reduceLength(mms[0]!);
-  const batchShape = root.shape.slice(0, -2);
+  const batchShape = flat ? [] : outShape.slice(0, -2);
   // f16 operands only where every weight is 16-bit or quantized already: an f32 weight (or an activation times an
   // activation) keeps f32 products
   const weights = mms.map((mm) => transposedWeight(mm.inputs[1]!, isMat) as Node<'weight'> | undefined);
   const sixteenBit = weights.every((w) => w !== undefined && w.attrs.storage !== 'f32');
-  const plan = (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, workgroupBytes, matrixTile) : undefined) ?? tilePlan(variant, numel(batchShape), M, N, K, mms.length, workgroupBytes);
+  // Batched decode rows reserve the rows' statistics (merged into one reduction round: a float per row and thread, no
+  // subgroups here) and, for the matrix form, every slice's sums at once (8 subgroups of one 16 x 16 fragment): one
+  // f32 array serves both, the statistics before the K loop and the sums after it
+  const rowFloats = Math.max(MATRIX_SLICE_SUMS, M * WG_TILED);
+  const budget = workgroupBytes - (flat ? 4 * (rowFloats + WG_TILED) : 0);
+  const matrixTiling = matrixTile ?? (flat ? rowsMatrixTile(M, N) : undefined);
+  const plan = (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, budget, matrixTiling) : undefined) ?? tilePlan(flat ? 'lean' : variant, numel(batchShape), M, N, K, mms.length, budget);
   const { tm: TM, tn: TN, threads: PT, slices: S, tk: TK, width: W, floats, wg: WG, matrix: mx } = plan;
+  // batched decode rows: one tile of rows, weights read a packed pair at a time (batchedRowsTiled: K even)
+  if (flat && (TM < M || W !== 2)) throw new Error(`tiled rows: ${M} rows need one tile of pairs, planned ${TM} rows, ${W} k per load`);
   const mp = mx && matrixPieces(mx, { tm: TM, tn: TN, tk: TK, slices: S, matmuls: mms.length });
   const [MB, NB] = [Math.ceil(M / TM), Math.ceil(N / TN)];
   const groups = numel(batchShape) * MB * NB;
   const outs = (TM * TN) / WG; // outputs each thread writes in the epilogue
   // per operand (the left one, then each matmul's right one): rows of its tile, and where its slices' tiles start
+  // batched decode rows: each of a slice's first TK / W threads loads a pair of k of every row (rowTrips times)
+  const rowPairs = TK / W;
+  const rowTrips = Math.ceil(rowPairs / PT);
   const ops = [a, ...mms.map((mm) => mm.inputs[1]!)].map((node, o) => {
     const rows = o === 0 ? TM : TN;
-    return { node, rows, r4: rows / 4, region: (TK * rows) / 4, base: o === 0 ? 0 : (S * TK * (TM + (o - 1) * TN)) / 4, loads: (TK * rows) / (PT * W) };
+    return { node, rows, r4: rows / 4, region: (TK * rows) / 4, base: o === 0 ? 0 : (S * TK * (TM + (o - 1) * TN)) / 4, loads: flat && o === 0 ? rowTrips * M : (TK * rows) / (PT * W) };
   });
   // f16, bf16 and f32 weights read as `x @ W.T`: a pair of k is one packed word (loadWeightRun)
   const direct = weights.map((w) => (W === 2 && w && !isQuantized(w.attrs.storage) ? w : undefined));
@@ -172,15 +224,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
   e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
   e.line(`let t = lid % ${PT}u;`);
-  if (mp) mp.setup().forEach((l) => e.line(l));
-  else {
-    // this thread's 4 x 4 outputs of the tile
-    e.line(`let tx = t % ${TN / 4}u;`);
-    e.line(`let ty = t / ${TN / 4}u;`);
-    mms.forEach((_, t) => {
-      for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
-    });
-  }
+  if (flat && unroll) e.workgroupSize = WG; // the rows' statistics (phases) unroll their loops too
   // Shared memory as vec4s on a GPU (one 16-byte load per 4 rows); as scalars for a software adapter, whose
   // compiler turns a vec4 component stored at a run-time index into per-lane code (3x the compile time).
   const vec = unroll;
@@ -188,157 +232,227 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const at4 = (i4: string, c: string) => (vec ? `${smem}[${i4}][${c}]` : `${smem}[(${i4}) * 4u + ${c}]`);
   const read4 = (i4: string) => (vec ? `${smem}[${i4}]` : `vec4<f32>(${[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u]`).join(', ')})`);
   const write4 = (i4: string, v: string) => (vec ? [`${smem}[${i4}] = ${v};`] : [`let w4 = ${v};`, ...[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u] = w4[${c}];`)]);
-  // Written out (q a literal) or as one loop over q, for the per-thread loads and outputs.
-  // Every body is built before any line is written: a value hoisted while building one (a slot id) lands above
-  // all of them, not inside the first.
-  const repeat = (count: number, body: (q: string) => string[], pad = ''): void => {
-    if (unroll) {
-      const bodies = Array.from({ length: count }, (_, q) => body(`${q}u`));
-      for (const lines of bodies) {
-        e.line(`${pad}{`);
-        lines.forEach((l) => e.line(`${pad}  ${l}`));
-        e.line(`${pad}}`);
-      }
-      return;
+  // everything after the head is built as one block, so that the phases (flat rows) go between the two
+  const main = e.nested(() => {
+    if (mp) mp.setup().forEach((l) => e.line(l));
+    else {
+      // this thread's 4 x 4 outputs of the tile
+      e.line(`let tx = t % ${TN / 4}u;`);
+      e.line(`let ty = t / ${TN / 4}u;`);
+      mms.forEach((_, t) => {
+        for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
+      });
     }
-    const q = `${e.bound(e.fresh('k'), count - 1)}`;
-    const lines = body(q);
-    e.line(`${pad}for (var ${q}: u32 = 0u; ${q} < ${count}u; ${q}++) {`);
-    lines.forEach((l) => e.line(`${pad}  ${l}`));
-    e.line(`${pad}}`);
-  };
-  // Load q of a thread's share of a tile: row (m or n) and the first of W k within the step, k fastest (row-major
-  // activations and [out, in] weights are then contiguous across threads).
-  const place = (q: string) => ({ row: `((t + ${q} * ${PT}u) / ${TK / W}u)`, kk: `((t + ${q} * ${PT}u) % ${TK / W}u)${W === 2 ? ' * 2u' : ''}` });
-  // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
-  // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
-  const slot = (o: number, row: string, kk: string) => {
-    if (mp) return mp.slot(o, row, kk);
-    const { base, region, r4 } = ops[o]!;
-    return at4(`${base}u + sl * ${region}u + (${kk}) * ${r4}u + ((${row} / 4u) ^ ((${kk}) & ${r4 - 1}u))`, `${row} % 4u`);
-  };
-  // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
-  // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
-  if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${loads * W}>;`));
-  const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
-  const kEnd = Math.ceil(K / (S * TK)) * S * TK;
-  const kb = e.bound(e.fresh('k'), kEnd);
-  const k0 = `(${kb} + sl * ${TK}u)`;
-  const loads = (pad: string) =>
-    ops.forEach(({ node, loads }, o) =>
-      repeat(
-        loads,
-        (q) =>
-          e.nested(() => {
-            const { row, kk } = place(q);
-            const [x, k] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
-            const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
-            // clamped, so that the index arithmetic may fold with the bounds
-            e.line(`let ${e.bound(x, extent - 1)} = min(${start} + ${row}, ${extent - 1}u);`);
-            e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${kk}, ${K - W}u);`);
-            const ks = W === 2 ? [k, e.ix.add(k, e.ix.lit(1))] : [k];
-            const w = o === 0 ? undefined : direct[o - 1];
-            const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x]));
-            const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
-            // the guard is the template's index text; the value is typed (f32, as the tiles hold)
-            values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
-          }),
-        pad,
-      ),
-    );
-  const multiply = (pad: string) => {
-    if (mp) return mp.multiply().forEach((l) => e.line(pad + l));
-    const comp = ['x', 'y', 'z', 'w'] as const;
-    const av = Kx.v('av', 'vec4<f32>');
-    const [A, ...B] = ops;
-    e.line(`${pad}for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
-    e.line(`${pad}  let av = ${read4(`${A!.base}u + sl * ${A!.region}u + kk * ${A!.r4}u + ((kk & ${A!.r4 - 1}u) ^ ty)`)};`);
-    B.forEach((b, t) => {
-      e.line(`${pad}  let bv${t} = ${read4(`${b.base}u + sl * ${b.region}u + kk * ${b.r4}u + ((kk & ${b.r4 - 1}u) ^ tx)`)};`);
-      const bv = Kx.v(`bv${t}`, 'vec4<f32>');
-      for (let i = 0; i < 4; i++)
-        for (let j = 0; j < 4; j++) {
-          const acc = Kx.v(`acc${t}_${i}_${j}`, 'f32');
-          e.line(`${pad}  ${acc} = ${V.arith('+', acc, V.arith('*', V.field(av, comp[i]!), V.field(bv, comp[j]!)))};`);
+    // Written out (q a literal) or as one loop over q, for the per-thread loads and outputs.
+    // Every body is built before any line is written: a value hoisted while building one (a slot id) lands above
+    // all of them, not inside the first.
+    const repeat = (count: number, body: (q: string) => string[], pad = ''): void => {
+      if (unroll) {
+        const bodies = Array.from({ length: count }, (_, q) => body(`${q}u`));
+        for (const lines of bodies) {
+          e.line(`${pad}{`);
+          lines.forEach((l) => e.line(`${pad}  ${l}`));
+          e.line(`${pad}}`);
         }
-    });
-    e.line(`${pad}}`);
-    e.line(`${pad}workgroupBarrier();`);
-  };
-  // the loads are built before the loop's lines are written, so that values they hoist land above the loop
-  const loadLines = e.nested(() => loads(''));
-  if (vec) {
-    // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
-    e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
-    e.line(`  if (${kb} > 0u) {`);
-    ops.forEach(({ loads }, o) =>
-      repeat(loads, (q) => {
-        const { row, kk } = place(q);
-        return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
-      }, '    '),
-    );
-    e.line(`    workgroupBarrier();`);
-    e.line(`  }`);
-    e.line(`  if (${kb} < ${K}u) {`);
-    loadLines.forEach((l) => e.line(`    ${l}`));
-    e.line(`  }`);
-    e.line(`  if (${kb} > 0u) {`);
-    multiply('    ');
-    e.line(`  }`);
-    e.line(`}`);
-  } else {
-    e.line(`for (var ${kb}: u32 = 0u; ${kb} < ${kEnd}u; ${kb} += ${S * TK}u) {`);
-    loadLines.forEach((l) => e.line(`  ${l}`));
-    e.line(`  workgroupBarrier();`);
-    multiply('  ');
-    e.line(`}`);
-  }
-  // The slices' partial sums meet in shared memory (one matmul at a time); every thread then sums `outs` outputs,
-  // consecutive threads along n, and evaluates the epilogue there.
-  const sliceSums = (TM * TN) / 4; // vec4s of one slice's partial sums
-  if (mp)
-    mms.forEach((_, t) => {
-      // the slices' sums meet in tile_c one slice at a time
-      e.line(`var s${t}: array<f32, ${outs}>;`);
-      for (let sl = 0; sl < S; sl++) {
-        mp.store(t, sl).forEach((l) => e.line(l));
-        e.line(`workgroupBarrier();`);
-        repeat(outs, (q) => [`s${t}[${q}] ${sl ? '+' : ''}= tile_c[lid + ${q} * ${WG}u];`]);
-        e.line(`workgroupBarrier();`);
+        return;
       }
-    });
-  else mms.forEach((_, t) => {
-    e.line(`var s${t}: array<f32, ${outs}>;`);
-    e.line(`workgroupBarrier();`);
-    for (let i = 0; i < 4; i++) {
-      const w = write4(`sl * ${sliceSums}u + (ty * 4u + ${i}u) * ${TN / 4}u + tx`, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
-      if (w.length === 1) e.line(w[0]!);
-      else e.line(`{ ${w.join(' ')} }`);
+      const q = `${e.bound(e.fresh('k'), count - 1)}`;
+      const lines = body(q);
+      e.line(`${pad}for (var ${q}: u32 = 0u; ${q} < ${count}u; ${q}++) {`);
+      lines.forEach((l) => e.line(`${pad}  ${l}`));
+      e.line(`${pad}}`);
+    };
+    // Load q of a thread's share of a tile: row (m or n) and the first of W k within the step, k fastest (row-major
+    // activations and [out, in] weights are then contiguous across threads).
+    const place = (q: string) => ({ row: `((t + ${q} * ${PT}u) / ${TK / W}u)`, kk: `((t + ${q} * ${PT}u) % ${TK / W}u)${W === 2 ? ' * 2u' : ''}` });
+    // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
+    // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
+    const slot = (o: number, row: string, kk: string) => {
+      if (mp) return mp.slot(o, row, kk);
+      const { base, region, r4 } = ops[o]!;
+      return at4(`${base}u + sl * ${region}u + (${kk}) * ${r4}u + ((${row} / 4u) ^ ((${kk}) & ${r4 - 1}u))`, `${row} % 4u`);
+    };
+    // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
+    // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
+    if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${loads * W}>;`));
+    const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
+    const kEnd = Math.ceil(K / (S * TK)) * S * TK;
+    const kb = e.bound(e.fresh('k'), kEnd);
+    const k0 = `(${kb} + sl * ${TK}u)`;
+    // Batched decode rows: row i (a literal: its prologue's statistics are the phases') and the pair p of the step.
+    const rowPair = (trip: number) => (trip ? `(t + ${trip * PT}u)` : 't');
+    const rowGuard = (trip: number) => ((trip + 1) * PT > rowPairs ? `${rowPair(trip)} < ${rowPairs}u` : undefined);
+    const flatLoads = () => {
+      for (let trip = 0; trip < rowTrips; trip++) {
+        const body = e.nested(() => {
+          const k = Kx.v(e.fresh('k'));
+          e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${rowPair(trip)} * ${W}u, ${K - W}u);`);
+          const guard = [rowGuard(trip), `${k0} + ${rowPair(trip)} * ${W}u < ${K}u`].filter(Boolean).join(' && ');
+          for (let i = 0; i < M; i++) {
+            const rows = delinearize(e.ix, e.ix.lit(i), a.shape.slice(0, -1));
+            for (let w = 0; w < W; w++) {
+              const v = e.value(a, [...rows, w ? e.ix.add(k, e.ix.lit(w)) : k]);
+              const at = vec ? `stage0[${(trip * M + i) * W + w}u]` : slot(0, `${i}u`, `${rowPair(trip)} * ${W}u + ${w}u`);
+              const line = `${at} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(guard, 'bool'))};`;
+              e.line(vec || !rowGuard(trip) ? line : `if (${rowGuard(trip)}) { ${line} }`);
+            }
+          }
+        });
+        body.forEach((l) => e.line(l));
+      }
+    };
+    // the staged rows into workgroup memory (vec: from stage0)
+    const flatStores = (pad: string) => {
+      for (let trip = 0; trip < rowTrips; trip++) {
+        const lines = Array.from({ length: M * W }, (_, j) => {
+          const [i, w] = [Math.floor(j / W), j % W];
+          const v = `stage0[${(trip * M + i) * W + w}u]`;
+          return `${slot(0, `${i}u`, `${rowPair(trip)} * ${W}u + ${w}u`)} = ${mp ? `f16(${v})` : v};`;
+        });
+        const guard = rowGuard(trip);
+        if (guard) e.line(`${pad}if (${guard}) {`);
+        lines.forEach((l) => e.line(`${pad}${guard ? '  ' : ''}${l}`));
+        if (guard) e.line(`${pad}}`);
+      }
+    };
+    const loads = (pad: string) =>
+      ops.forEach(({ node, loads }, o) =>
+        flat && o === 0 ? flatLoads() : repeat(
+          loads,
+          (q) =>
+            e.nested(() => {
+              const { row, kk } = place(q);
+              const [x, k] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
+              const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
+              // clamped, so that the index arithmetic may fold with the bounds
+              e.line(`let ${e.bound(x, extent - 1)} = min(${start} + ${row}, ${extent - 1}u);`);
+              e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${kk}, ${K - W}u);`);
+              const ks = W === 2 ? [k, e.ix.add(k, e.ix.lit(1))] : [k];
+              const w = o === 0 ? undefined : direct[o - 1];
+              const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x]));
+              const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
+              // the guard is the template's index text; the value is typed (f32, as the tiles hold)
+              values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
+            }),
+          pad,
+        ),
+      );
+    const multiply = (pad: string) => {
+      if (mp) return mp.multiply().forEach((l) => e.line(pad + l));
+      const comp = ['x', 'y', 'z', 'w'] as const;
+      const av = Kx.v('av', 'vec4<f32>');
+      const [A, ...B] = ops;
+      e.line(`${pad}for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
+      e.line(`${pad}  let av = ${read4(`${A!.base}u + sl * ${A!.region}u + kk * ${A!.r4}u + ((kk & ${A!.r4 - 1}u) ^ ty)`)};`);
+      B.forEach((b, t) => {
+        e.line(`${pad}  let bv${t} = ${read4(`${b.base}u + sl * ${b.region}u + kk * ${b.r4}u + ((kk & ${b.r4 - 1}u) ^ tx)`)};`);
+        const bv = Kx.v(`bv${t}`, 'vec4<f32>');
+        for (let i = 0; i < 4; i++)
+          for (let j = 0; j < 4; j++) {
+            const acc = Kx.v(`acc${t}_${i}_${j}`, 'f32');
+            e.line(`${pad}  ${acc} = ${V.arith('+', acc, V.arith('*', V.field(av, comp[i]!), V.field(bv, comp[j]!)))};`);
+          }
+      });
+      e.line(`${pad}}`);
+      e.line(`${pad}workgroupBarrier();`);
+    };
+    // the loads are built before the loop's lines are written, so that values they hoist land above the loop
+    const loadLines = e.nested(() => loads(''));
+    if (vec) {
+      // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
+      e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
+      e.line(`  if (${kb} > 0u) {`);
+      ops.forEach(({ loads }, o) =>
+        flat && o === 0 ? flatStores('    ') : repeat(loads, (q) => {
+          const { row, kk } = place(q);
+          return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
+        }, '    '),
+      );
+      e.line(`    workgroupBarrier();`);
+      e.line(`  }`);
+      e.line(`  if (${kb} < ${K}u) {`);
+      loadLines.forEach((l) => e.line(`    ${l}`));
+      e.line(`  }`);
+      e.line(`  if (${kb} > 0u) {`);
+      multiply('    ');
+      e.line(`  }`);
+      e.line(`}`);
+    } else {
+      e.line(`for (var ${kb}: u32 = 0u; ${kb} < ${kEnd}u; ${kb} += ${S * TK}u) {`);
+      loadLines.forEach((l) => e.line(`  ${l}`));
+      e.line(`  workgroupBarrier();`);
+      multiply('  ');
+      e.line(`}`);
     }
-    e.line(`workgroupBarrier();`);
+    // The slices' partial sums meet in shared memory (one matmul at a time); every thread then sums `outs` outputs,
+    // consecutive threads along n, and evaluates the epilogue there.
+    const sliceSums = (TM * TN) / 4; // vec4s of one slice's partial sums
+    if (mp && flat)
+      mms.forEach((_, t) => {
+        // every slice stores its sums at once (tile_c holds them all), one round of barriers a matmul
+        e.line(`var s${t}: array<f32, ${outs}>;`);
+        mp.storeSlices(t).forEach((l) => e.line(l));
+        e.line(`workgroupBarrier();`);
+        repeat(outs, (q) => [`s${t}[${q}] = ${Array.from({ length: S }, (_, sl) => `tile_c[${sl * TM * TN}u + lid + ${q} * ${WG}u]`).join(' + ')};`]);
+        e.line(`workgroupBarrier();`);
+      });
+    else if (mp)
+      mms.forEach((_, t) => {
+        // the slices' sums meet in tile_c one slice at a time
+        e.line(`var s${t}: array<f32, ${outs}>;`);
+        for (let sl = 0; sl < S; sl++) {
+          mp.store(t, sl).forEach((l) => e.line(l));
+          e.line(`workgroupBarrier();`);
+          repeat(outs, (q) => [`s${t}[${q}] ${sl ? '+' : ''}= tile_c[lid + ${q} * ${WG}u];`]);
+          e.line(`workgroupBarrier();`);
+        }
+      });
+    else mms.forEach((_, t) => {
+      e.line(`var s${t}: array<f32, ${outs}>;`);
+      e.line(`workgroupBarrier();`);
+      for (let i = 0; i < 4; i++) {
+        const w = write4(`sl * ${sliceSums}u + (ty * 4u + ${i}u) * ${TN / 4}u + tx`, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
+        if (w.length === 1) e.line(w[0]!);
+        else e.line(`{ ${w.join(' ')} }`);
+      }
+      e.line(`workgroupBarrier();`);
+      repeat(outs, (q) => {
+        const terms = Array.from({ length: S }, (_, s) => at4(`${s * sliceSums}u + lid / 4u + ${q} * ${WG_TILED / 4}u`, 'lid % 4u'));
+        return [`s${t}[${q}] = ${terms.join(' + ')};`];
+      });
+    });
     repeat(outs, (q) => {
-      const terms = Array.from({ length: S }, (_, s) => at4(`${s * sliceSums}u + lid / 4u + ${q} * ${WG_TILED / 4}u`, 'lid % 4u'));
-      return [`s${t}[${q}] = ${terms.join(' + ')};`];
+      const body = e.nested(() => {
+        const [m, n] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
+        e.line(`let ${m} = m0 + (lid + ${q} * ${WG}u) / ${TN}u;`);
+        e.line(`let ${n} = n0 + (lid + ${q} * ${WG}u) % ${TN}u;`);
+        e.bound(m, M - 1); // within the guard below
+        e.bound(n, N - 1);
+        if (flat) {
+          // every read of a matmul is at this output's position (as in the matvec's epilogue)
+          const idx = [...delinearize(e.ix, m, rowShape).map((c) => e.indexVar(c)), n];
+          mms.forEach((mm, t) => e.seedAll(mm, Kx.wgsl(`s${t}[${q}]`, 'f32')));
+          e.line(e.store(root, linearize(e.ix, idx, outShape), e.value(core, idx)));
+          return;
+        }
+        const idx = [...batch, m, n];
+        mms.forEach((mm, t) => e.seed(mm, idx, Kx.wgsl(`s${t}[${q}]`, 'f32')));
+        const v = e.value(root, idx);
+        e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
+      });
+      return [`if (m0 + (lid + ${q} * ${WG}u) / ${TN}u < ${M}u && n0 + (lid + ${q} * ${WG}u) % ${TN}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
     });
   });
-  repeat(outs, (q) => {
-    const body = e.nested(() => {
-      const [m, n] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
-      e.line(`let ${m} = m0 + (lid + ${q} * ${WG}u) / ${TN}u;`);
-      e.line(`let ${n} = n0 + (lid + ${q} * ${WG}u) % ${TN}u;`);
-      e.bound(m, M - 1); // within the guard below
-      e.bound(n, N - 1);
-      const idx = [...batch, m, n];
-      mms.forEach((mm, t) => e.seed(mm, idx, Kx.wgsl(`s${t}[${q}]`, 'f32')));
-      const v = e.value(root, idx);
-      e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
-    });
-    return [`if (m0 + (lid + ${q} * ${WG}u) / ${TN}u < ${M}u && n0 + (lid + ${q} * ${WG}u) % ${TN}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
-  });
+  // the rows' statistics (flat rows only: other tiled kernels hold no long reduction) merged into one round
+  const phases = e.mergedPhases(mp && flat ? 'tile_c' : 'tile_red', WG);
+  const redFloats = e.mergedFloats(phases.phases, WG);
+  const red = phases.phases && !(mp && flat) ? [`var<workgroup> tile_red: array<f32, ${redFloats}>;`] : [];
+  const lines = [...e.topLines(), ...phases.lines, ...main];
   if (mp) {
-    const text = { ...assemble(e, e.topLines(), WG, mp.decls), f16: true, subgroupMatrix: true };
+    const decls = flat ? [mp.decls[0]!, `var<workgroup> tile_c: array<f32, ${Math.max(S * TM * TN, redFloats)}>;`] : mp.decls;
+    const text = { ...assemble(e, lines, WG, decls), f16: true, subgroupMatrix: true };
     return { ...finish(e, 'tiled', text, groups), shape: mp.shape };
   }
   const decl = vec ? `var<workgroup> ${smem}: array<vec4<f32>, ${floats / 4}>;` : `var<workgroup> ${smem}: array<f32, ${floats}>;`;
-  return finish(e, 'tiled', assemble(e, e.topLines(), WG, [decl]), groups);
+  return { ...finish(e, 'tiled', assemble(e, lines, WG, [decl, ...red]), groups), ...(flat ? { shape: `rows ${M}` } : {}) };
 }

@@ -79,6 +79,19 @@ function defaultMatrixTile(M: number, N: number): MatrixTile {
 }
 
 /**
+ * The tiling of batched decode rows (lower/tiledMatmul.ts, TiledOptions.rows): all rows in one matrix's m (16), and
+ * columns for at least 128 workgroups where N allows (64 for an LM head, 16 for a 1024-wide projection), each subgroup
+ * one fragment, so the slices of K take what the columns leave of the eight subgroups (8 at 16 columns: a 1024-long K
+ * in 4 steps of 256).
+ */
+export function rowsMatrixTile(M: number, N: number): MatrixTile {
+  const tm = M <= 16 ? 16 : 32;
+  const tn = N / 64 >= 128 ? 64 : N / 32 >= 128 ? 32 : 16;
+  const slices = Math.max(1, MATRIX_SUBGROUPS / ((tm / 16) * (tn / 16))) as MatrixTile['slices'];
+  return { tm, tn, slices, tk: 32 };
+}
+
+/**
  * The matrix form's WGSL, for a plan's tile (tm x tn, K steps of tk, `slices` slices, `matmuls` right operands):
  * `setup` numbers the subgroups and declares the accumulators, `slot` is a staged element's place in `tile_h`,
  * `multiply` is one step's products, `store` one slice's accumulators of matmul t into `tile_c`.
@@ -113,6 +126,8 @@ export function matrixPieces(mx: MatrixShape, d: { tm: number; tn: number; tk: n
       }
       return [...lines, `workgroupBarrier();`];
     },
+    // every slice's accumulators of matmul t at once, slice sl's tile at sl * tm * tn (batched decode rows)
+    storeSlices: (t: number): string[] => fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, sl * ${d.tm * d.tn}u + (sm * ${fm * c.m}u + ${i * c.m}u) * ${d.tn}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${d.tn}u);`),
     store: (t: number, sl: number): string[] => {
       const stores = fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, (sm * ${fm * c.m}u + ${i * c.m}u) * ${d.tn}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${d.tn}u);`);
       return d.slices > 1 ? [`if (sl == ${sl}u) {`, ...stores.map((l) => '  ' + l), `}`] : stores;

@@ -21,7 +21,7 @@ import { lowerAttention } from '../lower/attentionKernel.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS, lowerAttentionDecode } from '../lower/attentionDecode.ts';
 import type { AttentionProjection } from './planProjections.ts';
 import { TILED_MIN_ROWS, lowerAttentionPrefill, prefillTiles } from '../lower/attentionPrefillKernel.ts';
-import { bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
+import { batchedRowsTiled, bigMatmulUnder, lowerTiledMatmul, tiledMatmulsOf } from '../lower/tiledMatmul.ts';
 import { type MatvecPlan, lowerMatvec, matvecPlanOf } from '../lower/matvecKernel.ts';
 import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';
@@ -50,14 +50,14 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'attentionDecode'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'attentionDecode'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
 export type TemplateChoice =
   | { template: Exclude<KernelMode, 'tiled' | 'matvec' | 'attention'> }
   | { template: 'attention'; variant: AttentionVariant; projection?: AttentionProjection }
-  | { template: 'tiled'; matmuls: Node[] }
+  | { template: 'tiled'; matmuls: Node[]; rows?: Node }
   | { template: 'matvec'; plan: MatvecPlan };
 
 /**
@@ -75,6 +75,7 @@ export function chooseTemplate(root: Node, isMat: (n: Node) => boolean, options:
   const big = bigMatmulUnder(root, isMat);
   if (big) return { materialize: big, reason: 'a many-row matmul is read through views: it gets its own tiled kernel' };
   const mv = matvecPlanOf(root, isMat);
+  if (mv && batchedRowsTiled(mv, options.tiledRows)) return { template: 'tiled', matmuls: mv.matmuls, rows: mv.core };
   if (mv) return { template: 'matvec', plan: mv };
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
   if (!rootIsLong && !hasLongReduction(root, isMat)) return { template: 'map' };
@@ -90,7 +91,10 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   row: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'row', o),
   element: (root, _c, isMat, o) => lowerCooperative(root, isMat, 'element', o),
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
-  tiled: (root, c, isMat, o) => lowerTiledMatmul(root, (c as { matmuls: Node[] }).matmuls, isMat, o.unroll ?? true, o.workgroupStorage, o.tiledMatmul, o.subgroupMatrix || undefined, o.matrixTile || undefined),
+  tiled: (root, c, isMat, o) => {
+    const { matmuls, rows } = c as { matmuls: Node[]; rows?: Node };
+    return lowerTiledMatmul(root, matmuls, isMat, { unroll: o.unroll ?? true, workgroupBytes: o.workgroupStorage, variant: o.tiledMatmul, subgroupMatrix: o.subgroupMatrix || undefined, matrixTile: o.matrixTile || undefined, ...(rows ? { rows } : {}) });
+  },
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, c as { variant: AttentionVariant; projection?: AttentionProjection }, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),
   scan: (root, _c, isMat) => lowerScan(root, isMat),

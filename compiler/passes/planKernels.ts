@@ -93,7 +93,8 @@ function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; 
     case 'selstep':
     case 'selscan': return { starts: [...root.inputs] };
     case 'attention': { const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node]; return { starts: [q, limit, mask, kT, v] }; }
-    case 'tiled': return { starts: [choice.matmuls[0]!.inputs[0]!, ...choice.matmuls.map((m) => m.inputs[1]!), root], skip: new Set(choice.matmuls.map((m) => m.id)) };
+    // batched decode rows: the rows' norms are cooperative phases, as in the matvec
+    case 'tiled': return choice.rows ? undefined : { starts: [choice.matmuls[0]!.inputs[0]!, ...choice.matmuls.map((m) => m.inputs[1]!), root], skip: new Set(choice.matmuls.map((m) => m.id)) };
     default: return undefined;
   }
 }
@@ -148,7 +149,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   const isMat = (n: Node) => mat.has(n.id);
   // a K loop the adapter cannot compile ('dot4' without packed integer dot products, 'half' without shader-f16): the GPU default's
   const quantMatvec = limits.quantMatvec && !quantMatvecRuns(limits.quantMatvec, limits) ? GPU_QUANT_MATVEC : limits.quantMatvec;
-  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, vectorLoads: limits.vectorLoads, quantMatvec, quantShape: limits.quantShape, tiledMatmul: limits.tiledMatmul, subgroupMatrix: limits.subgroupMatrix, matrixTile: limits.matrixTile, attentionDecode: limits.attentionDecode };
+  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, vectorLoads: limits.vectorLoads, quantMatvec, quantShape: limits.quantShape, tiledMatmul: limits.tiledMatmul, subgroupMatrix: limits.subgroupMatrix, matrixTile: limits.matrixTile, tiledRows: limits.tiledRows, attentionDecode: limits.attentionDecode };
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */
   const accepted = new Map<number, LoweredKernel>();

@@ -35,6 +35,24 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
     });
 });
 
+// On a GPU with subgroup matrices (the H200's limits) batched decode's projections take the tiled kernel
+// (DeviceLimits.tiledRows), their norms still fused as phases: llama-400m and granite4h-350m-like keep their batch-8
+// counts; jamba-small's 4 MoE router matvecs (4 columns: no tile) no longer share a dispatch with the experts'
+// gate/up: 47 -> 51 (measured faster all the same: bench/results/2026-12-03-h200-tiled-rows/)
+test('batch-8 decode on tiles (subgroup matrices): dispatches of the bench configurations', () => {
+  const limits = { ...LIMITS, attentionProjection: 'batched' as const, maxComputeWorkgroupStorageSize: 49152, subgroupMatrix: { m: 16, n: 16, k: 16, size: 32 }, tiledRows: 2 };
+  const counts = Object.keys(BENCH_CONFIGS).map((name) => {
+    const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, `${name}.json`));
+    const kernels = compileBucket(model, () => 'f16', { rows: 8, tokens: 1, capacity: 264, limits }).kernels;
+    return [name, kernels.length, kernels.filter((k) => k.templates.some((t) => t.startsWith('tiled'))).length];
+  });
+  expect(counts).toEqual([
+    ['llama-400m', 97, 73],
+    ['granite4h-350m-like', 157, 125],
+    ['jamba-small', 51, 35],
+  ]);
+});
+
 test('llama-400m decode with the attention projection (DeviceLimits.attentionProjection): 24 dispatches fewer', () => {
   // each layer's q/k/v matvec is computed inside its attention kernel (attention/decode+qkv), which also writes
   // the layer's KV cache rows: 5 -> 4 dispatches a layer, 121 -> 97 a step

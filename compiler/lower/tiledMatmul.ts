@@ -7,11 +7,9 @@ import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
 import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
-import { type MatvecPlan, loadWeightRun, transposedWeight } from './matvecKernel.ts';
+import { loadWeightRun, transposedWeight } from './matvecKernel.ts';
+import { rowLoads, rowsReserve } from './tiledRows.ts';
 import { type MatrixShape, type MatrixTile, type SubgroupMatrixConfig, matrixPieces, matrixPlan, rowsMatrixTile } from './tiledMatrix.ts';
-
-/** Floats of every slice's sums of a batched-rows matrix kernel: 8 subgroups of one 16 x 16 fragment each. */
-const MATRIX_SLICE_SUMS = 8 * 256;
 
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
 const TILE_MIN_GROUPS = 256;
@@ -145,22 +143,6 @@ export interface TiledOptions {
   rows?: Node;
 }
 
-/** Rows of a batched decode kernel on tiles at most: one subgroup matrix's m, and the rows' norm statistics' workgroup memory. */
-export const TILED_ROWS_MAX = 16;
-
-/**
- * Whether a batched decode matmul (a matvec plan) takes the tiled kernel (DeviceLimits.tiledRows): from `from` rows to
- * TILED_ROWS_MAX, every weight 16-bit and read directly, one left operand, K in pairs.
- */
-export function batchedRowsTiled(plan: MatvecPlan, from: number | false | undefined): boolean {
-  if (!from) return false;
-  const { core, matmuls, weights } = plan;
-  const M = numel(core.shape.slice(0, -1));
-  const N = core.shape[core.shape.length - 1]!;
-  const sixteenBit = weights.every((w) => w !== undefined && (w as Node<'weight'>).attrs.storage !== 'f32' && !isQuantized((w as Node<'weight'>).attrs.storage));
-  return sixteenBit && M >= from && M <= TILED_ROWS_MAX && N >= 16 && reduceLength(matmuls[0]!) % 2 === 0 && matmuls.length <= 3 && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
-}
-
 /**
  * An output tile of tm x tn per workgroup (plan above), operands staged through shared memory in steps of K with
  * the next step's loads in flight while a step is multiplied. Operands are read through the emitter, so prologues
@@ -189,11 +171,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   // activation) keeps f32 products
   const weights = mms.map((mm) => transposedWeight(mm.inputs[1]!, isMat) as Node<'weight'> | undefined);
   const sixteenBit = weights.every((w) => w !== undefined && w.attrs.storage !== 'f32');
-  // Batched decode rows reserve the rows' statistics (merged into one reduction round: a float per row and thread, no
-  // subgroups here) and, for the matrix form, every slice's sums at once (8 subgroups of one 16 x 16 fragment): one
-  // f32 array serves both, the statistics before the K loop and the sums after it
-  const rowFloats = Math.max(MATRIX_SLICE_SUMS, M * WG_TILED);
-  const budget = workgroupBytes - (flat ? 4 * (rowFloats + WG_TILED) : 0);
+  const budget = workgroupBytes - (flat ? rowsReserve(M, WG_TILED) : 0);
   const matrixTiling = matrixTile ?? (flat ? rowsMatrixTile(M, N) : undefined);
   const plan = (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, budget, matrixTiling) : undefined) ?? tilePlan(flat ? 'lean' : variant, numel(batchShape), M, N, K, mms.length, budget);
   const { tm: TM, tn: TN, threads: PT, slices: S, tk: TK, width: W, floats, wg: WG, matrix: mx } = plan;
@@ -204,12 +182,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const groups = numel(batchShape) * MB * NB;
   const outs = (TM * TN) / WG; // outputs each thread writes in the epilogue
   // per operand (the left one, then each matmul's right one): rows of its tile, and where its slices' tiles start
-  // batched decode rows: each of a slice's first TK / W threads loads a pair of k of every row (rowTrips times)
-  const rowPairs = TK / W;
-  const rowTrips = Math.ceil(rowPairs / PT);
   const ops = [a, ...mms.map((mm) => mm.inputs[1]!)].map((node, o) => {
     const rows = o === 0 ? TM : TN;
-    return { node, rows, r4: rows / 4, region: (TK * rows) / 4, base: o === 0 ? 0 : (S * TK * (TM + (o - 1) * TN)) / 4, loads: flat && o === 0 ? rowTrips * M : (TK * rows) / (PT * W) };
+    return { node, rows, r4: rows / 4, region: (TK * rows) / 4, base: o === 0 ? 0 : (S * TK * (TM + (o - 1) * TN)) / 4, loads: (TK * rows) / (PT * W) };
   });
   // f16, bf16 and f32 weights read as `x @ W.T`: a pair of k is one packed word (loadWeightRun)
   const direct = weights.map((w) => (W === 2 && w && !isQuantized(w.attrs.storage) ? w : undefined));
@@ -274,50 +249,16 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     };
     // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
     // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
-    if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${loads * W}>;`));
     const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
     const kEnd = Math.ceil(K / (S * TK)) * S * TK;
     const kb = e.bound(e.fresh('k'), kEnd);
     const k0 = `(${kb} + sl * ${TK}u)`;
-    // Batched decode rows: row i (a literal: its prologue's statistics are the phases') and the pair p of the step.
-    const rowPair = (trip: number) => (trip ? `(t + ${trip * PT}u)` : 't');
-    const rowGuard = (trip: number) => ((trip + 1) * PT > rowPairs ? `${rowPair(trip)} < ${rowPairs}u` : undefined);
-    const flatLoads = () => {
-      for (let trip = 0; trip < rowTrips; trip++) {
-        const body = e.nested(() => {
-          const k = Kx.v(e.fresh('k'));
-          e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${rowPair(trip)} * ${W}u, ${K - W}u);`);
-          const guard = [rowGuard(trip), `${k0} + ${rowPair(trip)} * ${W}u < ${K}u`].filter(Boolean).join(' && ');
-          for (let i = 0; i < M; i++) {
-            const rows = delinearize(e.ix, e.ix.lit(i), a.shape.slice(0, -1));
-            for (let w = 0; w < W; w++) {
-              const v = e.value(a, [...rows, w ? e.ix.add(k, e.ix.lit(w)) : k]);
-              const at = vec ? `stage0[${(trip * M + i) * W + w}u]` : slot(0, `${i}u`, `${rowPair(trip)} * ${W}u + ${w}u`);
-              const line = `${at} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(guard, 'bool'))};`;
-              e.line(vec || !rowGuard(trip) ? line : `if (${rowGuard(trip)}) { ${line} }`);
-            }
-          }
-        });
-        body.forEach((l) => e.line(l));
-      }
-    };
-    // the staged rows into workgroup memory (vec: from stage0)
-    const flatStores = (pad: string) => {
-      for (let trip = 0; trip < rowTrips; trip++) {
-        const lines = Array.from({ length: M * W }, (_, j) => {
-          const [i, w] = [Math.floor(j / W), j % W];
-          const v = `stage0[${(trip * M + i) * W + w}u]`;
-          return `${slot(0, `${i}u`, `${rowPair(trip)} * ${W}u + ${w}u`)} = ${mp ? `f16(${v})` : v};`;
-        });
-        const guard = rowGuard(trip);
-        if (guard) e.line(`${pad}if (${guard}) {`);
-        lines.forEach((l) => e.line(`${pad}${guard ? '  ' : ''}${l}`));
-        if (guard) e.line(`${pad}}`);
-      }
-    };
+    // batched decode rows: the left operand a literal row at a time (lower/tiledRows.ts)
+    const rows = flat ? rowLoads({ e, a, M, K, W, PT, TK, k0, staged: vec, half: mp !== undefined, slot }) : undefined;
+    if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${rows && o === 0 ? rows.values * W : loads * W}>;`));
     const loads = (pad: string) =>
       ops.forEach(({ node, loads }, o) =>
-        flat && o === 0 ? flatLoads() : repeat(
+        rows && o === 0 ? rows.load() : repeat(
           loads,
           (q) =>
             e.nested(() => {
@@ -363,7 +304,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
       e.line(`  if (${kb} > 0u) {`);
       ops.forEach(({ loads }, o) =>
-        flat && o === 0 ? flatStores('    ') : repeat(loads, (q) => {
+        rows && o === 0 ? rows.store('    ') : repeat(loads, (q) => {
           const { row, kk } = place(q);
           return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
         }, '    '),

@@ -130,6 +130,11 @@ export interface DeviceLimits {
    * adapter without them, the f32 tiled form: how the suite tests the kernel on lavapipe).
    */
   tiledRows?: number | false;
+  /**
+   * Batched rows over block-quantized weights take the tiled kernel too (tiledRows), their weights decoded an element
+   * at a time into the f16 tiles. Off where unset; STRATA_TILED_ROWS_QUANT=1 sets it on an adapter.
+   */
+  tiledRowsQuantized?: boolean;
 }
 
 export const DEFAULT_LIMITS: DeviceLimits = {

@@ -366,6 +366,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     subgroupMatrix: flagOf('STRATA_SUBGROUP_MATRIX', true) && profile.subgroupMatrix !== undefined ? profile.subgroupMatrix : false,
     matrixTile: matrixTileOf(),
     tiledRows: tiledRowsOf(profile.subgroupMatrix !== undefined && flagOf('STRATA_SUBGROUP_MATRIX', true)),
+    tiledRowsQuantized: flagOf('STRATA_TILED_ROWS_QUANT'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)

@@ -17,15 +17,17 @@ const MATRIX_SLICE_SUMS = 8 * 256;
 
 /**
  * Whether a batched decode matmul (a matvec plan) takes the tiled kernel (DeviceLimits.tiledRows): from `from` rows to
- * TILED_ROWS_MAX, every weight 16-bit and read directly, one left operand, K in pairs.
+ * TILED_ROWS_MAX, every weight read directly and 16-bit (or block-quantized, where `quantized`), one left operand, K
+ * in pairs.
  */
-export function batchedRowsTiled(plan: MatvecPlan, from: number | false | undefined): boolean {
+export function batchedRowsTiled(plan: MatvecPlan, from: number | false | undefined, quantized = false): boolean {
   if (!from) return false;
   const { core, matmuls, weights } = plan;
   const M = numel(core.shape.slice(0, -1));
   const N = core.shape[core.shape.length - 1]!;
-  const sixteenBit = weights.every((w) => w !== undefined && (w as Node<'weight'>).attrs.storage !== 'f32' && !isQuantized((w as Node<'weight'>).attrs.storage));
-  return sixteenBit && M >= from && M <= TILED_ROWS_MAX && N >= 16 && reduceLength(matmuls[0]!) % 2 === 0 && matmuls.length <= 3 && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
+  const storages = weights.map((w) => (w as Node<'weight'> | undefined)?.attrs.storage);
+  const ok = storages.every((s) => s !== undefined && s !== 'f32' && (quantized || !isQuantized(s)));
+  return ok && M >= from && M <= TILED_ROWS_MAX && N >= 16 && reduceLength(matmuls[0]!) % 2 === 0 && matmuls.length <= 3 && matmuls.every((m) => m.inputs[0] === matmuls[0]!.inputs[0]);
 }
 
 /**

@@ -51,7 +51,7 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'attentionDecode'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -76,7 +76,7 @@ export function chooseTemplate(root: Node, isMat: (n: Node) => boolean, options:
   const big = bigMatmulUnder(root, isMat);
   if (big) return { materialize: big, reason: 'a many-row matmul is read through views: it gets its own tiled kernel' };
   const mv = matvecPlanOf(root, isMat);
-  if (mv && batchedRowsTiled(mv, options.tiledRows)) return { template: 'tiled', matmuls: mv.matmuls, rows: mv.core };
+  if (mv && batchedRowsTiled(mv, options.tiledRows, options.tiledRowsQuantized)) return { template: 'tiled', matmuls: mv.matmuls, rows: mv.core };
   if (mv) return { template: 'matvec', plan: mv };
   const rootIsLong = isReduction(root) && reduceLength(root) > SEQ_MAX;
   if (!rootIsLong && !hasLongReduction(root, isMat)) return { template: 'map' };

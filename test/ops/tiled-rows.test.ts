@@ -46,6 +46,23 @@ test('tiled rows: a residual over 3 rows and a reshaped projection; more rows or
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
+// Block-quantized weights (DeviceLimits.tiledRowsQuantized, off by default): decoded an element at a time into the
+// tiles, the weights' transposes broadcast over [4, 1, K] rows
+test('tiled rows over q8 and q4 weights, behind an RMSNorm', async () => {
+  const r = await runBoth(
+    () => {
+      const n = rmsnorm(input('x', [4, 1, 96]), weight('g', [96]), 1e-5);
+      return { y: linear(n, weight('wg', [40, 96], 'q4')).silu().mul(linear(n, weight('wu', [40, 96], 'q8'))) };
+    },
+    {},
+    (g) => randomData(g, 13),
+    { limits: { unroll: true, tiledRows: 2, tiledRowsQuantized: true } },
+  );
+  expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['tiled']);
+  expect(r.program.kernels[0]!.wgsl).toContain('// reduce 4 phases together');
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});
+
 // With subgroup matrices (compiled only: lavapipe has none): 16 x 16 outputs a workgroup, eight slices of K (one
 // fragment each), the norm statistics still phases
 test('tiled rows with subgroup matrices: one matrix of rows, eight slices of K', () => {

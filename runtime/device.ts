@@ -344,6 +344,7 @@ function quantShapeOf(): QuantShape {
  */
 export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'features' | 'wgslFeatures' | 'isFallback' | 'subgroupMatrix'>): Required<DeviceLimits> {
   const l = profile.limits;
+  const subgroupMatrix = flagOf('STRATA_SUBGROUP_MATRIX', true) && profile.subgroupMatrix !== undefined ? profile.subgroupMatrix : false;
   return {
     maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage ?? 8,
     maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension ?? 65535,
@@ -363,9 +364,9 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     attentionDecode: attentionDecodeOf(profile.isFallback === true),
     packedDot: profile.wgslFeatures?.includes('packed_4x8_integer_dot_product') ?? false,
     shaderF16: profile.features.includes('shader-f16'),
-    subgroupMatrix: flagOf('STRATA_SUBGROUP_MATRIX', true) && profile.subgroupMatrix !== undefined ? profile.subgroupMatrix : false,
+    subgroupMatrix,
     matrixTile: matrixTileOf(),
-    tiledRows: tiledRowsOf(profile.subgroupMatrix !== undefined && flagOf('STRATA_SUBGROUP_MATRIX', true)),
+    tiledRows: tiledRowsOf(subgroupMatrix !== false),
     tiledRowsQuantized: flagOf('STRATA_TILED_ROWS_QUANT'),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections

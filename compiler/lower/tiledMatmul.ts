@@ -270,9 +270,10 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
               e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${kk}, ${K - W}u);`);
               const ks = W === 2 ? [k, e.ix.add(k, e.ix.lit(1))] : [k];
               const w = o === 0 ? undefined : direct[o - 1];
-              // (batched rows read a quantized weight [N, K] itself: its transpose may be broadcast over their rows)
-              const quantized = flat && o > 0 ? weights[o - 1] : undefined;
-              const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => (quantized ? e.value(quantized, [x, kv]) : e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x])));
+              // a weight read as its transpose (quantized, or one k a load) is read at [x, k] of the weight itself:
+              // its transpose may be broadcast over batch dims or batched rows
+              const wt = o === 0 ? undefined : weights[o - 1];
+              const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => (wt ? e.value(wt, [x, kv]) : e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x])));
               const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
               // the guard is the template's index text; the value is typed (f32, as the tiles hold)
               values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));

@@ -59,35 +59,11 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
     e.line(`let ${a.row} = ${a.m.row(`min(pj_row + ${a.i * rowsAtOnce}u, ${a.m.width - 1}u)`)};`);
     e.line(`var ${a.acc}: f32 = 0.0;`);
   }
-  // K steps of 2 LANES elements (a packed 16-bit word a lane); several steps a trip where loops are written out
-  const steps = Kd / (2 * LANES);
-  const trip = unroll && Number.isInteger(steps) && steps % 4 === 0 ? 4 : 1;
-  const body = e.nested(() => {
-    for (let u = 0; u < trip; u++) {
-      const pq = e.bound(`pq${u}`, Kd - 2);
-      e.line(`let pq${u} = pq + ${u * 2 * LANES}u;`);
-      e.line(`let px${u} = proj_x[pq${u}];`);
-      e.line(`let py${u} = proj_x[pq${u} + 1u];`);
-      const [px, py] = [K.v(`px${u}`, 'f32'), K.v(`py${u}`, 'f32')];
-      for (const a of accs) {
-        const w = a.m.weight;
-        const storage = w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32';
-        const n = e.bound(a.row, w.shape[0]! - 1);
-        let pair: KExpr[];
-        if (storage === 'f16') {
-          // one unpacking of the word holding both elements (pq is even)
-          const word = halfWord(e.buffer(w), V.arith('+', V.arith('*', K.v(a.row), K.u32(Kd)), K.v(`pq${u}`)), numel(w.shape));
-          const half = halfPair('f16', word, () => e.fresh('pw'));
-          half.lines.forEach((l) => e.line(l));
-          pair = half.values;
-        } else pair = [e.load(w, [n, pq]), e.load(w, [n, e.ix.add(pq, e.ix.lit(1))])];
-        const acc = K.v(a.acc, 'f32');
-        e.line(`${acc} = ${V.arith('+', V.arith('+', acc, V.arith('*', px, pair[0]!)), V.arith('*', py, pair[1]!))};`);
-      }
-    }
-  });
-  e.line(`for (var pq: u32 = pj_lane * 2u; pq < ${Kd}u; pq += ${2 * LANES * trip}u) {`);
-  body.forEach((l) => e.line('  ' + l));
+  const storageOf = (w: Node) => (w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32');
+  const sixteen = accs.every((a) => ['f16', 'bf16'].includes(storageOf(a.m.weight)));
+  const body = sixteen && Kd % (8 * LANES) === 0 ? vectorSteps(e, Kd, accs, unroll) : pairSteps(e, Kd, accs, unroll);
+  e.line(`for (var pq: u32 = pj_lane * ${body.perLane}u; pq < ${Kd}u; pq += ${body.perLane * LANES * body.trip}u) {`);
+  body.lines.forEach((l) => e.line('  ' + l));
   e.line(`}`);
   const accOf = (a: (typeof accs)[number]) => K.v(a.acc, 'f32');
   const shuffles = accs.flatMap((a) => [1, 2, 4].map((x) => `${a.acc} = ${V.arith('+', accOf(a), V.shuffleXor(accOf(a), K.u32(x)))};`));
@@ -111,3 +87,86 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
   e.line(`}`);
 }
 
+
+interface Acc {
+  m: RowSet;
+  acc: string;
+  row: string;
+}
+
+/**
+ * 16-bit weights, K a multiple of 8 LANES: a lane reads one u32x4 (8 elements) of every row at a step, so the LANES
+ * lanes of a row read 128 contiguous bytes, and a thread keeps every accumulator's loads of `trip` steps in flight
+ * (one workgroup computes all its rows alone: its bytes in flight bound its speed, not the GPU's bandwidth).
+ */
+function vectorSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): { lines: string[]; perLane: number; trip: number } {
+  const steps = Kd / (8 * LANES);
+  // at most ~24 u32x4 loads in flight a thread
+  const trip = unroll ? ([4, 2].find((t) => steps % t === 0 && accs.length * t <= 24) ?? 1) : 1;
+  for (const a of accs) {
+    e.buffer(a.m.weight);
+    e.vectorIds.add(a.m.weight.id);
+  }
+  const lines = e.nested(() => {
+    for (let u = 0; u < trip; u++) {
+      e.bound(`pq${u}`, Kd - 8);
+      e.line(`let pq${u} = pq + ${u * 8 * LANES}u;`);
+      const xs = [...Array(8).keys()].map((i) => {
+        e.line(`let px${u}_${i} = proj_x[pq${u}${i ? ` + ${i}u` : ''}];`);
+        return K.v(`px${u}_${i}`, 'f32');
+      });
+      // every accumulator's load first, then the multiply-adds
+      const words = accs.map((a) => {
+        const w = a.m.weight;
+        e.bound(a.row, w.shape[0]! - 1);
+        const v = e.fresh('pw');
+        const at = V.arith('+', V.arith('*', K.v(a.row), K.u32(Kd / 8)), V.shift('>>', K.v(`pq${u}`), K.u32(3)));
+        e.line(`let ${v} = ${K.load(`@V${w.id}@`, at, numel(w.shape) / 8, 'vec4<u32>')};`);
+        return K.v(v, 'vec4<u32>');
+      });
+      accs.forEach((a, j) => {
+        const storage = (a.m.weight as Node<'weight'>).attrs.storage as 'f16' | 'bf16';
+        let sum: KExpr = K.v(a.acc, 'f32');
+        (['x', 'y', 'z', 'w'] as const).forEach((c, i) => {
+          const half = halfPair(storage, V.field(words[j]!, c), () => e.fresh('pw'));
+          half.lines.forEach((l) => e.line(l));
+          sum = V.arith('+', V.arith('+', sum, V.arith('*', xs[2 * i]!, half.values[0]!)), V.arith('*', xs[2 * i + 1]!, half.values[1]!));
+        });
+        e.line(`${a.acc} = ${sum};`);
+      });
+    }
+  });
+  return { lines, perLane: 8, trip };
+}
+
+/** Any storage: a lane reads one packed 16-bit word (or two f32 elements) of every row at a step. */
+function pairSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): { lines: string[]; perLane: number; trip: number } {
+  // K steps of 2 LANES elements; several steps a trip where loops are written out
+  const steps = Kd / (2 * LANES);
+  const trip = unroll && Number.isInteger(steps) && steps % 4 === 0 ? 4 : 1;
+  const lines = e.nested(() => {
+    for (let u = 0; u < trip; u++) {
+      const pq = e.bound(`pq${u}`, Kd - 2);
+      e.line(`let pq${u} = pq + ${u * 2 * LANES}u;`);
+      e.line(`let px${u} = proj_x[pq${u}];`);
+      e.line(`let py${u} = proj_x[pq${u} + 1u];`);
+      const [px, py] = [K.v(`px${u}`, 'f32'), K.v(`py${u}`, 'f32')];
+      for (const a of accs) {
+        const w = a.m.weight;
+        const storage = w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32';
+        const n = e.bound(a.row, w.shape[0]! - 1);
+        let pair: KExpr[];
+        if (storage === 'f16') {
+          // one unpacking of the word holding both elements (pq is even)
+          const word = halfWord(e.buffer(w), V.arith('+', V.arith('*', K.v(a.row), K.u32(Kd)), K.v(`pq${u}`)), numel(w.shape));
+          const half = halfPair('f16', word, () => e.fresh('pw'));
+          half.lines.forEach((l) => e.line(l));
+          pair = half.values;
+        } else pair = [e.load(w, [n, pq]), e.load(w, [n, e.ix.add(pq, e.ix.lit(1))])];
+        const acc = K.v(a.acc, 'f32');
+        e.line(`${acc} = ${V.arith('+', V.arith('+', acc, V.arith('*', px, pair[0]!)), V.arith('*', py, pair[1]!))};`);
+      }
+    }
+  });
+  return { lines, perLane: 2, trip };
+}

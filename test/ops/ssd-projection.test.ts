@@ -1,7 +1,7 @@
 // The Mamba-2 decode step that computes its own in_proj rows (DeviceLimits.ssdProjection,
 // compiler/passes/projectSsdInputs.ts, compiler/lower/ssdStepKernel.ts) against the CPU reference: one decode step
-// of the granitemoehybrid fixture over 2 sequences, with 16-bit in_proj weights (packed words, the K loop's fast
-// path) and bf16 ones (the emitter's element loads), subgroups on and off (the lanes' sum through shared memory).
+// of the granitemoehybrid fixture over 2 sequences, with 16-bit in_proj weights (f16 and bf16: a lane reads u32x4s of
+// packed pairs, projectRows.ts's vectorSteps), subgroups on and off (the lanes' sum through shared memory).
 import { describe, expect, test } from 'vitest';
 import { StepContext } from '../../caches/stepContext.ts';
 import { withKvPolicies } from '../../caches/spec.ts';

@@ -6,9 +6,7 @@
 # Usage: bash bench/device/batched-ab.sh OUT_DIR   (BUDGET s, default 560)
 set -u
 out=$1
-start=$(date +%s)
-budget=${BUDGET:-560}
-left() { echo $((budget - ($(date +%s) - start))); }
+source "$(dirname "$0")/budget.sh" 560
 mkdir -p "$out"
 run() {
   local log=$1 cases=$2 setting=$3 need=$4

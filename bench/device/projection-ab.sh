@@ -8,9 +8,7 @@
 # Usage: bash bench/device/projection-ab.sh OUT_DIR   (BUDGET s, default 570)
 set -u
 out=$1
-start=$(date +%s)
-budget=${BUDGET:-570}
-left() { echo $((budget - ($(date +%s) - start))); }
+source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
 quiet() { grep -v 'artificially reduced'; }

@@ -6,9 +6,7 @@
 # Usage: bash bench/device/rows-check.sh OUT_DIR   (BUDGET s, default 560)
 set -u
 out=$1
-start=$(date +%s)
-budget=${BUDGET:-560}
-left() { echo $((budget - ($(date +%s) - start))); }
+source "$(dirname "$0")/budget.sh" 560
 mkdir -p "$out"
 for r in default 0; do
   echo "== STRATA_TILED_ROWS=$r" >> "$out/greedy.txt"

@@ -6,9 +6,7 @@
 # Usage: bash bench/device/same-lease.sh OUT_DIR   (BUDGET s, default 570)
 set -u
 out=$1
-start=$(date +%s)
-budget=${BUDGET:-570}
-left() { echo $((budget - ($(date +%s) - start))); }
+source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
 nvidia-smi --query-gpu=timestamp,clocks.sm,utilization.gpu,power.draw --format=csv,noheader -lms 500 >> "$out/gpu.csv" 2>&1 &

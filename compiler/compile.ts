@@ -96,8 +96,9 @@ export interface DeviceLimits {
    * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
    * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's
    * dispatch goes (llama-400m decode 121 -> 97). 'batched': only in buckets of several sequences, where it pays
-   * (H200, 01c1461: llama-400m batch 8 3,995 against 3,659 tok/s; batch 1 866 against 987, its attention 0.79 ms
-   * against 0.64 with the q/k/v matvecs): the GPU default. Off where unset; STRATA_ATTN_PROJECTION=0|1|batched.
+   * (H200, ce263aa: llama-400m batch 8 4,847 against 4,245 tok/s; batch 1 985 / 972 against 1,126 / 1,023, though
+   * its 24 attentions now sum to 0.62 ms against 0.64 with the q/k/v matvecs, 0.79 at 01c1461 before the projection's
+   * wide loads): the GPU default. Off where unset; STRATA_ATTN_PROJECTION=0|1|batched.
    */
   attentionProjection?: boolean | 'batched';
   /**
@@ -107,7 +108,8 @@ export interface DeviceLimits {
    * B and C rows made the step kernels 5.6x slower (H200, 01c1461: granite4h-350m-like batch 1 427 against 947
    * tok/s, its 28 ssdstep kernels 1.67 ms against 0.30). STRATA_SSD_PROJECTION=1 sets it on an adapter.
    * 'heads' (STRATA_SSD_PROJECTION=heads): twice the state elements a thread, so that granite4h's heads are not
-   * split over 2 workgroups: 48 workgroups instead of 96 recompute the B and C rows.
+   * split over 2 workgroups: 48 workgroups instead of 96 recompute the B and C rows (H200, ce263aa: batch 1 715 / 674
+   * against 968 / 946 tok/s, its 28 step kernels 0.83 ms).
    */
   ssdProjection?: boolean | 'heads';
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */

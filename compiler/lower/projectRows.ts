@@ -4,6 +4,7 @@ import { type Node, numel } from '../ir.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import { halfPair, halfWord } from '../halfStorage.ts';
+import { QUANT_FORMATS, type QuantFormat, isQuantized } from '../quantized.ts';
 import type { Emitter } from './emitter.ts';
 
 /** Lanes that share one projected row's K loop (a warp reads 4 rows' 32-byte runs of 16-bit weights at once). */
@@ -59,9 +60,14 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
     e.line(`let ${a.row} = ${a.m.row(`min(pj_row + ${a.i * rowsAtOnce}u, ${a.m.width - 1}u)`)};`);
     e.line(`var ${a.acc}: f32 = 0.0;`);
   }
-  const storageOf = (w: Node) => (w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32');
-  const sixteen = accs.every((a) => ['f16', 'bf16'].includes(storageOf(a.m.weight)));
-  const body = sixteen && Kd % (8 * LANES) === 0 ? vectorSteps(e, Kd, accs, unroll) : pairSteps(e, Kd, accs, unroll);
+  const storages = new Set(accs.map((a) => storageOf(a.m.weight)));
+  const [only] = storages.size === 1 ? [...storages] : [undefined];
+  const body =
+    (only === 'f16' || only === 'bf16') && Kd % (8 * LANES) === 0
+      ? vectorSteps(e, Kd, accs, unroll)
+      : only !== undefined && isQuantized(only) && Kd % (QUANT_FORMATS[only].perWord * LANES) === 0
+        ? runSteps(e, Kd, accs, unroll, QUANT_FORMATS[only])
+        : pairSteps(e, Kd, accs, unroll);
   e.line(`for (var pq: u32 = pj_lane * ${body.perLane}u; pq < ${Kd}u; pq += ${body.perLane * LANES * body.trip}u) {`);
   body.lines.forEach((l) => e.line('  ' + l));
   e.line(`}`);
@@ -94,12 +100,21 @@ interface Acc {
   row: string;
 }
 
+/** A K loop's body: its lines, the elements a lane takes a step, and the steps a trip. */
+interface StepLoop {
+  lines: string[];
+  perLane: number;
+  trip: number;
+}
+
+const storageOf = (w: Node): string => (w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32');
+
 /**
  * 16-bit weights, K a multiple of 8 LANES: a lane reads one u32x4 (8 elements) of every row at a step, so the LANES
  * lanes of a row read 128 contiguous bytes, and a thread keeps every accumulator's loads of `trip` steps in flight
  * (one workgroup computes all its rows alone: its bytes in flight bound its speed, not the GPU's bandwidth).
  */
-function vectorSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): { lines: string[]; perLane: number; trip: number } {
+function vectorSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): StepLoop {
   const steps = Kd / (8 * LANES);
   // at most ~24 u32x4 loads in flight a thread
   const trip = unroll ? ([4, 2].find((t) => steps % t === 0 && accs.length * t <= 24) ?? 1) : 1;
@@ -139,8 +154,34 @@ function vectorSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): { li
   return { lines, perLane: 8, trip };
 }
 
+/** Block-quantized weights, K a multiple of LANES runs: a lane decodes one packed word of every row at a step (4 q8 or 8 q4 elements, the word and its block's constants: QuantFormat.run). */
+function runSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean, format: QuantFormat): StepLoop {
+  const per = format.perWord;
+  const steps = Kd / (per * LANES);
+  const trip = unroll ? ([4, 2].find((t) => steps % t === 0 && accs.length * t <= 24) ?? 1) : 1;
+  const lines = e.nested(() => {
+    for (let u = 0; u < trip; u++) {
+      e.bound(`pq${u}`, Kd - per);
+      e.line(`let pq${u} = pq + ${u * per * LANES}u;`);
+      const xs = [...Array(per).keys()].map((i) => {
+        e.line(`let px${u}_${i} = proj_x[pq${u}${i ? ` + ${i}u` : ''}];`);
+        return K.v(`px${u}_${i}`, 'f32');
+      });
+      for (const a of accs) {
+        const w = a.m.weight;
+        e.bound(a.row, w.shape[0]! - 1);
+        const run = format.run(e.buffer(w), V.arith('+', V.arith('*', K.v(a.row), K.u32(Kd)), K.v(`pq${u}`)), numel(w.shape), (p) => e.fresh(p));
+        run.lines.forEach((l) => e.line(l));
+        const sum = run.values.reduce<KExpr>((acc, v, i) => V.arith('+', acc, V.arith('*', xs[i]!, v)), K.v(a.acc, 'f32'));
+        e.line(`${a.acc} = ${sum};`);
+      }
+    }
+  });
+  return { lines, perLane: per, trip };
+}
+
 /** Any storage: a lane reads one packed 16-bit word (or two f32 elements) of every row at a step. */
-function pairSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): { lines: string[]; perLane: number; trip: number } {
+function pairSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): StepLoop {
   // K steps of 2 LANES elements; several steps a trip where loops are written out
   const steps = Kd / (2 * LANES);
   const trip = unroll && Number.isInteger(steps) && steps % 4 === 0 ? 4 : 1;

@@ -1,8 +1,8 @@
 // The decode attention kernel that projects its own q/k/v and writes its KV cache rows (DeviceLimits
 // .attentionProjection, compiler/passes/planProjections.ts, compiler/lower/attentionProjection.ts) against the CPU
 // reference: one decode step of the llama fixture (hidden 64, 4 heads of 16, 2 KV heads) over 2 sequences, with
-// 16-bit weights (packed words, the K loop's fast path) and bf16 ones (the emitter's element loads), subgroups on
-// and off (the lanes' sum through shared memory).
+// 16-bit weights (f16 and bf16: a lane reads u32x4s of packed pairs) and block-quantized ones (q8, q4: a lane decodes
+// one packed word of 4 or 8 elements a step), subgroups on and off (the lanes' sum through shared memory).
 import { describe, expect, test } from 'vitest';
 import { StepContext } from '../../caches/stepContext.ts';
 import { withKvPolicies } from '../../caches/spec.ts';
@@ -29,7 +29,7 @@ async function decodeStep(storage: StorageDType) {
 
 describe('decode attention with its q/k/v projection', () => {
   // unroll: the GPU's K loop (4 steps a trip) as well as the software adapter's
-  for (const [storage, subgroups, unroll] of [['f16', true, false], ['bf16', false, false], ['f16', true, true]] as const)
+  for (const [storage, subgroups, unroll] of [['f16', true, false], ['bf16', false, false], ['f16', true, true], ['q8', true, true], ['q4', false, false]] as const)
     test(`${storage} weights, subgroups ${subgroups ? 'on' : 'off'}${unroll ? ', unrolled' : ''}: logits and KV caches match the CPU reference`, async () => {
       const graph = await decodeStep(storage);
       const r = await runGraphBoth(graph, (g) => {
@@ -40,7 +40,11 @@ describe('decode attention with its q/k/v projection', () => {
         return data;
       }, { limits: { attentionProjection: true, subgroups, unroll } });
       // each layer's attention computes its projections: q/k/v matvecs and cache scatters have no kernel of their own
-      expect(r.program.kernels.filter((k) => k.templates.includes('attention/decode+qkv'))).toHaveLength(2);
+      const fused = r.program.kernels.filter((k) => k.templates.includes('attention/decode+qkv'));
+      expect(fused).toHaveLength(2);
+      // a lane's elements a step: 8 of a u32x4 of 16-bit pairs, a q8 word's 4, a q4 word's 8
+      const perLane = storage === 'q8' ? 4 : 8;
+      expect(fused[0]!.wgsl).toContain(`for (var pq: u32 = pj_lane * ${perLane}u;`);
       // f32 arithmetic on both sides over the same rounded weights: only the order of the K sums differs
       expectClose(r.gpu.outputs, r.cpu.outputs, { atol: 1e-4, rtol: 1e-4 });
       expectClose(r.gpu.states, r.cpu.states, { atol: 1e-4, rtol: 1e-4 });

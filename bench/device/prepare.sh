@@ -18,6 +18,9 @@ npx esbuild bench/cli.ts --bundle --platform=node --format=esm --external:webgpu
 [ -d .peers ] && chmod -R u+w .peers && rm -rf .peers
 cp -r "$shared/tools/peers" .peers
 chmod -R u+w .peers # the shared copy is read-only
+# TYPES=f16 benches only the f16 GGUFs (the README table's), which keeps llama.cpp's call and Strata's in one lease
+sed -i 's/for n in \$names; do for t in f16 f32; do/for n in $names; do for t in ${TYPES:-f16 f32}; do/' .peers/run-llamacpp.sh
+grep -q 'TYPES:-f16 f32' .peers/run-llamacpp.sh || echo "prepare.sh: run-llamacpp.sh changed; TYPES=f16 has no effect" >&2
 
 if [ ! -d .device ]; then
   if [ -f .git ]; then

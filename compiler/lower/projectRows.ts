@@ -48,7 +48,8 @@ export function concatRows(a: RowSet, b: RowSet): RowSet {
 /**
  * The dots of every set's rows with proj_x. Thread (row, lane) takes rows row, row + WG / LANES, ... of every set at
  * once: all its accumulators' weight loads of a K step are in flight together, and one reduction round serves them
- * all. Lane 0 of a row stores its dot; no barrier follows.
+ * all. The K loop takes the widest read the weights allow: u32x4s of 16-bit pairs (vectorSteps), a quantized word
+ * (runSteps), else a pair of elements (pairSteps). Lane 0 of a row stores its dot; no barrier follows.
  */
 export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, subgroups: boolean, unroll: boolean): void {
   const rowsAtOnce = wg / LANES;

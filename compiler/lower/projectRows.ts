@@ -94,7 +94,6 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
   e.line(`}`);
 }
 
-
 interface Acc {
   m: RowSet;
   acc: string;
@@ -110,27 +109,33 @@ interface StepLoop {
 
 const storageOf = (w: Node): string => (w.op === 'weight' ? (w as Node<'weight'>).attrs.storage : 'f32');
 
+/** Steps a trip of a wide K loop where loops are written out: at most ~24 wide loads in flight a thread. */
+const wideTrip = (steps: number, accs: Acc[], unroll: boolean): number => (unroll ? ([4, 2].find((t) => steps % t === 0 && accs.length * t <= 24) ?? 1) : 1);
+
+/** Step u of a trip: its K offset `pq<u>` and the `per` staged x values a lane takes there. */
+function stepX(e: Emitter, u: number, per: number, Kd: number): KExpr[] {
+  e.bound(`pq${u}`, Kd - per);
+  e.line(`let pq${u} = pq + ${u * per * LANES}u;`);
+  return [...Array(per).keys()].map((i) => {
+    e.line(`let px${u}_${i} = proj_x[pq${u}${i ? ` + ${i}u` : ''}];`);
+    return K.v(`px${u}_${i}`, 'f32');
+  });
+}
+
 /**
  * 16-bit weights, K a multiple of 8 LANES: a lane reads one u32x4 (8 elements) of every row at a step, so the LANES
  * lanes of a row read 128 contiguous bytes, and a thread keeps every accumulator's loads of `trip` steps in flight
  * (one workgroup computes all its rows alone: its bytes in flight bound its speed, not the GPU's bandwidth).
  */
 function vectorSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): StepLoop {
-  const steps = Kd / (8 * LANES);
-  // at most ~24 u32x4 loads in flight a thread
-  const trip = unroll ? ([4, 2].find((t) => steps % t === 0 && accs.length * t <= 24) ?? 1) : 1;
+  const trip = wideTrip(Kd / (8 * LANES), accs, unroll);
   for (const a of accs) {
     e.buffer(a.m.weight);
     e.vectorIds.add(a.m.weight.id);
   }
   const lines = e.nested(() => {
     for (let u = 0; u < trip; u++) {
-      e.bound(`pq${u}`, Kd - 8);
-      e.line(`let pq${u} = pq + ${u * 8 * LANES}u;`);
-      const xs = [...Array(8).keys()].map((i) => {
-        e.line(`let px${u}_${i} = proj_x[pq${u}${i ? ` + ${i}u` : ''}];`);
-        return K.v(`px${u}_${i}`, 'f32');
-      });
+      const xs = stepX(e, u, 8, Kd);
       // every accumulator's load first, then the multiply-adds
       const words = accs.map((a) => {
         const w = a.m.weight;
@@ -158,16 +163,10 @@ function vectorSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): Step
 /** Block-quantized weights, K a multiple of LANES runs: a lane decodes one packed word of every row at a step (4 q8 or 8 q4 elements, the word and its block's constants: QuantFormat.run). */
 function runSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean, format: QuantFormat): StepLoop {
   const per = format.perWord;
-  const steps = Kd / (per * LANES);
-  const trip = unroll ? ([4, 2].find((t) => steps % t === 0 && accs.length * t <= 24) ?? 1) : 1;
+  const trip = wideTrip(Kd / (per * LANES), accs, unroll);
   const lines = e.nested(() => {
     for (let u = 0; u < trip; u++) {
-      e.bound(`pq${u}`, Kd - per);
-      e.line(`let pq${u} = pq + ${u * per * LANES}u;`);
-      const xs = [...Array(per).keys()].map((i) => {
-        e.line(`let px${u}_${i} = proj_x[pq${u}${i ? ` + ${i}u` : ''}];`);
-        return K.v(`px${u}_${i}`, 'f32');
-      });
+      const xs = stepX(e, u, per, Kd);
       for (const a of accs) {
         const w = a.m.weight;
         e.bound(a.row, w.shape[0]! - 1);
@@ -181,7 +180,7 @@ function runSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean, format: 
   return { lines, perLane: per, trip };
 }
 
-/** Any storage: a lane reads one packed 16-bit word (or two f32 elements) of every row at a step. */
+/** f32 weights, mixed storages, or K not whole wide steps: a lane reads one packed 16-bit word (or two elements) of every row at a step. */
 function pairSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): StepLoop {
   // K steps of 2 LANES elements; several steps a trip where loops are written out
   const steps = Kd / (2 * LANES);

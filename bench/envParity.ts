@@ -4,11 +4,9 @@
 // the two. The GPU-side parity check of kernels the suite cannot run on lavapipe (subgroup matrices: batched rows on
 // tiles, STRATA_TILED_ROWS and STRATA_TILED_ROWS_QUANT), where a greedy run against the reference cannot tell a
 // kernel bug from a quantized model's near-tie. Prints one line per setting and one verdict line.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { QuantStorage } from '../compiler/quantized.ts';
 import { argmax, maxAbsDiff, openRunner } from '../runtime/parity.ts';
-import { type Generation, teacherForcedLogits } from '../test/models/parityHarness.ts';
+import { readGenerations, teacherForcedLogits } from '../test/models/parityHarness.ts';
 
 /**
  * Logit differences above this between two settings fail the check: the tiled kernels round x (and quantized weights'
@@ -40,7 +38,7 @@ export async function envParityMain(argv: string[]): Promise<void> {
   if (!dir || !match) throw new Error('[bench] env-parity takes a model folder with reference.json and --env NAME=A,B');
   if (weights !== undefined && weights !== 'q8' && weights !== 'q4') throw new Error(`[bench] --weights must be q8 or q4, got '${weights}'`);
   const [, name, a, b] = match as unknown as [string, string, string, string];
-  const { greedy }: { greedy: Generation[] } = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8'));
+  const greedy = readGenerations(dir);
   const longest = Math.max(...greedy.map((g) => g.prompt_ids.length));
   const capacity = Math.max(...greedy.map((g) => g.output_ids.length));
   const saved = process.env[name];

@@ -2,26 +2,19 @@
 // assets/models/tiny-granite-code has), all prompts decoding together in one batch, against the reference ids. A
 // check for GPU-only kernels the suite cannot run on lavapipe (subgroup matrices: batched decode rows on tiles), run
 // with and without them (STRATA_TILED_ROWS=0) on the GPU machine. Prints one line per prompt and a summary.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Session } from '../runtime/session.ts';
-
-interface Greedy {
-  prompt: string;
-  prompt_ids: number[];
-  output_ids: number[];
-}
+import { readGenerations } from '../test/models/parityHarness.ts';
 
 export async function greedyBatchMain(argv: string[]): Promise<void> {
   const dir = argv[0];
   if (!dir) throw new Error('[bench] greedy-batch takes a model folder with reference.json');
-  const reference: { greedy: Greedy[] } = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8'));
-  const session = await Session.load(dir, { slots: reference.greedy.length, capacity: 256, stepsPerSubmit: 8 });
-  const runs = reference.greedy.map((g) => session.generate(g.prompt, { maxNewTokens: g.output_ids.length - g.prompt_ids.length }).result());
+  const greedy = readGenerations(dir);
+  const session = await Session.load(dir, { slots: greedy.length, capacity: 256, stepsPerSubmit: 8 });
+  const runs = greedy.map((g) => session.generate(g.prompt, { maxNewTokens: g.output_ids.length - g.prompt_ids.length }).result());
   const results = await Promise.all(runs);
   let same = 0;
   results.forEach((r, i) => {
-    const want = reference.greedy[i]!.output_ids.slice(reference.greedy[i]!.prompt_ids.length);
+    const want = greedy[i]!.output_ids.slice(greedy[i]!.prompt_ids.length);
     const first = want.findIndex((id, j) => r.ids[j] !== id);
     if (first < 0 && r.ids.length === want.length) same++;
     console.log(`prompt ${i}: ${want.length} tokens, ${first < 0 ? 'identical' : `first difference at token ${first} (${r.ids[first]} for ${want[first]})`}`);

@@ -7,6 +7,7 @@ import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import type { MatrixTile, SubgroupMatrixConfig } from '../compiler/lower/tiledMatrix.ts';
+import { TILED_ROWS_MAX } from '../compiler/lower/tiledRows.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec, type QuantShape } from '../compiler/quantized.ts';
 
@@ -391,7 +392,7 @@ function tiledRowsOf(matrices: boolean): number | false {
   const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_TILED_ROWS;
   if (env === undefined) return matrices ? 2 : false;
   const n = Number(env);
-  if (!Number.isInteger(n) || n < 0 || n === 1 || n > 16) throw new StrataUserError(`STRATA_TILED_ROWS must be 0 (off) or a row count from 2 to 16, got '${env}'`);
+  if (!Number.isInteger(n) || n < 0 || n === 1 || n > TILED_ROWS_MAX) throw new StrataUserError(`STRATA_TILED_ROWS must be 0 (off) or a row count from 2 to ${TILED_ROWS_MAX}, got '${env}'`);
   return n === 0 ? false : n;
 }
 

@@ -3,14 +3,13 @@
 // values their blocks decode to (run through the float kernels), against the run as stored.
 //   npx tsx scripts/quant-logit-error.ts [q8|q4] [model folder]
 import * as path from 'node:path';
-import { promises as fsp } from 'node:fs';
 import { openSafetensors } from '../base/safetensors.ts';
 import type { QuantStorage } from '../compiler/quantized.ts';
-import { type Generation, argmax, dequantizedSource, openRunner, teacherForcedLogits } from '../test/models/parityHarness.ts';
+import { argmax, dequantizedSource, openRunner, readGenerations, teacherForcedLogits } from '../test/models/parityHarness.ts';
 
 const storage = (process.argv[2] ?? 'q8') as QuantStorage;
 const folder = path.resolve(process.argv[3] ?? 'assets/models/tiny-granite-code');
-const { greedy } = JSON.parse(await fsp.readFile(path.join(folder, 'reference.json'), 'utf8')) as { greedy: Generation[] };
+const greedy = readGenerations(folder);
 const longest = Math.max(...greedy.map((g) => g.prompt_ids.length));
 const source = await openSafetensors(folder);
 

@@ -127,12 +127,13 @@ export function matrixPieces(mx: MatrixShape, d: { tm: number; tn: number; tk: n
       return [...lines, `workgroupBarrier();`];
     },
     // every slice's accumulators of matmul t at once, slice sl's tile at sl * tm * tn (batched decode rows)
-    storeSlices: (t: number): string[] => fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, sl * ${d.tm * d.tn}u + (sm * ${fm * c.m}u + ${i * c.m}u) * ${d.tn}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${d.tn}u);`),
-    store: (t: number, sl: number): string[] => {
-      const stores = fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, (sm * ${fm * c.m}u + ${i * c.m}u) * ${d.tn}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${d.tn}u);`);
-      return d.slices > 1 ? [`if (sl == ${sl}u) {`, ...stores.map((l) => '  ' + l), `}`] : stores;
-    },
+    storeSlices: (t: number): string[] => stores(t, `sl * ${d.tm * d.tn}u + `),
+    store: (t: number, sl: number): string[] => (d.slices > 1 ? [`if (sl == ${sl}u) {`, ...stores(t, '').map((l) => '  ' + l), `}`] : stores(t, '')),
   };
+  /** Matmul t's accumulators into tile_c, the tile starting at `base` (WGSL text ending in ' + ', or ''). */
+  function stores(t: number, base: string): string[] {
+    return fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, ${base}(sm * ${fm * c.m}u + ${i * c.m}u) * ${d.tn}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${d.tn}u);`);
+  }
   function fragments(): [number, number][] {
     return Array.from({ length: fm * fn }, (_, f) => [Math.floor(f / fn), f % fn]);
   }

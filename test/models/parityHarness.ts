@@ -1,5 +1,6 @@
 // Parity checks against the transformers fixtures copied into test/fixtures/hf (see runtime/parity.ts).
 import * as path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { type ParityResult, argmax, runParity as runParityIn } from '../../runtime/parity.ts';
 import type { ModelRunner } from '../../runtime/modelRunner.ts';
 import type { TensorSource } from '../../base/safetensors.ts';
@@ -22,6 +23,11 @@ export interface Generation {
   prompt: string;
   prompt_ids: number[];
   output_ids: number[];
+}
+
+/** The greedy generations of a model folder's reference.json. */
+export function readGenerations(dir: string): Generation[] {
+  return (JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as { greedy: Generation[] }).greedy;
 }
 
 /**

@@ -87,7 +87,12 @@ export function initialMaterialization(g: Graph, opts: FuseOptions): Set<number>
     }
     // Recomputing a row statistic (norm, softmax max/sum) in each consumer is cheap; recomputing a matmul is not.
     const cost = inlinedCost(n, isMat);
-    if (cost.matmuls || cost.nodes > SHARED_INLINE_LIMIT) mat.add(n.id);
+    if (!cost.matmuls && cost.nodes <= SHARED_INLINE_LIMIT) continue;
+    // A shared view (q's reshape, read twice by RoPE; in_proj's slices) costs nothing itself: the node under it gets
+    // the buffer, which the consumers read through the view. Materialising the view instead made a kernel that only
+    // copied the matmul's buffer into another (two a layer in llama's prefill).
+    const under = underViews(n);
+    mat.add(under !== n && !mat.has(under.id) && OPS[under.op].kind !== 'source' ? under.id : n.id);
   }
   // A matmul reads each operand element once per output along the other free axis, so whatever is inlined in an
   // operand is recomputed that many times. Affordable for elementwise work and a row statistic (a norm), not for

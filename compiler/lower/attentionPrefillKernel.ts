@@ -16,6 +16,9 @@ export const TILED_MIN_ROWS = 16;
 /** Threads that share one query row: each scores every 8th key of a tile and owns every 8th value dimension. */
 const TPR = 8;
 
+/** Most trips of a tile's staging loop written out (a 64-key tile of head size 64 on 128 threads: 32). */
+const STAGE_UNROLL = 32;
+
 /** A tile shape: threads, query rows and keys per tile (threads = rows * TPR). */
 interface Tiles {
   threads: number;
@@ -59,7 +62,7 @@ export function prefillTiles(D: number, Dv: number, storage: number): Tiles | un
  * registers. Key tiles start at 0 and stop at the largest limit among the tile's rows; the mask and each row's own
  * limit decide every score, as in the one-row kernel (rows with no visible key return 0).
  */
-export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t: Tiles): LoweredKernel {
+export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t: Tiles, unroll = true): LoweredKernel {
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
   const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
   const e = new Emitter(root, isMat, 'attention');
@@ -95,21 +98,46 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   // every block is built before the lines around it are written: values hoisted while building land above
   const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
   // a tile of `rows` x `cols` elements copied into workgroup memory, threads along the columns (contiguous in
-  // memory for the query, key and value layouts the models use); `at` names the row's index in the source
-  const stage = (rows: number, rowBase: KExpr, rowMax: number, cols: number, write: (row: KExpr, col: KExpr, at: KExpr) => string) => {
-    const inner = e.nested(() => {
+  // memory for the query, key and value layouts the models use); `at` names the row's index in the source, `write`
+  // gives the element's place in workgroup memory and its value
+  type Write = (row: KExpr, col: KExpr, at: KExpr, el: KExpr) => [string, KExpr];
+  const element = (el: KExpr, rows: number, rowBase: KExpr, rowMax: number, cols: number, write: Write): { lines: string[]; store: [string, KExpr] } => {
+    let store: [string, KExpr] | undefined;
+    const lines = e.nested(() => {
       const [tr, tc, at] = [e.fresh('k'), e.fresh('k'), e.fresh('k')].map((k) => K.v(k)) as [KExpr, KExpr, KExpr];
-      // el stays below rows * cols inside the loop below
+      // el stays below rows * cols
       e.line(`let ${e.bound(tr, rows - 1)} = ${e.ix.div(el, cols)};`);
       e.line(`let ${e.bound(tc, cols - 1)} = ${e.ix.mod(el, cols)};`);
       e.line(`let ${e.bound(at, rowMax)} = ${e.ix.min(e.ix.add(rowBase, tr), rowMax)};`);
-      e.line(write(tr, tc, at));
+      store = write(tr, tc, at, el);
     });
-    return [`for (var ${el}: u32 = lid; ${el} < ${rows * cols}u; ${el} += ${WG}u) {`, ...inner.map((l) => '  ' + l), `}`];
+    return { lines, store: store! };
   };
-  const qLoad = stage(BM, m0, M - 1, D, (qr, qd, qm) => `att_q[${qr} * ${QS}u + ${qd}] = ${e.value(q, [...batch, qm, qd])};`);
-  const kLoad = stage(BN, K.v('t0'), E - 1, D, (kc, kd, key) => `att_kv[${kd} * ${KS}u + ${kc}] = ${e.value(kT, [...batch, kd, key])};`);
-  const vLoad = stage(BN, K.v('t0'), E - 1, Dv, (_vc, vd, key) => `att_kv[${el}] = ${e.value(v, [...batch, key, vd])};`);
+  // { loads, stores }: written out, the loads are issued before the stores (the value tile's with the key tile's, held
+  // in registers through the scores); as a loop, all of it is in `stores`
+  const stage = (rows: number, rowBase: KExpr, rowMax: number, cols: number, write: Write): { loads: string[]; stores: string[] } => {
+    const trips = (rows * cols) / WG;
+    if (unroll && Number.isInteger(trips) && trips <= STAGE_UNROLL) {
+      // written out trip by trip, every trip's load before the first store: a thread's loads are in flight together
+      // (as a loop, each trip's load waited for the one before it: one memory latency per trip, 32 a key tile)
+      const loads: string[] = [];
+      const stores: string[] = [];
+      for (let i = 0; i < trips; i++) {
+        const el = e.bound(e.fresh('k'), (i + 1) * WG - 1);
+        loads.push(`let ${el} = lid + ${i * WG}u;`);
+        const { lines, store } = element(el, rows, rowBase, rowMax, cols, write);
+        const held = e.fresh('st');
+        loads.push(...lines, `let ${held}: f32 = ${store[1]};`);
+        stores.push(`${store[0]} = ${held};`);
+      }
+      return { loads, stores };
+    }
+    const { lines, store } = element(el, rows, rowBase, rowMax, cols, write);
+    return { loads: [], stores: [`for (var ${el}: u32 = lid; ${el} < ${rows * cols}u; ${el} += ${WG}u) {`, ...[...lines, `${store[0]} = ${store[1]};`].map((l) => '  ' + l), `}`] };
+  };
+  const qLoad = stage(BM, m0, M - 1, D, (qr, qd, qm) => [`att_q[${qr} * ${QS}u + ${qd}]`, e.value(q, [...batch, qm, qd])]);
+  const kLoad = stage(BN, K.v('t0'), E - 1, D, (kc, kd, key) => [`att_kv[${kd} * ${KS}u + ${kc}]`, e.value(kT, [...batch, kd, key])]);
+  const vLoad = stage(BN, K.v('t0'), E - 1, Dv, (_vc, vd, key, el) => [`att_kv[${el}]`, e.value(v, [...batch, key, vd])]);
   const jj = e.bound(e.fresh('k'), KPT - 1);
   const kk = e.bound(e.fresh('k'), E - 1);
   const scoreBody = e.nested(() => {
@@ -121,7 +149,7 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   });
   const limBody = e.nested(() => e.line(`let lim = select(0u, min(${E}u, u32(max(${e.value(limit, [...batch, m])}, 0))), row_ok);`));
 
-  qLoad.forEach((l) => e.line(l));
+  [...qLoad.loads, ...qLoad.stores].forEach((l) => e.line(l));
   limBody.forEach((l) => e.line(l));
   e.line(`if (lane == 0u) { att_rl[row] = lim; }`);
   e.line(`workgroupBarrier();`);
@@ -136,7 +164,7 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`var run_sum: f32 = 0.0;`);
   for (let i = 0; i < DPT; i++) e.line(`var acc_${i}: f32 = 0.0;`);
   e.line(`for (var t0: u32 = 0u; t0 < tile_lim; t0 += ${BN}u) {`);
-  kLoad.forEach((l) => e.line('  ' + l));
+  [...kLoad.loads, ...vLoad.loads, ...kLoad.stores].forEach((l) => e.line('  ' + l));
   e.line(`  workgroupBarrier();`);
   // scores of this thread's keys lane, lane + 8, ... against its row's query
   // registers as named scalars, not arrays indexed in loops (which a driver may leave in memory)
@@ -160,7 +188,7 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`  }`);
   e.line(`  att_r[lid] = part_max;`);
   e.line(`  workgroupBarrier();`); // publishes the partial maxima; every key read is done
-  vLoad.forEach((l) => e.line('  ' + l));
+  vLoad.stores.forEach((l) => e.line('  ' + l));
   e.line(`  var new_max = run_max;`);
   e.line(`  for (var s: u32 = 0u; s < ${TPR}u; s++) { new_max = ${V.fn('max', [newMax, K.wgsl(`att_r[row * ${TPR}u + s]`, 'f32')])}; }`);
   e.line(`  for (var j: u32 = 0u; j < ${KPT}u; j++) {`);

@@ -128,7 +128,7 @@ function lowerAttentionKernel(root: Node, { variant, projection }: { variant: At
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
   const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, workgroupStorage: o.workgroupStorage ?? 16384, ...(o.attentionDecode ? { variant: o.attentionDecode } : {}), ...(projection ? { projection } : {}) })
-    : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!)
+    : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!, o.unroll ?? true)
     : lowerAttention(root, isMat, o.subgroups ?? false);
   // printed as attention/decode+qkv where the kernel projects its q, k and v
   return { ...lowered, variant: projection ? `${variant}+qkv` : variant };

@@ -1,7 +1,8 @@
 // The tiled (prefill) attention template against the CPU reference of the attention op, on sizes that leave
 // partial tiles: query rows not a multiple of the row tile, keys not a multiple of the key tile, several KV heads
 // (GQA folded into the rows as the models do), sliding windows, empty rows, softcap, Dv != D, and the smaller
-// tile shapes a tighter workgroup-memory limit or a head dimension of 256 selects.
+// tile shapes a tighter workgroup-memory limit or a head dimension of 256 selects; with `unroll` (the GPU's) the
+// staging written out trip by trip where the tile divides by the threads, the value tile loaded with the key tile.
 import { expect, test } from 'vitest';
 import { input, iota, output } from '../../dsl/trace.ts';
 import { attention } from '../../dsl/nn/attention.ts';
@@ -10,12 +11,15 @@ import { mulberry32 } from '../../base/random.ts';
 
 // H KV heads, M query rows per head (G query heads x T tokens), E keys, D and Dv head sizes, W a sliding window
 // (0: none), storage the workgroup-memory limit, tile the rows x keys of the tile shape it must select.
-interface Case { H: number; M: number; E: number; D: number; Dv: number; W: number; softcap: number; storage: number; tile: string }
+interface Case { H: number; M: number; E: number; D: number; Dv: number; W: number; softcap: number; storage: number; tile: string; unroll?: boolean }
 const CASES: Case[] = [
   { H: 2, M: 38, E: 45, D: 16, Dv: 24, W: 0, softcap: 0, storage: 8192, tile: '16x32' },
   { H: 1, M: 21, E: 70, D: 20, Dv: 20, W: 9, softcap: 5, storage: 32768, tile: '16x64' },
   { H: 1, M: 17, E: 30, D: 40, Dv: 36, W: 0, softcap: 0, storage: 4096, tile: '8x8' },
   { H: 1, M: 16, E: 19, D: 256, Dv: 256, W: 4, softcap: 0, storage: 16384, tile: '4x8' },
+  { H: 2, M: 38, E: 45, D: 16, Dv: 24, W: 0, softcap: 0, storage: 8192, tile: '16x32', unroll: true },
+  // llama's head size on the H200's 32 KiB: 8 trips for the query tile, 32 for a key or value tile
+  { H: 2, M: 40, E: 100, D: 64, Dv: 64, W: 0, softcap: 2, storage: 32768, tile: '16x64', unroll: true },
 ];
 
 function build({ H, M, E, D, Dv, W, softcap }: Case) {
@@ -41,13 +45,15 @@ function data({ H, M, E, D, Dv }: Case) {
 
 // f32 on both sides; the online softmax sums in another order than the reference: 1e-5, as for the one-row kernel.
 test.each(CASES.map((c, i) => [i, c.tile, c] as const))('tiled attention matches the reference (case %d, tile %s)', async (_i, tile, c) => {
-  const both = await runBoth(() => build(c), {}, data(c), { limits: { maxComputeWorkgroupStorageSize: c.storage } });
+  const both = await runBoth(() => build(c), {}, data(c), { limits: { maxComputeWorkgroupStorageSize: c.storage, unroll: c.unroll ?? false } });
   const kernels = both.program.kernels.filter((k) => k.name.includes('attention'));
   expect(kernels).toHaveLength(1);
   const [rows, keys] = tile.split('x').map(Number) as [number, number];
   // the tiled template: one workgroup per tile of rows and KV head, the key tile staged in workgroup memory
   expect(kernels[0]!.wgsl).toMatch(/var<workgroup> att_kv/);
   expect(kernels[0]!.wgsl).toContain(`t0 += ${keys}u`);
+  // written out, each staged element is held in a `let st` until the tile's stores; as loops, none is
+  expect(/let st\d+: f32/.test(kernels[0]!.wgsl)).toBe(c.unroll ?? false);
   expect(kernels[0]!.workgroups[0] * kernels[0]!.workgroups[1] * kernels[0]!.workgroups[2]).toBe(c.H * Math.ceil(c.M / rows));
   expect(closeness(both.gpu.outputs.out!, both.cpu.outputs.out!, { atol: 1e-5, rtol: 1e-4 })).toBeUndefined();
 });

@@ -134,7 +134,7 @@ export interface DeviceLimits {
   tiledRows?: number | false;
   /**
    * Batched rows over block-quantized weights take the tiled kernel too (tiledRows), their weights decoded an element
-   * at a time into the f16 tiles. Off where unset; STRATA_TILED_ROWS_QUANT=1 sets it on an adapter.
+   * at a time into the f16 tiles. Off where unset; an adapter's limits set it (STRATA_TILED_ROWS_QUANT=0 turns it off).
    */
   tiledRowsQuantized?: boolean;
 }

@@ -46,7 +46,7 @@ test('tiled rows: a residual over 3 rows and a reshaped projection; more rows or
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
-// Block-quantized weights (DeviceLimits.tiledRowsQuantized, off by default): decoded an element at a time into the
+// Block-quantized weights (DeviceLimits.tiledRowsQuantized, on by default where tiledRows is): decoded an element at a time into the
 // tiles, the weights' transposes broadcast over [4, 1, K] rows
 test('tiled rows over q8 and q4 weights, behind an RMSNorm', async () => {
   const r = await runBoth(

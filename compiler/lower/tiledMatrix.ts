@@ -47,31 +47,26 @@ const MATRIX_SUBGROUPS = 8;
  * defaultMatrixTile. Undefined where the config does not divide the tile or workgroup memory is short.
  */
 export function matrixPlan(config: SubgroupMatrixConfig, M: number, N: number, K: number, matmuls: number, workgroupBytes: number, tile?: MatrixTile): (TilePlan & { matrix: MatrixShape }) | undefined {
-  const chosen = tile ?? defaultMatrixTile(M, N);
-  const { tm, tn } = chosen;
+  const { tm, tn, slices, tk: tk0 } = tile ?? defaultMatrixTile(M, N);
   const wg = MATRIX_SUBGROUPS * config.size;
-  const width: 1 | 2 = K % 2 === 0 ? 2 : 1;
-  const bytes = (slices: number, tk: number) => 2 * slices * (tk + 8) * (tm + tn * matmuls) + 4 * tm * tn;
-  const plan = (slices: number, tk: number): (TilePlan & { matrix: MatrixShape }) | undefined => {
-    const per = MATRIX_SUBGROUPS / slices; // subgroups a slice
-    const [gm, gn] = [tm / config.m, tn / config.n]; // fragments along m and n
-    let sgm = per;
-    while (sgm > 1 && (gm % sgm !== 0 || gn % (per / sgm) !== 0)) sgm /= 2;
-    const [fm, fn] = [gm / sgm, gn / (per / sgm)];
-    const threads = wg / slices;
-    const ok = Number.isInteger(fm) && Number.isInteger(fn) && fm >= 1 && fn >= 1 && bytes(slices, tk) <= workgroupBytes && tk % config.k === 0 && (tk * Math.min(tm, tn)) % (threads * width) === 0;
-    return ok ? { tm, tn, threads, slices, tk, width, floats: 0, wg, matrix: { config, stride: tk + 8, sgm, fm, fn } } : undefined;
-  };
-  // Where the tile does not fit, fewer slices with longer steps keep the K a trip covers (slices x tk): each trip waits
-  // for its loads, so halving tk instead doubled the trips (llama-400m's gate/up, two right operands: 64 trips of 16)
-  const candidates: [number, number][] = [[chosen.slices, chosen.tk]];
-  for (let s = chosen.slices / 2, tk = chosen.tk * 2; tile === undefined && s >= 1 && tk <= 64; s /= 2, tk *= 2) candidates.push([s, tk]);
-  for (let tk = chosen.tk / 2; tk >= config.k; tk /= 2) candidates.push([chosen.slices, tk]);
-  for (const [s, tk] of candidates) {
-    const p = plan(s, tk);
-    if (p) return p;
-  }
-  return undefined;
+  const per = MATRIX_SUBGROUPS / slices; // subgroups a slice
+  const [gm, gn] = [tm / config.m, tn / config.n]; // fragments along m and n
+  let sgm = per;
+  while (sgm > 1 && (gm % sgm !== 0 || gn % (per / sgm) !== 0)) sgm /= 2;
+  const [fm, fn] = [gm / sgm, gn / (per / sgm)];
+  if (!Number.isInteger(fm) || !Number.isInteger(fn) || fm < 1 || fn < 1) return undefined;
+  const width = K % 2 === 0 ? 2 : 1;
+  const threads = wg / slices;
+  const bytes = (tk: number) => 2 * slices * (tk + 8) * (tm + tn * matmuls) + 4 * tm * tn;
+  const fits = (tk: number) => bytes(tk) <= workgroupBytes && tk % config.k === 0 && (tk * Math.min(tm, tn)) % (threads * width) === 0;
+  // Where the tile does not fit, the K step shrinks (llama-400m's prefill gate/up: two slices of 16, 32 trips).
+  // Halving the slices instead (one slice of 64, 16 trips) ran faster alone in `bench tiled` (37.9 against 42.2 us)
+  // but made llama-400m's whole prefill 10% slower in two rounds of one call, jamba-small's 3-11% faster: not taken
+  // (bench/results/2026-12-03-h200-tiling/).
+  let tk: number = tk0;
+  while (tk > config.k && !fits(tk)) tk /= 2;
+  if (!fits(tk)) return undefined;
+  return { tm, tn, threads, slices, tk, width, floats: 0, wg, matrix: { config, stride: tk + 8, sgm, fm, fn } };
 }
 
 /**

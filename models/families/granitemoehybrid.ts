@@ -152,7 +152,7 @@ export function granitemoehybrid(config: GraniteMoeHybridConfig): ModelDef {
         );
       } else {
         // on [S, T, H] as it is: a reshape between output_linear and the residual add would keep the add out of the
-        // tiled matmul's epilogue (its own kernel in prefill, 32 dispatches a 128-token prompt of granite4h)
+        // tiled matmul's epilogue (a map kernel of its own in every layer of a prefill)
         const [gate, up] = linear(normed, sharedIn).split(-1, [Is, Is]) as [Tensor, Tensor];
         ffn = linear(activate(gate, act).mul(up), sharedOut);
       }

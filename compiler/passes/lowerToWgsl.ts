@@ -255,6 +255,9 @@ function lowerScan(root: Node, isMat: (n: Node) => boolean): LoweredKernel {
   e.line(`for (var kb: u32 = 0u; kb < ${len}u; kb += ${steps}u) {`);
   for (const l of body) e.line('  ' + l);
   e.line('}');
-  return finish(e, 'scan', assemble(e, e.topLines(), wg), Math.ceil(lines / wg));
+  const groups = Math.ceil(lines / wg);
+  // one workgroup: its lines are t = lid, no barrier, so a larger workgroup's spare threads return at the guard (it
+  // can share a dispatch with wider kernels: Mamba-2's dt cumsum beside the conv's maps)
+  return { ...finish(e, 'scan', assemble(e, e.topLines(), wg), groups), ...(groups === 1 ? { anyLargerWorkgroup: true } : {}) };
 }
 

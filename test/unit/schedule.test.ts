@@ -165,12 +165,15 @@ test('llama-400m prefill (1 row, 128 tokens): q and k are read through their res
   expect(kernels).toHaveLength(193);
 });
 
-test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its residual add are one tiled kernel', () => {
+test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its residual add are one tiled kernel; the dt cumsum shares a dispatch', () => {
   // the MLP runs on [S, T, H] without a reshape before the add (a view between the matmul and the add kept the add
   // out of the tiled epilogue: a map kernel of its own in each of the 32 layers, 514 dispatches)
   const model = buildModel(parseConfig(BENCH_CONFIGS['granite4h-350m-like']!, 'granite4h-350m-like.json'));
   const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: LIMITS }).kernels;
   expect(kernels.filter((k) => k.name.endsWith('_map_add'))).toHaveLength(0);
   expect(kernels.filter((k) => k.name.endsWith('_tiled_add'))).toHaveLength(64); // out_proj / o_proj and output_linear
-  expect(kernels).toHaveLength(508);
+  // the dt cumsum (one workgroup, no barrier) shares the conv's dispatch (anyLargerWorkgroup): 508 -> 480
+  expect(kernels.filter((k) => k.name === `${k.name.split('_')[0]}_scan_cumsum`)).toHaveLength(0);
+  expect(kernels.filter((k) => k.name.endsWith('_map+map+scan_permute+silu+cumsum'))).toHaveLength(28);
+  expect(kernels).toHaveLength(480);
 });

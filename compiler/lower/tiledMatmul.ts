@@ -26,11 +26,18 @@ export function tiledMatmulsOf(root: Node, isMat: (n: Node) => boolean): Node[] 
   if (root.op === 'matmul') return reduceLength(root) > SEQ_MAX ? [root] : undefined;
   const found = new Map<number, Node>();
   let other = false;
+  // A matmul may sit under a reshape that only adds or drops leading 1s ([T, H] -> [1, T, H]: an MLP on flattened
+  // rows), which keeps every element's linear position: read through it, the matmul is read at the output's own
+  // position (lowerTiledMatmul seeds it for every index). `walked` are the nodes whose reads are at that position.
+  const alike = (n: Node) => leadingOnesDropped(n.shape) === leadingOnesDropped(root.shape);
+  const walked = new Set<number>();
   const walk = (n: Node): void => {
-    if (n.op === 'matmul' && reduceLength(n) > SEQ_MAX && n.shape.join() === root.shape.join()) {
+    walked.add(n.id);
+    if (n.op === 'matmul' && reduceLength(n) > SEQ_MAX && alike(n)) {
       found.set(n.id, n);
       return;
     }
+    if (n.op === 'reshape' && alike(n) && alike(n.inputs[0]!) && !isMat(n.inputs[0]!)) return walk(n.inputs[0]!);
     if (OPS[n.op].kind === 'reduce' && reduceLength(n) > SEQ_MAX) other = true;
     if (OPS[n.op].kind !== 'elementwise' || n.op === 'iota') return;
     for (const i of n.inputs) if (!isMat(i) && i.op !== 'const' && i.shape.join() === root.shape.join()) walk(i);
@@ -38,7 +45,34 @@ export function tiledMatmulsOf(root: Node, isMat: (n: Node) => boolean): Node[] 
   walk(root);
   const mms = [...found.values()];
   if (other || mms.length === 0 || mms.length > 3 || mms.some((m) => m.inputs[0] !== mms[0]!.inputs[0])) return undefined;
+  // through a reshape, only the walked nodes may read the matmul (another read, at another index, would be given the
+  // output's value)
+  if (mms.some((m) => m.shape.join() !== root.shape.join()) && readElsewhere(root, isMat, found, walked)) return undefined;
   return mms;
+}
+
+/** Whether a node of root's inlined expression outside `walked` reads one of `mms` (through nothing but inlined nodes). */
+function readElsewhere(root: Node, isMat: (n: Node) => boolean, mms: ReadonlyMap<number, Node>, walked: ReadonlySet<number>): boolean {
+  const seen = new Set<number>();
+  const stack = [root];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n.id) || mms.has(n.id)) continue;
+    seen.add(n.id);
+    for (const i of n.inputs) {
+      if (isMat(i)) continue;
+      if (mms.has(i.id) && !walked.has(n.id)) return true;
+      stack.push(i);
+    }
+  }
+  return false;
+}
+
+/** A shape's text without its leading 1s (the last two dimensions kept). */
+function leadingOnesDropped(shape: readonly number[]): string {
+  let i = 0;
+  while (i < shape.length - 2 && shape[i] === 1) i++;
+  return shape.slice(i).join();
 }
 
 export function bigMatmulUnder(root: Node, isMat: (n: Node) => boolean): Node | undefined {
@@ -195,6 +229,12 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   e.line(`if (gi >= ${groups}u) { return; }`);
   const gi = e.bound('gi', groups - 1);
   const batch = delinearize(e.ix, e.ix.div(gi, MB * NB), batchShape).map((s, d) => e.declareTop(`o${d}`, s));
+  // an operand's batch coordinates: the root's, less or more leading ones where a matmul sits under a reshape of
+  // leading 1s (tiledMatmulsOf; those coordinates are 0)
+  const operandBatch = (node: Node): KExpr[] => {
+    const want = node.shape.length - 2;
+    return want <= batch.length ? batch.slice(batch.length - want) : [...Array.from({ length: want - batch.length }, () => e.ix.lit(0)), ...batch];
+  };
   e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TM}u;`);
   e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
   e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
@@ -273,7 +313,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
               // a weight read as its transpose (quantized, or one k a load) is read at [x, k] of the weight itself:
               // its transpose may be broadcast over batch dims or batched rows
               const wt = o === 0 ? undefined : weights[o - 1];
-              const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => (wt ? e.value(wt, [x, kv]) : e.value(node, o === 0 ? [...batch, x, kv] : [...batch, kv, x])));
+              const nb = operandBatch(node);
+              const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => (wt ? e.value(wt, [x, kv]) : e.value(node, o === 0 ? [...nb, x, kv] : [...nb, kv, x])));
               const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
               // the guard is the template's index text; the value is typed (f32, as the tiles hold)
               values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
@@ -380,7 +421,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
           return;
         }
         const idx = [...batch, m, n];
-        mms.forEach((mm, t) => e.seed(mm, idx, Kx.wgsl(`s${t}[${q}]`, 'f32')));
+        // a matmul under a reshape of leading 1s (tiledMatmulsOf) is read only at this output's position, through index
+        // arithmetic that need not simplify to its coordinates: seeded for every index (as the rows path's)
+        mms.forEach((mm, t) => (mm.shape.join() === root.shape.join() ? e.seed(mm, idx, Kx.wgsl(`s${t}[${q}]`, 'f32')) : e.seedAll(mm, Kx.wgsl(`s${t}[${q}]`, 'f32'))));
         const v = e.value(root, idx);
         e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
       });

@@ -35,6 +35,30 @@ test.each([
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
+// An MLP on flattened rows ([1, T, H] -> [T, H] -> back): the residual add after the reshape stays the tiled
+// kernel's epilogue (the reshape only adds a leading 1); where the kernel also reads the matmul at other positions
+// (a row sum of it, broadcast), the matmul gets its own buffer and the add its own kernel, with the same values.
+test.each([
+  [false, ['k0_tiled_add']],
+  [true, ['k0_tiled_matmul', 'k1_row_add']],
+])('a residual add after a reshape of leading 1s is a tiled epilogue (the matmul also read elsewhere: %s)', async (elsewhere, names) => {
+  const [T, H, N] = [48, 40, 36];
+  const r = await runBoth(
+    () => {
+      const x = input('x', [1, T, H]);
+      const h = input('h', [1, T, N]);
+      const y = linear(x.reshape(T, H), weight('w', [N, H]));
+      const back = y.reshape(1, T, N);
+      return { out: h.add(elsewhere ? back.add(y.sum(-1, true).reshape(1, T, 1)) : back) };
+    },
+    {},
+    (g) => randomData(g, 11),
+    { limits: { unroll: true } },
+  );
+  expect(r.program.kernels.map((k) => k.name)).toEqual(names);
+  expectClose(r.gpu.outputs, r.cpu.outputs, tol);
+});
+
 test('tiled matmul with batch dims, an f16 weight and a plain (non-transposed) operand', async () => {
   const r = await runBoth(
     () => {

@@ -12,7 +12,7 @@ run() {
   local log=$1 cases=$2 setting=$3 need=$4
   [ "$(left)" -gt "$need" ] || return
   echo "== $cases $setting" >> "$out/$log"
-  ( [ "$setting" = default ] || export $setting; timeout $(($(left) - 10)) node dist/bench.mjs models --no-ops --config llama-400m --cases "$cases" --out /tmp/ab.json 2>&1 | grep -v 'artificially reduced' | grep -vE '^ +[0-9.]+ +k[0-9]+_' >> "$out/$log" )
+  ( [ "$setting" = default ] || export $setting; timeout $(($(left) - 10)) node dist/bench.mjs models --no-ops --config llama-400m --cases "$cases" --out /tmp/ab.json 2>&1 | summary >> "$out/$log" )
 }
 for setting in ${ATTN_ROUNDS:-default STRATA_ATTN_PROJECTION=0 default STRATA_ATTN_PROJECTION=0}; do run attn-b8.log f16:8 "$setting" 40; done
 for setting in STRATA_TILED_ROWS_QUANT=1 default; do run quant-b8.log q8:8,q4:8 "$setting" 120; done

@@ -10,8 +10,7 @@ set -u
 out=$1
 source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
-quiet() { grep -v 'artificially reduced'; }
+gpu_info "$out"
 model=assets/models/tiny-granite-code
 timeout 120 node dist/bench.mjs greedy-batch $model 2>&1 | quiet > "$out/checks.txt"
 timeout $(($(left) - 300)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
@@ -21,7 +20,7 @@ run() {
   local bundle=$1 config=$2
   [ "$(left)" -gt 150 ] || return
   echo "== $bundle $config" >> "$out/ab.log"
-  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | quiet | grep -vE '^ +[0-9.]+ +k[0-9]+_' >> "$out/ab.log"
+  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
 }
 for config in llama-400m granite4h-350m-like jamba-small; do
   run dist/bench-base.mjs $config

@@ -10,15 +10,14 @@ set -u
 out=$1
 source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
-quiet() { grep -v 'artificially reduced'; }
+gpu_info "$out"
 timeout $(($(left) - 330)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 # one bench run of CONFIG at batch 1 under the settings (space-separated NAME=VALUE, or 'default')
 run() {
   local config=$1 setting=$2
   [ "$(left)" -gt 60 ] || return
   echo "== $config $setting" >> "$out/ab.log"
-  ( [ "$setting" = default ] || export $setting; timeout $(($(left) - 30)) node dist/bench.mjs models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | quiet | grep -vE '^ +[0-9.]+ +k[0-9]+_' >> "$out/ab.log" )
+  ( [ "$setting" = default ] || export $setting; timeout $(($(left) - 30)) node dist/bench.mjs models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log" )
 }
 for round in 1 2; do
   run llama-400m default

@@ -11,20 +11,19 @@ out=$1; shift
 configs=${*:-llama-400m jamba-small}
 source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/gpu.csv" 2>&1
-quiet() { grep -v 'artificially reduced'; }
+gpu_info "$out"
 timeout 150 node dist/bench.mjs tiled 2>&1 | quiet > "$out/tiled.txt"
 timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
 run() {
   local bundle=$1 config=$2
   [ "$(left)" -gt 240 ] || return
   echo "== $bundle $config" >> "$out/ab.log"
-  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | quiet | grep -vE '^ +[0-9.]+ +k[0-9]+_' >> "$out/ab.log"
+  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
 }
 for round in 1 2; do for config in $configs; do run dist/bench-base.mjs $config; run dist/bench.mjs $config; done; done
 timeout $(($(left) - 90)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 gzip -9 "$out/strata.json"
-[ "$(left)" -gt 60 ] && timeout $(($(left) - 30)) node dist/bench.mjs models --no-ops --config llama-400m --cases q8:1,q8:8,q4:1,q4:8 --out /tmp/q.json 2>&1 | quiet | grep -vE '^ +[0-9.]+ +k[0-9]+_' > "$out/quant.log"
+[ "$(left)" -gt 60 ] && timeout $(($(left) - 30)) node dist/bench.mjs models --no-ops --config llama-400m --cases q8:1,q8:8,q4:1,q4:8 --out /tmp/q.json 2>&1 | summary > "$out/quant.log"
 [ "$(left)" -gt 25 ] && timeout $(($(left) - 5)) node dist/bench.mjs profile llama-400m --storage f16 --rows 1 --tokens 128 --top 24 2>&1 | quiet > "$out/profile-prefill.txt"
 echo "tiling-ab.sh: done in $(($(date +%s) - start)) s"
 cat "$out/checks.txt"; grep -E 'gate/up|down' "$out/tiled.txt"; grep -E '^==|batch 1:' "$out/ab.log"; grep -E 'batch [18]:' "$out/strata.log" "$out/quant.log"

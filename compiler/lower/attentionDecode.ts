@@ -147,15 +147,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     ];
     if (!sharedDots) shuffled.forEach((l) => e.line(l));
     else if (!subgroups) shared.forEach((l) => e.line(l));
-    else {
-      // a group wider than the smallest subgroup: shuffles where the subgroup holds it (subgroup_size is uniform,
-      // so the barriers of the other branch stay legal)
-      e.line(`if (sg_size >= ${LANES}u) {`);
-      shuffled.forEach((l) => e.line('  ' + l));
-      e.line(`} else {`);
-      shared.forEach((l) => e.line('  ' + l));
-      e.line(`}`);
-    }
+    else e.groupSum(LANES, shuffled, shared); // a group wider than the smallest subgroup
     range(KEYS).forEach((u) => {
       const sc = fv(`sc${u}`);
       e.line(`let ok${u} = ${oks[u]};`);

@@ -250,6 +250,19 @@ export class Emitter {
     return out;
   }
 
+  /**
+   * A sum across a group of `lanes` threads where the adapter has subgroups: by `shuffled` lines where the subgroup
+   * holds the group, else by `shared` ones through workgroup memory (subgroup_size is uniform: the barriers of the
+   * other branch stay legal).
+   */
+  groupSum(lanes: number, shuffled: readonly string[], shared: readonly string[]): void {
+    this.line(`if (sg_size >= ${lanes}u) {`);
+    shuffled.forEach((l) => this.line('  ' + l));
+    this.line(`} else {`);
+    shared.forEach((l) => this.line('  ' + l));
+    this.line(`}`);
+  }
+
   /** Records a refusal (the first one counts) and returns a stand-in value so emission can finish. */
   private refuse(r: Refusal, type: DType): KExpr {
     this.refusal ??= r;

@@ -78,14 +78,7 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
   const sum = () => [...Array(LANES).keys()].map(lane).reduce((s, x) => V.arith('+', s, x));
   const shared = accs.flatMap((a) => [`red_f32[lid] = ${a.acc};`, `workgroupBarrier();`, `${a.acc} = ${sum()};`, `workgroupBarrier();`]);
   if (!subgroups) shared.forEach((l) => e.line(l));
-  else {
-    // subgroup_size is uniform: the barriers of the other branch stay legal
-    e.line(`if (sg_size >= ${LANES}u) {`);
-    shuffles.forEach((l) => e.line('  ' + l));
-    e.line(`} else {`);
-    shared.forEach((l) => e.line('  ' + l));
-    e.line(`}`);
-  }
+  else e.groupSum(LANES, shuffles, shared);
   e.line(`if (pj_lane == 0u) {`);
   for (const a of accs) {
     const r = `pj_row + ${a.i * rowsAtOnce}u`;

@@ -133,7 +133,7 @@ export function granitemoehybrid(config: GraniteMoeHybridConfig): ModelDef {
           : mamba2Layer(ctx, l, mixer, Hd, x, { prefix: `${p}mamba.`, activation: act });
       h = h.add(mixed.mul(residualMultiplier));
 
-      const normed = norm(h, 'post_attention_layernorm');
+      const y = norm(h, 'post_attention_layernorm').reshape(S * T, Hd);
       // shared_mlp: input_linear [2 Is, H] -> chunk 2 -> act(first) * second -> output_linear [H, Is]
       const sharedIn = w('shared_mlp.input_linear.weight', [2 * Is, Hd]);
       const sharedOut = w('shared_mlp.output_linear.weight', [Hd, Is]);
@@ -141,7 +141,7 @@ export function granitemoehybrid(config: GraniteMoeHybridConfig): ModelDef {
       if (moe) {
         const e = 'block_sparse_moe.';
         ffn = mixtureOfExperts(
-          normed.reshape(S * T, Hd),
+          y,
           w(`${e}router.layer.weight`, [moe.numExperts, Hd]),
           { gateUp: w(`${e}input_linear.weight`, [moe.numExperts, 2 * I, Hd]), down: w(`${e}output_linear.weight`, [moe.numExperts, Hd, I]) },
           moe.numExpertsPerTok,
@@ -151,9 +151,7 @@ export function granitemoehybrid(config: GraniteMoeHybridConfig): ModelDef {
           { strategy: T === 1 ? 'gather' : 'dense', activation: act },
         );
       } else {
-        // on [S, T, H] as it is: a reshape between output_linear and the residual add would keep the add out of the
-        // tiled matmul's epilogue (a map kernel of its own in every layer of a prefill)
-        const [gate, up] = linear(normed, sharedIn).split(-1, [Is, Is]) as [Tensor, Tensor];
+        const [gate, up] = linear(y, sharedIn).split(-1, [Is, Is]) as [Tensor, Tensor];
         ffn = linear(activate(gate, act).mul(up), sharedOut);
       }
       return h.add(ffn.reshape(S, T, Hd).mul(residualMultiplier));

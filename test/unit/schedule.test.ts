@@ -166,8 +166,8 @@ test('llama-400m prefill (1 row, 128 tokens): q and k are read through their res
 });
 
 test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its residual add are one tiled kernel; the dt cumsum shares a dispatch', () => {
-  // the MLP runs on [S, T, H] without a reshape before the add (a view between the matmul and the add kept the add
-  // out of the tiled epilogue: a map kernel of its own in each of the 32 layers, 514 dispatches)
+  // the MLP runs on flattened rows, reshaped back before the add: the tiled epilogue reads through that reshape of a
+  // leading 1 (before, the add was a map kernel of its own in each of the 32 layers, 514 dispatches)
   const model = buildModel(parseConfig(BENCH_CONFIGS['granite4h-350m-like']!, 'granite4h-350m-like.json'));
   const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: LIMITS }).kernels;
   expect(kernels.filter((k) => k.name.endsWith('_map_add'))).toHaveLength(0);

@@ -9,3 +9,20 @@ quiet() { grep -v 'artificially reduced'; }
 summary() { quiet | grep -vE '^ +[0-9.]+ +k[0-9]+_'; }
 # the GPU, its driver and its clocks, into DIR/gpu.csv
 gpu_info() { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$1/gpu.csv" 2>&1; }
+# batch 1 of CONFIG from BUNDLE (16-bit weights), its summary lines into OUT/ab.log, while more than MIN s are left
+ab_run() {
+  local out=$1 min=$2 bundle=$3 config=$4
+  [ "$(left)" -gt "$min" ] || return 0
+  echo "== $bundle $config" >> "$out/ab.log"
+  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
+}
+# the 128-token prefill profile of each CONFIG (TOP kernels) into OUT/profile-prefill.txt, while time is left
+prefill_profiles() {
+  local out=$1 top=$2 config
+  shift 2
+  for config in "$@"; do
+    [ "$(left)" -gt 30 ] || break
+    echo "== $config" >> "$out/profile-prefill.txt"
+    timeout $(($(left) - 5)) node dist/bench.mjs profile "$config" --storage f16 --rows 1 --tokens 128 --top "$top" 2>&1 | quiet >> "$out/profile-prefill.txt"
+  done
+}

@@ -15,26 +15,15 @@ model=assets/models/tiny-granite-code
 timeout 120 node dist/bench.mjs greedy-batch $model 2>&1 | quiet > "$out/checks.txt"
 timeout $(($(left) - 300)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 gzip -9 "$out/strata.json"
-# batch 1 of CONFIG from BUNDLE: its summary lines, not the kernel rows
-run() {
-  local bundle=$1 config=$2
-  [ "$(left)" -gt 150 ] || return
-  echo "== $bundle $config" >> "$out/ab.log"
-  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
-}
 for config in llama-400m granite4h-350m-like jamba-small; do
-  run dist/bench-base.mjs $config
-  run dist/bench.mjs $config
+  ab_run "$out" 150 dist/bench-base.mjs $config
+  ab_run "$out" 150 dist/bench.mjs $config
 done
 for args in "--env STRATA_TILED_ROWS_QUANT=0,1 --weights q8" "--env STRATA_TILED_ROWS_QUANT=0,1 --weights q4"; do
   [ "$(left)" -gt 90 ] || break
   timeout 80 node dist/bench.mjs env-parity $model $args 2>&1 | quiet >> "$out/checks.txt"
   echo "env-parity exit ${PIPESTATUS[0]}" >> "$out/checks.txt"
 done
-for config in llama-400m granite4h-350m-like; do
-  [ "$(left)" -gt 40 ] || break
-  echo "== $config" >> "$out/profile-prefill.txt"
-  timeout $(($(left) - 10)) node dist/bench.mjs profile $config --storage f16 --rows 1 --tokens 128 --top 16 2>&1 | quiet >> "$out/profile-prefill.txt"
-done
+prefill_profiles "$out" 16 llama-400m granite4h-350m-like
 echo "prefill-ab.sh: done in $(($(date +%s) - start)) s"
 cat "$out/checks.txt"; grep -E 'batch 1:|batch 8:' "$out/strata.log" | head -20; grep -E '^==|batch 1:' "$out/ab.log"

@@ -14,16 +14,10 @@ mkdir -p "$out"
 gpu_info "$out"
 timeout 150 node dist/bench.mjs tiled 2>&1 | quiet > "$out/tiled.txt"
 timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
-run() {
-  local bundle=$1 config=$2
-  [ "$(left)" -gt 240 ] || return
-  echo "== $bundle $config" >> "$out/ab.log"
-  timeout 60 node "$bundle" models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
-}
-for round in 1 2; do for config in $configs; do run dist/bench-base.mjs $config; run dist/bench.mjs $config; done; done
+for round in 1 2; do for config in $configs; do ab_run "$out" 240 dist/bench-base.mjs $config; ab_run "$out" 240 dist/bench.mjs $config; done; done
 timeout $(($(left) - 90)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 gzip -9 "$out/strata.json"
 [ "$(left)" -gt 60 ] && timeout $(($(left) - 30)) node dist/bench.mjs models --no-ops --config llama-400m --cases q8:1,q8:8,q4:1,q4:8 --out /tmp/q.json 2>&1 | summary > "$out/quant.log"
-[ "$(left)" -gt 25 ] && timeout $(($(left) - 5)) node dist/bench.mjs profile llama-400m --storage f16 --rows 1 --tokens 128 --top 24 2>&1 | quiet > "$out/profile-prefill.txt"
+prefill_profiles "$out" 24 llama-400m
 echo "tiling-ab.sh: done in $(($(date +%s) - start)) s"
 cat "$out/checks.txt"; grep -E 'gate/up|down' "$out/tiled.txt"; grep -E '^==|batch 1:' "$out/ab.log"; grep -E 'batch [18]:' "$out/strata.log" "$out/quant.log"

@@ -526,10 +526,9 @@ export class Emitter {
    * The phases with every run of f32 phases that do not read each other's results merged: their loops one after
    * the other (loads in flight together), then one reduction round for all of them through `shared` (a workgroup
    * array of `mergedFloats(count, wg)` floats), instead of a round with its barriers per phase: a batch-8 matvec's
-   * RMSNorm computes 8 row statistics. A run of one phase keeps its own text; runs end at `maxRun` phases (the shared
-   * array's size).
+   * RMSNorm computes 8 row statistics. A run of one phase keeps its own text.
    */
-  mergedPhases(shared: string, wg: number, maxRun = Infinity): { lines: string[]; phases: number } {
+  mergedPhases(shared: string, wg: number): { lines: string[]; phases: number } {
     const lines: string[] = [];
     let run: number[] = [];
     let most = 0;
@@ -541,7 +540,7 @@ export class Emitter {
     };
     this.phaseParts.forEach((p, i) => {
       const reads = (j: number) => new RegExp(`\\b${this.phaseParts[j]!.result}\\b`).test(p.loop.join('\n'));
-      if (p.dtype !== 'f32' || run.some(reads) || run.length >= maxRun) flush();
+      if (p.dtype !== 'f32' || run.some(reads)) flush();
       if (p.dtype !== 'f32') lines.push(this.phases[i]!);
       else run.push(i);
     });

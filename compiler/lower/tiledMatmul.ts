@@ -9,7 +9,6 @@ import { isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, reduceLength } from './emitter.ts';
 import { loadWeightRun, transposedWeight } from './matvecKernel.ts';
 import { rowLoads, rowsReserve } from './tiledRows.ts';
-import { STATS_FLOATS, rowStatistics, statIndex, statsReserve } from './tiledStats.ts';
 import { type MatrixShape, type MatrixTile, type SubgroupMatrixConfig, matrixPieces, matrixPlan, rowsMatrixTile } from './tiledMatrix.ts';
 
 /** Workgroups below which a 64x64 tiling leaves most of a large GPU idle, and 32x32 tiles are used instead. */
@@ -164,11 +163,6 @@ function tilePlan(variant: TiledVariant, batch: number, M: number, N: number, K:
   return { tm, tn, threads, slices, tk, width, floats: Math.max(slices * tk * (tm + tn * matmuls), WG_TILED * 16), wg: WG_TILED };
 }
 
-/** Bytes of workgroup memory a plan's tiles take (the matrix form's f16 tiles and f32 results, or the f32 tiles). */
-function tileBytes(p: TilePlan, matmuls: number): number {
-  return p.matrix ? 2 * p.slices * p.matrix.stride * (p.tm + p.tn * matmuls) + 4 * p.tm * p.tn : 4 * p.floats;
-}
-
 /** What lowerTiledMatmul takes from the lowering's options (LowerOptions). */
 export interface TiledOptions {
   unroll?: boolean;
@@ -181,8 +175,6 @@ export interface TiledOptions {
    * all rows (as the matvec's core), up to TILED_ROWS_MAX of them.
    */
   rows?: Node;
-  /** The adapter has subgroups (the row statistics' reduction rounds). */
-  subgroups?: boolean;
 }
 
 /**
@@ -194,12 +186,15 @@ export interface TiledOptions {
  * off, they are loops (compact shaders for a software adapter).
  */
 export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, o: TiledOptions = {}): LoweredKernel {
-  const { unroll = true, workgroupBytes = 16384, variant = DEFAULT_TILED_VARIANT, subgroupMatrix, matrixTile, rows: core, subgroups = false } = o;
+  const { unroll = true, workgroupBytes = 16384, variant = DEFAULT_TILED_VARIANT, subgroupMatrix, matrixTile, rows: core } = o;
+  const e = new Emitter(root, isMat, 'tiled');
+  for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;
   // Batched decode rows (`core`): every leading coordinate is a row, one tile of rows a workgroup, and the left
   // operand is loaded a literal row at a time, so that its rows' norm statistics are cooperative phases before the K
   // loop (hoistable, as in the matvec) and the norm stays fused.
   const flat = core !== undefined;
+  if (flat) e.cooperative = true;
   const outShape = core?.shape ?? root.shape;
   const r = outShape.length;
   const rowShape = flat ? outShape.slice(0, -1) : [outShape[r - 2]!];
@@ -210,20 +205,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   // activation) keeps f32 products
   const weights = mms.map((mm) => transposedWeight(mm.inputs[1]!, isMat) as Node<'weight'> | undefined);
   const sixteenBit = weights.every((w) => w !== undefined && w.attrs.storage !== 'f32');
+  const budget = workgroupBytes - (flat ? rowsReserve(M, WG_TILED) : 0);
   const matrixTiling = matrixTile ?? (flat ? rowsMatrixTile(M, N) : undefined);
-  const planWith = (reserve: number) => {
-    const budget = workgroupBytes - (flat ? rowsReserve(M, WG_TILED) : 0) - reserve;
-    return (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, budget, matrixTiling) : undefined) ?? tilePlan(flat ? 'lean' : variant, numel(batchShape), M, N, K, mms.length, budget);
-  };
-  // Prefill tiles: the left operand's row statistics (a norm's), computed by the kernel for its tile's rows (their
-  // rounds through subgroups where the adapter has them), where workgroup memory holds them beside the tiles; else
-  // the emitter refuses them and they get a buffer (the planner's emission rule).
-  let stats = flat ? [] : rowStatistics(root, mms, isMat);
-  let plan = planWith(stats.length ? statsReserve(stats.length) : 0);
-  if (stats.length && tileBytes(plan, mms.length) + statsReserve(stats.length) > workgroupBytes) [stats, plan] = [[], planWith(0)];
-  const e = new Emitter(root, isMat, 'tiled', subgroups && stats.length > 0);
-  for (const mm of mms) e.inlined.add(mm.id);
-  if (flat) e.cooperative = true;
+  const plan = (subgroupMatrix && unroll && sixteenBit ? matrixPlan(subgroupMatrix, numel(batchShape) * M, N, K, mms.length, budget, matrixTiling) : undefined) ?? tilePlan(flat ? 'lean' : variant, numel(batchShape), M, N, K, mms.length, budget);
   const { tm: TM, tn: TN, threads: PT, slices: S, tk: TK, width: W, floats, wg: WG, matrix: mx } = plan;
   // batched decode rows: one tile of rows, weights read a packed pair at a time (batchedRowsTiled: K even)
   if (flat && (TM < M || W !== 2)) throw new Error(`tiled rows: ${M} rows need one tile of pairs, planned ${TM} rows, ${W} k per load`);
@@ -251,9 +235,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     const want = node.shape.length - 2;
     return want <= batch.length ? batch.slice(batch.length - want) : [...Array.from({ length: want - batch.length }, () => e.ix.lit(0)), ...batch];
   };
-  // the tile's first row: a head name where the row statistics' phases index by it
-  const m0 = stats.length ? e.declareTop('m0', e.ix.mul(e.ix.mod(e.ix.div(gi, NB), MB), TM)) : undefined;
-  if (!m0) e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TM}u;`);
+  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TM}u;`);
   e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
   e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
   e.line(`let t = lid % ${PT}u;`);
@@ -265,18 +247,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   const at4 = (i4: string, c: string) => (vec ? `${smem}[${i4}][${c}]` : `${smem}[(${i4}) * 4u + ${c}]`);
   const read4 = (i4: string) => (vec ? `${smem}[${i4}]` : `vec4<f32>(${[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u]`).join(', ')})`);
   const write4 = (i4: string, v: string) => (vec ? [`${smem}[${i4}] = ${v};`] : [`let w4 = ${v};`, ...[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u] = w4[${c}];`)]);
-  // the row statistics of the tile's TM rows as cooperative phases (merged into rounds after the head), kept in
-  // tile_stat; the operand's loads then read them there
-  const statLines: string[] = [];
-  if (m0) {
-    e.cooperative = true;
-    if (unroll) e.workgroupSize = WG;
-    const rowsOf = stats.map((s) => Array.from({ length: TM }, (_, i) => e.value(s, statIndex(s, [...operandBatch(a), e.ix.min(e.ix.add(m0, e.ix.lit(i)), M - 1)], e.ix.lit(0)))));
-    e.cooperative = false;
-    statLines.push(`if (lid == 0u) {`, ...rowsOf.flatMap((vs, j) => vs.map((v, i) => `  tile_stat[${j * TM + i}u] = ${v};`)), `}`, `workgroupBarrier();`);
-    stats.forEach((s, j) => e.mapValue(s, (idx) => Kx.wgsl(`tile_stat[${j * TM}u + ${idx[idx.length - 1]} - m0]`, 'f32')));
-  }
-  // everything after the head is built as one block, so that the phases (flat rows, row statistics) go between the two
+  // everything after the head is built as one block, so that the phases (flat rows) go between the two
   const main = e.nested(() => {
     if (mp) mp.setup().forEach((l) => e.line(l));
     else {
@@ -459,16 +430,13 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       return [`if (m0 + (lid + ${q} * ${WG}u) / ${TN}u < ${M}u && n0 + (lid + ${q} * ${WG}u) % ${TN}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
     });
   });
-  // the rows' statistics merged into one round (flat rows), or rounds of at most STATS_FLOATS shared floats (prefill)
-  const phases = e.mergedPhases(mp && flat ? 'tile_c' : 'tile_red', WG, flat ? Infinity : Math.max(1, Math.floor(STATS_FLOATS / e.mergedFloats(1, WG))));
+  // the rows' statistics (flat rows only: other tiled kernels hold no long reduction) merged into one round
+  const phases = e.mergedPhases(mp && flat ? 'tile_c' : 'tile_red', WG);
   const redFloats = e.mergedFloats(phases.phases, WG);
-  const red = [
-    ...(phases.phases && !(mp && flat) ? [`var<workgroup> tile_red: array<f32, ${redFloats}>;`] : []),
-    ...(stats.length ? [`var<workgroup> tile_stat: array<f32, ${stats.length * TM}>;`] : []),
-  ];
-  const lines = [...e.topLines(), ...phases.lines, ...statLines, ...main];
+  const red = phases.phases && !(mp && flat) ? [`var<workgroup> tile_red: array<f32, ${redFloats}>;`] : [];
+  const lines = [...e.topLines(), ...phases.lines, ...main];
   if (mp) {
-    const decls = flat ? [mp.decls[0]!, `var<workgroup> tile_c: array<f32, ${Math.max(S * TM * TN, redFloats)}>;`] : [...mp.decls, ...red];
+    const decls = flat ? [mp.decls[0]!, `var<workgroup> tile_c: array<f32, ${Math.max(S * TM * TN, redFloats)}>;`] : mp.decls;
     const text = { ...assemble(e, lines, WG, decls), f16: true, subgroupMatrix: true };
     return { ...finish(e, 'tiled', text, groups), shape: mp.shape };
   }

@@ -96,7 +96,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
   tiled: (root, c, isMat, o) => {
     const { matmuls, rows } = c as { matmuls: Node[]; rows?: Node };
-    return lowerTiledMatmul(root, matmuls, isMat, { unroll: o.unroll ?? true, workgroupBytes: o.workgroupStorage, variant: o.tiledMatmul, subgroupMatrix: o.subgroupMatrix || undefined, matrixTile: o.matrixTile || undefined, subgroups: o.subgroups ?? false, ...(rows ? { rows } : {}) });
+    return lowerTiledMatmul(root, matmuls, isMat, { unroll: o.unroll ?? true, workgroupBytes: o.workgroupStorage, variant: o.tiledMatmul, subgroupMatrix: o.subgroupMatrix || undefined, matrixTile: o.matrixTile || undefined, ...(rows ? { rows } : {}) });
   },
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, c as { variant: AttentionVariant; projection?: AttentionProjection }, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),

@@ -8,8 +8,9 @@
 //   template     chooseTemplate: the op's own template, tiled / matvec / map / row / element; a many-row matmul
 //                read through views gets its own tiled kernel
 //   inlining     templates without cooperative phases (scatter, scan, attention, tiled, ssdstep, selstep, selscan) cannot hold a long
-//                reduction: the first one their emitter would reach gets a buffer (a prefill tile's left operand's row
-//                statistics excepted: the tiled kernel computes those, lower/tiledStats.ts)
+//                reduction: the first one their emitter would reach gets a buffer (a prefill norm's mean then has a
+//                kernel of its own: computing a tile's rows' statistics in the tiled kernel, before its K loop, made
+//                prefill 25-35% slower on the H200, bench/results/2026-12-03-h200-row-stats/)
 //   in place     a scatter writes its state in place: values or indices that read that state get a buffer, unless
 //                it fits one workgroup (reads, a barrier, then writes) and they read the very version it overwrites
 //   emission     the emitter's refusal (a cooperative reduction whose index varies inside an enclosing loop, or
@@ -23,7 +24,6 @@ import { OPS } from '../ops.ts';
 import { GPU_QUANT_MATVEC, quantMatvecRuns } from '../quantized.ts';
 import { type AttentionProjection, planProjection } from './planProjections.ts';
 import { projectionFloats } from '../lower/attentionProjection.ts';
-import { rowStatistics } from '../lower/tiledStats.ts';
 import { type LoweredKernel, SEQ_MAX, type TemplateChoice, chooseTemplate, isReduction, lowerKernel, reduceLength, scatterReadsInPlace } from './lowerToWgsl.ts';
 
 /** A graph the compiler cannot schedule for the adapter (re-exported by compile.ts). */
@@ -87,7 +87,7 @@ function readsFrom(starts: readonly Node[], isMat: (n: Node) => boolean): Node[]
 }
 
 /** Where the emitter of each template without cooperative phases starts evaluating (its inputs, in its order). */
-function phaseFreeStarts(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean): { starts: Node[]; skip?: Set<number> } | undefined {
+function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; skip?: Set<number> } | undefined {
   switch (choice.template) {
     case 'scatter': return { starts: [root.inputs[1]!, root.inputs[2]!] };
     case 'scan': return { starts: [root.inputs[0]!] };
@@ -96,15 +96,14 @@ function phaseFreeStarts(root: Node, choice: TemplateChoice, isMat: (n: Node) =>
     case 'selscan': return { starts: [...root.inputs] };
     case 'attention': { const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node]; return { starts: [q, limit, mask, kT, v] }; }
     // batched decode rows: the rows' norms are cooperative phases, as in the matvec
-    // prefill tiles: the left operand's row statistics (a norm's) are the kernel's own phases (lower/tiledStats.ts)
-    case 'tiled': return choice.rows ? undefined : { starts: [choice.matmuls[0]!.inputs[0]!, ...choice.matmuls.map((m) => m.inputs[1]!), root], skip: new Set([...choice.matmuls, ...rowStatistics(root, choice.matmuls, isMat)].map((m) => m.id)) };
+    case 'tiled': return choice.rows ? undefined : { starts: [choice.matmuls[0]!.inputs[0]!, ...choice.matmuls.map((m) => m.inputs[1]!), root], skip: new Set(choice.matmuls.map((m) => m.id)) };
     default: return undefined;
   }
 }
 
 /** The rules that need no lowering: a node to materialise, or undefined when the kernel may be lowered as chosen. */
 function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, readsInPlace: boolean): PlanStep | undefined {
-  const phaseFree = phaseFreeStarts(root, choice, isMat);
+  const phaseFree = phaseFreeStarts(root, choice);
   if (phaseFree) {
     const target = root.op === 'scatter' ? root.inputs[0]! : undefined;
     // a projecting attention computes its matmuls in its own prologue

@@ -59,35 +59,6 @@ test.each([
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
-// A norm before a projection (prefill): the tiled kernel computes its tile's rows' statistics itself (cooperative
-// phases before the K loop, compiler/lower/tiledStats.ts), so the norm's mean has no kernel of its own; rows past a
-// tile's end and batch dims included. Where the epilogue reads the statistic too, it keeps its own kernel.
-test.each([
-  [[70, 96], false, false, ['k0_tiled_matmul']],
-  [[2, 37, 80], true, false, ['k0_tiled_add']],
-  [[2, 37, 80], true, true, ['k0_element_mean', 'k1_tiled_add']],
-])('a norm before a tiled matmul of %j: its row statistics in the kernel (residual %s, statistic in the epilogue %s)', async (shape, residual, epilogue, names) => {
-  const [K, N] = [shape[shape.length - 1]!, 48];
-  const rows = shape.slice(0, -1);
-  for (const unroll of [true, false]) {
-    const r = await runBoth(
-      () => {
-        const x = input('x', shape);
-        const ms = x.square().mean(-1, true);
-        const y = linear(x.mul(ms.add(1e-5).rsqrt()).mul(weight('g', [K])), weight('w', [N, K]));
-        if (!residual) return { y };
-        const h = input('h', [...rows, N]);
-        return { y: h.add(epilogue ? y.mul(ms) : y) };
-      },
-      {},
-      (g) => randomData(g, 7 + K),
-      { limits: { unroll } },
-    );
-    expect(r.program.kernels.map((k) => k.name)).toEqual(names);
-    expectClose(r.gpu.outputs, r.cpu.outputs, tol);
-  }
-});
-
 test('tiled matmul with batch dims, an f16 weight and a plain (non-transposed) operand', async () => {
   const r = await runBoth(
     () => {

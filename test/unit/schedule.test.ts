@@ -165,23 +165,6 @@ test('llama-400m prefill (1 row, 128 tokens): q and k are read through their res
   expect(kernels).toHaveLength(193);
 });
 
-test('prefill where workgroup memory holds them (the H200\'s 48 KB): each projection\'s norm statistics in its tiled kernel', () => {
-  // The tiled kernel computes its tile's rows' means of squares before its K loop (compiler/lower/tiledStats.ts):
-  // the norms' element kernels go (llama-400m 193 -> 145, granite4h-350m-like 480 -> 416, jamba-small 102 -> 75). What
-  // stays: granite's gated norms (their mean shares a dispatch with the state writes) and jamba's MoE routers.
-  const limits = { ...LIMITS, maxComputeWorkgroupStorageSize: 49152, subgroupMatrix: { m: 16, n: 16, k: 16, size: 32 }, tiledRows: 2 };
-  const counts = Object.keys(BENCH_CONFIGS).map((name) => {
-    const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, `${name}.json`));
-    const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits }).kernels;
-    return [name, kernels.length, kernels.filter((k) => k.name.endsWith('_element_mean')).length];
-  });
-  expect(counts).toEqual([
-    ['llama-400m', 145, 0],
-    ['granite4h-350m-like', 416, 0],
-    ['jamba-small', 75, 0],
-  ]);
-});
-
 test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its residual add are one tiled kernel; the dt cumsum shares a dispatch', () => {
   // the MLP runs on flattened rows, reshaped back before the add: the tiled epilogue reads through that reshape of a
   // leading 1 (before, the add was a map kernel of its own in each of the 32 layers, 514 dispatches)

@@ -4,7 +4,7 @@
 # from two bundles alternated twice (dist/bench-base.mjs, the commit before the change, against dist/bench.mjs), the
 # f16 table's Strata half, and the 128-token prefill profiles of llama-400m and granite4h-350m-like.
 # Needs dist/bench.mjs and dist/bench-base.mjs. 5 files in OUT_DIR.
-# Usage: bash bench/device/stats-ab.sh OUT_DIR [CONFIG...]   (BUDGET s, default 570; configs default all three)
+# Usage: bash bench/device/change-ab.sh OUT_DIR [CONFIG...]   (BUDGET s, default 570; configs default all three)
 set -u
 out=$1; shift
 configs=${*:-llama-400m granite4h-350m-like jamba-small}
@@ -16,5 +16,5 @@ for round in 1 2; do for config in $configs; do ab_run "$out" 300 dist/bench-bas
 timeout $(($(left) - 80)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 gzip -9 "$out/strata.json"
 prefill_profiles "$out" 16 llama-400m granite4h-350m-like
-echo "stats-ab.sh: done in $(($(date +%s) - start)) s"
+echo "change-ab.sh: done in $(($(date +%s) - start)) s"
 cat "$out/checks.txt"; grep -E '^==|batch 1:' "$out/ab.log"; grep -E 'batch [18]:' "$out/strata.log"

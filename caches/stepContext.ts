@@ -39,7 +39,8 @@ const env = (name: string): string | undefined => (typeof process === 'undefined
  * Trace-wide switches: false replaces fused kernels by their compositions (tests, fusion-off benchmarks). From the
  * environment (Node), for measuring the paths they replaced: STRATA_SELECTIVE_STEP=0 traces the Mamba-1 decode
  * step as its composition (6 dispatches a layer, not 4), STRATA_SELECTIVE_SCAN=0 its prefill scan as the chunked
- * composition (jamba-small's 128-token prefill: 221 kernels, not 104), STRATA_JAMBA_ROUTING=topk Jamba's expert selection as
+ * composition (jamba-small's 128-token prefill: 221 kernels, not 104), STRATA_SSD_SCAN=0 the Mamba-2 prefill scan as the
+ * chunked SSD algorithm (about ten kernels a layer) instead of the selective_scan kernel, STRATA_JAMBA_ROUTING=topk Jamba's expert selection as
  * topK's rounds (2 single-workgroup kernels of their own, not inlined into the experts' down projections).
  */
 export const kernelOptions = {
@@ -47,6 +48,7 @@ export const kernelOptions = {
   fusedSsdStep: true,
   fusedSelectiveStep: env('STRATA_SELECTIVE_STEP') !== '0',
   fusedSelectiveScan: env('STRATA_SELECTIVE_SCAN') !== '0',
+  fusedSsdScan: env('STRATA_SSD_SCAN') !== '0',
   /** Jamba's top-k as per-expert rank columns (dsl/nn/moe.ts topkProbabilityColumns) rather than route()'s dense. */
   rankRouting: env('STRATA_JAMBA_ROUTING') !== 'topk',
 };

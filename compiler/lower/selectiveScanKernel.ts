@@ -7,9 +7,13 @@ import { V } from '../kexpr/value.ts';
 import { selectiveScanDims } from '../selectiveScan.ts';
 import { CHANNEL_LANES_WG, channelLanes } from './channelLanes.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
+import { stageScanInputs } from './scanStaging.ts';
+import { lowerSelectiveScanWide } from './selectiveScanWideKernel.ts';
 
 /** Threads of a workgroup (8 channels of 16 lanes at Mamba's N = 16). */
 const WG = CHANNEL_LANES_WG;
+/** States a channel up to which a lane owns one (larger states, Mamba-2's: lower/selectiveScanWideKernel.ts). */
+const WIDE_FROM = 16;
 
 /** The state version the kernel writes in place (a scatter of the scan's `ssm` part at the slot ids). */
 export interface SelectiveScanWrites {
@@ -27,9 +31,10 @@ export interface SelectiveScanWrites {
  * banks. Workgroup memory grows as N^2 (about 12 KB at N = 16): meant for Mamba's N = 16.
  */
 export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writes: SelectiveScanWrites = {}): LoweredKernel {
-  const [x, dt, A, Bm, Cm, Dskip, h0, valid] = root.inputs as Node[];
+  const [, , A, , , Dskip, h0, valid] = root.inputs as Node[];
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { B, T, D, N } = selectiveScanDims(root.inputs);
+  if (N > WIDE_FROM) return lowerSelectiveScanWide(root, isMat, writes);
   const e = new Emitter(root, isMat, 'selscan');
   const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
   const { L, CW, groups, seq: b, first, d, n } = channelLanes(e, B, D, N);
@@ -44,25 +49,9 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   e.line(`let a_dn = ${e.value(A, [d, n])};`);
   e.line(`var h = ${e.value(h0, [b, d, n])};`);
 
-  // a round's inputs, staged in workgroup memory by all threads at once (one memory latency a round, not one a
-  // token, and inlined producers such as the conv or Jamba's B/C norms evaluated once an element, not per lane):
-  // dt and x of (token lid / CW, channel lid % CW), B and C of (token e / N, state e % N) in strided trips
-  const round = e.fresh('k');
-  const ot = e.bound('in_tok', T - 1);
-  const oc = e.bound('in_ch', D - 1);
-  const stageDx = e.nested(() => {
-    e.line(`let in_real = ${V.compare('<', V.cast('i32', ot), K.v('n_valid', 'i32'))};`);
-    const inReal = K.v('in_real', 'bool');
-    e.line(`sel_dt[lid] = ${V.select(zero, e.value(dt, [b, ot, oc]), inReal)};`);
-    e.line(`sel_x[lid] = ${V.select(zero, e.value(x, [b, ot, oc]), inReal)};`);
-  });
-  const bcTrip = e.fresh('k');
-  const bt = e.bound('bc_tok', T - 1);
-  const bn = e.bound('bc_n', N - 1);
-  const stageBc = e.nested(() => {
-    e.line(`sel_b[bc_at] = ${e.value(Bm, [b, bt, bn])};`);
-    if (part === 'y') e.line(`sel_c[bc_at] = ${e.value(Cm, [b, bt, bn])};`);
-  });
+  // a round's inputs (dt and x of (token lid / CW, channel lid % CW), B and C of (token e / N, state e % N) in
+  // strided trips), staged in workgroup memory
+  const { round, oc, ot, stageDx, stageBcTrips } = stageScanInputs(e, root, b);
   // after a round: thread lid finishes token lid / CW of channel lid % CW
   const tk = e.fresh('k');
   const out = part !== 'y' ? [] : e.nested(() => {
@@ -79,13 +68,7 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   e.line(`  let in_tok = min(in_at, ${T - 1}u);`);
   e.line(`  let in_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`);
   stageDx.forEach((l) => e.line('  ' + l));
-  e.line(`  for (var ${bcTrip}: u32 = 0u; ${bcTrip} < ${Math.ceil((TC * N) / WG)}u; ${bcTrip}++) {`);
-  e.line(`    let bc_at = lid + ${bcTrip} * ${WG}u;`);
-  e.line(`    if (bc_at >= ${TC * N}u) { break; }`);
-  e.line(`    let bc_tok = min(${round} * ${TC}u + bc_at / ${N}u, ${T - 1}u);`);
-  e.line(`    let bc_n = bc_at % ${N}u;`);
-  stageBc.forEach((l) => e.line('    ' + l));
-  e.line(`  }`);
+  stageBcTrips(TC, WG).forEach((l) => e.line('  ' + l));
   e.line(`  workgroupBarrier();`);
   // the round's steps: padded tokens were staged with dt = 0 and x = 0, so h passes through them
   e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);

@@ -1,5 +1,5 @@
 // absorbStateWrites: a recurrent decode step (`ssd_step`, Mamba-2; `selective_step`, Mamba-1) or prefill scan
-// (`selective_scan`, Mamba-1) is several nodes of one op, its output y and the new states (SSM state, Mamba-2's
+// (`selective_scan`, Mamba-1, and Mamba-2 as it per group of heads) is several nodes of one op, its output y and the new states (SSM state, Mamba-2's
 // conv ring) that the step scatters back. Planned alone, each part is a kernel and each scatter another; here, when
 // a part is read by nothing but a scatter into the state version the step itself reads, at the rows it reads (the
 // slot ids of its gathers), the y kernel writes that state in place instead (lower/ssdStepKernel.ts,
@@ -31,6 +31,12 @@ const sameStep = (a: Node, b: Node): boolean => {
   return a.op === b.op && Object.keys(x).every((k) => x[k] === y[k]) && a.inputs.length === b.inputs.length && a.inputs.every((n, i) => n === b.inputs[i]);
 };
 
+/**
+ * A node under reshapes that keep its leading dim (a row's elements in the same order): Mamba-2's SSM state,
+ * [rows, heads, P, N] in the state table, is the selective_scan's [rows, heads * P, N] (dsl/nn/mamba2.ts ssdSelective).
+ */
+const rowsOf = (n: Node): Node => (n.op === 'reshape' && n.inputs[0]!.shape[0] === n.shape[0] ? rowsOf(n.inputs[0]!) : n);
+
 export function absorbStateWrites(kernels: LoweredKernel[], isMat: (n: Node) => boolean): LoweredKernel[] {
   let out = [...kernels];
   for (const k of kernels) {
@@ -43,8 +49,8 @@ export function absorbStateWrites(kernels: LoweredKernel[], isMat: (n: Node) => 
       if (!pk) continue;
       const readers = out.filter((o) => o.reads.includes(pk.root));
       const sk = readers[0];
-      if (readers.length !== 1 || sk!.root.op !== 'scatter' || sk!.root.inputs[2] !== pk.root || sk!.alsoWrites) continue;
-      const gathered = k.root.inputs[input]!;
+      if (readers.length !== 1 || sk!.root.op !== 'scatter' || rowsOf(sk!.root.inputs[2]!) !== pk.root || sk!.alsoWrites) continue;
+      const gathered = rowsOf(k.root.inputs[input]!);
       const [target, rows] = sk!.root.inputs as [Node, Node];
       if (gathered.op !== 'gather' || gathered.inputs[0] !== target || gathered.inputs[1] !== rows) continue;
       writes[part] = sk!.root;

@@ -6,6 +6,7 @@ import { Tensor } from '../tensor.ts';
 import { composer, constant, iota } from '../trace.ts';
 import { activate, linear } from './basic.ts';
 import { causalConv1d, causalConv1dRing, validMask } from './conv.ts';
+import { selectiveScan } from './mamba.ts';
 
 export interface SsdArgs {
   x: Tensor; // [B,T,Hh,P]
@@ -18,6 +19,8 @@ export interface SsdArgs {
   valid: Tensor; // [B] i32: tokens t >= valid[b] are padding and leave the state unchanged
   /** Chunk length Q of the SSD algorithm (HF's chunk_size is 256; 16..64 keeps intra-chunk sums cheap here). */
   chunkSize?: number;
+  /** false: a scan of T > 1 tokens is the chunked SSD algorithm (ssdChunked) instead of the selective_scan kernel. */
+  fused?: boolean;
 }
 
 interface Dims {
@@ -173,9 +176,41 @@ export function ssdChunked(args: SsdArgs): { y: Tensor; hT: Tensor } {
   return { y, hT };
 }
 
-/** SSD over T tokens: the single step for T = 1, the chunked algorithm otherwise. */
+/**
+ * The SSD as Mamba-1's selective_scan op (dsl/nn/mamba.ts), once per group of heads: a head's scalar dt and A
+ * broadcast over its P channels and N states, the group's B and C shared by its channels, as Mamba-1's are by all.
+ * One kernel a group (lower/selectiveScanWideKernel.ts: the recurrence token by token), where ssdChunked is about
+ * ten kernels a layer; the same recurrence, so the same result up to f32 rounding.
+ */
+export function ssdSelective(args: SsdArgs): { y: Tensor; hT: Tensor } {
+  const { B, T, Hh, P, G, N } = checkArgs('ssdSelective', args);
+  const R = Hh / G; // heads per group
+  const ys: Tensor[] = [];
+  const hs: Tensor[] = [];
+  for (let g = 0; g < G; g++) {
+    const heads = (t: Tensor, axis: number) => (G === 1 ? t : t.slice(axis, g * R, (g + 1) * R));
+    const group = (t: Tensor) => (G === 1 ? t : t.slice(2, g, g + 1)).reshape(B, T, N);
+    const perChannel = (t: Tensor, lead: number[]) => heads(t, lead.length).reshape(...lead, R, 1).broadcastTo([...lead, R, P]).reshape(...lead, R * P);
+    const r = selectiveScan({
+      x: heads(args.x, 2).reshape(B, T, R * P),
+      dt: perChannel(args.dt, [B, T]),
+      A: heads(args.A, 0).reshape(R, 1, 1).broadcastTo([R, P, N]).reshape(R * P, N),
+      Bm: group(args.Bm),
+      Cm: group(args.Cm),
+      Dskip: perChannel(args.D, []),
+      h0: heads(args.h0, 1).reshape(B, R * P, N),
+      valid: args.valid,
+    });
+    ys.push(r.y.reshape(B, T, R, P));
+    hs.push(r.hT.reshape(B, R, P, N));
+  }
+  return { y: G === 1 ? ys[0]! : Tensor.concat(ys, 2), hT: G === 1 ? hs[0]! : Tensor.concat(hs, 1) };
+}
+
+/** SSD over T tokens: the single step for T = 1, else the selective_scan kernel per group (the chunked algorithm with `fused` false). */
 export function ssdScan(args: SsdArgs): { y: Tensor; hT: Tensor } {
-  return args.x.shape[1] === 1 ? ssdStep(args) : ssdChunked(args);
+  if (args.x.shape[1] === 1) return ssdStep(args);
+  return args.fused === false ? ssdChunked(args) : ssdSelective(args);
 }
 
 /**
@@ -238,6 +273,8 @@ export interface Mamba2Config {
   chunkSize?: number;
   /** false: a one-token step over a ring state emits the ssd_step composition instead of its fused kernel. */
   fusedStep?: boolean;
+  /** false: a scan of T > 1 tokens is the chunked SSD algorithm instead of the selective_scan kernel (ssdScan). */
+  fusedScan?: boolean;
 }
 
 /**
@@ -299,6 +336,7 @@ export function mamba2ConvScan(xBC: Tensor, dtRaw: Tensor, w: Pick<Mamba2Weights
     h0: state.ssm,
     valid,
     chunkSize: config.chunkSize,
+    fused: config.fusedScan,
   });
   return { y: scan.y.reshape(B, T, I), state: { conv: conv.newState, ssm: scan.hT, ...(state.start ? { start: state.start } : {}) } };
 }

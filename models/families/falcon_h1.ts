@@ -172,6 +172,7 @@ export function falconH1(config: FalconH1Config): ModelDef {
         activation: config.hiddenAct,
         chunkSize: Math.min(m.chunkSize, 64),
         fusedStep: kernelOptions.fusedSsdStep,
+        fusedScan: kernelOptions.fusedSsdScan,
       },
     );
     ctx.writeState(l, 'conv', scan.state.conv);

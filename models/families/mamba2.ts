@@ -142,6 +142,7 @@ export function mamba2Layer(ctx: StepContext, layer: number, cfg: Mamba2MixerCon
     // any chunk length gives the same result (§3.8); past 64 the QxQ intra-chunk blocks only cost more
     chunkSize: Math.min(cfg.chunkSize, 64),
     fusedStep: kernelOptions.fusedSsdStep,
+    fusedScan: kernelOptions.fusedSsdScan,
   });
   ctx.writeState(layer, 'conv', mixed.state.conv);
   ctx.writeState(layer, 'ssm', mixed.state.ssm);

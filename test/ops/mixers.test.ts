@@ -7,7 +7,7 @@ import { type Dims, input, trace } from '../../dsl/trace.ts';
 import type { NDArray } from '../../runtime/ndarray.ts';
 import { causalConv1d } from '../../dsl/nn/conv.ts';
 import { type MambaWeights, mambaMixer, selectiveScan } from '../../dsl/nn/mamba.ts';
-import { type Mamba2Config, type SsdArgs, gatedRmsNorm, mamba2Mixer, ssdChunked, ssdScan, ssdSequential, ssdStep } from '../../dsl/nn/mamba2.ts';
+import { type Mamba2Config, type SsdArgs, gatedRmsNorm, mamba2Mixer, ssdChunked, ssdScan, ssdSelective, ssdSequential, ssdStep } from '../../dsl/nn/mamba2.ts';
 import { type DeltaRuleArgs, gatedDeltaRule, gatedDeltaRuleChunked } from '../../dsl/nn/deltaRule.ts';
 import { type RoutingMode, moe, route, topkProbabilityColumns } from '../../dsl/nn/moe.ts';
 import { compile } from '../../compiler/compile.ts';
@@ -380,6 +380,17 @@ describe('SSD (Mamba-2 scan)', () => {
       expectNear(out.y!, ref.y, {}, realTokens(dims[1]!, dims[2]! * dims[3]!, valid));
       expectNear(out.h!, ref.h);
     });
+
+  it('as the selective_scan op per group (ssdSelective, the prefill kernel) matches the recurrence, padded rows leaving the state alone', () => {
+    const data = ssdData(dims, valid);
+    const out = cpu(ssdSpec(dims), data, (t) => {
+      const r = ssdSelective(ssdArgs(t));
+      return { y: r.y, h: r.hT };
+    });
+    const ref = ssdRef(data, dims);
+    expectNear(out.y!, ref.y, {}, realTokens(dims[1]!, dims[2]! * dims[3]!, valid));
+    expectNear(out.h!, ref.h);
+  });
 
   it('chunked SSD equals the step-by-step SSD on every output, padded rows included', () => {
     const data = ssdData(dims, valid);

@@ -1,7 +1,7 @@
 // The fused Mamba-1 prefill scan (the selective_scan op): its CPU reference against its composition (the chunked
 // form) and against the plain recurrence over each row's real tokens, and its kernel on WebGPU with the final state
 // written in place (one kernel), over one round of tokens (T = 5) and more than one chunk of 16 (T = 20), batch 2
-// with a padded row whose final state is its state at its last real token.
+// with a padded row whose final state is its state at its last real token; Mamba's N = 16 and larger states.
 import { describe, expect, it } from 'vitest';
 import { selectiveScan } from '../../dsl/nn/mamba.ts';
 import type { Tensor } from '../../dsl/tensor.ts';
@@ -22,6 +22,10 @@ interface Dims {
 const SHORT: Dims = { B: 2, T: 5, D: 11, N: 5, slotIds: [2, 0], valid: [5, 3] };
 // Mamba's N = 16, two rounds of 16 tokens (the second partial), row 0 padded past 13 tokens
 const LONG: Dims = { B: 2, T: 20, D: 37, N: 16, slotIds: [1, 2], valid: [13, 20] };
+// larger states (lower/selectiveScanWideKernel.ts, Mamba-2's prefill): 3 elements a lane with lanes past N = 40 idle,
+// two rounds of 16 tokens and a last workgroup's channels past D = 19; N = 128 (granite's), three rounds of 8
+const WIDE: Dims = { B: 2, T: 20, D: 19, N: 40, slotIds: [2, 1], valid: [20, 9] };
+const MAMBA2: Dims = { B: 2, T: 20, D: 9, N: 128, slotIds: [0, 2], valid: [6, 20] };
 
 /** A scan over a state of SLOTS slots, gathered and scattered back at the slot ids (as StepContext does). */
 const scanFn = ({ B, T, D, N }: Dims, fused: boolean) => (): Record<string, Tensor> => {
@@ -76,7 +80,7 @@ const tol = { atol: 5e-5, rtol: 5e-4 };
 describe('selective_scan', () => {
   // the CPU backend keeps f32 results: 1e-6 between its two forms
   it('its CPU reference equals its composition (chunks of 16) and the recurrence over real tokens', () => {
-    for (const d of [SHORT, LONG]) {
+    for (const d of [SHORT, LONG, WIDE]) {
       const run = data(d, 1);
       const fused = runCpuRef(trace(scanFn(d, true)), run);
       const composed = runCpuRef(trace(scanFn(d, false)), run);
@@ -93,7 +97,7 @@ describe('selective_scan', () => {
   });
 
   it('on WebGPU: one kernel writes y and the final state in place, as the CPU reference', async () => {
-    for (const d of [SHORT, LONG]) {
+    for (const d of [SHORT, LONG, WIDE, MAMBA2]) {
       const run = data(d, 2);
       const r = await expectBothClose(scanFn(d, true), {}, run, tol);
       expect(r.program.kernels.map((k) => k.templates.join('+'))).toEqual(['selscan']);

@@ -6,6 +6,7 @@ import { BENCH_CONFIGS } from '../../bench/configs.ts';
 import { compileBucket, kernelSchedule } from '../../cli/kernelSchedule.ts';
 import { loadConfig, parseConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
+import { kernelOptions } from '../../caches/stepContext.ts';
 
 // An adapter like the H200's and lavapipe's: subgroups, 16 storage buffers per stage.
 const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16 };
@@ -165,15 +166,26 @@ test('llama-400m prefill (1 row, 128 tokens): q and k are read through their res
   expect(kernels).toHaveLength(193);
 });
 
-test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its residual add are one tiled kernel; the dt cumsum shares a dispatch', () => {
+test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its residual add are one tiled kernel; each SSD one selective_scan kernel', () => {
   // the MLP runs on flattened rows, reshaped back before the add: the tiled epilogue reads through that reshape of a
   // leading 1 (before, the add was a map kernel of its own in each of the 32 layers, 514 dispatches)
   const model = buildModel(parseConfig(BENCH_CONFIGS['granite4h-350m-like']!, 'granite4h-350m-like.json'));
-  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: LIMITS }).kernels;
-  expect(kernels.filter((k) => k.name.endsWith('_map_add'))).toHaveLength(0);
-  expect(kernels.filter((k) => k.name.endsWith('_tiled_add'))).toHaveLength(64); // out_proj / o_proj and output_linear
-  // the dt cumsum (one workgroup, no barrier) shares the conv's dispatch (anyLargerWorkgroup): 508 -> 480
-  expect(kernels.filter((k) => k.name === `${k.name.split('_')[0]}_scan_cumsum`)).toHaveLength(0);
-  expect(kernels.filter((k) => k.name.endsWith('_map+map+scan_permute+silu+cumsum'))).toHaveLength(28);
-  expect(kernels).toHaveLength(480);
+  const kernels = () => compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: LIMITS }).kernels;
+  const fused = kernels();
+  expect(fused.filter((k) => k.name.endsWith('_map_add'))).toHaveLength(0);
+  expect(fused.filter((k) => k.name.endsWith('_tiled_add'))).toHaveLength(64); // out_proj / o_proj and output_linear
+  // each Mamba-2 layer's SSD is the selective_scan kernel (dsl/nn/mamba2.ts ssdSelective), its state written in place
+  expect(fused.filter((k) => k.templates.join() === 'selscan')).toHaveLength(28);
+  expect(fused).toHaveLength(285);
+  // the chunked SSD algorithm instead (STRATA_SSD_SCAN=0): its dt cumsum (one workgroup, no barrier) shares the
+  // conv's dispatch (anyLargerWorkgroup), 508 -> 480
+  kernelOptions.fusedSsdScan = false;
+  try {
+    const chunked = kernels();
+    expect(chunked.filter((k) => k.name === `${k.name.split('_')[0]}_scan_cumsum`)).toHaveLength(0);
+    expect(chunked.filter((k) => k.name.endsWith('_map+map+scan_permute+silu+cumsum'))).toHaveLength(28);
+    expect(chunked).toHaveLength(480);
+  } finally {
+    kernelOptions.fusedSsdScan = true;
+  }
 });

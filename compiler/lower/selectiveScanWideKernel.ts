@@ -9,6 +9,12 @@ import { selectiveScanDims } from '../selectiveScan.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { stageScanInputs } from './scanStaging.ts';
 
+/** The adapter's workgroup memory (sizes the rounds of tokens) and whether loops are written out (GPUs). */
+export interface ScanOptions {
+  workgroupBytes?: number;
+  unroll?: boolean;
+}
+
 /** Threads of a workgroup, lanes of a channel (channels a workgroup: WG / LANES). */
 const WG = 128;
 const LANES = 16;
@@ -23,7 +29,7 @@ const LANES = 16;
  * tokens were staged with dt = 0 and x = 0, so the state passes through them. A thread reads back only its own
  * staged x after the steps, so the next round's stores cannot overwrite what another thread still reads.
  */
-export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, writes: { ssm?: Node } = {}, workgroupBytes = 16384): LoweredKernel {
+export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, writes: { ssm?: Node } = {}, { workgroupBytes = 16384, unroll = true }: ScanOptions = {}): LoweredKernel {
   const [, , A, , , Dskip, h0, valid] = root.inputs as Node[];
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { B, T, D, N } = selectiveScanDims(root.inputs);
@@ -116,21 +122,36 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
   e.line(`  if (${round} + 1u < ${rounds}u) {`);
   inputsOf('    ', `${round} + 1u`);
   e.line(`  }`);
-  e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
-  e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
-  const [jv, cw] = [K.v(j), K.v('cw')];
-  const stepAt = V.arith('+', V.arith('*', jv, u(CW)), cw);
-  e.line(`    let dtv = ${wgArray('sel_dt', stepAt, TC * CW)};`);
-  e.line(`    let dxv = ${V.arith('*', named('dtv'), wgArray('sel_x', stepAt, TC * CW))};`);
-  e.line(`    var share: f32 = 0.0;`);
-  for (const k of range(E)) {
-    const stateAt = V.arith('+', V.arith('*', jv, u(N)), K.v(`sn${k}`));
-    const h = named(`h${k}`);
-    e.line(`    h${k} = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', named('dtv'), named(`a${k}`))]), h), V.arith('*', named('dxv'), wgArray('sel_b', stateAt, TC * N)))};`);
-    if (part === 'y') e.line(`    share = ${V.arith('+', named('share'), V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v(`ok${k}`, 'bool')))};`);
+  // the round's steps, h's dependence the only one between them: written out on a GPU (the compiler may then
+  // overlap a step's loads and exponentials with the step before), a loop on a software adapter
+  const step = (jt: string, pad: string): void => {
+    const jv = K.v(jt);
+    const stepAt = V.arith('+', V.arith('*', jv, u(CW)), K.v('cw'));
+    e.line(`${pad}let dtv = ${wgArray('sel_dt', stepAt, TC * CW)};`);
+    e.line(`${pad}let dxv = ${V.arith('*', named('dtv'), wgArray('sel_x', stepAt, TC * CW))};`);
+    e.line(`${pad}var share: f32 = 0.0;`);
+    for (const k of range(E)) {
+      const stateAt = V.arith('+', V.arith('*', jv, u(N)), K.v(`sn${k}`));
+      const h = named(`h${k}`);
+      e.line(`${pad}h${k} = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', named('dtv'), named(`a${k}`))]), h), V.arith('*', named('dxv'), wgArray('sel_b', stateAt, TC * N)))};`);
+      if (part === 'y') e.line(`${pad}share = ${V.arith('+', named('share'), V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v(`ok${k}`, 'bool')))};`);
+    }
+    if (part === 'y') e.line(`${pad}sel_ch[(${jt} * ${CW}u + cw) * ${row}u + lane] = share;`);
+  };
+  if (unroll) {
+    // a step past the last token is skipped: its staged dt is the last token's (in_tok is clamped)
+    for (const q of range(TC)) {
+      e.line(T % TC === 0 ? `  {` : `  if (${round} * ${TC}u + ${q}u < ${T}u) {`);
+      e.line(`    let ${j} = ${q}u;`);
+      step(j, '    ');
+      e.line(`  }`);
+    }
+  } else {
+    e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
+    e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
+    step(j, '    ');
+    e.line(`  }`);
   }
-  if (part === 'y') e.line(`    sel_ch[(${j} * ${CW}u + cw) * ${row}u + lane] = share;`);
-  e.line(`  }`);
   e.line(`  workgroupBarrier();`);
   if (part === 'y') {
     e.line(`  if (lid < ${TC * CW}u && in_at < ${T}u && ${first} + lid % ${CW}u < ${D}u) {`);

@@ -299,7 +299,7 @@ export function compileWithPlan(graph: Graph, options: CompileOptions = {}): Com
   const fuse = options.fuse ?? true;
   const steps: PlanStep[] = [];
   const kernelPlan = planKernels(g, mat, limits, steps);
-  const absorbed = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id), { workgroupBytes: limits.maxComputeWorkgroupStorageSize, unroll: limits.unroll ?? true }) : kernelPlan.kernels;
+  const absorbed = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
   const planned = fuse && limits.ssdProjection ? projectSsdInputs(absorbed, g, (n) => mat.has(n.id), limits, steps) : absorbed;
   const ordered = orderKernels(planned);
   const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;

@@ -6,26 +6,14 @@ import { V } from '../kexpr/value.ts';
 import { selectiveScanDims } from '../selectiveScan.ts';
 import type { Emitter } from './emitter.ts';
 
-/** Where a thread puts what it loads of dt, x, B and C (WGSL places). */
-export interface StageDest {
-  dt: string;
-  x: string;
-  b: string;
-  c: string;
-}
-
-/** Straight into workgroup memory: sel_dt and sel_x at lid, sel_b and sel_c at bc_at. */
-const SHARED: StageDest = { dt: 'sel_dt[lid]', x: 'sel_x[lid]', b: 'sel_b[bc_at]', c: 'sel_c[bc_at]' };
-
 /**
  * A round's inputs, staged in workgroup memory by all threads at once (one memory latency a round, not one a token,
  * and inlined producers such as the conv, dt's softplus or Jamba's B/C norms evaluated once an element, not per
- * lane): `stageDx` stores dt and x of (token in_tok, channel in_ch) at sel_dt[lid] and sel_x[lid] (or `dest`'s
- * places), zero past the sequence's real tokens (n_valid); `stageBc` B and C of (token bc_tok, state bc_n) at
- * bc_at, and `stageBcTrips` those of a round's tokens in strided trips. The kernel's text
+ * lane): `stageDx` stores dt and x of (token in_tok, channel in_ch) at sel_dt[lid] and sel_x[lid], zero past the
+ * sequence's real tokens (n_valid); `stageBcTrips` B and C of a round's tokens at sel_b and sel_c. The kernel's text
  * names those variables and the round's loop variable `round`.
  */
-export function stageScanInputs(e: Emitter, root: Node, b: KExpr, dest: StageDest = SHARED): { round: string; oc: KExpr; ot: KExpr; stageDx: string[]; stageBc: string[]; stageBcTrips: (TC: number, wg: number) => string[] } {
+export function stageScanInputs(e: Emitter, root: Node, b: KExpr): { round: string; oc: KExpr; ot: KExpr; stageDx: string[]; stageBcTrips: (TC: number, wg: number) => string[] } {
   const [x, dt, , Bm, Cm] = root.inputs as Node[];
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { T, D, N } = selectiveScanDims(root.inputs);
@@ -36,15 +24,15 @@ export function stageScanInputs(e: Emitter, root: Node, b: KExpr, dest: StageDes
   const stageDx = e.nested(() => {
     e.line(`let in_real = ${V.compare('<', V.cast('i32', ot), K.v('n_valid', 'i32'))};`);
     const inReal = K.v('in_real', 'bool');
-    e.line(`${dest.dt} = ${V.select(zero, e.value(dt!, [b, ot, oc]), inReal)};`);
-    e.line(`${dest.x} = ${V.select(zero, e.value(x!, [b, ot, oc]), inReal)};`);
+    e.line(`sel_dt[lid] = ${V.select(zero, e.value(dt!, [b, ot, oc]), inReal)};`);
+    e.line(`sel_x[lid] = ${V.select(zero, e.value(x!, [b, ot, oc]), inReal)};`);
   });
   const bcTrip = e.fresh('k');
   const bt = e.bound('bc_tok', T - 1);
   const bn = e.bound('bc_n', N - 1);
   const stageBc = e.nested(() => {
-    e.line(`${dest.b} = ${e.value(Bm!, [b, bt, bn])};`);
-    if (part === 'y') e.line(`${dest.c} = ${e.value(Cm!, [b, bt, bn])};`);
+    e.line(`sel_b[bc_at] = ${e.value(Bm!, [b, bt, bn])};`);
+    if (part === 'y') e.line(`sel_c[bc_at] = ${e.value(Cm!, [b, bt, bn])};`);
   });
   // the B and C loads of a round of TC tokens, in strided trips of the workgroup's threads
   const stageBcTrips = (TC: number, wg: number): string[] => [
@@ -56,5 +44,5 @@ export function stageScanInputs(e: Emitter, root: Node, b: KExpr, dest: StageDes
     ...stageBc.map((l) => '  ' + l),
     `}`,
   ];
-  return { round, oc, ot, stageDx, stageBc, stageBcTrips };
+  return { round, oc, ot, stageDx, stageBcTrips };
 }

@@ -8,7 +8,7 @@ import { selectiveScanDims } from '../selectiveScan.ts';
 import { CHANNEL_LANES_WG, channelLanes } from './channelLanes.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { stageScanInputs } from './scanStaging.ts';
-import { type ScanOptions, lowerSelectiveScanWide } from './selectiveScanWideKernel.ts';
+import { lowerSelectiveScanWide } from './selectiveScanWideKernel.ts';
 
 /** Threads of a workgroup (8 channels of 16 lanes at Mamba's N = 16). */
 const WG = CHANNEL_LANES_WG;
@@ -30,11 +30,11 @@ export interface SelectiveScanWrites {
  * of the products are padded to L + 1 floats so that neither the lanes' writes nor the summing threads' reads share
  * banks. Workgroup memory grows as N^2 (about 12 KB at N = 16): meant for Mamba's N = 16.
  */
-export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writes: SelectiveScanWrites = {}, options: ScanOptions = {}): LoweredKernel {
+export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writes: SelectiveScanWrites = {}): LoweredKernel {
   const [, , A, , , Dskip, h0, valid] = root.inputs as Node[];
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { B, T, D, N } = selectiveScanDims(root.inputs);
-  if (N > WIDE_FROM) return lowerSelectiveScanWide(root, isMat, writes, options);
+  if (N > WIDE_FROM) return lowerSelectiveScanWide(root, isMat, writes);
   const e = new Emitter(root, isMat, 'selscan');
   const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
   const { L, CW, groups, seq: b, first, d, n } = channelLanes(e, B, D, N);

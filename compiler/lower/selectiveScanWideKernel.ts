@@ -9,27 +9,21 @@ import { selectiveScanDims } from '../selectiveScan.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { stageScanInputs } from './scanStaging.ts';
 
-/** The adapter's workgroup memory (sizes the rounds of tokens) and whether loops are written out (GPUs). */
-export interface ScanOptions {
-  workgroupBytes?: number;
-  unroll?: boolean;
-}
-
 /** Threads of a workgroup, lanes of a channel (channels a workgroup: WG / LANES). */
 const WG = 128;
 const LANES = 16;
+/** Workgroup memory a round of tokens may take (WebGPU's default limit). */
+const ROUND_BYTES = 16384;
 
 /**
  * One workgroup per (sequence, CW = 8 channels), LANES lanes a channel, lane l owning state elements l, l + 16, ...
- * (E = N / 16 of them, in registers for the whole scan). Tokens go in rounds of TC (as many as `workgroupBytes`
- * holds, up to 16: 8 at N = 128 in 16 KiB): the round's dt and x (TC x CW) and B and C (TC x N), loaded into
- * registers while the round before ran, are stored in workgroup memory; after a barrier the next round's loads are
- * issued, then each step updates the lane's elements and leaves its share of C_t . h in workgroup memory; after a
- * second barrier TC x CW threads each add the LANES shares of one (token, channel) into y = C . h + D x. Padded
- * tokens were staged with dt = 0 and x = 0, so the state passes through them. A thread reads back only its own
- * staged x after the steps, so the next round's stores cannot overwrite what another thread still reads.
+ * (E = N / 16 of them, in registers for the whole scan). Tokens go in rounds of TC (8 at N = 128): the round's dt
+ * and x (TC x CW) and B and C (TC x N) are staged in workgroup memory; after a barrier each step updates the lane's
+ * elements and leaves its share of C_t . h in workgroup memory; after a second barrier TC x CW threads each add the
+ * LANES shares of one (token, channel) into y = C . h + D x. Padded tokens were staged with dt = 0 and x = 0, so the
+ * state passes through them.
  */
-export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, writes: { ssm?: Node } = {}, { workgroupBytes = 16384, unroll = true }: ScanOptions = {}): LoweredKernel {
+export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, writes: { ssm?: Node } = {}): LoweredKernel {
   const [, , A, , , Dskip, h0, valid] = root.inputs as Node[];
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { B, T, D, N } = selectiveScanDims(root.inputs);
@@ -40,8 +34,7 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
   const E = Math.ceil(N / LANES);
   const row = LANES + 1; // padded row of one (token, channel)'s shares
   const perToken = 4 * (2 * CW + 2 * N + CW * row);
-  const TC = Math.max(1, Math.min(WG / CW, 2 ** Math.floor(Math.log2(workgroupBytes / perToken)), T));
-  const trips = Math.ceil((TC * N) / WG); // B and C loads a thread makes a round
+  const TC = Math.max(1, Math.min(WG / CW, 2 ** Math.floor(Math.log2(ROUND_BYTES / perToken)), T));
   const rounds = Math.ceil(T / TC);
   const perSeq = Math.ceil(D / CW);
   const groups = B * perSeq;
@@ -71,9 +64,8 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
   }
 
   // a round's inputs (dt and x of (token lid / CW, channel lid % CW), B and C of (token e / N, state e % N) in
-  // strided trips), loaded into registers a round ahead (their latency overlaps the round before's steps), then
-  // stored in workgroup memory at the round's start
-  const { round, oc, ot, stageDx, stageBc } = stageScanInputs(e, root, b, { dt: 'pf_dt', x: 'pf_x', b: 'pf_b[bt_i]', c: 'pf_c[bt_i]' });
+  // strided trips), staged in workgroup memory
+  const { round, oc, ot, stageDx, stageBcTrips } = stageScanInputs(e, root, b);
   // after a round: thread lid < TC x CW finishes token lid / CW of channel lid % CW
   const tk = e.fresh('k');
   const out = part !== 'y' ? [] : e.nested(() => {
@@ -81,77 +73,32 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
     e.line(`for (var ${tk}: u32 = 0u; ${tk} < ${LANES}u; ${tk}++) { y = ${V.arith('+', named('y'), wgArray('sel_ch', V.arith('+', V.arith('*', lid, u(row)), K.v(tk)), TC * CW * row))}; }`);
     e.line(e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, T), ot), D), oc), named('y')));
   });
-  // the loads of round `ld` (a name the block declares first) into pf_dt, pf_x, pf_b and pf_c
-  const inputsOf = (pad: string, ld: string): void => {
-    const lines = [
-      `let ld = ${ld};`,
-      `let in_at = ld * ${TC}u + lid / ${CW}u;`,
-      `let in_tok = min(in_at, ${T - 1}u);`,
-      `let in_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`,
-      `if (lid < ${TC * CW}u) {`,
-      ...stageDx.map((l) => '  ' + l),
-      `}`,
-      ...range(trips).flatMap((t) => [
-        `if (lid + ${t * WG}u < ${TC * N}u) {`,
-        `  let bt_i = ${t}u;`,
-        `  let bc_at = lid + ${t * WG}u;`,
-        `  let bc_tok = min(ld * ${TC}u + bc_at / ${N}u, ${T - 1}u);`,
-        `  let bc_n = bc_at % ${N}u;`,
-        ...stageBc.map((l) => '  ' + l),
-        `}`,
-      ]),
-    ];
-    e.line(`${pad}{`);
-    lines.forEach((l) => e.line(`${pad}  ${l}`));
-    e.line(`${pad}}`);
-  };
 
   const j = e.fresh('k');
-  e.line(`var pf_dt: f32 = 0.0;`);
-  e.line(`var pf_x: f32 = 0.0;`);
-  e.line(`var pf_b: array<f32, ${trips}>;`);
-  e.line(`var pf_c: array<f32, ${trips}>;`);
-  inputsOf('', '0u');
   e.line(`for (var ${round}: u32 = 0u; ${round} < ${rounds}u; ${round}++) {`);
   e.line(`  let in_at = ${round} * ${TC}u + lid / ${CW}u;`);
   e.line(`  let in_tok = min(in_at, ${T - 1}u);`);
   e.line(`  let in_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`);
-  e.line(`  if (lid < ${TC * CW}u) { sel_dt[lid] = pf_dt; sel_x[lid] = pf_x; }`);
-  for (const t of range(trips)) e.line(`  if (lid + ${t * WG}u < ${TC * N}u) { sel_b[lid + ${t * WG}u] = pf_b[${t}]; ${part === 'y' ? `sel_c[lid + ${t * WG}u] = pf_c[${t}]; ` : ''}}`);
-  e.line(`  workgroupBarrier();`);
-  e.line(`  if (${round} + 1u < ${rounds}u) {`);
-  inputsOf('    ', `${round} + 1u`);
+  e.line(`  if (lid < ${TC * CW}u) {`);
+  stageDx.forEach((l) => e.line('    ' + l));
   e.line(`  }`);
-  // the round's steps, h's dependence the only one between them: written out on a GPU (the compiler may then
-  // overlap a step's loads and exponentials with the step before), a loop on a software adapter
-  const step = (jt: string, pad: string): void => {
-    const jv = K.v(jt);
-    const stepAt = V.arith('+', V.arith('*', jv, u(CW)), K.v('cw'));
-    e.line(`${pad}let dtv = ${wgArray('sel_dt', stepAt, TC * CW)};`);
-    e.line(`${pad}let dxv = ${V.arith('*', named('dtv'), wgArray('sel_x', stepAt, TC * CW))};`);
-    e.line(`${pad}var share: f32 = 0.0;`);
-    for (const k of range(E)) {
-      const stateAt = V.arith('+', V.arith('*', jv, u(N)), K.v(`sn${k}`));
-      const h = named(`h${k}`);
-      e.line(`${pad}h${k} = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', named('dtv'), named(`a${k}`))]), h), V.arith('*', named('dxv'), wgArray('sel_b', stateAt, TC * N)))};`);
-      if (part === 'y') e.line(`${pad}share = ${V.arith('+', named('share'), V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v(`ok${k}`, 'bool')))};`);
-    }
-    if (part === 'y') e.line(`${pad}sel_ch[(${jt} * ${CW}u + cw) * ${row}u + lane] = share;`);
-  };
-  if (unroll) {
-    // a step past the last token is skipped: its staged dt is the last token's (in_tok is clamped)
-    for (const q of range(TC)) {
-      e.line(T % TC === 0 ? `  {` : `  if (${round} * ${TC}u + ${q}u < ${T}u) {`);
-      e.line(`    let ${j} = ${q}u;`);
-      step(j, '    ');
-      e.line(`  }`);
-    }
-  } else {
-    e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
-    e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
-    step(j, '    ');
-    e.line(`  }`);
+  stageBcTrips(TC, WG).forEach((l) => e.line('  ' + l));
+  e.line(`  workgroupBarrier();`);
+  e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
+  e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
+  const [jv, cw] = [K.v(j), K.v('cw')];
+  const stepAt = V.arith('+', V.arith('*', jv, u(CW)), cw);
+  e.line(`    let dtv = ${wgArray('sel_dt', stepAt, TC * CW)};`);
+  e.line(`    let dxv = ${V.arith('*', named('dtv'), wgArray('sel_x', stepAt, TC * CW))};`);
+  e.line(`    var share: f32 = 0.0;`);
+  for (const k of range(E)) {
+    const stateAt = V.arith('+', V.arith('*', jv, u(N)), K.v(`sn${k}`));
+    const h = named(`h${k}`);
+    e.line(`    h${k} = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', named('dtv'), named(`a${k}`))]), h), V.arith('*', named('dxv'), wgArray('sel_b', stateAt, TC * N)))};`);
+    if (part === 'y') e.line(`    share = ${V.arith('+', named('share'), V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v(`ok${k}`, 'bool')))};`);
   }
+  if (part === 'y') e.line(`    sel_ch[(${j} * ${CW}u + cw) * ${row}u + lane] = share;`);
+  e.line(`  }`);
   e.line(`  workgroupBarrier();`);
   if (part === 'y') {
     e.line(`  if (lid < ${TC * CW}u && in_at < ${T}u && ${first} + lid % ${CW}u < ${D}u) {`);

@@ -7,7 +7,6 @@
 // element another writes), and the part's kernel and its scatter go. One dispatch per layer instead of three.
 import type { Node } from '../ir.ts';
 import { lowerSelectiveScan } from '../lower/selectiveScanKernel.ts';
-import type { ScanOptions } from '../lower/selectiveScanWideKernel.ts';
 import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';
 import { lowerSsdStep } from '../lower/ssdStepKernel.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
@@ -16,9 +15,9 @@ type StepOp = 'ssd_step' | 'selective_step' | 'selective_scan';
 type Part = 'ssm' | 'conv';
 
 /** Per step op: the input that gathers the rows each state part's scatter writes back, and the merged lowering. */
-const STEPS: { [K in StepOp]: { gathered: Partial<Record<Part, number>>; lower(root: Node, isMat: (n: Node) => boolean, writes: Partial<Record<Part, Node>>, options: ScanOptions): LoweredKernel } } = {
-  ssd_step: { gathered: { ssm: 3, conv: 2 }, lower: (root, isMat, writes) => lowerSsdStep(root, isMat, writes) },
-  selective_step: { gathered: { ssm: 5 }, lower: (root, isMat, writes) => lowerSelectiveStep(root, isMat, writes) },
+const STEPS: { [K in StepOp]: { gathered: Partial<Record<Part, number>>; lower(root: Node, isMat: (n: Node) => boolean, writes: Partial<Record<Part, Node>>): LoweredKernel } } = {
+  ssd_step: { gathered: { ssm: 3, conv: 2 }, lower: lowerSsdStep },
+  selective_step: { gathered: { ssm: 5 }, lower: lowerSelectiveStep },
   selective_scan: { gathered: { ssm: 6 }, lower: lowerSelectiveScan },
 };
 
@@ -38,7 +37,7 @@ const sameStep = (a: Node, b: Node): boolean => {
  */
 const rowsOf = (n: Node): Node => (n.op === 'reshape' && n.inputs[0]!.shape[0] === n.shape[0] ? rowsOf(n.inputs[0]!) : n);
 
-export function absorbStateWrites(kernels: LoweredKernel[], isMat: (n: Node) => boolean, options: ScanOptions = {}): LoweredKernel[] {
+export function absorbStateWrites(kernels: LoweredKernel[], isMat: (n: Node) => boolean): LoweredKernel[] {
   let out = [...kernels];
   for (const k of kernels) {
     if (!isStep(k.root) || partOf(k.root) !== 'y') continue;
@@ -58,7 +57,7 @@ export function absorbStateWrites(kernels: LoweredKernel[], isMat: (n: Node) => 
       gone.add(pk).add(sk!);
     }
     if (!gone.size) continue;
-    const merged = step.lower(k.root, isMat, writes, options);
+    const merged = step.lower(k.root, isMat, writes);
     out = out.filter((o) => !gone.has(o)).map((o) => (o === k ? merged : o));
   }
   return out;

@@ -103,7 +103,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   scan: (root, _c, isMat) => lowerScan(root, isMat),
   ssdstep: (root, _c, isMat) => lowerSsdStep(root, isMat),
   selstep: (root, _c, isMat) => lowerSelectiveStep(root, isMat),
-  selscan: (root, _c, isMat, o) => lowerSelectiveScan(root, isMat, {}, { workgroupBytes: o.workgroupStorage, unroll: o.unroll ?? true }),
+  selscan: (root, _c, isMat) => lowerSelectiveScan(root, isMat),
 };
 
 /** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */

@@ -127,5 +127,14 @@ export function selectiveScanChunked(c: Composer, inputs: Node[], chunkSize: num
     const inflow = e('sum', [perm(op('mul', op('mul', e('exp', [op('sub', last, L)]), rs(bC, B, q, 1, N)), rs(uC, B, q, D, 1)), 0, 2, 3, 1)]);
     h = op('add', op('mul', e('exp', [rs(last, B, D, N)]), h), inflow);
   }
-  return { y: ys.length === 1 ? ys[0]! : e('concat', ys, { axis: 1 }), hT: h };
+  // the chunks' y joined in a tree of concats of at most 4: a flat concat of every chunk reads one buffer a chunk,
+  // past what a portable 8 storage buffers bind; the planner gives an inner concat a kernel of its own instead
+  const join = (parts: Node[]): Node => {
+    if (parts.length === 1) return parts[0]!;
+    if (parts.length <= 4) return e('concat', parts, { axis: 1 });
+    const groups: Node[] = [];
+    for (let i = 0; i < parts.length; i += 4) groups.push(join(parts.slice(i, i + 4)));
+    return join(groups);
+  };
+  return { y: join(ys), hT: h };
 }

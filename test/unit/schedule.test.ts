@@ -85,6 +85,23 @@ test('granite4h-350m-like decode with the in_proj projection (DeviceLimits.ssdPr
   }
 });
 
+test('a portable 8 storage buffers: the bench configurations\' 128-token prefills compile, the scans as their compositions', () => {
+  // The selective scan binds 9 buffers in jamba-small and granite4h-350m-like (Mamba-2's prefill is the same op), so
+  // passes/decomposeKernels.ts puts its chunked composition in its place; the composition joins its chunks' y in a
+  // tree of concats of 4, which the bindings rule can split (a flat concat of 8 chunks needed 9 buffers: jamba-small
+  // did not compile at 8 before). Many more dispatches than with the kernel (285 and 102 at 16 buffers).
+  const counts = Object.keys(BENCH_CONFIGS).map((name) => {
+    const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, `${name}.json`));
+    const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: { ...LIMITS, maxStorageBuffersPerShaderStage: 8 } }).kernels;
+    return [name, kernels.length, kernels.filter((k) => k.templates.includes('selscan')).length];
+  });
+  expect(counts).toEqual([
+    ['llama-400m', 217, 0],
+    ['granite4h-350m-like', 1521, 0],
+    ['jamba-small', 589, 0],
+  ]);
+});
+
 test('jamba-small prefill (1 row, 128 tokens): one selective_scan kernel per Mamba-1 layer', () => {
   // 7 Mamba-1 layers: each scan is one selscan kernel writing the SSM state in place; with the chunked
   // composition instead (STRATA_SELECTIVE_SCAN=0, 8 chunks of 16 a layer) the bucket has 219 kernels

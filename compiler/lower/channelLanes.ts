@@ -20,9 +20,12 @@ export interface ChannelLanes {
   n: KExpr;
 }
 
-/** Emits the layout's lines (`lane`, `ch`, `sn`, `ok_ch`, `ok_n`; threads of workgroups past the end return). */
-export function channelLanes(e: Emitter, sequences: number, D: number, N: number): ChannelLanes {
-  const L = Math.min(CHANNEL_LANES_WG, nextPow2(N));
+/**
+ * Emits the layout's lines (`lane`, `ch`, `sn`, `ok_ch`, `ok_n`; threads of workgroups past the end return). `lanes`
+ * where given fixes the lanes a channel (the large-state scan's lanes own several elements each).
+ */
+export function channelLanes(e: Emitter, sequences: number, D: number, N: number, lanes?: number): ChannelLanes {
+  const L = lanes ?? Math.min(CHANNEL_LANES_WG, nextPow2(N));
   const CW = CHANNEL_LANES_WG / L;
   const perSeq = Math.ceil(D / CW);
   const groups = sequences * perSeq;

@@ -6,11 +6,12 @@ import type { Node } from '../ir.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import { selectiveScanDims } from '../selectiveScan.ts';
+import { CHANNEL_LANES_WG, channelLanes } from './channelLanes.ts';
 import { Emitter, type LoweredKernel, assemble, finish } from './emitter.ts';
 import { stageScanInputs } from './scanStaging.ts';
 
-/** Threads of a workgroup, lanes of a channel (channels a workgroup: WG / LANES). */
-const WG = 128;
+/** Threads of a workgroup (channelLanes.ts), lanes of a channel (channels a workgroup: WG / LANES). */
+const WG = CHANNEL_LANES_WG;
 const LANES = 16;
 /** Workgroup memory a round of tokens may take (WebGPU's default limit). */
 const ROUND_BYTES = 16384;
@@ -28,31 +29,19 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
   const { part } = (root as Node<'selective_scan'>).attrs;
   const { B, T, D, N } = selectiveScanDims(root.inputs);
   const e = new Emitter(root, isMat, 'selscan');
-  e.workgroupSize = WG;
   const ssmOut = writes.ssm ?? (part === 'ssm' ? root : undefined);
-  const CW = WG / LANES;
+  const { CW, groups, seq: b, first, d: ch } = channelLanes(e, B, D, N, LANES);
   const E = Math.ceil(N / LANES);
   const row = LANES + 1; // padded row of one (token, channel)'s shares
   const perToken = 4 * (2 * CW + 2 * N + CW * row);
   const TC = Math.max(1, Math.min(WG / CW, 2 ** Math.floor(Math.log2(ROUND_BYTES / perToken)), T));
   const rounds = Math.ceil(T / TC);
-  const perSeq = Math.ceil(D / CW);
-  const groups = B * perSeq;
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   const named = (name: string) => K.v(name, 'f32');
   const wgArray = (name: string, i: KExpr, length: number) => K.load(name, i, length, 'f32');
   const [zero, lid, u] = [V.lit(0, 'f32'), K.v('lid'), K.u32];
 
-  e.line(`let gi = wid.x + wid.y * NX;`);
-  e.line(`if (gi >= ${groups}u) { return; }`);
-  const gi = e.bound('gi', groups - 1);
-  const b = e.declareTop('o0', e.ix.div(gi, perSeq));
-  const first = e.declareTop('o1', e.ix.mul(e.ix.mod(gi, perSeq), CW));
-  e.line(`let lane = lid % ${LANES}u;`);
   e.line(`let cw = lid / ${LANES}u;`);
-  e.line(`let ok_ch = ${first} + cw < ${D}u;`);
-  const ch = e.bound('ch', D - 1);
-  e.line(`let ch = min(${first} + cw, ${D - 1}u);`);
   e.line(`let n_valid = ${e.value(valid, [b])};`);
   // the lane's state elements: index, whether it exists, A and the state
   for (const j of range(E)) {

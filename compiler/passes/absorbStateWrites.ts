@@ -1,10 +1,11 @@
 // absorbStateWrites: a recurrent decode step (`ssd_step`, Mamba-2; `selective_step`, Mamba-1) or prefill scan
-// (`selective_scan`, Mamba-1, and Mamba-2 as it per group of heads) is several nodes of one op, its output y and the new states (SSM state, Mamba-2's
-// conv ring) that the step scatters back. Planned alone, each part is a kernel and each scatter another; here, when
-// a part is read by nothing but a scatter into the state version the step itself reads, at the rows it reads (the
-// slot ids of its gathers), the y kernel writes that state in place instead (lower/ssdStepKernel.ts,
-// selectiveStepKernel.ts, selectiveScanKernel.ts: each element is written by one workgroup, and none reads an
-// element another writes), and the part's kernel and its scatter go. One dispatch per layer instead of three.
+// (`selective_scan`: Mamba-1, and Mamba-2 as it once per group of heads) is several nodes of one op, its output y and
+// the new states (SSM state, Mamba-2's conv ring) that the step scatters back. Planned alone, each part is a kernel
+// and each scatter another; here, when a part is read by nothing but a scatter into the state version the step
+// itself reads, at the rows it reads (the slot ids of its gathers), the y kernel writes that state in place instead
+// (lower/ssdStepKernel.ts, selectiveStepKernel.ts, selectiveScanKernel.ts: each element is written by one workgroup,
+// and none reads an element another writes), and the part's kernel and its scatter go. One dispatch per layer
+// instead of three.
 import type { Node } from '../ir.ts';
 import { lowerSelectiveScan } from '../lower/selectiveScanKernel.ts';
 import { lowerSelectiveStep } from '../lower/selectiveStepKernel.ts';

@@ -125,11 +125,6 @@ export interface DeviceLimits {
   /** The subgroup matrix kernel's tiling where set (STRATA_MATRIX_TILE=tm,tn,slices,tk on an adapter); else by shape. */
   matrixTile?: MatrixTile | false;
   /**
-   * Steps of a prefill tiled kernel's K loop whose loads are in flight at once (lower/tiledMatmul.ts): 1 where
-   * unset, 2 to load two steps ahead in two register sets (STRATA_TILED_AHEAD=1|2 on an adapter).
-   */
-  tiledAhead?: 1 | 2;
-  /**
    * Batched decode rows take the tiled kernel from this many rows (2-16: every leading coordinate a row, weights read
    * directly and 16-bit), its rows' norms fused as cooperative phases as in the matvec: the products of up to 16
    * rows are one subgroup matrix's, where the matvec does 8 multiply-adds per weight element on each thread. Where

@@ -367,7 +367,6 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     shaderF16: profile.features.includes('shader-f16'),
     subgroupMatrix,
     matrixTile: matrixTileOf(),
-    tiledAhead: tiledAheadOf(),
     tiledRows: tiledRowsOf(subgroupMatrix !== false),
     // on where tiledRows is: the GPU check of tiles-parity.sh passed on the H200 (q8, q4: max |d logit| 1.3e-2, 1.2e-2)
     tiledRowsQuantized: flagOf('STRATA_TILED_ROWS_QUANT', true),
@@ -387,14 +386,6 @@ function matrixTileOf(): MatrixTile | false {
   const of = (v: number | undefined, options: number[]) => v !== undefined && options.includes(v);
   if (!of(tm, [16, 32, 64]) || !of(tn, [16, 32, 64]) || !of(slices, [1, 2, 4, 8]) || !of(tk, [16, 32, 64])) throw new StrataUserError(`STRATA_MATRIX_TILE must be tm,tn,slices,tk with tm and tn 16|32|64, slices 1|2|4|8, tk 16|32|64, got '${env}'`);
   return { tm, tn, slices, tk } as MatrixTile;
-}
-
-/** Steps of a prefill tiled kernel's loads in flight: STRATA_TILED_AHEAD=1|2 (Node) where set, else 1. */
-function tiledAheadOf(): 1 | 2 {
-  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_TILED_AHEAD;
-  if (env === undefined) return 1;
-  if (env !== '1' && env !== '2') throw new StrataUserError(`STRATA_TILED_AHEAD must be 1 or 2, got '${env}'`);
-  return Number(env) as 1 | 2;
 }
 
 /** Rows from which batched decode takes the tiled kernel (DeviceLimits.tiledRows): STRATA_TILED_ROWS=N (Node, 0 off) where set, else 2 with subgroup matrices. */

@@ -175,8 +175,6 @@ export interface TiledOptions {
    * all rows (as the matvec's core), up to TILED_ROWS_MAX of them.
    */
   rows?: Node;
-  /** Steps of the K loop whose loads are in flight at once (DeviceLimits.tiledAhead): 1, or 2 (prefill on a GPU). */
-  ahead?: 1 | 2;
 }
 
 /**
@@ -188,7 +186,7 @@ export interface TiledOptions {
  * off, they are loops (compact shaders for a software adapter).
  */
 export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => boolean, o: TiledOptions = {}): LoweredKernel {
-  const { unroll = true, workgroupBytes = 16384, variant = DEFAULT_TILED_VARIANT, subgroupMatrix, matrixTile, rows: core, ahead = 1 } = o;
+  const { unroll = true, workgroupBytes = 16384, variant = DEFAULT_TILED_VARIANT, subgroupMatrix, matrixTile, rows: core } = o;
   const e = new Emitter(root, isMat, 'tiled');
   for (const mm of mms) e.inlined.add(mm.id);
   const a = mms[0]!.inputs[0]!;
@@ -291,26 +289,20 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     };
     // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
     // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
-    // `set` names the registers (stage, or stageb: the second set of a pipeline two steps deep)
-    const dest = (o: number, q: string, w: number, row: string, kk: string, set = 'stage') => (vec ? `${set}${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
-    const step = S * TK; // K a trip of the loop takes (every slice one TK)
-    const kEnd = Math.ceil(K / step) * step;
+    const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
+    const kEnd = Math.ceil(K / (S * TK)) * S * TK;
     const kb = e.bound(e.fresh('k'), kEnd);
     const k0 = `(${kb} + sl * ${TK}u)`;
-    // loads two steps ahead (TiledOptions.ahead): a GPU, operands loaded through the emitter, more than one step
-    const deep = vec && !flat && ahead === 2 && kEnd > step;
     // batched decode rows: the left operand a literal row at a time (lower/tiledRows.ts)
     const rows = flat ? rowLoads({ e, a, M, K, W, PT, TK, k0, staged: vec, half: mp !== undefined, slot }) : undefined;
-    for (const set of deep ? ['stage', 'stageb'] : vec ? ['stage'] : []) ops.forEach(({ loads }, o) => e.line(`var ${set}${o}: array<f32, ${rows && o === 0 ? rows.values * W : loads * W}>;`));
-    // one step's loads into register set `set`, the step's first K (of slice 0) at `from`
-    const loads = (pad: string, from: KExpr | string = kb, set = 'stage') =>
+    if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${rows && o === 0 ? rows.values * W : loads * W}>;`));
+    const loads = (pad: string) =>
       ops.forEach(({ node, loads }, o) =>
         rows && o === 0 ? rows.load() : repeat(
           loads,
           (q) =>
             e.nested(() => {
               const { row, kk } = place(q);
-              const k0 = `(${from} + sl * ${TK}u)`;
               const [x, k] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
               const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
               // clamped, so that the index arithmetic may fold with the bounds
@@ -325,7 +317,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
               const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => (wt ? e.value(wt, [x, kv]) : e.value(node, o === 0 ? [...nb, x, kv] : [...nb, kv, x])));
               const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
               // the guard is the template's index text; the value is typed (f32, as the tiles hold)
-              values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk, set)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
+              values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
             }),
           pad,
         ),
@@ -351,42 +343,16 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     };
     // the loads are built before the loop's lines are written, so that values they hoist land above the loop
     const loadLines = e.nested(() => loads(''));
-    // a step's registers of set `set` into the tiles (W values of each load)
-    const storeStep = (pad: string, set = 'stage') =>
-      ops.forEach(({ loads }, o) =>
-        rows && o === 0 ? rows.store(pad) : repeat(loads, (q) => {
-          const { row, kk } = place(q);
-          return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk, set)})` : dest(o, q, w, row, kk, set)};`);
-        }, pad),
-      );
-    if (deep) {
-      // Two steps in flight: the loop takes steps in pairs, one register set each; a step's set is stored into the
-      // tiles, then refilled with the step two ahead before the tiles are multiplied, so a load has two steps of
-      // arithmetic and barriers to arrive in.
-      const [ka, kc] = [e.bound(e.fresh('k'), kEnd + 2 * step), e.bound(e.fresh('k'), kEnd + 3 * step)];
-      const [firstA, firstB, nextA, nextB] = [e.nested(() => loads('', '0u', 'stage')), e.nested(() => loads('', `${step}u`, 'stageb')), e.nested(() => loads('', ka, 'stage')), e.nested(() => loads('', kc, 'stageb'))];
-      firstA.forEach((l) => e.line(l));
-      firstB.forEach((l) => e.line(l));
-      e.line(`for (var ${kb}: u32 = 0u; ${kb} < ${kEnd}u; ${kb} += ${2 * step}u) {`);
-      const half = (pad: string, set: string, k: KExpr, ahead: number, next: string[]) => {
-        storeStep(pad, set);
-        e.line(`${pad}workgroupBarrier();`);
-        e.line(`${pad}let ${k} = ${kb} + ${ahead * step}u;`);
-        e.line(`${pad}if (${k} < ${K}u) {`);
-        next.forEach((l) => e.line(`${pad}  ${l}`));
-        e.line(`${pad}}`);
-        multiply(pad);
-      };
-      half('  ', 'stage', ka, 2, nextA);
-      e.line(`  if (${kb} + ${step}u < ${kEnd}u) {`);
-      half('    ', 'stageb', kc, 3, nextB);
-      e.line(`  }`);
-      e.line(`}`);
-    } else if (vec) {
+    if (vec) {
       // one loop trip per step plus one: trip s stores and multiplies step s - 1 while step s's loads are in flight
       e.line(`for (var ${kb}: u32 = 0u; ${kb} <= ${kEnd}u; ${kb} += ${S * TK}u) {`);
       e.line(`  if (${kb} > 0u) {`);
-      storeStep('    ');
+      ops.forEach(({ loads }, o) =>
+        rows && o === 0 ? rows.store('    ') : repeat(loads, (q) => {
+          const { row, kk } = place(q);
+          return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
+        }, '    '),
+      );
       e.line(`    workgroupBarrier();`);
       e.line(`  }`);
       e.line(`  if (${kb} < ${K}u) {`);

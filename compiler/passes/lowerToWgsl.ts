@@ -53,7 +53,7 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledAhead' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -96,7 +96,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   matvec: (root, c, isMat, o) => lowerMatvec(root, (c as { plan: MatvecPlan }).plan, isMat, o),
   tiled: (root, c, isMat, o) => {
     const { matmuls, rows } = c as { matmuls: Node[]; rows?: Node };
-    return lowerTiledMatmul(root, matmuls, isMat, { unroll: o.unroll ?? true, workgroupBytes: o.workgroupStorage, variant: o.tiledMatmul, subgroupMatrix: o.subgroupMatrix || undefined, matrixTile: o.matrixTile || undefined, ahead: o.tiledAhead ?? 1, ...(rows ? { rows } : {}) });
+    return lowerTiledMatmul(root, matmuls, isMat, { unroll: o.unroll ?? true, workgroupBytes: o.workgroupStorage, variant: o.tiledMatmul, subgroupMatrix: o.subgroupMatrix || undefined, matrixTile: o.matrixTile || undefined, ...(rows ? { rows } : {}) });
   },
   attention: (root, c, isMat, o) => lowerAttentionKernel(root, c as { variant: AttentionVariant; projection?: AttentionProjection }, isMat, o),
   scatter: (root, _c, isMat) => lowerScatter(root, isMat),

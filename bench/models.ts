@@ -11,7 +11,7 @@ import { ModelRunner } from '../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../runtime/randomWeights.ts';
 import type { KernelProfile } from './kernelProfile.ts';
 import { measureKernelProfile } from './measureKernels.ts';
-import { hostEncodeSeconds, timeGpu, timePipelined } from './timing.ts';
+import { hostEncodeSeconds, submitSeconds, timeGpu, timeGpuStamped, timePipelined } from './timing.ts';
 
 export interface ModelBenchCase {
   config: string;
@@ -27,9 +27,16 @@ export interface ModelBenchCase {
   decodeStepMs: number;
   /** The step time of each repetition of the decode run (decodeStepMs is their median). */
   decodeStepMsRuns: number[];
-  /** Host time to record one decode step, and GPU time of one with the recording done beforehand. */
+  /**
+   * Host time to record one decode step; wall time of one in a submission of pre-recorded steps (Dawn's own
+   * recording for the driver at submit included); and the GPU's time of one by the pass's timestamps, where the
+   * adapter has them.
+   */
   hostEncodeMs: number;
+  /** Host time of Dawn's submit of one recorded step (its recording for the driver). */
+  submitMs: number;
   gpuStepMs: number;
+  gpuStampedStepMs?: number;
   dispatchesPerDecodeStep: number;
   submitsPerToken: number;
   readbacksPerToken: number;
@@ -137,6 +144,8 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   // where a step's time goes: the host recording it, and the GPU running it with the recording done beforehand
   const hostEncodeMs = hostEncodeSeconds(rt, (pass) => decode.encode(pass), o.stepsPerSubmit) * 1e3;
   const gpuStepMs = (await timeGpu(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions)) * 1e3;
+  const submitMs = (await submitSeconds(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions)) * 1e3;
+  const stamped = await timeGpuStamped(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions);
   const { submits, readbacks } = counted;
   const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
   const stepSeconds = decodeSeconds / steps;
@@ -166,7 +175,9 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
     decodeStepMs: stepSeconds * 1e3,
     decodeStepMsRuns: stepRuns.map((x) => x * 1e3),
     hostEncodeMs,
+    submitMs,
     gpuStepMs,
+    ...(stamped === null ? {} : { gpuStampedStepMs: stamped * 1e3 }),
     dispatchesPerDecodeStep: decode.program.kernels.length,
     submitsPerToken: submits / steps,
     readbacksPerToken: readbacks / steps,

@@ -25,6 +25,29 @@ export async function timeGpu(rt: GpuRuntime, encode: (pass: GPUComputePassEncod
 }
 
 /**
+ * Seconds per run of `encode` by the GPU's own clock: `iters` runs in one pass between the pass's begin and end
+ * timestamps (the host's recording, and Dawn's at submit, are outside them); null without timestamp-query.
+ */
+export async function timeGpuStamped(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, iters: number): Promise<number | null> {
+  if (!rt.strata.features.includes('timestamp-query')) return null;
+  const querySet = rt.device.createQuerySet({ type: 'timestamp', count: 2 });
+  const resolve = rt.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  try {
+    rt.submitWork('timing', (enc) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+      for (let i = 0; i < iters; i++) encode(pass);
+      pass.end();
+      enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    });
+    const [begin, end] = new BigUint64Array(await rt.readBuffer(resolve, 16));
+    return Number(end! - begin!) / 1e9 / iters;
+  } finally {
+    querySet.destroy();
+    resolve.destroy();
+  }
+}
+
+/**
  * Seconds per run of `encode` in steady state: `submissions` submissions of `perSubmit` runs each, encoded and
  * submitted back to back after one warm-up submission of as many runs (it also lifts the GPU off its idle
  * clocks), so the host records the next while the GPU runs the last (as the generator does, one batch in flight
@@ -55,6 +78,23 @@ export function hostEncodeSeconds(rt: GpuRuntime, encode: (pass: GPUComputePassE
     best = Math.min(best, (performance.now() - t0) / 1000 / runs);
   }
   return best;
+}
+
+/**
+ * Host seconds Dawn takes to submit one recorded run of `encode`: `runs` runs in one command buffer, finished
+ * beforehand, and only the submit call timed (Dawn records its commands for the driver there, on this thread).
+ */
+export async function submitSeconds(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, runs: number): Promise<number> {
+  const enc = rt.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  for (let i = 0; i < runs; i++) encode(pass);
+  pass.end();
+  const commands = enc.finish();
+  const t0 = performance.now();
+  rt.device.queue.submit([commands]);
+  const seconds = (performance.now() - t0) / 1000 / runs;
+  await rt.device.queue.onSubmittedWorkDone();
+  return seconds;
 }
 
 type Profilable = Pick<Executable, 'encodeProfiled' | 'program'>;

@@ -16,9 +16,12 @@ test('bench: the tiny configuration reports every figure', async () => {
     name: 'tiny-llama', config: TINY_BENCH_CONFIG, storage: 'f16', batch: 2, fused: true,
     promptTokens: 8, newTokens: 8, stepsPerSubmit: 4, copyBytesPerSecond: copy, profile: true, profileAloneIters: 1,
   });
-  for (const key of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'decodeStepMs', 'hostEncodeMs', 'gpuStepMs', 'compileSeconds', 'cacheBytes', 'weightBytes', 'rooflineFraction'] as const)
+  for (const key of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'decodeStepMs', 'hostEncodeMs', 'submitMs', 'gpuStepMs', 'compileSeconds', 'cacheBytes', 'weightBytes', 'rooflineFraction'] as const)
     expect(r[key], key).toBeGreaterThan(0);
   expect(r.dispatchesPerDecodeStep).toBeGreaterThan(0);
+  // the GPU's own time of a step, by the pass's timestamps, wherever the adapter has them
+  expect(r.gpuStampedStepMs === undefined).toBe(!rt.strata.features.includes('timestamp-query'));
+  if (r.gpuStampedStepMs !== undefined) expect(r.gpuStampedStepMs).toBeGreaterThan(0);
   // decode is timed five times from the same prefilled prompt; the median is reported
   expect(r.decodeStepMsRuns).toHaveLength(5);
   expect(r.decodeStepMs).toBe([...r.decodeStepMsRuns].sort((a, b) => a - b)[2]);

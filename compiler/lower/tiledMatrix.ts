@@ -47,7 +47,7 @@ const MATRIX_SUBGROUPS = 8;
  * defaultMatrixTile. Undefined where the config does not divide the tile or workgroup memory is short.
  */
 export function matrixPlan(config: SubgroupMatrixConfig, M: number, N: number, K: number, matmuls: number, workgroupBytes: number, tile?: MatrixTile): (TilePlan & { matrix: MatrixShape }) | undefined {
-  const { tm, tn, slices, tk: tk0 } = tile ?? defaultMatrixTile(M, N, matmuls);
+  const { tm, tn, slices, tk: tk0 } = tile ?? defaultMatrixTile(M, N);
   const wg = MATRIX_SUBGROUPS * config.size;
   const per = MATRIX_SUBGROUPS / slices; // subgroups a slice
   const [gm, gn] = [tm / config.m, tn / config.n]; // fragments along m and n
@@ -76,12 +76,9 @@ export function matrixPlan(config: SubgroupMatrixConfig, M: number, N: number, K
  * H200 in the 128-token prefills (bench/results/2026-12-03-h200-subgroup-matrix/, kernels timed in the model, weights
  * from memory, not L2), llama-400m's tiled kernels took 3.35 ms with 32 x 32 everywhere and 4.03 ms with 32 x 64
  * (its q/k/v/o of 64 workgroups or fewer were the slow ones), granite4h-350m-like's 5.09 and 4.55 ms; 64 x 64, and
- * 16 x 32 with eight slices, were slower in both (4.57-6.74 ms). Two right operands (SwiGLU's gate and up) take 64 x 64
- * in one slice of K steps of 64 where that still gives 64 workgroups: each staged left operand (the normed rows)
- * then serves 64 columns of both matmuls (llama-400m's gate/up alone in `bench tiled`: 29.7 against 42.2 us).
+ * 16 x 32 with eight slices, were slower in both (4.57-6.74 ms).
  */
-function defaultMatrixTile(M: number, N: number, matmuls: number): MatrixTile {
-  if (matmuls >= 2 && Math.ceil(M / 64) * Math.ceil(N / 64) >= 64) return { tm: 64, tn: 64, slices: 1, tk: 64 };
+function defaultMatrixTile(M: number, N: number): MatrixTile {
   return Math.ceil(M / 32) * Math.ceil(N / 64) >= 128 ? { tm: 32, tn: 64, slices: 2, tk: 32 } : { tm: 32, tn: 32, slices: 4, tk: 32 };
 }
 

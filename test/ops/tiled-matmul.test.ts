@@ -142,16 +142,3 @@ test('16-bit weights take subgroup matrices where the adapter has them; f32 weig
   for (const k of kernels('f16', { subgroupMatrix, matrixTile: { tm: 32, tn: 64, slices: 1, tk: 64 } })) expect([k.workgroupSize, k.workgroups[0] * k.workgroups[1], mma(k.wgsl)]).toEqual([256, 2 * 2, 2 * 1 * 4]);
   for (const k of [...kernels('f32', { subgroupMatrix }), ...kernels('f16', { subgroupMatrix: false })]) expect(k.wgsl).not.toContain('subgroup_matrix');
 });
-
-// SwiGLU's two right operands take 64 x 64 outputs in one slice of K where that leaves 64 workgroups or more (a
-// staged row of the left operand serves 64 columns of both); fewer, and the default tiling stays.
-test.each([
-  [2048, '64x64 outputs', 64],
-  [1984, '32x32 outputs', 4 * 62],
-])('a SwiGLU prefill kernel of 128 rows by %d columns on subgroup matrices: %s', (N, shape, groups) => {
-  const [k] = compile(trace(() => { const x = input('x', [128, 64]); return { y: linear(x, weight('g', [N, 64], 'f16')).silu().mul(linear(x, weight('u', [N, 64], 'f16'))) }; }), {
-    limits: { unroll: true, maxComputeWorkgroupStorageSize: 49152, subgroupMatrix: { m: 16, n: 16, k: 16, size: 32 } },
-  }).kernels;
-  expect(k!.wgsl).toContain(`// tiled matrix: ${shape}`);
-  expect(k!.workgroups[0] * k!.workgroups[1]).toBe(groups);
-});

@@ -6,6 +6,7 @@ import { benchModel } from '../../bench/models.ts';
 import { copyRoofline } from '../../bench/ops.ts';
 import { TINY_BENCH_CONFIG } from '../../bench/configs.ts';
 import { formatTiled, tiledBench } from '../../bench/tiledBench.ts';
+import { hostRecording } from '../../bench/hostRecording.ts';
 import { TILED_VARIANTS } from '../../compiler/lower/tiledMatmul.ts';
 
 test('bench: the tiny configuration reports every figure', async () => {
@@ -31,6 +32,14 @@ test('bench: the tiny configuration reports every figure', async () => {
   expect(r.kernelProfile?.kernels).toHaveLength(r.dispatchesPerDecodeStep);
   for (const k of r.kernelProfile!.kernels) expect(k.bytes, k.name).toBeGreaterThan(0);
   expect(r.kernelProfile!.templates.reduce((a, t) => a + t.kernels, 0)).toBe(r.dispatchesPerDecodeStep);
+});
+
+test('bench host-record: every round of the tiny configuration reports its recording, submit and memory', async () => {
+  const rt = new GpuRuntime(await getSharedDevice());
+  const r = await hostRecording(rt, 'tiny-llama', TINY_BENCH_CONFIG, 2, 2);
+  expect(r.dispatches).toBeGreaterThan(0);
+  expect(r.rounds).toHaveLength(2);
+  for (const x of r.rounds) for (const v of [x.recordUs, x.submitUs, x.residentMiB]) expect(v).toBeGreaterThan(0);
 });
 
 test('bench tiled: every variant of the tiled matmul runs and agrees with the first', async () => {

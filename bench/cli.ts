@@ -1,5 +1,6 @@
 // Entry point of the bench (`npm run bench`, `node dist/bench.mjs` on a GPU machine): `bench [ops|models] ...` runs
 // the bench, `bench profile ...` the per-kernel profile of one bucket, `bench speculative ...` speculative decoding against plain, `bench serve-load ...` a loopback load run of strata serve, `bench dispatch-cost` the cost of one dispatch apart from its kernel, `bench attn` the decode attention kernel's variants, `bench quant-sweep` the quantized matvec's shapes, `bench greedy-batch` a model's reference generations decoded together, `bench env-parity` their logits under two settings of a switch, `bench host-record` a decode step's recording over many submissions. Nothing else imports this file.
+import { StrataUserError } from '../base/errors.ts';
 import { parseBenchArgs, runBench } from './main.ts';
 import { profileMain } from './profile.ts';
 import { attnBenchMain } from './attnBench.ts';
@@ -25,6 +26,7 @@ try {
   else await runBench(parseBenchArgs(argv));
   process.exit(process.exitCode ?? 0); // Dawn can keep the event loop alive after the work is done
 } catch (error) {
-  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  // a user error is its one line; anything else keeps its stack
+  console.error(error instanceof StrataUserError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error));
   process.exit(1);
 }

@@ -9,7 +9,9 @@ import { getSharedDevice } from '../runtime/device.ts';
 import { GpuRuntime } from '../runtime/gpuRuntime.ts';
 import { ModelRunner } from '../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../runtime/randomWeights.ts';
+import { StrataUserError } from '../base/errors.ts';
 import { BENCH_CONFIGS } from './configs.ts';
+import { recordRuns } from './timing.ts';
 
 /** One round: K steps a submission, 8 submissions; host milliseconds of recording and submit per step, resident MiB. */
 export interface RecordingRound {
@@ -28,11 +30,7 @@ export async function hostRecording(rt: GpuRuntime, name: string, config: Record
     let [record, submit] = [0, 0];
     for (let rep = 0; rep < 8; rep++) {
       const t0 = performance.now();
-      const encoder = rt.device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      for (let i = 0; i < K; i++) decode.encode(pass);
-      pass.end();
-      const commands = encoder.finish();
+      const commands = recordRuns(rt, (pass) => decode.encode(pass), K);
       const t1 = performance.now();
       rt.device.queue.submit([commands]);
       submit += performance.now() - t1;
@@ -46,18 +44,19 @@ export async function hostRecording(rt: GpuRuntime, name: string, config: Record
 }
 
 export async function hostRecordingMain(argv: string[]): Promise<void> {
-  const name = argv.find((a, i) => !a.startsWith('--') && !argv[i - 1]?.startsWith('--')) ?? 'llama-400m';
+  // the configuration: the one argument that is neither a flag nor the value of --steps or --rounds
+  const name = argv.find((a, i) => !a.startsWith('--') && argv[i - 1] !== '--steps' && argv[i - 1] !== '--rounds') ?? 'llama-400m';
   const flag = (key: string, fallback: number) => {
     const at = argv.indexOf(key);
     const n = at >= 0 ? Number(argv[at + 1]) : fallback;
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${key} takes a positive integer, got '${argv[at + 1]}'`);
+    if (!Number.isInteger(n) || n < 1) throw new StrataUserError(`${key} takes a positive integer, got '${argv[at + 1]}'`);
     return n;
   };
   const [K, rounds] = [flag('--steps', 32), flag('--rounds', 12)];
   const gc = argv.includes('--gc') ? (globalThis as { gc?: () => void }).gc : undefined;
-  if (argv.includes('--gc') && !gc) throw new Error('--gc needs node --expose-gc');
+  if (argv.includes('--gc') && !gc) throw new StrataUserError('--gc needs node --expose-gc');
   const config = BENCH_CONFIGS[name];
-  if (!config) throw new Error(`unknown bench configuration '${name}' (${Object.keys(BENCH_CONFIGS).join(', ')})`);
+  if (!config) throw new StrataUserError(`unknown bench configuration '${name}' (${Object.keys(BENCH_CONFIGS).join(', ')})`);
   const rt = new GpuRuntime(await getSharedDevice());
   const r = await hostRecording(rt, name, config, K, rounds, gc);
   console.log(`${name}: ${r.dispatches} dispatches a step, ${K} steps a submission, 8 submissions a round${gc ? ', a garbage collection after each round' : ''}`);

@@ -62,6 +62,15 @@ export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePas
   return (performance.now() - t0) / 1000 / (perSubmit * submissions);
 }
 
+/** `runs` runs of `encode` in one compute pass of a new command encoder, finished (neither submitted nor counted). */
+export function recordRuns(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, runs: number): GPUCommandBuffer {
+  const enc = rt.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  for (let i = 0; i < runs; i++) encode(pass);
+  pass.end();
+  return enc.finish();
+}
+
 /**
  * Host seconds to record one run of `encode` (into a pass of a command encoder that is finished, never submitted):
  * the CPU's share of a step. When it is near the pipelined step time, decode waits on the host, not the GPU.
@@ -70,11 +79,7 @@ export function hostEncodeSeconds(rt: GpuRuntime, encode: (pass: GPUComputePassE
   let best = Infinity;
   for (let round = 0; round < 3; round++) {
     const t0 = performance.now();
-    const enc = rt.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    for (let i = 0; i < runs; i++) encode(pass);
-    pass.end();
-    enc.finish();
+    recordRuns(rt, encode, runs);
     best = Math.min(best, (performance.now() - t0) / 1000 / runs);
   }
   return best;
@@ -85,11 +90,7 @@ export function hostEncodeSeconds(rt: GpuRuntime, encode: (pass: GPUComputePassE
  * beforehand, and only the submit call timed (Dawn records its commands for the driver there, on this thread).
  */
 export async function submitSeconds(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, runs: number): Promise<number> {
-  const enc = rt.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  for (let i = 0; i < runs; i++) encode(pass);
-  pass.end();
-  const commands = enc.finish();
+  const commands = recordRuns(rt, encode, runs);
   const t0 = performance.now();
   rt.device.queue.submit([commands]);
   const seconds = (performance.now() - t0) / 1000 / runs;

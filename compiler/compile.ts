@@ -95,10 +95,14 @@ export interface DeviceLimits {
   /**
    * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
    * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's
-   * dispatch goes (llama-400m decode 121 -> 97). 'batched': only in buckets of several sequences, where it pays
-   * (H200, ce263aa: llama-400m batch 8 4,847 against 4,245 tok/s; batch 1 985 / 972 against 1,126 / 1,023, though
-   * its 24 attentions now sum to 0.62 ms against 0.64 with the q/k/v matvecs, 0.79 at 01c1461 before the projection's
-   * wide loads): the GPU default. Off where unset; STRATA_ATTN_PROJECTION=0|1|batched.
+   * dispatch goes (llama-400m decode 121 -> 97). A trade: the GPU's step gains ~3 us a layer (16 workgroups project
+   * what the matvec spread over the whole GPU: llama-400m 0.82 against 0.75 ms by the pass's timestamps) and the
+   * host records and submits a quarter fewer dispatches. At batch 8 it pays on the H200 (ce263aa: llama-400m 4,847
+   * against 4,245 tok/s). At batch 1 the host decides: 985 / 972 against 1,126 / 1,023 where the host recorded a
+   * step in 0.35 ms, 983 / 1,061 / 1,041 against 942 / 896 / 863 where it took 0.51-0.66 (2026-12-04: every A/B of
+   * the two on the H200 averages ~1,000 tok/s each way, the projection's runs the steadier), and a browser's host
+   * pays more a dispatch than Dawn in Node. On (every decode bucket) is the GPU default; 'batched': only buckets of
+   * several sequences; off where unset. STRATA_ATTN_PROJECTION=0|1|batched.
    */
   attentionProjection?: boolean | 'batched';
   /**

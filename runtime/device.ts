@@ -371,9 +371,9 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     // on where tiledRows is: the GPU check of tiles-parity.sh passed on the H200 (q8, q4: max |d logit| 1.3e-2, 1.2e-2)
     tiledRowsQuantized: flagOf('STRATA_TILED_ROWS_QUANT', true),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
-    // batched buckets on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
+    // every decode bucket on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)
-    attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true ? 'batched' : false),
+    attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true),
     ssdProjection: switchOf('STRATA_SSD_PROJECTION', 'heads', false),
   };
 }

@@ -103,6 +103,8 @@ export interface ParityResult {
   decodeVsHfDecodeMaxAbs: number;
   greedy: number[];
   greedyExpected: number[];
+  /** The kernel templates of the one-token decode program the checks ran (what the schedule chose on this adapter). */
+  decodeTemplates: string[];
 }
 
 /**
@@ -148,5 +150,6 @@ export async function runParity(dir: string, opts: { reference?: string; chunks?
     ids.push(t);
     if (ids.length < ref.greedyOutput.length) [last] = (await runner.step([{ slot: 0, tokens: [t] }], 'last', { rows: 1, tokens: 1 })) as [Float32Array];
   }
-  return { prefillMaxAbs, prefillMaxRel, decodeMaxAbs, decodeMaxRel, decodeVsHfDecodeMaxAbs: decodeVsHf, greedy: ids, greedyExpected: ref.greedyOutput };
+  const decodeTemplates = (await runner.program(1, 1, 'last')).program.kernels.flatMap((k) => k.templates);
+  return { prefillMaxAbs, prefillMaxRel, decodeMaxAbs, decodeMaxRel, decodeVsHfDecodeMaxAbs: decodeVsHf, greedy: ids, greedyExpected: ref.greedyOutput, decodeTemplates };
 }

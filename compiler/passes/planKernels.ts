@@ -165,7 +165,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
     for (const n of g.nodes) for (const i of n.inputs) consumers.set(i.id, [...(consumers.get(i.id) ?? []), n]);
     for (const n of g.nodes) {
       if (n.op !== 'attention' || !mat.has(n.id)) continue;
-      if (limits.attentionProjection === 'batched' && n.shape[0] === 1) continue; // one sequence: the matvecs are faster
+      if (limits.attentionProjection === 'batched' && n.shape[0] === 1) continue; // one sequence keeps its q/k/v matvec
       const choice = chooseTemplate(n, isMat, options);
       if (!('template' in choice) || choice.template !== 'attention' || choice.variant !== 'decode') continue;
       const p = planProjection(n, isMat, consumers);

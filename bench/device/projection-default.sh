@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On the GPU machine, after `source .device/start.sh`, before llama.cpp's call: the decode attention computing its
+# q/k/v at batch 1 too (the GPU default since this script). The tiny model's reference generations batched
+# (`bench greedy-batch`: the GPU's kernels checked), batch-1 decode of llama-400m and granite4h-350m-like with the
+# old default (STRATA_ATTN_PROJECTION=batched) and the new one alternated twice, then the f16 table's Strata half.
+# Usage: bash bench/device/projection-default.sh OUT_DIR   (BUDGET s, default 570)
+set -u
+out=$1
+source "$(dirname "$0")/budget.sh" 570
+mkdir -p "$out"
+gpu_info "$out"
+timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
+for round in 1 2; do
+  for config in llama-400m granite4h-350m-like; do
+    for mode in batched 1; do
+      [ "$(left)" -gt 330 ] || continue
+      echo "== STRATA_ATTN_PROJECTION=$mode $config f16:1" >> "$out/ab.log"
+      STRATA_ATTN_PROJECTION=$mode timeout 60 node dist/bench.mjs models --no-ops --config $config --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
+    done
+  done
+done
+timeout $(($(left) - 10)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
+gzip -9 "$out/strata.json"
+echo "projection-default.sh: done in $(($(date +%s) - start)) s"
+cat "$out/checks.txt"; grep -E '^==|batch 1:' "$out/ab.log"; grep -E 'batch [18]:' "$out/strata.log"

@@ -134,7 +134,7 @@ export function register(program: Command): void {
     .option('--rows <n>', 'sequences per step of the bucket (with --kernels)', '1')
     .option('--tokens <n>', 'tokens per sequence of the bucket (with --kernels)', '1')
     .option('--subgroups', 'schedule for an adapter with subgroups (with --kernels)')
-    .option('--attention-projection', 'decode attention computes its q/k/v rows itself, as STRATA_ATTN_PROJECTION=1 (with --kernels)')
+    .option('--attention-projection', 'decode attention computes its q/k/v rows itself, as GPUs do by default (STRATA_ATTN_PROJECTION=1; with --kernels)')
     .option('--ssd-projection', 'the Mamba-2 decode step computes its in_proj rows itself, as STRATA_SSD_PROJECTION=1 (with --kernels)')
     .option('--storage-buffers <n>', 'storage buffers per shader stage the adapter allows (with --kernels)', '8')
     .option('--subgroup-matrix', "schedule for an adapter with 16x16x16 f16 subgroup matrices on subgroups of 32 and 48 KiB of workgroup memory, as Dawn's on an H200: batched decode rows on tiles too (with --kernels)")

@@ -27,14 +27,22 @@ export function register(program: Command): void {
         { check: 'cached decode vs prefill logits', maxAbs: r.decodeMaxAbs, maxRel: r.decodeMaxRel, tolerance: atol, pass: r.decodeMaxAbs <= atol },
         { check: 'greedy tokens', firstDifference: firstDiff < 0 ? null : firstDiff, pass: firstDiff < 0 && r.greedy.length === r.greedyExpected.length },
       ];
-      if (options.json) console.log(JSON.stringify({ checks, decodeVsHfDecodeMaxAbs: r.decodeVsHfDecodeMaxAbs, greedy: r.greedy, greedyExpected: r.greedyExpected }, null, 2));
+      if (options.json) console.log(JSON.stringify({ checks, decodeVsHfDecodeMaxAbs: r.decodeVsHfDecodeMaxAbs, decodeTemplates: r.decodeTemplates, greedy: r.greedy, greedyExpected: r.greedyExpected }, null, 2));
       else {
         for (const c of checks) {
           const detail = 'maxAbs' in c ? `max abs ${c.maxAbs!.toExponential(2)}, max rel ${c.maxRel!.toExponential(2)}, tolerance ${c.tolerance}` : c.firstDifference === null ? 'identical' : `first difference at token ${c.firstDifference}`;
           console.log(`${c.pass ? 'PASS' : 'FAIL'}  ${c.check}: ${detail}`);
         }
         console.log(`info  cached decode vs transformers' own cached decode: max abs ${r.decodeVsHfDecodeMaxAbs.toExponential(2)}`);
+        console.log(`info  one-token decode program: ${r.decodeTemplates.length} kernels (${templateCounts(r.decodeTemplates)})`);
       }
       if (!checks.every((c) => c.pass)) process.exitCode = 1;
     });
+}
+
+/** `attention/decode+qkv x2, matvec x7`: each template and how many kernels of the program it names. */
+function templateCounts(templates: readonly string[]): string {
+  const counts = new Map<string, number>();
+  for (const t of templates) counts.set(t, (counts.get(t) ?? 0) + 1);
+  return [...counts].map(([t, n]) => `${t} x${n}`).join(', ');
 }

@@ -371,6 +371,9 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     // on where tiledRows is: the GPU check of tiles-parity.sh passed on the H200 (q8, q4: max |d logit| 1.3e-2, 1.2e-2)
     tiledRowsQuantized: flagOf('STRATA_TILED_ROWS_QUANT', true),
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
+    // measured on the H200 (2026-12-04-h200-projection-default/plain-left/): 128-token prefill +13% (llama-400m,
+    // granite4h-350m-like), +15% (jamba-small); on lavapipe tiny-granite-code's 133-token prefill as fast or faster
+    tiledPlainLeft: flagOf('STRATA_TILED_PLAIN_LEFT', true),
     // every decode bucket on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)
     attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true),

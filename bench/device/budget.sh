@@ -26,3 +26,10 @@ prefill_profiles() {
     timeout $(($(left) - 5)) node dist/bench.mjs profile "$config" --storage f16 --rows 1 --tokens 128 --top "$top" 2>&1 | quiet >> "$out/profile-prefill.txt"
   done
 }
+# batch 1 of CONFIG (16-bit weights) with the switch VAR=VALUE, its summary lines into OUT/ab.log, while more than MIN s are left
+ab_env() {
+  local out=$1 min=$2 var=$3 value=$4 config=$5
+  [ "$(left)" -gt "$min" ] || return 0
+  echo "== $var=$value $config f16:1" >> "$out/ab.log"
+  env "$var=$value" timeout 60 node dist/bench.mjs models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
+}

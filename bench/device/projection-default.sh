@@ -12,11 +12,7 @@ gpu_info "$out"
 timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
 for round in 1 2; do
   for config in llama-400m granite4h-350m-like; do
-    for mode in batched 1; do
-      [ "$(left)" -gt 330 ] || continue
-      echo "== STRATA_ATTN_PROJECTION=$mode $config f16:1" >> "$out/ab.log"
-      STRATA_ATTN_PROJECTION=$mode timeout 60 node dist/bench.mjs models --no-ops --config $config --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
-    done
+    for mode in batched 1; do ab_env "$out" 330 STRATA_ATTN_PROJECTION $mode $config; done
   done
 done
 timeout $(($(left) - 10)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"

@@ -9,11 +9,7 @@ source "$(dirname "$0")/budget.sh" 240
 mkdir -p "$out"
 gpu_info "$out"
 for round in 1 2 3; do
-  for mode in batched 1; do
-    [ "$(left)" -gt 40 ] || continue
-    echo "== STRATA_ATTN_PROJECTION=$mode llama-400m f16:1" >> "$out/ab.log"
-    STRATA_ATTN_PROJECTION=$mode timeout 60 node dist/bench.mjs models --no-ops --config llama-400m --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
-  done
+  for mode in batched 1; do ab_env "$out" 40 STRATA_ATTN_PROJECTION $mode llama-400m; done
 done
 echo "projection-host.sh: done in $(($(date +%s) - start)) s"
 grep -E '^==|batch 1' "$out/ab.log"

@@ -101,6 +101,15 @@ function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; 
   }
 }
 
+/** DeviceLimits.tiledPlainLeft: a prefill tile's left operand computed by a kernel of its own (through its views), not in the tile's prologue. */
+function plainLeftRule(choice: TemplateChoice, isMat: (n: Node) => boolean): PlanStep | undefined {
+  if (choice.template !== 'tiled' || choice.rows) return undefined;
+  let left = choice.matmuls[0]!.inputs[0]!;
+  while (!isMat(left) && OPS[left.op].kind === 'view' && left.inputs.length === 1) left = left.inputs[0]!;
+  if (isMat(left) || OPS[left.op].kind === 'source') return undefined;
+  return { node: left, rule: 'template', reason: 'a tile reads its left operand from a buffer (tiledPlainLeft)' };
+}
+
 /** The rules that need no lowering: a node to materialise, or undefined when the kernel may be lowered as chosen. */
 function structuralRule(root: Node, choice: TemplateChoice, isMat: (n: Node) => boolean, readsInPlace: boolean): PlanStep | undefined {
   const phaseFree = phaseFreeStarts(root, choice);
@@ -204,7 +213,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
       const projection = projections.get(n.id);
       if (choice.template === 'attention' && projection) choice = { ...choice, projection };
-      const structural = structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
+      const structural = ((limits.tiledPlainLeft ?? true) ? plainLeftRule(choice, isMat) : undefined) ?? structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
       if (structural) return structural;
       const k = lowerKernel(n, choice, isMat, options);
       if (k.refusal?.kind === 'row') {

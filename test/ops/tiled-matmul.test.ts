@@ -14,12 +14,16 @@ const tol = { atol: 2e-4, rtol: 1e-4 };
 // sums of 33 such products stay within 5e-3.
 const matrixTol = { atol: 5e-3, rtol: 2e-3 };
 
-// unroll: loads and outputs written out one by one, as on a GPU (a software adapter gets loops)
+// unroll: loads and outputs written out one by one, as on a GPU (a software adapter gets loops). The left operand's
+// silu is the tile's prologue where tiles may compute their left operands (DeviceLimits.tiledPlainLeft off), else a
+// map kernel of its own that the tile reads (the default).
 test.each([
-  [32, 20, 17, false],
-  [70, 301, 129, true], // odd K: one k per load
-  [128, 64, 64, false],
-])('tiled matmul %dx%d by %d columns, with a residual epilogue (unroll %s)', async (M, K, N, unroll) => {
+  [32, 20, 17, false, false],
+  [70, 301, 129, true, false], // odd K: one k per load
+  [128, 64, 64, false, false],
+  [70, 301, 129, true, true],
+  [32, 20, 17, false, true],
+])('tiled matmul %dx%d by %d columns, with a residual epilogue (unroll %s, left operand from a buffer %s)', async (M, K, N, unroll, plainLeft) => {
   const r = await runBoth(
     () => {
       const x = input('x', [M, K]);
@@ -29,9 +33,9 @@ test.each([
     },
     {},
     (g) => randomData(g, M * 1000 + N),
-    { limits: { unroll } },
+    { limits: { unroll, tiledPlainLeft: plainLeft } },
   );
-  expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_add']);
+  expect(r.program.kernels.map((k) => k.name)).toEqual(plainLeft ? ['k0_map_silu', 'k1_tiled_add'] : ['k0_tiled_add']);
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 

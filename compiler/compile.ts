@@ -99,9 +99,12 @@ export interface DeviceLimits {
    * 66ba4cb: 128-token prefill median of seven A/B pairs 27,016 -> 30,635 tok/s (llama-400m), 20,117 -> 22,812
    * (granite4h-350m-like, 285 -> 317 dispatches), jamba-small 34,662-38,714 -> 41,408-42,189 (98 -> 112); the
    * tiles summed alone in a profile are unchanged (2.70 / 2.69 ms for llama-400m), so what it saves shows only in
-   * the pass of all kernels. On where unset; STRATA_TILED_PLAIN_LEFT=0 turns it off on an adapter.
+   * the pass of all kernels. On where unset; STRATA_TILED_PLAIN_LEFT=0 turns it off on an adapter, =norms takes only
+   * the left operands that read a reduction (the norms: granite4h 285 dispatches, jamba-small 106), measured slower
+   * for granite4h-350m-like (18,131-20,675 against 20,850-22,684 tok/s, three pairs) and even for jamba-small: what
+   * pays is the tile reading a plain buffer, whatever its left operand was.
    */
-  tiledPlainLeft?: boolean;
+  tiledPlainLeft?: boolean | 'norms';
   /**
    * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
    * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's

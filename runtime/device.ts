@@ -373,7 +373,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     oneGroupFusion: flagOf('STRATA_ONE_GROUP_FUSION', true),
     // measured on the H200 (2026-12-04-h200-projection-default/plain-left/): 128-token prefill +13% (llama-400m,
     // granite4h-350m-like), +15% (jamba-small); on lavapipe tiny-granite-code's 133-token prefill as fast or faster
-    tiledPlainLeft: flagOf('STRATA_TILED_PLAIN_LEFT', true),
+    tiledPlainLeft: switchOf('STRATA_TILED_PLAIN_LEFT', 'norms', true),
     // every decode bucket on GPUs (measured on the H200: compile.ts); software adapters keep the separate projections
     // (lavapipe: tiny-granite-code decode within its noise either way)
     attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true),

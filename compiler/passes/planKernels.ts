@@ -102,12 +102,25 @@ function phaseFreeStarts(root: Node, choice: TemplateChoice): { starts: Node[]; 
 }
 
 /** DeviceLimits.tiledPlainLeft: a prefill tile's left operand computed by a kernel of its own (through its views), not in the tile's prologue. */
-function plainLeftRule(choice: TemplateChoice, isMat: (n: Node) => boolean): PlanStep | undefined {
+function plainLeftRule(choice: TemplateChoice, isMat: (n: Node) => boolean, only: boolean | 'norms'): PlanStep | undefined {
   if (choice.template !== 'tiled' || choice.rows) return undefined;
   let left = choice.matmuls[0]!.inputs[0]!;
   while (!isMat(left) && OPS[left.op].kind === 'view' && left.inputs.length === 1) left = left.inputs[0]!;
   if (isMat(left) || OPS[left.op].kind === 'source') return undefined;
+  if (only === 'norms' && !readsReduction(left, isMat)) return undefined;
   return { node: left, rule: 'template', reason: 'a tile reads its left operand from a buffer (tiledPlainLeft)' };
+}
+
+/**
+ * Whether n's elementwise expression reads a reduction (a norm's statistics): through elementwise ops and views,
+ * down to buffers, which are looked at but not through.
+ */
+function readsReduction(n: Node, isMat: (n: Node) => boolean, seen = new Set<number>()): boolean {
+  if (seen.has(n.id)) return false;
+  seen.add(n.id);
+  const kind = OPS[n.op].kind;
+  if (kind === 'reduce') return n.op !== 'matmul'; // a matmul's output is a buffer of its own, not a row statistic
+  return !isMat(n) && (kind === 'elementwise' || kind === 'view') && n.inputs.some((i) => readsReduction(i, isMat, seen));
 }
 
 /** The rules that need no lowering: a node to materialise, or undefined when the kernel may be lowered as chosen. */
@@ -213,7 +226,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
       const projection = projections.get(n.id);
       if (choice.template === 'attention' && projection) choice = { ...choice, projection };
-      const structural = ((limits.tiledPlainLeft ?? true) ? plainLeftRule(choice, isMat) : undefined) ?? structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
+      const structural = ((limits.tiledPlainLeft ?? true) ? plainLeftRule(choice, isMat, limits.tiledPlainLeft ?? true) : undefined) ?? structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
       if (structural) return structural;
       const k = lowerKernel(n, choice, isMat, options);
       if (k.refusal?.kind === 'row') {

@@ -201,6 +201,10 @@ test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its resid
   // 32 maps more than with the left operands in the tiles' prologues (DeviceLimits.tiledPlainLeft, 285): the
   // shared MLP's gated activation, which its down projection's tile reads, is a kernel of its own in each layer
   expect(fused).toHaveLength(317);
+  // only the norms from buffers (tiledPlainLeft 'norms', measured slower): the activation back in the prologue
+  const norms = compileBucket(model, () => 'f16', { rows: 1, tokens: 128, capacity: 264, limits: { ...LIMITS, tiledPlainLeft: 'norms' } }).kernels;
+  expect(norms.filter((k) => k.templates.join() === 'map')).toHaveLength(0);
+  expect(norms).toHaveLength(285);
   // the chunked SSD algorithm instead (STRATA_SSD_SCAN=0): its dt cumsum (one workgroup, no barrier) shares the
   // conv's dispatch (anyLargerWorkgroup), 508 -> 480 (with the left operands in the tiles' prologues; 523 without)
   kernelOptions.fusedSsdScan = false;

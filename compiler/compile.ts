@@ -96,7 +96,7 @@ export interface DeviceLimits {
    * A prefill tile reads its left operand from a buffer: the normed rows are written once by a row kernel (the
    * norm's statistics and its scaling) instead of being recomputed in every column tile's prologue; other left
    * operands that are computed (a gated norm, a scan's output times a gate) get a kernel of their own too. H200,
-   * 66ba4cb: 128-token prefill median of seven A/B pairs 27,016 -> 30,635 tok/s (llama-400m), 20,117 -> 22,812
+   * 0a0d081: 128-token prefill median of seven A/B pairs 27,016 -> 30,635 tok/s (llama-400m), 20,117 -> 22,812
    * (granite4h-350m-like, 285 -> 317 dispatches), jamba-small 34,662-38,714 -> 41,408-42,189 (98 -> 112); the
    * tiles summed alone in a profile are unchanged (2.70 / 2.69 ms for llama-400m), so what it saves shows only in
    * the pass of all kernels. On where unset; STRATA_TILED_PLAIN_LEFT=0 turns it off on an adapter, =norms takes only
@@ -108,9 +108,9 @@ export interface DeviceLimits {
   /**
    * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
    * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's
-   * dispatch goes (llama-400m decode 121 -> 97). A trade: the GPU's step gains ~3 us a layer (16 workgroups project
+   * dispatch goes (llama-400m decode 121 -> 97). A trade: the GPU's step grows by ~3 us a layer (16 workgroups project
    * what the matvec spread over the whole GPU: llama-400m 0.82 against 0.75 ms by the pass's timestamps) and the
-   * host records and submits a quarter fewer dispatches. At batch 8 it pays on the H200 (ce263aa: llama-400m 4,847
+   * host records and submits a fifth fewer dispatches. At batch 8 it pays on the H200 (ce263aa: llama-400m 4,847
    * against 4,245 tok/s). At batch 1 the host decides: 985 / 972 against 1,126 / 1,023 where the host recorded a
    * step in 0.35 ms, 983 / 1,061 / 1,041 against 942 / 896 / 863 where it took 0.51-0.66 (2026-12-04: every A/B of
    * the two on the H200 averages ~1,000 tok/s each way, the projection's runs the steadier), and a browser's host

@@ -226,7 +226,8 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
       if (choice.template === 'row' && elementOnly.has(n.id)) choice = { template: 'element' };
       const projection = projections.get(n.id);
       if (choice.template === 'attention' && projection) choice = { ...choice, projection };
-      const structural = ((limits.tiledPlainLeft ?? true) ? plainLeftRule(choice, isMat, limits.tiledPlainLeft ?? true) : undefined) ?? structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
+      const plainLeft = limits.tiledPlainLeft ?? true;
+      const structural = (plainLeft ? plainLeftRule(choice, isMat, plainLeft) : undefined) ?? structuralRule(n, choice, isMat, limits.oneGroupFusion ?? true);
       if (structural) return structural;
       const k = lowerKernel(n, choice, isMat, options);
       if (k.refusal?.kind === 'row') {

@@ -16,12 +16,17 @@ const out = process.argv[2]!;
 mkdirSync(out, { recursive: true });
 // STRATA_ONE_GROUP_FUSION=0 dumps the programs without one-workgroup fusion (DeviceLimits.oneGroupFusion), to diff against
 const oneGroupFusion = process.env.STRATA_ONE_GROUP_FUSION !== '0';
-// STRATA_ATTN_PROJECTION=1: decode attentions that compute their q/k/v (DeviceLimits.attentionProjection)
-const attentionProjection = process.env.STRATA_ATTN_PROJECTION === '1';
+// decode attentions that compute their q/k/v (DeviceLimits.attentionProjection): the GPU's default, =0 or =batched
+// as on an adapter; the lavapipe-like dump only with STRATA_ATTN_PROJECTION=1, as on lavapipe
+const projectionEnv = process.env.STRATA_ATTN_PROJECTION;
+const attentionProjection: boolean | 'batched' = projectionEnv === '0' ? false : projectionEnv === 'batched' ? 'batched' : true;
+// prefill tiles' left operands from buffers (DeviceLimits.tiledPlainLeft): on, STRATA_TILED_PLAIN_LEFT=0 or =norms as on an adapter
+const plainEnv = process.env.STRATA_TILED_PLAIN_LEFT;
+const tiledPlainLeft: boolean | 'norms' = plainEnv === '0' ? false : plainEnv === 'norms' ? 'norms' : true;
 // STRATA_SSD_PROJECTION=1 (or heads): Mamba-2 decode steps that compute their in_proj rows (DeviceLimits.ssdProjection)
 const ssdProjection: boolean | 'heads' = process.env.STRATA_SSD_PROJECTION === 'heads' ? 'heads' : process.env.STRATA_SSD_PROJECTION === '1';
-const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion, attentionProjection, ssdProjection, ...(attentionProjection ? { maxComputeWorkgroupStorageSize: 32768 } : {}) };
-const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion, attentionProjection, ssdProjection };
+const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16, oneGroupFusion, attentionProjection, ssdProjection, tiledPlainLeft, ...(attentionProjection ? { maxComputeWorkgroupStorageSize: 32768 } : {}) };
+const LAVA = { subgroups: false, maxStorageBuffersPerShaderStage: 8, unroll: false, oneGroupFusion, attentionProjection: projectionEnv === '1', ssdProjection, tiledPlainLeft };
 function dump(tag: string, p: Program) {
   const text = [printProgram(p), printSchedule(p), ...p.kernels.map((k) => `// ---- ${k.name}\n${k.wgsl}`)].join('\n');
   writeFileSync(`${out}/${tag}.txt`, text);

@@ -1,17 +1,11 @@
 // The decode attention that projects its own q/k/v (DeviceLimits.attentionProjection: the GPU default, here switched
 // on by STRATA_ATTN_PROJECTION=1 on the software adapter, which keeps the separate matvecs by default) against
 // transformers, in every family whose attention it takes: cached decode and greedy tokens with the switch on.
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
+import { useEnv } from '../helpers/env.ts';
 import { runParity } from './parityHarness.ts';
 
-const saved = process.env.STRATA_ATTN_PROJECTION;
-beforeAll(() => {
-  process.env.STRATA_ATTN_PROJECTION = '1';
-});
-afterAll(() => {
-  if (saved === undefined) delete process.env.STRATA_ATTN_PROJECTION;
-  else process.env.STRATA_ATTN_PROJECTION = saved;
-});
+useEnv('STRATA_ATTN_PROJECTION', '1');
 
 // Each family's own tolerances (its parity test): f32 on both sides, the projection only changes the order of the
 // K sums. Attention layers: llama 2, the hybrids 1 each (bamba, granitemoehybrid, jamba). The plan declines the

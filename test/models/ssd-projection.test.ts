@@ -1,16 +1,10 @@
 // The Mamba-2 decode step that computes its own in_proj rows (DeviceLimits.ssdProjection, STRATA_SSD_PROJECTION=1)
 // against transformers: the granitemoehybrid and bamba fixtures' cached decode and greedy tokens with the switch on.
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
+import { useEnv } from '../helpers/env.ts';
 import { runParity } from './parityHarness.ts';
 
-const saved = process.env.STRATA_SSD_PROJECTION;
-beforeAll(() => {
-  process.env.STRATA_SSD_PROJECTION = '1';
-});
-afterAll(() => {
-  if (saved === undefined) delete process.env.STRATA_SSD_PROJECTION;
-  else process.env.STRATA_SSD_PROJECTION = saved;
-});
+useEnv('STRATA_SSD_PROJECTION', '1');
 
 // Same tolerances as granitemoehybrid.test.ts and bamba.test.ts: f32 on both sides, the projection only changes the
 // order of the K sums.

@@ -126,9 +126,20 @@ export interface DeviceLimits {
    * tok/s, its 28 ssdstep kernels 1.67 ms against 0.30). STRATA_SSD_PROJECTION=1 sets it on an adapter.
    * 'heads' (STRATA_SSD_PROJECTION=heads): twice the state elements a thread, so that granite4h's heads are not
    * split over 2 workgroups: 48 workgroups instead of 96 recompute the B and C rows (H200, ce263aa: batch 1 715 / 674
-   * against 968 / 946 tok/s, its 28 step kernels 0.83 ms).
+   * against 968 / 946 tok/s, its 28 step kernels 0.83 ms). With 1024 threads a workgroup and the K loops rotated
+   * (2026-12-04-h200-ssd-step/): 0.65 ms, the GPU's step 1.07 ms against the default program's 0.87, 821 against
+   * 966-980 tok/s. Computing only an eighth of the B and C rows (a timing probe, wrong values) took the same 0.65 ms:
+   * the cost is the projection's chain of dependent phases on 48 workgroups (norm, staging, three K trips), not the
+   * recomputed bytes. So the default stays off and granite4h's batch-1 program stays at 157 dispatches.
    */
   ssdProjection?: boolean | 'heads';
+  /**
+   * Threads of a Mamba-2 decode step workgroup that projects its in_proj rows (DeviceLimits.ssdProjection): 256 where
+   * unset; adapters take 1024 where they allow it (STRATA_SSD_THREADS=256|512|1024 sets it). H200, granite4h-350m-like
+   * 'heads', its 28 step kernels: 0.74 ms at 256 threads, 0.66 at 1024 (four times the weight loads in flight a
+   * workgroup); the step kernels without the projection take 0.27.
+   */
+  ssdThreads?: number;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */

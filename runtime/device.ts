@@ -378,7 +378,17 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     // (lavapipe: tiny-granite-code decode within its noise either way)
     attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true),
     ssdProjection: switchOf('STRATA_SSD_PROJECTION', 'heads', false),
+    ssdThreads: ssdThreadsOf(l.maxComputeInvocationsPerWorkgroup ?? 256),
   };
+}
+
+/** Threads of an SSD step workgroup that projects its inputs: STRATA_SSD_THREADS=256|512|1024 (Node, at most the adapter's) where set, else 1024 where the adapter allows it. */
+function ssdThreadsOf(max: number): number {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_SSD_THREADS;
+  if (env === undefined) return max >= 1024 ? 1024 : 256;
+  const n = Number(env);
+  if (![256, 512, 1024].includes(n) || n > max) throw new StrataUserError(`STRATA_SSD_THREADS must be 256, 512 or 1024 and at most the adapter's ${max} invocations a workgroup, got '${env}'`);
+  return n;
 }
 
 /** The subgroup matrix kernel's tiling: STRATA_MATRIX_TILE=tm,tn,slices,tk (Node, a measurement knob) where set, else by shape. */

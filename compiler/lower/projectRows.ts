@@ -51,7 +51,7 @@ export function concatRows(a: RowSet, b: RowSet): RowSet {
  * all. The K loop takes the widest read the weights allow: u32x4s of 16-bit pairs (vectorSteps), a quantized word
  * (runSteps), else a pair of elements (pairSteps). Lane 0 of a row stores its dot; no barrier follows.
  */
-export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, subgroups: boolean, unroll: boolean): void {
+export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, subgroups: boolean, unroll: boolean, rotate?: string): void {
   const rowsAtOnce = wg / LANES;
   e.redTypes.add('f32'); // red_f32 (WG floats) carries the lanes' sums without subgroups; the phases are done with it
   e.line(`let pj_lane = lid % ${LANES}u;`);
@@ -69,9 +69,20 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
       : only !== undefined && isQuantized(only) && Kd % (QUANT_FORMATS[only].perWord * LANES) === 0
         ? runSteps(e, Kd, accs, unroll, QUANT_FORMATS[only])
         : pairSteps(e, Kd, accs, unroll);
-  e.line(`for (var pq: u32 = pj_lane * ${body.perLane}u; pq < ${Kd}u; pq += ${body.perLane * LANES * body.trip}u) {`);
-  body.lines.forEach((l) => e.line('  ' + l));
-  e.line(`}`);
+  const stride = body.perLane * LANES * body.trip;
+  const trips = Math.ceil(Kd / stride);
+  if (rotate === undefined || trips < 2 || Kd % stride !== 0) {
+    e.line(`for (var pq: u32 = pj_lane * ${body.perLane}u; pq < ${Kd}u; pq += ${stride}u) {`);
+    body.lines.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+  } else {
+    // workgroups that read the same rows start their K loops at different trips (`rotate`), so that they do not
+    // all ask the same cache lines at once
+    e.line(`for (var pt: u32 = 0u; pt < ${trips}u; pt++) {`);
+    e.line(`  let pq = pj_lane * ${body.perLane}u + ((pt + ${rotate}) % ${trips}u) * ${stride}u;`);
+    body.lines.forEach((l) => e.line('  ' + l));
+    e.line(`}`);
+  }
   const accOf = (a: (typeof accs)[number]) => K.v(a.acc, 'f32');
   const shuffles = accs.flatMap((a) => [1, 2, 4].map((x) => `${a.acc} = ${V.arith('+', accOf(a), V.shuffleXor(accOf(a), K.u32(x)))};`));
   const lane = (l: number) => K.load('red_f32', V.arith('+', V.arith('*', K.v('pj_row'), K.u32(LANES)), K.u32(l)), wg, 'f32');

@@ -120,7 +120,11 @@ export function projectSsdInputs(kernels: LoweredKernel[], g: Graph, isMat: (n: 
     if (k.mode !== 'ssdstep' || (k.root as Node<'ssd_step'>).attrs.part !== 'y') continue;
     const plan = planSsdProjection(k, out, nodeById, isMat);
     if (!plan) continue;
-    const merged = lowerSsdStep(k.root, isMat, writesOf(k), { projection: plan.projection, subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, ...(limits.ssdProjection === 'heads' ? { elementsPerThread: 2 * ELEMENTS_PER_THREAD } : {}) });
+    const threads = limits.ssdThreads ?? 256;
+    // 'heads': a head's P x N state in one workgroup, however many elements that makes a thread
+    const { P, N } = ssdStepDims(k.root.inputs);
+    const perHead = limits.ssdProjection === 'heads' ? { elementsPerThread: Math.max(ELEMENTS_PER_THREAD, Math.ceil((P * N) / threads)) } : {};
+    const merged = lowerSsdStep(k.root, isMat, writesOf(k), { projection: plan.projection, subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, threads, ...perHead });
     if (merged.refusal || bindings(merged) > limits.maxStorageBuffersPerShaderStage) continue;
     out = out.filter((o) => o !== plan.matvec).map((o) => (o === k ? merged : o));
     const { matmul, z } = plan.projection;

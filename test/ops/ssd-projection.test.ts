@@ -32,13 +32,13 @@ function decodeStep(storage: StorageDType, overrides: Record<string, unknown> = 
 }
 
 /** Runs one decode step on both sides: sequences in slots 2 and 0, the second a padding row (its states stay). */
-async function check(graph: ReturnType<typeof decodeStep>, subgroups: boolean, unroll: boolean, ssdProjection: true | 'heads') {
+async function check(graph: ReturnType<typeof decodeStep>, subgroups: boolean, unroll: boolean, ssdProjection: true | 'heads', wide = false) {
   const r = await runGraphBoth(graph, (g) => {
     const data = randomData(g, 7, { intHi: SLOTS });
     data.inputs = { ...data.inputs, tokens: [17, 201], slot_ids: [2, 0], valid: [1, 0] };
     data.states = { ...data.states, pos: [11, 0, 5] };
     return data;
-  }, { limits: { ssdProjection, subgroups, unroll } });
+  }, { limits: { ssdProjection, subgroups, unroll, ...(wide ? { ssdThreads: 1024 } : {}) } });
   // each Mamba layer's step computes in_proj: its matvec has no kernel of its own
   expect(r.program.kernels.filter((k) => k.templates.includes('ssdstep/in_proj'))).toHaveLength(3);
   expect(r.program.kernels.filter((k) => k.templates.some((t) => t.startsWith('ssdstep')) && !k.templates.includes('ssdstep/in_proj'))).toHaveLength(0);
@@ -56,4 +56,7 @@ describe('Mamba-2 decode step with its in_proj rows', () => {
       const graph = decodeStep(storage, split ? SPLIT_HEADS : {});
       return check(graph, subgroups, unroll, mode);
     });
+  // workgroups of 1024 threads (DeviceLimits.ssdThreads, the GPU default): a head's 32 x 128 state, 4 elements a
+  // thread; hidden 256: 4 K trips, each workgroup's loop starting at one of its own
+  test('f16 weights, whole heads in workgroups of 1024 threads, K loops rotated: logits, conv rings and SSM states match the CPU reference', () => check(decodeStep('f16', { ...SPLIT_HEADS, mamba_n_heads: 16, hidden_size: 256 }), true, true, 'heads', true));
 });

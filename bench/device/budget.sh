@@ -33,3 +33,11 @@ ab_env() {
   echo "== $var=$value $config f16:1" >> "$out/ab.log"
   env "$var=$value" timeout 60 node dist/bench.mjs models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
 }
+# batch 1 of CONFIG (16-bit weights) with the switches VAR=VALUE..., its summary lines into OUT/ab.log, while more than MIN s are left
+ab_envs() {
+  local out=$1 min=$2 config=$3
+  shift 3
+  [ "$(left)" -gt "$min" ] || return 0
+  echo "== ${*:-defaults} $config f16:1" >> "$out/ab.log"
+  env "$@" timeout 60 node dist/bench.mjs models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
+}

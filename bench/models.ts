@@ -7,6 +7,7 @@ import { type KvPolicy, describePolicy, memoryReport } from '../caches/spec.ts';
 import { parseConfig } from '../models/config.ts';
 import { buildModel } from '../models/registry.ts';
 import type { GpuRuntime } from '../runtime/gpuRuntime.ts';
+import { submissionSteps } from '../runtime/generator.ts';
 import { ModelRunner } from '../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../runtime/randomWeights.ts';
 import type { KernelProfile } from './kernelProfile.ts';
@@ -124,9 +125,10 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
   decodeInputs();
   const submitsBefore = rt.counters.submits;
   const readbacksBefore = rt.counters.readbacks;
-  const submissions = Math.ceil(o.newTokens / o.stepsPerSubmit);
-  // steady state, as the generator runs: the next submission is recorded while the GPU runs the last
-  const steps = submissions * o.stepsPerSubmit;
+  // as the generator runs: short submissions first (the GPU idle), then K steps each, the next recorded while the
+  // GPU runs the last
+  const sizes = submissionSteps(o.stepsPerSubmit, o.newTokens);
+  const steps = o.newTokens;
   // Five repetitions, each from the same prefilled prompt, and their median (llama-bench repeats five times too): a
   // single 128-token run of a small model lasts ~100 ms, within which the GPU's clocks still move (jamba-small at
   // batch 1 read 721, 1,240 and 1,566 tok/s in three calls of the same code).
@@ -137,18 +139,18 @@ export async function benchModel(rt: GpuRuntime, o: ModelBenchOptions): Promise<
       await runPrefill();
       decodeInputs();
     }
-    stepRuns.push(await timePipelined(rt, (pass) => decode.encode(pass), o.stepsPerSubmit, submissions));
+    stepRuns.push(await timePipelined(rt, (pass) => decode.encode(pass), sizes));
     if (r === 0) counted = { submits: rt.counters.submits - submitsBefore - 1, readbacks: rt.counters.readbacks - readbacksBefore }; // less the warm-up submission
   }
   const decodeSeconds = median(stepRuns) * steps;
   // where a step's time goes: the host recording it, and the GPU running it with the recording done beforehand
   const hostEncodeMs = hostEncodeSeconds(rt, (pass) => decode.encode(pass), o.stepsPerSubmit) * 1e3;
-  const gpuStepMs = (await timeGpu(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions)) * 1e3;
-  const submitMs = (await submitSeconds(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions)) * 1e3;
+  const gpuStepMs = (await timeGpu(rt, (pass) => decode.encode(pass), steps)) * 1e3;
+  const submitMs = (await submitSeconds(rt, (pass) => decode.encode(pass), steps)) * 1e3;
   // the GPU's own time over the same positions as the timed runs (the two measures above ran past them)
   await runPrefill();
   decodeInputs();
-  const stamped = await timeGpuStamped(rt, (pass) => decode.encode(pass), o.stepsPerSubmit * submissions);
+  const stamped = await timeGpuStamped(rt, (pass) => decode.encode(pass), steps);
   const { submits, readbacks } = counted;
   const weightBytes = decode.program.buffers.filter((b) => b.role === 'weight').reduce((a, b) => a + b.bytes, 0);
   const stepSeconds = decodeSeconds / steps;

@@ -48,18 +48,19 @@ export async function timeGpuStamped(rt: GpuRuntime, encode: (pass: GPUComputePa
 }
 
 /**
- * Seconds per run of `encode` in steady state: `submissions` submissions of `perSubmit` runs each, encoded and
- * submitted back to back after one warm-up submission of as many runs (it also lifts the GPU off its idle
- * clocks), so the host records the next while the GPU runs the last (as the generator does, one batch in flight
- * while it encodes the next). Host time the GPU waits on counts.
+ * Seconds per run of `encode` as the generator decodes: submissions of `sizes` runs each (runtime/generator.ts
+ * submissionSteps: short ones first, from an idle GPU), encoded and submitted back to back after one warm-up
+ * submission of the first size (it also lifts the GPU off its idle clocks), so the host records the next while the
+ * GPU runs the last (the generator keeps one batch in flight while it encodes the next). Host time the GPU waits on
+ * counts.
  */
-export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, perSubmit: number, submissions: number): Promise<number> {
-  submitRuns(rt, encode, perSubmit);
+export async function timePipelined(rt: GpuRuntime, encode: (pass: GPUComputePassEncoder) => void, sizes: readonly number[]): Promise<number> {
+  submitRuns(rt, encode, sizes[0]!);
   await rt.device.queue.onSubmittedWorkDone();
   const t0 = performance.now();
-  for (let i = 0; i < submissions; i++) submitRuns(rt, encode, perSubmit);
+  for (const n of sizes) submitRuns(rt, encode, n);
   await rt.device.queue.onSubmittedWorkDone();
-  return (performance.now() - t0) / 1000 / (perSubmit * submissions);
+  return (performance.now() - t0) / 1000 / sizes.reduce((a, n) => a + n, 0);
 }
 
 /** `runs` runs of `encode` in one compute pass of a new command encoder, finished (neither submitted nor counted). */

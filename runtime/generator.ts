@@ -54,6 +54,27 @@ export interface PrefixHooks {
   insert(slot: number, ids: readonly number[]): void;
 }
 
+/**
+ * Steps of a submission that is the `batches`-th since the GPU was last idle: K / 8 (at least 1), doubling up to K.
+ * The first submission is recorded while the GPU waits; a short one starts the GPU sooner and brings the first
+ * decoded tokens back sooner, and each next one is recorded while the GPU runs the one before (H200, llama-400m at
+ * batch 1: recording 32 steps took ~11 ms, a tenth of a 128-token decode, with the GPU idle).
+ */
+export function rampSteps(K: number, batches: number): number {
+  return Math.min(K, Math.max(1, Math.floor(K / 8)) * 2 ** Math.min(batches, 30));
+}
+
+/** The submissions' steps of `steps` decode steps from an idle GPU, as the generator makes them (rampSteps). */
+export function submissionSteps(K: number, steps: number): number[] {
+  const out: number[] = [];
+  for (let done = 0; done < steps; ) {
+    const n = Math.min(rampSteps(K, out.length), steps - done);
+    out.push(n);
+    done += n;
+  }
+  return out;
+}
+
 /** A generator program's key in progress events, stats and warm-up lists. */
 export const prefillKey = (tokens: number) => `prefill T=${tokens}`;
 export const decodeKey = (rows: number | string, mode: SamplerMode) => `decode rows=${rows} ${mode}`;
@@ -92,6 +113,8 @@ export class Generator {
   private running: Promise<void> | undefined;
   private readonly staging: GPUBuffer[] = [];
   private batches = 0;
+  /** Submissions with steps since the GPU was last idle (rampSteps). */
+  private sinceIdle = 0;
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   /** Keys of the programs that have run (warm-up included): a program's first run is noted in the stats. */
@@ -400,11 +423,15 @@ export class Generator {
     try {
       for (;;) {
         for (const seq of this.active.values()) if (seq.cancelReason) this.release(seq, seq.cancelReason);
+        let admitted = false;
         for (let next = this.nextAdmission(); next; next = this.nextAdmission()) {
           this.pending.splice(this.pending.indexOf(next.seq), 1);
           this.freeSlots.splice(this.freeSlots.indexOf(next.slot), 1);
           await this.admit(next.seq, next.slot);
+          admitted = true;
         }
+        // the GPU is idle: nothing was in flight, or an admission waited for it
+        if (admitted || !inFlight) this.sinceIdle = 0;
         const next = this.submitBatch();
         if (inFlight) await this.readBatch(inFlight);
         inFlight = next;
@@ -509,7 +536,8 @@ export class Generator {
   }
 
   /**
-   * Encodes up to K decode steps and a copy of the token ring into one submission. Returns undefined when no
+   * Encodes up to K decode steps (fewer right after the GPU was idle: rampSteps) and a copy of the token ring into
+   * one submission. Returns undefined when no
    * live sequence needs anything more from the device.
    */
   private submitBatch(): Batch | undefined {
@@ -517,7 +545,7 @@ export class Generator {
     const { slots, K } = this.layout;
     const seqs = [...this.active.values()].filter((s) => !s.cancelReason).sort((a, b) => a.slot - b.slot);
     const first = seqs.filter((s) => s.firstPending && !s.firstRequested);
-    const steps = Math.min(K, Math.max(0, ...seqs.map((s) => s.stepsLeft)));
+    const steps = Math.min(rampSteps(K, this.sinceIdle), Math.max(0, ...seqs.map((s) => s.stepsLeft)));
     if (steps === 0 && first.length === 0) return undefined;
     const rows = this.decodeRows.find((r) => r >= seqs.length)!;
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
@@ -552,6 +580,7 @@ export class Generator {
     const batch: Batch = { seqs, first: new Set(first), steps, firstColumn, read: done, markRead, ring: read.then(([ring, pos]) => ({ tokens: new Int32Array(ring!.buffer, ring!.byteOffset, ring!.byteLength / 4), positions: new Int32Array(pos!.buffer, pos!.byteOffset, slots) })) };
     this.unread.add(batch);
     for (const s of first) s.firstRequested = true;
+    if (steps > 0) this.sinceIdle++;
     for (const s of seqs) {
       s.stepsLeft -= steps;
       s.stepsSubmitted += steps;

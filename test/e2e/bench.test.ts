@@ -27,7 +27,8 @@ test('bench: the tiny configuration reports every figure', async () => {
   expect(r.decodeStepMsRuns).toHaveLength(5);
   expect(r.decodeStepMs).toBe([...r.decodeStepMsRuns].sort((a, b) => a - b)[2]);
   expect(r.readbacksPerToken).toBe(0); // the bench loop reads nothing back
-  expect(r.submitsPerToken).toBeCloseTo(1 / 4, 5);
+  // 8 steps at K = 4 from an idle GPU: submissions of 1, 2, 4 and 1 steps (submissionSteps), as the generator makes
+  expect(r.submitsPerToken).toBeCloseTo(4 / 8, 5);
   // the decode step's profile covers every kernel, each with its template and bound bytes
   expect(r.kernelProfile?.kernels).toHaveLength(r.dispatchesPerDecodeStep);
   for (const k of r.kernelProfile!.kernels) expect(k.bytes, k.name).toBeGreaterThan(0);

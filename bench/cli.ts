@@ -1,5 +1,5 @@
 // Entry point of the bench (`npm run bench`, `node dist/bench.mjs` on a GPU machine): `bench [ops|models] ...` runs
-// the bench, `bench profile ...` the per-kernel profile of one bucket, `bench speculative ...` speculative decoding against plain, `bench serve-load ...` a loopback load run of strata serve, `bench dispatch-cost` the cost of one dispatch apart from its kernel, `bench attn` the decode attention kernel's variants, `bench quant-sweep` the quantized matvec's shapes, `bench greedy-batch` a model's reference generations decoded together, `bench env-parity` their logits under two settings of a switch, `bench host-record` a decode step's recording over many submissions. Nothing else imports this file.
+// the bench, `bench profile ...` the per-kernel profile of one bucket, `bench speculative ...` speculative decoding against plain, `bench serve-load ...` a loopback load run of strata serve, `bench dispatch-cost` the cost of one dispatch apart from its kernel, `bench attn` the decode attention kernel's variants, `bench quant-sweep` the quantized matvec's shapes, `bench greedy-batch` a model's reference generations decoded together, `bench env-parity` their logits under two settings of a switch, `bench host-record` a decode step's recording over many submissions, `bench stream-times` when a generation's text pieces arrive. Nothing else imports this file.
 import { StrataUserError } from '../base/errors.ts';
 import { parseBenchArgs, runBench } from './main.ts';
 import { profileMain } from './profile.ts';
@@ -11,6 +11,7 @@ import { quantSweepMain } from './quantSweep.ts';
 import { greedyBatchMain } from './greedyBatch.ts';
 import { envParityMain } from './envParity.ts';
 import { hostRecordingMain } from './hostRecording.ts';
+import { streamTimesMain } from './streamTimes.ts';
 
 const argv = process.argv.slice(2);
 try {
@@ -21,6 +22,7 @@ try {
   else if (argv[0] === 'greedy-batch') await greedyBatchMain(argv.slice(1));
   else if (argv[0] === 'env-parity') await envParityMain(argv.slice(1));
   else if (argv[0] === 'host-record') await hostRecordingMain(argv.slice(1));
+  else if (argv[0] === 'stream-times') await streamTimesMain(argv.slice(1));
   else if (argv[0] === 'dispatch-cost') await dispatchCostBench();
   else if (argv[0] === 'serve-load') await serveLoadBench(argv.slice(1));
   else await runBench(parseBenchArgs(argv));

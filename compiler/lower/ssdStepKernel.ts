@@ -40,8 +40,9 @@ const prevPow2 = (n: number) => 1 << Math.floor(Math.log2(Math.max(1, n)));
  * workgroup (its RP x channels, then the N B and N C channels of the head's group) into workgroup memory; the owner
  * of a channel writes the token's input into ring slot pos % K (x channels: their head's workgroup; B and C: the
  * group's first head, chunk 0), so no two workgroups write one element and none reads the slot being written.
- * Phase 2: L lanes per row walk N, each updating its state elements (read and written by the same thread) and
- * adding C . h; the lanes' sums meet in workgroup memory and lane 0 writes y = C . h + D x.
+ * Phase 2: L lanes per row walk N, each updating its state elements (read and written by the same thread, loaded
+ * at the kernel's top where the workgroup's rows take one pass) and adding C . h; the lanes' sums meet in workgroup
+ * memory and lane 0 writes y = C . h + D x. With a projection (emitSsdProjection) the in_proj rows come first.
  * Standalone (not merged with the scatters) the part named by the root is stored to its own buffer instead.
  */
 export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: SsdStepWrites = {}, options: SsdStepOptions = {}): LoweredKernel {
@@ -78,7 +79,8 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   const wgArray = (name: string, i: KExpr, length: number) => Kx.load(name, i, length, 'f32');
   const updates = ssmOut !== undefined || storeY;
   // Loads that wait on no phase first, so that their latency overlaps the projection's and phase 1's: the head's
-  // dt bias, A and D, its dt where it is not projected, and (one pass of rows) each thread's state elements.
+  // dt bias, A and D, its dt where it is not projected, (one pass of rows) each thread's state elements, then the
+  // sequence's valid count, position and state rows.
   if (updates) {
     e.line(`let dt_bias = ${e.value(dtBias, [h])};`);
     e.line(`let ssd_a = ${e.value(A, [h])};`);
@@ -115,7 +117,6 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   };
   if (updates) e.line(`let lane = lid % ${L}u;`);
   const preloaded = updates && onePass ? passRows(u(0)) : undefined;
-  const projected = projection ? emitSsdProjection(e, projection, { s, h, chunk, g }, { RP, N, P, I, G, perSequence: Hh * split, split }, wg, options) : undefined;
   /** Row p of this sequence's head in a [S, Hh, P, ...] result. */
   const headRow = (p: KExpr) => e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, Hh), h), P), p);
   /** An input the workgroup's in_proj rows computed (emitSsdProjection): [x RP | B N | C N | dt]. */
@@ -132,6 +133,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
   };
   const convRowOk = writes.conv ? rowOf(writes.conv, 'conv_row') : undefined;
   const ssmRowOk = writes.ssm ? rowOf(writes.ssm, 'ssm_row') : undefined;
+  const projected = projection ? emitSsdProjection(e, projection, { s, h, chunk, g }, { RP, N, P, I, G, perSequence: Hh * split, split }, wg, options) : undefined;
   // phase 1: the workgroup's conv channels
   const q = e.bound(e.fresh('k'), CH - 1);
   const channels = e.nested(() => {

@@ -93,51 +93,38 @@ export interface DeviceLimits {
    */
   oneGroupFusion?: boolean;
   /**
-   * A prefill tile reads its left operand from a buffer: the normed rows are written once by a row kernel (the
-   * norm's statistics and its scaling) instead of being recomputed in every column tile's prologue; other left
-   * operands that are computed (a gated norm, a scan's output times a gate) get a kernel of their own too. H200,
-   * 0a0d081: 128-token prefill median of seven A/B pairs 27,016 -> 30,635 tok/s (llama-400m), 20,117 -> 22,812
-   * (granite4h-350m-like, 285 -> 317 dispatches), jamba-small 34,662-38,714 -> 41,408-42,189 (98 -> 112); the
-   * tiles summed alone in a profile are unchanged (2.70 / 2.69 ms for llama-400m), so what it saves shows only in
-   * the pass of all kernels. On where unset; STRATA_TILED_PLAIN_LEFT=0 turns it off on an adapter, =norms takes only
-   * the left operands that read a reduction (the norms: granite4h 285 dispatches, jamba-small 106), measured slower
-   * for granite4h-350m-like (18,131-20,675 against 20,850-22,684 tok/s, three pairs) and even for jamba-small: what
-   * pays is the tile reading a plain buffer, whatever its left operand was.
+   * A prefill tile reads its left operand from a buffer: the normed rows are written once by a row kernel instead of
+   * being recomputed in every column tile's prologue, and other computed left operands (a gated norm, a scan's
+   * output times a gate) get a kernel of their own. More dispatches (granite4h-350m-like 285 -> 317) but faster:
+   * 128-token prefill +13% (llama-400m, granite4h) and +15% (jamba-small) on the H200
+   * (bench/results/2026-12-04-h200-projection-default/plain-left/). On where unset; STRATA_TILED_PLAIN_LEFT=0 turns
+   * it off, =norms takes only the left operands that read a reduction (measured slower).
    */
   tiledPlainLeft?: boolean | 'norms';
   /**
-   * A decode attention kernel computes its head's q row and its KV head's k and v rows itself (the RMSNorm'd
-   * residual times the projection weights, into workgroup memory) and writes its cache rows: the q/k/v matvec's
-   * dispatch goes (llama-400m decode 121 -> 97). A trade: the GPU's step grows by ~3 us a layer (16 workgroups project
-   * what the matvec spread over the whole GPU: llama-400m 0.82 against 0.75 ms by the pass's timestamps) and the
-   * host records and submits a fifth fewer dispatches. At batch 8 it pays on the H200 (ce263aa: llama-400m 4,847
-   * against 4,245 tok/s). At batch 1 the host decides: 985 / 972 against 1,126 / 1,023 where the host recorded a
-   * step in 0.35 ms, 983 / 1,061 / 1,041 against 942 / 896 / 863 where it took 0.51-0.66 (2026-12-04: every A/B of
-   * the two on the H200 averages ~1,000 tok/s each way, the projection's runs the steadier), and a browser's host
-   * pays more a dispatch than Dawn in Node. On (every decode bucket) is the GPU default; 'batched': only buckets of
-   * several sequences; off where unset. STRATA_ATTN_PROJECTION=0|1|batched.
+   * A decode attention kernel computes its head's q row and its KV head's k and v rows itself and writes its cache
+   * rows: the q/k/v matvec's dispatch goes (llama-400m decode 121 -> 97). A trade: the GPU's step grows by ~3 us a
+   * layer (16 workgroups project what the matvec spreads over the GPU: 0.82 against 0.75 ms on the H200) and the
+   * host records and submits a fifth fewer dispatches, which decides batch 1 where the host is slow (a browser's
+   * always is); at batch 8 it pays outright (4,847 against 4,245 tok/s). README: the lease of 66ba4cb. On (every
+   * decode bucket) is the GPU default; 'batched': only buckets of several sequences. STRATA_ATTN_PROJECTION=0|1|batched.
    */
   attentionProjection?: boolean | 'batched';
   /**
    * A Mamba-2 decode step kernel computes the in_proj rows it reads itself (its head's x rows, its group's B and C
    * rows, its dt row) and its share of the z columns (passes/projectSsdInputs.ts): in_proj's matvec dispatch goes
-   * (granite4h-350m-like decode 161 -> 133). Off where unset, and by default: every workgroup recomputing the shared
-   * B and C rows made the step kernels 5.6x slower (H200, 01c1461: granite4h-350m-like batch 1 427 against 947
-   * tok/s, its 28 ssdstep kernels 1.67 ms against 0.30). STRATA_SSD_PROJECTION=1 sets it on an adapter.
-   * 'heads' (STRATA_SSD_PROJECTION=heads): twice the state elements a thread, so that granite4h's heads are not
-   * split over 2 workgroups: 48 workgroups instead of 96 recompute the B and C rows (H200, ce263aa: batch 1 715 / 674
-   * against 968 / 946 tok/s, its 28 step kernels 0.83 ms). With 1024 threads a workgroup and the K loops rotated
-   * (2026-12-04-h200-ssd-step/): 0.65 ms, the GPU's step 1.07 ms against the default program's 0.87, 821 against
-   * 966-980 tok/s. Computing only an eighth of the B and C rows (a timing probe, wrong values) took the same 0.65 ms:
-   * the cost is the projection's chain of dependent phases on 48 workgroups (norm, staging, three K trips), not the
-   * recomputed bytes. So the default stays off and granite4h's batch-1 program stays at 157 dispatches.
+   * (granite4h-350m-like decode 157 -> 129). Off by default: every workgroup of a group recomputes the shared B and
+   * C rows, and the projection is a chain of dependent phases on 48 workgroups where the matvec spreads over the
+   * GPU. H200 (bench/results/2026-12-04-h200-ssd-step/): its 28 step kernels 0.65 ms against 0.27, the GPU's step
+   * 1.07 against 0.87 ms; computing an eighth of the B and C rows (a probe) took the same time, so the chain costs,
+   * not the bytes. STRATA_SSD_PROJECTION=1; 'heads' keeps a head's state in one workgroup however many elements
+   * that makes a thread.
    */
   ssdProjection?: boolean | 'heads';
   /**
-   * Threads of a Mamba-2 decode step workgroup that projects its in_proj rows (DeviceLimits.ssdProjection): 256 where
-   * unset; adapters take 1024 where they allow it (STRATA_SSD_THREADS=256|512|1024 sets it). H200, granite4h-350m-like
-   * 'heads', its 28 step kernels: 0.74 ms at 256 threads, 0.66 at 1024 (four times the weight loads in flight a
-   * workgroup); the step kernels without the projection take 0.27.
+   * Threads of a Mamba-2 decode step workgroup that projects its in_proj rows: 256 where unset; adapters take 1024
+   * where they allow it (four times the weight loads in flight: 'heads' 0.74 -> 0.66 ms on the H200).
+   * STRATA_SSD_THREADS=256|512|1024.
    */
   ssdThreads?: number;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */

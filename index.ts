@@ -34,7 +34,8 @@ export { compileFn } from './dsl/compileFn.ts';
 export { printProgram, printSchedule, serializeProgram, deserializeProgram, type Program, type KernelSpec, type BufferSpec } from './compiler/program.ts';
 export { ModelRunner, type RunnerOptions } from './runtime/modelRunner.ts';
 export { GpuRuntime, type Counters } from './runtime/gpuRuntime.ts';
-export { getSharedDevice, acquireDevice, describeDevice, adapterProfile, compileLimitsOf, type StrataDevice, type AdapterProfile } from './runtime/device.ts';
+export { getSharedDevice, acquireDevice, describeDevice, adapterProfile, type StrataDevice, type AdapterProfile } from './runtime/device.ts';
+export { compileLimitsOf } from './runtime/compileLimits.ts';
 
 // Ahead-of-time model modules (`strata compile`; writing one needs the optional peer dependency ts-morph)
 export { AOT_FORMAT, PORTABLE_LIMITS, pickVariant, type AotModel, type AotVariant, type AotSessionShape } from './compiler/aotModule.ts';

@@ -5,7 +5,8 @@ import type { ModelSource } from '../base/modelSource.ts';
 import { StrataUserError } from '../base/errors.ts';
 import { AOT_FORMAT, type AotModel, type AotVariant, PORTABLE_LIMITS, limitsShortfall } from '../compiler/aotModule.ts';
 import type { Program } from '../compiler/program.ts';
-import { type AdapterProfile, adapterProfile, compileLimitsOf, getSharedDevice } from './device.ts';
+import { compileLimitsOf } from './compileLimits.ts';
+import { type AdapterProfile, adapterProfile, getSharedDevice } from './device.ts';
 import { type SessionOptions, Session } from './session.ts';
 
 /** What to compile for: WebGPU's defaults ('portable'), this machine's adapter ('device'), or another adapter's profile. */

@@ -7,7 +7,8 @@ import type { BufferCopy, DeviceMemory, Region } from '../caches/deviceMemory.ts
 import type { DType } from '../compiler/ir.ts';
 import type { BufferSpec, Program } from '../compiler/program.ts';
 import type { DeviceLimits } from '../compiler/compile.ts';
-import { type StrataDevice, compileLimitsOf } from './device.ts';
+import { compileLimitsOf } from './compileLimits.ts';
+import type { StrataDevice } from './device.ts';
 import { sharedPipeline } from './pipelineCache.ts';
 import { type NDArray, type TypedArray, allocArray } from './ndarray.ts';
 
@@ -45,7 +46,7 @@ export class GpuRuntime implements DeviceMemory {
     this.device = strata.device;
   }
 
-  /** What the compiler schedules against on this device (runtime/device.ts compileLimitsOf). */
+  /** What the compiler schedules against on this device (runtime/compileLimits.ts). */
   get limits(): Required<DeviceLimits> {
     return compileLimitsOf(this.strata);
   }

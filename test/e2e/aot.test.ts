@@ -12,7 +12,8 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { AotModel } from '../../compiler/aotModule.ts';
 import { emitAotModule } from '../../compiler/emitModule.ts';
 import { compileModel } from '../../runtime/compileAot.ts';
-import { compileLimitsOf, getSharedDevice } from '../../runtime/device.ts';
+import { compileLimitsOf } from '../../runtime/compileLimits.ts';
+import { getSharedDevice } from '../../runtime/device.ts';
 import { AotModuleError, Session } from '../../runtime/session.ts';
 import { TINY_MODEL } from '../helpers/shardedModel.ts';
 

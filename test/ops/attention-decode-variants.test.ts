@@ -7,7 +7,7 @@ import { attention } from '../../dsl/nn/attention.ts';
 import { closeness, runBoth } from '../helpers/gpu.ts';
 import { mulberry32 } from '../../base/random.ts';
 import { parseAttentionDecode } from '../../compiler/lower/attentionDecodeVariants.ts';
-import { compileLimitsOf } from '../../runtime/device.ts';
+import { compileLimitsOf } from '../../runtime/compileLimits.ts';
 
 // B K/V batch indices, M query rows each (the query heads of a KV head), E keys, D and Dv head sizes; window: keys
 // visible are (len - window, len) when set (a sliding window), else [0, len)

@@ -3,7 +3,7 @@
 import { describe, expect, test } from 'vitest';
 import { input, weight } from '../../dsl/trace.ts';
 import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
-import { compileLimitsOf } from '../../runtime/device.ts';
+import { compileLimitsOf } from '../../runtime/compileLimits.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // the CPU reference sums in another order

@@ -5,7 +5,7 @@ import { input, trace, weight } from '../../dsl/trace.ts';
 import { linear } from '../../dsl/nn/basic.ts';
 import { type DeviceLimits, compile } from '../../compiler/compile.ts';
 import { TILED_VARIANTS, type TiledVariant } from '../../compiler/lower/tiledMatmul.ts';
-import { compileLimitsOf } from '../../runtime/device.ts';
+import { compileLimitsOf } from '../../runtime/compileLimits.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // f32 accumulation in a different order than the reference; sums of up to 301 products of values in [-1, 1].

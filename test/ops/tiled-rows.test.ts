@@ -6,7 +6,7 @@ import { expect, test } from 'vitest';
 import { input, trace, weight } from '../../dsl/trace.ts';
 import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
 import { compile } from '../../compiler/compile.ts';
-import { compileLimitsOf } from '../../runtime/device.ts';
+import { compileLimitsOf } from '../../runtime/compileLimits.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // f32 products summed in another order than the reference

@@ -8,6 +8,9 @@ import { constant, input, iota, state, weight } from '../dsl/trace.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, evictingPolicy, kvEntries } from './spec.ts';
 import { POSITION_STATE, type StateEntry, StateTable, kvStateName, memoryStateEntries, policyStateName, recurrentStateName } from './stateTable.ts';
 import { attention } from '../dsl/nn/attention.ts';
+import { StrataUserError } from '../base/errors.ts';
+import { sliceKeys } from '../compiler/attentionSplit.ts';
+import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS } from '../compiler/lower/attentionDecode.ts';
 
 /** What an h2o layer's step does besides attending (see StepContext.h2oStep). */
 interface H2oStep {
@@ -51,7 +54,20 @@ export const kernelOptions = {
   fusedSsdScan: env('STRATA_SSD_SCAN') !== '0',
   /** Jamba's top-k as per-expert rank columns (dsl/nn/moe.ts topkProbabilityColumns) rather than route()'s dense. */
   rankRouting: env('STRATA_JAMBA_ROUTING') !== 'topk',
+  /**
+   * Decode attention over this many slices of the keys (flash-decoding, dsl/nn/attention.ts `splits`), 0 for one.
+   * STRATA_ATTN_SPLITS=N; off by default: built and tested against the reference, not yet measured on a GPU.
+   */
+  attentionSplits: attentionSplitsOf(env('STRATA_ATTN_SPLITS')),
 };
+
+/** STRATA_ATTN_SPLITS: unset or 0 (off), else a number of key slices from 2 to 64. */
+export function attentionSplitsOf(value: string | undefined): number {
+  if (value === undefined || value === '0') return 0;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 2 || n > 64) throw new StrataUserError(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${value}'`);
+  return n;
+}
 
 /** A traced state from its table entry (name, shape and dtype are the table's). */
 export const stateOf = (e: StateEntry): Tensor => state(e.name, e.shape, e.dtype);
@@ -194,7 +210,7 @@ export class StepContext {
     const limit = lastKey.reshape(S, 1, 1, lastKey.shape[1]!).broadcastTo([S, KVH, G, T]).reshape(S, KVH, G * T);
     const attendOpts = { scale: opts.scale, ...(opts.softcap ? { softcap: opts.softcap } : {}) };
     const scored = Boolean(h2o && writes);
-    let out = attention(qg, kT, vv, m, limit, { ...attendOpts, fused: kernelOptions.fusedAttention, weights: scored });
+    let out = attention(qg, kT, vv, m, limit, { ...attendOpts, fused: kernelOptions.fusedAttention, weights: scored, splits: this.splitsOf(G * T, E, D, Dv, scored) });
     if (h2o && scored) {
       // H2O's scores: the probability the attention kernel gave each entry (a row per query head and token, each
       // written by its own workgroup), summed in a fixed order over this step's real queries and every head
@@ -212,6 +228,13 @@ export class StepContext {
    * step writes its positions into the ring, the entries they overwrite compete with the heavy entries for the
    * `heavy` places by accumulated score (ties keep the incumbent); winners move into the places losers leave.
    */
+  /** Key slices of a decode attention (kernelOptions.attentionSplits): where the decode kernel takes its rows and heads and every slice gets keys, else 0. */
+  private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
+    const n = kernelOptions.attentionSplits;
+    if (!n || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || sliceKeys(E, n) * (n - 1) >= E) return 0;
+    return n;
+  }
+
   private h2oStep(owner: number, heavy: number, E: number, writes: boolean): H2oStep {
     const { S, T } = this;
     const slots = this.memory.slots;

@@ -55,6 +55,9 @@ export interface OpAttrs {
   // v [..., E, Dv], mask [..., M, E] bool, limit [..., M] i32 (keys at or past it are masked) -> [..., M, Dv];
   // with `weights`, [..., M, Dv + E]: each row's output, then its softmax probability of every key (0: masked)
   attention: { scale: number; softcap: number; weights?: true };
+  // attention over `splits` slices of the keys (compiler/attentionSplit.ts, flash-decoding): the same inputs ->
+  // [..., M, splits, Dv + 2], each slice's score maximum, its sum of exponentials and its unnormalised output
+  attention_split: { scale: number; softcap: number; splits: number };
   // one decode step of a Mamba-2 mixer (compiler/ssdStep.ts): causal conv over a ring of the last K inputs, dt,
   // the SSM state update and its read-out; `part` says which of its three results the node is (y, the new SSM
   // state, the new conv ring), so the state writes are ordinary scatters of the last two

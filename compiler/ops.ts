@@ -18,6 +18,7 @@ import {
   sourceReference,
 } from './references.ts';
 import { ssdStepComposition, ssdStepReference, ssdStepRule } from './ssdStep.ts';
+import { attentionSplitComposition, attentionSplitReference, attentionSplitRule } from './attentionSplit.ts';
 import { selectiveStepComposition, selectiveStepReference, selectiveStepRule } from './selectiveStep.ts';
 import { selectiveScanComposition, selectiveScanReference, selectiveScanRule } from './selectiveScan.ts';
 
@@ -260,7 +261,7 @@ const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
 
-export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selective_step' | 'selective_scan' ? KernelDef<K> : OpDef<K> } = {
+export const OPS: { [K in OpName]: K extends 'attention' | 'attention_split' | 'ssd_step' | 'selective_step' | 'selective_scan' ? KernelDef<K> : OpDef<K> } = {
   input: { kind: 'source', infer: source, reference: sourceReference },
   weight: { kind: 'source', infer: source, reference: sourceReference },
   state: { kind: 'source', infer: source, reference: sourceReference },
@@ -528,6 +529,7 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'ssd_step' | 'selecti
   },
 
   attention: { kind: 'kernel', infer: attentionRule, template: 'attention', reference: attentionReference, decompose: attentionComposition },
+  attention_split: { kind: 'kernel', infer: attentionSplitRule, template: 'attention', reference: attentionSplitReference, decompose: attentionSplitComposition },
   ssd_step: { kind: 'kernel', infer: ssdStepRule, template: 'ssdstep', reference: ssdStepReference, decompose: ssdStepComposition },
   selective_step: { kind: 'kernel', infer: selectiveStepRule, template: 'selstep', reference: selectiveStepReference, decompose: selectiveStepComposition },
   selective_scan: { kind: 'kernel', infer: selectiveScanRule, template: 'selscan', reference: selectiveScanReference, decompose: selectiveScanComposition },

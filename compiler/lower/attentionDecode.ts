@@ -10,6 +10,7 @@ import { type AttentionDecodeVariant, defaultAttentionDecode } from './attention
 import type { AttentionProjection } from '../passes/planProjections.ts';
 import { emitProjection, projectionFloats } from './attentionProjection.ts';
 import { LOWEST, ZERO, expDiff, fv, inverseOf, scaled, softcapped, sumOf } from './attentionValues.ts';
+import { sliceKeys } from '../attentionSplit.ts';
 
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
@@ -60,12 +61,15 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   // the projection's arrays come out of what the attention's own arrays may use
   const workgroupStorage = (options.workgroupStorage ?? 16384) - (projection ? 4 * projectionFloats(projection) : 0);
   const [q, kT, v, mask, limit] = root.inputs as [Node, Node, Node, Node, Node];
-  const { scale, softcap, weights } = (root as Node<'attention'>).attrs;
+  const { scale, softcap } = (root as Node<'attention' | 'attention_split'>).attrs;
+  const weights = root.op === 'attention' && (root as Node<'attention'>).attrs.weights === true;
+  // attention_split (compiler/attentionSplit.ts): a workgroup a row and slice of the keys, writing m, l and acc
+  const splits = root.op === 'attention_split' ? (root as Node<'attention_split'>).attrs.splits : 0;
   const GROUPS = WG / LANES; // key groups of a workgroup: they walk disjoint keys at once
   const e = new Emitter(root, isMat, 'attention', subgroups);
   e.workgroupSize = WG;
-  const r = root.shape.length;
-  const W = root.shape[r - 1]!; // a row of the result: Dv, or Dv + E with weights
+  const r = q.shape.length; // the inputs' rank (a slice's result has one axis more)
+  const W = root.shape[root.shape.length - 1]!; // a row of the result: Dv, Dv + E with weights, Dv + 2 for a slice
   const Dv = v.shape[r - 1]!;
   const D = q.shape[r - 1]!;
   const E = kT.shape[r - 1]!;
@@ -92,8 +96,10 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const gi = e.bound('gi', rows - 1);
   const projected = projection ? emitProjection(e, projection, gi, WG, subgroups, unroll) : [];
   const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
-  const batch = outer.slice(0, -1);
-  const m = outer[outer.length - 1]!;
+  // a slice's workgroup: its row's coordinates, then its slice (the keys from slice * C up to the next slice's)
+  const batch = outer.slice(0, splits ? -2 : -1);
+  const m = outer[outer.length - (splits ? 2 : 1)]!;
+  const sliceLen = splits ? sliceKeys(E, splits) : E;
   const lane = e.bound(e.declareTop('lane', e.ix.mod(K.v('lid'), LANES)), LANES - 1);
   e.bound(e.declareTop('grp', e.ix.div(K.v('lid'), LANES)), GROUPS - 1);
   // element j of a lane's share (J elements) of a row of n: strided lane + j * LANES, blocked lane * J + j
@@ -114,6 +120,9 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   // workgroup memory is
   e.line(`if (lid == 0u) { att_lim = min(${E}u, u32(max(${lim}, 0))); }`);
   e.line(`let lim = workgroupUniformLoad(&att_lim);`);
+  // the keys this workgroup walks: [first, end), end at most the row's limit (uniform: the workgroup's and the limit)
+  const first = splits ? `${sliceLen}u * ${outer[outer.length - 1]}` : '0u';
+  e.line(`let end = ${splits ? `min(lim, ${sliceLen}u * (${outer[outer.length - 1]} + 1u))` : 'lim'};`);
   e.line(`var run_max: f32 = -3.0e38;`);
   e.line(`var run_sum: f32 = 0.0;`);
   range(JV).forEach((j) => e.line(`var acc${j}: f32 = 0.0;`));
@@ -132,7 +141,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     // every load of the trip first
     const ks = kcs.map((kc) => range(JK).map((j) => e.value(kT, [...batch, dim(j, JK, D), kc])));
     const vs = kcs.map((kc) => range(JV).map((j) => e.value(v, [...batch, kc, dim(j, JV, Dv)])));
-    const oks = kcs.map((kc, u) => V.logic('&&', V.compare('<', K.v(keys[u]!), K.v('lim')), e.value(mask, [...batch, m, kc])));
+    const oks = kcs.map((kc, u) => V.logic('&&', V.compare('<', K.v(keys[u]!), K.v('end')), e.value(mask, [...batch, m, kc])));
     const dot = (u: number) => fv(`dot${u}`);
     range(KEYS).forEach((u) => e.line(`var dot${u}: f32 = ${sumOf(ks[u]!.map((k, j) => V.arith('*', qs[j]!, k)))};`));
     const shuffled: string[] = [];
@@ -168,7 +177,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     // a key that is not attended weighs 0 whatever its value row holds (rows past the limit are never written)
     range(JV).forEach((j) => e.line(`acc${j} = ${sumOf([V.arith('*', fv(`acc${j}`), corr), ...range(KEYS).map((u) => V.select(ZERO, V.arith('*', p(u), vs[u]![j]!), ok(u)))])};`));
   });
-  e.line(`for (var t0: u32 = 0u; t0 < lim; t0 += ${GROUPS * KEYS}u) {`);
+  e.line(`for (var t0: u32 = ${first}; t0 < end; t0 += ${GROUPS * KEYS}u) {`);
   trip.forEach((l) => e.line('  ' + l));
   e.line(`}`);
   // the groups' partials, rescaled to the row's maximum and added: first the groups of a subgroup by shuffles
@@ -218,11 +227,13 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
       e.line(`var total: f32 = 0.0;`);
       e.line(`for (var s: u32 = 0u; s < parts; s++) { total = ${V.arith('+', fv('total'), K.wgsl('att_l[s]', 'f32'))}; }`);
       e.line(`inv = ${inverseOf(fv('total'))};`);
+      if (splits) e.line(`if (lid == 0u) { ${out}[gi * ${W}u] = row_max; ${out}[gi * ${W}u + 1u] = total; }`);
     }
     e.line(`if (${holds}) {`);
     e.line(`  var sum: f32 = 0.0;`);
     e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = ${V.arith('+', fv('sum'), K.wgsl(`att_acc[s * ${C}u + lid]`, 'f32'))}; }`);
-    e.line(`  ${out}[gi * ${W}u + ${dimOfLid}] = ${V.arith('*', fv('sum'), fv('inv'))};`);
+    // a slice keeps its sum unnormalised, after its maximum and total
+    e.line(`  ${out}[gi * ${W}u + ${splits ? `2u + ${dimOfLid}` : dimOfLid}] = ${splits ? 'sum' : V.arith('*', fv('sum'), fv('inv'))};`);
     e.line(`}`);
     if (j0 + JC < JV) e.line(`workgroupBarrier();`);
   }

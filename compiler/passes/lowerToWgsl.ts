@@ -119,6 +119,7 @@ export function lowerKernel(root: Node, choice: TemplateChoice, isMat: (n: Node)
 export type AttentionVariant = 'decode' | 'tiles' | 'row';
 
 function attentionVariant(root: Node, o: LowerOptions): AttentionVariant {
+  if (root.op === 'attention_split') return 'decode'; // a slice of the keys a workgroup (attentionSplit.ts)
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
   const rows = root.shape[r - 2]!;
@@ -132,8 +133,8 @@ function lowerAttentionKernel(root: Node, { variant, projection }: { variant: At
   const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, workgroupStorage: o.workgroupStorage ?? 16384, ...(o.attentionDecode ? { variant: o.attentionDecode } : {}), ...(projection ? { projection } : {}) })
     : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!, o.unroll ?? true)
     : lowerAttention(root, isMat, o.subgroups ?? false);
-  // printed as attention/decode+qkv where the kernel projects its q, k and v
-  return { ...lowered, variant: projection ? `${variant}+qkv` : variant };
+  // printed as attention/decode+qkv where the kernel projects its q, k and v, attention/split for slices of the keys
+  return { ...lowered, variant: root.op === 'attention_split' ? 'split' : projection ? `${variant}+qkv` : variant };
 }
 
 function lowerMap(root: Node, isMat: (n: Node) => boolean): LoweredKernel {

@@ -12,6 +12,11 @@ export interface AttentionOptions {
   fused?: boolean;
   /** Also each query row's softmax probabilities over the keys (H2O's scores): the result is [..., M, Dv + E]. */
   weights?: boolean;
+  /**
+   * Split the keys into this many slices, each scored by workgroups of its own, and combine the slices' results
+   * (flash-decoding: compiler/attentionSplit.ts). For few query rows (decode); not with `weights`. 0 or absent: one.
+   */
+  splits?: number;
 }
 
 /**
@@ -24,5 +29,19 @@ export function attention(q: Tensor, kT: Tensor, v: Tensor, mask: Tensor, limit:
   const inputs = [q.node, kT.node, v.node, mask.node, limit.node];
   // the op table's composition: one definition for the reference and the fallback
   if (opts.fused === false) return new Tensor(OPS.attention.decompose(composer, inputs, attrs));
+  if (opts.splits && opts.splits > 1 && !opts.weights) return combineSlices(new Tensor(composer.emit('attention_split', inputs, { scale: attrs.scale, softcap: attrs.softcap, splits: opts.splits })));
   return new Tensor(composer.emit('attention', inputs, attrs));
+}
+
+/**
+ * The slices of attention_split [..., M, S, Dv + 2] (m, l, acc) as attention's result [..., M, Dv]: each slice's
+ * sums rescaled to the largest maximum, out = sum_s w_s acc_s / sum_s w_s l_s (0 where no key is attended).
+ */
+function combineSlices(parts: Tensor): Tensor {
+  const W = parts.shape[parts.rank - 1]!;
+  const m = parts.slice(-1, 0, 1);
+  const w = m.sub(m.max(-2, true)).exp(); // [..., M, S, 1]
+  const total = w.mul(parts.slice(-1, 1, 2)).sum(-2); // [..., M, 1]
+  const sum = w.mul(parts.slice(-1, 2, W)).sum(-2); // [..., M, Dv]
+  return Tensor.where(total.gt(0), sum.div(total), 0);
 }

@@ -52,6 +52,7 @@ type TestName = keyof typeof COVERAGE;
 /** Ops whose GPU-vs-CPU test lives in a file of its own (hand-written kernels tested against their composition). */
 const ELSEWHERE: Partial<Record<OpName, string>> = {
   attention: 'test/ops/attention.test.ts',
+  attention_split: 'test/ops/attention-split.test.ts',
   ssd_step: 'test/ops/ssdStep.test.ts',
   selective_step: 'test/ops/selectiveStep.test.ts',
   selective_scan: 'test/ops/selectiveScan.test.ts',

@@ -35,7 +35,9 @@ export function attention(q: Tensor, kT: Tensor, v: Tensor, mask: Tensor, limit:
 
 /**
  * The slices of attention_split [..., M, S, Dv + 2] (m, l, acc) as attention's result [..., M, Dv]: each slice's
- * sums rescaled to the largest maximum, out = sum_s w_s acc_s / sum_s w_s l_s (0 where no key is attended).
+ * sums rescaled to the largest maximum, out = sum_s w_s acc_s / sum_s w_s l_s. The slice holding the largest
+ * maximum has w = 1 and l >= 1, so the total is 1 or more wherever a key is attended and 0 (with the sum) where none
+ * is: dividing by max(total, 1) gives 0 there without a second reader of the total (one combine kernel, not two).
  */
 function combineSlices(parts: Tensor): Tensor {
   const W = parts.shape[parts.rank - 1]!;
@@ -43,5 +45,5 @@ function combineSlices(parts: Tensor): Tensor {
   const w = m.sub(m.max(-2, true)).exp(); // [..., M, S, 1]
   const total = w.mul(parts.slice(-1, 1, 2)).sum(-2); // [..., M, 1]
   const sum = w.mul(parts.slice(-1, 2, W)).sum(-2); // [..., M, Dv]
-  return Tensor.where(total.gt(0), sum.div(total), 0);
+  return sum.div(total.maximum(1));
 }

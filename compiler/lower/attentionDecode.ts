@@ -96,7 +96,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const gi = e.bound('gi', rows - 1);
   const projected = projection ? emitProjection(e, projection, gi, WG, subgroups, unroll) : [];
   const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
-  // a slice's workgroup: its row's coordinates, then its slice (the keys from slice * C up to the next slice's)
+  // a slice's workgroup: its row's coordinates, then its slice (keys slice * sliceLen up to the next slice's first)
   const batch = outer.slice(0, splits ? -2 : -1);
   const m = outer[outer.length - (splits ? 2 : 1)]!;
   const sliceLen = splits ? sliceKeys(E, splits) : E;

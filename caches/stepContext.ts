@@ -9,7 +9,7 @@ import { type MemoryOptions, type MemorySpec, effectiveWindow, evictingPolicy, k
 import { POSITION_STATE, type StateEntry, StateTable, kvStateName, memoryStateEntries, policyStateName, recurrentStateName } from './stateTable.ts';
 import { attention } from '../dsl/nn/attention.ts';
 import { StrataUserError } from '../base/errors.ts';
-import { sliceKeys } from '../compiler/attentionSplit.ts';
+import { slicesFit } from '../compiler/attentionSplit.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS } from '../compiler/lower/attentionDecode.ts';
 
 /** What an h2o layer's step does besides attending (see StepContext.h2oStep). */
@@ -222,19 +222,19 @@ export class StepContext {
     return out.reshape(S, KVH, G, T, Dv).permute(0, 3, 1, 2, 4).reshape(S, T, H, Dv);
   }
 
+  /** Key slices of a decode attention (kernelOptions.attentionSplits): where the decode kernel takes its rows and heads and every slice gets keys, else 0. */
+  private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
+    const n = kernelOptions.attentionSplits;
+    if (!n || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, n)) return 0;
+    return n;
+  }
+
   /**
    * H2O on the device, in fixed buffers: a ring of recent + maxChunk - 1 entries, then `heavy` places (the ring
    * first, so that until it wraps the keys lie in dense's order and the results equal dense's). Before a
    * step writes its positions into the ring, the entries they overwrite compete with the heavy entries for the
    * `heavy` places by accumulated score (ties keep the incumbent); winners move into the places losers leave.
    */
-  /** Key slices of a decode attention (kernelOptions.attentionSplits): where the decode kernel takes its rows and heads and every slice gets keys, else 0. */
-  private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
-    const n = kernelOptions.attentionSplits;
-    if (!n || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || sliceKeys(E, n) * (n - 1) >= E) return 0;
-    return n;
-  }
-
   private h2oStep(owner: number, heavy: number, E: number, writes: boolean): H2oStep {
     const { S, T } = this;
     const slots = this.memory.slots;

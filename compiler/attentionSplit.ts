@@ -1,7 +1,7 @@
 // Attention over slices of the keys (`attention_split`, flash-decoding): the decode attention kernel run by one
 // workgroup per query row and slice (lower/attentionDecode.ts), each writing its slice's running maximum m, its sum
 // l of exp(score - m) and its unnormalised output sum exp(score - m) v; the caller combines the slices
-// (dsl/nn/attention.ts attentionSplit): out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s, M = max_s m_s.
+// (dsl/nn/attention.ts combineSlices): out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s, M = max_s m_s.
 // Inputs as attention's: q [..., M, D], kT [..., D, E], v [..., E, Dv], mask [..., M, E] bool, limit [..., M] i32.
 // Result [..., M, splits, Dv + 2]: m, l, then acc. Slice s holds keys s * ceil(E / splits) up to the next slice's
 // first; a slice with no attended key has m = LOWEST_SCORE, l = 0 and acc = 0.
@@ -16,15 +16,16 @@ export const LOWEST_SCORE = -3.0e38;
 /** Keys a slice holds: E split into `splits` slices, none empty. */
 export const sliceKeys = (E: number, splits: number): number => Math.ceil(E / splits);
 
+/** Whether E keys make `splits` slices (2 or more) of sliceKeys each with none left empty. */
+export const slicesFit = (E: number, splits: number): boolean => Number.isInteger(splits) && splits >= 2 && sliceKeys(E, splits) * (splits - 1) < E;
+
 export function attentionSplitRule(inputs: readonly Node[], attrs: OpAttrs['attention_split']): Inferred {
-  const [q, kT, v] = inputs as [Node, Node, Node];
+  const [, kT, v] = inputs as [Node, Node, Node];
   const { shape } = attentionRule(inputs, { scale: attrs.scale, softcap: attrs.softcap });
   const E = kT.shape[kT.shape.length - 1]!;
   const { splits } = attrs;
-  if (!Number.isInteger(splits) || splits < 2 || sliceKeys(E, splits) * (splits - 1) >= E)
-    throw new ShapeError(`[attention_split] kT ${fmtShape(kT.shape)}: ${splits} slices of its ${E} keys must be 2 or more, none empty`);
+  if (!slicesFit(E, splits)) throw new ShapeError(`[attention_split] kT ${fmtShape(kT.shape)}: ${splits} slices of its ${E} keys must be 2 or more, none empty`);
   const Dv = v.shape[v.shape.length - 1]!;
-  void q;
   return { shape: [...shape.slice(0, -1), splits, Dv + 2], dtype: 'f32' };
 }
 

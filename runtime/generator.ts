@@ -537,8 +537,7 @@ export class Generator {
 
   /**
    * Encodes up to K decode steps (fewer right after the GPU was idle: rampSteps) and a copy of the token ring into
-   * one submission. Returns undefined when no
-   * live sequence needs anything more from the device.
+   * one submission. Returns undefined when no live sequence needs anything more from the device.
    */
   private submitBatch(): Batch | undefined {
     const rt = this.runtime;

@@ -33,6 +33,12 @@ ab_env() {
   echo "== $var=$value $config f16:1" >> "$out/ab.log"
   env "$var=$value" timeout 60 node dist/bench.mjs models --no-ops --config "$config" --cases f16:1 --out /tmp/ab.json 2>&1 | summary >> "$out/ab.log"
 }
+# the f16 table's Strata half (batch 1 and 8 of every configuration) into OUT/strata.log and OUT/strata.json.gz, in the time left
+table_f16() {
+  local out=$1
+  timeout $(($(left) - 10)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
+  gzip -9 "$out/strata.json"
+}
 # batch 1 of CONFIG (16-bit weights) with the switches VAR=VALUE..., its summary lines into OUT/ab.log, while more than MIN s are left
 ab_envs() {
   local out=$1 min=$2 config=$3

@@ -15,7 +15,6 @@ for round in 1 2; do
     for mode in batched 1; do ab_env "$out" 330 STRATA_ATTN_PROJECTION $mode $config; done
   done
 done
-timeout $(($(left) - 10)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
-gzip -9 "$out/strata.json"
+table_f16 "$out"
 echo "projection-default.sh: done in $(($(date +%s) - start)) s"
 cat "$out/checks.txt"; grep -E '^==|batch 1:' "$out/ab.log"; grep -E 'batch [18]:' "$out/strata.log"

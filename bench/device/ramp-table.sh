@@ -16,7 +16,6 @@ for round in 1 2; do
     for bundle in dist/bench-old.mjs dist/bench.mjs; do ab_run "$out" 300 $bundle $config; done
   done
 done
-timeout $(($(left) - 10)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
-gzip -9 "$out/strata.json"
+table_f16 "$out"
 echo "ramp-table.sh: done in $(($(date +%s) - start)) s"
 cat "$out/checks.txt"; grep -E '^==|batch 1:' "$out/ab.log"; grep -E 'batch [18]:' "$out/strata.log"

@@ -23,6 +23,8 @@ import { timeGpu } from './timing.ts';
 export const PROFILE_USAGE = `usage: bench profile <model-dir | ${[...Object.keys(BENCH_CONFIGS), 'tiny-llama'].join(' | ')}>
   [--rows 1] [--tokens 1]      the bucket: rows (sequences) x tokens per step
   [--context 0]                positions put in the cache first (decode steps run before profiling)
+  [--capacity N]               cache positions of each sequence (default: what the context and the runs need;
+                               a larger one is what a long-context session compiles at a short context)
   [--storage f16|f32|q8|q4]    weight storage of a bench configuration (random weights; default f16); q8 / q4
                                block-quantize on load (a model folder's weights too)
   [--unfused]                  compile with fusion off
@@ -34,6 +36,8 @@ export interface ProfileArgs {
   rows: number;
   tokens: number;
   context: number;
+  /** Cache positions per sequence; 0: what the run needs. */
+  capacity: number;
   storage: StorageDType;
   fuse: boolean;
   wallclock: boolean;
@@ -49,7 +53,7 @@ export function parseProfileArgs(argv: string[]): ProfileArgs {
     if (!Number.isInteger(n) || n < 0) throw new Error(`[bench profile] ${flag} takes a whole number, got '${text}'\n${PROFILE_USAGE}`);
     return n;
   };
-  const valued = new Set(['--rows', '--tokens', '--context', '--storage', '--top', '--json']);
+  const valued = new Set(['--rows', '--tokens', '--context', '--capacity', '--storage', '--top', '--json']);
   const model = argv.find((a, i) => !a.startsWith('--') && !valued.has(argv[i - 1] ?? ''));
   if (!model) throw new Error(`[bench profile] no model folder or bench configuration given\n${PROFILE_USAGE}`);
   const storage = value('--storage') ?? 'f16';
@@ -60,6 +64,7 @@ export function parseProfileArgs(argv: string[]): ProfileArgs {
     rows: Math.max(1, count('--rows', 1)),
     tokens: Math.max(1, count('--tokens', 1)),
     context: count('--context', 0),
+    capacity: count('--capacity', 0),
     storage,
     fuse: !argv.includes('--unfused'),
     wallclock: argv.includes('--wallclock'),
@@ -89,7 +94,7 @@ export async function profileMain(argv: string[]): Promise<void> {
   const warmRuns = Math.ceil(a.context / a.tokens);
   const timedRuns = software ? 3 : 20;
   // room for the context, the warm-up and timed runs, the profiled runs and some slack
-  const capacity = a.context + a.tokens * (timedRuns + 16) + 64;
+  const capacity = Math.max(a.capacity, a.context + a.tokens * (timedRuns + 16) + 64);
   const runner = new ModelRunner(rt, model, checkpoint, { slots: a.rows, capacity, chunks: [a.tokens], fuse: a.fuse, ...(isQuantized(a.storage) ? { weights: a.storage } : {}) });
   const t0 = performance.now();
   const exe = await runner.program(a.rows, a.tokens, 'last');
@@ -127,11 +132,11 @@ export async function profileMain(argv: string[]): Promise<void> {
   }
   const profile = await measureKernelProfile(rt, exe, { copyBytesPerSecond, repeats: 5, aloneIters: software ? 3 : 20, wallclock: a.wallclock, ...(multi ? { beforeRun: atContext } : {}) });
   const adapter = `${strata.adapterInfo.vendor} ${strata.adapterInfo.device || strata.adapterInfo.description}`;
-  console.log(`${source}: bucket ${a.rows} rows x ${a.tokens} tokens after ${warmRuns * a.tokens} positions, ${a.fuse ? 'fused' : 'fusion off'}, on ${adapter}`);
+  console.log(`${source}: bucket ${a.rows} rows x ${a.tokens} tokens after ${warmRuns * a.tokens} positions of ${capacity}, ${a.fuse ? 'fused' : 'fusion off'}, on ${adapter}`);
   // the variants environment variables select (runtime/compileLimits.ts)
   console.log(`decode attention ${formatAttentionDecode(rt.limits.attentionDecode)} (STRATA_ATTN_DECODE), tiled ${rt.limits.subgroupMatrix ? `subgroup matrix ${rt.limits.subgroupMatrix.m}x${rt.limits.subgroupMatrix.n}x${rt.limits.subgroupMatrix.k}` : rt.limits.tiledMatmul} (STRATA_SUBGROUP_MATRIX), quantized matvec ${rt.limits.quantMatvec}, one-workgroup fusion ${rt.limits.oneGroupFusion ? 'on' : 'off'} (STRATA_ONE_GROUP_FUSION), attention projection ${rt.limits.attentionProjection === 'batched' ? 'batched buckets' : rt.limits.attentionProjection ? 'on' : 'off'} (STRATA_ATTN_PROJECTION), prefill tiles' left operands ${rt.limits.tiledPlainLeft === 'norms' ? 'norms from buffers' : rt.limits.tiledPlainLeft ? 'from buffers' : 'in prologues'} (STRATA_TILED_PLAIN_LEFT), SSD in_proj projection ${rt.limits.ssdProjection === 'heads' ? 'on, whole heads' : rt.limits.ssdProjection ? 'on' : 'off'} (STRATA_SSD_PROJECTION)${rt.limits.ssdProjection ? ` in workgroups of ${rt.limits.ssdThreads} threads (STRATA_SSD_THREADS)` : ''}`);
   // and the trace-time switches (caches/stepContext.ts kernelOptions)
-  console.log(`Mamba-1 decode step ${kernelOptions.fusedSelectiveStep ? 'fused' : 'composed'} (STRATA_SELECTIVE_STEP), prefill scan ${kernelOptions.fusedSelectiveScan ? 'fused' : 'chunked'} (STRATA_SELECTIVE_SCAN), Jamba routing ${kernelOptions.rankRouting ? 'rank columns' : 'topk'} (STRATA_JAMBA_ROUTING), decode attention ${kernelOptions.attentionSplits ? `over ${kernelOptions.attentionSplits} key slices` : 'in one slice'} (STRATA_ATTN_SPLITS)`);
+  console.log(`Mamba-1 decode step ${kernelOptions.fusedSelectiveStep ? 'fused' : 'composed'} (STRATA_SELECTIVE_STEP), prefill scan ${kernelOptions.fusedSelectiveScan ? 'fused' : 'chunked'} (STRATA_SELECTIVE_SCAN), Jamba routing ${kernelOptions.rankRouting ? 'rank columns' : 'topk'} (STRATA_JAMBA_ROUTING), decode attention ${rt.limits.decodeSplits ? `over ${rt.limits.decodeSplits.slices} key slices from ${rt.limits.decodeSplits.minKeys} keys` : 'in one slice'} (STRATA_ATTN_SPLITS)`);
   console.log(`compile + load ${compileSeconds.toFixed(1)} s; first run ${firstRunMs.toFixed(1)} ms; warm run ${programMs.toFixed(3)} ms (${multi ? `median of ${timedRuns} submissions, each from the same context` : `${timedRuns} runs in one submission`}, all kernels in one pass)`);
   console.log(formatKernelProfile(profile, a.top));
   if (a.json) {

@@ -8,8 +8,7 @@ import { constant, input, iota, state, weight } from '../dsl/trace.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, evictingPolicy, kvEntries } from './spec.ts';
 import { POSITION_STATE, type StateEntry, StateTable, kvStateName, memoryStateEntries, policyStateName, recurrentStateName } from './stateTable.ts';
 import { attention } from '../dsl/nn/attention.ts';
-import { StrataUserError } from '../base/errors.ts';
-import { slicesFit } from '../compiler/attentionSplit.ts';
+import { type DecodeSplits, slicesFit } from '../compiler/attentionSplit.ts';
 import { DECODE_MAX_HEAD_DIM, DECODE_MAX_ROWS } from '../compiler/lower/attentionDecode.ts';
 
 /** What an h2o layer's step does besides attending (see StepContext.h2oStep). */
@@ -55,18 +54,16 @@ export const kernelOptions = {
   /** Jamba's top-k as per-expert rank columns (dsl/nn/moe.ts topkProbabilityColumns) rather than route()'s dense. */
   rankRouting: env('STRATA_JAMBA_ROUTING') !== 'topk',
   /**
-   * Decode attention over this many slices of the keys (flash-decoding, dsl/nn/attention.ts `splits`), 0 for one.
-   * STRATA_ATTN_SPLITS=N; off by default: built and tested against the reference, not yet measured on a GPU.
+   * Decode attention over slices of the keys (flash-decoding, dsl/nn/attention.ts `splits`) for every step traced,
+   * whatever the adapter's choice (StepOptions.decodeSplits); undefined: the adapter's. Tests set it.
    */
-  attentionSplits: attentionSplitsOf(env('STRATA_ATTN_SPLITS')),
+  attentionSplits: undefined as DecodeSplits | false | undefined,
 };
 
-/** STRATA_ATTN_SPLITS: unset or 0 (off), else a number of key slices from 2 to 64. */
-export function attentionSplitsOf(value: string | undefined): number {
-  if (value === undefined || value === '0') return 0;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 2 || n > 64) throw new StrataUserError(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${value}'`);
-  return n;
+/** How a step is traced for its adapter (ModelRunner: from its DeviceLimits). */
+export interface StepOptions {
+  /** Decode attentions over key slices (DeviceLimits.decodeSplits); absent or false: one slice. */
+  decodeSplits?: DecodeSplits | false;
 }
 
 /** A traced state from its table entry (name, shape and dtype are the table's). */
@@ -108,6 +105,7 @@ export class StepContext {
     readonly T: number,
     private readonly catalog: WeightCatalog,
     sources: StepSources = {},
+    private readonly options: StepOptions = {},
   ) {
     this.tokens = sources.tokens ?? input('tokens', [S, T], 'i32');
     this.slotIds = sources.slotIds ?? input('slot_ids', [S], 'i32');
@@ -222,11 +220,14 @@ export class StepContext {
     return out.reshape(S, KVH, G, T, Dv).permute(0, 3, 1, 2, 4).reshape(S, T, H, Dv);
   }
 
-  /** Key slices of a decode attention (kernelOptions.attentionSplits): where the decode kernel takes its rows and heads and every slice gets keys, else 0. */
+  /**
+   * Key slices of a decode attention (kernelOptions.attentionSplits, else StepOptions.decodeSplits): where its cache
+   * holds the rule's keys and the decode kernel takes its rows and heads, else 0.
+   */
   private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
-    const n = kernelOptions.attentionSplits;
-    if (!n || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, n)) return 0;
-    return n;
+    const rule = kernelOptions.attentionSplits ?? this.options.decodeSplits;
+    if (!rule || E < rule.minKeys || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
+    return rule.slices;
   }
 
   /**

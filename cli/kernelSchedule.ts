@@ -35,7 +35,7 @@ export function compileBucket(model: ModelDef, storage: (name: string) => Storag
 function traceBucket(model: ModelDef, storage: (name: string) => StorageDType | undefined, o: ScheduleOptions): Graph {
   const memory = { slots: o.rows, capacity: o.capacity, maxChunk: o.tokens };
   return trace(() => {
-    const ctx = new StepContext(withKvPolicies(model.memory(), o.kvPolicy), memory, o.rows, o.tokens, { storage });
+    const ctx = new StepContext(withKvPolicies(model.memory(), o.kvPolicy), memory, o.rows, o.tokens, { storage }, {}, { decodeSplits: o.limits.decodeSplits ?? false });
     const hidden = model.forward(ctx).reshape(o.rows * o.tokens, model.hiddenSize);
     const lastRow = ctx.valid.sub(1).add(iota([o.rows], 0, 'i32').mul(o.tokens));
     output('logits', model.logits(ctx, hidden.gather(lastRow)));

@@ -9,6 +9,7 @@ import type { TiledVariant } from './lower/tiledMatmul.ts';
 import type { MatrixTile, SubgroupMatrixConfig } from './lower/tiledMatrix.ts';
 import type { AttentionDecodeVariant } from './lower/attentionDecodeVariants.ts';
 import type { MatvecRowsVariant } from './lower/matvecRows.ts';
+import type { DecodeSplits } from './attentionSplit.ts';
 import { verify } from './passes/verify.ts';
 import { simplify } from './passes/simplify.ts';
 import { type FuseOptions, initialMaterialization } from './passes/fuse.ts';
@@ -127,6 +128,11 @@ export interface DeviceLimits {
    * STRATA_SSD_THREADS=256|512|1024.
    */
   ssdThreads?: number;
+  /**
+   * Decode attention over key slices (flash-decoding, compiler/attentionSplit.ts DecodeSplits), a trace-time choice:
+   * ModelRunner hands it to the step's StepContext. false: one slice. STRATA_ATTN_SPLITS=0|N (N slices at any length).
+   */
+  decodeSplits?: DecodeSplits | false;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */
   packedDot?: boolean;
   /** The device has 'shader-f16' (WGSL `enable f16`): quantMatvec 'half' needs it. */

@@ -11,6 +11,7 @@ import { TILED_ROWS_MAX } from '../compiler/lower/tiledRows.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec, type QuantShape } from '../compiler/quantized.ts';
 import type { AdapterProfile } from './device.ts';
+import type { DecodeSplits } from '../compiler/attentionSplit.ts';
 
 /**
  * The quantized matvec's K loop: STRATA_QUANT_MATVEC (Node) where set, else 'word' on a software adapter (the
@@ -78,7 +79,23 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     attentionProjection: switchOf('STRATA_ATTN_PROJECTION', 'batched', profile.isFallback !== true),
     ssdProjection: switchOf('STRATA_SSD_PROJECTION', 'heads', false),
     ssdThreads: ssdThreadsOf(l.maxComputeInvocationsPerWorkgroup ?? 256),
+    decodeSplits: decodeSplitsOf(typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_SPLITS) ?? (profile.isFallback === true ? false : GPU_DECODE_SPLITS),
   };
+}
+
+/** Flash-decoding on GPUs: 8 slices for caches of 1,024 keys or more (measured: compiler/attentionSplit.ts DecodeSplits). */
+export const GPU_DECODE_SPLITS: DecodeSplits = { slices: 8, minKeys: 1024 };
+
+/**
+ * STRATA_ATTN_SPLITS (Node): unset, the adapter's choice (undefined); 0, one slice; N from 2 to 64, N slices at
+ * every length the slices fit (a measurement switch).
+ */
+export function decodeSplitsOf(value: string | undefined): DecodeSplits | false | undefined {
+  if (value === undefined) return undefined;
+  if (value === '0') return false;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 2 || n > 64) throw new StrataUserError(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${value}'`);
+  return { slices: n, minKeys: 0 };
 }
 
 /** Threads of an SSD step workgroup that projects its inputs: STRATA_SSD_THREADS=256|512|1024 (Node, at most the adapter's) where set, else 1024 where the adapter allows it. */

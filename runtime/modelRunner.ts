@@ -123,7 +123,8 @@ export class ModelRunner {
 
   /** A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's). */
   context(rows: number, tokens: number, sources?: StepSources): StepContext {
-    return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources);
+    const limits = this.options.compileLimits ?? this.runtime.limits;
+    return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources, { decodeSplits: limits.decodeSplits ?? false });
   }
 
   /**

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after `source .device/start.sh`: `strata parity` of every fixture in test/fixtures/hf with the
 # GPU's defaults (subgroups, unrolled loops, the decode attention computing its q/k/v), which the suite runs on
-# lavapipe only. Needs dist/cli.mjs (cli/main.ts bundled). 1 file in OUT_DIR; exits non-zero when a check fails.
+# lavapipe only. Needs dist/cli.mjs (dist/strata-entry.ts bundled: bench/device/README.md). 1 file in OUT_DIR; exits non-zero when a check fails.
 # Usage: bash bench/device/parity.sh OUT_DIR
 set -u
 out=$1

@@ -10,7 +10,6 @@ import { type AttentionDecodeVariant, defaultAttentionDecode } from './attention
 import type { AttentionProjection } from '../passes/planProjections.ts';
 import { emitProjection, projectionFloats } from './attentionProjection.ts';
 import { LOWEST, ZERO, expDiff, fv, inverseOf, scaled, softcapped, sumOf } from './attentionValues.ts';
-import { sliceKeys } from '../attentionSplit.ts';
 
 /** Query rows per K/V batch index up to which attention takes this kernel (decode: the query heads of a KV head);
  * from 16 (attentionPrefillKernel.ts TILED_MIN_ROWS) prefill tiles take over. */
@@ -96,10 +95,9 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const gi = e.bound('gi', rows - 1);
   const projected = projection ? emitProjection(e, projection, gi, WG, subgroups, unroll) : [];
   const outer = delinearize(e.ix, gi, root.shape.slice(0, -1)).map((s, d) => e.declareTop(`o${d}`, s));
-  // a slice's workgroup: its row's coordinates, then its slice (keys slice * sliceLen up to the next slice's first)
+  // a slice's workgroup: its row's coordinates, then its slice (compiler/attentionSplit.ts sliceStart)
   const batch = outer.slice(0, splits ? -2 : -1);
   const m = outer[outer.length - (splits ? 2 : 1)]!;
-  const sliceLen = splits ? sliceKeys(E, splits) : E;
   const lane = e.bound(e.declareTop('lane', e.ix.mod(K.v('lid'), LANES)), LANES - 1);
   e.bound(e.declareTop('grp', e.ix.div(K.v('lid'), LANES)), GROUPS - 1);
   // element j of a lane's share (J elements) of a row of n: strided lane + j * LANES, blocked lane * J + j
@@ -120,9 +118,12 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   // workgroup memory is
   e.line(`if (lid == 0u) { att_lim = min(${E}u, u32(max(${lim}, 0))); }`);
   e.line(`let lim = workgroupUniformLoad(&att_lim);`);
-  // the keys this workgroup walks: [first, end), end at most the row's limit (uniform: the workgroup's and the limit)
-  const first = splits ? `${sliceLen}u * ${outer[outer.length - 1]}` : '0u';
-  e.line(`let end = ${splits ? `min(lim, ${sliceLen}u * (${outer[outer.length - 1]} + 1u))` : 'lim'};`);
+  // the keys this workgroup walks: [first, end), end at most the row's limit (uniform: the workgroup's and the
+  // limit); a slice's are its share of the row's keys, ceil(s * lim / splits) up to the next slice's first
+  const slice = outer[outer.length - 1];
+  const sliceStart = (s: string) => `(${s} * lim + ${splits - 1}u) / ${splits}u`;
+  e.line(`let first = ${splits ? sliceStart(`${slice}`) : '0u'};`);
+  e.line(`let end = ${splits ? sliceStart(`(${slice} + 1u)`) : 'lim'};`);
   e.line(`var run_max: f32 = -3.0e38;`);
   e.line(`var run_sum: f32 = 0.0;`);
   range(JV).forEach((j) => e.line(`var acc${j}: f32 = 0.0;`));
@@ -177,7 +178,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     // a key that is not attended weighs 0 whatever its value row holds (rows past the limit are never written)
     range(JV).forEach((j) => e.line(`acc${j} = ${sumOf([V.arith('*', fv(`acc${j}`), corr), ...range(KEYS).map((u) => V.select(ZERO, V.arith('*', p(u), vs[u]![j]!), ok(u)))])};`));
   });
-  e.line(`for (var t0: u32 = ${first}; t0 < end; t0 += ${GROUPS * KEYS}u) {`);
+  e.line(`for (var t0: u32 = first; t0 < end; t0 += ${GROUPS * KEYS}u) {`);
   trip.forEach((l) => e.line('  ' + l));
   e.line(`}`);
   // the groups' partials, rescaled to the row's maximum and added: first the groups of a subgroup by shuffles

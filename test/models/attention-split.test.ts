@@ -1,14 +1,14 @@
-// Decode attention over slices of the keys (flash-decoding: kernelOptions.attentionSplits, STRATA_ATTN_SPLITS)
+// Decode attention over slices of the keys (flash-decoding: kernelOptions.attentionSplits, the GPU default from 1,024 keys)
 // against transformers: cached decode and greedy tokens with 4 slices of the 64-entry caches (the first positions
 // leave the last slices empty), in a dense model and in hybrids.
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { kernelOptions } from '../../caches/stepContext.ts';
 import { runParity } from './parityHarness.ts';
 
-let before = 0;
+let before: typeof kernelOptions.attentionSplits;
 beforeAll(() => {
   before = kernelOptions.attentionSplits;
-  kernelOptions.attentionSplits = 4;
+  kernelOptions.attentionSplits = { slices: 4, minKeys: 0 };
 });
 afterAll(() => {
   kernelOptions.attentionSplits = before;

@@ -1,7 +1,7 @@
 // Attention over slices of the keys (`attention_split`, flash-decoding: compiler/attentionSplit.ts, the decode
 // kernel a workgroup a row and slice) and the slices combined (dsl/nn/attention.ts): the kernel against the op's
 // CPU reference, the reference against its composition, and the combined result against one-slice attention. Rows
-// with no key, all keys, and lengths that leave the last slices empty; GQA rows sharing a K/V batch index; softcap.
+// with no key, all keys, and fewer keys than slices (some slices empty); GQA rows sharing a K/V batch index; softcap.
 import { describe, expect, test } from 'vitest';
 import { trace, input, iota, output } from '../../dsl/trace.ts';
 import { attention } from '../../dsl/nn/attention.ts';
@@ -11,7 +11,7 @@ import { composer } from '../../dsl/trace.ts';
 import { Tensor } from '../../dsl/tensor.ts';
 import { closeness, runBoth, runCpuRef } from '../helpers/gpu.ts';
 import { mulberry32 } from '../../base/random.ts';
-import { attentionSplitsOf } from '../../caches/stepContext.ts';
+import { GPU_DECODE_SPLITS, compileLimitsOf, decodeSplitsOf } from '../../runtime/compileLimits.ts';
 
 interface Case { B: number; M: number; E: number; D: number; Dv: number; splits: number; softcap: number; subgroups: boolean }
 const CASES: Case[] = [
@@ -71,16 +71,19 @@ describe.each(CASES.map((c) => [`${c.E} keys in ${c.splits} slices`, c] as const
   });
 });
 
-test('slices that would leave one empty are a shape error naming the op', () => {
+test('more slices than keys are a shape error naming the op', () => {
   expect(() => trace(() => {
-    const c = { B: 1, M: 1, E: 10, D: 4, Dv: 4, splits: 6, softcap: 0, subgroups: false };
+    const c = { B: 1, M: 1, E: 5, D: 4, Dv: 4, splits: 6, softcap: 0, subgroups: false };
     const { len, mask: m } = mask(c);
     const [q, kT, v] = qkv(c);
     output('parts', new Tensor(composer.emit('attention_split', [q.node, kT.node, v.node, m.node, len.node], { scale: 1, softcap: 0, splits: 6 })));
   })).toThrow(ShapeError);
 });
 
-test('STRATA_ATTN_SPLITS is 0 (off) or 2 to 64 slices; anything else is one line', () => {
-  expect([undefined, '0', '2', '64'].map(attentionSplitsOf)).toEqual([0, 0, 2, 64]);
-  for (const bad of ['1', '65', 'four', '2.5']) expect(() => attentionSplitsOf(bad)).toThrow(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${bad}'`);
+test('STRATA_ATTN_SPLITS is unset (the adapter\'s choice), 0 (off) or 2 to 64 slices at any length; anything else is one line', () => {
+  // the adapter's choice: 8 slices from 1,024 keys on a GPU, one slice on a software adapter
+  expect(compileLimitsOf({ limits: {}, features: [] }).decodeSplits).toEqual(GPU_DECODE_SPLITS);
+  expect(compileLimitsOf({ limits: {}, features: [], isFallback: true }).decodeSplits).toBe(false);
+  expect([undefined, '0', '2', '64'].map(decodeSplitsOf)).toEqual([undefined, false, { slices: 2, minKeys: 0 }, { slices: 64, minKeys: 0 }]);
+  for (const bad of ['1', '65', 'four', '2.5']) expect(() => decodeSplitsOf(bad)).toThrow(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${bad}'`);
 });

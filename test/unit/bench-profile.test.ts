@@ -92,6 +92,13 @@ describe('quantized weights in the bench', () => {
   });
 });
 
+test('profile --capacity sizes the caches apart from the context (0: what the run needs)', async () => {
+  const { parseProfileArgs } = await import('../../bench/profile.ts');
+  expect(parseProfileArgs(['llama-400m', '--context', '128', '--capacity', '4096'])).toMatchObject({ model: 'llama-400m', context: 128, capacity: 4096 });
+  expect(parseProfileArgs(['llama-400m']).capacity).toBe(0);
+  expect(() => parseProfileArgs(['llama-400m', '--capacity', 'big'])).toThrow("[bench profile] --capacity takes a whole number, got 'big'");
+});
+
 test('bench --cases takes an h2o case (every attention layer under h2o 32+32)', async () => {
   const { parseBenchArgs } = await import('../../bench/main.ts');
   expect(parseBenchArgs(['models', '--cases', 'f16:1,f16:8:h2o']).cases).toEqual([

@@ -7,6 +7,7 @@ import { compileBucket, kernelSchedule } from '../../cli/kernelSchedule.ts';
 import { loadConfig, parseConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { kernelOptions } from '../../caches/stepContext.ts';
+import { GPU_DECODE_SPLITS } from '../../runtime/compileLimits.ts';
 
 // An adapter like the H200's and lavapipe's: subgroups, 16 storage buffers per stage.
 const LIMITS = { subgroups: true, maxStorageBuffersPerShaderStage: 16 };
@@ -218,18 +219,23 @@ test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its resid
   }
 });
 
-test('llama-400m decode with its attention over 8 key slices (kernelOptions.attentionSplits): one combine kernel a layer more', () => {
+test('llama-400m decode with its attention over 8 key slices (DeviceLimits.decodeSplits): one combine kernel a layer more', () => {
   const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
-  kernelOptions.attentionSplits = 8;
-  try {
-    const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768 } }).kernels;
-    // a workgroup a query row and slice; the q/k/v matvec comes back (the projection takes only whole attentions),
-    // and the combine is one map (its reductions nest: the o-projection's matvec does not inline it): 121 + 24
-    expect(kernels.filter((k) => k.templates.join() === 'attention/split')).toHaveLength(24);
-    expect(kernels.filter((k) => k.templates.join() === 'attention/split')[0]!.workgroups[0]).toBe(16 * 8);
-    expect(kernels.filter((k) => k.templates.join() === 'map')).toHaveLength(24);
-    expect(kernels).toHaveLength(145);
-  } finally {
-    kernelOptions.attentionSplits = 0;
-  }
+  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: { slices: 8, minKeys: 0 } } }).kernels;
+  // a workgroup a query row and slice; the q/k/v matvec comes back (the projection takes only whole attentions),
+  // and the combine is one map (its reductions nest: the o-projection's matvec does not inline it): 121 + 24
+  const split = kernels.filter((k) => k.templates.join() === 'attention/split');
+  expect(split).toHaveLength(24);
+  expect(split[0]!.workgroups[0]).toBe(16 * 8);
+  expect(kernels.filter((k) => k.templates.join() === 'map')).toHaveLength(24);
+  expect(kernels).toHaveLength(145);
+});
+
+test('the GPU default splits decode attention from 1,024 keys: the bench\'s caches keep one slice, a long-context session\'s take 8', () => {
+  const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
+  const limits = { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: GPU_DECODE_SPLITS };
+  const splitKernels = (capacity: number) => compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity, limits }).kernels.filter((k) => k.templates.join() === 'attention/split').length;
+  expect([264, 1023, 1024, 4096].map(splitKernels)).toEqual([0, 0, 24, 24]);
+  // a prefill bucket never splits
+  expect(compileBucket(model, () => 'f16', { rows: 1, tokens: 16, capacity: 4096, limits }).kernels.some((k) => k.templates.join().startsWith('attention/split'))).toBe(false);
 });

@@ -34,6 +34,8 @@ export interface BenchArgs {
   cases?: BenchCase[];
   /** `models`: measure the copy roofline only, not the ops table (A/B runs of whole models within one device call). */
   noOps?: boolean;
+  /** `models`: prompt tokens before the timed decode (default 128): a long one times decode at a long context. */
+  prompt?: number;
   log?: (line: string) => void;
 }
 
@@ -104,7 +106,7 @@ export async function runBench(args: BenchArgs): Promise<BenchReport> {
   }
   if (args.what !== 'ops') {
     const configs: [string, Record<string, unknown>][] = args.quick ? [['tiny-llama', TINY_BENCH_CONFIG]] : Object.entries(BENCH_CONFIGS).filter(([n]) => !args.configs || args.configs.includes(n));
-    const [prompt, fresh] = args.quick ? [16, 16] : [128, 128];
+    const [prompt, fresh] = args.quick ? [16, 16] : [args.prompt ?? 128, 128];
     report.models = [];
     for (const [name, config] of configs) {
       const cases: BenchCase[] = args.cases ? [...args.cases] : [];
@@ -142,7 +144,7 @@ function parseCase(text: string): BenchCase {
   return { storage: storage as StorageDType, batch: Number(batch), fused: mode !== 'unfused', ...(mode === 'h2o' ? { kvPolicy: H2O_CASE } : {}) };
 }
 
-/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...] [--no-ops] [--variants word,dot4] [--rows staged,staged-wide]`, as the README documents. */
+/** `bench [ops|models|tiled] [--quick] [--json] [--config A,B] [--out FILE] [--weights q8,q4 [--quantized-only]] [--cases f16:1,q8:1,...] [--no-ops] [--variants word,dot4] [--rows staged,staged-wide] [--prompt N]`, as the README documents. */
 export function parseBenchArgs(argv: string[]): BenchArgs {
   const what = (['ops', 'models', 'tiled'].find((w) => argv.includes(w)) ?? 'all') as BenchArgs['what'];
   const value = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
@@ -154,6 +156,9 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const variants = value('--variants')?.split(',');
   if (variants && !variants.every((v): v is QuantMatvec => (QUANT_MATVECS as readonly string[]).includes(v))) throw new Error(`[bench] --variants takes some of ${QUANT_MATVECS.join(',')}, got '${variants.join(',')}'`);
   const rows = value('--rows')?.split(',');
+  const promptText = value('--prompt');
+  const prompt = promptText === undefined ? undefined : Number(promptText);
+  if (prompt !== undefined && (!Number.isInteger(prompt) || prompt < 1)) throw new Error(`[bench] --prompt takes a number of tokens, got '${promptText}'`);
   if (rows && !rows.every((v): v is MatvecRowsVariant => Object.hasOwn(MATVEC_ROWS_VARIANTS, v))) throw new Error(`[bench] --rows takes some of ${Object.keys(MATVEC_ROWS_VARIANTS).join(',')}, got '${rows.join(',')}'`);
-  return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), ...(rows ? { rows } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}), ...(argv.includes('--no-ops') ? { noOps: true } : {}) };
+  return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), ...(rows ? { rows } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}), ...(argv.includes('--no-ops') ? { noOps: true } : {}), ...(prompt ? { prompt } : {}) };
 }

@@ -60,9 +60,18 @@ export const kernelOptions = {
   attentionSplits: undefined as DecodeSplits | false | undefined,
 };
 
+/**
+ * Whether a step traced with `rule` splits some layer's decode attention (the checks of StepContext.splitsOf that a
+ * memory spec answers): a layer that owns a cache of more than `rule.from` keys, not scored by H2O, with heads the
+ * decode kernel takes. The generator compiles a split step only where this holds.
+ */
+export function splitsSomeLayer(spec: MemorySpec, memory: MemoryOptions, rule: DecodeSplits | false | undefined): boolean {
+  return !!rule && spec.some(({ kv }) => kv !== undefined && kv.sharesWith === undefined && evictingPolicy(kv, memory)?.kind !== 'h2o' && kvEntries(kv, memory) > rule.from && Math.max(kv.headDim, kv.valueDim ?? kv.headDim) <= DECODE_MAX_HEAD_DIM);
+}
+
 /** How a step is traced for its adapter (ModelRunner: from its DeviceLimits). */
 export interface StepOptions {
-  /** Decode attentions over key slices (DeviceLimits.decodeSplits); absent or false: one slice. */
+  /** Decode attentions over key slices (DeviceLimits.decodeSplits): where a cache holds more keys than its `from`; absent or false: one slice. */
   decodeSplits?: DecodeSplits | false;
 }
 
@@ -222,11 +231,11 @@ export class StepContext {
 
   /**
    * Key slices of a decode attention (kernelOptions.attentionSplits, else StepOptions.decodeSplits): where its cache
-   * holds the rule's keys and the decode kernel takes its rows and heads, else 0.
+   * holds more keys than the rule's length and the decode kernel takes its rows and heads, else 0.
    */
   private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
     const rule = kernelOptions.attentionSplits ?? this.options.decodeSplits;
-    if (!rule || E < rule.minKeys || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
+    if (!rule || E <= rule.from || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
     return rule.slices;
   }
 

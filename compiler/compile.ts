@@ -130,7 +130,8 @@ export interface DeviceLimits {
   ssdThreads?: number;
   /**
    * Decode attention over key slices (flash-decoding, compiler/attentionSplit.ts DecodeSplits), a trace-time choice:
-   * ModelRunner hands it to the step's StepContext. false: one slice. STRATA_ATTN_SPLITS=0|N (N slices at any length).
+   * ModelRunner hands it to the step's StepContext, the generator runs it from its length on. false: one slice.
+   * STRATA_ATTN_SPLITS=0|N (N slices at any length).
    */
   decodeSplits?: DecodeSplits | false;
   /** WGSL's language feature packed_4x8_integer_dot_product (dot4I8Packed) is available: quantMatvec 'dot4' needs it. */

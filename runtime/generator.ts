@@ -77,7 +77,7 @@ export function submissionSteps(K: number, steps: number): number[] {
 
 /** A generator program's key in progress events, stats and warm-up lists. */
 export const prefillKey = (tokens: number) => `prefill T=${tokens}`;
-export const decodeKey = (rows: number | string, mode: SamplerMode) => `decode rows=${rows} ${mode}`;
+export const decodeKey = (rows: number | string, mode: SamplerMode, split = false) => `decode rows=${rows} ${mode}${split ? ' split' : ''}`;
 
 /** A program of the generator and how to run it so that it changes nothing (its warm-up run). */
 export interface IdleProgram {
@@ -117,6 +117,11 @@ export class Generator {
   private sinceIdle = 0;
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
+  /**
+   * Length from which a batch runs the decode step whose attention takes key slices (its longest sequence holding
+   * this many positions: compiler/attentionSplit.ts DecodeSplits); undefined where the session has no such step.
+   */
+  private readonly splitFrom: number | undefined;
   /** Keys of the programs that have run (warm-up included): a program's first run is noted in the stats. */
   private readonly ran = new Set<string>();
   private readonly zeroSeen: Float32Array;
@@ -141,6 +146,8 @@ export class Generator {
     this.holdings = Array.from({ length: slots }, () => ({ tokens: [], params: undefined, stopIds: undefined }));
     this.holders = new Array(slots).fill(undefined);
     this.zeroSeen = new Float32Array(runner.model.vocabSize);
+    const rule = runner.decodeSplits;
+    this.splitFrom = rule && runner.splitsDecode ? rule.from : undefined;
   }
 
   get runtime(): GpuRuntime {
@@ -151,7 +158,10 @@ export class Generator {
     return this.runner.options.capacity;
   }
 
-  /** Compiles and loads every program (prefill chunks, decode buckets x {greedy, sample}): the warm-up. */
+  /**
+   * Compiles and loads every program (prefill chunks, decode buckets x {greedy, sample}, and where the session's
+   * caches are long enough for key slices each decode bucket's split step too): the warm-up.
+   */
   static async create(runner: ModelRunner, options: GeneratorOptions = {}): Promise<Generator> {
     const g = new Generator(runner, options);
     // the generator's state joins the session's table before any program finds it by name
@@ -159,9 +169,12 @@ export class Generator {
     const jobs: { key: string; build: () => Promise<void> }[] = [];
     for (const T of [...new Set(runner.options.chunks)].sort((a, b) => a - b))
       jobs.push({ key: prefillKey(T), build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, () => tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
-    for (const rows of g.decodeRows)
-      for (const mode of ['greedy', 'sample'] as const)
-        jobs.push({ key: decodeKey(rows, mode), build: async () => void g.decode.set(`${rows}:${mode}`, await runner.loadProgram(`gen:decode:${rows}:${mode}`, () => traceDecode(runner, g.layout, rows, mode), { rows, tokens: 1 })) });
+    for (const split of g.splitFrom === undefined ? [false] : [false, true])
+      for (const rows of g.decodeRows)
+        for (const mode of ['greedy', 'sample'] as const) {
+          const key = `${rows}:${mode}${split ? ':split' : ''}`;
+          jobs.push({ key: decodeKey(rows, mode, split), build: async () => void g.decode.set(key, await runner.loadProgram(`gen:decode:${key}`, () => traceDecode(runner, g.layout, rows, mode, split), { rows, tokens: 1 })) });
+        }
     for (const [i, job] of jobs.entries()) {
       options.onProgress?.({ done: i, total: jobs.length, program: job.key });
       await job.build();
@@ -188,8 +201,8 @@ export class Generator {
         exe.writeInput('commit', new Int32Array([0]));
       } });
     for (const [key, exe] of this.decode) {
-      const [rows, mode] = key.split(':') as [string, SamplerMode];
-      list.push({ key: decodeKey(rows, mode), exe, idle: () => {
+      const [rows, mode, split] = key.split(':') as [string, SamplerMode, string | undefined];
+      list.push({ key: decodeKey(rows, mode, split !== undefined), exe, idle: () => {
         exe.writeInput('decode_slots', new Int32Array(Number(rows)).fill(slots));
         this.lastRowSlots.delete(Number(rows));
       } });
@@ -223,9 +236,9 @@ export class Generator {
     return this.programs().map((p) => p.key).filter((k) => !this.ran.has(k));
   }
 
-  /** Kernels per decode step of a bucket (model and sampling). */
-  dispatchesPerStep(rows: number, mode: SamplerMode): number {
-    return this.decode.get(`${rows}:${mode}`)?.program.kernels.length ?? 0;
+  /** Kernels per decode step of a bucket (model and sampling), of its split step with `split` (0 where it has none). */
+  dispatchesPerStep(rows: number, mode: SamplerMode, split = false): number {
+    return this.decode.get(`${rows}:${mode}${split ? ':split' : ''}`)?.program.kernels.length ?? 0;
   }
 
   /** Ids of the sequences that are waiting or running. */
@@ -548,10 +561,13 @@ export class Generator {
     if (steps === 0 && first.length === 0) return undefined;
     const rows = this.decodeRows.find((r) => r >= seqs.length)!;
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
-    const exe = this.decode.get(`${rows}:${mode}`)!;
+    // the step with key slices once the longest sequence holds the rule's length (each attends all it holds)
+    const longest = Math.max(0, ...seqs.map((s) => s.decodeStart + s.stepsSubmitted));
+    const split = this.splitFrom !== undefined && longest >= this.splitFrom;
+    const exe = this.decode.get(`${rows}:${mode}${split ? ':split' : ''}`)!;
     const record = (encoder: GPUCommandEncoder) => {
       if (steps === 0) return;
-      this.noteRun(decodeKey(rows, mode), seqs);
+      this.noteRun(decodeKey(rows, mode, split), seqs);
       const rowSlots = new Int32Array(rows).fill(slots);
       seqs.forEach((s, i) => (rowSlots[i] = s.slot));
       const key = rowSlots.join(',');

@@ -4,7 +4,8 @@ import { type DeviceLimits, compile } from '../compiler/compile.ts';
 import type { Program } from '../compiler/program.ts';
 import type { Graph, StorageDType } from '../compiler/ir.ts';
 import { iota, output, trace } from '../dsl/trace.ts';
-import { StepContext, type StepSources } from '../caches/stepContext.ts';
+import { StepContext, type StepSources, splitsSomeLayer } from '../caches/stepContext.ts';
+import type { DecodeSplits } from '../compiler/attentionSplit.ts';
 import { type KvPolicySetting, type MemoryOptions, type MemorySpec, withKvPolicies } from '../caches/spec.ts';
 import { HybridMemory } from '../caches/hybridMemory.ts';
 import type { KeyShift } from '../caches/keyShift.ts';
@@ -121,10 +122,22 @@ export class ModelRunner {
     return this.loadProgram(key, graph, { rows, tokens });
   }
 
-  /** A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's). */
-  context(rows: number, tokens: number, sources?: StepSources): StepContext {
-    const limits = this.options.compileLimits ?? this.runtime.limits;
-    return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources, { decodeSplits: limits.decodeSplits ?? false });
+  /** The adapter's flash-decoding rule (DeviceLimits.decodeSplits), or false. */
+  get decodeSplits(): DecodeSplits | false {
+    return (this.options.compileLimits ?? this.runtime.limits).decodeSplits ?? false;
+  }
+
+  /** Whether a decode step traced with the rule differs from one without: some layer's attention takes slices. */
+  get splitsDecode(): boolean {
+    return splitsSomeLayer(this.spec, this.memory, this.decodeSplits);
+  }
+
+  /**
+   * A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's).
+   * `splits`: whether its decode attention takes the adapter's key slices (default: yes).
+   */
+  context(rows: number, tokens: number, sources?: StepSources, splits = true): StepContext {
+    return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources, { decodeSplits: splits && this.decodeSplits });
   }
 
   /**

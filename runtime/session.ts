@@ -451,7 +451,8 @@ export function warmUpKeys(warmUp: boolean | 'first' | 'all', chunks: readonly n
   if (warmUp === false) return 'none';
   if (warmUp === true || warmUp === 'all') return 'all';
   const buckets = promptIds ? promptChunks(promptIds.length, chunks).map((c) => c.bucket) : [Math.min(...chunks)];
-  return [...new Set(buckets)].map(prefillKey).concat(decodeKey(rows, 'greedy'), decodeKey(rows, 'sample'));
+  // the decode buckets' split steps too, where the generator has them (keys it lacks warm nothing)
+  return [...new Set(buckets)].map(prefillKey).concat(decodeKey(rows, 'greedy'), decodeKey(rows, 'sample'), decodeKey(rows, 'greedy', true), decodeKey(rows, 'sample', true));
 }
 
 function encodePrompt(prompt: Prompt, tokenizer: Tokenizer | undefined, modelDir: string, options: { chat?: boolean }): number[] {

@@ -134,9 +134,10 @@ export function tracePrefill(runner: ModelRunner, layout: Layout, T: number): Gr
 /**
  * One decode step over `rows` rows. `decode_slots` (host-written when the batch changes) maps rows to slots;
  * a row whose slot is out of range, or done, feeds valid = 0 through an out-of-range slot, so none of its state
- * changes. Tokens come from and go back to the device.
+ * changes. Tokens come from and go back to the device. `splits`: the attention takes the adapter's key slices (the
+ * generator runs that step for long sequences: compiler/attentionSplit.ts DecodeSplits).
  */
-export function traceDecode(runner: ModelRunner, layout: Layout, rows: number, mode: SamplerMode): Graph {
+export function traceDecode(runner: ModelRunner, layout: Layout, rows: number, mode: SamplerMode, splits = false): Graph {
   const { slots, K } = layout;
   const model = runner.model;
   return trace(() => {
@@ -147,7 +148,7 @@ export function traceDecode(runner: ModelRunner, layout: Layout, rows: number, m
     const active = inRange.and(slotField(slotRows, 'done').eq(0));
     const slot = Tensor.where(active, rowSlot, slots);
     const tokens = slotField(slotRows, 'next').reshape(rows, 1);
-    const ctx = runner.context(rows, 1, { tokens, slotIds: slot, valid: active.cast('i32') });
+    const ctx = runner.context(rows, 1, { tokens, slotIds: slot, valid: active.cast('i32') }, splits);
     const hidden = model.forward(ctx).reshape(rows, model.hiddenSize);
     const token = sampleAndCommit(gen, model.logits(ctx, hidden), slot, mode);
     ctx.finish();

@@ -1,4 +1,4 @@
-// Decode attention over slices of the keys (flash-decoding: kernelOptions.attentionSplits, the GPU default from 1,024 keys)
+// Decode attention over slices of the keys (flash-decoding: kernelOptions.attentionSplits, the GPU default from 512 positions)
 // against transformers: cached decode and greedy tokens with 4 slices of the 64-entry caches (the first positions
 // leave the last slices empty), in a dense model and in hybrids.
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -8,7 +8,7 @@ import { runParity } from './parityHarness.ts';
 let before: typeof kernelOptions.attentionSplits;
 beforeAll(() => {
   before = kernelOptions.attentionSplits;
-  kernelOptions.attentionSplits = { slices: 4, minKeys: 0 };
+  kernelOptions.attentionSplits = { slices: 4, from: 0 };
 });
 afterAll(() => {
   kernelOptions.attentionSplits = before;

@@ -81,9 +81,9 @@ test('more slices than keys are a shape error naming the op', () => {
 });
 
 test('STRATA_ATTN_SPLITS is unset (the adapter\'s choice), 0 (off) or 2 to 64 slices at any length; anything else is one line', () => {
-  // the adapter's choice: 8 slices from 1,024 keys on a GPU, one slice on a software adapter
+  // the adapter's choice: 8 slices from 512 positions on a GPU, one slice on a software adapter
   expect(compileLimitsOf({ limits: {}, features: [] }).decodeSplits).toEqual(GPU_DECODE_SPLITS);
   expect(compileLimitsOf({ limits: {}, features: [], isFallback: true }).decodeSplits).toBe(false);
-  expect([undefined, '0', '2', '64'].map(decodeSplitsOf)).toEqual([undefined, false, { slices: 2, minKeys: 0 }, { slices: 64, minKeys: 0 }]);
+  expect([undefined, '0', '2', '64'].map(decodeSplitsOf)).toEqual([undefined, false, { slices: 2, from: 0 }, { slices: 64, from: 0 }]);
   for (const bad of ['1', '65', 'four', '2.5']) expect(() => decodeSplitsOf(bad)).toThrow(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${bad}'`);
 });

@@ -92,6 +92,13 @@ describe('quantized weights in the bench', () => {
   });
 });
 
+test('bench models --prompt sets the tokens before the timed decode (128 unless given)', async () => {
+  const { parseBenchArgs } = await import('../../bench/main.ts');
+  expect(parseBenchArgs(['models', '--prompt', '4000']).prompt).toBe(4000);
+  expect(parseBenchArgs(['models']).prompt).toBeUndefined();
+  expect(() => parseBenchArgs(['models', '--prompt', '0'])).toThrow("[bench] --prompt takes a number of tokens, got '0'");
+});
+
 test('profile --capacity sizes the caches apart from the context (0: what the run needs)', async () => {
   const { parseProfileArgs } = await import('../../bench/profile.ts');
   expect(parseProfileArgs(['llama-400m', '--context', '128', '--capacity', '4096'])).toMatchObject({ model: 'llama-400m', context: 128, capacity: 4096 });

@@ -221,7 +221,7 @@ test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its resid
 
 test('llama-400m decode with its attention over 8 key slices (DeviceLimits.decodeSplits): one combine kernel a layer more', () => {
   const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
-  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: { slices: 8, minKeys: 0 } } }).kernels;
+  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: { slices: 8, from: 0 } } }).kernels;
   // a workgroup a query row and slice; the q/k/v matvec comes back (the projection takes only whole attentions),
   // and the combine is one map (its reductions nest: the o-projection's matvec does not inline it): 121 + 24
   const split = kernels.filter((k) => k.templates.join() === 'attention/split');
@@ -231,11 +231,11 @@ test('llama-400m decode with its attention over 8 key slices (DeviceLimits.decod
   expect(kernels).toHaveLength(145);
 });
 
-test('the GPU default splits decode attention from 1,024 keys: the bench\'s caches keep one slice, a long-context session\'s take 8', () => {
+test('the GPU default traces decode attention over 8 slices where a cache holds more than 512 keys: the bench\'s keep one slice', () => {
   const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
   const limits = { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: GPU_DECODE_SPLITS };
   const splitKernels = (capacity: number) => compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity, limits }).kernels.filter((k) => k.templates.join() === 'attention/split').length;
-  expect([264, 1023, 1024, 4096].map(splitKernels)).toEqual([0, 0, 24, 24]);
+  expect([264, 512, 513, 4096].map(splitKernels)).toEqual([0, 0, 24, 24]);
   // a prefill bucket never splits
   expect(compileBucket(model, () => 'f16', { rows: 1, tokens: 16, capacity: 4096, limits }).kernels.some((k) => k.templates.join().startsWith('attention/split'))).toBe(false);
 });

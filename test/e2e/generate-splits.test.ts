@@ -1,0 +1,65 @@
+// Flash-decoding in the generator (runtime/generator.ts splitFrom): a session whose caches hold more keys than the
+// rule's length compiles each decode bucket's step with key slices beside its one-slice step, and a batch runs the
+// split step once its longest sequence holds that many positions. Forced on the software adapter (4 slices from 24
+// positions; GPUs take 8 from 512): tiny-granite-code's greedy ids equal transformers' across the switch, alone and
+// batched, with nothing compiled or created after the load.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { beforeAll, expect, test } from 'vitest';
+import { getSharedDevice } from '../../runtime/device.ts';
+import { compileLimitsOf } from '../../runtime/compileLimits.ts';
+import { Session } from '../../runtime/session.ts';
+
+const DIR = path.resolve(import.meta.dirname, '../../assets/models/tiny-granite-code');
+interface Greedy {
+  prompt: string;
+  prompt_ids: number[];
+  output_ids: number[];
+}
+const reference: { greedy: Greedy[] } = JSON.parse(fs.readFileSync(path.join(DIR, 'reference.json'), 'utf8'));
+const generated = (g: Greedy) => g.output_ids.slice(g.prompt_ids.length);
+const SLOW = { timeout: 1_800_000 }; // hang guard (vitest.config.ts), not a speed limit
+
+let session: Session;
+beforeAll(async () => {
+  const device = await getSharedDevice();
+  const compileLimits = { ...compileLimitsOf(device), decodeSplits: { slices: 4, from: 24 } };
+  session = await Session.load(DIR, { slots: 2, capacity: 128, prefillChunks: [16], stepsPerSubmit: 8, warmUp: false, compileLimits });
+}, 1_800_000);
+
+test('each decode bucket has a split step: one combine kernel more for each of the 2 attention layers', () => {
+  const g = session.generator;
+  for (const rows of g.decodeRows)
+    for (const mode of ['greedy', 'sample'] as const) expect(g.dispatchesPerStep(rows, mode, true)).toBe(g.dispatchesPerStep(rows, mode) + 2);
+});
+
+test('greedy ids equal the reference when the step switches to key slices at 24 positions, alone and batched', SLOW, async () => {
+  const before = { ...session.counters };
+  const g = session.generator;
+  for (const [i, ref] of reference.greedy.entries()) {
+    // prompts of 10 and 6 tokens, 48 new ones: the first steps run one slice, the later ones 4
+    const r = await session.generate(ref.prompt, { maxNewTokens: generated(ref).length }).result();
+    expect(r.ids).toEqual(generated(ref));
+    expect(r.stats.dispatchesPerDecodeStep).toBe(g.dispatchesPerStep(1, 'greedy', true));
+    // nothing warmed at load: the first generation's first runs say which steps ran, in order
+    if (i === 0) expect(r.stats.firstRuns).toEqual(['prefill T=16', 'decode rows=1 greedy', 'decode rows=1 greedy split']);
+  }
+  const [a, b] = reference.greedy as [Greedy, Greedy];
+  const [ra, rb] = await Promise.all([a, b].map((ref) => session.generate(ref.prompt, { maxNewTokens: generated(ref).length }).result()));
+  expect(ra!.ids).toEqual(generated(a));
+  expect(rb!.ids).toEqual(generated(b));
+  expect(ra!.stats.dispatchesPerDecodeStep).toBe(g.dispatchesPerStep(2, 'greedy', true));
+  const after = session.counters;
+  for (const k of ['shaderModules', 'pipelines', 'bindGroups', 'buffers'] as const) expect(after[k] - before[k], k).toBe(0);
+});
+
+test('a session whose caches never hold the rule\'s length compiles no split step', SLOW, async () => {
+  const device = await getSharedDevice();
+  const short = await Session.load(DIR, { capacity: 24, prefillChunks: [16], warmUp: false, compileLimits: { ...compileLimitsOf(device), decodeSplits: { slices: 4, from: 24 } } });
+  try {
+    expect(short.generator.dispatchesPerStep(1, 'greedy')).toBeGreaterThan(0);
+    expect(short.generator.dispatchesPerStep(1, 'greedy', true)).toBe(0);
+  } finally {
+    await short.close();
+  }
+});

@@ -61,12 +61,17 @@ export const kernelOptions = {
 };
 
 /**
- * Whether a step traced with `rule` splits some layer's decode attention (the checks of StepContext.splitsOf that a
- * memory spec answers): a layer that owns a cache of more than `rule.from` keys, not scored by H2O, with heads the
- * decode kernel takes. The generator compiles a split step only where this holds.
+ * Slices a decode attention over E keys of heads D and Dv takes under `rule` (0: one): where its cache holds more
+ * keys than the rule's length, H2O does not score it, the decode kernel takes its heads and the slices fit.
  */
+function slicesFor(rule: DecodeSplits | false | undefined, E: number, D: number, Dv: number, scored: boolean): number {
+  if (!rule || E <= rule.from || scored || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
+  return rule.slices;
+}
+
+/** Whether a step traced with `rule` splits some layer's decode attention: the generator compiles a split step only then. */
 export function splitsSomeLayer(spec: MemorySpec, memory: MemoryOptions, rule: DecodeSplits | false | undefined): boolean {
-  return !!rule && spec.some(({ kv }) => kv !== undefined && kv.sharesWith === undefined && evictingPolicy(kv, memory)?.kind !== 'h2o' && kvEntries(kv, memory) > rule.from && Math.max(kv.headDim, kv.valueDim ?? kv.headDim) <= DECODE_MAX_HEAD_DIM);
+  return spec.some(({ kv }) => kv !== undefined && kv.sharesWith === undefined && slicesFor(rule, kvEntries(kv, memory), kv.headDim, kv.valueDim ?? kv.headDim, evictingPolicy(kv, memory)?.kind === 'h2o') > 0);
 }
 
 /** How a step is traced for its adapter (ModelRunner: from its DeviceLimits). */
@@ -229,14 +234,10 @@ export class StepContext {
     return out.reshape(S, KVH, G, T, Dv).permute(0, 3, 1, 2, 4).reshape(S, T, H, Dv);
   }
 
-  /**
-   * Key slices of a decode attention (kernelOptions.attentionSplits, else StepOptions.decodeSplits): where its cache
-   * holds more keys than the rule's length and the decode kernel takes its rows and heads, else 0.
-   */
+  /** Key slices of a decode attention (kernelOptions.attentionSplits, else StepOptions.decodeSplits): one token a row, rows the decode kernel takes, and slicesFor. */
   private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
-    const rule = kernelOptions.attentionSplits ?? this.options.decodeSplits;
-    if (!rule || E <= rule.from || scored || this.T !== 1 || rows > DECODE_MAX_ROWS || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
-    return rule.slices;
+    if (this.T !== 1 || rows > DECODE_MAX_ROWS) return 0;
+    return slicesFor(kernelOptions.attentionSplits ?? this.options.decodeSplits, E, D, Dv, scored);
   }
 
   /**

@@ -134,7 +134,8 @@ export class ModelRunner {
 
   /**
    * A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's).
-   * `splits`: whether its decode attention takes the adapter's key slices (default: yes).
+   * `splits`: whether its decode attention takes the adapter's key slices (default: yes; so do `program`'s steps,
+   * which cannot tell a sequence's length: the generator compiles both and picks by length).
    */
   context(rows: number, tokens: number, sources?: StepSources, splits = true): StepContext {
     return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources, { decodeSplits: splits && this.decodeSplits });

@@ -213,6 +213,9 @@ export class Session {
     const variant = aot ? pickVariant(aot, device.limits, device.features, device.subgroupMatrix) : undefined;
     if (variant && 'refused' in variant)
       throw new AotModuleError(`the AOT module has no variant this device can run (${variant.refused}): compile it with \`strata compile --target device\` on this device, add --target portable, or load without it to trace`);
+    // with a module's variant its limits, so that the steps the runner asks for (the generator's split steps:
+    // DeviceLimits.decodeSplits) are the ones the module holds
+    const compileLimits = options.compileLimits ?? variant?.limits;
     progress({ stage: 'weights', detail: 'opening the checkpoint' });
     const checkpoint = ggufFile ? ggufFile.checkpoint : hfQuantizedSource(await openSafetensors(source), quantization);
     try {
@@ -228,7 +231,7 @@ export class Session {
           ...(options.weights ? { weights: options.weights } : {}),
           ...(options.kvPolicy ? { kvPolicy: options.kvPolicy } : {}),
           ...(variant ? { programs: variant.programs } : {}),
-          ...(options.compileLimits ? { compileLimits: options.compileLimits } : {}),
+          ...(compileLimits ? { compileLimits } : {}),
           ...(options.onCompiled ? { onCompiled: options.onCompiled } : {}),
         });
         if (aot && runner.caches.model?.fingerprint !== aot.modelFingerprint) {

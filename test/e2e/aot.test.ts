@@ -70,6 +70,31 @@ test('a session from the module takes the variant the device can run, compiles n
   console.log(`Node on this adapter, tiny-granite-code: AOT ${line(fromModule, aotRun)}; traced ${line(traced, tracedRun)}`);
 });
 
+test('a module compiled with flash-decoding holds the split steps, and a session from it runs them by the module\'s rule, compiling nothing', HANG_GUARD, async () => {
+  // STRATA_ATTN_SPLITS=4: the device target's limits take 4 slices at any length (this adapter's own rule: none)
+  const saved = process.env.STRATA_ATTN_SPLITS;
+  process.env.STRATA_ATTN_SPLITS = '4';
+  let split: AotModel;
+  try {
+    split = await compileModel(TINY_MODEL, { ...SHAPE, targets: ['device'] });
+  } finally {
+    if (saved === undefined) delete process.env.STRATA_ATTN_SPLITS;
+    else process.env.STRATA_ATTN_SPLITS = saved;
+  }
+  expect(Object.keys(split.variants[0]!.programs).sort()).toEqual(['gen:decode:1:greedy', 'gen:decode:1:greedy:split', 'gen:decode:1:sample', 'gen:decode:1:sample:split', 'gen:prefill:16']);
+  let compiled = 0;
+  const session = await Session.load(TINY_MODEL, { aot: split, onCompiled: () => compiled++ });
+  try {
+    const run = await session.generate(reference.prompt, { maxNewTokens: wanted.length }).result();
+    expect(compiled).toBe(0);
+    expect(run.ids).toEqual(wanted);
+    expect(run.stats.dispatchesPerDecodeStep).toBe(session.generator.dispatchesPerStep(1, 'greedy', true));
+    expect(session.generator.dispatchesPerStep(1, 'greedy', true)).toBeGreaterThan(session.generator.dispatchesPerStep(1, 'greedy'));
+  } finally {
+    await session.close();
+  }
+});
+
 test('a module for another checkpoint, or beyond the device, is refused before anything is compiled', HANG_GUARD, async () => {
   await expect(Session.load(TINY_MODEL, { aot: { ...loaded, modelFingerprint: 'f'.repeat(64) } })).rejects.toThrow(
     new AotModuleError(`the AOT module was compiled for another granitemoehybrid checkpoint (its config, tensor names, shapes or dtypes differ from ${TINY_MODEL}): compile it again from this folder`),

@@ -61,17 +61,18 @@ export const kernelOptions = {
 };
 
 /**
- * Slices a decode attention over E keys of heads D and Dv takes under `rule` (0: one): where its cache holds more
- * keys than the rule's length, H2O does not score it, the decode kernel takes its heads and the slices fit.
+ * Slices a decode attention over E keys of heads D and Dv takes under `rule` in a step of S sequences (0: one): where
+ * the rule takes that many sequences, the cache holds more keys than its length, H2O does not score it, the decode
+ * kernel takes its heads and the slices fit.
  */
-function slicesFor(rule: DecodeSplits | false | undefined, E: number, D: number, Dv: number, scored: boolean): number {
-  if (!rule || E <= rule.from || scored || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
+function slicesFor(rule: DecodeSplits | false | undefined, S: number, E: number, D: number, Dv: number, scored: boolean): number {
+  if (!rule || S > rule.sequences || E <= rule.from || scored || Math.max(D, Dv) > DECODE_MAX_HEAD_DIM || !slicesFit(E, rule.slices)) return 0;
   return rule.slices;
 }
 
-/** Whether a step traced with `rule` splits some layer's decode attention: the generator compiles a split step only then. */
-export function splitsSomeLayer(spec: MemorySpec, memory: MemoryOptions, rule: DecodeSplits | false | undefined): boolean {
-  return spec.some(({ kv }) => kv !== undefined && kv.sharesWith === undefined && slicesFor(rule, kvEntries(kv, memory), kv.headDim, kv.valueDim ?? kv.headDim, evictingPolicy(kv, memory)?.kind === 'h2o') > 0);
+/** Whether a decode step of S sequences traced with `rule` splits some layer's attention: the generator compiles a split step only then. */
+export function splitsSomeLayer(spec: MemorySpec, memory: MemoryOptions, rule: DecodeSplits | false | undefined, S: number): boolean {
+  return spec.some(({ kv }) => kv !== undefined && kv.sharesWith === undefined && slicesFor(rule, S, kvEntries(kv, memory), kv.headDim, kv.valueDim ?? kv.headDim, evictingPolicy(kv, memory)?.kind === 'h2o') > 0);
 }
 
 /** How a step is traced for its adapter (ModelRunner: from its DeviceLimits). */
@@ -237,7 +238,7 @@ export class StepContext {
   /** Key slices of a decode attention (kernelOptions.attentionSplits, else StepOptions.decodeSplits): one token a row, rows the decode kernel takes, and slicesFor. */
   private splitsOf(rows: number, E: number, D: number, Dv: number, scored: boolean): number {
     if (this.T !== 1 || rows > DECODE_MAX_ROWS) return 0;
-    return slicesFor(kernelOptions.attentionSplits ?? this.options.decodeSplits, E, D, Dv, scored);
+    return slicesFor(kernelOptions.attentionSplits ?? this.options.decodeSplits, this.S, E, D, Dv, scored);
   }
 
   /**

@@ -16,19 +16,23 @@ import type { HostArray, Reference } from './references.ts';
 export const LOWEST_SCORE = -3.0e38;
 
 /**
- * Flash-decoding's rule. A step traced with it (caches/stepContext.ts) splits the decode attention of every layer whose
- * cache holds more than `from` keys into `slices` slices; the generator (runtime/generator.ts) compiles that step
- * beside the one-slice step and runs it for the batches whose longest sequence holds `from` positions or more.
- * The GPU default (runtime/compileLimits.ts) is 8 slices from 512 positions. On the H200
- * (bench/results/2026-12-04-h200-split/), a llama-400m step in caches of 4,224 keys took 1.04 against 1.39 ms
- * after 1,024 positions and 1.12 against 2.12 after 4,000, level after 512 (1.08 against 1.10), and 1.21-1.30
- * against 0.93-0.96 after 128: the combine kernels and the q/k/v matvec (the projection takes whole attentions
- * only) cost 48 dispatches, which a few keys a slice do not pay for. Software adapters keep one slice (lavapipe:
- * tiny-granite-code's step 6.8 -> 11.2 ms with 8).
+ * Flash-decoding's rule. A step traced with it (caches/stepContext.ts) over at most `sequences` sequences splits the
+ * decode attention of every layer whose cache holds more than `from` keys into `slices` slices; the generator
+ * (runtime/generator.ts) compiles that step beside the one-slice step and runs it for the batches whose longest
+ * sequence holds `from` positions or more. The GPU default (runtime/compileLimits.ts) is 8 slices from 512 positions
+ * for 1 or 2 sequences. On the H200 (bench/results/2026-12-04-h200-split/):
+ * - a llama-400m step in caches of 4,224 keys took 1.04 against 1.39 ms after 1,024 positions and 1.12 against 2.12
+ *   after 4,000, level after 512 (1.08 against 1.10), and 1.21-1.30 against 0.93-0.96 after 128: the combine kernels
+ *   and the q/k/v matvec (the projection takes whole attentions only) cost 48 dispatches, which a few keys a slice
+ *   do not pay for;
+ * - after 4,000 positions 2 sequences decoded at 1,035 against 801 tok/s, 8 at 1,812 against 2,892: 8 sequences'
+ *   one-slice kernels are 128 workgroups, which fill the GPU already, and 8 slices each are too many.
+ * Software adapters keep one slice (lavapipe: tiny-granite-code's step 6.8 -> 11.2 ms with 8).
  */
 export interface DecodeSplits {
   slices: number;
   from: number;
+  sequences: number;
 }
 
 /** The first key of slice s of a row with `lim` keys: ceil(s * lim / splits) (so key c lies in slice s where s * lim <= c * splits < (s + 1) * lim). */

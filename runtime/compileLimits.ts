@@ -83,19 +83,19 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
   };
 }
 
-/** Flash-decoding on GPUs: 8 slices from 512 positions (measured: compiler/attentionSplit.ts DecodeSplits). */
-export const GPU_DECODE_SPLITS: DecodeSplits = { slices: 8, from: 512 };
+/** Flash-decoding on GPUs: 8 slices from 512 positions for 1 or 2 sequences (measured: compiler/attentionSplit.ts DecodeSplits). */
+export const GPU_DECODE_SPLITS: DecodeSplits = { slices: 8, from: 512, sequences: 2 };
 
 /**
  * STRATA_ATTN_SPLITS (Node): unset, the adapter's choice (undefined); 0, one slice; N from 2 to 64, N slices at
- * every length the slices fit (a measurement switch).
+ * every length the slices fit and every batch (a measurement switch).
  */
 export function decodeSplitsOf(value: string | undefined): DecodeSplits | false | undefined {
   if (value === undefined) return undefined;
   if (value === '0') return false;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 2 || n > 64) throw new StrataUserError(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${value}'`);
-  return { slices: n, from: 0 };
+  return { slices: n, from: 0, sequences: Number.MAX_SAFE_INTEGER };
 }
 
 /** Threads of an SSD step workgroup that projects its inputs: STRATA_SSD_THREADS=256|512|1024 (Node, at most the adapter's) where set, else 1024 where the adapter allows it. */

@@ -118,8 +118,8 @@ export class Generator {
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   /**
-   * Length from which a batch runs the decode step whose attention takes key slices (its longest sequence holding
-   * this many positions: compiler/attentionSplit.ts DecodeSplits); undefined where the session has no such step.
+   * Length from which a batch runs the decode step whose attention takes key slices, where its bucket has one (its
+   * longest sequence holding this many positions: compiler/attentionSplit.ts DecodeSplits); undefined where no bucket has.
    */
   private readonly splitFrom: number | undefined;
   /** Keys of the programs that have run (warm-up included): a program's first run is noted in the stats. */
@@ -147,7 +147,7 @@ export class Generator {
     this.holders = new Array(slots).fill(undefined);
     this.zeroSeen = new Float32Array(runner.model.vocabSize);
     const rule = runner.decodeSplits;
-    this.splitFrom = rule && runner.splitsDecode ? rule.from : undefined;
+    this.splitFrom = rule && this.decodeRows.some((rows) => runner.splitsDecode(rows)) ? rule.from : undefined;
   }
 
   get runtime(): GpuRuntime {
@@ -159,8 +159,8 @@ export class Generator {
   }
 
   /**
-   * Compiles and loads every program (prefill chunks, decode buckets x {greedy, sample}, and where the session's
-   * caches are long enough for key slices each decode bucket's split step too): the warm-up.
+   * Compiles and loads every program (prefill chunks, decode buckets x {greedy, sample}, and the split step of each
+   * decode bucket whose attention takes key slices: runner.splitsDecode): the warm-up.
    */
   static async create(runner: ModelRunner, options: GeneratorOptions = {}): Promise<Generator> {
     const g = new Generator(runner, options);
@@ -169,8 +169,8 @@ export class Generator {
     const jobs: { key: string; build: () => Promise<void> }[] = [];
     for (const T of [...new Set(runner.options.chunks)].sort((a, b) => a - b))
       jobs.push({ key: prefillKey(T), build: async () => void g.prefill.set(T, await runner.loadProgram(`gen:prefill:${T}`, () => tracePrefill(runner, g.layout, T), { rows: 1, tokens: T })) });
-    for (const split of g.splitFrom === undefined ? [false] : [false, true])
-      for (const rows of g.decodeRows)
+    for (const split of [false, true])
+      for (const rows of g.decodeRows.filter((r) => !split || runner.splitsDecode(r)))
         for (const mode of ['greedy', 'sample'] as const) {
           const key = `${rows}:${mode}${split ? ':split' : ''}`;
           jobs.push({ key: decodeKey(rows, mode, split), build: async () => void g.decode.set(key, await runner.loadProgram(`gen:decode:${key}`, () => traceDecode(runner, g.layout, rows, mode, split), { rows, tokens: 1 })) });
@@ -563,7 +563,7 @@ export class Generator {
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
     // the step with key slices once the longest sequence holds the rule's length (each attends all it holds)
     const longest = Math.max(0, ...seqs.map((s) => s.decodeStart + s.stepsSubmitted));
-    const split = this.splitFrom !== undefined && longest >= this.splitFrom;
+    const split = this.splitFrom !== undefined && longest >= this.splitFrom && this.decode.has(`${rows}:${mode}:split`);
     const exe = this.decode.get(`${rows}:${mode}${split ? ':split' : ''}`)!;
     const record = (encoder: GPUCommandEncoder) => {
       if (steps === 0) return;

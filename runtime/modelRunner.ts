@@ -127,9 +127,9 @@ export class ModelRunner {
     return (this.options.compileLimits ?? this.runtime.limits).decodeSplits ?? false;
   }
 
-  /** Whether a decode step traced with the rule differs from one without: some layer's attention takes slices. */
-  get splitsDecode(): boolean {
-    return splitsSomeLayer(this.spec, this.memory, this.decodeSplits);
+  /** Whether a decode step of `rows` sequences traced with the rule differs from one without: some layer's attention takes slices. */
+  splitsDecode(rows: number): boolean {
+    return splitsSomeLayer(this.spec, this.memory, this.decodeSplits, rows);
   }
 
   /**

@@ -120,10 +120,10 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   e.line(`let lim = workgroupUniformLoad(&att_lim);`);
   // the keys this workgroup walks: [first, end), end at most the row's limit (uniform: the workgroup's and the
   // limit); a slice's are its share of the row's keys, ceil(s * lim / splits) up to the next slice's first
-  const slice = outer[outer.length - 1];
-  const sliceStart = (s: string) => `(${s} * lim + ${splits - 1}u) / ${splits}u`;
-  e.line(`let first = ${splits ? sliceStart(`${slice}`) : '0u'};`);
-  e.line(`let end = ${splits ? sliceStart(`(${slice} + 1u)`) : 'lim'};`);
+  const slice = outer[outer.length - 1]!;
+  const sliceStart = (at: KExpr) => V.arith('/', V.arith('+', V.arith('*', at, K.v('lim')), K.u32(splits - 1)), K.u32(splits));
+  e.line(`let first = ${splits ? sliceStart(slice) : K.u32(0)};`);
+  e.line(`let end = ${splits ? sliceStart(V.arith('+', slice, K.u32(1))) : K.v('lim')};`);
   e.line(`var run_max: f32 = -3.0e38;`);
   e.line(`var run_sum: f32 = 0.0;`);
   range(JV).forEach((j) => e.line(`var acc${j}: f32 = 0.0;`));

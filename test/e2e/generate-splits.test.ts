@@ -1,8 +1,8 @@
 // Flash-decoding in the generator (runtime/generator.ts splitFrom): a session whose caches hold more keys than the
 // rule's length compiles each decode bucket's step with key slices beside its one-slice step, and a batch runs the
 // split step once its longest sequence holds that many positions. Forced on the software adapter (4 slices from 24
-// positions; GPUs take 8 from 512): tiny-granite-code's greedy ids equal transformers' across the switch, alone and
-// batched, with nothing compiled or created after the load.
+// positions for up to 2 sequences; GPUs take 8 from 512): tiny-granite-code's greedy ids equal transformers' across
+// the switch, alone and batched, with nothing compiled or created after the load.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, expect, test } from 'vitest';
@@ -23,7 +23,7 @@ const SLOW = { timeout: 1_800_000 }; // hang guard (vitest.config.ts), not a spe
 let session: Session;
 beforeAll(async () => {
   const device = await getSharedDevice();
-  const compileLimits = { ...compileLimitsOf(device), decodeSplits: { slices: 4, from: 24 } };
+  const compileLimits = { ...compileLimitsOf(device), decodeSplits: { slices: 4, from: 24, sequences: 2 } };
   session = await Session.load(DIR, { slots: 2, capacity: 128, prefillChunks: [16], stepsPerSubmit: 8, warmUp: false, compileLimits });
 }, 1_800_000);
 
@@ -53,9 +53,18 @@ test('greedy ids equal the reference when the step switches to key slices at 24 
   for (const k of ['shaderModules', 'pipelines', 'bindGroups', 'buffers'] as const) expect(after[k] - before[k], k).toBe(0);
 });
 
-test('a session whose caches never hold the rule\'s length compiles no split step', SLOW, async () => {
+test('a bucket of more sequences than the rule takes, or caches that never hold its length, get no split step', SLOW, async () => {
   const device = await getSharedDevice();
-  const short = await Session.load(DIR, { capacity: 24, prefillChunks: [16], warmUp: false, compileLimits: { ...compileLimitsOf(device), decodeSplits: { slices: 4, from: 24 } } });
+  const load = (capacity: number, sequences: number) => Session.load(DIR, { slots: 2, capacity, prefillChunks: [16], warmUp: false, compileLimits: { ...compileLimitsOf(device), decodeSplits: { slices: 4, from: 24, sequences } } });
+  const one = await load(128, 1);
+  try {
+    expect(one.generator.dispatchesPerStep(1, 'greedy', true)).toBeGreaterThan(0);
+    expect(one.generator.dispatchesPerStep(2, 'greedy')).toBeGreaterThan(0);
+    expect(one.generator.dispatchesPerStep(2, 'greedy', true)).toBe(0);
+  } finally {
+    await one.close();
+  }
+  const short = await load(24, 2);
   try {
     expect(short.generator.dispatchesPerStep(1, 'greedy')).toBeGreaterThan(0);
     expect(short.generator.dispatchesPerStep(1, 'greedy', true)).toBe(0);

@@ -8,7 +8,7 @@ import { runParity } from './parityHarness.ts';
 let before: typeof kernelOptions.attentionSplits;
 beforeAll(() => {
   before = kernelOptions.attentionSplits;
-  kernelOptions.attentionSplits = { slices: 4, from: 0 };
+  kernelOptions.attentionSplits = { slices: 4, from: 0, sequences: Number.MAX_SAFE_INTEGER };
 });
 afterAll(() => {
   kernelOptions.attentionSplits = before;

@@ -80,10 +80,10 @@ test('more slices than keys are a shape error naming the op', () => {
   })).toThrow(ShapeError);
 });
 
-test('STRATA_ATTN_SPLITS is unset (the adapter\'s choice), 0 (off) or 2 to 64 slices at any length; anything else is one line', () => {
-  // the adapter's choice: 8 slices from 512 positions on a GPU, one slice on a software adapter
+test('STRATA_ATTN_SPLITS is unset (the adapter\'s choice), 0 (off) or 2 to 64 slices at any length and batch; anything else is one line', () => {
+  // the adapter's choice: 8 slices from 512 positions for 1 or 2 sequences on a GPU, one slice on a software adapter
   expect(compileLimitsOf({ limits: {}, features: [] }).decodeSplits).toEqual(GPU_DECODE_SPLITS);
   expect(compileLimitsOf({ limits: {}, features: [], isFallback: true }).decodeSplits).toBe(false);
-  expect([undefined, '0', '2', '64'].map(decodeSplitsOf)).toEqual([undefined, false, { slices: 2, from: 0 }, { slices: 64, from: 0 }]);
+  expect([undefined, '0', '2', '64'].map(decodeSplitsOf)).toEqual([undefined, false, { slices: 2, from: 0, sequences: Number.MAX_SAFE_INTEGER }, { slices: 64, from: 0, sequences: Number.MAX_SAFE_INTEGER }]);
   for (const bad of ['1', '65', 'four', '2.5']) expect(() => decodeSplitsOf(bad)).toThrow(`STRATA_ATTN_SPLITS must be 0 (off) or a number of key slices from 2 to 64, got '${bad}'`);
 });

@@ -221,7 +221,7 @@ test('granite4h-350m-like prefill: the shared MLP\'s output_linear and its resid
 
 test('llama-400m decode with its attention over 8 key slices (DeviceLimits.decodeSplits): one combine kernel a layer more', () => {
   const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
-  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: { slices: 8, from: 0 } } }).kernels;
+  const kernels = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: { slices: 8, from: 0, sequences: 1 } } }).kernels;
   // a workgroup a query row and slice; the q/k/v matvec comes back (the projection takes only whole attentions),
   // and the combine is one map (its reductions nest: the o-projection's matvec does not inline it): 121 + 24
   const split = kernels.filter((k) => k.templates.join() === 'attention/split');
@@ -231,11 +231,13 @@ test('llama-400m decode with its attention over 8 key slices (DeviceLimits.decod
   expect(kernels).toHaveLength(145);
 });
 
-test('the GPU default traces decode attention over 8 slices where a cache holds more than 512 keys: the bench\'s keep one slice', () => {
+test('the GPU default traces decode attention over 8 slices where a cache holds more than 512 keys, for 1 or 2 sequences: the bench\'s caches keep one slice', () => {
   const model = buildModel(parseConfig(BENCH_CONFIGS['llama-400m']!, 'llama-400m.json'));
   const limits = { ...LIMITS, attentionProjection: true, maxComputeWorkgroupStorageSize: 32768, decodeSplits: GPU_DECODE_SPLITS };
-  const splitKernels = (capacity: number) => compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity, limits }).kernels.filter((k) => k.templates.join() === 'attention/split').length;
-  expect([264, 512, 513, 4096].map(splitKernels)).toEqual([0, 0, 24, 24]);
+  const splitKernels = (capacity: number, rows = 1) => compileBucket(model, () => 'f16', { rows, tokens: 1, capacity, limits }).kernels.filter((k) => k.templates.join() === 'attention/split').length;
+  expect([264, 512, 513, 4096].map((capacity) => splitKernels(capacity))).toEqual([0, 0, 24, 24]);
+  // 1 or 2 sequences: 8 sequences' one-slice kernels (128 workgroups) fill the GPU already
+  expect([1, 2, 4, 8].map((rows) => splitKernels(4096, rows))).toEqual([24, 24, 0, 0]);
   // a prefill bucket never splits
   expect(compileBucket(model, () => 'f16', { rows: 1, tokens: 16, capacity: 4096, limits }).kernels.some((k) => k.templates.join().startsWith('attention/split'))).toBe(false);
 });

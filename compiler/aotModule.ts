@@ -24,7 +24,7 @@ export interface AotVariant {
   target: string;
   /** What the kernels were scheduled against: a device needs at least these. */
   limits: DeviceLimits;
-  /** By program key (runtime/generator.ts: gen:prefill:T, gen:decode:rows:mode). */
+  /** By program key (runtime/generator.ts: gen:prefill:T, gen:decode:rows:mode, gen:decode:rows:mode:split). */
   programs: Record<string, Program>;
 }
 

@@ -78,6 +78,8 @@ export function submissionSteps(K: number, steps: number): number[] {
 /** A generator program's key in progress events, stats and warm-up lists. */
 export const prefillKey = (tokens: number) => `prefill T=${tokens}`;
 export const decodeKey = (rows: number | string, mode: SamplerMode, split = false) => `decode rows=${rows} ${mode}${split ? ' split' : ''}`;
+/** A decode step's key among the generator's programs (and, after `gen:decode:`, the runner's and an AOT module's). */
+const decodeProgram = (rows: number, mode: SamplerMode, split: boolean) => `${rows}:${mode}${split ? ':split' : ''}`;
 
 /** A program of the generator and how to run it so that it changes nothing (its warm-up run). */
 export interface IdleProgram {
@@ -172,7 +174,7 @@ export class Generator {
     for (const split of [false, true])
       for (const rows of g.decodeRows.filter((r) => !split || runner.splitsDecode(r)))
         for (const mode of ['greedy', 'sample'] as const) {
-          const key = `${rows}:${mode}${split ? ':split' : ''}`;
+          const key = decodeProgram(rows, mode, split);
           jobs.push({ key: decodeKey(rows, mode, split), build: async () => void g.decode.set(key, await runner.loadProgram(`gen:decode:${key}`, () => traceDecode(runner, g.layout, rows, mode, split), { rows, tokens: 1 })) });
         }
     for (const [i, job] of jobs.entries()) {
@@ -238,7 +240,7 @@ export class Generator {
 
   /** Kernels per decode step of a bucket (model and sampling), of its split step with `split` (0 where it has none). */
   dispatchesPerStep(rows: number, mode: SamplerMode, split = false): number {
-    return this.decode.get(`${rows}:${mode}${split ? ':split' : ''}`)?.program.kernels.length ?? 0;
+    return this.decode.get(decodeProgram(rows, mode, split))?.program.kernels.length ?? 0;
   }
 
   /** Ids of the sequences that are waiting or running. */
@@ -563,8 +565,8 @@ export class Generator {
     const mode: SamplerMode = seqs.some((s) => isSampling(s.params)) ? 'sample' : 'greedy';
     // the step with key slices once the longest sequence holds the rule's length (each attends all it holds)
     const longest = Math.max(0, ...seqs.map((s) => s.decodeStart + s.stepsSubmitted));
-    const split = this.splitFrom !== undefined && longest >= this.splitFrom && this.decode.has(`${rows}:${mode}:split`);
-    const exe = this.decode.get(`${rows}:${mode}${split ? ':split' : ''}`)!;
+    const split = this.splitFrom !== undefined && longest >= this.splitFrom && this.decode.has(decodeProgram(rows, mode, true));
+    const exe = this.decode.get(decodeProgram(rows, mode, split))!;
     const record = (encoder: GPUCommandEncoder) => {
       if (steps === 0) return;
       this.noteRun(decodeKey(rows, mode, split), seqs);

@@ -94,15 +94,17 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     const pl = e.bound(e.fresh('k'), RPP * Math.ceil(RP / RPP) - 1);
     e.line(`let ${pl} = ${V.arith('+', p0, V.arith('/', Kx.v('lid'), u(L)))};`);
     const p = e.bound(e.fresh('k'), P - 1);
-    e.line(`let ${p} = min(${chunk} * ${RP}u + ${pl}, ${P - 1}u);`);
-    e.line(`let ok = ${pl} < ${RP}u && ${chunk} * ${RP}u + ${pl} < ${P}u;`);
+    const headRowOf = V.arith('+', V.arith('*', chunk, u(RP)), pl); // the head's row of local row pl
+    e.line(`let ${p} = ${V.fn('min', [headRowOf, u(P - 1)])};`);
+    e.line(`let ok = ${V.logic('&&', V.compare('<', pl, u(RP)), V.compare('<', headRowOf, u(P)))};`);
     const n = e.bound(e.fresh('k'), N - 1);
     const trip = e.bound(e.fresh('k'), trips - 1);
-    const index = N % L === 0 ? `lane + ${trip} * ${L}u` : `min(lane + ${trip} * ${L}u, ${N - 1}u)`; // past N: a repeat, not written
+    const element = V.arith('+', Kx.v('lane'), V.arith('*', trip, u(L))); // the thread's state element of the trip
+    const index = N % L === 0 ? element : V.fn('min', [element, u(N - 1)]); // past N: a repeat, not written
     const loop = (body: string[], last: boolean) => [
       `  for (var ${trip}: u32 = 0u; ${trip} < ${trips}u; ${trip}++) {`,
       `    let ${n} = ${index};`,
-      ...(last && N % L !== 0 ? [`    if (lane + ${trip} * ${L}u >= ${N}u) { break; }`] : []),
+      ...(last && N % L !== 0 ? [`    if (${V.compare('>=', element, u(N))}) { break; }`] : []),
       ...body.map((l) => '    ' + l),
       `  }`,
     ];
@@ -157,7 +159,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
     // each channel has one owner: its head's workgroup (x), the group's first head at chunk 0 (B, C)
     const first = V.logic('&&', V.compare('==', V.arith('%', h, u(R)), u(0)), V.compare('==', chunk, u(0)));
     e.line(`let owner = ${V.select(first, V.compare('<', xRow, u(P)), inX)};`);
-    if (writes.conv) e.line(`if (${V.logic('&&', V.logic('&&', Kx.v('owner', 'bool'), real), convRowOk!)}) { @B${writes.conv.id}@[(conv_row * ${C}u + ${c}) * ${K}u + at] = ${input}; }`);
+    if (writes.conv) e.line(`if (${V.logic('&&', V.logic('&&', Kx.v('owner', 'bool'), real), convRowOk!)}) { @B${writes.conv.id}@[${V.arith('+', V.arith('*', V.arith('+', V.arith('*', Kx.v('conv_row'), u(C)), c), u(K)), at)}] = ${input}; }`);
     else {
       e.line(`if (owner) {`);
       for (let k = 0; k < K; k++) e.line(`  ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(s, C), c), K), e.ix.lit(k)), V.select(e.value(ring, [s, c, e.ix.lit(k)]), input, V.logic('&&', real, V.compare('==', at, u(k)))))}`);
@@ -183,7 +185,7 @@ export function lowerSsdStep(root: Node, isMat: (n: Node) => boolean, writes: Ss
       const update = e.nested(() => {
         const [hv, xv] = [named('hv'), named('xv')];
         e.line(`let hv = ${V.arith('+', V.arith('*', named('decay'), wgArray('ssd_h', trip, trips)), V.arith('*', V.arith('*', dt, xv), wgArray('ssd_ch', V.arith('+', u(RP), n), CH)))};`);
-        if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[((ssm_row * ${Hh}u + ${h}) * ${P}u + ${p}) * ${N}u + ${n}] = hv; }`);
+        if (writes.ssm) e.line(`if (${ssmRowOk}) { @B${writes.ssm.id}@[${V.arith('+', V.arith('*', V.arith('+', V.arith('*', V.arith('+', V.arith('*', Kx.v('ssm_row'), u(Hh)), h), u(P)), p), u(N)), n)}] = hv; }`);
         else if (ssmOut) e.line(e.store(root, e.ix.add(e.ix.mul(headRow(p), N), n), hv));
         e.line(`acc = ${V.arith('+', named('acc'), V.arith('*', wgArray('ssd_ch', V.arith('+', u(RP + N), n), CH), hv))};`);
       });

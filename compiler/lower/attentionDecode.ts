@@ -89,6 +89,10 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const KEYS = Math.max(1, Math.floor(Math.min(MAX_KEYS, loads / (JK + JV), dotsCap))); // keys per group and trip
   const C = JC * LANES; // value slots per combine pass (at most 64 <= WG: heads up to 64, lanes a power of two)
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const U = K.u32;
+  const lid = K.v('lid');
+  /** Element `at` of the result row of this workgroup (gi). */
+  const outAt = (at: KExpr) => V.arith('+', V.arith('*', gi, U(W)), at);
 
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
@@ -130,7 +134,8 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const trip = e.nested(() => {
     const keys = range(KEYS).map((u) => {
       const key = e.fresh('k');
-      e.line(`let ${key} = t0 + grp${u ? ` + ${u * GROUPS}u` : ''};`);
+      const first = V.arith('+', K.v('t0'), K.v('grp'));
+      e.line(`let ${key} = ${u ? V.arith('+', first, U(u * GROUPS)) : first};`);
       return key;
     });
     const kcs = keys.map((key) => {
@@ -148,9 +153,9 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
     const shuffled: string[] = [];
     for (let x = 1; x < LANES; x <<= 1) range(KEYS).forEach((u) => shuffled.push(`dot${u} = ${V.arith('+', dot(u), V.shuffleXor(dot(u), K.u32(x)))};`));
     // lane l's partial of key u: where the lanes stored it below
-    const partial = (l: number, u: number) => K.wgsl(`att_s[(grp * ${LANES}u + ${l}u) * ${KEYS}u + ${u}u]`, 'f32');
+    const partial = (l: number, u: number) => K.load('att_s', V.arith('+', V.arith('*', V.arith('+', V.arith('*', K.v('grp'), U(LANES)), U(l)), U(KEYS)), U(u)), WG * KEYS, 'f32');
     const shared = [
-      ...range(KEYS).map((u) => `att_s[lid * ${KEYS}u + ${u}u] = dot${u};`),
+      ...range(KEYS).map((u) => `att_s[${V.arith('+', V.arith('*', lid, U(KEYS)), U(u))}] = dot${u};`),
       `workgroupBarrier();`,
       ...range(KEYS).map((u) => `dot${u} = ${sumOf(range(LANES).map((l) => partial(l, u)))};`),
       `workgroupBarrier();`,
@@ -165,7 +170,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
       if (softcap) e.line(`sc${u} = ${softcapped(sc, softcap)};`);
       e.line(`sc${u} = ${V.select(LOWEST, sc, K.v(`ok${u}`, 'bool'))};`);
       // weights: the key's score, made a probability once the row's maximum and sum are known (below)
-      if (weights) e.line(`if (lane == 0u && ${keys[u]} < lim) { ${out}[gi * ${W}u + ${Dv}u + ${keys[u]}] = sc${u}; }`);
+      if (weights) e.line(`if (${V.logic('&&', V.compare('==', lane, U(0)), V.compare('<', K.v(keys[u]!), K.v('lim')))}) { ${out}[${outAt(V.arith('+', U(Dv), K.v(keys[u]!)))}] = sc${u}; }`);
     });
     const [runMax, runSum, newMax, corr] = ['run_max', 'run_sum', 'new_max', 'corr'].map(fv) as [KExpr, KExpr, KExpr, KExpr];
     const ok = (u: number) => K.v(`ok${u}`, 'bool');
@@ -216,25 +221,26 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   for (let j0 = 0; j0 < JV; j0 += JC) {
     const jn = Math.min(JC, JV - j0); // accumulators of this pass
     // a pass's slot of accumulator j, and the value dimension (and whether it exists) of slot lid
-    const slot = (j: number) => (order === 'strided' ? `lane + ${(j - j0) * LANES}u` : `lane * ${JC}u + ${j - j0}u`);
-    const [dimOfLid, holds] = order === 'strided'
-      ? [`${j0 * LANES}u + lid`, `lid < ${Math.min(C, Dv - j0 * LANES)}u`]
-      : [`(lid / ${JC}u) * ${JV}u + ${j0}u + lid % ${JC}u`, `lid < ${C}u && lid % ${JC}u < ${jn}u && (lid / ${JC}u) * ${JV}u + ${j0}u + lid % ${JC}u < ${Dv}u`];
+    const slot = (j: number) => (order === 'strided' ? V.arith('+', lane, U((j - j0) * LANES)) : V.arith('+', V.arith('*', lane, U(JC)), U(j - j0)));
+    const dimOfLid = order === 'strided' ? V.arith('+', U(j0 * LANES), lid) : V.arith('+', V.arith('+', V.arith('*', V.arith('/', lid, U(JC)), U(JV)), U(j0)), V.arith('%', lid, U(JC)));
+    const holds = order === 'strided'
+      ? V.compare('<', lid, U(Math.min(C, Dv - j0 * LANES)))
+      : V.logic('&&', V.logic('&&', V.compare('<', lid, U(C)), V.compare('<', V.arith('%', lid, U(JC)), U(jn))), V.compare('<', dimOfLid, U(Dv)));
     e.line(`if (writer) {`);
-    for (let j = j0; j < j0 + jn; j++) e.line(`  att_acc[part * ${C}u + ${slot(j)}] = ${V.arith('*', fv(`acc${j}`), weight)};`);
+    for (let j = j0; j < j0 + jn; j++) e.line(`  att_acc[${V.arith('+', V.arith('*', K.v('part'), U(C)), slot(j))}] = ${V.arith('*', fv(`acc${j}`), weight)};`);
     e.line(`}`);
     e.line(`workgroupBarrier();`);
     if (j0 === 0) {
       e.line(`var total: f32 = 0.0;`);
       e.line(`for (var s: u32 = 0u; s < parts; s++) { total = ${V.arith('+', fv('total'), K.wgsl('att_l[s]', 'f32'))}; }`);
       e.line(`inv = ${inverseOf(fv('total'))};`);
-      if (splits) e.line(`if (lid == 0u) { ${out}[gi * ${W}u] = row_max; ${out}[gi * ${W}u + 1u] = total; }`);
+      if (splits) e.line(`if (lid == 0u) { ${out}[${outAt(U(0))}] = row_max; ${out}[${outAt(U(1))}] = total; }`);
     }
     e.line(`if (${holds}) {`);
     e.line(`  var sum: f32 = 0.0;`);
-    e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = ${V.arith('+', fv('sum'), K.wgsl(`att_acc[s * ${C}u + lid]`, 'f32'))}; }`);
+    e.line(`  for (var s: u32 = 0u; s < parts; s++) { sum = ${V.arith('+', fv('sum'), K.load('att_acc', V.arith('+', V.arith('*', K.v('s'), U(C)), lid), GROUPS * C, 'f32'))}; }`);
     // a slice keeps its sum unnormalised, after its maximum and total
-    e.line(`  ${out}[gi * ${W}u + ${splits ? `2u + ${dimOfLid}` : dimOfLid}] = ${splits ? 'sum' : V.arith('*', fv('sum'), fv('inv'))};`);
+    e.line(`  ${out}[${outAt(splits ? V.arith('+', U(2), dimOfLid) : dimOfLid)}] = ${splits ? 'sum' : V.arith('*', fv('sum'), fv('inv'))};`);
     e.line(`}`);
     if (j0 + JC < JV) e.line(`workgroupBarrier();`);
   }
@@ -243,7 +249,7 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   if (weights) {
     e.line(`if (lane == 0u) {`);
     e.line(`  for (var k: u32 = grp; k < ${E}u; k += ${GROUPS}u) {`);
-    e.line(`    let at = gi * ${W}u + ${Dv}u + k;`);
+    e.line(`    let at = ${outAt(V.arith('+', U(Dv), K.v('k')))};`);
     e.line(`    var p: f32 = 0.0;`);
     e.line(`    if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[at]`, 'f32'), rowMax), fv('inv'))}; }`);
     e.line(`    ${out}[at] = p;`);

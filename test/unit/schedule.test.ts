@@ -172,7 +172,7 @@ test('an h2o layer takes its scores from the attention kernel: decode dispatches
   const attention = h2o.kernels.filter((k) => k.templates.includes('attention/decode'));
   expect(attention).toHaveLength(2);
   // each writes rows of head dim 16 + 7 entries' probabilities, the probabilities after the output
-  for (const k of attention) expect(k.wgsl).toMatch(/\[gi \* 23u \+ 16u \+ /);
+  for (const k of attention) expect(k.wgsl).toMatch(/\[\(gi \* 23u \+ 16u \+ /);
   // no score is computed anywhere else: no q.k product and no exp outside the projections and the attention kernels
   const others = h2o.kernels.filter((k) => k.templates.every((t) => !t.startsWith('attention') && t !== 'matvec'));
   expect(others.length).toBeGreaterThan(5);

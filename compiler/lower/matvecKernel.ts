@@ -290,8 +290,8 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
   const preload = !((rowsPath || preloadOne) && trips <= PRELOAD_TRIPS) ? [] : e.nested(() => {
     for (let trip = 0; trip < trips; trip++) {
       const p = e.bound(e.fresh('k'), pairs - 1);
-      const start = trip === 0 ? 'lid' : `lid + ${trip * wg}u`;
-      e.line(`let ${p} = ${(trip + 1) * wg > pairs ? `min(${start}, ${pairs - 1}u)` : start};`);
+      const start = trip === 0 ? Kx.v('lid') : V.arith('+', Kx.v('lid'), Kx.u32(trip * wg));
+      e.line(`let ${p} = ${(trip + 1) * wg > pairs ? V.fn('min', [start, Kx.u32(pairs - 1)]) : start};`);
       const kk = e.bound(e.ix.mul(p, U), K - U);
       // f32 words come back as buffer reads: loaded here too
       const bind = (v: KExpr) => {
@@ -337,15 +337,18 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
     if (subgroups) {
       all.forEach((a, j) => e.line(`let s${j} = subgroupAdd(${a});`));
       e.line(`if (sg_lane == 0u) {`);
-      all.forEach((_, j) => e.line(`  mv_part[${j * parts}u + lid / sg_size] = s${j};`));
+      all.forEach((_, j) => e.line(`  mv_part[${V.arith('+', Kx.u32(j * parts), V.arith('/', Kx.v('lid'), Kx.v('sg_size')))}] = s${j};`));
       e.line(`}`);
       e.line(`workgroupBarrier();`);
     } else {
-      all.forEach((a, j) => e.line(`mv_part[${j * parts}u + lid] = ${a};`));
+      all.forEach((a, j) => e.line(`mv_part[${V.arith('+', Kx.u32(j * parts), Kx.v('lid'))}] = ${a};`));
       e.line(`workgroupBarrier();`);
       e.line(`for (var s: u32 = WG / 2u; s > 0u; s >>= 1u) {`);
       e.line(`  if (lid < s) {`);
-      e.line(`    for (var j: u32 = 0u; j < ${all.length}u; j++) { mv_part[j * ${parts}u + lid] = mv_part[j * ${parts}u + lid] + mv_part[j * ${parts}u + lid + s]; }`);
+      // accumulator j's partial of thread lid, and its partner's s threads on
+      const mine = V.arith('+', V.arith('*', Kx.v('j'), Kx.u32(parts)), Kx.v('lid'));
+      const part = (i: KExpr) => Kx.load('mv_part', i, all.length * parts, 'f32');
+      e.line(`    for (var j: u32 = 0u; j < ${all.length}u; j++) { mv_part[${mine}] = ${V.arith('+', part(mine), part(V.arith('+', mine, Kx.v('s'))))}; }`);
       e.line(`  }`);
       e.line(`  workgroupBarrier();`);
       e.line(`}`);
@@ -363,10 +366,12 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
         const idx = [...batch, ...delinearize(e.ix, em, rowShape).map((s) => e.indexVar(s)), ec];
         matmuls.forEach((mm, t) => {
           const tot = `tot${t}`;
+          // the first of this output's partials (one per subgroup, or the reduction's one)
+          const partials = V.arith('*', V.arith('+', Kx.u32(t * outputsPerGroup), Kx.v(local)), Kx.u32(parts));
           if (subgroups) {
             e.line(`var ${tot}: f32 = 0.0;`);
-            e.line(`for (var s: u32 = 0u; s < WG / sg_size; s++) { ${tot} = ${tot} + mv_part[(${t * outputsPerGroup}u + ${local}) * ${parts}u + s]; }`);
-          } else e.line(`let ${tot} = mv_part[(${t * outputsPerGroup}u + ${local}) * ${parts}u];`);
+            e.line(`for (var s: u32 = 0u; s < WG / sg_size; s++) { ${tot} = ${V.arith('+', Kx.v(tot, 'f32'), Kx.load('mv_part', V.arith('+', partials, Kx.v('s')), all.length * parts, 'f32'))}; }`);
+          } else e.line(`let ${tot} = mv_part[${partials}];`);
           e.seedAll(mm, Kx.v(tot, 'f32')); // this thread's one output: every read of the matmul is at its position
         });
         const v = e.value(core, idx);

@@ -23,7 +23,7 @@ test('matvec rows path (a GPU): SwiGLU pair over f16 weights behind an RMSNorm, 
   );
   expect(r.program.kernels.map((k) => [k.templates.join('+'), k.workgroups[0]])).toEqual([['matvec', 258]]);
   expect(r.program.kernels[0]!.wgsl).toContain('// reduce 8 phases together');
-  expect(r.program.kernels[0]!.wgsl).toContain('min(lid + 32u, 47u)');
+  expect(r.program.kernels[0]!.wgsl).toContain('min((lid + 32u), 47u)');
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 

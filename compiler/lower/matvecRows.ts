@@ -171,8 +171,8 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
       preload = e.nested(() => {
         for (let trip = 0; trip < trips; trip++) {
           const p = e.bound(e.fresh('k'), V - 1);
-          const at = trip === 0 ? `${lane}` : `${lane} + ${trip * G}u`;
-          e.line(`let ${p} = ${(trip + 1) * G > V ? `min(${at}, ${V - 1}u)` : at};`);
+          const at = trip === 0 ? lane : Vx.arith('+', lane, Kx.u32(trip * G));
+          e.line(`let ${p} = ${(trip + 1) * G > V ? Vx.fn('min', [at, Kx.u32(V - 1)]) : at};`);
           steps.push({ p, loaded: loadTrip(p) });
         }
       });
@@ -181,7 +181,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
       steps.forEach(({ p, loaded }, trip) => {
         const lines = e.nested(() => compute(p, loaded));
         const partial = (trip + 1) * G > V;
-        e.line(partial ? `if (${lane} + ${trip * G}u < ${V}u) {` : '{');
+        e.line(partial ? `if (${Vx.compare('<', Vx.arith('+', lane, Kx.u32(trip * G)), Kx.u32(V))}) {` : '{');
         lines.forEach((l) => e.line('  ' + l));
         e.line('}');
       });
@@ -190,7 +190,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
       const ch = chunks > 1 ? e.bound(e.fresh('k'), chunks - 1) : e.ix.lit(0);
       const body = e.nested(() => {
         if (chunks > 1) e.line('workgroupBarrier();'); // no thread overwrites x another still reads
-        stage(ch, chunks > 1 ? `min(${C / width}u, ${K / width}u - ${ch} * ${C / width}u)` : K / width).forEach((l) => e.line(l));
+        stage(ch, chunks > 1 ? `${Vx.fn('min', [Kx.u32(C / width), Vx.arith('-', Kx.u32(K / width), Vx.arith('*', ch, Kx.u32(C / width)))])}` : K / width).forEach((l) => e.line(l));
         e.line('workgroupBarrier();');
         const pc = e.bound(e.fresh('k'), C / STEP - 1);
         const p = e.bound(e.fresh('k'), V - 1);
@@ -198,7 +198,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
           e.line(`let ${p} = ${e.ix.add(e.ix.mul(ch, C / STEP), pc)};`);
           compute(pc, loadTrip(p));
         });
-        const end = chunks > 1 ? `min(${C / STEP}u, ${V}u - ${ch} * ${C / STEP}u)` : `${V}u`;
+        const end = chunks > 1 ? Vx.fn('min', [Kx.u32(C / STEP), Vx.arith('-', Kx.u32(V), Vx.arith('*', ch, Kx.u32(C / STEP)))]) : Kx.u32(V);
         e.line(`for (var ${pc}: u32 = ${lane}; ${pc} < ${end}; ${pc} += ${G}u) {`);
         trip.forEach((l) => e.line('  ' + l));
         e.line('}');
@@ -282,11 +282,13 @@ function reduceAndStore(e: Emitter, r: Reduction): void {
       e.line(`if (sg_size <= ${G}u) {`);
       sums.forEach(([, a]) => e.line(`  let ${a}_sg = subgroupAdd(${a});`));
       e.line(`  if (sg_lane == 0u) {`);
-      sums.forEach(([j, a]) => e.line(`    mv_part[(${r.group} * ${G}u + ${r.lane} / sg_size) * ${stride}u + ${j}u] = ${a}_sg;`));
+      // the subgroup's partial of its column group's sum j
+      const partial = Vx.arith('+', Vx.arith('*', r.group, Kx.u32(G)), Vx.arith('/', r.lane, Kx.v('sg_size')));
+      sums.forEach(([j, a]) => e.line(`    mv_part[${Vx.arith('+', Vx.arith('*', partial, Kx.u32(stride)), Kx.u32(j))}] = ${a}_sg;`));
       e.line(`  }`);
       e.line(`} else {`);
     }
-    sums.forEach(([j, a]) => e.line(`${e.subgroups ? '  ' : ''}mv_part[lid * ${stride}u + ${j}u] = ${a};`));
+    sums.forEach(([j, a]) => e.line(`${e.subgroups ? '  ' : ''}mv_part[${Vx.arith('+', Vx.arith('*', Kx.v('lid'), Kx.u32(stride)), Kx.u32(j))}] = ${a};`));
     if (e.subgroups) e.line('}');
     e.line('workgroupBarrier();');
     e.line(`if (lid < ${count * r.groupsPerWg}u) {`);
@@ -295,16 +297,18 @@ function reduceAndStore(e: Emitter, r: Reduction): void {
       const group = e.bound(e.fresh('k'), r.groupsPerWg - 1);
       const row = e.bound(e.fresh('k'), MB - 1);
       const col = e.bound(e.fresh('k'), r.N - 1);
-      e.line(`let ${slot} = lid % ${count}u;`);
-      e.line(`let ${group} = lid / ${count}u;`);
-      e.line(`let ${row} = (${first}u + ${slot}) / ${R}u;`);
-      e.line(`let ${col} = ${r.n0} + ${group} * ${R}u + (${first}u + ${slot}) % ${R}u;`);
+      const output = Vx.arith('+', Kx.u32(first), slot); // of the column group's MB x R
+      e.line(`let ${slot} = ${Vx.arith('%', Kx.v('lid'), Kx.u32(count))};`);
+      e.line(`let ${group} = ${Vx.arith('/', Kx.v('lid'), Kx.u32(count))};`);
+      e.line(`let ${row} = ${Vx.arith('/', output, Kx.u32(R))};`);
+      e.line(`let ${col} = ${Vx.arith('+', Vx.arith('+', r.n0, Vx.arith('*', group, Kx.u32(R))), Vx.arith('%', output, Kx.u32(R)))};`);
       e.line(`if (${col} < ${r.N}u) {`);
       const body = e.nested(() => {
         r.matmuls.forEach((mm, t) => {
           const tot = `tot${t}`;
           e.line(`var ${tot}: f32 = 0.0;`);
-          e.line(`for (var s: u32 = 0u; s < ${parts}; s++) { ${tot} = ${tot} + mv_part[(${group} * ${G}u + s) * ${stride}u + ${slot} * ${T}u + ${t}u]; }`);
+          const at = Vx.arith('+', Vx.arith('+', Vx.arith('*', Vx.arith('+', Vx.arith('*', group, Kx.u32(G)), Kx.v('s')), Kx.u32(stride)), Vx.arith('*', slot, Kx.u32(T))), Kx.u32(t));
+          e.line(`for (var s: u32 = 0u; s < ${parts}; s++) { ${tot} = ${Vx.arith('+', Kx.v(tot, 'f32'), Kx.load('mv_part', at, G * stride, 'f32'))}; }`);
           e.seedAll(mm, Kx.v(tot, 'f32'));
         });
         const idx = [...delinearize(e.ix, row, r.rowShape).map((s) => e.indexVar(s)), col];

@@ -4,6 +4,7 @@
 import { type Node, numel } from '../ir.ts';
 import { delinearize, linearize } from '../indexAlgebra.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import type { AttentionProjection } from '../passes/planProjections.ts';
 import type { Emitter } from './emitter.ts';
 import { emitRowDots, stageRow } from './projectRows.ts';
@@ -29,7 +30,7 @@ export function emitProjection(e: Emitter, p: AttentionProjection, gi: KExpr, wg
   p.scatters.forEach((s, j) => entry(1 + p.matmuls.length + j, numel(s.node.inputs[2]!.shape) - s.elements, `ps${j}`));
   const lead = delinearize(e.ix, row, p.left.shape.slice(0, -1)).map((s, d) => e.declareTop(`pl${d}`, s));
   stageRow(e, p.left, lead, Kd);
-  emitRowDots(e, Kd, p.matmuls.map((m, j) => ({ weight: m.weight, width: m.width, row: (r) => `pc${j} + ${r}`, store: (r, v) => `proj${j}[${r}] = ${v};` })), wg, subgroups, unroll);
+  emitRowDots(e, Kd, p.matmuls.map((m, j) => ({ weight: m.weight, width: m.width, row: (r) => V.arith('+', K.v(`pc${j}`), r), store: (r, v) => `proj${j}[${r}] = ${v};` })), wg, subgroups, unroll);
   // from here on the matmuls' values are read from workgroup memory (their row is the workgroup's by the plan)
   p.matmuls.forEach((m, j) => e.mapValue(m.node, (idx) => K.wgsl(`proj${j}[${idx[idx.length - 1]} - pc${j}]`, 'f32')));
   e.line(`workgroupBarrier();`);

@@ -30,18 +30,19 @@ export function stageRow(e: Emitter, left: Node, lead: KExpr[], Kd: number): voi
 export interface RowSet {
   weight: Node;
   width: number;
-  row: (r: string) => string;
-  store: (r: string, v: string) => string;
+  row: (r: KExpr) => KExpr;
+  store: (r: KExpr, v: string) => string;
 }
 
 /** One set of `a`'s rows then `b`'s (of the same weight): where their widths add up to fewer accumulators a thread. */
 export function concatRows(a: RowSet, b: RowSet): RowSet {
-  const inB = (r: string) => `(${r} - ${a.width}u)`;
+  const inB = (r: KExpr) => V.arith('-', r, K.u32(a.width));
+  const inA = (r: KExpr) => V.compare('<', r, K.u32(a.width));
   return {
     weight: a.weight,
     width: a.width + b.width,
-    row: (r) => `select(${b.row(inB(r))}, ${a.row(r)}, ${r} < ${a.width}u)`,
-    store: (r, v) => `if (${r} < ${a.width}u) { ${a.store(r, v)} } else { ${b.store(inB(r), v)} }`,
+    row: (r) => V.select(b.row(inB(r)), a.row(r), inA(r)),
+    store: (r, v) => `if (${inA(r)}) { ${a.store(r, v)} } else { ${b.store(inB(r), v)} }`,
   };
 }
 
@@ -54,11 +55,13 @@ export function concatRows(a: RowSet, b: RowSet): RowSet {
 export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, subgroups: boolean, unroll: boolean, rotate?: string): void {
   const rowsAtOnce = wg / LANES;
   e.redTypes.add('f32'); // red_f32 (WG floats) carries the lanes' sums without subgroups; the phases are done with it
-  e.line(`let pj_lane = lid % ${LANES}u;`);
-  e.line(`let pj_row = lid / ${LANES}u;`);
+  e.line(`let pj_lane = ${V.arith('%', K.v('lid'), K.u32(LANES))};`);
+  e.line(`let pj_row = ${V.arith('/', K.v('lid'), K.u32(LANES))};`);
+  /** The thread's local row of its accumulator i of a set. */
+  const localRow = (i: number) => V.arith('+', K.v('pj_row'), K.u32(i * rowsAtOnce));
   const accs = sets.flatMap((m, j) => Array.from({ length: Math.ceil(m.width / rowsAtOnce) }, (_, i) => ({ m, i, acc: `pa${j}_${i}`, row: `pn${j}_${i}` })));
   for (const a of accs) {
-    e.line(`let ${a.row} = ${a.m.row(`min(pj_row + ${a.i * rowsAtOnce}u, ${a.m.width - 1}u)`)};`);
+    e.line(`let ${a.row} = ${a.m.row(V.fn('min', [localRow(a.i), K.u32(a.m.width - 1)]))};`);
     e.line(`var ${a.acc}: f32 = 0.0;`);
   }
   const storages = new Set(accs.map((a) => storageOf(a.m.weight)));
@@ -71,15 +74,16 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
         : pairSteps(e, Kd, accs, unroll);
   const stride = body.perLane * LANES * body.trip;
   const trips = Math.ceil(Kd / stride);
+  const laneFirst = V.arith('*', K.v('pj_lane'), K.u32(body.perLane)); // the lane's first K element of a trip
   if (rotate === undefined || trips < 2 || Kd % stride !== 0) {
-    e.line(`for (var pq: u32 = pj_lane * ${body.perLane}u; pq < ${Kd}u; pq += ${stride}u) {`);
+    e.line(`for (var pq: u32 = ${laneFirst}; pq < ${Kd}u; pq += ${stride}u) {`);
     body.lines.forEach((l) => e.line('  ' + l));
     e.line(`}`);
   } else {
     // workgroups that read the same rows start their K loops at different trips (`rotate`), so that they do not
     // all ask the same cache lines at once
     e.line(`for (var pt: u32 = 0u; pt < ${trips}u; pt++) {`);
-    e.line(`  let pq = pj_lane * ${body.perLane}u + ((pt + ${rotate}) % ${trips}u) * ${stride}u;`);
+    e.line(`  let pq = ${V.arith('+', laneFirst, V.arith('*', V.arith('%', V.arith('+', K.v('pt'), K.v(rotate)), K.u32(trips)), K.u32(stride)))};`);
     body.lines.forEach((l) => e.line('  ' + l));
     e.line(`}`);
   }
@@ -92,8 +96,8 @@ export function emitRowDots(e: Emitter, Kd: number, sets: RowSet[], wg: number, 
   else e.groupSum(LANES, shuffles, shared);
   e.line(`if (pj_lane == 0u) {`);
   for (const a of accs) {
-    const r = `pj_row + ${a.i * rowsAtOnce}u`;
-    e.line(`  if (${r} < ${a.m.width}u) { ${a.m.store(r, a.acc)} }`);
+    const r = localRow(a.i);
+    e.line(`  if (${V.compare('<', r, K.u32(a.m.width))}) { ${a.m.store(r, a.acc)} }`);
   }
   e.line(`}`);
 }
@@ -119,9 +123,9 @@ const wideTrip = (steps: number, accs: Acc[], unroll: boolean): number => (unrol
 /** Step u of a trip: its K offset `pq<u>` and the `per` staged x values a lane takes there. */
 function stepX(e: Emitter, u: number, per: number, Kd: number): KExpr[] {
   e.bound(`pq${u}`, Kd - per);
-  e.line(`let pq${u} = pq + ${u * per * LANES}u;`);
+  e.line(`let pq${u} = ${V.arith('+', K.v('pq'), K.u32(u * per * LANES))};`);
   return [...Array(per).keys()].map((i) => {
-    e.line(`let px${u}_${i} = proj_x[pq${u}${i ? ` + ${i}u` : ''}];`);
+    e.line(`let px${u}_${i} = ${K.load('proj_x', i ? V.arith('+', K.v(`pq${u}`), K.u32(i)) : K.v(`pq${u}`), Kd, 'f32')};`);
     return K.v(`px${u}_${i}`, 'f32');
   });
 }
@@ -192,9 +196,9 @@ function pairSteps(e: Emitter, Kd: number, accs: Acc[], unroll: boolean): StepLo
   const lines = e.nested(() => {
     for (let u = 0; u < trip; u++) {
       const pq = e.bound(`pq${u}`, Kd - 2);
-      e.line(`let pq${u} = pq + ${u * 2 * LANES}u;`);
-      e.line(`let px${u} = proj_x[pq${u}];`);
-      e.line(`let py${u} = proj_x[pq${u} + 1u];`);
+      e.line(`let pq${u} = ${V.arith('+', K.v('pq'), K.u32(u * 2 * LANES))};`);
+      e.line(`let px${u} = ${K.load('proj_x', K.v(`pq${u}`), Kd, 'f32')};`);
+      e.line(`let py${u} = ${K.load('proj_x', V.arith('+', K.v(`pq${u}`), K.u32(1)), Kd, 'f32')};`);
       const [px, py] = [K.v(`px${u}`, 'f32'), K.v(`py${u}`, 'f32')];
       for (const a of accs) {
         const w = a.m.weight;

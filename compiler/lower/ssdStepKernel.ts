@@ -234,19 +234,22 @@ function emitSsdProjection(e: Emitter, p: SsdProjection, at: Record<'s' | 'h' | 
   const cols = p.matmul.shape[p.matmul.shape.length - 1]!;
   const lead = delinearize(e.ix, s, p.left.shape.slice(0, -1)).map((x, i) => e.declareTop(`pl${i}`, x));
   stageRow(e, p.left, lead, Kd);
-  const into = (base: number) => (r: string, v: string) => `ssd_in[${base ? `${base}u + ` : ''}${r}] = ${v};`;
-  const x: RowSet = { weight: p.weight, width: RP, row: (r) => `${p.xbc}u + ${h} * ${P}u + min(${chunk} * ${RP}u + ${r}, ${P - 1}u)`, store: into(0) };
+  const u = Kx.u32;
+  const into = (base: number) => (r: KExpr, v: string) => `ssd_in[${base ? V.arith('+', u(base), r) : r}] = ${v};`;
+  /** Rows `first` + block * size + r of in_proj's weight. */
+  const rowsOf = (first: number, block: KExpr, size: number, r: KExpr) => V.arith('+', V.arith('+', u(first), V.arith('*', block, u(size))), r);
+  const x: RowSet = { weight: p.weight, width: RP, row: (r) => rowsOf(p.xbc, h, P, V.fn('min', [V.arith('+', V.arith('*', chunk, u(RP)), r), u(P - 1)])), store: into(0) };
   const sets: RowSet[] = [
-    { weight: p.weight, width: N, row: (r) => `${p.xbc + I}u + ${g} * ${N}u + ${r}`, store: into(RP) },
-    { weight: p.weight, width: N, row: (r) => `${p.xbc + I + G * N}u + ${g} * ${N}u + ${r}`, store: into(RP + N) },
-    { weight: p.weight, width: 1, row: () => `${p.dt}u + ${h}`, store: into(RP + 2 * N) },
+    { weight: p.weight, width: N, row: (r) => rowsOf(p.xbc + I, g, N, r), store: into(RP) },
+    { weight: p.weight, width: N, row: (r) => rowsOf(p.xbc + I + G * N, g, N, r), store: into(RP + N) },
+    { weight: p.weight, width: 1, row: () => V.arith('+', u(p.dt), h), store: into(RP + 2 * N) },
   ];
   if (p.z) {
     // a sequence's z columns dealt out evenly among its workgroups: the i-th computes columns i * width ..
     const [first, Z] = p.z;
     const width = Math.ceil(Z / perSequence);
-    const local = (r: string) => `(${h} * ${split}u + ${chunk}) * ${width}u + ${r}`;
-    const z: RowSet = { weight: p.weight, width, row: (r) => `${first}u + min(${local(r)}, ${Z - 1}u)`, store: (r, v) => `if (${local(r)} < ${Z}u) { @B${p.matmul.id}@[${s} * ${cols}u + ${first}u + ${local(r)}] = ${v}; }` };
+    const local = (r: KExpr) => V.arith('+', V.arith('*', V.arith('+', V.arith('*', h, u(split)), chunk), u(width)), r);
+    const z: RowSet = { weight: p.weight, width, row: (r) => V.arith('+', u(first), V.fn('min', [local(r), u(Z - 1)])), store: (r, v) => `if (${V.compare('<', local(r), u(Z))}) { @B${p.matmul.id}@[${V.arith('+', V.arith('+', V.arith('*', s, u(cols)), u(first)), local(r))}] = ${v}; }` };
     // x and z rows as one set where that takes fewer accumulators (granite4h: 16 + 16 rows, one of 32 row threads)
     const rowsAtOnce = wg / LANES;
     const apart = Math.ceil(RP / rowsAtOnce) + Math.ceil(width / rowsAtOnce);

@@ -44,7 +44,7 @@ describe('decode attention with its q/k/v projection', () => {
       expect(fused).toHaveLength(2);
       // a lane's elements a step: 8 of a u32x4 of 16-bit pairs, a q8 word's 4, a q4 word's 8
       const perLane = storage === 'q8' ? 4 : 8;
-      expect(fused[0]!.wgsl).toContain(`for (var pq: u32 = pj_lane * ${perLane}u;`);
+      expect(fused[0]!.wgsl).toContain(`for (var pq: u32 = (pj_lane * ${perLane}u);`);
       // f32 arithmetic on both sides over the same rounded weights: only the order of the K sums differs
       expectClose(r.gpu.outputs, r.cpu.outputs, { atol: 1e-4, rtol: 1e-4 });
       expectClose(r.gpu.states, r.cpu.states, { atol: 1e-4, rtol: 1e-4 });

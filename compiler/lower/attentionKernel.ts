@@ -42,6 +42,9 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`let gi = wid.x + wid.y * NX;`);
   e.line(`if (gi >= ${rows}u) { return; }`);
   const gi = e.bound('gi', rows - 1);
+  /** Element `at` of the workgroup's result row; the thread's value dimension of pass i. */
+  const outAt = (at: KExpr) => V.arith('+', V.arith('*', gi, K.u32(W)), at);
+  const dimOf = (i: number) => (i === 0 ? K.v('dim') : V.arith('+', K.v('dim'), K.u32(i * wg)));
   e.bound(kd, Math.max(D, Dv) - 1);
   e.bound(kc, E - 1);
   e.bound(kv, Dv - 1);
@@ -92,15 +95,14 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   // every block is built before the loop's lines are written: values hoisted while building them land above it
   const pv = Array.from({ length: perThread }, (_, i) =>
     e.nested(() => {
-      const d = i === 0 ? 'dim' : `(dim + ${i * wg}u)`;
-      e.line(`let ${kv} = min(${d}, ${Dv - 1}u);`);
+      e.line(`let ${kv} = ${V.fn('min', [dimOf(i), K.u32(Dv - 1)])};`);
       e.line(`var part: f32 = ${V.arith('*', K.wgsl(`acc[${i}]`, 'f32'), corr!)};`);
       // UNROLL_KEYS keys a trip, their value loads in flight together; keys past the tile weigh 0
       const j0 = e.fresh('k');
       const inner = e.nested(() => {
         const terms = Array.from({ length: UNROLL_KEYS }, (_, u) => {
           const j = e.fresh('k');
-          e.line(`let ${j} = ${j0} + ${u * shares}u;`);
+          e.line(`let ${j} = ${V.arith('+', K.v(j0), K.u32(u * shares))};`);
           const key = e.ix.min(e.ix.add(K.v('t0'), K.v(j)), E - 1);
           const p = V.select(ZERO, K.wgsl(`att_p[min(${j}, WG - 1u)]`, 'f32'), V.compare('<', K.v(j), K.v('tile_len')));
           return V.arith('*', p, e.value(v, [...batch, key, kv]));
@@ -118,7 +120,8 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   e.line(`  var sc: f32 = -3.0e38;`);
   score.forEach((l) => e.line('  ' + l));
   // weights: the key's score, made a probability at the end by the same thread
-  if (weights) e.line(`  if (t0 + lid < lim) { ${out}[gi * ${W}u + ${Dv}u + t0 + lid] = sc; }`);
+  const key = V.arith('+', K.v('t0'), K.v('lid')); // the thread's key of the tile
+  if (weights) e.line(`  if (${V.compare('<', key, K.v('lim'))}) { ${out}[${outAt(V.arith('+', K.u32(Dv), key))}] = sc; }`);
   e.line(`  let tile_max = ${reduce('max', 'sc', subgroups)};`);
   e.line(`  let new_max = ${V.fn('max', [runMax!, fv('tile_max')])};`);
   // a key scored -3.0e38 (masked, or past the limit) weighs 0
@@ -139,18 +142,20 @@ export function lowerAttention(root: Node, isMat: (n: Node) => boolean, subgroup
   // add the shares of each dimension
   e.line(`let inv = ${inverseOf(runSum!)};`);
   for (let i = 0; i < perThread; i++) {
-    e.line(`if (split < ${shares}u) { att_p[split * ${dvEff}u + dim] = acc[${i}]; }`);
+    // share `of`'s partial of the thread's dimension
+    const shareAt = (of: KExpr) => V.arith('+', V.arith('*', of, K.u32(dvEff)), K.v('dim'));
+    e.line(`if (split < ${shares}u) { att_p[${shareAt(K.v('split'))}] = acc[${i}]; }`);
     e.line(`workgroupBarrier();`);
-    e.line(`if (split == 0u && dim + ${i * wg}u < ${Dv}u) {`);
+    e.line(`if (${V.logic('&&', V.compare('==', K.v('split'), K.u32(0)), V.compare('<', dimOf(i), K.u32(Dv)))}) {`);
     e.line(`  var total: f32 = 0.0;`);
-    e.line(`  for (var s: u32 = 0u; s < ${shares}u; s++) { total = ${V.arith('+', fv('total'), K.wgsl(`att_p[s * ${dvEff}u + dim]`, 'f32'))}; }`);
-    e.line(`  ${out}[gi * ${W}u + dim + ${i * wg}u] = ${V.arith('*', fv('total'), inv!)};`);
+    e.line(`  for (var s: u32 = 0u; s < ${shares}u; s++) { total = ${V.arith('+', fv('total'), K.load('att_p', shareAt(K.v('s')), shares * dvEff, 'f32'))}; }`);
+    e.line(`  ${out}[${outAt(dimOf(i))}] = ${V.arith('*', fv('total'), inv!)};`);
     e.line(`}`);
     e.line(`workgroupBarrier();`);
   }
   if (weights) {
     e.line(`for (var k: u32 = lid; k < ${E}u; k += WG) {`);
-    e.line(`  let at = gi * ${W}u + ${Dv}u + k;`);
+    e.line(`  let at = ${outAt(V.arith('+', K.u32(Dv), K.v('k')))};`);
     e.line(`  var p: f32 = 0.0;`);
     e.line(`  if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[at]`, 'f32'), runMax!), inv!)}; }`);
     e.line(`  ${out}[at] = p;`);

@@ -62,27 +62,30 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
   });
 
   const j = e.fresh('k');
-  e.line(`let cw = lid / ${L}u;`);
+  // the round's first token; thread lid's input channel (it stages token lid / CW of channel lid % CW)
+  const roundStart = V.arith('*', K.v(round), u(TC));
+  const inCh = V.arith('+', first, V.arith('%', lid, u(CW)));
+  e.line(`let cw = ${V.arith('/', lid, u(L))};`);
   e.line(`for (var ${round}: u32 = 0u; ${round} < ${rounds}u; ${round}++) {`);
-  e.line(`  let in_at = ${round} * ${TC}u + lid / ${CW}u;`);
-  e.line(`  let in_tok = min(in_at, ${T - 1}u);`);
-  e.line(`  let in_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`);
+  e.line(`  let in_at = ${V.arith('+', roundStart, V.arith('/', lid, u(CW)))};`);
+  e.line(`  let in_tok = ${V.fn('min', [K.v('in_at'), u(T - 1)])};`);
+  e.line(`  let in_ch = ${V.fn('min', [inCh, u(D - 1)])};`);
   stageDx.forEach((l) => e.line('  ' + l));
   stageBcTrips(TC, WG).forEach((l) => e.line('  ' + l));
   e.line(`  workgroupBarrier();`);
   // the round's steps: padded tokens were staged with dt = 0 and x = 0, so h passes through them
   e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
-  e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
+  e.line(`    if (${V.compare('>=', V.arith('+', roundStart, K.v(j)), u(T))}) { break; }`);
   const [jv, cw, sn, h, dtv] = [K.v(j), K.v('cw'), K.v('sn'), named('h'), named('dtv')];
   const stepAt = V.arith('+', V.arith('*', jv, u(CW)), cw);
   const stateAt = V.arith('+', V.arith('*', jv, u(N)), sn);
   e.line(`    let dtv = ${wgArray('sel_dt', stepAt, WG)};`);
   e.line(`    h = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', dtv, named('a_dn'))]), h), V.arith('*', V.arith('*', dtv, wgArray('sel_x', stepAt, WG)), wgArray('sel_b', stateAt, TC * N)))};`);
-  if (part === 'y') e.line(`    sel_ch[${j} * ${CW * row}u + cw * ${row}u + lane] = ${V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v('ok_n', 'bool'))};`);
+  if (part === 'y') e.line(`    sel_ch[${V.arith('+', V.arith('+', V.arith('*', jv, u(CW * row)), V.arith('*', cw, u(row))), K.v('lane'))}] = ${V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v('ok_n', 'bool'))};`);
   e.line(`  }`);
   e.line(`  workgroupBarrier();`);
   if (part === 'y') {
-    e.line(`  if (in_at < ${T}u && ${first} + lid % ${CW}u < ${D}u) {`);
+    e.line(`  if (${V.logic('&&', V.compare('<', K.v('in_at'), u(T)), V.compare('<', inCh, u(D)))}) {`);
     out.forEach((l) => e.line('    ' + l));
     e.line(`  }`);
   }
@@ -90,7 +93,7 @@ export function lowerSelectiveScan(root: Node, isMat: (n: Node) => boolean, writ
 
   if (writes.ssm) {
     e.line(`let ssm_row = u32(${e.value(writes.ssm.inputs[1]!, [b])});`);
-    e.line(`if (ok_ch && ok_n && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[(ssm_row * ${D}u + ch) * ${N}u + sn] = h; }`);
+    e.line(`if (ok_ch && ok_n && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[${V.arith('+', V.arith('*', V.arith('+', V.arith('*', K.v('ssm_row'), u(D)), K.v('ch')), u(N)), sn)}] = h; }`);
   } else if (ssmOut) e.line(`if (ok_ch && ok_n) { ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, D), d), N), n), named('h'))} }`);
 
   const shared = [

@@ -41,13 +41,14 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
   const wgArray = (name: string, i: KExpr, length: number) => K.load(name, i, length, 'f32');
   const [zero, lid, u] = [V.lit(0, 'f32'), K.v('lid'), K.u32];
 
-  e.line(`let cw = lid / ${LANES}u;`);
+  e.line(`let cw = ${V.arith('/', lid, u(LANES))};`);
   e.line(`let n_valid = ${e.value(valid, [b])};`);
   // the lane's state elements: index, whether it exists, A and the state
   for (const j of range(E)) {
     const sn = e.bound(`sn${j}`, N - 1);
-    e.line(`let sn${j} = min(lane + ${j * LANES}u, ${N - 1}u);`);
-    e.line(`let ok${j} = lane + ${j * LANES}u < ${N}u;`);
+    const element = V.arith('+', K.v('lane'), u(j * LANES)); // the lane's state element j
+    e.line(`let sn${j} = ${V.fn('min', [element, u(N - 1)])};`);
+    e.line(`let ok${j} = ${V.compare('<', element, u(N))};`);
     e.line(`let a${j} = ${e.value(A, [ch, sn])};`);
     e.line(`var h${j} = ${e.value(h0, [b, ch, sn])};`);
   }
@@ -64,17 +65,20 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
   });
 
   const j = e.fresh('k');
+  // the round's first token; thread lid's input channel (it stages token lid / CW of channel lid % CW)
+  const roundStart = V.arith('*', K.v(round), u(TC));
+  const inCh = V.arith('+', first, V.arith('%', lid, u(CW)));
   e.line(`for (var ${round}: u32 = 0u; ${round} < ${rounds}u; ${round}++) {`);
-  e.line(`  let in_at = ${round} * ${TC}u + lid / ${CW}u;`);
-  e.line(`  let in_tok = min(in_at, ${T - 1}u);`);
-  e.line(`  let in_ch = min(${first} + lid % ${CW}u, ${D - 1}u);`);
+  e.line(`  let in_at = ${V.arith('+', roundStart, V.arith('/', lid, u(CW)))};`);
+  e.line(`  let in_tok = ${V.fn('min', [K.v('in_at'), u(T - 1)])};`);
+  e.line(`  let in_ch = ${V.fn('min', [inCh, u(D - 1)])};`);
   e.line(`  if (lid < ${TC * CW}u) {`);
   stageDx.forEach((l) => e.line('    ' + l));
   e.line(`  }`);
   stageBcTrips(TC, WG).forEach((l) => e.line('  ' + l));
   e.line(`  workgroupBarrier();`);
   e.line(`  for (var ${j}: u32 = 0u; ${j} < ${TC}u; ${j}++) {`);
-  e.line(`    if (${round} * ${TC}u + ${j} >= ${T}u) { break; }`);
+  e.line(`    if (${V.compare('>=', V.arith('+', roundStart, K.v(j)), u(T))}) { break; }`);
   const [jv, cw] = [K.v(j), K.v('cw')];
   const stepAt = V.arith('+', V.arith('*', jv, u(CW)), cw);
   e.line(`    let dtv = ${wgArray('sel_dt', stepAt, TC * CW)};`);
@@ -86,11 +90,11 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
     e.line(`    h${k} = ${V.arith('+', V.arith('*', V.fn('exp', [V.arith('*', named('dtv'), named(`a${k}`))]), h), V.arith('*', named('dxv'), wgArray('sel_b', stateAt, TC * N)))};`);
     if (part === 'y') e.line(`    share = ${V.arith('+', named('share'), V.select(zero, V.arith('*', wgArray('sel_c', stateAt, TC * N), h), K.v(`ok${k}`, 'bool')))};`);
   }
-  if (part === 'y') e.line(`    sel_ch[(${j} * ${CW}u + cw) * ${row}u + lane] = share;`);
+  if (part === 'y') e.line(`    sel_ch[${V.arith('+', V.arith('*', stepAt, u(row)), K.v('lane'))}] = share;`);
   e.line(`  }`);
   e.line(`  workgroupBarrier();`);
   if (part === 'y') {
-    e.line(`  if (lid < ${TC * CW}u && in_at < ${T}u && ${first} + lid % ${CW}u < ${D}u) {`);
+    e.line(`  if (${V.logic('&&', V.logic('&&', V.compare('<', lid, u(TC * CW)), V.compare('<', K.v('in_at'), u(T))), V.compare('<', inCh, u(D)))}) {`);
     out.forEach((l) => e.line('    ' + l));
     e.line(`  }`);
   }
@@ -100,7 +104,7 @@ export function lowerSelectiveScanWide(root: Node, isMat: (n: Node) => boolean, 
     const ok = `ok_ch && ok${k}`;
     if (writes.ssm) {
       if (k === 0) e.line(`let ssm_row = u32(${e.value(writes.ssm.inputs[1]!, [b])});`);
-      e.line(`if (${ok} && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[(ssm_row * ${D}u + ch) * ${N}u + sn${k}] = h${k}; }`);
+      e.line(`if (${ok} && ssm_row < ${writes.ssm.shape[0]}u) { @B${writes.ssm.id}@[${V.arith('+', V.arith('*', V.arith('+', V.arith('*', K.v('ssm_row'), u(D)), ch), u(N)), K.v(`sn${k}`))}] = h${k}; }`);
     } else if (ssmOut) e.line(`if (${ok}) { ${e.store(root, e.ix.add(e.ix.mul(e.ix.add(e.ix.mul(b, D), ch), N), e.bound(`sn${k}`, N - 1)), named(`h${k}`))} }`);
   }
 

@@ -93,7 +93,14 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   // the result row's first element (its stride is Dv + E with weights)
   const base = linearize(e.ix, [...batch, m, e.ix.lit(0)], root.shape);
   if (weights) e.line(`let row_base = ${base};`);
-  const rowBase = weights ? 'row_base' : base;
+  const rowBase = weights ? K.v('row_base') : base;
+  const U = K.u32;
+  const [lane, rowV, lid] = [K.v('lane'), K.v('row'), K.v('lid')];
+  /** Element i of a workgroup array of f32 (the length is the array's, for the expression's record). */
+  const wgArray = (name: string, i: KExpr, length: number) => K.load(name, i, length, 'f32');
+  /** The thread's key j of a tile (lane, lane + TPR, ...), and its slot of the row's scores. */
+  const keyOf = (j: KExpr) => V.arith('+', lane, V.arith('*', j, U(TPR)));
+  const scoreAt = (c: KExpr) => V.arith('+', V.arith('*', rowV, U(PS)), c);
 
   // every block is built before the lines around it are written: values hoisted while building land above
   const el = e.bound(e.fresh('k'), WG * Math.ceil(Math.max(BM * D, BN * D, BN * Dv) / WG) - 1);
@@ -124,7 +131,7 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
       const stores: string[] = [];
       for (let i = 0; i < trips; i++) {
         const el = e.bound(e.fresh('k'), (i + 1) * WG - 1);
-        loads.push(`let ${el} = lid + ${i * WG}u;`);
+        loads.push(`let ${el} = ${V.arith('+', lid, U(i * WG))};`);
         const { lines, store } = element(el, rows, rowBase, rowMax, cols, write);
         const held = e.fresh('st');
         loads.push(...lines, `let ${held}: f32 = ${store[1]};`);
@@ -135,8 +142,8 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
     const { lines, store } = element(el, rows, rowBase, rowMax, cols, write);
     return { loads: [], stores: [`for (var ${el}: u32 = lid; ${el} < ${rows * cols}u; ${el} += ${WG}u) {`, ...[...lines, `${store[0]} = ${store[1]};`].map((l) => '  ' + l), `}`] };
   };
-  const qLoad = stage(BM, m0, M - 1, D, (qr, qd, qm) => [`att_q[${qr} * ${QS}u + ${qd}]`, e.value(q, [...batch, qm, qd])]);
-  const kLoad = stage(BN, K.v('t0'), E - 1, D, (kc, kd, key) => [`att_kv[${kd} * ${KS}u + ${kc}]`, e.value(kT, [...batch, kd, key])]);
+  const qLoad = stage(BM, m0, M - 1, D, (qr, qd, qm) => [`att_q[${V.arith('+', V.arith('*', qr, U(QS)), qd)}]`, e.value(q, [...batch, qm, qd])]);
+  const kLoad = stage(BN, K.v('t0'), E - 1, D, (kc, kd, key) => [`att_kv[${V.arith('+', V.arith('*', kd, U(KS)), kc)}]`, e.value(kT, [...batch, kd, key])]);
   const vLoad = stage(BN, K.v('t0'), E - 1, Dv, (_vc, vd, key, el) => [`att_kv[${el}]`, e.value(v, [...batch, key, vd])]);
   const jj = e.bound(e.fresh('k'), KPT - 1);
   const kk = e.bound(e.fresh('k'), E - 1);
@@ -170,29 +177,33 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   // registers as named scalars, not arrays indexed in loops (which a driver may leave in memory)
   for (let j = 0; j < KPT; j++) e.line(`  var dot_${j}: f32 = 0.0;`);
   e.line(`  for (var d: u32 = 0u; d < ${D}u; d++) {`);
-  e.line(`    let qv = att_q[row * ${QS}u + d];`);
-  for (let j = 0; j < KPT; j++) e.line(`    dot_${j} = ${V.arith('+', fv(`dot_${j}`), V.arith('*', fv('qv'), K.wgsl(`att_kv[d * ${KS}u + lane + ${j * TPR}u]`, 'f32')))};`);
+  const d = K.v('d');
+  e.line(`    let qv = ${wgArray('att_q', V.arith('+', V.arith('*', rowV, U(QS)), d), BM * QS)};`);
+  for (let j = 0; j < KPT; j++) e.line(`    dot_${j} = ${V.arith('+', fv(`dot_${j}`), V.arith('*', fv('qv'), wgArray('att_kv', V.arith('+', V.arith('*', d, U(KS)), V.arith('+', lane, U(j * TPR))), D * KS)))};`);
   e.line(`  }`);
-  for (let j = 0; j < KPT; j++) e.line(`  att_p[row * ${PS}u + lane + ${j * TPR}u] = dot_${j};`);
+  for (let j = 0; j < KPT; j++) e.line(`  att_p[${scoreAt(V.arith('+', lane, U(j * TPR)))}] = dot_${j};`);
   e.line(`  var part_max: f32 = -3.0e38;`);
   e.line(`  for (var ${jj}: u32 = 0u; ${jj} < ${KPT}u; ${jj}++) {`);
-  e.line(`    let c = lane + ${jj} * ${TPR}u;`);
-  e.line(`    let pc = row * ${PS}u + c;`);
-  e.line(`    let ${kk} = min(t0 + c, ${E - 1}u);`);
+  const [c, t0] = [K.v('c'), K.v('t0')];
+  e.line(`    let c = ${keyOf(jj)};`);
+  e.line(`    let pc = ${scoreAt(c)};`);
+  e.line(`    let ${kk} = ${V.fn('min', [V.arith('+', t0, c), U(E - 1)])};`);
   e.line(`    var sc: f32 = -3.0e38;`);
   scoreBody.forEach((l) => e.line('    ' + l));
   e.line(`    att_p[pc] = sc;`);
   // weights: the key's score, made a probability at the end by the same thread
-  if (weights) e.line(`    if (row_ok && t0 + c < lim) { ${out}[row_base + ${Dv}u + t0 + c] = sc; }`);
+  /** The result row's place for key k's probability (after the row's Dv outputs). */
+  const weightAt = (k: KExpr) => V.arith('+', V.arith('+', rowBase, U(Dv)), k);
+  if (weights) e.line(`    if (${V.logic('&&', K.v('row_ok', 'bool'), V.compare('<', V.arith('+', t0, c), K.v('lim')))}) { ${out}[${weightAt(V.arith('+', t0, c))}] = sc; }`);
   e.line(`    part_max = ${V.fn('max', [fv('part_max'), fv('sc')])};`);
   e.line(`  }`);
   e.line(`  att_r[lid] = part_max;`);
   e.line(`  workgroupBarrier();`); // publishes the partial maxima; every key read is done
   vLoad.stores.forEach((l) => e.line('  ' + l));
   e.line(`  var new_max = run_max;`);
-  e.line(`  for (var s: u32 = 0u; s < ${TPR}u; s++) { new_max = ${V.fn('max', [newMax, K.wgsl(`att_r[row * ${TPR}u + s]`, 'f32')])}; }`);
+  e.line(`  for (var s: u32 = 0u; s < ${TPR}u; s++) { new_max = ${V.fn('max', [newMax, wgArray('att_r', V.arith('+', V.arith('*', rowV, U(TPR)), K.v('s')), WG)])}; }`);
   e.line(`  for (var j: u32 = 0u; j < ${KPT}u; j++) {`);
-  e.line(`    let c = row * ${PS}u + lane + j * ${TPR}u;`);
+  e.line(`    let c = ${scoreAt(keyOf(K.v('j')))};`);
   e.line(`    let sc = att_p[c];`);
   e.line(`    att_p[c] = ${weightOf(fv('sc'), newMax)};`);
   e.line(`  }`);
@@ -204,10 +215,11 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   // keys past the tile limit weigh 0: they are left out, so no value read at an unwritten position can reach the sum
   e.line(`  let n_keys = min(${BN}u, tile_lim - t0);`);
   e.line(`  for (var c: u32 = 0u; c < n_keys; c++) {`);
-  e.line(`    let p = att_p[row * ${PS}u + c];`);
+  e.line(`    let p = ${wgArray('att_p', scoreAt(c), BM * PS)};`);
   e.line(`    p_sum = ${V.arith('+', fv('p_sum'), fv('p'))};`);
   for (let i = 0; i < DPT; i++) {
-    const value = K.wgsl(`att_kv[c * ${Dv}u + ${(i + 1) * TPR <= Dv ? `lane + ${i * TPR}u` : `min(lane + ${i * TPR}u, ${Dv - 1}u)`}]`, 'f32');
+    const dim = V.arith('+', lane, U(i * TPR)); // the thread's value dimension i
+    const value = wgArray('att_kv', V.arith('+', V.arith('*', c, U(Dv)), (i + 1) * TPR <= Dv ? dim : V.fn('min', [dim, U(Dv - 1)])), BN * Dv);
     e.line(`    acc_${i} = ${V.arith('+', acc(i), V.arith('*', fv('p'), value))};`);
   }
   e.line(`  }`);
@@ -217,15 +229,16 @@ export function lowerAttentionPrefill(root: Node, isMat: (n: Node) => boolean, t
   e.line(`if (row_ok) {`);
   e.line(`  let inv = ${inverseOf(fv('run_sum'))};`);
   for (let i = 0; i < DPT; i++) {
-    const store = `${out}[${rowBase} + lane + ${i * TPR}u] = ${V.arith('*', acc(i), fv('inv'))};`;
-    e.line((i + 1) * TPR <= Dv ? `  ${store}` : `  if (lane + ${i * TPR}u < ${Dv}u) { ${store} }`);
+    const dim = V.arith('+', lane, U(i * TPR));
+    const store = `${out}[${V.arith('+', rowBase, dim)}] = ${V.arith('*', acc(i), fv('inv'))};`;
+    e.line((i + 1) * TPR <= Dv ? `  ${store}` : `  if (${V.compare('<', dim, U(Dv))}) { ${store} }`);
   }
   if (weights) {
     // the keys lane, lane + 8, ... are the ones this thread scored in every tile
     e.line(`  for (var k: u32 = lane; k < ${E}u; k += ${TPR}u) {`);
     e.line(`    var p: f32 = 0.0;`);
-    e.line(`    if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[row_base + ${Dv}u + k]`, 'f32'), runMax), fv('inv'))}; }`);
-    e.line(`    ${out}[row_base + ${Dv}u + k] = p;`);
+    e.line(`    if (k < lim) { p = ${V.arith('*', expDiff(K.wgsl(`${out}[${weightAt(K.v('k'))}]`, 'f32'), runMax), fv('inv'))}; }`);
+    e.line(`    ${out}[${weightAt(K.v('k'))}] = p;`);
     e.line(`  }`);
   }
   e.line(`}`);

@@ -235,25 +235,31 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     const want = node.shape.length - 2;
     return want <= batch.length ? batch.slice(batch.length - want) : [...Array.from({ length: want - batch.length }, () => e.ix.lit(0)), ...batch];
   };
-  e.line(`let m0 = ((gi / ${NB}u) % ${MB}u) * ${TM}u;`);
-  e.line(`let n0 = (gi % ${NB}u) * ${TN}u;`);
-  e.line(`let sl = lid / ${PT}u;`); // this thread's slice of K
-  e.line(`let t = lid % ${PT}u;`);
+  const U = Kx.u32;
+  const [lid, giV] = [Kx.v('lid'), Kx.v('gi')];
+  /** An index the slot helpers take as text (their callers' `kk + 1u`, tiledRows' rows): one opaque, parenthesised term. */
+  const indexText = (text: string) => Kx.wgsl(/^\w+$/.test(text) ? text : `(${text})`, 'u32');
+  e.line(`let m0 = ${V.arith('*', V.arith('%', V.arith('/', giV, U(NB)), U(MB)), U(TM))};`);
+  e.line(`let n0 = ${V.arith('*', V.arith('%', giV, U(NB)), U(TN))};`);
+  e.line(`let sl = ${V.arith('/', lid, U(PT))};`); // this thread's slice of K
+  e.line(`let t = ${V.arith('%', lid, U(PT))};`);
   if (flat && unroll) e.workgroupSize = WG; // the rows' statistics (phases) unroll their loops too
   // Shared memory as vec4s on a GPU (one 16-byte load per 4 rows); as scalars for a software adapter, whose
   // compiler turns a vec4 component stored at a run-time index into per-lane code (3x the compile time).
   const vec = unroll;
   const smem = vec ? 'tile_v4' : 'tile_f32';
-  const at4 = (i4: string, c: string) => (vec ? `${smem}[${i4}][${c}]` : `${smem}[(${i4}) * 4u + ${c}]`);
-  const read4 = (i4: string) => (vec ? `${smem}[${i4}]` : `vec4<f32>(${[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u]`).join(', ')})`);
-  const write4 = (i4: string, v: string) => (vec ? [`${smem}[${i4}] = ${v};`] : [`let w4 = ${v};`, ...[0, 1, 2, 3].map((c) => `${smem}[(${i4}) * 4u + ${c}u] = w4[${c}];`)]);
+  // vec4 i4's component c: as vec4s on a GPU, the scalars i4 * 4 + c on a software adapter
+  const scalar = (i4: KExpr, c: KExpr) => V.arith('+', V.arith('*', i4, U(4)), c);
+  const at4 = (i4: KExpr, c: KExpr) => (vec ? `${smem}[${i4}][${c}]` : `${smem}[${scalar(i4, c)}]`);
+  const read4 = (i4: KExpr) => (vec ? `${smem}[${i4}]` : `vec4<f32>(${[0, 1, 2, 3].map((c) => `${smem}[${scalar(i4, U(c))}]`).join(', ')})`);
+  const write4 = (i4: KExpr, v: string) => (vec ? [`${smem}[${i4}] = ${v};`] : [`let w4 = ${v};`, ...[0, 1, 2, 3].map((c) => `${smem}[${scalar(i4, U(c))}] = w4[${c}];`)]);
   // everything after the head is built as one block, so that the phases (flat rows) go between the two
   const main = e.nested(() => {
     if (mp) mp.setup().forEach((l) => e.line(l));
     else {
       // this thread's 4 x 4 outputs of the tile
-      e.line(`let tx = t % ${TN / 4}u;`);
-      e.line(`let ty = t / ${TN / 4}u;`);
+      e.line(`let tx = ${V.arith('%', Kx.v('t'), U(TN / 4))};`);
+      e.line(`let ty = ${V.arith('/', Kx.v('t'), U(TN / 4))};`);
       mms.forEach((_, t) => {
         for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) e.line(`var acc${t}_${i}_${j}: f32 = 0.0;`);
       });
@@ -279,20 +285,26 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     };
     // Load q of a thread's share of a tile: row (m or n) and the first of W k within the step, k fastest (row-major
     // activations and [out, in] weights are then contiguous across threads).
-    const place = (q: string) => ({ row: `((t + ${q} * ${PT}u) / ${TK / W}u)`, kk: `((t + ${q} * ${PT}u) % ${TK / W}u)${W === 2 ? ' * 2u' : ''}` });
+    const place = (q: string) => {
+      const el = V.arith('+', Kx.v('t'), V.arith('*', indexText(q), U(PT))); // the thread's element q of the step
+      const kk = V.arith('%', el, U(TK / W));
+      return { row: `${V.arith('/', el, U(TK / W))}`, kk: `${W === 2 ? V.arith('*', kk, U(2)) : kk}` };
+    };
     // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
     // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
     const slot = (o: number, row: string, kk: string) => {
       if (mp) return mp.slot(o, row, kk);
       const { base, region, r4 } = ops[o]!;
-      return at4(`${base}u + sl * ${region}u + (${kk}) * ${r4}u + ((${row} / 4u) ^ ((${kk}) & ${r4 - 1}u))`, `${row} % 4u`);
+      const [r, k] = [indexText(row), indexText(kk)];
+      return at4(V.arith('+', V.arith('+', V.arith('+', U(base), V.arith('*', Kx.v('sl'), U(region))), V.arith('*', k, U(r4))), V.bits('^', V.arith('/', r, U(4)), V.bits('&', k, U(r4 - 1)))), V.arith('%', r, U(4)));
     };
     // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
     // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
-    const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${q}${W === 2 ? ` * 2u + ${w}u` : ''}]` : slot(o, row, w ? `${kk} + ${w}u` : kk));
+    const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${W === 2 ? V.arith('+', V.arith('*', indexText(q), U(2)), U(w)) : q}]` : slot(o, row, w ? `${V.arith('+', indexText(kk), U(w))}` : kk));
     const kEnd = Math.ceil(K / (S * TK)) * S * TK;
     const kb = e.bound(e.fresh('k'), kEnd);
-    const k0 = `(${kb} + sl * ${TK}u)`;
+    const k0E = V.arith('+', Kx.v(`${kb}`), V.arith('*', Kx.v('sl'), U(TK))); // the slice's first k of the step
+    const k0 = `${k0E}`;
     // batched decode rows: the left operand a literal row at a time (lower/tiledRows.ts)
     const rows = flat ? rowLoads({ e, a, M, K, W, PT, TK, k0, staged: vec, half: mp !== undefined, slot }) : undefined;
     if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${rows && o === 0 ? rows.values * W : loads * W}>;`));
@@ -306,8 +318,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
               const [x, k] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
               const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
               // clamped, so that the index arithmetic may fold with the bounds
-              e.line(`let ${e.bound(x, extent - 1)} = min(${start} + ${row}, ${extent - 1}u);`);
-              e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${kk}, ${K - W}u);`);
+              const [at, atK] = [V.arith('+', Kx.v(start), indexText(row)), V.arith('+', k0E, indexText(kk))];
+              e.line(`let ${e.bound(x, extent - 1)} = ${V.fn('min', [at, U(extent - 1)])};`);
+              e.line(`let ${e.bound(k, K - W)} = ${V.fn('min', [atK, U(K - W)])};`);
               const ks = W === 2 ? [k, e.ix.add(k, e.ix.lit(1))] : [k];
               const w = o === 0 ? undefined : direct[o - 1];
               // a weight read as its transpose (quantized, or one k a load) is read at [x, k] of the weight itself:
@@ -315,9 +328,8 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
               const wt = o === 0 ? undefined : weights[o - 1];
               const nb = operandBatch(node);
               const values = w ? loadWeightRun(e, w, e.ix.add(e.ix.mul(x, K), k), 2) : ks.map((kv) => (wt ? e.value(wt, [x, kv]) : e.value(node, o === 0 ? [...nb, x, kv] : [...nb, kv, x])));
-              const inside = `${start} + ${row} < ${extent}u && ${k0} + ${kk} < ${K}u`;
-              // the guard is the template's index text; the value is typed (f32, as the tiles hold)
-              values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`));
+              const inside = V.logic('&&', V.compare('<', at, U(extent)), V.compare('<', atK, U(K)));
+              values.forEach((v, i) => e.line(`${dest(o, q, i, row, kk)} = ${V.select(V.lit(0, 'f32'), v, inside)};`));
             }),
           pad,
         ),
@@ -328,9 +340,11 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       const av = Kx.v('av', 'vec4<f32>');
       const [A, ...B] = ops;
       e.line(`${pad}for (var kk: u32 = 0u; kk < ${TK}u; kk++) {`);
-      e.line(`${pad}  let av = ${read4(`${A!.base}u + sl * ${A!.region}u + kk * ${A!.r4}u + ((kk & ${A!.r4 - 1}u) ^ ty)`)};`);
+      // an operand's 4 rows at step kk: its vec4 column, XOR-swizzled as the loads stored it
+      const rowsAt = (op: (typeof ops)[number], by: string) => V.arith('+', V.arith('+', V.arith('+', U(op.base), V.arith('*', Kx.v('sl'), U(op.region))), V.arith('*', Kx.v('kk'), U(op.r4))), V.bits('^', V.bits('&', Kx.v('kk'), U(op.r4 - 1)), Kx.v(by)));
+      e.line(`${pad}  let av = ${read4(rowsAt(A!, 'ty'))};`);
       B.forEach((b, t) => {
-        e.line(`${pad}  let bv${t} = ${read4(`${b.base}u + sl * ${b.region}u + kk * ${b.r4}u + ((kk & ${b.r4 - 1}u) ^ tx)`)};`);
+        e.line(`${pad}  let bv${t} = ${read4(rowsAt(b, 'tx'))};`);
         const bv = Kx.v(`bv${t}`, 'vec4<f32>');
         for (let i = 0; i < 4; i++)
           for (let j = 0; j < 4; j++) {
@@ -372,13 +386,17 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     // The slices' partial sums meet in shared memory (one matmul at a time); every thread then sums `outs` outputs,
     // consecutive threads along n, and evaluates the epilogue there.
     const sliceSums = (TM * TN) / 4; // vec4s of one slice's partial sums
+    // output q of the thread: consecutive threads along n
+    const outEl = (q: string) => V.arith('+', lid, V.arith('*', indexText(q), U(WG)));
+    const outRow = (q: string) => V.arith('+', Kx.v('m0'), V.arith('/', outEl(q), U(TN)));
+    const outCol = (q: string) => V.arith('+', Kx.v('n0'), V.arith('%', outEl(q), U(TN)));
     if (mp && flat)
       mms.forEach((_, t) => {
         // every slice stores its sums at once (tile_c holds them all), one round of barriers a matmul
         e.line(`var s${t}: array<f32, ${outs}>;`);
         mp.storeSlices(t).forEach((l) => e.line(l));
         e.line(`workgroupBarrier();`);
-        repeat(outs, (q) => [`s${t}[${q}] = ${Array.from({ length: S }, (_, sl) => `tile_c[${sl * TM * TN}u + lid + ${q} * ${WG}u]`).join(' + ')};`]);
+        repeat(outs, (q) => [`s${t}[${q}] = ${Array.from({ length: S }, (_, sl) => `tile_c[${V.arith('+', U(sl * TM * TN), outEl(q))}]`).join(' + ')};`]);
         e.line(`workgroupBarrier();`);
       });
     else if (mp)
@@ -388,7 +406,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
         for (let sl = 0; sl < S; sl++) {
           mp.store(t, sl).forEach((l) => e.line(l));
           e.line(`workgroupBarrier();`);
-          repeat(outs, (q) => [`s${t}[${q}] ${sl ? '+' : ''}= tile_c[lid + ${q} * ${WG}u];`]);
+          repeat(outs, (q) => [`s${t}[${q}] ${sl ? '+' : ''}= tile_c[${outEl(q)}];`]);
           e.line(`workgroupBarrier();`);
         }
       });
@@ -396,21 +414,22 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       e.line(`var s${t}: array<f32, ${outs}>;`);
       e.line(`workgroupBarrier();`);
       for (let i = 0; i < 4; i++) {
-        const w = write4(`sl * ${sliceSums}u + (ty * 4u + ${i}u) * ${TN / 4}u + tx`, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
+        const at = V.arith('+', V.arith('+', V.arith('*', Kx.v('sl'), U(sliceSums)), V.arith('*', V.arith('+', V.arith('*', Kx.v('ty'), U(4)), U(i)), U(TN / 4))), Kx.v('tx'));
+        const w = write4(at, `vec4<f32>(${[0, 1, 2, 3].map((j) => `acc${t}_${i}_${j}`).join(', ')})`);
         if (w.length === 1) e.line(w[0]!);
         else e.line(`{ ${w.join(' ')} }`);
       }
       e.line(`workgroupBarrier();`);
       repeat(outs, (q) => {
-        const terms = Array.from({ length: S }, (_, s) => at4(`${s * sliceSums}u + lid / 4u + ${q} * ${WG_TILED / 4}u`, 'lid % 4u'));
+        const terms = Array.from({ length: S }, (_, s) => at4(V.arith('+', V.arith('+', U(s * sliceSums), V.arith('/', lid, U(4))), V.arith('*', indexText(q), U(WG_TILED / 4))), V.arith('%', lid, U(4))));
         return [`s${t}[${q}] = ${terms.join(' + ')};`];
       });
     });
     repeat(outs, (q) => {
       const body = e.nested(() => {
         const [m, n] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
-        e.line(`let ${m} = m0 + (lid + ${q} * ${WG}u) / ${TN}u;`);
-        e.line(`let ${n} = n0 + (lid + ${q} * ${WG}u) % ${TN}u;`);
+        e.line(`let ${m} = ${outRow(q)};`);
+        e.line(`let ${n} = ${outCol(q)};`);
         e.bound(m, M - 1); // within the guard below
         e.bound(n, N - 1);
         if (flat) {
@@ -427,7 +446,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
         const v = e.value(root, idx);
         e.line(e.store(root, linearize(e.ix, idx, root.shape), v));
       });
-      return [`if (m0 + (lid + ${q} * ${WG}u) / ${TN}u < ${M}u && n0 + (lid + ${q} * ${WG}u) % ${TN}u < ${N}u) {`, ...body.map((l) => '  ' + l), `}`];
+      return [`if (${V.logic('&&', V.compare('<', outRow(q), U(M)), V.compare('<', outCol(q), U(N)))}) {`, ...body.map((l) => '  ' + l), `}`];
     });
   });
   // the rows' statistics (flat rows only: other tiled kernels hold no long reduction) merged into one round

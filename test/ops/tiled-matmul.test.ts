@@ -95,7 +95,7 @@ test('large grids take 64x64 tiles', async () => {
   const r = await runBoth(() => ({ y: linear(input('x', [4, 256, 40]), weight('w', [1024, 40])) }), {}, (g) => randomData(g, 11));
   const [x, y] = r.program.kernels[0]!.workgroups;
   expect(x * y).toBe(4 * 4 * 16); // 64x64 tiles of the 4 x 256 x 1024 output
-  expect(r.program.kernels[0]!.wgsl).toContain('let n0 = (gi % 16u) * 64u;');
+  expect(r.program.kernels[0]!.wgsl).toContain('let n0 = ((gi % 16u) * 64u);');
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 
@@ -112,7 +112,7 @@ test.each(Object.keys(TILED_VARIANTS) as TiledVariant[])('tiled variant %s: SwiG
     { limits: { unroll: true, tiledMatmul: variant } },
   );
   expect(r.program.kernels.map((k) => k.name)).toEqual(['k0_tiled_mul']);
-  expect(r.program.kernels[0]!.wgsl).toContain(variant === 'base' ? 'let n0 = (gi % 3u) * 32u;' : 'let n0 = (gi % 5u) * 16u;');
+  expect(r.program.kernels[0]!.wgsl).toContain(variant === 'base' ? 'let n0 = ((gi % 3u) * 32u);' : 'let n0 = ((gi % 5u) * 16u);');
   expectClose(r.gpu.outputs, r.cpu.outputs, tol);
 });
 

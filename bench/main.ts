@@ -156,9 +156,9 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   const variants = value('--variants')?.split(',');
   if (variants && !variants.every((v): v is QuantMatvec => (QUANT_MATVECS as readonly string[]).includes(v))) throw new Error(`[bench] --variants takes some of ${QUANT_MATVECS.join(',')}, got '${variants.join(',')}'`);
   const rows = value('--rows')?.split(',');
+  if (rows && !rows.every((v): v is MatvecRowsVariant => Object.hasOwn(MATVEC_ROWS_VARIANTS, v))) throw new Error(`[bench] --rows takes some of ${Object.keys(MATVEC_ROWS_VARIANTS).join(',')}, got '${rows.join(',')}'`);
   const promptText = value('--prompt');
   const prompt = promptText === undefined ? undefined : Number(promptText);
   if (prompt !== undefined && (!Number.isInteger(prompt) || prompt < 1)) throw new Error(`[bench] --prompt takes a number of tokens, got '${promptText}'`);
-  if (rows && !rows.every((v): v is MatvecRowsVariant => Object.hasOwn(MATVEC_ROWS_VARIANTS, v))) throw new Error(`[bench] --rows takes some of ${Object.keys(MATVEC_ROWS_VARIANTS).join(',')}, got '${rows.join(',')}'`);
   return { ...(cases ? { cases } : {}), ...(variants ? { variants } : {}), ...(rows ? { rows } : {}), what, quick: argv.includes('--quick'), json: argv.includes('--json'), ...(configs ? { configs } : {}), ...(out ? { out } : {}), ...(weights ? { weights } : {}), ...(argv.includes('--quantized-only') ? { quantizedOnly: true } : {}), ...(argv.includes('--no-ops') ? { noOps: true } : {}), ...(prompt ? { prompt } : {}) };
 }

@@ -120,8 +120,8 @@ export class Generator {
   private ringBytes = 0;
   private lastRowSlots = new Map<number, string>();
   /**
-   * Length from which a batch runs the decode step whose attention takes key slices, where its bucket has one (its
-   * longest sequence holding this many positions: compiler/attentionSplit.ts DecodeSplits); undefined where no bucket has.
+   * Length from which a batch runs its bucket's decode step whose attention takes key slices, where the bucket has
+   * one (its longest sequence holding this many positions: compiler/attentionSplit.ts DecodeSplits).
    */
   private readonly splitFrom: number | undefined;
   /** Keys of the programs that have run (warm-up included): a program's first run is noted in the stats. */
@@ -149,7 +149,7 @@ export class Generator {
     this.holders = new Array(slots).fill(undefined);
     this.zeroSeen = new Float32Array(runner.model.vocabSize);
     const rule = runner.decodeSplits;
-    this.splitFrom = rule && this.decodeRows.some((rows) => runner.splitsDecode(rows)) ? rule.from : undefined;
+    this.splitFrom = rule ? rule.from : undefined;
   }
 
   get runtime(): GpuRuntime {

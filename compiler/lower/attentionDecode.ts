@@ -134,8 +134,8 @@ export function lowerAttentionDecode(root: Node, isMat: (n: Node) => boolean, op
   const trip = e.nested(() => {
     const keys = range(KEYS).map((u) => {
       const key = e.fresh('k');
-      const first = V.arith('+', K.v('t0'), K.v('grp'));
-      e.line(`let ${key} = ${u ? V.arith('+', first, U(u * GROUPS)) : first};`);
+      const groupKey = V.arith('+', K.v('t0'), K.v('grp')); // the group's first key of the trip
+      e.line(`let ${key} = ${u ? V.arith('+', groupKey, U(u * GROUPS)) : groupKey};`);
       return key;
     });
     const kcs = keys.map((key) => {

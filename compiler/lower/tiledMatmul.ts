@@ -303,7 +303,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${W === 2 ? V.arith('+', V.arith('*', indexText(q), U(2)), U(w)) : q}]` : slot(o, row, w ? `${V.arith('+', indexText(kk), U(w))}` : kk));
     const kEnd = Math.ceil(K / (S * TK)) * S * TK;
     const kb = e.bound(e.fresh('k'), kEnd);
-    const k0E = V.arith('+', Kx.v(`${kb}`), V.arith('*', Kx.v('sl'), U(TK))); // the slice's first k of the step
+    const k0E = V.arith('+', kb, V.arith('*', Kx.v('sl'), U(TK))); // the slice's first k of the step
     const k0 = `${k0E}`;
     // batched decode rows: the left operand a literal row at a time (lower/tiledRows.ts)
     const rows = flat ? rowLoads({ e, a, M, K, W, PT, TK, k0, staged: vec, half: mp !== undefined, slot }) : undefined;

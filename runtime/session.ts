@@ -250,7 +250,9 @@ export class Session {
         });
         const warm = warmUpKeys(options.warmUp ?? 'first', chunks, generator.decodeRows[0]!, promptIds);
         if (warm !== 'none') {
-          const keys = warm === 'all' ? generator.programs().map((p) => p.key) : warm;
+          // only the keys the generator holds: the split steps exist only where the adapter's rule splits a bucket
+          const held = generator.programs().map((p) => p.key);
+          const keys = warm === 'all' ? held : warm.filter((key) => held.includes(key));
           progress({ stage: 'warm-up', detail: keys.join(', ') });
           await generator.warmUp(keys);
         }

@@ -25,8 +25,9 @@ export const LOWEST_SCORE = -3.0e38;
  *   after 4,000, level after 512 (1.08 against 1.10), and 1.21-1.30 against 0.93-0.96 after 128: the combine kernels
  *   and the q/k/v matvec (the projection takes whole attentions only) cost 48 dispatches, which a few keys a slice
  *   do not pay for;
- * - after 4,000 positions 2 sequences decoded at 1,035 against 801 tok/s, 8 at 1,812 against 2,892: 8 sequences'
- *   one-slice kernels are 128 workgroups, which fill the GPU already, and 8 slices each are too many.
+ * - after 4,000 positions 2 sequences decoded at 1,035 against 801 tok/s, 4 at 1,458 against 1,555
+ *   (2026-12-04-h200-combine-tried/), 8 at 1,812 against 2,892: 8 sequences' one-slice kernels are 128 workgroups,
+ *   which fill the GPU already, and 8 slices each are too many.
  * Software adapters keep one slice (lavapipe: tiny-granite-code's step 6.8 -> 11.2 ms with 8).
  */
 export interface DecodeSplits {

@@ -34,6 +34,11 @@ export const V = {
     need(NUMERIC.has(scalarOf(a.type)), op, [a, b], 'needs numbers');
     return K.bin(op, a, b);
   },
+  /** `a + b + ...`, left to right (at least one term). */
+  sum(terms: readonly KExpr[]): KExpr {
+    need(terms.length > 0, '+', terms, 'sums at least one term');
+    return terms.reduce((a, b) => V.arith('+', a, b));
+  },
   /** A comparison of two values of one type (ordering only on numbers). */
   compare(op: '<' | '<=' | '>' | '>=' | '==' | '!=', a: KExpr, b: KExpr): KExpr {
     same(op, a, b);
@@ -103,6 +108,11 @@ export const V = {
     need(a.type === 'u32' && b.type === 'u32', 'dot4I8Packed', [a, b], 'takes two packed u32s');
     return K.call('dot4I8Packed', [a, b], 'i32');
   },
+  /** Four i32s' low bytes packed into a u32 (WGSL's packed_4x8_integer_dot_product: `pack4xI8`). */
+  pack4xI8(a: KExpr): KExpr {
+    need(a.type === 'vec4<i32>', 'pack4xI8', [a], 'packs a vec4<i32>');
+    return K.call('pack4xI8', [a], 'u32');
+  },
   /** A vector of 2 to 4 components of one type, from scalars and smaller vectors (`vec4<f32>(a, b, c, d)`). */
   vector(args: readonly KExpr[]): KExpr {
     const scalar = scalarOf(args[0]!.type);
@@ -120,6 +130,11 @@ export const V = {
   pack2x16float(a: KExpr): KExpr {
     need(a.type === 'vec2<f32>', 'pack2x16float', [a], 'packs a vec2<f32>');
     return K.call('pack2x16float', [a], 'u32');
+  },
+  /** Every component of a vector times a scalar of its component type (`v * s`). */
+  scale(a: KExpr, s: KExpr): KExpr {
+    need(NUMERIC.has(scalarOf(a.type)) && s.type === scalarOf(a.type) && a.type !== s.type, '*', [a, s], 'scales a vector of numbers by its component type');
+    return K.bin('*', a, s);
   },
   /** A vector of `width` copies of a scalar (`vec2<f16>(0.5h)`). */
   splat(width: 2 | 3 | 4, a: KExpr): KExpr {

@@ -23,7 +23,7 @@ const reduceOf = (p: AttentionProjection) => p.left.shape[p.left.shape.length - 
 export function emitProjection(e: Emitter, p: AttentionProjection, gi: KExpr, wg: number, subgroups: boolean, unroll: boolean): string[] {
   const stride = 1 + p.matmuls.length + p.scatters.length;
   const Kd = reduceOf(p);
-  const entry = (i: number, max: number, name: string) => e.declareTop(name, e.ix.min(K.wgsl(`proj_tab[${gi} * ${stride}u + ${i}u]`, 'u32'), max));
+  const entry = (i: number, max: number, name: string) => e.declareTop(name, e.ix.min(K.load('proj_tab', V.arith('+', V.arith('*', gi, K.u32(stride)), K.u32(i)), p.table.length, 'u32'), max));
   const rowMax = numel(p.left.shape) / Kd - 1;
   const row = entry(0, rowMax, 'prow');
   p.matmuls.forEach((m, j) => entry(1 + j, m.node.shape[m.node.shape.length - 1]! - m.width, `pc${j}`));

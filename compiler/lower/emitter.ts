@@ -146,6 +146,12 @@ export class Emitter {
   line(s: string): void {
     this.blocks[this.blocks.length - 1]!.push(s);
   }
+  /** `let <prefix><n> = expr;` in the current block; the name as a node of expr's type. */
+  named(prefix: string, expr: KExpr): KExpr {
+    const name = this.fresh(prefix);
+    this.line(`let ${name} = ${expr};`);
+    return K.v(name, expr.type);
+  }
   declareTop(name: string, expr: KExpr): KExpr {
     this.line(`let ${name} = ${expr};`);
     this.topVisible.add(name);

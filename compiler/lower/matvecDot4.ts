@@ -10,7 +10,9 @@ import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
 import { K as Kx, type KExpr, isLit } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
-import { type QuantLoop, chunkFitting, components, overChunks, sum, unrolledStride } from './matvecQuant.ts';
+import { type QuantLoop, blockStatistics, chunkFitting, components, overChunks, sum, unrolledStride } from './matvecQuant.ts';
+
+const u32 = Kx.u32;
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -83,22 +85,14 @@ export function dot4Loop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
           e.line(`let ${k0} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(b, QUANT_BLOCK))};`); // C: the chunk's elements
           const xs = Array.from({ length: QUANT_BLOCK }, (_, u) => e.value(x, [...q.rowIdx(mm0, i), e.ix.add(k0, e.ix.lit(u))]));
           // the block's 8 words of x, each a vec4 of its 4 elements in the kernel's order
-          const vs = Array.from({ length: 8 }, (_, w) => {
-            const v = e.fresh('xv');
-            e.line(`let ${v} = vec4<f32>(${[0, 1, 2, 3].map((byte) => xs[elementOf(order, w, byte)]).join(', ')});`);
-            return v;
-          });
-          const [amax4, amax, sum, inv] = [e.fresh('xa'), e.fresh('xa'), e.fresh('xs'), e.fresh('xi')];
-          const tree = (xs: string[], f: (a: string, b: string) => string): string => (xs.length === 1 ? xs[0]! : f(tree(xs.slice(0, xs.length / 2), f), tree(xs.slice(xs.length / 2), f)));
-          e.line(`let ${amax4} = ${tree(vs.map((v) => `abs(${v})`), (a, b) => `max(${a}, ${b})`)};`);
-          e.line(`let ${amax} = max(max(${amax4}.x, ${amax4}.y), max(${amax4}.z, ${amax4}.w));`);
-          e.line(`let ${sum} = dot(${tree(vs, (a, b) => `(${a} + ${b})`)}, vec4<f32>(1.0));`);
-          e.line(`let ${inv} = select(0.0, 127.0 / ${amax}, ${amax} > 0.0);`);
-          const q8 = (v: string) => `pack4xI8(vec4<i32>(round(${v} * ${inv})))`;
-          const slot = `${(i * C) / 16}u + ${b} * 2u`;
-          e.line(`mv_q[${slot}] = vec4<u32>(${vs.slice(0, 4).map(q8).join(', ')});`);
-          e.line(`mv_q[${slot} + 1u] = vec4<u32>(${vs.slice(4).map(q8).join(', ')});`);
-          e.line(`mv_d[${i * blocks}u + ${b}] = vec2<f32>(${amax} / 127.0, ${sum});`);
+          const { vs, amax, sum } = blockStatistics(e, Array.from({ length: 8 }, (_, w) => [0, 1, 2, 3].map((byte) => xs[elementOf(order, w, byte)]!)));
+          const f32 = (x: number) => V.lit(x, 'f32');
+          const inv = e.named('xi', V.select(f32(0), V.arith('/', f32(127), amax), V.compare('>', amax, f32(0))));
+          const q8 = (v: KExpr) => V.pack4xI8(V.cast('vec4<i32>', V.fn('round', [V.scale(v, inv)])));
+          const slot = V.arith('+', u32((i * C) / 16), V.arith('*', b, u32(2)));
+          e.line(`mv_q[${slot}] = ${V.vector(vs.slice(0, 4).map(q8))};`);
+          e.line(`mv_q[${V.arith('+', slot, u32(1))}] = ${V.vector(vs.slice(4).map(q8))};`);
+          e.line(`mv_d[${V.arith('+', u32(i * blocks), b)}] = ${V.vector([V.arith('/', amax, f32(127)), sum])};`);
         }),
       );
     out.push('workgroupBarrier();');
@@ -123,12 +117,11 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
   const { plan, K, MB, R, U } = q;
   const rows = Array.from({ length: MB }, (_, i) => {
     const words = Array.from({ length: U / 16 }, (_, g) => {
-      const v = e.fresh('xq');
-      e.line(`let ${v} = mv_q[${(i * C) / 16}u + ${pp}${U > 16 ? ` * ${U / 16}u + ${g}u` : ''}];`);
-      return components(v);
+      const at = U > 16 ? V.arith('+', V.arith('+', u32((i * C) / 16), V.arith('*', pp, u32(U / 16))), u32(g)) : V.arith('+', u32((i * C) / 16), pp);
+      return components(`${e.named('xq', Kx.load('mv_q', at, (MB * C) / 16, 'vec4<u32>'))}`);
     });
-    const d = e.fresh('xd');
-    e.line(`let ${d} = mv_d[${(i * C) / QUANT_BLOCK}u + ${U < QUANT_BLOCK ? `${pp} / ${QUANT_BLOCK / U}u` : pp}];`);
+    const block = V.arith('+', u32((i * C) / QUANT_BLOCK), U < QUANT_BLOCK ? V.arith('/', pp, u32(QUANT_BLOCK / U)) : pp);
+    const d = `${e.named('xd', Kx.load('mv_d', block, (MB * C) / QUANT_BLOCK, 'vec2<f32>'))}`;
     return { words: words.flat(), d };
   });
   plan.matmuls.forEach((_, t) => {
@@ -146,9 +139,9 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       cst.lines.forEach((l) => e.line(l));
       const words: KExpr[] = [];
       for (let h = 0; h < vec4s; h++) {
-        const v = e.fresh('qv');
-        e.line(`let ${v} = ${buf}[${col} * ${K / f.perWord / 4}u + ${p}${vec4s > 1 ? ` * ${vec4s}u + ${h}u` : ''}];`);
-        words.push(...components(v));
+        const row = V.arith('*', col, u32(K / f.perWord / 4));
+        const at = vec4s > 1 ? V.arith('+', V.arith('+', row, V.arith('*', p, u32(vec4s))), u32(h)) : V.arith('+', row, p);
+        words.push(...components(`${e.named('qv', Kx.load(buf, at, f.words(n) / 4, 'vec4<u32>'))}`));
       }
       const ints = int8Words(e, storage, words, order).map((word) => {
         const v = e.fresh('qw');

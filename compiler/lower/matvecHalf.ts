@@ -19,7 +19,9 @@ import { QUANT_BLOCK, type QuantStorage } from '../quantized.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
-import { type Column, type QuantLoop, chunkFitting, loadColumn, stagedTrips, sum, unrolledStride } from './matvecQuant.ts';
+import { type Column, type QuantLoop, blockStatistics, chunkFitting, loadColumn, padded, stagedTrips, sum, unrolledStride } from './matvecQuant.ts';
+
+const u32 = Kx.u32;
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -33,7 +35,7 @@ const pairElement = (order: XOrder, pair: number, half: number) => (order === 'q
 
 /** vec4<u32>s (8 elements each) of one row's chunk of C elements: a padding vec4 after every 8, so that the vec4s a quarter-warp reads (64 bytes apart) fall in distinct banks. */
 const halfRow = (C: number) => C / 8 + Math.ceil(C / 64);
-const halfAt = (C: number, i: number, v: string) => `${i * halfRow(C)}u + ${v} + ((${v}) >> 3u)`;
+const halfAt = (C: number, i: number, v: KExpr) => padded(i * halfRow(C), v);
 
 /** The chunk of K whose staged x for MB rows fits in `bytes` of workgroup memory (see chunkFitting). */
 export function halfChunk(K: number, MB: number, bytes: number): { chunk: number; chunks: number } | undefined {
@@ -90,25 +92,16 @@ export function halfLoop(e: Emitter, q: QuantLoop, chunking: { chunk: number; ch
           const k0 = e.bound(e.fresh('k'), K - QUANT_BLOCK);
           e.line(`let ${k0} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(b, QUANT_BLOCK))};`);
           const xs = Array.from({ length: QUANT_BLOCK }, (_, u) => e.value(mm0.inputs[0]!, [...q.rowIdx(mm0, i), e.ix.add(k0, e.ix.lit(u))]));
-          const vs = Array.from({ length: 8 }, (_, w) => {
-            const v = e.fresh('xv');
-            e.line(`let ${v} = vec4<f32>(${xs.slice(4 * w, 4 * w + 4).join(', ')});`);
-            return v;
-          });
-          const [amax4, amax, sum, scale, inv] = [e.fresh('xa'), e.fresh('xa'), e.fresh('xs'), e.fresh('xs'), e.fresh('xi')];
-          const tree = (xs: string[], f: (a: string, b: string) => string): string => (xs.length === 1 ? xs[0]! : f(tree(xs.slice(0, xs.length / 2), f), tree(xs.slice(xs.length / 2), f)));
-          e.line(`let ${amax4} = ${tree(vs.map((v) => `abs(${v})`), (a, b) => `max(${a}, ${b})`)};`);
-          e.line(`let ${amax} = max(max(${amax4}.x, ${amax4}.y), max(${amax4}.z, ${amax4}.w));`);
-          e.line(`let ${sum} = dot(${tree(vs, (a, b) => `(${a} + ${b})`)}, vec4<f32>(1.0));`);
+          const { amax, sum } = blockStatistics(e, Array.from({ length: 8 }, (_, w) => xs.slice(4 * w, 4 * w + 4)));
           // s: the power of two above amax (its exponent bits plus one); 2^-126 for a block of zeros
-          e.line(`let ${scale} = bitcast<f32>((bitcast<u32>(${amax}) & 0x7f800000u) + 0x00800000u);`);
-          e.line(`let ${inv} = 1.0 / ${scale};`);
+          const scale = e.named('xs', V.bitcast('f32', V.arith('+', V.bits('&', V.bitcast('u32', amax), Kx.bits(0x7f800000, 8)), Kx.bits(0x00800000, 8))));
+          const inv = e.named('xi', V.arith('/', V.lit(1, 'f32'), scale));
           for (let g = 0; g < 4; g++) {
-            const at = (pair: number, half: number) => xs[8 * g + pairElement(order, pair, half)];
-            const pairs = [0, 1, 2, 3].map((p) => `pack2x16float(vec2<f32>(${at(p, 0)}, ${at(p, 1)}) * ${inv})`);
-            e.line(`mv_h[${halfAt(C, i, `${b} * 4u + ${g}u`)}] = vec4<u32>(${pairs.join(', ')});`);
+            const at = (pair: number, half: number) => xs[8 * g + pairElement(order, pair, half)]!;
+            const pairs = [0, 1, 2, 3].map((p) => V.pack2x16float(V.scale(V.vector([at(p, 0), at(p, 1)]), inv)));
+            e.line(`mv_h[${halfAt(C, i, V.arith('+', V.arith('*', b, u32(4)), u32(g)))}] = ${V.vector(pairs)};`);
           }
-          e.line(`mv_s[${i * blocks}u + ${b}] = vec2<f32>(${scale}, ${sum});`);
+          e.line(`mv_s[${V.arith('+', u32(i * blocks), b)}] = ${V.vector([scale, sum])};`);
         }),
       );
     return [...out, 'workgroupBarrier();'];
@@ -125,16 +118,10 @@ function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
   const { plan, MB, R } = q;
   const rows = Array.from({ length: MB }, (_, i) => {
     const pairs = Array.from({ length: 4 }, (_, g) => {
-      const v = e.fresh('xq');
-      e.line(`let ${v} = mv_h[${halfAt(C, i, `${pp} * 4u + ${g}u`)}];`);
-      return [0, 1, 2, 3].map((j) => {
-        const h = e.fresh('xh');
-        e.line(`let ${h} = bitcast<vec2<f16>>(${v}[${j}]);`);
-        return h;
-      });
+      const v = e.named('xq', Kx.load('mv_h', halfAt(C, i, V.arith('+', V.arith('*', pp, u32(4)), u32(g))), MB * halfRow(C), 'vec4<u32>'));
+      return [0, 1, 2, 3].map((j) => `${e.named('xh', V.bitcast('vec2<f16>', Kx.wgsl(`${v}[${j}]`, 'u32')))}`);
     });
-    const s = e.fresh('xd');
-    e.line(`let ${s} = mv_s[${(i * C) / QUANT_BLOCK}u + ${pp}];`);
+    const s = `${e.named('xd', Kx.load('mv_s', V.arith('+', u32((i * C) / QUANT_BLOCK), pp), (MB * C) / QUANT_BLOCK, 'vec2<f32>'))}`;
     return { pairs: pairs.flat(), s };
   });
   plan.matmuls.forEach((_, t) => {

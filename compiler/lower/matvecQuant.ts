@@ -36,7 +36,7 @@ export interface QuantLoop {
 export const components = (v: string): KExpr[] => [0, 1, 2, 3].map((j) => Kx.wgsl(`${v}[${j}]`, 'u32'));
 
 /** `a + b + ...`, left to right. */
-export const sum = (xs: readonly KExpr[]): KExpr => xs.reduce((a, b) => V.arith('+', a, b));
+export const sum = (xs: readonly KExpr[]): KExpr => V.sum(xs);
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -55,8 +55,25 @@ export function quantStep(plan: MatvecPlan, staged: boolean): number {
 export function stagedRow(C: number): number {
   return C / 4 + Math.ceil(C / 32);
 }
-/** Where element vec4 `v` (a WGSL expression) of row `i`'s chunk lies in mv_x. */
-export const stagedAt = (C: number, i: number, v: KExpr | string) => `${i * stagedRow(C)}u + ${v} + ((${v}) >> 3u)`;
+/** Where element vec4 `v` of row `i`'s chunk lies in mv_x: past a padding vec4 every 8 (stagedRow). */
+export const stagedAt = (C: number, i: number, v: KExpr): KExpr => padded(i * stagedRow(C), v);
+
+/** Vec4 `v` of a staged row that starts at vec4 `start`, a padding vec4 after every 8: start + v + v / 8. */
+export const padded = (start: number, v: KExpr): KExpr => V.arith('+', V.arith('+', Kx.u32(start), v), V.shift('>>', v, Kx.u32(3)));
+
+/**
+ * One 32-element block of x as 8 vec4<f32> words (`words`: each word's 4 elements), bound, with the block's max |x|
+ * and sum x: the statistics the dot4 and half loops quantize a block with.
+ */
+export function blockStatistics(e: Emitter, words: readonly (readonly KExpr[])[]): { vs: KExpr[]; amax: KExpr; sum: KExpr } {
+  const vs = words.map((four) => e.named('xv', V.vector(four)));
+  const tree = (xs: readonly KExpr[], f: (a: KExpr, b: KExpr) => KExpr): KExpr => (xs.length === 1 ? xs[0]! : f(tree(xs.slice(0, xs.length / 2), f), tree(xs.slice(xs.length / 2), f)));
+  const max = (a: KExpr, b: KExpr) => V.fn('max', [a, b]);
+  const amax4 = e.named('xa', tree(vs.map((v) => V.fn('abs', [v])), max));
+  const amax = e.named('xa', max(max(V.field(amax4, 'x'), V.field(amax4, 'y')), max(V.field(amax4, 'z'), V.field(amax4, 'w'))));
+  const sum = e.named('xs', V.dot(tree(vs, (a, b) => V.arith('+', a, b)), V.splat(4, V.lit(1, 'f32'))));
+  return { vs, amax, sum };
+}
 
 /**
  * Workgroup memory of the staged x: `chunk` elements of K for each of the MB rows (K in `chunks` chunks of whole
@@ -110,13 +127,16 @@ export function quantLoop(e: Emitter, q: QuantLoop, staged: { chunk: number; chu
           const k = e.bound(e.fresh('k'), K - 4);
           e.line(`let ${k} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(v, 4))};`);
           const xs = [0, 1, 2, 3].map((j) => e.value(x, [...q.rowIdx(q.plan.matmuls[0]!, i), e.ix.add(k, e.ix.lit(j))]));
-          e.line(`mv_x[${stagedAt(C, i, v)}] = vec4<f32>(${xs.join(', ')});`);
+          e.line(`mv_x[${stagedAt(C, i, v)}] = ${V.vector(xs)};`);
         }),
       );
     return [...out, 'workgroupBarrier();'];
   };
   // the trip's vec4s are contiguous in mv_x: U / 4 (4 or 8) of them never straddle a padding vec4
-  const xAt = (pp: KExpr) => (i: number) => stagedAt(C, i, `(${pp} * ${U / 4}u)`);
+  const xAt = (pp: KExpr) => (i: number, g: number) => {
+    const at = stagedAt(C, i, V.arith('*', pp, Kx.u32(U / 4)));
+    return Kx.load('mv_x', g ? V.arith('+', at, Kx.u32(g)) : at, MB * stagedRow(C), 'vec4<f32>');
+  };
   return stagedTrips(e, q, staged, unrolled(C / U), stage, (p, pp, loaded) => quantTrip(e, q, p, xAt(pp), loaded));
 }
 
@@ -173,11 +193,11 @@ export function preloadedTrips(e: Emitter, q: QuantLoop, C: number, stride: numb
 
 /**
  * One trip: word step `p` of K (elements p*U .. p*U+U-1) for every (matmul, row, column). Per row the trip's x is
- * read (from `mv_x` at vec4 `xAt(i)` when staged) and scaled by each element's k_u, with sum o_u x_u and sum x_u;
+ * read (from `mv_x`, vec4 g of row i `xAt(i, g)`, when staged) and scaled by each element's k_u, with sum o_u x_u and sum x_u;
  * per column its words and block constants are loaded and decoded once; per (row, column) the dot is
  * d * (sum (k x) v - sum o x) + m * sum x (MantissaWord). `loaded`: the columns' loads, made earlier (loadTrip).
  */
-function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => string, loaded?: Column[][]): void {
+function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number, g: number) => KExpr, loaded?: Column[][]): void {
   const { plan, K, MB, R, U } = q;
   const k0 = e.bound(e.ix.mul(p, U), K - U);
   const ks = Array.from({ length: U }, (_, u) => e.ix.add(k0, e.ix.lit(u)));
@@ -187,12 +207,8 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
     if (!xAt) return ks.map((k) => e.value(mm.inputs[0]!, [...q.rowIdx(mm, i), k]));
     let xs = staged.get(i);
     if (!xs) {
-      const vs = Array.from({ length: U / 4 }, (_, g) => {
-        const v = e.fresh('xv');
-        e.line(`let ${v} = mv_x[${xAt(i)}${g ? ` + ${g}u` : ''}];`);
-        return v;
-      });
-      xs = ks.map((_, u) => V.field(Kx.v(vs[u >> 2]!, 'vec4<f32>'), 'xyzw'[u & 3] as 'x'));
+      const vs = Array.from({ length: U / 4 }, (_, g) => e.named('xv', xAt(i, g)));
+      xs = ks.map((_, u) => V.field(vs[u >> 2]!, 'xyzw'[u & 3] as 'x'));
       staged.set(i, xs);
     }
     return xs;
@@ -205,19 +221,13 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number) => stri
     if (hit) return hit;
     const f = QUANT_FORMATS[storage];
     const xs = xOf(mm, i);
-    /** A value named with a `let`. */
-    const bind = (prefix: string, value: KExpr) => {
-      const v = e.fresh(prefix);
-      e.line(`let ${v} = ${value};`);
-      return Kx.v(v, 'f32');
-    };
-    const kx = xs.map((x, u) => bind('kx', V.arith('*', V.lit(f.mantissa.k(u % f.perWord), 'f32'), x)));
+    const kx = xs.map((x, u) => e.named('kx', V.arith('*', V.lit(f.mantissa.k(u % f.perWord), 'f32'), x)));
     // elements grouped by o_u: sum o x = sum over groups of o * (the group's x summed)
     const groups = new Map<number, KExpr[]>();
     xs.forEach((x, u) => groups.set(f.mantissa.o(u % f.perWord), [...(groups.get(f.mantissa.o(u % f.perWord)) ?? []), x]));
-    const sums = [...groups].map(([o, g]) => [o, bind('sx', sum(g))] as const);
-    const ox = bind('sx', sum(sums.map(([o, s]) => V.arith('*', V.lit(o, 'f32'), s))));
-    const x = sums.length > 1 ? bind('sx', sum(sums.map(([, s]) => s))) : sums[0]![1];
+    const sums = [...groups].map(([o, g]) => [o, e.named('sx', sum(g))] as const);
+    const ox = e.named('sx', sum(sums.map(([o, s]) => V.arith('*', V.lit(o, 'f32'), s))));
+    const x = sums.length > 1 ? e.named('sx', sum(sums.map(([, s]) => s))) : sums[0]![1];
     const r = { kx, ox, x };
     prepared.set(key, r);
     return r;

@@ -117,7 +117,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
     const vecsOf = (i: KExpr, type: 'vec4<f32>' | 'vec4<u32>') => Kx.load(vecs[t]!, i, numel(w.shape) / (type === 'vec4<f32>' ? 4 : 8), type);
     if (storageOf(w) === 'f32') {
       e.line(`let ${v} = ${e.ix.add(e.ix.mul(colIdx[c]!, K / 4), e.ix.mul(p, 2))};`);
-      return [Kx.v(v), Vx.arith('+', Kx.v(v), Kx.u32(1))].map((i) => bindLine(e, vecsOf(i, 'vec4<f32>'))) as [KExpr, KExpr];
+      return [Kx.v(v), Vx.arith('+', Kx.v(v), Kx.u32(1))].map((i) => e.named('v', vecsOf(i, 'vec4<f32>'))) as [KExpr, KExpr];
     }
     e.line(`let ${v} = ${vecsOf(e.ix.add(e.ix.mul(colIdx[c]!, V), p), 'vec4<u32>')};`);
     const word = Kx.v(v, 'vec4<u32>');
@@ -126,10 +126,12 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   const loadTrip = (p: KExpr) => matmuls.map((_, t) => Array.from({ length: R }, (_, c) => load(t, c, p)));
   // row i's x at trip p of the staged chunk as two vec4<f32>
   const xAt = (i: number, p: KExpr): KExpr[] => {
-    // the staged vec4's index as stagedAt writes it
-    if (!half) return [0, 1].map((h) => bindLine(e, Kx.load('mv_x', Kx.wgsl(`${stagedAt(C, i, `${e.ix.mul(p, 2)}`)}${h ? ' + 1u' : ''}`, 'u32'), MB * stagedRow(C), 'vec4<f32>')));
-    const h = bindLine(e, Kx.load('mv_xh', e.ix.add(e.ix.lit((i * C) / STEP), p), (MB * C) / STEP, 'vec4<u32>'));
-    return (['xy', 'zw'] as const).map((part) => bindLine(e, unpackHalves(h, part)));
+    if (!half) {
+      const at = stagedAt(C, i, e.ix.mul(p, 2));
+      return [at, Vx.arith('+', at, Kx.u32(1))].map((index) => e.named('v', Kx.load('mv_x', index, MB * stagedRow(C), 'vec4<f32>')));
+    }
+    const h = e.named('v', Kx.load('mv_xh', e.ix.add(e.ix.lit((i * C) / STEP), p), (MB * C) / STEP, 'vec4<u32>'));
+    return (['xy', 'zw'] as const).map((part) => e.named('v', unpackHalves(h, part)));
   };
   // the multiply-adds of one trip p of the staged chunk: each row's x serves every column
   const compute = (p: KExpr, loaded: [KExpr, KExpr][][]) => {
@@ -151,7 +153,7 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
         const k = e.bound(e.fresh('k'), K - width);
         e.line(`let ${k} = ${e.ix.add(e.ix.mul(ch, C), e.ix.mul(v, width))};`);
         const xs = Array.from({ length: width }, (_, j) => e.value(x, [...rowIdx(i), e.ix.add(k, e.ix.lit(j))]));
-        if (!half) e.line(`mv_x[${stagedAt(C, i, `${v}`)}] = ${Vx.vector(xs)};`);
+        if (!half) e.line(`mv_x[${stagedAt(C, i, v)}] = ${Vx.vector(xs)};`);
         else e.line(`mv_xh[${e.ix.add(e.ix.lit((i * C) / STEP), v)}] = ${Vx.vector([0, 2, 4, 6].map((j) => Vx.pack2x16float(Vx.vector([xs[j]!, xs[j + 1]!]))))};`);
       };
       if (typeof count === 'number') return e.stridedLoop('lid', count, o.unroll ? WG : undefined, body);
@@ -222,12 +224,6 @@ export function lowerStagedRows(root: Node, plan: MatvecPlan, isMat: (n: Node) =
   return { ...k, variant: o.variant, vectorReads: [...new Set([...(k.vectorReads ?? []), ...weights.map((w) => w.id)])] };
 }
 
-/** `let v = expr;` for a load; returns v. */
-function bindLine(e: Emitter, expr: KExpr): KExpr {
-  const v = e.fresh('v');
-  e.line(`let ${v} = ${expr};`);
-  return Kx.v(v, expr.type);
-}
 
 /** Four f16s of a u32x4's components `xy` or `zw` as a vec4<f32>. */
 const unpackHalves = (word: KExpr, [a, b]: 'xy' | 'zw') => Vx.vector([Vx.unpack2x16float(Vx.field(word, a as 'x')), Vx.unpack2x16float(Vx.field(word, b as 'y'))]);
@@ -235,11 +231,11 @@ const unpackHalves = (word: KExpr, [a, b]: 'xy' | 'zw') => Vx.vector([Vx.unpack2
 /** Four 16-bit weights of u32x4 `word`'s components `xy` or `zw` as a vec4<f32>. */
 function halves(e: Emitter, word: KExpr, part: 'xy' | 'zw', storage: string): KExpr {
   const [a, b] = [...part];
-  if (storage === 'f16') return bindLine(e, unpackHalves(word, part));
+  if (storage === 'f16') return e.named('v', unpackHalves(word, part));
   // bf16: the low half shifted up, the high half masked
   const spread = Vx.swizzle(word, `${a}${a}${b}${b}`);
   const shifts = Vx.vector([16, 0, 16, 0].map((n) => Kx.u32(n)));
-  return bindLine(e, Vx.bitcast('vec4<f32>', Vx.bits('&', Vx.shift('<<', spread, shifts), Vx.splat(4, Kx.bits(0xffff0000)))));
+  return e.named('v', Vx.bitcast('vec4<f32>', Vx.bits('&', Vx.shift('<<', spread, shifts), Vx.splat(4, Kx.bits(0xffff0000)))));
 }
 
 interface Reduction {

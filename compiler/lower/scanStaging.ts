@@ -37,10 +37,10 @@ export function stageScanInputs(e: Emitter, root: Node, b: KExpr): { round: stri
   // the B and C loads of a round of TC tokens, in strided trips of the workgroup's threads
   const stageBcTrips = (TC: number, wg: number): string[] => [
     `for (var ${bcTrip}: u32 = 0u; ${bcTrip} < ${Math.ceil((TC * N) / wg)}u; ${bcTrip}++) {`,
-    `  let bc_at = lid + ${bcTrip} * ${wg}u;`,
+    `  let bc_at = ${V.arith('+', K.v('lid'), V.arith('*', K.v(bcTrip), K.u32(wg)))};`,
     `  if (bc_at >= ${TC * N}u) { break; }`,
-    `  let bc_tok = min(${round} * ${TC}u + bc_at / ${N}u, ${T - 1}u);`,
-    `  let bc_n = bc_at % ${N}u;`,
+    `  let bc_tok = ${V.fn('min', [V.arith('+', V.arith('*', K.v(round), K.u32(TC)), V.arith('/', K.v('bc_at'), K.u32(N))), K.u32(T - 1)])};`,
+    `  let bc_n = ${V.arith('%', K.v('bc_at'), K.u32(N))};`,
     ...stageBc.map((l) => '  ' + l),
     `}`,
   ];

@@ -62,7 +62,7 @@ export function lowerSelectiveStep(root: Node, isMat: (n: Node) => boolean, writ
   e.line(`var dt_dot: f32 = 0.0;`);
   e.line(`var dt_sq: f32 = 0.0;`);
   e.line(`for (var ${trip}: u32 = 0u; ${trip} < ${Math.ceil(R / L)}u; ${trip}++) {`);
-  e.line(`  let sr = lane + ${trip} * ${L}u;`);
+  e.line(`  let sr = ${V.arith('+', K.v('lane'), V.arith('*', K.v(trip), K.u32(L)))};`);
   e.line(`  if (sr >= ${R}u) { break; }`);
   share.forEach((l) => e.line('  ' + l));
   e.line(`}`);

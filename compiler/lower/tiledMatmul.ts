@@ -237,8 +237,6 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
   };
   const U = Kx.u32;
   const [lid, giV] = [Kx.v('lid'), Kx.v('gi')];
-  /** An index the slot helpers take as text (their callers' `kk + 1u`, tiledRows' rows): one opaque, parenthesised term. */
-  const indexText = (text: string) => Kx.wgsl(/^\w+$/.test(text) ? text : `(${text})`, 'u32');
   e.line(`let m0 = ${V.arith('*', V.arith('%', V.arith('/', giV, U(NB)), U(MB)), U(TM))};`);
   e.line(`let n0 = ${V.arith('*', V.arith('%', giV, U(NB)), U(TN))};`);
   e.line(`let sl = ${V.arith('/', lid, U(PT))};`); // this thread's slice of K
@@ -267,9 +265,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     // Written out (q a literal) or as one loop over q, for the per-thread loads and outputs.
     // Every body is built before any line is written: a value hoisted while building one (a slot id) lands above
     // all of them, not inside the first.
-    const repeat = (count: number, body: (q: string) => string[], pad = ''): void => {
+    const repeat = (count: number, body: (q: KExpr) => string[], pad = ''): void => {
       if (unroll) {
-        const bodies = Array.from({ length: count }, (_, q) => body(`${q}u`));
+        const bodies = Array.from({ length: count }, (_, q) => body(U(q)));
         for (const lines of bodies) {
           e.line(`${pad}{`);
           lines.forEach((l) => e.line(`${pad}  ${l}`));
@@ -277,7 +275,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
         }
         return;
       }
-      const q = `${e.bound(e.fresh('k'), count - 1)}`;
+      const q = e.bound(e.fresh('k'), count - 1);
       const lines = body(q);
       e.line(`${pad}for (var ${q}: u32 = 0u; ${q} < ${count}u; ${q}++) {`);
       lines.forEach((l) => e.line(`${pad}  ${l}`));
@@ -285,28 +283,26 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     };
     // Load q of a thread's share of a tile: row (m or n) and the first of W k within the step, k fastest (row-major
     // activations and [out, in] weights are then contiguous across threads).
-    const place = (q: string) => {
-      const el = V.arith('+', Kx.v('t'), V.arith('*', indexText(q), U(PT))); // the thread's element q of the step
+    const place = (q: KExpr) => {
+      const el = V.arith('+', Kx.v('t'), V.arith('*', q, U(PT))); // the thread's element q of the step
       const kk = V.arith('%', el, U(TK / W));
-      return { row: `${V.arith('/', el, U(TK / W))}`, kk: `${W === 2 ? V.arith('*', kk, U(2)) : kk}` };
+      return { row: V.arith('/', el, U(TK / W)), kk: W === 2 ? V.arith('*', kk, U(2)) : kk };
     };
     // A tile is stored k-major, 4 rows to a vec4, the vec4 column XOR-swizzled by k so that threads storing
     // neighbouring k do not share a bank; a thread then reads its 4 rows at one k as one vec4.
-    const slot = (o: number, row: string, kk: string) => {
-      if (mp) return mp.slot(o, row, kk);
+    const slot = (o: number, r: KExpr, k: KExpr) => {
+      if (mp) return mp.slot(o, r, k);
       const { base, region, r4 } = ops[o]!;
-      const [r, k] = [indexText(row), indexText(kk)];
       return at4(V.arith('+', V.arith('+', V.arith('+', U(base), V.arith('*', Kx.v('sl'), U(region))), V.arith('*', k, U(r4))), V.bits('^', V.arith('/', r, U(4)), V.bits('&', k, U(r4 - 1)))), V.arith('%', r, U(4)));
     };
     // On a GPU the next step's elements wait in registers (`stage`) while this step is multiplied, so the loads'
     // latency overlaps the arithmetic; a software adapter stores them straight into shared memory.
-    const dest = (o: number, q: string, w: number, row: string, kk: string) => (vec ? `stage${o}[${W === 2 ? V.arith('+', V.arith('*', indexText(q), U(2)), U(w)) : q}]` : slot(o, row, w ? `${V.arith('+', indexText(kk), U(w))}` : kk));
+    const dest = (o: number, q: KExpr, w: number, row: KExpr, kk: KExpr) => (vec ? `stage${o}[${W === 2 ? V.arith('+', V.arith('*', q, U(2)), U(w)) : q}]` : slot(o, row, w ? V.arith('+', kk, U(w)) : kk));
     const kEnd = Math.ceil(K / (S * TK)) * S * TK;
     const kb = e.bound(e.fresh('k'), kEnd);
     const k0E = V.arith('+', kb, V.arith('*', Kx.v('sl'), U(TK))); // the slice's first k of the step
-    const k0 = `${k0E}`;
     // batched decode rows: the left operand a literal row at a time (lower/tiledRows.ts)
-    const rows = flat ? rowLoads({ e, a, M, K, W, PT, TK, k0, staged: vec, half: mp !== undefined, slot }) : undefined;
+    const rows = flat ? rowLoads({ e, a, M, K, W, PT, TK, k0: k0E, staged: vec, half: mp !== undefined, slot }) : undefined;
     if (vec) ops.forEach(({ loads }, o) => e.line(`var stage${o}: array<f32, ${rows && o === 0 ? rows.values * W : loads * W}>;`));
     const loads = (pad: string) =>
       ops.forEach(({ node, loads }, o) =>
@@ -318,7 +314,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
               const [x, k] = [e.fresh('k'), e.fresh('k')].map((name) => Kx.v(name)) as [KExpr, KExpr];
               const [extent, start] = o === 0 ? [M, 'm0'] : [N, 'n0'];
               // clamped, so that the index arithmetic may fold with the bounds
-              const [at, atK] = [V.arith('+', Kx.v(start), indexText(row)), V.arith('+', k0E, indexText(kk))];
+              const [at, atK] = [V.arith('+', Kx.v(start), row), V.arith('+', k0E, kk)];
               e.line(`let ${e.bound(x, extent - 1)} = ${V.fn('min', [at, U(extent - 1)])};`);
               e.line(`let ${e.bound(k, K - W)} = ${V.fn('min', [atK, U(K - W)])};`);
               const ks = W === 2 ? [k, e.ix.add(k, e.ix.lit(1))] : [k];
@@ -364,7 +360,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       ops.forEach(({ loads }, o) =>
         rows && o === 0 ? rows.store('    ') : repeat(loads, (q) => {
           const { row, kk } = place(q);
-          return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? `${kk} + ${w}u` : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
+          return Array.from({ length: W }, (_, w) => `${slot(o, row, w ? V.arith('+', kk, U(w)) : kk)} = ${mp ? `f16(${dest(o, q, w, row, kk)})` : dest(o, q, w, row, kk)};`);
         }, '    '),
       );
       e.line(`    workgroupBarrier();`);
@@ -387,9 +383,9 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
     // consecutive threads along n, and evaluates the epilogue there.
     const sliceSums = (TM * TN) / 4; // vec4s of one slice's partial sums
     // output q of the thread: consecutive threads along n
-    const outEl = (q: string) => V.arith('+', lid, V.arith('*', indexText(q), U(WG)));
-    const outRow = (q: string) => V.arith('+', Kx.v('m0'), V.arith('/', outEl(q), U(TN)));
-    const outCol = (q: string) => V.arith('+', Kx.v('n0'), V.arith('%', outEl(q), U(TN)));
+    const outEl = (q: KExpr) => V.arith('+', lid, V.arith('*', q, U(WG)));
+    const outRow = (q: KExpr) => V.arith('+', Kx.v('m0'), V.arith('/', outEl(q), U(TN)));
+    const outCol = (q: KExpr) => V.arith('+', Kx.v('n0'), V.arith('%', outEl(q), U(TN)));
     if (mp && flat)
       mms.forEach((_, t) => {
         // every slice stores its sums at once (tile_c holds them all), one round of barriers a matmul
@@ -421,7 +417,7 @@ export function lowerTiledMatmul(root: Node, mms: Node[], isMat: (n: Node) => bo
       }
       e.line(`workgroupBarrier();`);
       repeat(outs, (q) => {
-        const terms = Array.from({ length: S }, (_, s) => at4(V.arith('+', V.arith('+', U(s * sliceSums), V.arith('/', lid, U(4))), V.arith('*', indexText(q), U(WG_TILED / 4))), V.arith('%', lid, U(4))));
+        const terms = Array.from({ length: S }, (_, s) => at4(V.arith('+', V.arith('+', U(s * sliceSums), V.arith('/', lid, U(4))), V.arith('*', q, U(WG_TILED / 4))), V.arith('%', lid, U(4))));
         return [`s${t}[${q}] = ${terms.join(' + ')};`];
       });
     });

@@ -1,7 +1,15 @@
 // The subgroup matrix form of the tiled matmul (DeviceLimits.subgroupMatrix): its tiling (matrixPlan) and the WGSL
 // of the phases where it differs from the f32 form (matrixPieces); lowerTiledMatmul writes the rest (the staged
 // loads, the loop, the fused epilogue) for both.
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
+import { V } from '../kexpr/value.ts';
 import type { TilePlan } from './tiledMatmul.ts';
+
+const u32 = Kx.u32;
+const [SL, SM, SN] = [Kx.v('sl'), Kx.v('sm'), Kx.v('sn')];
+const times = (x: KExpr, c: number) => V.arith('*', x, u32(c));
+/** The first row (or column) of a subgroup's fragment: its subgroup's block of `per`, then `at` within it. */
+const fragment = (sub: KExpr, per: number, at: number) => V.arith('+', times(sub, per), u32(at));
 
 /**
  * The subgroup matrix shape the tiled matmul multiplies with (lowerTiledMatmul): left m x k, right
@@ -118,25 +126,25 @@ export function matrixPieces(mx: MatrixShape, d: { tm: number; tn: number; tk: n
     ],
     // rows of `stride` halves, k fastest: subgroupMatrixLoad's row-major left operand, and its column-major right
     // operand (the weight's rows are the right operand's columns)
-    slot: (o: number, row: string, kk: string): string => `tile_h[sl * ${region}u + ${base(o)}u + (${row}) * ${stride}u + ${kk}]`,
+    slot: (o: number, row: KExpr, kk: KExpr): string => `tile_h[${V.sum([times(SL, region), u32(base(o)), times(row, stride), kk])}]`,
     multiply: (): string[] => {
       const lines: string[] = [];
       for (let kk = 0; kk < d.tk; kk += c.k) {
-        for (let i = 0; i < fm; i++) lines.push(`let l${kk}_${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${c.k}, ${c.m}>, row_major>(&tile_h, sl * ${region}u + (sm * ${fm * c.m}u + ${i * c.m}u) * ${stride}u + ${kk}u, ${stride}u);`);
+        for (let i = 0; i < fm; i++) lines.push(`let l${kk}_${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, ${c.k}, ${c.m}>, row_major>(&tile_h, ${V.sum([times(SL, region), times(fragment(SM, fm * c.m, i * c.m), stride), u32(kk)])}, ${stride}u);`);
         for (const t of mms) {
-          for (let j = 0; j < fn; j++) lines.push(`let r${kk}_${t}_${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${c.n}, ${c.k}>, col_major>(&tile_h, sl * ${region}u + ${base(t + 1)}u + (sn * ${fn * c.n}u + ${j * c.n}u) * ${stride}u + ${kk}u, ${stride}u);`);
+          for (let j = 0; j < fn; j++) lines.push(`let r${kk}_${t}_${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, ${c.n}, ${c.k}>, col_major>(&tile_h, ${V.sum([times(SL, region), u32(base(t + 1)), times(fragment(SN, fn * c.n, j * c.n), stride), u32(kk)])}, ${stride}u);`);
           for (const [i, j] of fragments()) lines.push(`acc${t}_${i}_${j} = subgroupMatrixMultiplyAccumulate(l${kk}_${i}, r${kk}_${t}_${j}, acc${t}_${i}_${j});`);
         }
       }
       return [...lines, `workgroupBarrier();`];
     },
     // every slice's accumulators of matmul t at once, slice sl's tile at sl * tm * tn (batched decode rows)
-    storeSlices: (t: number): string[] => stores(t, `sl * ${d.tm * d.tn}u + `),
-    store: (t: number, sl: number): string[] => (d.slices > 1 ? [`if (sl == ${sl}u) {`, ...stores(t, '').map((l) => '  ' + l), `}`] : stores(t, '')),
+    storeSlices: (t: number): string[] => stores(t, [times(SL, d.tm * d.tn)]),
+    store: (t: number, sl: number): string[] => (d.slices > 1 ? [`if (sl == ${sl}u) {`, ...stores(t, []).map((l) => '  ' + l), `}`] : stores(t, [])),
   };
-  /** Matmul t's accumulators into tile_c, the tile starting at `base` (WGSL text ending in ' + ', or ''). */
-  function stores(t: number, base: string): string[] {
-    return fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, ${base}(sm * ${fm * c.m}u + ${i * c.m}u) * ${d.tn}u + sn * ${fn * c.n}u + ${j * c.n}u, acc${t}_${i}_${j}, ${d.tn}u);`);
+  /** Matmul t's accumulators into tile_c, the tile starting at the sum of `base` (none: 0). */
+  function stores(t: number, base: KExpr[]): string[] {
+    return fragments().map(([i, j]) => `subgroupMatrixStore<row_major>(&tile_c, ${V.sum([...base, times(fragment(SM, fm * c.m, i * c.m), d.tn), times(SN, fn * c.n), u32(j * c.n)])}, acc${t}_${i}_${j}, ${d.tn}u);`);
   }
   function fragments(): [number, number][] {
     return Array.from({ length: fm * fn }, (_, f) => [Math.floor(f / fn), f % fn]);

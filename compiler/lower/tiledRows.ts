@@ -3,7 +3,7 @@
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
 import { delinearize } from '../indexAlgebra.ts';
-import { K as Kx } from '../kexpr/expr.ts';
+import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import { isQuantized } from '../quantized.ts';
 import { type Emitter, reduceLength } from './emitter.ts';
@@ -51,13 +51,13 @@ export interface RowLoads {
   PT: number;
   TK: number;
   /** WGSL of the slice's first k of this step. */
-  k0: string;
+  k0: KExpr;
   /** Staged through registers (`stage0`) a step ahead, on a GPU; else stored straight into the tile. */
   staged: boolean;
   /** Tiles hold f16 (the matrix form). */
   half: boolean;
   /** A staged element's place in the tile: operand, row, k within the step. */
-  slot: (o: number, row: string, kk: string) => string;
+  slot: (o: number, row: KExpr, kk: KExpr) => string;
 }
 
 /**
@@ -69,20 +69,25 @@ export function rowLoads(c: RowLoads): { values: number; load: () => void; store
   const { e, a, M, K, W, PT, TK, k0, staged, half, slot } = c;
   const pairs = TK / W;
   const trips = Math.ceil(pairs / PT);
-  const pair = (trip: number) => (trip ? `(t + ${trip * PT}u)` : 't');
-  const guard = (trip: number) => ((trip + 1) * PT > pairs ? `${pair(trip)} < ${pairs}u` : undefined);
+  const u32 = Kx.u32;
+  const pair = (trip: number) => (trip ? V.arith('+', Kx.v('t'), u32(trip * PT)) : Kx.v('t'));
+  const guard = (trip: number) => ((trip + 1) * PT > pairs ? V.compare('<', pair(trip), u32(pairs)) : undefined);
+  // the k of element w of the pair: its first k past the step's, then w
+  const kAt = (trip: number, w: number) => V.arith('+', V.arith('*', pair(trip), u32(W)), u32(w));
   const load = () => {
     for (let trip = 0; trip < trips; trip++) {
       const body = e.nested(() => {
         const k = Kx.v(e.fresh('k'));
-        e.line(`let ${e.bound(k, K - W)} = min(${k0} + ${pair(trip)} * ${W}u, ${K - W}u);`);
-        const inside = [guard(trip), `${k0} + ${pair(trip)} * ${W}u < ${K}u`].filter(Boolean).join(' && ');
+        const first = V.arith('+', k0, V.arith('*', pair(trip), u32(W)));
+        e.line(`let ${e.bound(k, K - W)} = ${V.fn('min', [first, u32(K - W)])};`);
+        const g = guard(trip);
+        const inside = g ? V.logic('&&', g, V.compare('<', first, u32(K))) : V.compare('<', first, u32(K));
         for (let i = 0; i < M; i++) {
           const rows = delinearize(e.ix, e.ix.lit(i), a.shape.slice(0, -1));
           for (let w = 0; w < W; w++) {
             const v = e.value(a, [...rows, w ? e.ix.add(k, e.ix.lit(w)) : k]);
-            const at = staged ? `stage0[${(trip * M + i) * W + w}u]` : slot(0, `${i}u`, `${pair(trip)} * ${W}u + ${w}u`);
-            const line = `${at} = ${V.select(V.lit(0, 'f32'), v, Kx.wgsl(inside, 'bool'))};`;
+            const at = staged ? `stage0[${(trip * M + i) * W + w}u]` : slot(0, u32(i), kAt(trip, w));
+            const line = `${at} = ${V.select(V.lit(0, 'f32'), v, inside)};`;
             e.line(staged || !guard(trip) ? line : `if (${guard(trip)}) { ${line} }`);
           }
         }
@@ -97,7 +102,7 @@ export function rowLoads(c: RowLoads): { values: number; load: () => void; store
       for (let j = 0; j < M * W; j++) {
         const [i, w] = [Math.floor(j / W), j % W];
         const v = `stage0[${(trip * M + i) * W + w}u]`;
-        e.line(`${pad}${g ? '  ' : ''}${slot(0, `${i}u`, `${pair(trip)} * ${W}u + ${w}u`)} = ${half ? `f16(${v})` : v};`);
+        e.line(`${pad}${g ? '  ' : ''}${slot(0, u32(i), kAt(trip, w))} = ${half ? `f16(${v})` : v};`);
       }
       if (g) e.line(`${pad}}`);
     }

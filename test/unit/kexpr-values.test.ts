@@ -61,6 +61,16 @@ describe('value expressions', () => {
     expect(() => V.compare('<', K.v('c', 'bool'), K.v('d', 'bool'))).toThrow('orders numbers only');
   });
 
+  it('the quantized staging\'s builders: a vector scaled by its component type, int8 packing, a sum of terms', () => {
+    const v4 = K.v('xv', 'vec4<f32>');
+    expect(`${V.pack4xI8(V.cast('vec4<i32>', V.fn('round', [V.scale(v4, x)])))}`).toBe('pack4xI8(vec4<i32>(round(xv * x)))');
+    expect(`${V.sum([x, y, x])}`).toBe('(x + y + x)');
+    expect(() => V.scale(x, y)).toThrow('[*] x : f32, y : f32: scales a vector of numbers by its component type');
+    expect(() => V.scale(v4, n)).toThrow('scales a vector of numbers by its component type');
+    expect(() => V.pack4xI8(v4)).toThrow('[pack4xI8] xv : vec4<f32>: packs a vec4<i32>');
+    expect(() => V.sum([])).toThrow('sums at least one term');
+  });
+
   it('a kernel declares only the helpers its values call', () => {
     const wgsl = (fn: () => ReturnType<Parameters<typeof compileFn>[0]>) => compileFn(fn).kernels.map((k) => k.wgsl).join('\n');
     const sigmoid = wgsl(() => ({ y: input('x', [8]).sigmoid() }));

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StrataUserError, elide, isUserError } from '../base/errors.ts';
 import type { ModelSource } from '../base/modelSource.ts';
-import { SafetensorsFile, type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../base/safetensors.ts';
+import { SafetensorsFile } from '../base/safetensors.ts';
+import { type TensorToWrite, removeStaleTemporaries, writeSafetensors } from '../base/safetensorsWrite.ts';
 import { type HybridMemory, MemoryError } from './hybridMemory.ts';
 import { type MemoryOptions, type MemorySpec, effectiveWindow, isRing, kvEntries } from './spec.ts';
 

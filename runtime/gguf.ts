@@ -9,7 +9,8 @@
 import { gguf } from '@huggingface/gguf';
 import { elide } from '../base/errors.ts';
 import { describeReadFailure, openRegularFile } from '../base/files.ts';
-import { type TensorData, type TensorDtype, type TensorInfo, type TensorSource, f16BitsToF32, toFloat32 } from '../base/safetensors.ts';
+import { type TensorData, type TensorDtype, type TensorInfo, type TensorSource } from '../base/safetensors.ts';
+import { f16BitsToF32, toFloat32 } from '../base/tensorValues.ts';
 import { GGUF_LAYOUTS, GgufError, type Meta, metaNumber as num, metaOptional as opt } from './ggufLayouts.ts';
 import { GGML_BLOCKS, dequantize, isGgmlBlockDtype, quantizeGgmlQ8, repackGgml } from './quantize.ts';
 

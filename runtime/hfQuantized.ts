@@ -7,7 +7,8 @@
 // What does not map is refused by name: other bit widths, act-order (desc_act, or a g_idx that is not
 // i / group_size), AWQ's GEMV layout or zero_point false, and other quant methods (bitsandbytes, ...).
 import { StrataUserError, describeJson, elide } from '../base/errors.ts';
-import { type TensorData, type TensorInfo, type TensorSource, f32ToF16Bits, f16BitsToF32, toFloat32, toInt32 } from '../base/safetensors.ts';
+import { type TensorData, type TensorInfo, type TensorSource } from '../base/safetensors.ts';
+import { f32ToF16Bits, f16BitsToF32, toFloat32, toInt32 } from '../base/tensorValues.ts';
 import { QUANT_BLOCK } from '../compiler/quantized.ts';
 
 export class QuantizedCheckpointError extends StrataUserError {

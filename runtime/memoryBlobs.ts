@@ -4,7 +4,7 @@
 import type { HybridMemory } from '../caches/hybridMemory.ts';
 import { type RestoredMemory, type SavedMemory, encodeMemory, restoreMemory } from '../caches/sessionFile.ts';
 import { FileListSource } from './pickedFileSource.ts';
-import { serializeSafetensors } from '../base/safetensors.ts';
+import { serializeSafetensors } from '../base/safetensorsWrite.ts';
 
 /** A file handle (File System Access API), told apart from a Blob and a path. */
 export const isFileHandle = (value: unknown): value is FileSystemFileHandle =>

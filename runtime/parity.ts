@@ -9,7 +9,8 @@ import { buildModel } from '../models/registry.ts';
 import { getSharedDevice } from './device.ts';
 import { GpuRuntime } from './gpuRuntime.ts';
 import { ModelRunner } from './modelRunner.ts';
-import { type TensorSource, openSafetensors, toFloat32, toInt32 } from '../base/safetensors.ts';
+import { type TensorSource, openSafetensors } from '../base/safetensors.ts';
+import { toFloat32, toInt32 } from '../base/tensorValues.ts';
 
 export interface Reference {
   inputIds: Int32Array; // [rows, T]

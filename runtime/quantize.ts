@@ -3,7 +3,8 @@
 // repacking llama.cpp's GGML blocks (Q8_0, Q4_0, Q4_1, Q4_K) into the device layout without going through floats.
 import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage, isQuantized } from '../compiler/quantized.ts';
 import type { StorageDType } from '../compiler/ir.ts';
-import { type GgmlBlockDtype, type TensorData, f16BitsToF32 as fromF16, f32ToF16Bits as toF16, packHalfWords, toFloat32 } from '../base/safetensors.ts';
+import { type GgmlBlockDtype, type TensorData } from '../base/safetensors.ts';
+import { f16BitsToF32 as fromF16, f32ToF16Bits as toF16, packHalfWords, toFloat32 } from '../base/tensorValues.ts';
 
 /**
  * The words a buffer of `storage` holds for rows [rowStart, rowStart + rows) of a checkpoint tensor (a weight

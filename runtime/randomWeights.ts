@@ -6,7 +6,8 @@ import { trace } from '../dsl/trace.ts';
 import { StepContext } from '../caches/stepContext.ts';
 import type { MemoryOptions } from '../caches/spec.ts';
 import type { ModelDef } from '../models/model.ts';
-import { type TensorData, type TensorInfo, type TensorSource, f32ToBf16Bits, f32ToF16Bits } from '../base/safetensors.ts';
+import { type TensorData, type TensorInfo, type TensorSource } from '../base/safetensors.ts';
+import { f32ToBf16Bits, f32ToF16Bits } from '../base/tensorValues.ts';
 
 /** Every checkpoint tensor a model reads, with its shape (computed constants left out). */
 export function declaredWeights(model: ModelDef): Map<string, number[]> {

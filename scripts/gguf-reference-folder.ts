@@ -7,7 +7,9 @@
 //   npx tsx scripts/gguf-reference-folder.ts <hf folder> <file.gguf> <out folder> [name ...]
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type TensorToWrite, f32ToF16Bits, openSafetensors, serializeSafetensors, toFloat32 } from '../base/safetensors.ts';
+import { openSafetensors } from '../base/safetensors.ts';
+import { f32ToF16Bits, toFloat32 } from '../base/tensorValues.ts';
+import { type TensorToWrite, serializeSafetensors } from '../base/safetensorsWrite.ts';
 import { openGguf } from '../runtime/gguf.ts';
 
 const [hfDir, ggufFile, outDir, ...leftOut] = process.argv.slice(2);

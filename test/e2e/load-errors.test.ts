@@ -8,7 +8,8 @@ import { buildModel } from '../../models/registry.ts';
 import { getSharedDevice } from '../../runtime/device.ts';
 import { GpuRuntime } from '../../runtime/gpuRuntime.ts';
 import { ModelRunner } from '../../runtime/modelRunner.ts';
-import { openSafetensors, writeSafetensors } from '../../base/safetensors.ts';
+import { openSafetensors } from '../../base/safetensors.ts';
+import { writeSafetensors } from '../../base/safetensorsWrite.ts';
 
 const LLAMA = path.resolve(import.meta.dirname, '../fixtures/hf/llama');
 let tmp: string;

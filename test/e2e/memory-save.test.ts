@@ -10,7 +10,8 @@ import { RestoreError, restoreMemory, saveMemory } from '../../caches/sessionFil
 import type { MemorySpec } from '../../caches/spec.ts';
 import { loadConfig } from '../../models/config.ts';
 import type { ModelRunner } from '../../runtime/modelRunner.ts';
-import { SafetensorsFile, writeSafetensors } from '../../base/safetensors.ts';
+import { SafetensorsFile } from '../../base/safetensors.ts';
+import { writeSafetensors } from '../../base/safetensorsWrite.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 import { FIXTURES, firstRegistered, greedy, openFixture, prompt } from './memoryHarness.ts';
 

@@ -10,7 +10,7 @@ import { parseConfig } from '../../models/config.ts';
 import { buildModel } from '../../models/registry.ts';
 import { ModelRunner } from '../../runtime/modelRunner.ts';
 import { randomCheckpoint } from '../../runtime/randomWeights.ts';
-import { bf16BitsToF32 } from '../../base/safetensors.ts';
+import { bf16BitsToF32 } from '../../base/tensorValues.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 
 const EMBEDDINGS = 'model.embed_tokens.weight';

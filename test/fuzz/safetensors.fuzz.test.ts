@@ -5,7 +5,8 @@ import fc from 'fast-check';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { DTYPE_BYTES, SafetensorsFile, ShardedSafetensors, serializeSafetensors } from '../../base/safetensors.ts';
+import { DTYPE_BYTES, SafetensorsFile, ShardedSafetensors } from '../../base/safetensors.ts';
+import { serializeSafetensors } from '../../base/safetensorsWrite.ts';
 import { FUZZ_TIMEOUT_MS, Outcomes, fuzzParameters, fuzzScratch } from './harness.ts';
 
 let scratch: string;

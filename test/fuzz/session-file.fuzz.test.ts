@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { HybridMemory } from '../../caches/hybridMemory.ts';
 import { restoreMemory, saveMemory } from '../../caches/sessionFile.ts';
 import type { MemorySpec } from '../../caches/spec.ts';
-import { serializeSafetensors } from '../../base/safetensors.ts';
+import { serializeSafetensors } from '../../base/safetensorsWrite.ts';
 import { getRuntime } from '../helpers/gpu.ts';
 import { FUZZ_TIMEOUT_MS, Outcomes, fuzzParameters, fuzzScratch } from './harness.ts';
 

@@ -4,7 +4,8 @@
 // the multipliers its converter folded into them).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type TensorSource, openSafetensors, toFloat32 } from '../../base/safetensors.ts';
+import { type TensorSource, openSafetensors } from '../../base/safetensors.ts';
+import { toFloat32 } from '../../base/tensorValues.ts';
 import { type GgufModel, openGguf } from '../../runtime/gguf.ts';
 import { GGML_BLOCKS, dequantize, isGgmlBlockDtype, repackGgml } from '../../runtime/quantize.ts';
 

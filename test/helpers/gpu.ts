@@ -13,7 +13,7 @@ import { runCpu } from '../../runtime/cpuBackend.ts';
 import { getSharedDevice } from '../../runtime/device.ts';
 import { GpuRuntime } from '../../runtime/gpuRuntime.ts';
 import { type NDArray, type TypedArray, allocArray } from '../../runtime/ndarray.ts';
-import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32 } from '../../base/safetensors.ts';
+import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, bf16BitsToF32 } from '../../base/tensorValues.ts';
 
 // ---------------------------------------------------------------- the shared runtime
 

@@ -3,7 +3,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type TensorToWrite, isSafetensorsDtype, openSafetensors, writeSafetensors } from '../../base/safetensors.ts';
+import { isSafetensorsDtype, openSafetensors } from '../../base/safetensors.ts';
+import { type TensorToWrite, writeSafetensors } from '../../base/safetensorsWrite.ts';
 
 export const TINY_MODEL = path.resolve(import.meta.dirname, '../../assets/models/tiny-granite-code');
 

@@ -7,7 +7,7 @@ import type { Tensor } from '../../dsl/tensor.ts';
 import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
 import { QUANT_FORMATS } from '../../compiler/quantized.ts';
 import { dequantize, quantize, repackGgml } from '../../runtime/quantize.ts';
-import { f16BitsToF32, f32ToF16Bits } from '../../base/safetensors.ts';
+import { f16BitsToF32, f32ToF16Bits } from '../../base/tensorValues.ts';
 import { expectClose, randomData, runBoth } from '../helpers/gpu.ts';
 
 // the CPU reference multiplies the same decoded values in another order

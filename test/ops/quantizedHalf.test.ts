@@ -8,7 +8,7 @@ import { linear, rmsnorm } from '../../dsl/nn/basic.ts';
 import { compile } from '../../compiler/compile.ts';
 import { QUANT_FORMATS } from '../../compiler/quantized.ts';
 import { dequantize, quantize } from '../../runtime/quantize.ts';
-import { f16BitsToF32 } from '../../base/safetensors.ts';
+import { f16BitsToF32 } from '../../base/tensorValues.ts';
 import { type RunData, randomData, runBoth } from '../helpers/gpu.ts';
 import type { Graph } from '../../compiler/ir.ts';
 

@@ -7,7 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isUserError } from '../../base/errors.ts';
-import { SafetensorsError, openSafetensors, removeStaleTemporaries, serializeSafetensors, writeSafetensors } from '../../base/safetensors.ts';
+import { SafetensorsError, openSafetensors } from '../../base/safetensors.ts';
+import { removeStaleTemporaries, serializeSafetensors, writeSafetensors } from '../../base/safetensorsWrite.ts';
 
 // Each refusal takes milliseconds when idle (the old behaviour: blocked forever, or ran out of memory after 30 s
 // or more). The bound only guards against that, with room for a loaded machine; it is not a speed test.

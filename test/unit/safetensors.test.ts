@@ -2,21 +2,9 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  SafetensorsError,
-  SafetensorsFile,
-  ShardedSafetensors,
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
-  openSafetensors,
-  packHalfWords,
-  serializeSafetensors,
-  toFloat32,
-  toInt32,
-  writeSafetensors,
-} from '../../base/safetensors.ts';
+import { SafetensorsError, SafetensorsFile, ShardedSafetensors, openSafetensors } from '../../base/safetensors.ts';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, packHalfWords, toFloat32, toInt32 } from '../../base/tensorValues.ts';
+import { serializeSafetensors, writeSafetensors } from '../../base/safetensorsWrite.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const fixtureDir = path.join(root, 'test/fixtures/hf');

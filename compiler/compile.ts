@@ -7,6 +7,7 @@ import { OPS, wgslType } from './ops.ts';
 import { type QuantMatvec, type QuantShape, isQuantized } from './quantized.ts';
 import type { TiledVariant } from './lower/tiledMatmul.ts';
 import type { MatrixTile, SubgroupMatrixConfig } from './lower/tiledMatrix.ts';
+import type { Tiles } from './lower/attentionPrefillKernel.ts';
 import type { AttentionDecodeVariant } from './lower/attentionDecodeVariants.ts';
 import type { MatvecRowsVariant } from './lower/matvecRows.ts';
 import type { DecodeSplits } from './attentionSplit.ts';
@@ -146,6 +147,8 @@ export interface DeviceLimits {
   subgroupMatrix?: SubgroupMatrixConfig | false;
   /** The subgroup matrix kernel's tiling where set (STRATA_MATRIX_TILE=tm,tn,slices,tk on an adapter); else by shape. */
   matrixTile?: MatrixTile | false;
+  /** The prefill attention's tile where set and it fits (STRATA_ATTN_TILES=rows,keys on an adapter); else the largest that fits. */
+  attentionTiles?: Tiles | false;
   /**
    * Batched decode rows take the tiled kernel from this many rows (2-16: every leading coordinate a row, weights read
    * directly and 16-bit), its rows' norms fused as cooperative phases as in the matvec: the products of up to 16

@@ -7,6 +7,7 @@ import { ROWS_ACCUMULATORS } from '../compiler/lower/matvecKernel.ts';
 import { DEFAULT_MATVEC_ROWS, MATVEC_ROWS_VARIANTS, type MatvecRowsVariant } from '../compiler/lower/matvecRows.ts';
 import { DEFAULT_TILED_VARIANT, TILED_VARIANTS, type TiledVariant } from '../compiler/lower/tiledMatmul.ts';
 import type { MatrixTile } from '../compiler/lower/tiledMatrix.ts';
+import { TILE_KEYS, TILE_ROWS, type Tiles, tilesOf } from '../compiler/lower/attentionPrefillKernel.ts';
 import { TILED_ROWS_MAX } from '../compiler/lower/tiledRows.ts';
 import { type AttentionDecodeVariant, defaultAttentionDecode, parseAttentionDecode } from '../compiler/lower/attentionDecodeVariants.ts';
 import { GPU_QUANT_MATVEC, QUANT_MATVECS, type QuantMatvec, type QuantShape } from '../compiler/quantized.ts';
@@ -67,6 +68,7 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     shaderF16: profile.features.includes('shader-f16'),
     subgroupMatrix,
     matrixTile: matrixTileOf(),
+    attentionTiles: attentionTilesOf(),
     tiledRows: tiledRowsOf(subgroupMatrix !== false),
     // on where tiledRows is: the GPU check of tiles-parity.sh passed on the H200 (q8, q4: max |d logit| 1.3e-2, 1.2e-2)
     tiledRowsQuantized: flagOf('STRATA_TILED_ROWS_QUANT', true),
@@ -115,6 +117,16 @@ function matrixTileOf(): MatrixTile | false {
   const of = (v: number | undefined, options: number[]) => v !== undefined && options.includes(v);
   if (!of(tm, [16, 32, 64]) || !of(tn, [16, 32, 64]) || !of(slices, [1, 2, 4, 8]) || !of(tk, [16, 32, 64])) throw new StrataUserError(`STRATA_MATRIX_TILE must be tm,tn,slices,tk with tm and tn 16|32|64, slices 1|2|4|8, tk 16|32|64, got '${env}'`);
   return { tm, tn, slices, tk } as MatrixTile;
+}
+
+/** The prefill attention's tile: STRATA_ATTN_TILES=rows,keys (Node, a measurement knob) where set, else the largest that fits. */
+function attentionTilesOf(): Tiles | false {
+  const env = typeof process === 'undefined' ? undefined : process.env?.STRATA_ATTN_TILES;
+  if (env === undefined) return false;
+  const [rows, keys] = env.split(',').map(Number);
+  if (!(TILE_ROWS as readonly number[]).includes(rows!) || !(TILE_KEYS as readonly number[]).includes(keys!) || env.split(',').length !== 2)
+    throw new StrataUserError(`STRATA_ATTN_TILES must be rows,keys with rows ${TILE_ROWS.join('|')} and keys ${TILE_KEYS.join('|')}, got '${env}'`);
+  return tilesOf(rows!, keys!);
 }
 
 /** Rows from which batched decode takes the tiled kernel (DeviceLimits.tiledRows): STRATA_TILED_ROWS=N (Node, 0 off) where set, else 2 with subgroup matrices. */

@@ -20,7 +20,7 @@ const TPR = 8;
 const STAGE_UNROLL = 32;
 
 /** A tile shape: threads, query rows and keys per tile (threads = rows * TPR). */
-interface Tiles {
+export interface Tiles {
   threads: number;
   rows: number;
   keys: number;
@@ -40,10 +40,20 @@ function words(t: Tiles, D: number, Dv: number): number {
   return t.rows * (D + 1) + Math.max(D * (t.keys + 1), t.keys * Dv) + t.rows * (t.keys + 1) + t.threads + t.rows + 1;
 }
 
-/** The tile shape for head sizes D (query/key) and Dv (value) within `storage` bytes of workgroup memory. */
-export function prefillTiles(D: number, Dv: number, storage: number): Tiles | undefined {
-  return CANDIDATES.find((t) => 4 * words(t, D, Dv) <= storage);
+/**
+ * The tile shape for head sizes D (query/key) and Dv (value) within `storage` bytes of workgroup memory: `chosen`
+ * where it fits (DeviceLimits.attentionTiles, a measurement knob), else the largest candidate that does.
+ */
+export function prefillTiles(D: number, Dv: number, storage: number, chosen?: Tiles | false): Tiles | undefined {
+  return [...(chosen ? [chosen] : []), ...CANDIDATES].find((t) => 4 * words(t, D, Dv) <= storage);
 }
+
+/** Query rows a tile may take (STRATA_ATTN_TILES): threads are TPR a row. */
+export const TILE_ROWS = [4, 8, 16, 32] as const;
+/** Keys a tile may take (STRATA_ATTN_TILES). */
+export const TILE_KEYS = [8, 16, 32, 64] as const;
+/** A tile of `rows` query rows and `keys` keys, TPR threads a row. */
+export const tilesOf = (rows: number, keys: number): Tiles => ({ threads: rows * TPR, rows, keys });
 
 /**
  * Flash attention on tiles, one workgroup per (tile of query rows, batch index: the sequence and KV head), so a key

@@ -53,7 +53,7 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode' | 'attentionTiles'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -124,14 +124,14 @@ function attentionVariant(root: Node, o: LowerOptions): AttentionVariant {
   const r = root.shape.length;
   const rows = root.shape[r - 2]!;
   if (rows <= DECODE_MAX_ROWS && Math.max(q.shape[r - 1]!, v.shape[r - 1]!) <= DECODE_MAX_HEAD_DIM) return 'decode';
-  return rows >= TILED_MIN_ROWS && prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384) ? 'tiles' : 'row';
+  return rows >= TILED_MIN_ROWS && prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384, o.attentionTiles) ? 'tiles' : 'row';
 }
 
 function lowerAttentionKernel(root: Node, { variant, projection }: { variant: AttentionVariant; projection?: AttentionProjection }, isMat: (n: Node) => boolean, o: LowerOptions): LoweredKernel {
   const [q, , v] = root.inputs as [Node, Node, Node];
   const r = root.shape.length;
   const lowered = variant === 'decode' ? lowerAttentionDecode(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, workgroupStorage: o.workgroupStorage ?? 16384, ...(o.attentionDecode ? { variant: o.attentionDecode } : {}), ...(projection ? { projection } : {}) })
-    : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384)!, o.unroll ?? true)
+    : variant === 'tiles' ? lowerAttentionPrefill(root, isMat, prefillTiles(q.shape[r - 1]!, v.shape[r - 1]!, o.workgroupStorage ?? 16384, o.attentionTiles)!, o.unroll ?? true)
     : lowerAttention(root, isMat, o.subgroups ?? false);
   // printed as attention/decode+qkv where the kernel projects its q, k and v, attention/split for slices of the keys
   return { ...lowered, variant: root.op === 'attention_split' ? 'split' : projection ? `${variant}+qkv` : variant };

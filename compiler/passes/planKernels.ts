@@ -173,7 +173,7 @@ export function planKernels(g: Graph, mat: Set<number>, limits: DeviceLimits, st
   const isMat = (n: Node) => mat.has(n.id);
   // a K loop the adapter cannot compile ('dot4' without packed integer dot products, 'half' without shader-f16): the GPU default's
   const quantMatvec = limits.quantMatvec && !quantMatvecRuns(limits.quantMatvec, limits) ? GPU_QUANT_MATVEC : limits.quantMatvec;
-  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, vectorLoads: limits.vectorLoads, quantMatvec, quantShape: limits.quantShape, tiledMatmul: limits.tiledMatmul, subgroupMatrix: limits.subgroupMatrix, matrixTile: limits.matrixTile, tiledRows: limits.tiledRows, tiledRowsQuantized: limits.tiledRowsQuantized, attentionDecode: limits.attentionDecode };
+  const options = { subgroups: limits.subgroups ?? false, unroll: limits.unroll ?? true, workgroupStorage: limits.maxComputeWorkgroupStorageSize, matvecAccumulators: limits.matvecAccumulators, matvecRows: limits.matvecRows, matvecPreload: limits.matvecPreload, vectorLoads: limits.vectorLoads, quantMatvec, quantShape: limits.quantShape, tiledMatmul: limits.tiledMatmul, subgroupMatrix: limits.subgroupMatrix, matrixTile: limits.matrixTile, tiledRows: limits.tiledRows, tiledRowsQuantized: limits.tiledRowsQuantized, attentionDecode: limits.attentionDecode, attentionTiles: limits.attentionTiles };
   const nodeById = new Map(g.nodes.map((n) => [n.id, n]));
   /** Accepted kernels by root id; one stays valid until a node it inlines gets a buffer. */
   const accepted = new Map<number, LoweredKernel>();

@@ -6,12 +6,13 @@
 import { expect, test } from 'vitest';
 import { input, iota, output } from '../../dsl/trace.ts';
 import { attention } from '../../dsl/nn/attention.ts';
+import { tilesOf } from '../../compiler/lower/attentionPrefillKernel.ts';
 import { closeness, runBoth } from '../helpers/gpu.ts';
 import { mulberry32 } from '../../base/random.ts';
 
 // H KV heads, M query rows per head (G query heads x T tokens), E keys, D and Dv head sizes, W a sliding window
 // (0: none), storage the workgroup-memory limit, tile the rows x keys of the tile shape it must select.
-interface Case { H: number; M: number; E: number; D: number; Dv: number; W: number; softcap: number; storage: number; tile: string; unroll?: boolean }
+interface Case { H: number; M: number; E: number; D: number; Dv: number; W: number; softcap: number; storage: number; tile: string; unroll?: boolean; chosen?: [rows: number, keys: number] }
 const CASES: Case[] = [
   { H: 2, M: 38, E: 45, D: 16, Dv: 24, W: 0, softcap: 0, storage: 8192, tile: '16x32' },
   { H: 1, M: 21, E: 70, D: 20, Dv: 20, W: 9, softcap: 5, storage: 32768, tile: '16x64' },
@@ -20,6 +21,9 @@ const CASES: Case[] = [
   { H: 2, M: 38, E: 45, D: 16, Dv: 24, W: 0, softcap: 0, storage: 8192, tile: '16x32', unroll: true },
   // llama's head size on the H200's 32 KiB: 8 trips for the query tile, 32 for a key or value tile
   { H: 2, M: 40, E: 100, D: 64, Dv: 64, W: 0, softcap: 2, storage: 32768, tile: '16x64', unroll: true },
+  // a chosen tile (DeviceLimits.attentionTiles, STRATA_ATTN_TILES) where it fits, else the largest that does
+  { H: 2, M: 40, E: 100, D: 64, Dv: 64, W: 0, softcap: 0, storage: 32768, tile: '8x32', unroll: true, chosen: [8, 32] },
+  { H: 2, M: 40, E: 100, D: 64, Dv: 64, W: 0, softcap: 0, storage: 32768, tile: '16x64', chosen: [32, 64] },
 ];
 
 function build({ H, M, E, D, Dv, W, softcap }: Case) {
@@ -45,7 +49,7 @@ function data({ H, M, E, D, Dv }: Case) {
 
 // f32 on both sides; the online softmax sums in another order than the reference: 1e-5, as for the one-row kernel.
 test.each(CASES.map((c, i) => [i, c.tile, c] as const))('tiled attention matches the reference (case %d, tile %s)', async (_i, tile, c) => {
-  const both = await runBoth(() => build(c), {}, data(c), { limits: { maxComputeWorkgroupStorageSize: c.storage, unroll: c.unroll ?? false } });
+  const both = await runBoth(() => build(c), {}, data(c), { limits: { maxComputeWorkgroupStorageSize: c.storage, unroll: c.unroll ?? false, ...(c.chosen ? { attentionTiles: tilesOf(...c.chosen) } : {}) } });
   const kernels = both.program.kernels.filter((k) => k.name.includes('attention'));
   expect(kernels).toHaveLength(1);
   const [rows, keys] = tile.split('x').map(Number) as [number, number];

@@ -121,7 +121,7 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       return components(`${e.named('xq', Kx.load('mv_q', at, (MB * C) / 16, 'vec4<u32>'))}`);
     });
     const block = V.arith('+', u32((i * C) / QUANT_BLOCK), U < QUANT_BLOCK ? V.arith('/', pp, u32(QUANT_BLOCK / U)) : pp);
-    const d = `${e.named('xd', Kx.load('mv_d', block, (MB * C) / QUANT_BLOCK, 'vec2<f32>'))}`;
+    const d = e.named('xd', Kx.load('mv_d', block, (MB * C) / QUANT_BLOCK, 'vec2<f32>'));
     return { words: words.flat(), d };
   });
   plan.matmuls.forEach((_, t) => {
@@ -149,9 +149,8 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
         return Kx.v(v);
       });
       for (let i = 0; i < MB; i++) {
-        const { words: xw, d } = rows[i]!;
+        const { words: xw, d: xd } = rows[i]!;
         const a = Kx.v(q.acc(t, i, c), 'f32');
-        const xd = Kx.v(d, 'vec2<f32>');
         const dot = sum(ints.map((wi, j) => V.dot4I8Packed(wi, xw[j]!)));
         const scaled = V.arith('+', a, V.arith('*', V.arith('*', cst.d, V.field(xd, 'x')), V.cast('f32', dot)));
         e.line(`${a} = ${cst.m ? V.arith('+', scaled, V.arith('*', cst.m, V.field(xd, 'y'))) : scaled};`);

@@ -62,9 +62,16 @@ const H2O_CASE: KvPolicy = { kind: 'h2o', recent: 32, heavy: 32 };
 
 const indent = (text: string) => text.split('\n').map((l) => `    ${l}`).join('\n');
 
-/** STRATA_COMMIT where set (a bundle run outside a git checkout), else the checkout's HEAD. */
+/** The commit a bundle was built from (esbuild --define by bench/device/prepare.sh); undeclared when run from source. */
+declare const STRATA_BUILD_COMMIT: string | undefined;
+
+/**
+ * STRATA_COMMIT where set, else the commit the bundle was built from, else the checkout's HEAD (a bundle runs in a
+ * copy whose git HEAD need not be the one it was built from).
+ */
 function commit(): string {
   if (process.env.STRATA_COMMIT) return process.env.STRATA_COMMIT;
+  if (typeof STRATA_BUILD_COMMIT === 'string') return STRATA_BUILD_COMMIT;
   try {
     return execSync('git rev-parse --short HEAD', { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   } catch {

@@ -11,9 +11,11 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 shared=${STRATA_SHARED:-$root/../shared}
 
+# the commit goes into the bundle: the device's copy of the checkout may report another HEAD
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo -dirty)
 npx esbuild bench/cli.ts --bundle --platform=node --format=esm --external:webgpu --log-level=warning \
   --banner:js="import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" \
-  --outfile=dist/bench.mjs
+  --define:STRATA_BUILD_COMMIT="\"$commit\"" --outfile=dist/bench.mjs
 
 [ -d .peers ] && chmod -R u+w .peers && rm -rf .peers
 cp -r "$shared/tools/peers" .peers
@@ -34,7 +36,6 @@ fi
 for ignored in dist .peers .device; do
   git check-ignore -q "$ignored/" || { echo "prepare.sh: $ignored/ is not git-ignored: it would travel as untracked files and llama.cpp must not be committed" >&2; exit 1; }
 done
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo -dirty)
 tracked=$( (git ls-files -z; git ls-files -z -o --exclude-standard) | du -cbL --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 carried=$(du -cb $(ls -d dist .peers .device 2>/dev/null) | tail -1 | cut -f1)
 echo "travels: tracked and untracked files $((tracked >> 20)) MiB + carried (dist .peers .device) $((carried >> 20)) MiB"

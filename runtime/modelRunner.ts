@@ -102,13 +102,17 @@ export class ModelRunner {
     return dtype === 'F16' ? 'f16' : dtype === 'BF16' ? 'bf16' : 'f32';
   }
 
-  /** The compiled, loaded program for a bucket (compiled on first use). */
-  async program(rows: number, tokens: number, logits: LogitsMode): Promise<Executable> {
-    const key = `${rows}x${tokens}:${logits}`;
+  /**
+   * The compiled, loaded program for a bucket (compiled on first use). `splits` false: a decode step whose attention
+   * keeps one slice of the keys where the adapter's rule would split it (`step` takes it while the batch is shorter
+   * than the rule's length; a caller that cannot tell the lengths gets the split step).
+   */
+  async program(rows: number, tokens: number, logits: LogitsMode, splits = true): Promise<Executable> {
+    const key = `${rows}x${tokens}:${logits}${splits ? '' : ':one slice'}`;
     const have = this.programs.get(key);
     if (have) return have;
     const graph = () => trace(() => {
-      const ctx = this.context(rows, tokens);
+      const ctx = this.context(rows, tokens, undefined, splits);
       const hidden = this.model.forward(ctx);
       if (logits === 'all') output('logits', this.model.logits(ctx, hidden));
       else {
@@ -134,8 +138,8 @@ export class ModelRunner {
 
   /**
    * A StepContext over this runner's memory and weights, for a step program traced elsewhere (the generator's).
-   * `splits`: whether its decode attention takes the adapter's key slices (default: yes; so do `program`'s steps,
-   * which cannot tell a sequence's length: the generator compiles both and picks by length).
+   * `splits`: whether its decode attention takes the adapter's key slices (default: yes; the generator and `step`
+   * compile both and pick by the batch's longest sequence).
    */
   context(rows: number, tokens: number, sources?: StepSources, splits = true): StepContext {
     return new StepContext(this.spec, this.memory, rows, tokens, { storage: (n) => this.storage(n) }, sources, { decodeSplits: splits && this.decodeSplits });
@@ -208,7 +212,10 @@ export class ModelRunner {
       if (this.lengths[r.slot]! + r.tokens.length > this.options.capacity)
         throw new ContextOverflowError(`slot ${r.slot}: ${this.lengths[r.slot]} tokens + ${r.tokens.length} new exceed the capacity of ${this.options.capacity}`);
     }
-    const exe = await this.program(R, T, logits);
+    // a decode batch shorter than the flash-decoding rule's length runs the one-slice step (as the generator's do)
+    const rule = this.decodeSplits;
+    const oneSlice = rule !== false && T === 1 && Math.max(...rows.map((r) => this.lengths[r.slot]!)) < rule.from && this.splitsDecode(R);
+    const exe = await this.program(R, T, logits, !oneSlice);
     const tokens = new Int32Array(R * T);
     const slotIds = new Int32Array(R).fill(this.options.slots); // inactive rows point past the last slot
     const valid = new Int32Array(R);

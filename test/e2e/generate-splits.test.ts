@@ -72,3 +72,30 @@ test('a bucket of more sequences than the rule takes, or caches that never hold 
     await short.close();
   }
 });
+
+test('ModelRunner.step picks the one-slice decode step below the rule\'s length and the split one from it: greedy ids equal the reference', SLOW, async () => {
+  const runner = session.runner;
+  const ref = reference.greedy[0]!;
+  runner.resetSlot(0);
+  const counters = runner.runtime.counters;
+  let [logits] = await runner.step([{ slot: 0, tokens: ref.prompt_ids }], 'last', { rows: 1, tokens: 16 });
+  const ids: number[] = [];
+  const dispatches: number[] = [];
+  const argmax = (row: Float32Array) => row.reduce((best, v, i) => (v > row[best]! ? i : best), 0);
+  for (let i = 0; i < 24; i++) {
+    ids.push(argmax(logits!));
+    const before = counters.dispatches;
+    [logits] = await runner.step([{ slot: 0, tokens: [ids.at(-1)!] }], 'last', { rows: 1, tokens: 1 });
+    dispatches.push(counters.dispatches - before);
+  }
+  expect(ids).toEqual(generated(ref).slice(0, 24));
+  // the prompt's 10 tokens, then steps at 10..33 positions: one slice below 24, 4 slices (a combine kernel for each
+  // of the 2 attention layers) from 24
+  const split = ref.prompt_ids.length + dispatches.length - 24;
+  expect(split).toBeGreaterThan(0);
+  const [one, sliced] = [dispatches.slice(0, -split), dispatches.slice(-split)];
+  expect(new Set(one).size).toBe(1);
+  expect(new Set(sliced).size).toBe(1);
+  expect(sliced[0]).toBe(one[0]! + 2);
+  runner.resetSlot(0);
+});

@@ -7,6 +7,8 @@ left() { echo $((budget - ($(date +%s) - start))); }
 quiet() { grep -v 'artificially reduced'; }
 # a bench run's summary lines: quiet, and without the per-kernel rows of its profile
 summary() { quiet | grep -vE '^ +[0-9.]+ +k[0-9]+_'; }
+# the tiny model's reference generations decoded together (`bench greedy-batch`: the GPU's kernels checked), into OUT/checks.txt
+greedy_checks() { timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$1/checks.txt"; }
 # the GPU, its driver and its clocks, into DIR/gpu.csv
 gpu_info() { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$1/gpu.csv" 2>&1; }
 # batch 1 of CONFIG from BUNDLE (16-bit weights), its summary lines into OUT/ab.log, while more than MIN s are left

@@ -11,7 +11,7 @@ configs=${*:-llama-400m granite4h-350m-like jamba-small}
 source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
 gpu_info "$out"
-timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
+greedy_checks "$out"
 for round in 1 2; do for config in $configs; do ab_run "$out" 300 dist/bench-base.mjs $config; ab_run "$out" 300 dist/bench.mjs $config; done; done
 timeout $(($(left) - 80)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 gzip -9 "$out/strata.json"

@@ -9,7 +9,7 @@ out=$1
 source "$(dirname "$0")/budget.sh" 560
 mkdir -p "$out"
 gpu_info "$out"
-timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
+greedy_checks "$out"
 timeout $(($(left) - 170)) node dist/bench.mjs models --cases f16:1,f16:8 --out "$out/strata.json" 2>&1 | quiet > "$out/strata.log"
 gzip -9 "$out/strata.json"
 for config in llama-400m granite4h-350m-like jamba-small; do

@@ -9,7 +9,7 @@ out=$1
 source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
 gpu_info "$out"
-timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
+greedy_checks "$out"
 for round in 1 2; do
   for config in llama-400m granite4h-350m-like; do
     for mode in batched 1; do ab_env "$out" 330 STRATA_ATTN_PROJECTION $mode $config; done

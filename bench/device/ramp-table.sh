@@ -10,7 +10,7 @@ source "$(dirname "$0")/budget.sh" 570
 mkdir -p "$out"
 gpu_info "$out"
 gzip -dc dist/bench-old.mjs.gz > dist/bench-old.mjs
-timeout 60 node dist/bench.mjs greedy-batch assets/models/tiny-granite-code 2>&1 | quiet > "$out/checks.txt"
+greedy_checks "$out"
 for round in 1 2; do
   for config in llama-400m granite4h-350m-like jamba-small; do
     for bundle in dist/bench-old.mjs dist/bench.mjs; do ab_run "$out" 300 $bundle $config; done

@@ -10,7 +10,7 @@ import { QUANT_BLOCK, QUANT_FORMATS, type QuantStorage } from '../quantized.ts';
 import { K as Kx, type KExpr, isLit } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
-import { type QuantLoop, blockStatistics, chunkFitting, components, overChunks, sum, unrolledStride } from './matvecQuant.ts';
+import { type QuantLoop, blockStatistics, chunkFitting, components, overChunks, unrolledStride } from './matvecQuant.ts';
 
 const u32 = Kx.u32;
 
@@ -118,7 +118,7 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
   const rows = Array.from({ length: MB }, (_, i) => {
     const words = Array.from({ length: U / 16 }, (_, g) => {
       const at = U > 16 ? V.arith('+', V.arith('+', u32((i * C) / 16), V.arith('*', pp, u32(U / 16))), u32(g)) : V.arith('+', u32((i * C) / 16), pp);
-      return components(`${e.named('xq', Kx.load('mv_q', at, (MB * C) / 16, 'vec4<u32>'))}`);
+      return components(e.named('xq', Kx.load('mv_q', at, (MB * C) / 16, 'vec4<u32>')));
     });
     const block = V.arith('+', u32((i * C) / QUANT_BLOCK), U < QUANT_BLOCK ? V.arith('/', pp, u32(QUANT_BLOCK / U)) : pp);
     const d = e.named('xd', Kx.load('mv_d', block, (MB * C) / QUANT_BLOCK, 'vec2<f32>'));
@@ -141,7 +141,7 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       for (let h = 0; h < vec4s; h++) {
         const row = V.arith('*', col, u32(K / f.perWord / 4));
         const at = vec4s > 1 ? V.arith('+', V.arith('+', row, V.arith('*', p, u32(vec4s))), u32(h)) : V.arith('+', row, p);
-        words.push(...components(`${e.named('qv', Kx.load(buf, at, f.words(n) / 4, 'vec4<u32>'))}`));
+        words.push(...components(e.named('qv', Kx.load(buf, at, f.words(n) / 4, 'vec4<u32>'))));
       }
       const ints = int8Words(e, storage, words, order).map((word) => {
         const v = e.fresh('qw');
@@ -151,7 +151,7 @@ function dot4Trip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       for (let i = 0; i < MB; i++) {
         const { words: xw, d: xd } = rows[i]!;
         const a = Kx.v(q.acc(t, i, c), 'f32');
-        const dot = sum(ints.map((wi, j) => V.dot4I8Packed(wi, xw[j]!)));
+        const dot = V.sum(ints.map((wi, j) => V.dot4I8Packed(wi, xw[j]!)));
         const scaled = V.arith('+', a, V.arith('*', V.arith('*', cst.d, V.field(xd, 'x')), V.cast('f32', dot)));
         e.line(`${a} = ${cst.m ? V.arith('+', scaled, V.arith('*', cst.m, V.field(xd, 'y'))) : scaled};`);
       }

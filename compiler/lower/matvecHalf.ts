@@ -19,7 +19,7 @@ import { QUANT_BLOCK, type QuantStorage } from '../quantized.ts';
 import { K as Kx, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
 import type { Emitter } from './emitter.ts';
-import { type Column, type QuantLoop, blockStatistics, chunkFitting, loadColumn, padded, stagedTrips, sum, unrolledStride } from './matvecQuant.ts';
+import { type Column, type QuantLoop, blockStatistics, chunkFitting, components, loadColumn, padded, stagedTrips, unrolledStride } from './matvecQuant.ts';
 
 const u32 = Kx.u32;
 
@@ -119,7 +119,7 @@ function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
   const rows = Array.from({ length: MB }, (_, i) => {
     const pairs = Array.from({ length: 4 }, (_, g) => {
       const v = e.named('xq', Kx.load('mv_h', halfAt(C, i, V.arith('+', V.arith('*', pp, u32(4)), u32(g))), MB * halfRow(C), 'vec4<u32>'));
-      return [0, 1, 2, 3].map((j) => e.named('xh', V.bitcast('vec2<f16>', Kx.wgsl(`${v}[${j}]`, 'u32'))));
+      return components(v).map((word) => e.named('xh', V.bitcast('vec2<f16>', word)));
     });
     const s = e.named('xd', Kx.load('mv_s', V.arith('+', u32((i * C) / QUANT_BLOCK), pp), (MB * C) / QUANT_BLOCK, 'vec2<f32>'));
     return { pairs: pairs.flat(), s };
@@ -143,7 +143,7 @@ function halfTrip(e: Emitter, q: QuantLoop, order: XOrder, p: KExpr, pp: KExpr, 
       for (let i = 0; i < MB; i++) {
         const { pairs, s } = rows[i]!;
         const [h, hf] = [e.fresh('qh'), e.fresh('qf')];
-        e.line(`let ${h} = ${sum(codes.map((cv, j) => V.arith('*', cv, pairs[j]!)))};`);
+        e.line(`let ${h} = ${V.sum(codes.map((cv, j) => V.arith('*', cv, pairs[j]!)))};`);
         e.line(`let ${hf} = ${V.cast('vec2<f32>', Kx.v(h, 'vec2<f16>'))};`);
         const [a, sv, hv] = [Kx.v(q.acc(t, i, c), 'f32'), s, Kx.v(hf, 'vec2<f32>')];
         const scaled = V.arith('+', a, V.arith('*', V.arith('*', d, V.field(sv, 'x')), V.arith('+', V.field(hv, 'x'), V.field(hv, 'y'))));

@@ -8,7 +8,7 @@ import { V } from '../kexpr/value.ts';
 import { OPS } from '../ops.ts';
 import { QUANT_BLOCK, QUANT_FORMATS, autoQuantMatvec, type QuantMatvec, type QuantShape, isQuantized } from '../quantized.ts';
 import { Emitter, type LoweredKernel, SEQ_MAX, assemble, finish, nextPow2, reduceLength } from './emitter.ts';
-import { quantLoop, quantStep, stagedChunk, stagedRow, sum } from './matvecQuant.ts';
+import { quantLoop, quantStep, stagedChunk, stagedRow } from './matvecQuant.ts';
 import { dot4Chunk, dot4Loop, dot4Shared } from './matvecDot4.ts';
 import { type MatvecRowsVariant, lowerStagedRows } from './matvecRows.ts';
 import { halfChunk, halfLoop, halfShared } from './matvecHalf.ts';
@@ -322,7 +322,7 @@ export function lowerMatvec(root: Node, plan: MatvecPlan, isMat: (n: Node) => bo
           const av = ks.map((k) => e.value(mm.inputs[0]!, [...batch, ...rows, k]));
           for (let c = 0; c < R; c++) {
             const a = Kx.v(acc(t, i, c), 'f32');
-            e.line(`${a} = ${sum([a, ...av.map((x, u) => V.arith('*', x, wv[c]![u]!))])};`);
+            e.line(`${a} = ${V.sum([a, ...av.map((x, u) => V.arith('*', x, wv[c]![u]!))])};`);
           }
         }
       });

@@ -33,10 +33,8 @@ export interface QuantLoop {
 }
 
 /** The u32 components of a named u32x4, written as they were (`qv3[0]`, not `qv3[0u]`). */
-export const components = (v: string): KExpr[] => [0, 1, 2, 3].map((j) => Kx.wgsl(`${v}[${j}]`, 'u32'));
+export const components = (v: KExpr | string): KExpr[] => [0, 1, 2, 3].map((j) => Kx.wgsl(`${v}[${j}]`, 'u32'));
 
-/** `a + b + ...`, left to right. */
-export const sum = (xs: readonly KExpr[]): KExpr => V.sum(xs);
 
 const storageOf = (w: Node) => (w as Node<'weight'>).attrs.storage as QuantStorage;
 
@@ -225,9 +223,9 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number, g: numb
     // elements grouped by o_u: sum o x = sum over groups of o * (the group's x summed)
     const groups = new Map<number, KExpr[]>();
     xs.forEach((x, u) => groups.set(f.mantissa.o(u % f.perWord), [...(groups.get(f.mantissa.o(u % f.perWord)) ?? []), x]));
-    const sums = [...groups].map(([o, g]) => [o, e.named('sx', sum(g))] as const);
-    const ox = e.named('sx', sum(sums.map(([o, s]) => V.arith('*', V.lit(o, 'f32'), s))));
-    const x = sums.length > 1 ? e.named('sx', sum(sums.map(([, s]) => s))) : sums[0]![1];
+    const sums = [...groups].map(([o, g]) => [o, e.named('sx', V.sum(g))] as const);
+    const ox = e.named('sx', V.sum(sums.map(([o, s]) => V.arith('*', V.lit(o, 'f32'), s))));
+    const x = sums.length > 1 ? e.named('sx', V.sum(sums.map(([, s]) => s))) : sums[0]![1];
     const r = { kx, ox, x };
     prepared.set(key, r);
     return r;
@@ -254,7 +252,7 @@ function quantTrip(e: Emitter, q: QuantLoop, p: KExpr, xAt?: (i: number, g: numb
       for (let i = 0; i < MB; i++) {
         const { kx, ox, x } = prepare(mm, i, storage);
         const a = Kx.v(q.acc(t, i, c), 'f32');
-        const dot = V.arith('+', a, V.arith('*', d, V.arith('-', sum(kx.map((k, u) => V.arith('*', k, vs[u]!))), ox)));
+        const dot = V.arith('+', a, V.arith('*', d, V.arith('-', V.sum(kx.map((k, u) => V.arith('*', k, vs[u]!))), ox)));
         e.line(`${a} = ${m ? V.arith('+', dot, V.arith('*', m, x)) : dot};`);
       }
     }

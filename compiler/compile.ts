@@ -1,6 +1,7 @@
 // The compiler pipeline, top to bottom: verify, simplify, split weights, fuse (first choice of buffers),
 // planKernels (templates and buffers to a fixpoint of rules, each kernel lowered there), order, plan memory,
 // group, bind. One Program per bucket.
+import { MlpZeroingError, fuseMlp, unbufferedByMlps, zeroMlpSums } from './passes/fuseMlp.ts';
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
@@ -104,6 +105,14 @@ export interface DeviceLimits {
    */
   tiledPlainLeft?: boolean | 'norms';
   /**
+   * A gated MLP at batch 1 is one kernel (passes/fuseMlp.ts, lower/mlpKernel.ts): its gate/up matvecs, activation
+   * and down projection, the workgroups' partial sums added as fixed point with integer atomics (deterministic).
+   * STRATA_MLP_FUSION=0|1.
+   */
+  mlpFusion?: boolean;
+  /** Threads of a fused MLP workgroup at most: the adapter's maximum (256 where unset). */
+  mlpThreads?: number;
+  /**
    * A decode attention kernel computes its head's q row and its KV head's k and v rows itself and writes its cache
    * rows: the q/k/v matvec's dispatch goes (llama-400m decode 121 -> 97). A trade: the GPU's step grows by ~3 us a
    * layer (16 workgroups project what the matvec spreads over the GPU: 0.82 against 0.75 ms on the H200) and the
@@ -177,7 +186,9 @@ export interface CompileOptions extends Partial<FuseOptions> {
 
 export { CompileError };
 
-function elementType(n: Node): string {
+function elementType(n: Node, written = false): string {
+  // a fused MLP's accumulator: fixed point in i32 words (compiler/fixedPoint.ts), added to atomically
+  if (n.op === 'fused_mlp') return written ? 'atomic<i32>' : 'i32';
   // quantized blocks are read as u32x4 (compiler/quantized.ts)
   if (n.op === 'weight' && isQuantized((n as Node<'weight'>).attrs.storage)) return 'vec4<u32>';
   if (n.op === 'weight' && (n as Node<'weight'>).attrs.storage !== 'f32') return 'u32';
@@ -228,7 +239,7 @@ function bindKernels(group: LoweredKernel[], bufferOf: Map<number, number>, limi
   const written = group.flatMap((k) => [k.write, ...(k.alsoWrites ?? [])]);
   const writes = [...new Set(written.map((w) => bufferOf.get(w.id)!))];
   const slots: number[] = [...writes];
-  const types = new Map<number, string>(written.map((w) => [bufferOf.get(w.id)!, elementType(w)]));
+  const types = new Map<number, string>(written.map((w) => [bufferOf.get(w.id)!, elementType(w, true)]));
   // a buffer read as vectors anywhere in the group is bound as vectors, and every other access of it goes through them
   const vectoredBuffers = new Set(group.flatMap((k) => (k.vectorReads ?? []).map((id) => bufferOf.get(id)!)));
   const vectoredIds = new Set<number>();
@@ -318,15 +329,25 @@ export function compileWithPlan(graph: Graph, options: CompileOptions = {}): Com
   verify(graph);
   const simple = simplify(graph);
   const decomposed = decomposeKernels(simple, limits.maxStorageBuffersPerShaderStage);
-  const g = splitWeights(copyAliasedOutputs(decomposed === simple ? simple : simplify(decomposed)), limits.maxStorageBufferBindingSize);
-  verify(g);
-  const mat = initialMaterialization(g, { fuse: options.fuse ?? true });
   const fuse = options.fuse ?? true;
+  const split = splitWeights(copyAliasedOutputs(decomposed === simple ? simple : simplify(decomposed)), limits.maxStorageBufferBindingSize);
+  const g = fuse && limits.mlpFusion ? fuseMlp(split) : split;
+  verify(g);
+  const mat = initialMaterialization(g, { fuse });
+  // a fused MLP computes its matvecs and activation itself
+  for (const id of unbufferedByMlps(g)) mat.delete(id);
   const steps: PlanStep[] = [];
   const kernelPlan = planKernels(g, mat, limits, steps);
   const absorbed = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
   const planned = fuse && limits.ssdProjection ? projectSsdInputs(absorbed, g, (n) => mat.has(n.id), limits, steps) : absorbed;
-  const ordered = orderKernels(planned);
+  let ordered: LoweredKernel[];
+  try {
+    ordered = zeroMlpSums(orderKernels(planned));
+  } catch (e) {
+    // fused MLPs whose accumulators no other fused kernel can zero (one layer's MLPs around one reader): without them
+    if (e instanceof MlpZeroingError) return compileWithPlan(graph, { ...options, limits: { ...options.limits, mlpFusion: false } });
+    throw e;
+  }
   const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;
   const plan = planMemory(g, kernels);
   for (const b of plan.buffers)

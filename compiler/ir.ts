@@ -68,6 +68,11 @@ export interface OpAttrs {
   // the Mamba-1 selective scan over T > 1 tokens (compiler/selectiveScan.ts): the recurrence token by token, y or
   // the final SSM state by `part`; chunkSize is its composition's (the unfused fallback's) chunk length
   selective_scan: { part: 'y' | 'ssm'; chunkSize: number };
+  // a matmul [1, I] x [I, N] whose left operand is an elementwise function of decode matvecs over one row
+  // (a gated MLP's activation: passes/fuseMlp.ts), computed by one kernel (lower/mlpKernel.ts) that adds its
+  // workgroups' partial sums as fixed point with integer atomics; readers decode its buffer (three i32 words an
+  // element, FIXED_WORDS)
+  fused_mlp: {};
 }
 
 export type OpName = keyof OpAttrs;

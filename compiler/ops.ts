@@ -261,7 +261,7 @@ const intMod = (a: number, b: number) => (b === 0 ? 0 : a % b);
 
 // ---------------------------------------------------------------- the table
 
-export const OPS: { [K in OpName]: K extends 'attention' | 'attention_split' | 'ssd_step' | 'selective_step' | 'selective_scan' ? KernelDef<K> : OpDef<K> } = {
+export const OPS: { [K in OpName]: K extends 'attention' | 'attention_split' | 'ssd_step' | 'selective_step' | 'selective_scan' | 'fused_mlp' ? KernelDef<K> : OpDef<K> } = {
   input: { kind: 'source', infer: source, reference: sourceReference },
   weight: { kind: 'source', infer: source, reference: sourceReference },
   state: { kind: 'source', infer: source, reference: sourceReference },
@@ -533,6 +533,8 @@ export const OPS: { [K in OpName]: K extends 'attention' | 'attention_split' | '
   ssd_step: { kind: 'kernel', infer: ssdStepRule, template: 'ssdstep', reference: ssdStepReference, decompose: ssdStepComposition },
   selective_step: { kind: 'kernel', infer: selectiveStepRule, template: 'selstep', reference: selectiveStepReference, decompose: selectiveStepComposition },
   selective_scan: { kind: 'kernel', infer: selectiveScanRule, template: 'selscan', reference: selectiveScanReference, decompose: selectiveScanComposition },
+  // the matmul itself: the kernel differs in how it computes its left operand and sums, not in what it computes
+  fused_mlp: { kind: 'kernel', infer: (inputs) => opDef('matmul').infer(inputs, {}), template: 'mlp', reference: matmulReference, decompose: (c, inputs) => c.emit('matmul', inputs, {}) },
 
   cumsum: {
     kind: 'scan',

@@ -59,6 +59,10 @@ export function compileLimitsOf(profile: Pick<AdapterProfile, 'limits' | 'featur
     matvecAccumulators: matvecAccumulatorsOf(profile.isFallback === true),
     matvecRows: matvecRowsOf(),
     matvecPreload: flagOf('STRATA_MATVEC_PRELOAD'),
+    // GPUs (measured on the H200, bench/results/2026-12-04-h200-mlp-fusion/): the GPU's batch-1 step ~7% longer, a
+    // fifth fewer dispatches for the host; software adapters keep the separate matvecs (not measured there)
+    mlpFusion: flagOf('STRATA_MLP_FUSION', profile.isFallback !== true),
+    mlpThreads: l.maxComputeInvocationsPerWorkgroup ?? 256,
     vectorLoads: flagOf('STRATA_VECTOR_LOADS', true),
     quantMatvec: quantMatvecOf(profile.isFallback === true),
     quantShape: quantShapeOf(),

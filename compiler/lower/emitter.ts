@@ -3,6 +3,7 @@
 // loads materialised ones through buffer placeholders `@B<nodeId>@`, turns reductions into sequential loops or
 // workgroup-cooperative phases, and assembles a kernel's text. The kernel templates in lowerToWgsl.ts,
 // attentionKernel.ts and tiledMatmul.ts drive it.
+import { fixedElement } from '../fixedPoint.ts';
 import { type DType, type Node, numel } from '../ir.ts';
 import { QUANT_FORMATS, isQuantized } from '../quantized.ts';
 import { halfElement, halfPair } from '../halfStorage.ts';
@@ -27,7 +28,7 @@ const UNROLL = 8;
  */
 export type Refusal = { kind: 'materialize'; node: Node; reason: string } | { kind: 'row'; node: Node; reason: string };
 
-export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled' | 'ssdstep' | 'selstep' | 'selscan';
+export type KernelMode = 'map' | 'row' | 'element' | 'matvec' | 'scatter' | 'scan' | 'attention' | 'tiled' | 'ssdstep' | 'selstep' | 'selscan' | 'mlp';
 
 export interface LoweredKernel {
   root: Node;
@@ -336,6 +337,8 @@ export class Emitter {
     const off = linearize(this.ix, idx, n.shape);
     this.offsets.push({ index: off, length: numel(n.shape), what: `read of %${n.id}` });
     const buf = `@B${n.id}@`;
+    // a fused MLP's sums are fixed point (compiler/fixedPoint.ts)
+    if (n.op === 'fused_mlp') return this.bind(key, 'f32', fixedElement(buf, off, numel(n.shape)));
     const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
     const vectored = this.vectorLoads ? this.vectorLoad(n, storage, off, key) : undefined;
     if (vectored) return vectored;

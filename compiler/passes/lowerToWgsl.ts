@@ -11,6 +11,7 @@
 //   attention / tiled / ssdstep / selstep / selscan  hand-written templates (compiler/lower/attentionKernel.ts,
 //            attentionDecode.ts, tiledMatmul.ts, ssdStepKernel.ts, selectiveStepKernel.ts, selectiveScanKernel.ts)
 // Buffers are written as placeholders `@B<nodeId>@`, bound once the memory plan is known.
+import { lowerFusedMlp } from '../lower/mlpKernel.ts';
 import type { DeviceLimits } from '../compile.ts';
 import type { Node } from '../ir.ts';
 import { numel } from '../ir.ts';
@@ -53,7 +54,7 @@ export function hasLongReduction(n: Node, isMat: (n: Node) => boolean, seen = ne
  */
 export type LowerOptions = Pick<
   DeviceLimits,
-  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode' | 'attentionTiles'
+  'subgroups' | 'unroll' | 'matvecAccumulators' | 'matvecRows' | 'matvecPreload' | 'vectorLoads' | 'quantMatvec' | 'quantShape' | 'tiledMatmul' | 'subgroupMatrix' | 'matrixTile' | 'tiledRows' | 'tiledRowsQuantized' | 'attentionDecode' | 'attentionTiles' | 'mlpThreads'
 > & { workgroupStorage?: number };
 
 /** A kernel's template with what the template needs from the planner (the matmuls a tiled or matvec kernel computes). */
@@ -104,6 +105,7 @@ const TEMPLATES: Record<KernelMode, Lowering> = {
   ssdstep: (root, _c, isMat) => lowerSsdStep(root, isMat),
   selstep: (root, _c, isMat) => lowerSelectiveStep(root, isMat),
   selscan: (root, _c, isMat) => lowerSelectiveScan(root, isMat),
+  mlp: (root, _c, isMat, o) => lowerFusedMlp(root, isMat, { subgroups: o.subgroups ?? false, unroll: o.unroll ?? true, ...(o.mlpThreads ? { maxThreads: o.mlpThreads } : {}) }),
 };
 
 /** Lowers one planned kernel with its template; a `refusal` on the result says what the template could not hold. */

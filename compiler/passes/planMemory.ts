@@ -3,6 +3,7 @@
 import { type Graph, type Node, numel, stateRoot } from '../ir.ts';
 import type { BufferSpec } from '../program.ts';
 import { isQuantized, quantBytes } from '../quantized.ts';
+import { mlpWords } from './fuseMlp.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
 
 export interface MemoryPlan {
@@ -12,6 +13,7 @@ export interface MemoryPlan {
 }
 
 export function nodeBytes(n: Node): number {
+  if (n.op === 'fused_mlp') return mlpWords(n) * 4;
   const storage = n.op === 'weight' ? (n as Node<'weight'>).attrs.storage : 'f32';
   const count = numel(n.shape);
   if (isQuantized(storage)) return quantBytes(storage, n.shape);
@@ -53,11 +55,18 @@ export function planMemory(g: Graph, kernels: LoweredKernel[]): MemoryPlan {
       if (b !== undefined) bufferOf.set(r.id, b);
     }
     const place = (w: Node): void => {
+      // a fused MLP's accumulator is placed by the kernel that zeroes it, which may run first (passes/fuseMlp.ts)
+      if (bufferOf.has(w.id)) return;
       const src = sourceBuffer(w);
       if (src !== undefined) bufferOf.set(w.id, src);
       else if (outputs.has(w.id)) bufferOf.set(w.id, add({ role: 'output', name: outputs.get(w.id)!, bytes: nodeBytes(w), dtype: w.dtype, shape: [...w.shape] }));
       else {
         const need = nodeBytes(w);
+        // a fused MLP's accumulator is its own buffer for the whole step: it is zeroed one step for the next
+        if (w.op === 'fused_mlp') {
+          bufferOf.set(w.id, add({ role: 'temp', bytes: need, dtype: 'i32', shape: [mlpWords(w)] }));
+          return;
+        }
         let best = -1;
         for (let f = 0; f < free.length; f++) if (buffers[free[f]!]!.bytes >= need && (best < 0 || buffers[free[f]!]!.bytes < buffers[free[best]!]!.bytes)) best = f;
         const id = best >= 0 ? free.splice(best, 1)[0]! : add({ role: 'temp', bytes: need, dtype: w.dtype, shape: [...w.shape] });
@@ -70,7 +79,8 @@ export function planMemory(g: Graph, kernels: LoweredKernel[]): MemoryPlan {
     // temps read for the last time here become free for later kernels
     for (const r of k.reads) {
       const b = bufferOf.get(r.id)!;
-      if (lastUse.get(r.id) === i && buffers[b]!.role === 'temp' && !free.includes(b)) free.push(b);
+      // a fused MLP's accumulator stays its own: zeroed for the next step once its readers have run
+      if (lastUse.get(r.id) === i && buffers[b]!.role === 'temp' && r.op !== 'fused_mlp' && !free.includes(b)) free.push(b);
     }
   });
   return { buffers, bufferOf };

@@ -3,21 +3,12 @@
 // split step once its longest sequence holds that many positions. Forced on the software adapter (4 slices from 24
 // positions for up to 2 sequences; GPUs take 8 from 512): tiny-granite-code's greedy ids equal transformers' across
 // the switch, alone and batched, with nothing compiled or created after the load.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { beforeAll, expect, test } from 'vitest';
 import { getSharedDevice } from '../../runtime/device.ts';
 import { compileLimitsOf } from '../../runtime/compileLimits.ts';
 import { Session } from '../../runtime/session.ts';
+import { type Greedy, TINY_GRANITE as DIR, generated, reference } from '../helpers/tinyGranite.ts';
 
-const DIR = path.resolve(import.meta.dirname, '../../assets/models/tiny-granite-code');
-interface Greedy {
-  prompt: string;
-  prompt_ids: number[];
-  output_ids: number[];
-}
-const reference: { greedy: Greedy[] } = JSON.parse(fs.readFileSync(path.join(DIR, 'reference.json'), 'utf8'));
-const generated = (g: Greedy) => g.output_ids.slice(g.prompt_ids.length);
 const SLOW = { timeout: 1_800_000 }; // hang guard (vitest.config.ts), not a speed limit
 
 let session: Session;

@@ -19,23 +19,26 @@ describe('decode dispatches per step of the bench configurations (16-bit weights
   // The GPU default: every decode attention computes its own q/k/v rows (DeviceLimits.attentionProjection on), one
   // dispatch fewer for each attention layer at any batch; with STRATA_ATTN_PROJECTION=batched batch 1 keeps the
   // separate q/k/v matvecs (the first count).
-  const PINNED: Record<string, [number, number, number]> = {
-    'llama-400m': [121, 97, 97],
-    'granite4h-350m-like': [161, 157, 157],
+  // The last count: batch 1 with each dense gated MLP as one kernel (DeviceLimits.mlpFusion, the GPU default): one
+  // dispatch fewer a layer (granite4h-350m-like's shared MLPs, llama-400m's MLPs, jamba-small's 4 SwiGLU MLPs; its
+  // MoE experts keep their shared kernels).
+  const PINNED: Record<string, [number, number, number, number]> = {
+    'llama-400m': [121, 97, 97, 73],
+    'granite4h-350m-like': [161, 157, 157, 125],
     // jamba-small, 8 layers: 7 Mamba-1 layers of 4 dispatches (in_proj with the embedding and norm; conv + x_proj;
     // selective_step, writing the SSM state in place; the conv state's scatter grouped with out_proj + residual: 6
     // before the fused step), 4 SwiGLU MLPs of 2, 4 MoE layers of 2 (router logits grouped with the experts'
     // gate/up; the top-2 selection inlined into the down projections + residual: 5 when the selection had 2
     // kernels of its own), 1 attention layer of 3 (2 computing its q/k/v), the final norm + LM head with the
     // position update: 48, 47 with the projection
-    'jamba-small': [48, 47, 47],
+    'jamba-small': [48, 47, 47, 43],
   };
-  for (const [name, [separate, one, eight]] of Object.entries(PINNED))
+  for (const [name, [separate, one, eight, fused]] of Object.entries(PINNED))
     test(name, () => {
       const model = buildModel(parseConfig(BENCH_CONFIGS[name]!, `${name}.json`));
-      const count = (rows: number, attentionProjection: boolean | 'batched') =>
-        compileBucket(model, () => 'f16', { rows, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection, maxComputeWorkgroupStorageSize: 32768 } }).kernels.length;
-      expect([count(1, 'batched'), count(1, true), count(8, true)]).toEqual([separate, one, eight]);
+      const count = (rows: number, attentionProjection: boolean | 'batched', mlpFusion = false) =>
+        compileBucket(model, () => 'f16', { rows, tokens: 1, capacity: 264, limits: { ...LIMITS, attentionProjection, mlpFusion, mlpThreads: 1024, maxComputeWorkgroupStorageSize: 32768 } }).kernels.length;
+      expect([count(1, 'batched'), count(1, true), count(8, true), count(1, true, true), count(8, true, true)]).toEqual([separate, one, eight, fused, eight]);
     });
 });
 
@@ -55,6 +58,19 @@ test('batch-8 decode on tiles (subgroup matrices): dispatches of the bench confi
     ['granite4h-350m-like', 157, 125],
     ['jamba-small', 51, 35],
   ]);
+});
+
+test('granite4h-350m-like decode with fused MLPs (DeviceLimits.mlpFusion): one kernel a shared MLP, under issue 15\'s 140', () => {
+  // each layer's shared MLP (gate/up, SiLU gate, down) is one kernel (mlp) whose 64 workgroups add their partial sums
+  // as fixed point; the next layer's kernels decode them; each accumulator is zeroed by another fused kernel
+  const model = buildModel(parseConfig(BENCH_CONFIGS['granite4h-350m-like']!, 'granite4h-350m-like.json'));
+  const program = compileBucket(model, () => 'f16', { rows: 1, tokens: 1, capacity: 264, limits: { ...LIMITS, maxComputeWorkgroupStorageSize: 32768, attentionProjection: true, mlpFusion: true, mlpThreads: 1024 } });
+  const mlps = program.kernels.filter((k) => k.templates.includes('mlp'));
+  expect(program.kernels).toHaveLength(125);
+  expect(mlps).toHaveLength(32);
+  expect(mlps.every((k) => k.workgroups[0] === 64 && k.workgroupSize === 1024)).toBe(true);
+  // every accumulator is zeroed by exactly one other fused kernel: 32 zeroing loops in all
+  expect(mlps.map((k) => (k.wgsl.match(/atomicStore/g) ?? []).length).reduce((a, b) => a + b, 0)).toBe(32);
 });
 
 test('llama-400m decode with the attention projection (DeviceLimits.attentionProjection): 24 dispatches fewer', () => {

@@ -34,7 +34,7 @@ const PRELOAD_WORDS = 24;
  * Loads every word of the sites' rows at once (ROW_LANES lanes a row, rows slot, slot + WG / ROW_LANES, ...), then,
  * called after x is staged, dots them with proj_x into mlp_mm. Returns the second half.
  */
-function preloadRows(e: Emitter, sites: MlpSite[], J: number, Kd: number, WG: number, g: KExpr, ROW_LANES: number): () => void {
+function preloadRows(e: Emitter, sites: MlpSite[], J: number, Kd: number, WG: number, g: KExpr, ROW_LANES: number, subgroups: boolean): () => void {
   const u = K.u32;
   const slots = WG / ROW_LANES;
   const chunks = Math.ceil(J / slots);
@@ -71,7 +71,9 @@ function preloadRows(e: Emitter, sites: MlpSite[], J: number, Kd: number, WG: nu
         const shuffles = [1, 2, 4, 8, 16].filter((m) => m < ROW_LANES).map((m) => `${acc} = ${V.arith('+', a, V.shuffleXor(a, u(m)))};`);
         const lanes = [...Array(ROW_LANES).keys()].map((l) => K.load('red_f32', V.arith('+', V.arith('*', K.v('mlp_slot'), u(ROW_LANES)), u(l)), WG, 'f32'));
         e.redTypes.add('f32');
-        e.groupSum(ROW_LANES, shuffles, [`red_f32[lid] = ${acc};`, `workgroupBarrier();`, `${acc} = ${V.sum(lanes)};`, `workgroupBarrier();`]);
+        const shared = [`red_f32[lid] = ${acc};`, `workgroupBarrier();`, `${acc} = ${V.sum(lanes)};`, `workgroupBarrier();`];
+        if (subgroups) e.groupSum(ROW_LANES, shuffles, shared);
+        else shared.forEach((l) => e.line(l));
         e.line(`if (${V.logic('&&', V.compare('==', K.v('mlp_lane'), u(0)), V.compare('<', local(c), u(J)))}) { mlp_mm[${V.arith('+', u(si * J), local(c))}] = ${acc}; }`);
       }
     });
@@ -137,7 +139,7 @@ export function lowerFusedMlp(root: Node, isMat: (n: Node) => boolean, options: 
   const half = (w: Node) => ['f16', 'bf16'].includes((w as Node<'weight'>).attrs.storage);
   const lanes = rowLanes(Kd);
   const preloaded = unroll && lanes !== undefined && sites.every((site) => half(site.weight)) && (Kd / (8 * lanes)) * sites.length * Math.ceil(J / (WG / lanes)) <= PRELOAD_WORDS;
-  const dots = preloaded ? preloadRows(e, sites, J, Kd, WG, g, lanes) : undefined;
+  const dots = preloaded ? preloadRows(e, sites, J, Kd, WG, g, lanes, subgroups) : undefined;
   stageRow(e, x, lead, Kd);
   if (dots) dots();
   else emitRowDots(e, Kd, sets, WG, subgroups, unroll);

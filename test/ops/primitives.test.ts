@@ -56,6 +56,7 @@ const ELSEWHERE: Partial<Record<OpName, string>> = {
   ssd_step: 'test/ops/ssdStep.test.ts',
   selective_step: 'test/ops/selectiveStep.test.ts',
   selective_scan: 'test/ops/selectiveScan.test.ts',
+  fused_mlp: 'test/ops/fused-mlp.test.ts',
 };
 
 const traced = new Map<TestName, Set<OpName>>();

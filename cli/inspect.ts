@@ -136,6 +136,7 @@ export function register(program: Command): void {
     .option('--subgroups', 'schedule for an adapter with subgroups (with --kernels)')
     .option('--attention-projection', 'decode attention computes its q/k/v rows itself, as GPUs do by default (STRATA_ATTN_PROJECTION=1; with --kernels)')
     .option('--ssd-projection', 'the Mamba-2 decode step computes its in_proj rows itself, as STRATA_SSD_PROJECTION=1 (with --kernels)')
+    .option('--mlp-fusion', 'each dense gated MLP of a one-row decode step is one kernel, as GPUs do by default (STRATA_MLP_FUSION=1; with --kernels)')
     .option('--storage-buffers <n>', 'storage buffers per shader stage the adapter allows (with --kernels)', '8')
     .option('--subgroup-matrix', "schedule for an adapter with 16x16x16 f16 subgroup matrices on subgroups of 32 and 48 KiB of workgroup memory, as Dawn's on an H200: batched decode rows on tiles too (with --kernels)")
     .action(async (dir: string, options: Record<string, unknown>) => {
@@ -148,7 +149,7 @@ export function register(program: Command): void {
         const rows = int('--rows', options.rows);
         const tokens = int('--tokens', options.tokens);
         const capacity = options.capacity === undefined ? 256 : int('--capacity', options.capacity);
-        const limits = { subgroups: options.subgroups === true, maxStorageBuffersPerShaderStage: int('--storage-buffers', options.storageBuffers), attentionProjection: options.attentionProjection === true, ssdProjection: options.ssdProjection === true, ...(options.subgroupMatrix === true ? { subgroupMatrix: { m: 16, n: 16, k: 16, size: 32 }, tiledRows: 2, maxComputeWorkgroupStorageSize: 48 << 10 } : {}) };
+        const limits = { subgroups: options.subgroups === true, maxStorageBuffersPerShaderStage: int('--storage-buffers', options.storageBuffers), attentionProjection: options.attentionProjection === true, ssdProjection: options.ssdProjection === true, mlpFusion: options.mlpFusion === true, ...(options.subgroupMatrix === true ? { subgroupMatrix: { m: 16, n: 16, k: 16, size: 32 }, tiledRows: 2, maxComputeWorkgroupStorageSize: 48 << 10 } : {}) };
         const kvPolicy = typeof options.kvPolicy === 'string' ? parseKvPolicy(options.kvPolicy) : undefined;
         console.log(await kernelSchedule(path.resolve(dir), { rows, tokens, capacity, limits, ...(kvPolicy ? { kvPolicy } : {}) }));
         return;

@@ -88,6 +88,15 @@ test('strata inspect --kernels --attention-projection: the plan says what the at
   expect(text).toContain('dispatches=9');
 });
 
+test('strata inspect --kernels --mlp-fusion: the plan and the schedule name the fused MLP kernels', async () => {
+  const schedule = (mlpFusion: boolean) => kernelSchedule('test/fixtures/hf/llama', { rows: 1, tokens: 1, capacity: 256, limits: { ...LIMITS, mlpFusion } });
+  const text = await schedule(true);
+  // the fixture's 2 layers: each MLP one kernel of 4 workgroups (128 intermediate columns, 32 a workgroup)
+  expect(text.match(/fused_mlp\(1,1,64\) mlp grid 4 wg 256/g)).toHaveLength(2);
+  expect(text).toContain('dispatches=9');
+  expect(await schedule(false)).toContain('dispatches=11');
+});
+
 test('granite4h-350m-like decode with the in_proj projection (DeviceLimits.ssdProjection): 28 dispatches fewer', () => {
   // each Mamba layer's in_proj matvec is computed inside its ssd_step kernel (ssdstep/in_proj), which also stores the
   // z columns the gated norm reads: 5 -> 4 dispatches for each of the 28 Mamba layers, 161 -> 133 a step; with the

@@ -1,10 +1,11 @@
 // The fused MLP kernel (`fused_mlp`, passes/fuseMlp.ts): a gated MLP's gate/up matvecs, its activation and its down
-// projection in one dispatch at batch 1. Workgroup g takes act's columns gJ .. gJ+J-1: the weight words of its
-// down-projection columns are loaded first (they wait on nothing), then the left row x is staged (its norm as
-// phases), the matvec rows those columns read are dotted with it into workgroup memory (lower/projectRows.ts),
-// act is evaluated there, and each output row's partial sum over the J columns is added to the accumulator as fixed
-// point (compiler/fixedPoint.ts). H200 microbenchmark (bench/mlpFusion.ts): 64 workgroups of 32 columns at 11.9 us a
-// layer against 14.8 for the two matvec dispatches, granite4h's shape.
+// projection in one dispatch at batch 1. Workgroup g takes act's columns gJ .. gJ+J-1: where loops are written out,
+// every weight word it reads (its down-projection columns, and with 16-bit weights the gate/up rows: preloadRows) is
+// loaded first, since none waits on anything; then the left row x is staged (its norm as phases), the matvec rows
+// those columns read are dotted with it into workgroup memory (else through lower/projectRows.ts's loop), act is
+// evaluated there, and each output row's partial sum over the J columns is added to the accumulator as fixed point
+// (compiler/fixedPoint.ts). H200: 0.93 against 0.87 ms for granite4h's batch-1 step with its 32 MLPs so (the loads
+// after the norm: 1.03), for 32 dispatches fewer (bench/results/2026-12-04-h200-mlp-fusion/).
 import type { Node } from '../ir.ts';
 import { K, type KExpr } from '../kexpr/expr.ts';
 import { V } from '../kexpr/value.ts';
@@ -31,8 +32,8 @@ const rowLanes = (Kd: number) => [32, 16, 8].find((l) => Kd % (8 * l) === 0);
 const PRELOAD_WORDS = 24;
 
 /**
- * Loads every word of the sites' rows at once (ROW_LANES lanes a row, rows slot, slot + WG / ROW_LANES, ...), then,
- * called after x is staged, dots them with proj_x into mlp_mm. Returns the second half.
+ * Loads every word of the sites' rows at once (ROW_LANES lanes a row; a thread's rows slot, slot + WG / ROW_LANES,
+ * ...), and returns the second half, to be called once x is staged: the dots with proj_x into mlp_mm.
  */
 function preloadRows(e: Emitter, sites: MlpSite[], J: number, Kd: number, WG: number, g: KExpr, ROW_LANES: number, subgroups: boolean): () => void {
   const u = K.u32;

@@ -1,7 +1,7 @@
 // The compiler pipeline, top to bottom: verify, simplify, split weights, fuse (first choice of buffers),
 // planKernels (templates and buffers to a fixpoint of rules, each kernel lowered there), order, plan memory,
 // group, bind. One Program per bucket.
-import { MlpZeroingError, fuseMlp, unbufferedByMlps, zeroMlpSums } from './passes/fuseMlp.ts';
+import { fuseMlp, unbufferedByMlps, zeroMlpSums } from './passes/fuseMlp.ts';
 import type { Graph, Node } from './ir.ts';
 import type { KernelSpec, Program } from './program.ts';
 import { OPS, wgslType } from './ops.ts';
@@ -340,14 +340,9 @@ export function compileWithPlan(graph: Graph, options: CompileOptions = {}): Com
   const kernelPlan = planKernels(g, mat, limits, steps);
   const absorbed = fuse ? absorbStateWrites(kernelPlan.kernels, (n) => mat.has(n.id)) : kernelPlan.kernels;
   const planned = fuse && limits.ssdProjection ? projectSsdInputs(absorbed, g, (n) => mat.has(n.id), limits, steps) : absorbed;
-  let ordered: LoweredKernel[];
-  try {
-    ordered = zeroMlpSums(orderKernels(planned));
-  } catch (e) {
-    // fused MLPs whose accumulators no other fused kernel can zero (one layer's MLPs around one reader): without them
-    if (e instanceof MlpZeroingError) return compileWithPlan(graph, { ...options, limits: { ...options.limits, mlpFusion: false } });
-    throw e;
-  }
+  const ordered = zeroMlpSums(orderKernels(planned));
+  // fused MLPs whose accumulators no other fused kernel can zero: the program without them
+  if (!ordered) return compileWithPlan(graph, { ...options, limits: { ...options.limits, mlpFusion: false } });
   const kernels = fuse ? absorbScatters(ordered, limits.maxStorageBuffersPerShaderStage) : ordered;
   const plan = planMemory(g, kernels);
   for (const b of plan.buffers)

@@ -26,6 +26,20 @@ function mergeSets(sets: RowSet[]): RowSet[] {
   return out;
 }
 
+/**
+ * Sums the f32 `acc` over each group of `lanes` consecutive threads (group index `group`): subgroup shuffles where
+ * the subgroup is that wide, else through workgroup memory (red_f32). Every thread of a group ends with the sum.
+ */
+function laneSum(e: Emitter, acc: string, lanes: number, group: string, wg: number, subgroups: boolean): void {
+  const a = K.v(acc, 'f32');
+  const shuffles = [1, 2, 4, 8, 16].filter((m) => m < lanes).map((m) => `${acc} = ${V.arith('+', a, V.shuffleXor(a, K.u32(m)))};`);
+  const parts = [...Array(lanes).keys()].map((l) => K.load('red_f32', V.arith('+', V.arith('*', K.v(group), K.u32(lanes)), K.u32(l)), wg, 'f32'));
+  const shared = [`red_f32[lid] = ${acc};`, `workgroupBarrier();`, `${acc} = ${V.sum(parts)};`, `workgroupBarrier();`];
+  e.redTypes.add('f32');
+  if (subgroups) e.groupSum(lanes, shuffles, shared);
+  else shared.forEach((l) => e.line(l));
+}
+
 /** Lanes of a row where the rows' words are loaded first: 32 (a subgroup reads 512 contiguous bytes a step), fewer where K is not whole steps of them. */
 const rowLanes = (Kd: number) => [32, 16, 8].find((l) => Kd % (8 * l) === 0);
 /** u32x4 words a thread loads first at most (registers). */
@@ -68,13 +82,7 @@ function preloadRows(e: Emitter, sites: MlpSite[], J: number, Kd: number, WG: nu
         }
         const acc = e.fresh('mlp_r');
         e.line(`var ${acc} = ${V.sum(terms)};`);
-        const a = K.v(acc, 'f32');
-        const shuffles = [1, 2, 4, 8, 16].filter((m) => m < ROW_LANES).map((m) => `${acc} = ${V.arith('+', a, V.shuffleXor(a, u(m)))};`);
-        const lanes = [...Array(ROW_LANES).keys()].map((l) => K.load('red_f32', V.arith('+', V.arith('*', K.v('mlp_slot'), u(ROW_LANES)), u(l)), WG, 'f32'));
-        e.redTypes.add('f32');
-        const shared = [`red_f32[lid] = ${acc};`, `workgroupBarrier();`, `${acc} = ${V.sum(lanes)};`, `workgroupBarrier();`];
-        if (subgroups) e.groupSum(ROW_LANES, shuffles, shared);
-        else shared.forEach((l) => e.line(l));
+        laneSum(e, acc, ROW_LANES, 'mlp_slot', WG, subgroups);
         e.line(`if (${V.logic('&&', V.compare('==', K.v('mlp_lane'), u(0)), V.compare('<', local(c), u(J)))}) { mlp_mm[${V.arith('+', u(si * J), local(c))}] = ${acc}; }`);
       }
     });
@@ -106,13 +114,6 @@ export function lowerFusedMlp(root: Node, isMat: (n: Node) => boolean, options: 
   e.line(`if (gi >= ${groups}u) { return; }`);
   const g = e.bound('gi', groups - 1);
   const first = V.arith('*', g, u(J)); // the workgroup's first act column
-  // the sites' rows, those of one weight as one set
-  const sets = mergeSets(sites.map((site, i) => ({
-    weight: site.weight,
-    width: J,
-    row: (r: KExpr) => V.arith('+', V.arith('+', u(site.offset), first), r),
-    store: (r: KExpr, v: string) => `mlp_mm[${V.arith('+', u(i * J), r)}] = ${v};`,
-  })));
 
   // the down projection's words: lane `part` of LPR lanes takes 8 of a row's J columns; rows r0, r0 + rows a pass, ...
   const LPR = J / 8;
@@ -143,7 +144,16 @@ export function lowerFusedMlp(root: Node, isMat: (n: Node) => boolean, options: 
   const dots = preloaded ? preloadRows(e, sites, J, Kd, WG, g, lanes, subgroups) : undefined;
   stageRow(e, x, lead, Kd);
   if (dots) dots();
-  else emitRowDots(e, Kd, sets, WG, subgroups, unroll);
+  else {
+    // the sites' rows through the projection prologue's K loop, those of one weight as one set
+    const sets = mergeSets(sites.map((site, i) => ({
+      weight: site.weight,
+      width: J,
+      row: (r: KExpr) => V.arith('+', V.arith('+', u(site.offset), first), r),
+      store: (r: KExpr, v: string) => `mlp_mm[${V.arith('+', u(i * J), r)}] = ${v};`,
+    })));
+    emitRowDots(e, Kd, sets, WG, subgroups, unroll);
+  }
   e.line(`workgroupBarrier();`);
   // act reads its matvecs' columns from mlp_mm: column c of a matvec is site i's where c - offset_i falls in [gJ, gJ + J)
   for (const m of new Set(sites.map((s) => s.matmul))) {
@@ -176,14 +186,7 @@ export function lowerFusedMlp(root: Node, isMat: (n: Node) => boolean, options: 
     const terms = values.map((v, k) => V.arith('*', v, K.load('mlp_act', V.arith('+', V.arith('*', K.v('mlp_part'), u(8)), u(k)), J, 'f32')));
     e.line(`var mlp_s = ${V.sum(terms)};`);
     const s = K.v('mlp_s', 'f32');
-    if (LPR > 1) {
-      const shuffles = [1, 2, 4].filter((m) => m < LPR).map((m) => `mlp_s = ${V.arith('+', s, V.shuffleXor(s, u(m)))};`);
-      const lanes = [...Array(LPR).keys()].map((l) => K.load('red_f32', V.arith('+', V.arith('*', K.v('mlp_r0'), u(LPR)), u(l)), WG, 'f32'));
-      const shared = [`red_f32[lid] = mlp_s;`, `workgroupBarrier();`, `mlp_s = ${V.sum(lanes)};`, `workgroupBarrier();`];
-      e.redTypes.add('f32');
-      if (subgroups) e.groupSum(LPR, shuffles, shared);
-      else shared.forEach((l) => e.line(l));
-    }
+    if (LPR > 1) laneSum(e, 'mlp_s', LPR, 'mlp_r0', WG, subgroups);
     e.line(`if (${V.logic('&&', V.compare('==', K.v('mlp_part'), u(0)), V.compare('<', rowOf(p), u(N)))}) {`);
     fixedAdd(`@B${root.id}@`, rowOf(p), s, (q) => e.fresh(q)).forEach((l) => e.line('  ' + l));
     e.line(`}`);

@@ -10,7 +10,6 @@ import { OPS } from '../ops.ts';
 import { numberIndex } from '../indexAlgebra.ts';
 import { FIXED_WORDS } from '../fixedPoint.ts';
 import { transposedWeight } from '../lower/matvecKernel.ts';
-import { CompileError } from './planKernels.ts';
 import type { LoweredKernel } from './lowerToWgsl.ts';
 
 /** One (matvec, column offset) that act's column c reads at column c + offset. */
@@ -155,18 +154,14 @@ export function unbufferedByMlps(g: Graph): number[] {
 /** The i32 words a fused MLP's accumulator takes. */
 export const mlpWords = (n: Node) => numel(n.shape) * FIXED_WORDS;
 
-/** No fused MLP kernel runs where an accumulator may be zeroed (compileWithPlan then compiles without the fusion). */
-export class MlpZeroingError extends CompileError {
-  override name = 'MlpZeroingError';
-}
-
 /**
  * Each fused MLP's accumulator is zeroed by another fused MLP kernel that runs after the accumulator's last reader
  * or before its writer (so, for the next step, in between): the first such one after the last reader, in dispatch
  * order around the step. Fresh buffers are zero, so the first step finds them ready; each accumulator keeps its own
- * buffer (planMemory.ts).
+ * buffer (planMemory.ts). Undefined where no fused kernel runs outside an accumulator's writer and readers (one
+ * layer's MLPs around one reader): the program is then compiled without the fusion.
  */
-export function zeroMlpSums(kernels: LoweredKernel[]): LoweredKernel[] {
+export function zeroMlpSums(kernels: LoweredKernel[]): LoweredKernel[] | undefined {
   const at = kernels.flatMap((k, i) => (k.mode === 'mlp' ? [i] : []));
   if (at.length === 0) return kernels;
   const targets = new Map<number, Node[]>();
@@ -175,7 +170,7 @@ export function zeroMlpSums(kernels: LoweredKernel[]): LoweredKernel[] {
     const lastRead = kernels.reduce((last, k, r) => (k.reads.some((x) => x.id === target.id) ? r : last), w);
     const valid = (z: number) => z !== w && (z < w || z > lastRead);
     const zeroer = [...at.filter((z) => z > lastRead), ...at.filter((z) => z < w)].find(valid);
-    if (zeroer === undefined) throw new MlpZeroingError(`no fused MLP kernel runs outside %${target.id}'s writer and readers to zero it`);
+    if (zeroer === undefined) return undefined;
     targets.set(zeroer, [...(targets.get(zeroer) ?? []), target]);
   }
   return kernels.map((k, i) => {
